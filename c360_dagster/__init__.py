@@ -1,0 +1,31 @@
+"""c360: an offline, deterministic Customer 360 & Renewals pipeline on Dagster."""
+
+from c360_dagster.domain.entities import (
+    Account,
+    Contact,
+    Invoice,
+    NPSResponse,
+    Opportunity,
+    Subscription,
+    SupportCase,
+    UsageWindow,
+)
+
+__all__ = [
+    "Account",
+    "Contact",
+    "Invoice",
+    "NPSResponse",
+    "Opportunity",
+    "Subscription",
+    "SupportCase",
+    "UsageWindow",
+    "load_customer_360",
+]
+
+
+def load_customer_360(fixtures_dir, as_of=None):  # noqa: ANN001 - thin lazy re-export
+    """Load and validate a folder of customer data; see `c360_dagster.domain.loader`."""
+    from c360_dagster.domain.loader import load_customer_360 as _load
+
+    return _load(fixtures_dir, as_of=as_of)

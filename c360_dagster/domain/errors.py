@@ -1,0 +1,56 @@
+"""User-facing errors: each carries a message a person can act on, never a traceback."""
+
+from __future__ import annotations
+
+
+class C360Error(Exception):
+    """Base for every error caused by the user's inputs, configs or request."""
+
+    code = "C360_ERROR"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class InputError(C360Error):
+    """An input file breaks the contract of INPUTS.md."""
+
+    code = "INPUT_INVALID"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        row: int | None = None,
+        column: str | None = None,
+    ) -> None:
+        where = ", ".join(
+            part
+            for part in (
+                f"file {file}" if file else "",
+                f"row {row}" if row is not None else "",
+                f"column {column}" if column else "",
+            )
+            if part
+        )
+        super().__init__(f"{where}: {message}" if where else message)
+        self.file, self.row, self.column = file, row, column
+
+
+class ConfigError(C360Error):
+    """A YAML config is missing a key, has an unknown one, or a value out of range."""
+
+    code = "CONFIG_INVALID"
+
+
+class ContractError(C360Error):
+    """Rows bound for the lake break the table's JSON Schema contract."""
+
+    code = "CONTRACT_VIOLATION"
+
+
+class GateError(C360Error):
+    """A governance gate (duty-of-care, privacy) blocks an output; `code` names the gate."""

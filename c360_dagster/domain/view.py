@@ -1,0 +1,101 @@
+"""The Customer 360 view: one validated, typed Polars frame per entity plus the run's `as_of`.
+
+It is persisted as one Parquet file per entity beside a small manifest, so downstream stages
+read columns (and, per account, only the rows they need) instead of the whole JSON view.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from c360_dagster.domain.entities import ENTITIES
+from c360_dagster.domain.io import atomic_writer, canonical_json
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Customer360:
+    """Validated input tables keyed by entity file name (`accounts`, `subs`, ...)."""
+
+    as_of: dt.date
+    tables: dict[str, pl.DataFrame]
+    source_hashes: dict[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def accounts(self) -> pl.DataFrame:
+        return self.tables["accounts"]
+
+    @property
+    def contacts(self) -> pl.DataFrame:
+        return self.tables["contacts"]
+
+    @property
+    def subs(self) -> pl.DataFrame:
+        return self.tables["subs"]
+
+    @property
+    def usage(self) -> pl.DataFrame:
+        return self.tables["usage"]
+
+    @property
+    def cases(self) -> pl.DataFrame:
+        return self.tables["cases"]
+
+    @property
+    def nps(self) -> pl.DataFrame:
+        return self.tables["nps"]
+
+    @property
+    def invoices(self) -> pl.DataFrame:
+        return self.tables["invoices"]
+
+    @property
+    def crm_opps(self) -> pl.DataFrame:
+        return self.tables["crm_opps"]
+
+    def counts(self) -> dict[str, int]:
+        return {name: self.tables[name].height for name in sorted(self.tables)}
+
+    def save(self, directory: Path) -> None:
+        """Write each table as Parquet (temp file then rename) and the manifest last."""
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in sorted(self.tables):
+            with atomic_writer(directory / f"{name}.parquet", "wb") as handle:
+                self.tables[name].write_parquet(handle, statistics=True)
+        manifest = {
+            "as_of": self.as_of.isoformat(),
+            "counts": self.counts(),
+            "source_hashes": self.source_hashes,
+            "warnings": list(self.warnings),
+        }
+        with atomic_writer(directory / MANIFEST) as handle:
+            handle.write(canonical_json(manifest, indent=2))
+
+    @classmethod
+    def open(cls, directory: Path, account_ids: list[str] | None = None) -> Customer360:
+        """Read the persisted view; with `account_ids`, only those accounts' rows."""
+        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+        tables = {}
+        for name, spec in ENTITIES.items():
+            frame = pl.scan_parquet(directory / f"{name}.parquet")
+            if account_ids is not None:
+                frame = frame.filter(pl.col("account_id").is_in(account_ids))
+            tables[name] = frame.collect().cast(spec.polars_schema)  # type: ignore[arg-type]
+        return cls(
+            as_of=dt.date.fromisoformat(manifest["as_of"]),
+            tables=tables,
+            source_hashes=manifest["source_hashes"],
+            warnings=tuple(manifest["warnings"]),
+        )
+
+
+def empty_table(name: str) -> pl.DataFrame:
+    """A table with the entity's columns and no rows (an optional file that is absent)."""
+    return pl.DataFrame(schema=ENTITIES[name].polars_schema)
