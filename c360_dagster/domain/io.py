@@ -65,3 +65,45 @@ def write_text_atomic(path: Path, text: str) -> str:
 def write_json_atomic(path: Path, value: Mapping[str, Any] | list[Any]) -> str:
     """Pretty, canonical JSON (sorted keys, 2-space indent, trailing newline)."""
     return write_text_atomic(path, canonical_json(value, indent=2))
+
+
+def write_json_stream(
+    path: Path,
+    header: Mapping[str, Any],
+    streamed_key: str,
+    items: Iterator[tuple[str, Any]],
+) -> str:
+    """Write `{**header, streamed_key: dict(items)}` as `write_json_atomic` would, one item at a time.
+
+    `items` must come sorted by key. The bytes equal the non-streamed output, so a million
+    accounts never have to sit in memory as one Python object.
+    """
+    if streamed_key in header:
+        raise ValueError(f"{streamed_key!r} is both streamed and in the header")
+    digest = hashlib.sha256()
+    keys = sorted([*header, streamed_key])
+    with atomic_writer(path, "w") as handle:
+
+        def emit(text: str) -> None:
+            handle.write(text)
+            digest.update(text.encode("utf-8"))
+
+        emit("{")
+        for position, key in enumerate(keys):
+            emit(("," if position else "") + "\n  " + json.dumps(key, ensure_ascii=False) + ": ")
+            if key != streamed_key:
+                emit(_indented(header[key], 2))
+                continue
+            count = 0
+            for item_key, value in items:
+                emit(("{" if count == 0 else ",") + "\n    " + json.dumps(item_key, ensure_ascii=False))
+                emit(": " + _indented(value, 4))
+                count += 1
+            emit("\n  }" if count else "{}")
+        emit("\n}\n")
+    return "sha256:" + digest.hexdigest()
+
+
+def _indented(value: Any, depth: int) -> str:
+    text = json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False)
+    return text.replace("\n", "\n" + " " * depth)

@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from c360_dagster.domain.entities import ENTITIES
-from c360_dagster.domain.io import atomic_writer, canonical_json
+from c360_dagster.domain.io import atomic_writer, sha256_file, write_json_atomic
 
 MANIFEST = "manifest.json"
 
@@ -63,20 +63,24 @@ class Customer360:
     def counts(self) -> dict[str, int]:
         return {name: self.tables[name].height for name in sorted(self.tables)}
 
-    def save(self, directory: Path) -> None:
-        """Write each table as Parquet (temp file then rename) and the manifest last."""
+    def save(self, directory: Path) -> str:
+        """Write each table as Parquet, then the manifest; return the manifest's hash."""
         directory.mkdir(parents=True, exist_ok=True)
+        table_hashes = {}
         for name in sorted(self.tables):
-            with atomic_writer(directory / f"{name}.parquet", "wb") as handle:
+            path = directory / f"{name}.parquet"
+            with atomic_writer(path, "wb") as handle:
                 self.tables[name].write_parquet(handle, statistics=True)
+            table_hashes[name] = sha256_file(path)
+        # The manifest names every table's hash, so its own hash identifies the whole view.
         manifest = {
             "as_of": self.as_of.isoformat(),
             "counts": self.counts(),
             "source_hashes": self.source_hashes,
+            "table_hashes": table_hashes,
             "warnings": list(self.warnings),
         }
-        with atomic_writer(directory / MANIFEST) as handle:
-            handle.write(canonical_json(manifest, indent=2))
+        return write_json_atomic(directory / MANIFEST, manifest)
 
     @classmethod
     def open(cls, directory: Path, account_ids: list[str] | None = None) -> Customer360:

@@ -1,0 +1,322 @@
+"""The `c360:*` commands. Each is a few lines: run a job, then report what it made."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from c360_dagster import reports
+from c360_dagster.console import Report, command
+from c360_dagster.domain.errors import C360Error
+from c360_dagster.runner import ProjectPaths, known_accounts, run_job
+
+
+def _paths(args: argparse.Namespace, fixtures_dir: str | None = None) -> ProjectPaths:
+    return ProjectPaths(
+        fixtures_dir=fixtures_dir or getattr(args, "dir", None) or "fixtures/customer",
+        configs_dir=args.configs,
+        artifacts_dir=args.artifacts,
+    )
+
+
+def _iso_date(value: str) -> str:
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {value!r}") from None
+
+
+def _run(args: argparse.Namespace, job: str, **kwargs) -> Report:
+    result = run_job(job, _paths(args), progress=not (args.quiet or args.json), **kwargs)
+    return {"ok": True, "run_id": result.run_id, "checks": reports.check_rows(result)}
+
+
+def _customer_dir(args: argparse.Namespace) -> Path:
+    return Path(args.artifacts) / "customer"
+
+
+# --- load / summary / run -------------------------------------------------------------------
+
+
+def _load_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dir", default="fixtures/customer", help="input folder")
+    parser.add_argument("--as-of", type=_iso_date, help="YYYY-MM-DD (default: from the data)")
+
+
+def _render_load(report: Report) -> str:
+    lines = [f"Customer 360 loaded from {report['dir']}", *reports.render_view(report["view"])]
+    return reports.text(lines + reports.render_checks(report["checks"]) + reports.render_written(report["written"]))
+
+
+@command("load", "Load and validate an input folder into the Customer 360 view.", _render_load, _load_args)
+def load(args: argparse.Namespace) -> Report:
+    ops = {"customer_360": {"as_of": args.as_of}} if args.as_of else {}
+    report = _run(args, "c360_load", ops=ops)
+    customer = _customer_dir(args)
+    return {
+        **report,
+        "dir": args.dir,
+        "view": reports.view_report(customer / "frames" / "360"),
+        "written": [str(customer / "360.json"), str(customer / "frames" / "360")],
+    }
+
+
+def _render_summary(report: Report) -> str:
+    lines = ["Customer 360 summary", *reports.render_view(report["view"])]
+    if "tiers" in report:
+        lines.append("Health tiers: " + ", ".join(f"{t} {n}" for t, n in report["tiers"].items()))
+    return reports.text(lines)
+
+
+@command("summary", "Summarise the current Customer 360 view and scores.", _render_summary)
+def summary(args: argparse.Namespace) -> Report:
+    customer = _customer_dir(args)
+    if not (customer / "frames" / "360" / "manifest.json").exists():
+        raise C360Error(f"nothing loaded yet under {customer}; run `c360 c360:load` first")
+    report: Report = {"ok": True, "view": reports.view_report(customer / "frames" / "360")}
+    if (customer / "health.json").exists():
+        report["tiers"] = reports.read_json(customer / "health.json")["summary"]["tiers"]
+    return report
+
+
+def _render_run(report: Report) -> str:
+    lines = ["Whole chain done: load → health → signals → renewals → lake → playbooks → QBR packs"]
+    lines += reports.render_view(report["view"])
+    lines.append("Health tiers: " + ", ".join(f"{t} {n}" for t, n in report["tiers"].items()))
+    lines.append(f"Playbooks and QBR packs: {len(report['accounts'])} accounts")
+    lines += [f"  blocked {a}: {why}" for a, why in report["blocked"].items()]
+    return reports.text(lines + reports.render_checks(report["checks"]) + reports.render_written(report["written"]))
+
+
+@command("run", "Run the whole chain on an input folder, QBR packs included.", _render_run, _load_args)
+def run_all(args: argparse.Namespace) -> Report:
+    ops = {"customer_360": {"as_of": args.as_of}} if args.as_of else {}
+    report = _run(args, "c360_chain", ops=ops)
+    customer = _customer_dir(args)
+    accounts = reports.view_report(customer / "frames" / "360")
+    ids = sorted(reports.account_ids(customer / "frames" / "360"))
+    blocked: dict[str, str] = {}
+    for account_id in ids:
+        try:
+            run_job("c360_account", _paths(args), partition_key=account_id, progress=False)
+        except C360Error as exc:
+            blocked[account_id] = f"{exc.code}: {exc}"
+    return {
+        **report,
+        "ok": not blocked,
+        "view": accounts,
+        "tiers": reports.read_json(customer / "health.json")["summary"]["tiers"],
+        "accounts": ids,
+        "blocked": blocked,
+        "written": sorted(str(p) for p in customer.iterdir() if not p.name.startswith(".")),
+    }
+
+
+# --- health / signals / renewals ------------------------------------------------------------
+
+
+def _stage_args(name: str):
+    def arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--config", help=f"config YAML (default: configs/customer/{name}.yaml)")
+        parser.add_argument("--out", help=f"output JSON (default: artifacts/customer/{name}.json)")
+        if name == "health":
+            parser.add_argument("--account", help="print this account's breakdown in words")
+
+    return arguments
+
+
+def _stage_ops(args: argparse.Namespace) -> dict:
+    config = {key: value for key, value in (("config_path", args.config), ("out", args.out)) if value}
+    return config
+
+
+def _render_health(report: Report) -> str:
+    if "explanation" in report:
+        return reports.text([report["explanation"]])
+    lines = [f"Health scored for {sum(report['tiers'].values())} accounts (as_of {report['as_of']})"]
+    lines.append("Tiers: " + ", ".join(f"{tier} {n}" for tier, n in report["tiers"].items()))
+    lines.append("Scores: " + ", ".join(f"{k} {v}" for k, v in report["scores"].items()))
+    return reports.text(lines + reports.render_checks(report["checks"]) + reports.render_written([report["out"]]))
+
+
+@command("health", "Score account health (0–100, red/amber/green) with evidence.", _render_health, _stage_args("health"))
+def health_command(args: argparse.Namespace) -> Report:
+    from c360_dagster.domain import health
+
+    report = _run(args, "c360_health", ops={"account_health": _stage_ops(args)})
+    out = Path(args.out) if args.out else _customer_dir(args) / "health.json"
+    document = reports.read_json(out)
+    report.update(as_of=document["as_of"], out=str(out), **document["summary"])
+    if args.account:
+        record = reports.account_record(document["accounts"], args.account)
+        report["explanation"] = health.explain_health(args.account, record)
+    return report
+
+
+def _render_signals(report: Report) -> str:
+    lines = [f"Signals fired (as_of {report['as_of']}): {sum(report['counts'].values())}"]
+    lines += [f"  {code:<26} {n}" for code, n in report["counts"].items()]
+    return reports.text(lines + reports.render_checks(report["checks"]) + reports.render_written([report["out"]]))
+
+
+@command("signals", "Detect churn-risk and expansion signals per account.", _render_signals, _stage_args("signals"))
+def signals_command(args: argparse.Namespace) -> Report:
+    report = _run(args, "c360_signals", ops={"customer_signals": _stage_ops(args)})
+    out = Path(args.out) if args.out else _customer_dir(args) / "signals.json"
+    document = reports.read_json(out)
+    counts: dict[str, int] = {}
+    for fired in document["accounts"].values():
+        for signal in fired:
+            counts[signal["code"]] = counts.get(signal["code"], 0) + 1
+    return {**report, "as_of": document["as_of"], "counts": dict(sorted(counts.items())), "out": str(out)}
+
+
+def _renewals_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--window-days", type=int, default=120, help="days after as_of (default 120)")
+    parser.add_argument("--config", help="config YAML (default: configs/customer/renewals.yaml)")
+
+
+def _render_renewals(report: Report) -> str:
+    return reports.text([report["summary_md"].rstrip(), *reports.render_written(report["written"])])
+
+
+@command("renewals", "Forecast renewals due within the window.", _render_renewals, _renewals_args)
+def renewals_command(args: argparse.Namespace) -> Report:
+    ops = {"window_days": args.window_days, **({"config_path": args.config} if args.config else {})}
+    report = _run(args, "c360_renewals", ops={"renewal_forecasts": ops})
+    customer = _customer_dir(args)
+    as_of = reports.view_report(customer / "frames" / "360")["as_of"]
+    out = customer / f"renewals_{as_of[:4]}{as_of[5:7]}.json"
+    return {
+        **report,
+        "summary": reports.read_json(out)["summary"],
+        "summary_md": (customer / "summary.md").read_text(encoding="utf-8"),
+        "written": [str(out), str(customer / "summary.md")],
+    }
+
+
+# --- per account: playbook / qbr ------------------------------------------------------------
+
+
+def _account_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--account", required=True, help="account id, e.g. ACME-001")
+
+
+def _check_account(args: argparse.Namespace) -> None:
+    from c360_dagster.domain.text import close_matches
+
+    known = known_accounts()
+    if args.account not in known:
+        hint = close_matches(args.account, known)
+        suggestion = f"; did you mean {', '.join(hint)}?" if hint else ""
+        raise C360Error(f"unknown account id {args.account!r}{suggestion}", code="UNKNOWN_ACCOUNT")
+
+
+def _render_account(report: Report) -> str:
+    lines = [f"{report['what']} for {report['account']}:"]
+    return reports.text(lines + reports.render_checks(report["checks"]) + reports.render_written(report["written"]))
+
+
+@command("playbook", "Build one account's success playbook.", _render_account, _account_arg)
+def playbook_command(args: argparse.Namespace) -> Report:
+    _check_account(args)
+    report = _run(args, "c360_playbook", partition_key=args.account)
+    base = _customer_dir(args) / "playbooks" / args.account
+    return {**report, "what": "Playbook", "account": args.account,
+            "written": [str(base.with_suffix(".md")), str(base.with_suffix(".json"))]}
+
+
+def _qbr_args(parser: argparse.ArgumentParser) -> None:
+    _account_arg(parser)
+    parser.add_argument("--include-contacts", action="store_true", help="add contact names and emails")
+    parser.add_argument("--privacy-signoff", action="store_true", help="privacy sign-off for contact data")
+
+
+@command("qbr", "Build one account's QBR pack (Markdown and PowerPoint).", _render_account, _qbr_args)
+def qbr_command(args: argparse.Namespace) -> Report:
+    _check_account(args)
+    config = {"include_contacts": args.include_contacts, "privacy_signoff": args.privacy_signoff}
+    tags = {"c360/privacy_signoff": "granted"} if args.include_contacts and args.privacy_signoff else {}
+    report = _run(args, "c360_qbr", partition_key=args.account, ops={"qbr_pack": config}, tags=tags)
+    customer = _customer_dir(args)
+    pack = customer / f"qbr_{args.account}"
+    written = sorted(str(p) for p in pack.iterdir()) + [str(customer / f"qbr_{args.account}.pptx")]
+    return {**report, "what": "QBR pack", "account": args.account, "written": written}
+
+
+# --- governance -----------------------------------------------------------------------------
+
+
+def _render_verify(report: Report) -> str:
+    if report["ok"]:
+        return reports.text([f"OK: {report['events']} events, chain and signatures verified"])
+    return reports.text([f"BAD line {report['line']}: {report['reason']}"])
+
+
+@command("verify", "Verify the signed event log: every hash link and signature.", _render_verify)
+def verify_command(args: argparse.Namespace) -> Report:
+    from c360_dagster.domain import eventlog
+
+    log = Path(args.artifacts) / "governance" / "events.jsonl"
+    result = eventlog.verify_log(log, log.with_name("events.pub"))
+    return {"ok": result.ok, "events": result.events_checked, "line": result.bad_line, "reason": result.reason}
+
+
+def _render_lineage(report: Report) -> str:
+    lines = [f"Lineage of {report['account']}:"]
+    for step in report["chain"]:
+        lines.append(f"  {step['asset']}  (run {step['run_id'][:8]}, as_of {step['as_of']})")
+        lines += [f"      in  {name}: {digest}" for name, digest in sorted(step["inputs"].items())]
+        lines += [f"      out {name}: {digest}" for name, digest in sorted(step["outputs"].items())]
+    return reports.text(lines)
+
+
+@command("lineage", "Print the chain fixtures → 360 → … → QBR for an account, from the log.", _render_lineage, _account_arg)
+def lineage_command(args: argparse.Namespace) -> Report:
+    from c360_dagster.domain import eventlog
+
+    events = eventlog.read_events(Path(args.artifacts) / "governance" / "events.jsonl")
+    return {"ok": True, "account": args.account, "chain": eventlog.lineage(events, args.account)}
+
+
+# --- data and tools -------------------------------------------------------------------------
+
+
+def _generate_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--accounts", type=int, required=True, help="number of accounts")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--weeks", type=int, default=13)
+    parser.add_argument("--as-of", type=_iso_date, default="2026-09-30")
+    parser.add_argument("--format", default="csv", choices=["csv", "mixed", "jsonl"])
+
+
+def _render_generate(report: Report) -> str:
+    lines = [f"Generated {report['accounts']} accounts into {report['out']} (as_of {report['as_of']})"]
+    lines += [f"  {name:<9} {count}" for name, count in report["counts"].items()]
+    return reports.text(lines)
+
+
+@command("generate", "Generate a deterministic synthetic data set that follows INPUTS.md.", _render_generate, _generate_args)
+def generate_command(args: argparse.Namespace) -> Report:
+    from c360_dagster.domain.generator import generate_dataset
+
+    summary = generate_dataset(
+        Path(args.out), args.accounts, seed=args.seed, weeks=args.weeks,
+        as_of=dt.date.fromisoformat(args.as_of), fmt=args.format,
+    )
+    return {"ok": True, "out": args.out, "accounts": args.accounts, "as_of": args.as_of,
+            "counts": dict(sorted(summary.counts.items()))}
+
+
+@command("ui", "Start the Dagster UI (dagster dev) on the project's instance.", lambda r: "")
+def ui_command(args: argparse.Namespace) -> Report:
+    from c360_dagster.instance import ensure_dagster_home
+
+    ensure_dagster_home()
+    completed = subprocess.run([sys.executable, "-m", "dagster", "dev"], env=os.environ.copy(), check=False)
+    return {"ok": completed.returncode == 0}

@@ -1,0 +1,83 @@
+"""The `c360` console shim: each `c360:*` command materializes its assets on the project's
+Dagster instance (in-process executor), then prints a short human summary (or `--json`).
+
+    c360 c360:load --dir fixtures/customer [--as-of YYYY-MM-DD]
+    python -m c360_dagster.console c360:summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from c360_dagster.domain.errors import C360Error
+from c360_dagster.domain.io import canonical_json
+
+Report = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One `c360:*` command: its arguments, what it does, and how its report reads."""
+
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], Report]
+    render: Callable[[Report], str]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str, render: Callable[[Report], str], arguments=lambda p: None):
+    """Register a `c360:<name>` command."""
+
+    def register(run: Callable[[argparse.Namespace], Report]) -> Callable[[argparse.Namespace], Report]:
+        COMMANDS[f"c360:{name}"] = Command(f"c360:{name}", help, arguments, run, render)
+        return run
+
+    return register
+
+
+def _project_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--artifacts", default="artifacts", help="output folder (default: artifacts)")
+    parser.add_argument("--configs", default="configs/customer", help="config folder")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="c360", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for cmd in COMMANDS.values():
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        _project_args(p)
+        cmd.arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # Commands register on import of this module's siblings; keep startup cheap for --help.
+    from c360_dagster import commands  # noqa: F401
+
+    args = build_parser().parse_args(argv)
+    cmd = COMMANDS[args.command]
+    try:
+        report = cmd.run(args)
+    except C360Error as exc:
+        print(f"c360: {exc.code}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("c360: interrupted; nothing half-written is left behind", file=sys.stderr)
+        return 130
+    print(canonical_json(report, indent=2) if args.json else cmd.render(report), end="")
+    return 0 if report.get("ok", True) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,1 @@
+"""The Dagster layer: thin wiring from assets to the pure domain code."""

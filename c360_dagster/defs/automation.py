@@ -1,0 +1,63 @@
+"""Schedule and sensors: rerun the chain on new input files; refresh only changed accounts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from c360_dagster.defs.jobs import account_job, chain_job
+from c360_dagster.defs.resources import C360Project
+from c360_dagster.domain.changes import account_digests, changed_accounts
+from c360_dagster.domain.io import atomic_writer, canonical_json, sha256_bytes
+
+chain_schedule = dg.ScheduleDefinition(
+    name="c360_daily",
+    job=chain_job,
+    cron_schedule="0 6 * * *",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Run the whole chain every morning at 06:00 (off until switched on).",
+)
+
+
+def input_folder_state(folder: Path) -> str:
+    """A digest of the input files' names, sizes and modification times (a cheap change test)."""
+    entries = sorted(
+        (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.glob("*") if p.is_file()
+    )
+    return sha256_bytes(canonical_json(entries).encode("utf-8"))
+
+
+@dg.sensor(
+    job=chain_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Requests a chain run when files in the input folder are added or changed.",
+)
+def input_files_sensor(context: dg.SensorEvaluationContext, project: C360Project):
+    folder = Path(project.fixtures_dir)
+    if not folder.is_dir():
+        return dg.SkipReason(f"input folder {folder} does not exist")
+    state = input_folder_state(folder)
+    if state == context.cursor:
+        return dg.SkipReason("no new or changed input files")
+    context.update_cursor(state)
+    return dg.RunRequest(run_key=state)
+
+
+@dg.asset_sensor(
+    asset_key=dg.AssetKey("renewal_forecasts"),
+    job=account_job,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="After a chain run, refreshes the playbook and QBR of only the accounts that changed.",
+)
+def account_refresh_sensor(context: dg.SensorEvaluationContext, asset_event, project: C360Project):
+    digests = account_digests(
+        project.read_frame("health"), project.read_frame("signals"), project.read_frame("renewals")
+    )
+    recorded = project.frames_dir / "account_digests.parquet"
+    changed = changed_accounts(digests, recorded)
+    with atomic_writer(recorded, "wb") as handle:
+        digests.write_parquet(handle)
+    for account_id in changed:
+        yield dg.RunRequest(run_key=f"{asset_event.run_id}:{account_id}", partition_key=account_id)

@@ -1,0 +1,25 @@
+"""Turn domain findings into Dagster asset-check results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import dagster as dg
+
+from c360_dagster.domain.quality import Finding
+
+
+def check_specs(asset: str, names: Iterable[tuple[str, str]], **kwargs) -> list[dg.AssetCheckSpec]:
+    return [dg.AssetCheckSpec(name, asset=asset, description=text, **kwargs) for name, text in names]
+
+
+def check_result(
+    found: Finding, severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
+) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=found.name,
+        passed=found.passed,
+        severity=severity,
+        description=found.description or None,
+        metadata={"count": found.count, "first_rows": dg.MetadataValue.json(found.sample)},
+    )

@@ -1,0 +1,264 @@
+"""The account-level chain: Customer 360 → health and signals → renewal forecasts."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from c360_dagster.defs.checks import check_result, check_specs
+from c360_dagster.defs.partitions import ACCOUNT_PARTITIONS, register_accounts
+from c360_dagster.defs.resources import C360Project
+from c360_dagster.domain import health, integrity, loader, quality, renewals, signals, view_json
+from c360_dagster.domain.config import config_hash
+from c360_dagster.domain.io import sha256_file, write_json_stream, write_text_atomic
+
+OWNERS = ["team:customer-success-ops"]
+
+
+class LoadConfig(dg.Config):
+    """Run config of `customer_360`."""
+
+    as_of: str | None = None  # YYYY-MM-DD; default: derived from the data (INPUTS.md "Time")
+
+
+class StageConfig(dg.Config):
+    """Run config of a scoring stage: an alternative YAML config and output path."""
+
+    config_path: str | None = None
+    out: str | None = None
+
+
+class RenewalsConfig(dg.Config):
+    """Run config of `renewal_forecasts`."""
+
+    config_path: str | None = None
+    window_days: int = 120
+
+
+def _frame_metadata(frame: pl.DataFrame, path: Path) -> dict:
+    return {
+        "dagster/row_count": frame.height,
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()]
+        ),
+        "path": dg.MetadataValue.path(str(path)),
+    }
+
+
+def _write_frame(frame: pl.DataFrame, path: Path) -> str:
+    from c360_dagster.domain.io import atomic_writer
+
+    with atomic_writer(path, "wb") as handle:
+        frame.write_parquet(handle, statistics=True)
+    return sha256_file(path)
+
+
+@dg.asset(
+    group_name="customer",
+    kinds={"polars", "parquet", "json"},
+    owners=OWNERS,
+    code_version="1",
+    check_specs=[
+        dg.AssetCheckSpec(name, asset="customer_360", description=text)
+        for name, _, text in integrity.CHECKS
+    ],
+)
+def customer_360(
+    context: dg.AssetExecutionContext, config: LoadConfig, project: C360Project
+) -> dg.MaterializeResult:
+    """Validated, normalized Customer 360 view of the exported customer data."""
+    as_of = dt.date.fromisoformat(config.as_of) if config.as_of else None
+    view = loader.read_customer_360(Path(project.fixtures_dir), as_of=as_of)
+    checks = integrity.run_integrity_checks(view)
+    with project.writing():
+        json_hash = view_json.write_customer_360_json(view, checks, project.customer_dir / "360.json")
+        view_hash = view.save(project.view_dir)
+        project.record_event(
+            context,
+            as_of=view.as_of.isoformat(),
+            inputs=dict(sorted(view.source_hashes.items())),
+            outputs={"360.json": json_hash, "view": view_hash},
+        )
+        project.count("c360_loaded", view.accounts.height)
+    added = register_accounts(context.instance, view.accounts["account_id"].to_list())
+    return dg.MaterializeResult(
+        metadata={
+            "as_of": view.as_of.isoformat(),
+            "counts": dg.MetadataValue.json(view.counts()),
+            "accounts_registered": added,
+            "warnings": dg.MetadataValue.json(list(view.warnings)),
+            "path": dg.MetadataValue.path(str(project.customer_dir / "360.json")),
+            "dagster/row_count": view.accounts.height,
+        },
+        check_results=[
+            check_result(
+                found,
+                dg.AssetCheckSeverity.WARN if severity == "WARN" else dg.AssetCheckSeverity.ERROR,
+            )
+            for found, severity in checks
+        ],
+        data_version=dg.DataVersion(view_hash),
+    )
+
+
+def _config_file(project: C360Project, override: str | None, name: str) -> Path:
+    return Path(override) if override else project.config_path(name)
+
+
+@dg.asset(
+    group_name="customer",
+    kinds={"polars", "json"},
+    owners=OWNERS,
+    code_version="1",
+    deps=[customer_360],
+    check_specs=check_specs(
+        "account_health",
+        [
+            ("every_account_scored_once", "Each account in the 360 view has exactly one health row."),
+            ("score_within_0_100", "Scores are integers from 0 to 100."),
+            ("points_sum_to_score", "Component points add up to the score within rounding."),
+        ],
+    ),
+)
+def account_health(
+    context: dg.AssetExecutionContext, config: StageConfig, project: C360Project
+) -> dg.MaterializeResult:
+    """Rule-based health score per account: five weighted components with their evidence."""
+    config_file = _config_file(project, config.config_path, "health")
+    health_config = health.load_health_config(config_file)
+    view = project.open_view()
+    frame = health.score_health(view, health_config)
+    summary = health.health_summary(frame)
+    out = Path(config.out) if config.out else project.customer_dir / "health.json"
+    with project.writing():
+        json_hash = write_json_stream(
+            out,
+            {"as_of": view.as_of.isoformat(), "config_hash": frame["config_hash"][0] if frame.height else None, "summary": summary},
+            "accounts",
+            health.health_records(frame),
+        )
+        frame_hash = _write_frame(frame, project.frame_path("health"))
+        project.record_event(
+            context,
+            as_of=view.as_of.isoformat(),
+            inputs={"customer_360": sha256_file(project.view_dir / "manifest.json"), "health.yaml": sha256_file(config_file)},
+            outputs={"health.json": json_hash, "health.parquet": frame_hash},
+            config_hash=config_hash(health_config.raw),
+        )
+        project.count("c360_health_calc", frame.height)
+    return dg.MaterializeResult(
+        metadata={
+            **_frame_metadata(frame, out),
+            "tier_counts": dg.MetadataValue.json(summary["tiers"]),
+            "score_distribution": dg.MetadataValue.json(summary["scores"]),
+        },
+        check_results=[
+            check_result(found)
+            for found in quality.health_findings(frame, view.accounts["account_id"], health.COMPONENTS)
+        ],
+        data_version=dg.DataVersion(frame_hash),
+    )
+
+
+@dg.asset(
+    group_name="customer",
+    kinds={"polars", "json"},
+    owners=OWNERS,
+    code_version="1",
+    deps=[customer_360],
+    check_specs=check_specs(
+        "customer_signals",
+        [
+            ("signal_codes_known", "Every signal code is in the signal catalog."),
+            ("signal_once_per_account", "A signal code fires at most once per account."),
+        ],
+    ),
+)
+def customer_signals(
+    context: dg.AssetExecutionContext, config: StageConfig, project: C360Project
+) -> dg.MaterializeResult:
+    """Churn-risk and expansion signals per account, each with the evidence that tripped it."""
+    config_file = _config_file(project, config.config_path, "signals")
+    signals_config = signals.load_signals_config(config_file)
+    view = project.open_view()
+    frame = signals.detect_signals(view, signals_config)
+    out = Path(config.out) if config.out else project.customer_dir / "signals.json"
+    with project.writing():
+        json_hash = write_json_stream(
+            out,
+            {"as_of": view.as_of.isoformat()},
+            "accounts",
+            iter(signals.signals_by_account(frame).items()),
+        )
+        frame_hash = _write_frame(frame, project.frame_path("signals"))
+        project.record_event(
+            context,
+            as_of=view.as_of.isoformat(),
+            inputs={"customer_360": sha256_file(project.view_dir / "manifest.json"), "signals.yaml": sha256_file(config_file)},
+            outputs={"signals.json": json_hash, "signals.parquet": frame_hash},
+            config_hash=config_hash(signals_config.raw),
+        )
+    return dg.MaterializeResult(
+        metadata={
+            **_frame_metadata(frame, out),
+            "signal_counts": dg.MetadataValue.json(signals.signals_summary(frame)),
+        },
+        check_results=[
+            check_result(found) for found in quality.signal_findings(frame, set(signals.SIGNAL_CATALOG))
+        ],
+        data_version=dg.DataVersion(frame_hash),
+    )
+
+
+@dg.asset(
+    group_name="customer",
+    kinds={"polars", "json", "markdown"},
+    owners=OWNERS,
+    code_version="1",
+    deps=[customer_360, account_health, customer_signals],
+)
+def renewal_forecasts(
+    context: dg.AssetExecutionContext, config: RenewalsConfig, project: C360Project
+) -> dg.MaterializeResult:
+    """Renewal forecast for every active subscription renewing within the window."""
+    config_file = _config_file(project, config.config_path, "renewals")
+    renewals_config = renewals.load_renewals_config(config_file)
+    view = project.open_view()
+    frame = renewals.forecast_renewals(
+        view,
+        project.read_frame("health"),
+        project.read_frame("signals"),
+        renewals_config,
+        window_days=config.window_days,
+    )
+    summary = renewals.renewal_summary(frame, renewals_config)
+    summary_md = renewals.render_renewal_summary_md(summary, view.as_of, config.window_days)
+    out = project.customer_dir / f"renewals_{view.as_of:%Y%m}.json"
+    with project.writing():
+        from c360_dagster.domain.io import write_json_atomic
+
+        json_hash = write_json_atomic(out, renewals.renewals_json(frame, summary))
+        md_hash = write_text_atomic(project.customer_dir / "summary.md", summary_md)
+        frame_hash = _write_frame(frame, project.frame_path("renewals"))
+        project.record_event(
+            context,
+            as_of=view.as_of.isoformat(),
+            inputs={
+                "customer_360": sha256_file(project.view_dir / "manifest.json"),
+                "account_health": sha256_file(project.frame_path("health")),
+                "customer_signals": sha256_file(project.frame_path("signals")),
+                "renewals.yaml": sha256_file(config_file),
+            },
+            outputs={out.name: json_hash, "summary.md": md_hash, "renewals.parquet": frame_hash},
+            config_hash=config_hash(renewals_config.raw),
+        )
+    return dg.MaterializeResult(
+        metadata={
+            **_frame_metadata(frame, out),
+            "summary": dg.MetadataValue.md(summary_md),
+        },
+        data_version=dg.DataVersion(frame_hash),
+    )

@@ -1,0 +1,48 @@
+"""Jobs: the whole chain, one per `c360:*` command, and the per-account job."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from c360_dagster.defs.partitions import ACCOUNT_PARTITIONS
+
+
+def _stage(name: str, asset: str, description: str) -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        name, selection=dg.AssetSelection.assets(asset, ["lake", asset]), description=description
+    )
+
+
+chain_job = dg.define_asset_job(
+    "c360_chain",
+    selection=dg.AssetSelection.groups("customer", "lake"),
+    description="Load → health and signals → renewals → lake, for all accounts.",
+)
+load_job = dg.define_asset_job(
+    "c360_load",
+    selection=dg.AssetSelection.assets("customer_360", ["lake", "crm_opps"]),
+    description="Load the input folder into the Customer 360 view (and the crm_opps lake table).",
+)
+health_job = _stage("c360_health", "account_health", "Score account health.")
+signals_job = _stage("c360_signals", "customer_signals", "Detect churn and expansion signals.")
+renewals_job = _stage("c360_renewals", "renewal_forecasts", "Forecast upcoming renewals.")
+playbook_job = dg.define_asset_job(
+    "c360_playbook",
+    selection=dg.AssetSelection.assets("playbook"),
+    partitions_def=ACCOUNT_PARTITIONS,
+    description="Build one account's success playbook.",
+)
+qbr_job = dg.define_asset_job(
+    "c360_qbr",
+    selection=dg.AssetSelection.assets("qbr_pack"),
+    partitions_def=ACCOUNT_PARTITIONS,
+    description="Build one account's QBR pack.",
+)
+account_job = dg.define_asset_job(
+    "c360_account",
+    selection=dg.AssetSelection.groups("accounts"),
+    partitions_def=ACCOUNT_PARTITIONS,
+    description="Refresh one account's playbook and QBR pack.",
+)
+
+JOBS = [chain_job, load_job, health_job, signals_job, renewals_job, playbook_job, qbr_job, account_job]

@@ -1,0 +1,95 @@
+"""Lake tables in DuckDB (key prefix `lake`): each write validated against its contract."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from c360_dagster.defs.customer import (
+    OWNERS,
+    account_health,
+    customer_360,
+    customer_signals,
+    renewal_forecasts,
+)
+from c360_dagster.defs.resources import C360Project
+from c360_dagster.domain import lake, lake_tables
+from c360_dagster.domain.io import sha256_bytes, sha256_file
+
+
+@dataclass(frozen=True)
+class LakeTable:
+    """Where a lake table's rows come from and which metric counts them."""
+
+    upstream: dg.AssetsDefinition
+    metric: str
+    source: Callable[[C360Project], Path]
+    rows: Callable[[C360Project], pl.DataFrame]
+
+
+LAKE_TABLES = {
+    "crm_opps": LakeTable(
+        customer_360,
+        "c360_to_lake",
+        lambda p: p.view_dir / "manifest.json",
+        lambda p: lake_tables.opp_rows(p.open_view().crm_opps),
+    ),
+    "account_health": LakeTable(
+        account_health,
+        "health_to_lake",
+        lambda p: p.frame_path("health"),
+        lambda p: lake_tables.health_rows(p.read_frame("health")),
+    ),
+    "customer_signals": LakeTable(
+        customer_signals,
+        "signals_to_lake",
+        lambda p: p.frame_path("signals"),
+        lambda p: lake_tables.signal_rows(p.read_frame("signals")),
+    ),
+    "renewal_forecasts": LakeTable(
+        renewal_forecasts,
+        "renewals_to_lake",
+        lambda p: p.frame_path("renewals"),
+        lambda p: p.read_frame("renewals"),
+    ),
+}
+
+
+def _lake_asset(table: str, spec: LakeTable) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=["lake", table],
+        group_name="lake",
+        kinds={"duckdb"},
+        owners=OWNERS,
+        code_version="1",
+        deps=[spec.upstream],
+        description=f"The `{table}` lake table: one snapshot per as_of, written under its contract.",
+    )
+    def write_table(context: dg.AssetExecutionContext, project: C360Project) -> dg.MaterializeResult:
+        frame = spec.rows(project)
+        as_of = project.open_view([]).as_of
+        with project.writing():
+            written = lake.write_snapshot(project.lake_path, table, frame, as_of, Path(project.contracts_dir))
+            project.record_event(
+                context,
+                as_of=as_of.isoformat(),
+                inputs={spec.upstream.key.to_user_string(): sha256_file(spec.source(project))},
+                outputs={f"{table}@{as_of.isoformat()}": sha256_bytes(frame.write_csv().encode("utf-8"))},
+            )
+            project.count(spec.metric, written)
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": written,
+                "as_of": as_of.isoformat(),
+                "database": dg.MetadataValue.path(str(project.lake_path)),
+            }
+        )
+
+    return write_table
+
+
+lake_assets = [_lake_asset(table, spec) for table, spec in LAKE_TABLES.items()]

@@ -1,0 +1,111 @@
+"""The project resource: where inputs, configs, contracts and artifacts live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from c360_dagster.domain import eventlog, locking, metrics
+from c360_dagster.domain.errors import C360Error
+from c360_dagster.domain.view import Customer360
+
+
+class C360Project(dg.ConfigurableResource):
+    """Folders of one c360 project; relative paths resolve against the working directory."""
+
+    fixtures_dir: str = "fixtures/customer"
+    configs_dir: str = "configs/customer"
+    contracts_dir: str = "contracts/schemas"
+    artifacts_dir: str = "artifacts"
+
+    @property
+    def artifacts(self) -> Path:
+        return Path(self.artifacts_dir)
+
+    @property
+    def customer_dir(self) -> Path:
+        return self.artifacts / "customer"
+
+    @property
+    def frames_dir(self) -> Path:
+        return self.customer_dir / "frames"
+
+    @property
+    def view_dir(self) -> Path:
+        return self.frames_dir / "360"
+
+    @property
+    def lake_path(self) -> Path:
+        return self.artifacts / "lake" / "c360.duckdb"
+
+    @property
+    def events_path(self) -> Path:
+        return self.artifacts / "governance" / "events.jsonl"
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.artifacts / "governance" / "signing.key"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.artifacts / "metrics" / "c360.prom"
+
+    def config_path(self, name: str) -> Path:
+        return Path(self.configs_dir) / f"{name}.yaml"
+
+    def frame_path(self, name: str) -> Path:
+        return self.frames_dir / f"{name}.parquet"
+
+    def open_view(self, account_ids: list[str] | None = None) -> Customer360:
+        if not (self.view_dir / "manifest.json").exists():
+            raise C360Error(
+                f"no Customer 360 view under {self.view_dir}; run `c360 c360:load --dir "
+                f"{self.fixtures_dir}` first"
+            )
+        return Customer360.open(self.view_dir, account_ids)
+
+    def read_frame(self, name: str, account_id: str | None = None) -> pl.DataFrame:
+        """A stage's persisted frame, optionally only one account's rows."""
+        path = self.frame_path(name)
+        if not path.exists():
+            raise C360Error(f"no {name} output under {path}; run `c360 c360:{name}` first")
+        frame = pl.scan_parquet(path)
+        if account_id is not None:
+            frame = frame.filter(pl.col("account_id") == account_id)
+        return frame.collect()
+
+    def writing(self):
+        """Hold the project's write lock: one c360 process writes artifacts at a time."""
+        return locking.project_lock(self.artifacts)
+
+    def record_event(
+        self,
+        context: dg.AssetExecutionContext,
+        *,
+        as_of: str,
+        inputs: dict[str, str],
+        outputs: dict[str, str],
+        config_hash: str | None = None,
+        extra: dict | None = None,
+    ) -> dict:
+        """Append this materialization to the signed, hash-chained event log."""
+        asset = context.assets_def.key.to_user_string()
+        event = {
+            "asset": asset,
+            "partition": context.partition_key if context.has_partition_key else None,
+            "run_id": context.run_id,
+            "as_of": as_of,
+            "config_hash": config_hash,
+            "code_version": context.assets_def.code_versions_by_key.get(context.assets_def.key),
+            "inputs": inputs,
+            "outputs": outputs,
+        }
+        if extra:
+            event["extra"] = extra
+        key = eventlog.load_or_create_signing_key(self.signing_key_path)
+        return eventlog.append_event(self.events_path, event, key)
+
+    def count(self, name: str, value: float = 1, labels: dict[str, str] | None = None) -> None:
+        metrics.increment(self.metrics_path, name, value, labels)

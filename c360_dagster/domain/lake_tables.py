@@ -1,0 +1,33 @@
+"""Shape the stage frames into the lake tables' rows (columns of contracts/schemas)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from c360_dagster.domain.health import COMPONENTS
+
+COMPONENT_FIELDS = ("evidence", "points", "reason", "score", "weight")
+
+
+def health_rows(health: pl.DataFrame) -> pl.DataFrame:
+    """account_health: the score and tier, plus each component as canonical JSON."""
+    components = pl.struct(
+        [
+            pl.struct(
+                [pl.col(f"{c}_{field}").alias(field) for field in COMPONENT_FIELDS]
+            ).alias(c)
+            for c in sorted(COMPONENTS)
+        ]
+    ).struct.json_encode()
+    return health.select(
+        "account_id", "segment", "scorecard", "score", "tier", "status", "config_hash",
+        components.alias("components"),
+    )
+
+
+def signal_rows(signals: pl.DataFrame) -> pl.DataFrame:
+    return signals.select("account_id", "code", "kind", "evidence")
+
+
+def opp_rows(crm_opps: pl.DataFrame) -> pl.DataFrame:
+    return crm_opps

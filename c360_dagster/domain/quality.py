@@ -1,0 +1,77 @@
+"""Quality rules over the stage frames, reported as Dagster asset checks by the wiring."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+SAMPLE_ROWS = 5
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The outcome of one rule: whether it passed, how many rows broke it, and a few of them."""
+
+    name: str
+    passed: bool
+    count: int = 0
+    sample: list[dict[str, Any]] = field(default_factory=list)
+    description: str = ""
+
+
+def finding(name: str, offending: pl.DataFrame, description: str) -> Finding:
+    """A finding from the frame of offending rows (empty frame = passed)."""
+    sample = [
+        {key: (value.isoformat() if hasattr(value, "isoformat") else value) for key, value in row.items()}
+        for row in offending.head(SAMPLE_ROWS).to_dicts()
+    ]
+    return Finding(name, offending.is_empty(), offending.height, sample, description)
+
+
+def health_findings(
+    health: pl.DataFrame, account_ids: pl.Series, components: tuple[str, ...]
+) -> list[Finding]:
+    """Every account scored exactly once; scores in 0–100; component points sum to the score."""
+    counts = health.group_by("account_id").len()
+    scored = pl.DataFrame({"account_id": account_ids}).join(counts, on="account_id", how="left")
+    points = pl.sum_horizontal(pl.col(f"{c}_points").fill_null(0) for c in components)
+    return [
+        finding(
+            "every_account_scored_once",
+            scored.filter(pl.col("len").is_null() | (pl.col("len") != 1)),
+            "Each account in the 360 view has exactly one health row.",
+        ),
+        finding(
+            "score_within_0_100",
+            health.filter(~pl.col("score").is_between(0, 100)).select("account_id", "score"),
+            "Scores are integers from 0 to 100.",
+        ),
+        finding(
+            "points_sum_to_score",
+            health.with_columns(points_total=points)
+            .filter(
+                (pl.col("status") == "scored")
+                & ((pl.col("points_total") - pl.col("score")).abs() > 1.0)
+            )
+            .select("account_id", "score", "points_total"),
+            "Component points add up to the score within rounding (±1).",
+        ),
+    ]
+
+
+def signal_findings(signals: pl.DataFrame, known_codes: set[str]) -> list[Finding]:
+    """Every signal code is a known one and fires at most once per account."""
+    return [
+        finding(
+            "signal_codes_known",
+            signals.filter(~pl.col("code").is_in(sorted(known_codes))).select("account_id", "code"),
+            "Every signal code is in the signal catalog.",
+        ),
+        finding(
+            "signal_once_per_account",
+            signals.group_by("account_id", "code").len().filter(pl.col("len") > 1).sort("account_id", "code"),
+            "A signal code fires at most once per account.",
+        ),
+    ]
