@@ -113,7 +113,11 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
     inputs = AccountInputs(project, account_id)
     _, playbook_json = playbook_paths(project, account_id)
     gates = qbr.check_gates(
-        inputs.health["tier"], playbook_json.exists(), config.include_contacts, config.privacy_signoff
+        inputs.health["tier"],
+        playbook_json.exists(),
+        config.include_contacts,
+        config.privacy_signoff,
+        account_id=account_id,
     )
     for (name, _), gate in zip(QBR_GATES, gates, strict=True):
         yield dg.AssetCheckResult(

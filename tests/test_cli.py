@@ -1,0 +1,71 @@
+"""The `c360` shim end to end on the bundled fixtures, on a temporary Dagster instance."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from c360_dagster.console import main
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "customer"
+
+
+def c360(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_load_prints_summary_and_writes_360(project, capsys):
+    code, out, _ = c360(capsys, "c360:load", "--dir", str(FIXTURES), *project.args)
+    assert code == 0
+    assert "Customer 360 loaded" in out
+    assert "ACME" not in out or "accounts" in out
+    document = json.loads((project.customer / "360.json").read_text())
+    assert document["counts"]["accounts"] >= 10
+    assert (project.customer / "frames" / "360" / "manifest.json").exists()
+
+
+def test_load_json_output_is_json(project, capsys):
+    code, out, _ = c360(capsys, "c360:load", "--dir", str(FIXTURES), "--json", *project.args)
+    assert code == 0
+    report = json.loads(out)
+    assert report["view"]["counts"]["accounts"] >= 10
+    assert report["view"]["as_of"] == json.loads((project.customer / "360.json").read_text())["as_of"]
+
+
+def test_explicit_as_of_is_used(project, capsys):
+    code, out, _ = c360(capsys, "c360:load", "--dir", str(FIXTURES), "--as-of", "2026-01-15", "--json", *project.args)
+    assert code == 0
+    assert json.loads(out)["view"]["as_of"] == "2026-01-15"
+
+
+def test_bad_as_of_is_a_usage_error(project, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["c360:load", "--dir", str(FIXTURES), "--as-of", "2026-13-01", *project.args])
+    assert exit_info.value.code == 2
+    assert "expected a date YYYY-MM-DD" in capsys.readouterr().err
+
+
+def test_bad_input_fails_cleanly_and_leaves_earlier_output(project, capsys, tmp_path):
+    assert c360(capsys, "c360:load", "--dir", str(FIXTURES), *project.args)[0] == 0
+    before = (project.customer / "360.json").read_bytes()
+    broken = tmp_path / "broken"
+    shutil.copytree(FIXTURES, broken)
+    accounts = (broken / "accounts.csv").read_text().splitlines()
+    accounts[1] = accounts[1].replace(accounts[1].split(",")[0], "../x", 1)
+    (broken / "accounts.csv").write_text("\n".join(accounts) + "\n")
+    code, out, err = c360(capsys, "c360:load", "--dir", str(broken), *project.args)
+    assert code == 2
+    assert "accounts.csv" in err and "row 1" in err and "account_id" in err
+    assert "Traceback" not in err
+    assert (project.customer / "360.json").read_bytes() == before
+
+
+def test_commands_before_load_explain_what_to_run(project, capsys):
+    code, _, err = c360(capsys, "c360:health", *project.args)
+    assert code == 2
+    assert "c360:load" in err

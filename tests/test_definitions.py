@@ -1,0 +1,66 @@
+"""The asset graph a data engineer sees: keys, groups, checks, partitions, jobs, automation."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from c360_dagster.definitions import defs
+
+
+def _asset_keys() -> set[str]:
+    return {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+
+
+def test_every_stage_is_an_asset_with_lineage():
+    assert _asset_keys() == {
+        "customer_360",
+        "account_health",
+        "customer_signals",
+        "renewal_forecasts",
+        "playbook",
+        "qbr_pack",
+        "lake/crm_opps",
+        "lake/account_health",
+        "lake/customer_signals",
+        "lake/renewal_forecasts",
+    }
+    graph = defs.resolve_asset_graph()
+    parents = lambda key: {p.to_user_string() for p in graph.get(dg.AssetKey.from_user_string(key)).parent_keys}  # noqa: E731
+    assert parents("account_health") == {"customer_360"}
+    assert parents("renewal_forecasts") == {"customer_360", "account_health", "customer_signals"}
+    assert parents("qbr_pack") == {"playbook"}
+    assert parents("lake/account_health") == {"account_health"}
+
+
+def test_assets_are_grouped_described_owned_and_versioned():
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.group_name in {"customer", "lake", "accounts"}, key
+        assert node.description, key
+        assert node.owners == ["team:customer-success-ops"], key
+        assert node.code_version, key
+
+
+def test_per_account_assets_use_account_partitions():
+    graph = defs.resolve_asset_graph()
+    for name in ("playbook", "qbr_pack"):
+        partitions = graph.get(dg.AssetKey(name)).partitions_def
+        assert isinstance(partitions, dg.DynamicPartitionsDefinition)
+        assert partitions.name == "account"
+
+
+def test_checks_are_declared():
+    checks = {(k.asset_key.to_user_string(), k.name) for k in defs.resolve_asset_graph().asset_check_keys}
+    assert ("qbr_pack", "duty_of_care") in checks
+    assert ("qbr_pack", "privacy_signoff") in checks
+    assert ("account_health", "points_sum_to_score") in checks
+    assert ("customer_signals", "signal_codes_known") in checks
+    assert sum(1 for asset, _ in checks if asset == "customer_360") >= 8
+
+
+def test_jobs_schedule_and_sensors():
+    assert defs.resolve_job_def("c360_chain") is not None
+    assert defs.resolve_schedule_def("c360_daily").default_status == dg.DefaultScheduleStatus.STOPPED
+    assert defs.resolve_sensor_def("input_files_sensor") is not None
+    assert defs.resolve_sensor_def("account_refresh_sensor") is not None
