@@ -1,0 +1,450 @@
+"""Renewal forecast: a deterministic tier × risk-band matrix over the subscriptions renewing soon.
+
+Everything is columnar: one Polars plan over all subscriptions; the reason phrases are built
+per signal code (a handful of columnar passes), never per row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from c360_dagster.domain.config import config_hash, load_yaml_config
+from c360_dagster.domain.errors import C360Error, ConfigError
+from c360_dagster.domain.playbooks import TIERS, PlaybookLibrary, load_playbook_library, suggested_playbook_ids
+from c360_dagster.domain.text import render_template
+from c360_dagster.domain.view import Customer360
+
+BUCKETS = ("High", "Medium", "Low")
+SUMMARY_TEMPLATE = "renewals_summary.md.j2"
+UNASSIGNED = "(unassigned)"
+FRAME_COLUMNS = (
+    "subscription_id", "account_id", "account_name", "segment", "csm_owner", "product", "plan",
+    "renewal_date", "days_to_renewal", "arr", "currency", "tier", "risk_signal_count", "bucket",
+    "probability", "expected_arr", "risk_reasons", "suggested_playbook",
+)
+
+_CODE = {"type": "string", "pattern": "^SIG_[A-Z0-9_]+$"}
+_CURRENCY = {"type": "string", "pattern": "^[A-Z]{3}$"}
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": [
+        "playbook_library", "buckets", "at_risk_buckets", "unscored_bucket", "risk_signals",
+        "risk_bands", "matrix", "reporting_currency", "fx_rates", "top_risks", "reasons",
+    ],
+    "properties": {
+        "playbook_library": {"type": "string", "minLength": 1},
+        "buckets": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": list(BUCKETS),
+            "properties": {b: {"type": "number", "minimum": 0, "maximum": 1} for b in BUCKETS},
+        },
+        "at_risk_buckets": {"type": "array", "uniqueItems": True, "items": {"enum": list(BUCKETS)}},
+        "unscored_bucket": {"enum": list(BUCKETS)},
+        "risk_signals": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["ignored_codes", "weights"],
+            "properties": {
+                "ignored_codes": {"type": "array", "uniqueItems": True, "items": _CODE},
+                "weights": {
+                    "type": "object",
+                    "propertyNames": _CODE,
+                    "additionalProperties": {"type": "integer", "minimum": 1},
+                },
+            },
+        },
+        "risk_bands": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["band", "min_points"],
+                "properties": {
+                    "band": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
+                    "min_points": {"type": "integer", "minimum": 0},
+                },
+            },
+        },
+        "matrix": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": list(TIERS),
+            "properties": {
+                tier: {"type": "object", "additionalProperties": {"enum": list(BUCKETS)}} for tier in TIERS
+            },
+        },
+        "reporting_currency": _CURRENCY,
+        "fx_rates": {
+            "type": "object",
+            "propertyNames": _CURRENCY,
+            "additionalProperties": {"type": "number", "exclusiveMinimum": 0},
+        },
+        "top_risks": {"type": "integer", "minimum": 1},
+        "reasons": {
+            "type": "object",
+            "propertyNames": _CODE,
+            "additionalProperties": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["label", "template"],
+                "properties": {
+                    "label": {"type": "string", "minLength": 1},
+                    "template": {"type": "string", "minLength": 1},
+                },
+            },
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class ReasonTemplate:
+    """How a risk code becomes a phrase: `template` over evidence keys, else `label` + numbers."""
+
+    label: str
+    pattern: str  # the template with each placeholder as `{}`, for pl.format
+    fields: tuple[str, ...]  # the placeholders in order, repeats included
+
+
+@dataclass(frozen=True)
+class RenewalsConfig:
+    buckets: Mapping[str, float]
+    at_risk_buckets: tuple[str, ...]
+    unscored_bucket: str
+    ignored_codes: tuple[str, ...]
+    weights: Mapping[str, int]
+    bands: tuple[tuple[str, int], ...]  # (band, min_points), ascending
+    matrix: Mapping[str, Mapping[str, str]]
+    reporting_currency: str
+    fx_rates: Mapping[str, float]
+    top_risks: int
+    reasons: Mapping[str, ReasonTemplate]
+    library: PlaybookLibrary
+    config_hash: str
+
+
+def _reason_template(label: str, template: str, key: str, source: str) -> ReasonTemplate:
+    """Parse a reason template; only plain `{evidence_key}` placeholders are allowed."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {key}: not a valid template: {exc}") from None
+    pattern, fields = "", []
+    for literal, name, spec, conversion in parsed:
+        if "{" in literal or "}" in literal:
+            raise ConfigError(f"{source}: {key}: literal braces are not supported")
+        pattern += literal
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conversion:
+            raise ConfigError(f"{source}: {key}: placeholder {{{name}}} must be a plain evidence key")
+        pattern += "{}"
+        fields.append(name)
+    return ReasonTemplate(label, pattern, tuple(fields))
+
+
+def load_renewals_config(path: Path | str) -> RenewalsConfig:
+    """Read and validate renewals.yaml and the playbook library it names; errors name the key."""
+    path = Path(path)
+    raw = load_yaml_config(path, SCHEMA)
+    source = str(path)
+
+    def fail(key: str, message: str) -> None:
+        raise ConfigError(f"{source}: {key}: {message}")
+
+    buckets = raw["buckets"]
+    for higher, lower in zip(BUCKETS, BUCKETS[1:]):
+        if not buckets[higher] > buckets[lower]:
+            fail(f"buckets.{lower}", f"must be below buckets.{higher} ({buckets[higher]})")
+    bands = [(item["band"], item["min_points"]) for item in raw["risk_bands"]]
+    if bands[0][1] != 0:
+        fail("risk_bands.0.min_points", "the first band must start at 0")
+    for index in range(1, len(bands)):
+        if bands[index][1] <= bands[index - 1][1]:
+            fail(f"risk_bands.{index}.min_points", "must be above the previous band's min_points")
+        if bands[index][0] in dict(bands[:index]):
+            fail(f"risk_bands.{index}.band", f"duplicate band {bands[index][0]!r}")
+    band_names = [name for name, _ in bands]
+    for tier in TIERS:
+        row = raw["matrix"][tier]
+        for band in band_names:
+            if band not in row:
+                fail(f"matrix.{tier}.{band}", "missing cell (every tier × band needs a bucket)")
+        for band in sorted(set(row) - set(band_names)):
+            fail(f"matrix.{tier}.{band}", f"unknown band (bands: {', '.join(band_names)})")
+    reporting = raw["reporting_currency"]
+    if raw["fx_rates"].get(reporting) != 1:
+        fail(f"fx_rates.{reporting}", "the reporting currency must have rate 1")
+    reasons = {
+        code: _reason_template(item["label"], item["template"], f"reasons.{code}.template", source)
+        for code, item in sorted(raw["reasons"].items())
+    }
+    library = load_playbook_library(path.parent / raw["playbook_library"])
+    return RenewalsConfig(
+        buckets=dict(buckets),
+        at_risk_buckets=tuple(raw["at_risk_buckets"]),
+        unscored_bucket=raw["unscored_bucket"],
+        ignored_codes=tuple(raw["risk_signals"]["ignored_codes"]),
+        weights=dict(raw["risk_signals"]["weights"]),
+        bands=tuple(bands),
+        matrix={tier: dict(raw["matrix"][tier]) for tier in TIERS},
+        reporting_currency=reporting,
+        fx_rates=dict(raw["fx_rates"]),
+        top_risks=raw["top_risks"],
+        reasons=reasons,
+        library=library,
+        # One hash for the forecast's whole configuration, the playbook rules included.
+        config_hash=config_hash({"renewals": raw, "playbook_library": library.config_hash}),
+    )
+
+
+def _counted_risk_signals(signals: pl.DataFrame, config: RenewalsConfig) -> pl.DataFrame:
+    """Risk signals that count toward the band, with their weight."""
+    return signals.filter(
+        (pl.col("kind") == "risk") & ~pl.col("code").is_in(list(config.ignored_codes))
+    ).with_columns(
+        weight=pl.col("code").replace_strict(dict(config.weights), default=1, return_dtype=pl.Int64)
+    )
+
+
+def _evidence_texts(evidence: pl.DataFrame) -> dict[str, pl.Expr]:
+    """Display text per evidence key: floats to at most two decimals, lists as `<key>_count`."""
+    texts = {}
+    for column in sorted(evidence.columns):
+        name, dtype = column.removeprefix("evidence."), evidence.schema[column]
+        if dtype.is_float():
+            rounded = (pl.col(column).round(2) + 0.0).cast(pl.Utf8)  # + 0.0 turns -0.0 into 0.0
+            texts[name] = rounded.str.replace(r"^(-?\d+\.\d*?)0+$", "${1}").str.replace(r"\.$", "")
+        elif dtype == pl.List:
+            texts[f"{name}_count"] = pl.col(column).list.len().cast(pl.Utf8)
+        elif not dtype.is_nested() and dtype != pl.Null:
+            texts[name] = pl.col(column).cast(pl.Utf8)
+    return texts
+
+
+def _reason_texts(risk: pl.DataFrame, config: RenewalsConfig) -> pl.DataFrame:
+    """`account_id`, `code`, `weight`, `text`: each signal's phrase from its template and evidence."""
+    parts = [pl.DataFrame(schema={"account_id": pl.Utf8, "code": pl.Utf8, "weight": pl.Int64, "text": pl.Utf8})]
+    for code in sorted(risk["code"].unique().to_list()):
+        subset = risk.filter(pl.col("code") == code)
+        evidence = subset["evidence"].fill_null("{}").str.json_decode(infer_schema_length=None).struct.unnest()
+        evidence = evidence.rename({name: f"evidence.{name}" for name in evidence.columns})
+        texts = _evidence_texts(evidence)
+        reason = config.reasons.get(code, ReasonTemplate(code, "", ()))
+        numbers = [pl.format("{} {}", pl.lit(name.replace("_", " ")), expr) for name, expr in texts.items()]
+        text = pl.lit(reason.label)
+        if numbers:
+            text = text + pl.lit(": ") + pl.concat_str(numbers, separator=", ", ignore_nulls=True)
+        if reason.fields and all(name in texts for name in reason.fields):
+            # A null evidence value in one row falls back for that row only.
+            text = pl.coalesce(pl.format(reason.pattern, *(texts[name] for name in reason.fields)), text)
+        parts.append(
+            pl.concat([subset.select("account_id", "code", "weight"), evidence], how="horizontal").select(
+                "account_id", "code", "weight", text.alias("text")
+            )
+        )
+    return pl.concat(parts)
+
+
+def _risk_reasons(risk: pl.DataFrame, config: RenewalsConfig) -> pl.DataFrame:
+    """`account_id`, `risk_reasons`: canonical JSON list of `{"code", "text"}`, heaviest code first."""
+    return (
+        _reason_texts(risk, config)
+        .with_columns(reason=pl.struct("code", "text").struct.json_encode())
+        .sort(["account_id", "weight", "code"], descending=[False, True, False])
+        .group_by("account_id", maintain_order=True)
+        .agg(pl.col("reason").str.join(","))
+        .select("account_id", risk_reasons=pl.lit("[") + pl.col("reason") + pl.lit("]"))
+    )
+
+
+def _band_expr(config: RenewalsConfig) -> pl.Expr:
+    expr = pl.lit(config.bands[0][0])
+    for band, min_points in config.bands[1:]:
+        expr = pl.when(pl.col("risk_points") >= min_points).then(pl.lit(band)).otherwise(expr)
+    return expr
+
+
+def forecast_renewals(
+    view: Customer360,
+    health: pl.DataFrame,
+    signals: pl.DataFrame,
+    config: RenewalsConfig,
+    window_days: int = 120,
+) -> pl.DataFrame:
+    """One row per active subscription renewing in [as_of, as_of + window_days], both ends included."""
+    if window_days < 0:
+        raise C360Error(f"window_days must be 0 or more, got {window_days}")
+    as_of = view.as_of
+    subs = view.subs.filter(
+        (pl.col("status") == "active")
+        & pl.col("renewal_date").is_between(as_of, as_of + dt.timedelta(days=window_days), closed="both")
+    )
+    # Only the accounts renewing in the window need their reasons phrased.
+    signals = signals.filter(pl.col("account_id").is_in(subs["account_id"].implode()))
+    risk = _counted_risk_signals(signals, config)
+    risk_per_account = risk.group_by("account_id").agg(
+        risk_signal_count=pl.len().cast(pl.Int64), risk_points=pl.col("weight").sum()
+    )
+    cells = pl.DataFrame(
+        [(tier, band, bucket) for tier, row in config.matrix.items() for band, bucket in row.items()],
+        schema={"tier": pl.Utf8, "band": pl.Utf8, "bucket": pl.Utf8},
+        orient="row",
+    )
+    frame = (
+        subs.join(
+            view.accounts.select("account_id", "segment", "csm_owner", account_name="name"),
+            on="account_id",
+            how="left",
+        )
+        .join(health.select("account_id", "tier"), on="account_id", how="left")
+        .join(risk_per_account, on="account_id", how="left")
+        .join(_risk_reasons(risk, config), on="account_id", how="left")
+        .with_columns(
+            pl.col("risk_signal_count").fill_null(0),
+            pl.col("risk_points").fill_null(0),
+            pl.col("risk_reasons").fill_null("[]"),
+            days_to_renewal=(pl.col("renewal_date") - pl.lit(as_of)).dt.total_days().cast(pl.Int64),
+        )
+        .with_columns(band=_band_expr(config))
+        .join(cells, on=["tier", "band"], how="left")
+        .with_columns(pl.col("bucket").fill_null(config.unscored_bucket))
+        .with_columns(
+            probability=pl.col("bucket").replace_strict(dict(config.buckets), return_dtype=pl.Float64)
+        )
+        .with_columns(expected_arr=(pl.col("arr") * pl.col("probability")).round(2))
+    )
+    suggested = suggested_playbook_ids(
+        frame.select("account_id", "tier").unique("account_id"), signals, config.library
+    )
+    return (
+        frame.join(suggested, on="account_id", how="left")
+        .select(FRAME_COLUMNS)
+        .sort("renewal_date", "subscription_id")
+    )
+
+
+def _rollup(frame: pl.DataFrame, key: str) -> list[dict[str, Any]]:
+    """Per value of `key`: subscription count and reporting-currency sums, sorted by key."""
+    return (
+        frame.group_by(key)
+        .agg(
+            subscriptions=pl.len(),
+            arr=pl.col("arr_reporting").sum().round(2),
+            expected_arr=pl.col("expected_reporting").sum().round(2),
+            arr_at_risk=pl.col("at_risk_reporting").sum().round(2),
+        )
+        .sort(key)
+        .to_dicts()
+    )
+
+
+def renewal_summary(frame: pl.DataFrame, config: RenewalsConfig) -> dict[str, Any]:
+    """Totals, buckets, rollups and top risks; amounts in the reporting currency, others apart.
+
+    A currency without a rate is left out of every converted figure and reported on its own
+    in `by_currency` and `unconverted_currencies`, so nothing is summed across currencies.
+    """
+    at_risk = pl.col("bucket").is_in(list(config.at_risk_buckets))
+    rated = frame.with_columns(
+        rate=pl.col("currency").replace_strict(dict(config.fx_rates), default=None, return_dtype=pl.Float64),
+        at_risk_native=pl.when(at_risk).then(pl.col("arr")).otherwise(0.0),
+        csm_owner=pl.col("csm_owner").fill_null(UNASSIGNED),
+    ).with_columns(
+        arr_reporting=pl.col("arr") * pl.col("rate"),
+        expected_reporting=pl.col("expected_arr") * pl.col("rate"),
+        at_risk_reporting=pl.col("at_risk_native") * pl.col("rate"),
+    )
+    converted = rated.filter(pl.col("rate").is_not_null())
+    by_bucket = {row["bucket"]: row for row in _rollup(converted, "bucket")}
+    by_currency = (
+        rated.group_by("currency")
+        .agg(
+            rate=pl.col("rate").first(),
+            subscriptions=pl.len(),
+            arr=pl.col("arr").sum().round(2),
+            expected_arr=pl.col("expected_arr").sum().round(2),
+            arr_at_risk=pl.col("at_risk_native").sum().round(2),
+        )
+        .with_columns(converted=pl.col("rate").is_not_null())
+        .sort("currency")
+        .to_dicts()
+    )
+    top = (
+        converted.filter(at_risk)
+        .sort(["at_risk_reporting", "renewal_date", "subscription_id"], descending=[True, False, False])
+        .head(config.top_risks)
+    )
+    totals = converted.select(
+        subscriptions=pl.len(),
+        accounts=pl.col("account_id").n_unique(),
+        arr=pl.col("arr_reporting").sum().round(2),
+        expected_arr=pl.col("expected_reporting").sum().round(2),
+        arr_at_risk=pl.col("at_risk_reporting").sum().round(2),
+    ).to_dicts()[0]
+    totals["expected_loss"] = round(totals["arr"] - totals["expected_arr"], 2)
+    return {
+        "reporting_currency": config.reporting_currency,
+        "at_risk_buckets": [b for b in BUCKETS if b in config.at_risk_buckets],
+        "config_hash": config.config_hash,
+        "subscriptions": frame.height,
+        "accounts": frame["account_id"].n_unique(),
+        "totals": totals,
+        "by_bucket": [
+            {
+                "bucket": bucket,
+                "probability": config.buckets[bucket],
+                "subscriptions": by_bucket.get(bucket, {}).get("subscriptions", 0),
+                "arr": by_bucket.get(bucket, {}).get("arr", 0.0),
+                "expected_arr": by_bucket.get(bucket, {}).get("expected_arr", 0.0),
+            }
+            for bucket in BUCKETS
+        ],
+        "by_currency": by_currency,
+        "unconverted_currencies": [row["currency"] for row in by_currency if not row["converted"]],
+        "by_segment": _rollup(converted, "segment"),
+        "by_csm_owner": _rollup(converted, "csm_owner"),
+        "top_risks": [
+            {
+                "subscription_id": row["subscription_id"],
+                "account_id": row["account_id"],
+                "account_name": row["account_name"],
+                "renewal_date": row["renewal_date"].isoformat(),
+                "tier": row["tier"],
+                "bucket": row["bucket"],
+                "arr": row["arr"],
+                "currency": row["currency"],
+                "arr_at_risk": round(row["at_risk_reporting"], 2),
+                "reasons": [reason["text"] for reason in json.loads(row["risk_reasons"])],
+                "suggested_playbook": row["suggested_playbook"],
+            }
+            for row in top.to_dicts()
+        ],
+    }
+
+
+def render_renewal_summary_md(summary: Mapping[str, Any], as_of: dt.date, window_days: int) -> str:
+    """`summary.md`: bucket, currency, segment, owner and top-risk tables with prose around them."""
+    window_end = as_of + dt.timedelta(days=window_days)
+    return render_template(
+        SUMMARY_TEMPLATE, s=summary, as_of=as_of, window_days=window_days, window_end=window_end
+    )
+
+
+def renewals_json(frame: pl.DataFrame, summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The content of `renewals_{YYYYMM}.json`: the summary plus every forecast row."""
+    rows = frame.with_columns(pl.col("renewal_date").dt.to_string("%Y-%m-%d")).to_dicts()
+    for row in rows:
+        row["risk_reasons"] = json.loads(row["risk_reasons"])
+    return {"summary": dict(summary), "renewals": rows}

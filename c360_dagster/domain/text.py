@@ -1,0 +1,105 @@
+"""Text that lands in reports: escaping for Markdown, safe file names, number formatting, templates.
+
+Every report escapes input text through these helpers, so a name with `|`, a newline,
+`<script>` or `=HYPERLINK(...)` cannot break a table, inject HTML or a spreadsheet formula.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+from typing import Any
+
+import jinja2
+
+_WHITESPACE_RUN = re.compile(r"\s+")
+# Markdown punctuation that can start emphasis, code, links, tables or escapes inline.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
+# A cell starting with one of these is run as a formula when pasted into a spreadsheet.
+_FORMULA_START = ("=", "+", "-", "@")
+_UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_FILENAME = 64
+
+
+def md_text(value: Any) -> str:
+    """Input text made safe for Markdown prose: one line, HTML and Markdown markup neutralised."""
+    if value is None:
+        return ""
+    text = _WHITESPACE_RUN.sub(" ", str(value)).strip()
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    # A leading `#`, `>` (already an entity) or list marker would turn prose into structure.
+    return "\\" + text if text[:1] in ("#", "+", "-", "=") else text
+
+
+def md_cell(value: Any) -> str:
+    """A value made safe for a Markdown table cell (numbers pass through unchanged)."""
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    text = _WHITESPACE_RUN.sub(" ", str(value)).strip()
+    if text.startswith(_FORMULA_START):
+        text = "'" + text  # the OWASP defence against CSV/formula injection
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def safe_filename(value: Any) -> str:
+    """A file name made only of `[A-Za-z0-9._-]`, never hidden, never empty, at most 64 chars."""
+    name = _UNSAFE_FILENAME_CHARS.sub("_", str(value)).lstrip(".")[:MAX_FILENAME]
+    return name or "_"
+
+
+def close_matches(account_id: str, known_ids: list[str], limit: int = 3) -> list[str]:
+    """Known ids that look like `account_id` (case-insensitive), best first, for "did you mean"."""
+    by_folded: dict[str, str] = {}
+    for known in sorted(known_ids):
+        by_folded.setdefault(known.casefold(), known)
+    matches = difflib.get_close_matches(account_id.casefold(), list(by_folded), n=limit, cutoff=0.6)
+    return [by_folded[match] for match in matches]
+
+
+def fmt_amount(value: float | None, decimals: int = 2) -> str:
+    """`1234567.891` → `1,234,567.89`; None → `n/a`."""
+    if value is None:
+        return "n/a"
+    return f"{value:,.{decimals}f}"
+
+
+def fmt_number(value: float | None) -> str:
+    """At most two decimals, no trailing zeros: `70.0` → `70`, `41.666` → `41.67`; None → `n/a`."""
+    if value is None:
+        return "n/a"
+    text = f"{round(float(value), 2):.2f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def fmt_percent(value: float | None, decimals: int = 0) -> str:
+    """`0.25` → `25%`; None → `n/a`."""
+    if value is None:
+        return "n/a"
+    return f"{value * 100:.{decimals}f}%"
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    # Markdown, not HTML: no autoescape; templates escape input text explicitly with the filters.
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("c360_dagster", "templates"),
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        md_cell=md_cell, md_text=md_text, amount=fmt_amount, number=fmt_number, percent=fmt_percent
+    )
+    return env
+
+
+def render_template(name: str, **context: Any) -> str:
+    """Render a package template with the escaping and number filters available."""
+    return _environment().get_template(name).render(**context)

@@ -1,0 +1,269 @@
+"""Playbooks: library content and RACI, selection rules and priority, dated plans, escaping.
+
+Expected values are read by hand off configs/customer/playbooks.yaml.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import itertools
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from c360_dagster.domain.errors import ConfigError
+from c360_dagster.domain.playbooks import (
+    SelectionRule,
+    build_playbook,
+    load_playbook_library,
+    render_playbook_markdown,
+    select_playbooks,
+    suggested_playbook_ids,
+)
+from c360_dagster.domain.text import close_matches, md_cell, md_text, safe_filename
+
+LIBRARY_PATH = Path(__file__).resolve().parents[1] / "configs" / "customer" / "playbooks.yaml"
+AS_OF = dt.date(2024, 1, 1)
+CODES = (
+    "SIG_USAGE_SLIDE_4W", "SIG_SUPPORT_SPIKE", "SIG_PAYMENT_OVERDUE", "SIG_FEATURE_ADOPTION_LOW",
+    "SIG_STAKEHOLDER_CHANGE", "SIG_RENEWAL_SOON", "SIG_EXPANSION_TRAIL",
+)
+
+
+@pytest.fixture(scope="module")
+def library():
+    return load_playbook_library(LIBRARY_PATH)
+
+
+def test_library_covers_the_required_sops(library):
+    assert set(library.playbooks) == {
+        "outreach_cadence", "stakeholder_mapping", "adoption_plan", "training_bundle",
+        "exec_sponsor_ask", "collections", "support_recovery", "expansion", "light_touch",
+    }
+    for playbook in library.playbooks.values():
+        assert playbook.steps and playbook.kpis and playbook.checkpoints and playbook.risks
+
+
+# (playbook, step index) → (responsible, accountable, consulted, informed), by hand from the YAML.
+RACI = {
+    ("collections", 0): ("Finance (AR)", "CS Manager", ("CSM",), ("Account Executive",)),
+    ("collections", 2): ("Account Executive", "VP Customer Success", ("Finance (AR)", "CSM"), ("CS Manager",)),
+    ("exec_sponsor_ask", 2): (
+        "VP Customer Success", "VP Customer Success",
+        ("CSM", "Account Executive", "Customer Exec Sponsor"), ("CS Manager",),
+    ),
+    ("support_recovery", 0): ("Support Lead", "CS Manager", ("CSM",), ("Account Executive",)),
+    ("stakeholder_mapping", 0): ("CSM", "CS Manager", ("Account Executive",), ()),
+    ("adoption_plan", 1): ("CSM", "CS Manager", ("Customer Champion",), ("Account Executive",)),
+    ("training_bundle", 1): ("Enablement", "CS Manager", ("CSM", "Customer Admin"), ("Customer Champion",)),
+    ("outreach_cadence", 2): ("CS Manager", "VP Customer Success", ("CSM",), ("Account Executive",)),
+    ("expansion", 2): ("Account Executive", "VP Customer Success", ("CSM", "Solutions Engineer"), ("Customer Exec Sponsor",)),
+    ("light_touch", 0): ("CSM", "CS Manager", (), ("Account Executive",)),
+}
+
+
+@pytest.mark.parametrize(("playbook_id", "index"), sorted(RACI))
+def test_raci_content_per_playbook(library, playbook_id, index):
+    result = build_playbook(
+        {"account_id": "A1", "name": "Acme"}, health_record("amber", 55), [], [],
+        _forced(library, playbook_id), AS_OF,
+    )
+    step = library.playbooks[playbook_id].steps[index]
+    entry = next(e for e in result.raci if e.step == step.title)
+    assert (entry.responsible, entry.accountable, entry.consulted, entry.informed) == RACI[(playbook_id, index)]
+    assert entry.responsible == step.owner
+
+
+def _forced(library, playbook_id):
+    """The library with one rule that always picks `playbook_id`."""
+    return dataclasses.replace(library, rules=(SelectionRule(playbook_id, None, None),))
+
+
+@pytest.mark.parametrize(
+    ("tier", "codes", "expected"),
+    [
+        ("green", [], ["light_touch"]),
+        ("green", ["SIG_RENEWAL_SOON"], ["light_touch"]),  # no rule uses it
+        ("amber", [], ["outreach_cadence"]),
+        ("red", [], ["exec_sponsor_ask", "outreach_cadence"]),
+        ("green", ["SIG_EXPANSION_TRAIL"], ["expansion"]),
+        ("amber", ["SIG_EXPANSION_TRAIL"], ["outreach_cadence"]),  # no upsell to a troubled account
+        ("green", ["SIG_FEATURE_ADOPTION_LOW", "SIG_EXPANSION_TRAIL"], ["training_bundle", "expansion"]),
+        (
+            "red",
+            ["SIG_USAGE_SLIDE_4W", "SIG_STAKEHOLDER_CHANGE", "SIG_SUPPORT_SPIKE", "SIG_PAYMENT_OVERDUE"],
+            ["collections", "exec_sponsor_ask", "support_recovery", "stakeholder_mapping", "adoption_plan", "outreach_cadence"],
+        ),
+        ("green", ["SIG_PAYMENT_OVERDUE"], ["collections"]),
+        (None, ["SIG_SUPPORT_SPIKE"], ["support_recovery"]),  # unscored: tier rules never match
+    ],
+)
+def test_selection_rules_and_priority(library, tier, codes, expected):
+    assert select_playbooks(tier, codes, library) == expected
+
+
+def test_columnar_selection_agrees_with_select_playbooks_on_every_combination(library):
+    combos = [
+        (tier, codes)
+        for tier in ("red", "amber", "green", None)
+        for size in range(len(CODES) + 1)
+        for codes in itertools.combinations(CODES, size)
+    ]
+    ids = [f"A{i:04d}" for i in range(len(combos))]
+    health = pl.DataFrame({"account_id": ids, "tier": [t for t, _ in combos]}, schema={"account_id": pl.Utf8, "tier": pl.Utf8})
+    signals = pl.DataFrame(
+        [{"account_id": i, "code": c} for i, (_, codes) in zip(ids, combos) for c in codes],
+        schema={"account_id": pl.Utf8, "code": pl.Utf8},
+    )
+    columnar = dict(suggested_playbook_ids(health, signals, library).iter_rows())
+    assert len(columnar) == 4 * 2 ** len(CODES)
+    for account_id, (tier, codes) in zip(ids, combos):
+        assert columnar[account_id] == select_playbooks(tier, codes, library)[0], (tier, codes)
+
+
+def health_record(tier, score, **components):
+    """A health record shaped like health.json: `components.<name>.{score, evidence}`."""
+    return {"tier": tier, "score": score, "total": 100, "components": components}
+
+
+GREEN = health_record("green", 88, adoption={"score": 90.0, "evidence": {"utilisation_pct": 75.5}})
+
+
+def test_green_account_without_signals_gets_a_dated_light_touch_plan(library):
+    result = build_playbook({"account_id": "A1", "name": "Acme"}, GREEN, [], [], library, AS_OF)
+    assert result.plays == ("light_touch",)
+    # due_days 14 and 45 in the YAML: 2024-01-15 and 2024-02-15.
+    assert [(s.title, s.owner_role, s.due_date) for s in result.steps] == [
+        ("Send a value summary of the last quarter to the champion", "CSM", dt.date(2024, 1, 15)),
+        ("Quarterly check-in with the champion", "CSM", dt.date(2024, 2, 15)),
+    ]
+    assert [(c.date, c.what) for c in result.checkpoints] == [
+        (dt.date(2024, 3, 31), "Light-touch plan: Quarterly review of the health score")
+    ]
+    assert "no active signals" in result.summary
+
+
+def test_steps_are_dated_from_as_of_and_ordered_by_due_date(library):
+    health = health_record("red", 31)
+    result = build_playbook(
+        {"account_id": "A1", "name": "Acme"}, health, [{"code": "SIG_PAYMENT_OVERDUE"}], [], library, AS_OF
+    )
+    assert result.plays == ("collections", "exec_sponsor_ask", "outreach_cadence")
+    # collections 2,5,10,21; exec 3,7,21,24; outreach 7,10,30 → sorted, ties in priority order.
+    assert [(s.playbook, (s.due_date - AS_OF).days) for s in result.steps] == [
+        ("collections", 2), ("exec_sponsor_ask", 3), ("collections", 5), ("exec_sponsor_ask", 7),
+        ("outreach_cadence", 7), ("collections", 10), ("outreach_cadence", 10), ("collections", 21),
+        ("exec_sponsor_ask", 21), ("exec_sponsor_ask", 24), ("outreach_cadence", 30),
+    ]
+    assert [e.step for e in result.raci] == [s.title for s in result.steps]
+
+
+def test_kpis_take_current_values_from_health_and_first_play_sets_shared_targets(library):
+    health = health_record(
+        "red", 31, commercial={"score": 85.0, "evidence": {"max_days_overdue": 45, "overdue_amount": 10.0}}
+    )
+    result = build_playbook({"account_id": "A1", "name": "Acme"}, health, [{"code": "SIG_PAYMENT_OVERDUE"}], [], library, AS_OF)
+    kpis = [(k.metric, k.current, k.target, k.status) for k in result.kpis]
+    # 45 days > 0: not met; commercial 85 ≥ 80: met; score from exec_sponsor_ask (60), not outreach (70).
+    assert kpis == [
+        ("components.commercial.evidence.max_days_overdue", 45.0, 0.0, "not met"),
+        ("components.commercial.score", 85.0, 80.0, "met"),
+        ("score", 31.0, 60.0, "not met"),
+    ]
+    missing = build_playbook(
+        {"account_id": "A1", "name": "Acme"}, health_record("green", None), [{"code": "SIG_EXPANSION_TRAIL"}], [], library, AS_OF
+    )
+    assert [(k.metric, k.current, k.status) for k in missing.kpis] == [
+        ("components.adoption.evidence.utilisation_pct", None, "no data")
+    ]
+    green = build_playbook({"account_id": "A1", "name": "Acme"}, GREEN, [{"code": "SIG_EXPANSION_TRAIL"}], [], library, AS_OF)
+    assert [(k.current, k.status) for k in green.kpis] == [(75.5, "not met")]  # 75.5 < 90
+
+
+def test_renewals_become_checkpoints_and_enter_the_summary(library):
+    renewals = [
+        {"subscription_id": "S2", "product": "Core", "renewal_date": "2024-03-01", "arr": 1000.0, "currency": "USD", "bucket": "Low"},
+        {"subscription_id": "S1", "product": "Add-on", "renewal_date": dt.date(2024, 2, 1), "arr": 500.0, "currency": "USD", "bucket": "Low"},
+    ]
+    result = build_playbook({"account_id": "A1", "name": "Acme"}, GREEN, [], renewals, library, AS_OF)
+    assert (dt.date(2024, 2, 1), "Renewal of Add-on (S1), forecast Low") in [(c.date, c.what) for c in result.checkpoints]
+    assert "2 subscriptions renew in the forecast window, the first on 2024-02-01 (ARR 1,500.00 USD; forecast Low)" in result.summary
+
+
+HOSTILE = "Evil | Corp\n# <script>alert(1)</script>"
+
+
+def hostile_plan(library):
+    renewals = [
+        {"subscription_id": "S1", "product": "=HYPERLINK(\"http://x\")", "renewal_date": "2024-02-01",
+         "arr": 10.0, "currency": "USD", "bucket": "Low"},
+    ]
+    return build_playbook({"account_id": "A1", "name": HOSTILE}, GREEN, [], renewals, library, AS_OF)
+
+
+def test_markdown_escapes_a_hostile_account_name(library):
+    text = render_playbook_markdown(hostile_plan(library))
+    assert "<script>" not in text
+    assert text.startswith("# Success plan: Evil \\| Corp # &lt;script&gt;alert(1)&lt;/script&gt;\n")
+    assert '| 2024-02-01 | Renewal of =HYPERLINK("http://x") (S1), forecast Low |' in text
+
+
+def test_markdown_and_json_are_byte_identical_on_rerun(library):
+    first = hostile_plan(library)
+    again = hostile_plan(load_playbook_library(LIBRARY_PATH))
+    assert render_playbook_markdown(first) == render_playbook_markdown(again)
+    assert json.dumps(first.to_dict(), sort_keys=True) == json.dumps(again.to_dict(), sort_keys=True)
+    assert first.to_dict()["steps"][0] == {
+        "playbook": "light_touch", "title": "Send a value summary of the last quarter to the champion",
+        "owner_role": "CSM", "due_date": "2024-01-15",
+    }
+
+
+def test_escaping_helpers():
+    assert md_cell("a|b\nc") == "a\\|b c"
+    assert md_cell("=SUM(A1)") == "'=SUM(A1)"
+    assert md_cell("@cmd") == "'@cmd" and md_cell("-1+1") == "'-1+1" and md_cell("+x") == "'+x"
+    assert md_cell(-5) == "-5" and md_cell(None) == ""
+    assert md_cell("<b>[x](y) *z* _w_ `c`</b>") == "&lt;b&gt;\\[x\\](y) \\*z\\* \\_w\\_ \\`c\\`&lt;/b&gt;"
+    assert md_text("# title\r\n- item") == "\\# title - item"
+    assert safe_filename("../etc/pass wd") == "_etc_pass_wd"
+    assert safe_filename("...") == "_" and safe_filename("ACME-001") == "ACME-001"
+    assert len(safe_filename("x" * 100)) == 64
+
+
+def test_close_matches_suggest_known_ids():
+    known = ["ACME-001", "ACME-002", "BETA-001", "Globex"]
+    assert close_matches("acme-01", known) == ["ACME-001", "ACME-002"]
+    assert close_matches("globex", known) == ["Globex"]
+    assert close_matches("zzzz", known) == []
+
+
+def write_library(tmp_path: Path, edit) -> Path:
+    raw = yaml.safe_load(LIBRARY_PATH.read_text(encoding="utf-8"))
+    edit(raw)
+    path = tmp_path / "playbooks.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (lambda r: r["playbooks"][0]["steps"][0].update(owner="Janitor"), "playbooks.0.steps.0.owner"),
+        (lambda r: r["playbooks"][1]["steps"][2]["consulted"].append("Intern"), "playbooks.1.steps.2.consulted.3"),
+        (lambda r: r["selection"]["rules"][3].update(playbook="nope"), "selection.rules.3.playbook"),
+        (lambda r: r["selection"].update(fallback="nope"), "selection.fallback"),
+        (lambda r: r["playbooks"][2].update(id="collections"), "playbooks.2.id"),
+        (lambda r: r["playbooks"][0]["steps"][0].update(due_days=-1), "playbooks.0.steps.0.due_days"),
+        (lambda r: r["playbooks"][0]["kpis"][0].pop("target"), "playbooks.0.kpis.0.target"),
+        (lambda r: r["selection"]["rules"][1].update(tiers=["purple"]), "selection.rules.1.tiers.0"),
+        (lambda r: r["playbooks"][0].update(owner="x"), "playbooks.0.owner"),
+    ],
+)
+def test_library_errors_name_the_key(tmp_path, edit, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_playbook_library(write_library(tmp_path, edit))

@@ -1,0 +1,352 @@
+"""Renewal forecast: matrix cells, window edges, reason phrases, currencies, summary rollups.
+
+Expected values are computed by hand from configs/customer/renewals.yaml (probabilities
+High 0.9 / Medium 0.6 / Low 0.25; SIG_PAYMENT_OVERDUE weighs 2; EUR rate 1.08).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from c360_dagster.domain.entities import ENTITIES
+from c360_dagster.domain.errors import C360Error, ConfigError
+from c360_dagster.domain.io import canonical_json
+from c360_dagster.domain.playbooks import select_playbooks
+from c360_dagster.domain.renewals import (
+    FRAME_COLUMNS,
+    forecast_renewals,
+    load_renewals_config,
+    render_renewal_summary_md,
+    renewal_summary,
+    renewals_json,
+)
+from c360_dagster.domain.view import Customer360, empty_table
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "customer"
+AS_OF = dt.date(2024, 1, 1)
+SIGNAL_SCHEMA = {"account_id": pl.Utf8, "code": pl.Utf8, "kind": pl.Utf8, "evidence": pl.Utf8}
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_renewals_config(CONFIGS / "renewals.yaml")
+
+
+def account(account_id, name=None, segment="enterprise", csm_owner="Ann"):
+    return {
+        "account_id": account_id, "name": name or f"Account {account_id}", "segment": segment,
+        "industry": None, "region": None, "csm_owner": csm_owner, "created_on": dt.date(2020, 1, 1),
+    }
+
+
+def sub(subscription_id, account_id, days=30, arr=1000.0, currency="USD", status="active"):
+    return {
+        "subscription_id": subscription_id, "account_id": account_id, "product": "Core",
+        "plan": "growth", "seats": 10, "arr": arr, "currency": currency,
+        "start_date": dt.date(2023, 1, 1), "renewal_date": AS_OF + dt.timedelta(days=days),
+        "status": status, "auto_renew": True, "discount_pct": None,
+    }
+
+
+def make_view(accounts, subs):
+    tables = {name: empty_table(name) for name in ENTITIES}
+    tables["accounts"] = pl.DataFrame(accounts, schema=ENTITIES["accounts"].polars_schema)
+    tables["subs"] = pl.DataFrame(subs, schema=ENTITIES["subs"].polars_schema)
+    return Customer360(AS_OF, tables)
+
+
+def make_health(tiers: dict[str, str]):
+    return pl.DataFrame(
+        {"account_id": list(tiers), "tier": list(tiers.values())}, schema={"account_id": pl.Utf8, "tier": pl.Utf8}
+    )
+
+
+def signal(account_id, code, evidence=None, kind="risk"):
+    return {"account_id": account_id, "code": code, "kind": kind, "evidence": canonical_json(evidence or {})}
+
+
+def make_signals(rows):
+    return pl.DataFrame(rows, schema=SIGNAL_SCHEMA).sort("account_id", "code")
+
+
+BAND_SIGNALS = {
+    # SIG_RENEWAL_SOON is ignored and the expansion signal is not a risk: still band "none".
+    "none": ["SIG_RENEWAL_SOON", "SIG_EXPANSION_TRAIL"],
+    "one": ["SIG_SUPPORT_SPIKE", "SIG_RENEWAL_SOON"],
+    "several": ["SIG_SUPPORT_SPIKE", "SIG_USAGE_SLIDE_4W"],
+    "severe": ["SIG_PAYMENT_OVERDUE"],  # one signal, weight 2: band "several"
+}
+# (tier, signals) → (bucket, counted risk signals), by hand from the matrix in renewals.yaml.
+MATRIX_CASES = [
+    ("green", "none", "High", 0),
+    ("green", "one", "High", 1),
+    ("green", "several", "Medium", 2),
+    ("green", "severe", "Medium", 1),
+    ("amber", "none", "Medium", 0),
+    ("amber", "one", "Medium", 1),
+    ("amber", "several", "Low", 2),
+    ("amber", "severe", "Low", 1),
+    ("red", "none", "Medium", 0),
+    ("red", "one", "Low", 1),
+    ("red", "several", "Low", 2),
+    ("red", "severe", "Low", 1),
+]
+PROBABILITY = {"High": 0.9, "Medium": 0.6, "Low": 0.25}
+
+
+@pytest.mark.parametrize(("tier", "band", "bucket", "count"), MATRIX_CASES)
+def test_every_matrix_cell(config, tier, band, bucket, count):
+    view = make_view([account("A1")], [sub("S1", "A1", arr=1000.0)])
+    signals = make_signals(
+        [signal("A1", code, kind="expansion" if code == "SIG_EXPANSION_TRAIL" else "risk") for code in BAND_SIGNALS[band]]
+    )
+    row = forecast_renewals(view, make_health({"A1": tier}), signals, config).to_dicts()[0]
+    assert (row["tier"], row["bucket"], row["risk_signal_count"]) == (tier, bucket, count)
+    assert row["probability"] == PROBABILITY[bucket]
+    assert row["expected_arr"] == round(1000.0 * PROBABILITY[bucket], 2)
+    assert row["suggested_playbook"] == select_playbooks(tier, BAND_SIGNALS[band], config.library)[0]
+
+
+def test_account_without_health_row_gets_the_unscored_bucket(config):
+    view = make_view([account("A1")], [sub("S1", "A1")])
+    row = forecast_renewals(view, make_health({}), make_signals([]), config).to_dicts()[0]
+    assert (row["tier"], row["bucket"], row["probability"]) == (None, "Medium", 0.6)
+    assert row["suggested_playbook"] == "light_touch"
+
+
+def test_window_edges_include_day_0_and_day_n_only(config):
+    subs = [
+        sub("S-before", "A1", days=-1),
+        sub("S-day0", "A1", days=0),
+        sub("S-day120", "A1", days=120),
+        sub("S-day121", "A1", days=121),
+        sub("S-cancelled", "A1", days=10, status="cancelled"),
+        sub("S-churned", "A1", days=10, status="churned"),
+    ]
+    frame = forecast_renewals(make_view([account("A1")], subs), make_health({"A1": "green"}), make_signals([]), config)
+    assert frame["subscription_id"].to_list() == ["S-day0", "S-day120"]
+    assert frame["days_to_renewal"].to_list() == [0, 120]
+    narrow = forecast_renewals(
+        make_view([account("A1")], subs), make_health({"A1": "green"}), make_signals([]), config, window_days=0
+    )
+    assert narrow["subscription_id"].to_list() == ["S-day0"]
+
+
+def test_negative_window_is_a_user_error(config):
+    with pytest.raises(C360Error, match="window_days"):
+        forecast_renewals(make_view([account("A1")], []), make_health({}), make_signals([]), config, window_days=-1)
+
+
+def test_frame_has_exactly_the_architecture_columns_sorted_by_date_then_id(config):
+    subs = [sub("S2", "A1", days=5), sub("S1", "A1", days=5), sub("S0", "A1", days=40)]
+    frame = forecast_renewals(make_view([account("A1")], subs), make_health({"A1": "green"}), make_signals([]), config)
+    assert tuple(frame.columns) == FRAME_COLUMNS
+    assert frame["subscription_id"].to_list() == ["S1", "S2", "S0"]
+    assert frame.schema["days_to_renewal"] == pl.Int64 and frame.schema["risk_signal_count"] == pl.Int64
+    assert frame.schema["renewal_date"] == pl.Date
+    assert frame.row(0, named=True)["account_name"] == "Account A1"
+
+
+def reasons_for(config, rows):
+    view = make_view([account("A1")], [sub("S1", "A1")])
+    frame = forecast_renewals(view, make_health({"A1": "amber"}), make_signals(rows), config)
+    return frame["risk_reasons"][0]
+
+
+USAGE_SLIDE = {  # evidence keys as domain/signals.py writes them
+    "drop_pct": 41.666, "prior_avg_active_users": 120.0, "recent_avg_active_users": 70.0,
+    "recent_from": "2023-12-05", "recent_to": "2024-01-01", "prior_from": "2023-11-07", "prior_to": "2023-12-04",
+}
+OVERDUE = {
+    "invoice_id": "INV-9", "due_on": "2023-11-17", "days_overdue": 45, "amount": 1200.0, "currency": "EUR",
+    "overdue_invoices": 2, "overdue_amount": 1500.5,
+}
+
+
+def test_reason_phrases_use_the_evidence_numbers(config):
+    text = reasons_for(
+        config,
+        [
+            signal("A1", "SIG_USAGE_SLIDE_4W", USAGE_SLIDE),
+            signal("A1", "SIG_FEATURE_ADOPTION_LOW", {"avg_features_used": 6.0, "feature_catalog_size": 40, "breadth_pct": 15.0, "recent_from": "2023-12-05"}),
+            signal("A1", "SIG_PAYMENT_OVERDUE", OVERDUE),
+            signal("A1", "SIG_STAKEHOLDER_CHANGE", {"changes": [{"role": "champion"}, {"role": "admin"}], "since": "2023-10-04"}),
+            signal("A1", "SIG_RENEWAL_SOON", {"days_to_renewal": 30}),
+            signal("A1", "SIG_EXPANSION_TRAIL", {"utilisation_pct": 98.0}, kind="expansion"),
+        ],
+    )
+    expected = [
+        # 1200.0 and 120.0 lose their ".0"; 41.666 rounds to two decimals; a list gives its count.
+        # The ignored SIG_RENEWAL_SOON and the expansion signal give no risk reason.
+        # Order: heaviest weight first (SIG_PAYMENT_OVERDUE weighs 2), then by code.
+        {"code": "SIG_PAYMENT_OVERDUE", "text": "Invoice INV-9 (1200 EUR) is 45 days past due; overdue invoices: 2"},
+        {"code": "SIG_FEATURE_ADOPTION_LOW", "text": "Uses 6 of 40 product features on average (15%) since 2023-12-05"},
+        {"code": "SIG_STAKEHOLDER_CHANGE", "text": "Key-contact changes since 2023-10-04: 2"},
+        {
+            "code": "SIG_USAGE_SLIDE_4W",
+            "text": "Active users fell 41.67% (120 → 70 on average) from 2023-12-05 to 2024-01-01, against the period before",
+        },
+    ]
+    assert json.loads(text) == expected
+    assert text == canonical_json(expected)  # byte-identical to the project's canonical JSON
+
+
+def test_reason_falls_back_to_label_and_numbers_when_a_key_is_missing(config):
+    text = reasons_for(
+        config,
+        [
+            signal("A1", "SIG_USAGE_SLIDE_4W", {"users_before": 120, "users_now": 70.50}),  # no drop_pct
+            signal("A1", "SIG_CUSTOM_RISK", {"score": -0.004, "tags": ["a"]}),  # no reasons entry: code as label
+        ],
+    )
+    assert json.loads(text) == [
+        {"code": "SIG_CUSTOM_RISK", "text": "SIG_CUSTOM_RISK: score 0, tags count 1"},
+        {"code": "SIG_USAGE_SLIDE_4W", "text": "Usage slide: users before 120, users now 70.5"},
+    ]
+
+
+def test_null_template_value_falls_back_for_that_row_only(config):
+    view = make_view([account("A1"), account("A2")], [sub("S1", "A1"), sub("S2", "A2")])
+    base = {"avg_features_used": 3.0, "feature_catalog_size": 20, "breadth_pct": 15.0, "recent_from": "2023-12-05"}
+    signals = make_signals(
+        [
+            signal("A1", "SIG_FEATURE_ADOPTION_LOW", base),
+            signal("A2", "SIG_FEATURE_ADOPTION_LOW", {**base, "breadth_pct": None}),
+        ]
+    )
+    frame = forecast_renewals(view, make_health({"A1": "amber", "A2": "amber"}), signals, config)
+    texts = [json.loads(r)[0]["text"] for r in frame["risk_reasons"]]
+    assert texts == [
+        "Uses 3 of 20 product features on average (15%) since 2023-12-05",
+        "Low feature adoption: avg features used 3, feature catalog size 20, recent from 2023-12-05",
+    ]
+
+
+def multi_currency_frame(config):
+    accounts = [
+        account("A1", segment="enterprise", csm_owner="Ann"),
+        account("A2", segment="smb", csm_owner=None),
+        account("A3", name="Evil | Corp\n<script>", segment="smb", csm_owner="Bob"),
+    ]
+    subs = [
+        sub("S1", "A1", days=10, arr=1000.0, currency="USD"),  # green, High
+        sub("S2", "A2", days=20, arr=2000.0, currency="EUR"),  # red + overdue: Low
+        sub("S3", "A2", days=30, arr=500.0, currency="XYZ"),  # red + overdue: Low, no rate
+        sub("S4", "A3", days=40, arr=3000.0, currency="USD"),  # amber, no signal: Medium
+    ]
+    signals = make_signals([signal("A2", "SIG_PAYMENT_OVERDUE", {**OVERDUE, "amount": 10.0, "days_overdue": 40})])
+    health = make_health({"A1": "green", "A2": "red", "A3": "amber"})
+    return forecast_renewals(make_view(accounts, subs), health, signals, config)
+
+
+def test_summary_converts_known_currencies_and_reports_unknown_ones_apart(config):
+    summary = renewal_summary(multi_currency_frame(config), config)
+    # Converted (USD): S1 1000 (High, exp 900), S2 2000 EUR = 2160 (Low, exp 500 EUR = 540),
+    # S4 3000 (Medium, exp 1800). S3 (XYZ) is in no converted figure.
+    assert summary["totals"] == {
+        "subscriptions": 3, "accounts": 3, "arr": 6160.0, "expected_arr": 3240.0,
+        "arr_at_risk": 5160.0, "expected_loss": 2920.0,
+    }
+    assert summary["subscriptions"] == 4 and summary["accounts"] == 3
+    assert summary["unconverted_currencies"] == ["XYZ"]
+    assert summary["by_currency"] == [
+        {"currency": "EUR", "rate": 1.08, "subscriptions": 1, "arr": 2000.0, "expected_arr": 500.0, "arr_at_risk": 2000.0, "converted": True},
+        {"currency": "USD", "rate": 1.0, "subscriptions": 2, "arr": 4000.0, "expected_arr": 2700.0, "arr_at_risk": 3000.0, "converted": True},
+        {"currency": "XYZ", "rate": None, "subscriptions": 1, "arr": 500.0, "expected_arr": 125.0, "arr_at_risk": 500.0, "converted": False},
+    ]
+    assert summary["by_bucket"] == [
+        {"bucket": "High", "probability": 0.9, "subscriptions": 1, "arr": 1000.0, "expected_arr": 900.0},
+        {"bucket": "Medium", "probability": 0.6, "subscriptions": 1, "arr": 3000.0, "expected_arr": 1800.0},
+        {"bucket": "Low", "probability": 0.25, "subscriptions": 1, "arr": 2160.0, "expected_arr": 540.0},
+    ]
+
+
+def test_summary_rollups_by_segment_and_owner(config):
+    summary = renewal_summary(multi_currency_frame(config), config)
+    assert summary["by_segment"] == [
+        {"segment": "enterprise", "subscriptions": 1, "arr": 1000.0, "expected_arr": 900.0, "arr_at_risk": 0.0},
+        {"segment": "smb", "subscriptions": 2, "arr": 5160.0, "expected_arr": 2340.0, "arr_at_risk": 5160.0},
+    ]
+    assert summary["by_csm_owner"] == [
+        {"csm_owner": "(unassigned)", "subscriptions": 1, "arr": 2160.0, "expected_arr": 540.0, "arr_at_risk": 2160.0},
+        {"csm_owner": "Ann", "subscriptions": 1, "arr": 1000.0, "expected_arr": 900.0, "arr_at_risk": 0.0},
+        {"csm_owner": "Bob", "subscriptions": 1, "arr": 3000.0, "expected_arr": 1800.0, "arr_at_risk": 3000.0},
+    ]
+
+
+def test_top_risks_are_ranked_by_arr_at_risk_and_limited(config):
+    frame = multi_currency_frame(config)
+    top = renewal_summary(frame, config)["top_risks"]
+    assert [(r["subscription_id"], r["arr_at_risk"]) for r in top] == [("S4", 3000.0), ("S2", 2160.0)]
+    assert top[1]["reasons"] == ["Invoice INV-9 (10 EUR) is 40 days past due; overdue invoices: 2"]
+    assert top[1]["suggested_playbook"] == "collections"
+    one = renewal_summary(frame, dataclasses.replace(config, top_risks=1))["top_risks"]
+    assert [r["subscription_id"] for r in one] == ["S4"]
+
+
+def test_summary_markdown_escapes_input_text_and_is_byte_identical(config):
+    frame = multi_currency_frame(config)
+    first = render_renewal_summary_md(renewal_summary(frame, config), AS_OF, 120)
+    again = render_renewal_summary_md(renewal_summary(multi_currency_frame(config), config), AS_OF, 120)
+    assert first == again
+    assert "<script>" not in first
+    assert "| 1 | Evil \\| Corp &lt;script&gt; | S4 | 2024-02-10 | amber | Medium | 3,000.00 | no risk signal | outreach\\_cadence |" in first
+    assert "no rate is configured for XYZ" in first
+    assert "between 2024-01-01 and 2024-04-30" in first
+
+
+def test_renewals_json_holds_rows_with_decoded_reasons(config):
+    frame = multi_currency_frame(config)
+    summary = renewal_summary(frame, config)
+    document = renewals_json(frame, summary)
+    assert document["summary"] == summary
+    assert [r["subscription_id"] for r in document["renewals"]] == ["S1", "S2", "S3", "S4"]
+    assert document["renewals"][1]["renewal_date"] == "2024-01-21"
+    assert document["renewals"][1]["risk_reasons"][0]["code"] == "SIG_PAYMENT_OVERDUE"
+    assert json.loads(canonical_json(document)) == document  # plain JSON data
+
+
+def write_config(tmp_path: Path, edit) -> Path:
+    shutil.copy(CONFIGS / "playbooks.yaml", tmp_path / "playbooks.yaml")
+    raw = yaml.safe_load((CONFIGS / "renewals.yaml").read_text(encoding="utf-8"))
+    edit(raw)
+    path = tmp_path / "renewals.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (lambda r: r["matrix"]["amber"].pop("several"), "matrix.amber.several"),
+        (lambda r: r["matrix"]["red"].update(lots="Low"), "matrix.red.lots"),
+        (lambda r: r["buckets"].update(Medium=0.95), "buckets.Medium"),
+        (lambda r: r["risk_bands"][0].update(min_points=1), "risk_bands.0.min_points"),
+        (lambda r: r["risk_bands"][2].update(min_points=1), "risk_bands.2.min_points"),
+        (lambda r: r["fx_rates"].update(USD=1.1), "fx_rates.USD"),
+        (lambda r: r.update(colour="red"), "colour"),
+        (lambda r: r.pop("reporting_currency"), "reporting_currency"),
+        (lambda r: r["risk_signals"]["weights"].update(SIG_PAYMENT_OVERDUE=0), "risk_signals.weights.SIG_PAYMENT_OVERDUE"),
+        (lambda r: r["reasons"]["SIG_SUPPORT_SPIKE"].update(template="{n:.1f} cases"), "reasons.SIG_SUPPORT_SPIKE.template"),
+        (lambda r: r.update(playbook_library="missing.yaml"), "missing.yaml"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path, edit, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_renewals_config(write_config(tmp_path, edit))
+
+
+def test_config_hash_covers_the_playbook_library(tmp_path, config):
+    path = write_config(tmp_path, lambda raw: None)
+    assert load_renewals_config(path).config_hash == config.config_hash
+    library = tmp_path / "playbooks.yaml"
+    library.write_text(library.read_text(encoding="utf-8").replace("target: 80", "target: 85"), encoding="utf-8")
+    assert load_renewals_config(path).config_hash != config.config_hash
