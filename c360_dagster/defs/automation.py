@@ -1,6 +1,5 @@
 """Schedule and sensors: rerun the chain on new input files; refresh only changed accounts."""
 
-from __future__ import annotations
 
 from pathlib import Path
 

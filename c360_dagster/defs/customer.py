@@ -1,6 +1,5 @@
 """The account-level chain: Customer 360 → health and signals → renewal forecasts."""
 
-from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
@@ -253,7 +252,7 @@ def renewal_forecasts(
                 "renewals.yaml": sha256_file(config_file),
             },
             outputs={out.name: json_hash, "summary.md": md_hash, "renewals.parquet": frame_hash},
-            config_hash=config_hash(renewals_config.raw),
+            config_hash=renewals_config.config_hash,
         )
     return dg.MaterializeResult(
         metadata={

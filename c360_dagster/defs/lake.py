@@ -1,6 +1,5 @@
 """Lake tables in DuckDB (key prefix `lake`): each write validated against its contract."""
 
-from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
