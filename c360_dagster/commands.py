@@ -137,9 +137,9 @@ def _stage_ops(args: argparse.Namespace) -> dict:
 def _render_health(report: Report) -> str:
     if "explanation" in report:
         return reports.text([report["explanation"]])
-    lines = [f"Health scored for {sum(report['tiers'].values())} accounts (as_of {report['as_of']})"]
+    lines = [f"Health scored for {report['accounts']} accounts (as_of {report['as_of']})"]
     lines.append("Tiers: " + ", ".join(f"{tier} {n}" for tier, n in report["tiers"].items()))
-    lines.append("Scores: " + ", ".join(f"{k} {v}" for k, v in report["scores"].items()))
+    lines.append("Scores: " + ", ".join(f"{k} {v}" for k, v in report["score"].items()))
     return reports.text(lines + reports.render_checks(report["checks"]) + reports.render_written([report["out"]]))
 
 
@@ -153,7 +153,7 @@ def health_command(args: argparse.Namespace) -> Report:
     report.update(as_of=document["as_of"], out=str(out), **document["summary"])
     if args.account:
         record = reports.account_record(document["accounts"], args.account)
-        report["explanation"] = health.explain_health(args.account, record)
+        report["explanation"] = health.explain_health(record)
     return report
 
 
@@ -254,7 +254,8 @@ def qbr_command(args: argparse.Namespace) -> Report:
 def _render_verify(report: Report) -> str:
     if report["ok"]:
         return reports.text([f"OK: {report['events']} events, chain and signatures verified"])
-    return reports.text([f"BAD line {report['line']}: {report['reason']}"])
+    where = f"line {report['line']}: " if report["line"] is not None else ""
+    return reports.text([f"BAD {where}{report['reason']}"])
 
 
 @command("verify", "Verify the signed event log: every hash link and signature.", _render_verify)

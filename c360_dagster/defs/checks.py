@@ -13,13 +13,11 @@ def check_specs(asset: str, names: Iterable[tuple[str, str]], **kwargs) -> list[
     return [dg.AssetCheckSpec(name, asset=asset, description=text, **kwargs) for name, text in names]
 
 
-def check_result(
-    found: Finding, severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
-) -> dg.AssetCheckResult:
+def check_result(found: Finding) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         check_name=found.name,
         passed=found.passed,
-        severity=severity,
+        severity=dg.AssetCheckSeverity(found.severity),
         description=found.description or None,
         metadata={"count": found.count, "first_rows": dg.MetadataValue.json(found.sample)},
     )

@@ -92,13 +92,7 @@ def customer_360(
             "path": dg.MetadataValue.path(str(project.customer_dir / "360.json")),
             "dagster/row_count": view.accounts.height,
         },
-        check_results=[
-            check_result(
-                found,
-                dg.AssetCheckSeverity.WARN if severity == "WARN" else dg.AssetCheckSeverity.ERROR,
-            )
-            for found, severity in checks
-        ],
+        check_results=[check_result(found) for found in checks],
         data_version=dg.DataVersion(view_hash),
     )
 
@@ -145,14 +139,14 @@ def account_health(
             as_of=view.as_of.isoformat(),
             inputs={"customer_360": sha256_file(project.view_dir / "manifest.json"), "health.yaml": sha256_file(config_file)},
             outputs={"health.json": json_hash, "health.parquet": frame_hash},
-            config_hash=config_hash(health_config.raw),
+            config_hash=health_config.config_hash,
         )
         project.count("c360_health_calc", frame.height)
     return dg.MaterializeResult(
         metadata={
             **_frame_metadata(frame, out),
             "tier_counts": dg.MetadataValue.json(summary["tiers"]),
-            "score_distribution": dg.MetadataValue.json(summary["scores"]),
+            "score_distribution": dg.MetadataValue.json(summary["score"]),
         },
         check_results=[
             check_result(found)
@@ -190,7 +184,7 @@ def customer_signals(
             out,
             {"as_of": view.as_of.isoformat()},
             "accounts",
-            iter(signals.signals_by_account(frame).items()),
+            signals.signal_records(frame),
         )
         frame_hash = _write_frame(frame, project.frame_path("signals"))
         project.record_event(
@@ -198,7 +192,7 @@ def customer_signals(
             as_of=view.as_of.isoformat(),
             inputs={"customer_360": sha256_file(project.view_dir / "manifest.json"), "signals.yaml": sha256_file(config_file)},
             outputs={"signals.json": json_hash, "signals.parquet": frame_hash},
-            config_hash=config_hash(signals_config.raw),
+            config_hash=signals_config.config_hash,
         )
     return dg.MaterializeResult(
         metadata={

@@ -19,6 +19,7 @@ class Finding:
     count: int = 0
     sample: list[dict[str, Any]] = field(default_factory=list)
     description: str = ""
+    severity: str = "ERROR"  # or "WARN": reported, never blocking
 
 
 def finding(name: str, offending: pl.DataFrame, description: str) -> Finding:
