@@ -293,7 +293,7 @@ def _generate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weeks", type=int, default=13)
     parser.add_argument("--as-of", type=_iso_date, default="2026-09-30")
-    parser.add_argument("--format", default="csv", choices=["csv", "mixed", "jsonl"])
+    parser.add_argument("--format", default="csv", choices=["csv", "mixed", "json", "jsonl"])
 
 
 def _render_generate(report: Report) -> str:

@@ -1,0 +1,86 @@
+"""Asset checks evaluated through Dagster itself (dg.materialize on a temporary instance)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from c360_dagster.defs.accounts import playbook, qbr_pack
+from c360_dagster.defs.customer import account_health, customer_360, customer_signals, renewal_forecasts
+from c360_dagster.defs.resources import C360Project
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "fixtures" / "customer"
+CHAIN = [customer_360, account_health, customer_signals, renewal_forecasts]
+
+
+def _project(tmp_path: Path, fixtures: Path = FIXTURES) -> C360Project:
+    return C360Project(
+        fixtures_dir=str(fixtures),
+        configs_dir=str(REPO / "configs" / "customer"),
+        contracts_dir=str(REPO / "contracts" / "schemas"),
+        artifacts_dir=str(tmp_path / "artifacts"),
+    )
+
+
+def _evaluations(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
+    return {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+def test_checks_pass_on_the_bundled_fixtures(tmp_path, instance):
+    result = dg.materialize(CHAIN, instance=instance, resources={"project": _project(tmp_path)})
+    evaluations = _evaluations(result)
+    errors = {key: e for key, e in evaluations.items() if e.severity == dg.AssetCheckSeverity.ERROR}
+    assert len(errors) >= 10
+    assert all(e.passed for e in errors.values()), [k for k, e in errors.items() if not e.passed]
+    # The fixtures deliberately hold an account without usage (SOYLENT) and one whose only
+    # subscription has churned (OLDCO): the soft WARN checks report them.
+    recent = evaluations[("customer_360", "accounts_have_recent_usage")]
+    assert not recent.passed and recent.severity == dg.AssetCheckSeverity.WARN
+    assert "SOYLENT-006" in str(recent.metadata["first_rows"].value)
+
+
+def test_account_partitions_are_registered(tmp_path, instance):
+    dg.materialize([customer_360], instance=instance, resources={"project": _project(tmp_path)})
+    partitions = instance.get_dynamic_partitions("account")
+    assert "ACME-001" in partitions and len(partitions) == 12
+
+
+def test_warn_check_fails_with_metadata_on_crafted_input(tmp_path, instance):
+    crafted = tmp_path / "crafted"
+    shutil.copytree(FIXTURES, crafted)
+    with open(crafted / "accounts.csv", "a", encoding="utf-8") as handle:
+        handle.write("LONELY-1,Lonely Ltd,smb,,,,2026-01-01\n")
+    result = dg.materialize([customer_360], instance=instance, resources={"project": _project(tmp_path, crafted)})
+    check = _evaluations(result)[("customer_360", "accounts_have_subscriptions")]
+    assert not check.passed
+    assert check.metadata["count"].value == 1
+    assert check.metadata["first_rows"].value == [{"account_id": "LONELY-1"}]
+
+
+def test_qbr_gates_are_checks_per_partition(tmp_path, instance):
+    project = _project(tmp_path)
+    dg.materialize(CHAIN, instance=instance, resources={"project": project})
+    # STARK-008 is red in the fixtures: without a playbook the duty-of-care gate blocks it.
+    blocked = dg.materialize(
+        [playbook, qbr_pack], selection=[qbr_pack], instance=instance, resources={"project": project},
+        partition_key="STARK-008", raise_on_error=False,
+    )
+    assert not blocked.success
+    duty = _evaluations(blocked)[("qbr_pack", "duty_of_care")]
+    assert not duty.passed and duty.metadata["code"].value == "DUTY_PLAYBOOK_MISSING"
+    assert not (tmp_path / "artifacts" / "customer" / "qbr_STARK-008").exists()
+    allowed = dg.materialize(
+        [playbook, qbr_pack], instance=instance, resources={"project": project}, partition_key="STARK-008"
+    )
+    assert all(e.passed for e in allowed.get_asset_check_evaluations())
+    assert (tmp_path / "artifacts" / "customer" / "qbr_STARK-008" / "scorecard.md").exists()
