@@ -8,11 +8,10 @@ import dagster as dg
 import polars as pl
 
 from c360_dagster.defs.checks import check_result, check_specs
-from c360_dagster.defs.partitions import ACCOUNT_PARTITIONS, register_accounts
+from c360_dagster.defs.partitions import register_accounts
 from c360_dagster.defs.resources import C360Project
 from c360_dagster.domain import health, integrity, loader, quality, renewals, signals, view_json
-from c360_dagster.domain.config import config_hash
-from c360_dagster.domain.io import sha256_file, write_json_stream, write_text_atomic
+from c360_dagster.domain.io import sha256_file, write_json_stream, write_json_stream_text, write_text_atomic
 
 OWNERS = ["team:customer-success-ops"]
 
@@ -127,11 +126,11 @@ def account_health(
     summary = health.health_summary(frame)
     out = Path(config.out) if config.out else project.customer_dir / "health.json"
     with project.writing():
-        json_hash = write_json_stream(
+        json_hash = write_json_stream_text(
             out,
             {"as_of": view.as_of.isoformat(), "config_hash": frame["config_hash"][0] if frame.height else None, "summary": summary},
             "accounts",
-            health.health_records(frame),
+            health.health_json_entries(frame),
         )
         frame_hash = _write_frame(frame, project.frame_path("health"))
         project.record_event(

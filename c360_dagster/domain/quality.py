@@ -22,13 +22,13 @@ class Finding:
     severity: str = "ERROR"  # or "WARN": reported, never blocking
 
 
-def finding(name: str, offending: pl.DataFrame, description: str) -> Finding:
+def finding(name: str, offending: pl.DataFrame, description: str, severity: str = "ERROR") -> Finding:
     """A finding from the frame of offending rows (empty frame = passed)."""
     sample = [
         {key: (value.isoformat() if hasattr(value, "isoformat") else value) for key, value in row.items()}
         for row in offending.head(SAMPLE_ROWS).to_dicts()
     ]
-    return Finding(name, offending.is_empty(), offending.height, sample, description)
+    return Finding(name, offending.is_empty(), offending.height, sample, description, severity)
 
 
 def health_findings(

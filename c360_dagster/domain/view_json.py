@@ -1,0 +1,95 @@
+"""`360.json`: the Customer 360 view as one deterministic JSON document, streamed to disk.
+
+Layout: sorted keys, 2-space indent; each record is one canonical JSON object (sorted keys,
+compact) on its own line, so Polars can write records chunk by chunk without a Python object
+per row, and the bytes do not depend on the chunk size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from c360_dagster.domain.quality import Finding
+from c360_dagster.domain.io import atomic_writer
+from c360_dagster.domain.view import Customer360
+
+DECIMALS = 2
+CHUNK_ROWS = 100_000
+_RECORD_INDENT = " " * 6
+
+
+def normalized_records(frame: pl.DataFrame) -> pl.DataFrame:
+    """Columns in name order, dates as ISO text, decimals rounded to 2 places; nulls kept."""
+    return frame.select(
+        pl.col(name).dt.to_string("%Y-%m-%d")
+        if dtype == pl.Date
+        else pl.col(name).round(DECIMALS)
+        if dtype == pl.Float64
+        else pl.col(name)
+        for name, dtype in sorted(frame.schema.items())
+    )
+
+
+def _header(view: Customer360, checks: list[Finding]) -> dict[str, Any]:
+    return {
+        "as_of": view.as_of.isoformat(),
+        "checks": [dataclasses.asdict(check) for check in checks],
+        "counts": view.counts(),
+        "source_hashes": dict(sorted(view.source_hashes.items())),
+        "warnings": list(view.warnings),
+    }
+
+
+def customer_360_document(view: Customer360, checks: list[Finding]) -> dict[str, Any]:
+    """The whole document as plain data (equal to `json.loads` of the written file)."""
+    records = {name: normalized_records(view.tables[name]).to_dicts() for name in sorted(view.tables)}
+    return {**_header(view, checks), "records": records}
+
+
+def write_customer_360_json(
+    view: Customer360, checks: list[Finding], path: Path, *, chunk_rows: int = CHUNK_ROWS
+) -> str:
+    """Write 360.json atomically, records streamed `chunk_rows` at a time; return its content hash."""
+    digest = hashlib.sha256()
+    with atomic_writer(path, "w") as handle:
+        for text in _document_text(view, checks, chunk_rows):
+            handle.write(text)
+            digest.update(text.encode("utf-8"))
+    return "sha256:" + digest.hexdigest()
+
+
+def _document_text(view: Customer360, checks: list[Finding], chunk_rows: int) -> Iterator[str]:
+    header = _header(view, checks)
+    keys = sorted([*header, "records"])
+    yield "{"
+    for position, key in enumerate(keys):
+        yield ("," if position else "") + f"\n  {json.dumps(key)}: "
+        if key == "records":
+            yield from _records_text(view, chunk_rows)
+        else:
+            yield json.dumps(header[key], sort_keys=True, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+    yield "\n}\n"
+
+
+def _records_text(view: Customer360, chunk_rows: int) -> Iterator[str]:
+    names = sorted(view.tables)
+    yield "{"
+    for position, name in enumerate(names):
+        frame = normalized_records(view.tables[name])
+        yield ("," if position else "") + f"\n    {json.dumps(name)}: ["
+        for offset in range(0, frame.height, chunk_rows):
+            buffer = io.BytesIO()
+            frame.slice(offset, chunk_rows).write_ndjson(buffer)
+            # NDJSON escapes newlines inside strings, so each "\n" ends exactly one record.
+            lines = buffer.getvalue().decode("utf-8").rstrip("\n")
+            yield ("," if offset else "") + "\n" + _RECORD_INDENT + lines.replace("\n", ",\n" + _RECORD_INDENT)
+        yield ("\n    ]" if frame.height else "]")
+    yield "\n  }" if names else "}"

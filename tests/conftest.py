@@ -1,0 +1,104 @@
+"""Shared test fixtures: the bundled customer fixtures and a tiny valid input folder to break."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+FIXTURES_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "customer"
+
+# Two accounts, every entity, every optional field both set and empty. Row numbers in tests
+# count from 1 after the header.
+SMALL_INPUTS = {
+    "accounts.csv": """account_id,name,segment,industry,region,csm_owner,created_on
+ACME-001,Acme Corp,enterprise,Manufacturing,NA,Dana,2022-01-15
+BETA-002,Beta LLC,smb,,EMEA,,2023-03-01
+""",
+    "contacts.csv": """contact_id,account_id,name,email,role,started_on,ended_on
+C-1,ACME-001,Ann Lee,ann@acme.test,champion,2022-02-01,
+C-2,BETA-002,Bob Ray,,admin,2023-03-05,2024-01-31
+""",
+    "subs.csv": """subscription_id,account_id,product,plan,seats,arr,currency,start_date,renewal_date,status,auto_renew,discount_pct
+S-1,ACME-001,Core,enterprise,100,120000.50,USD,2024-01-01,2025-01-01,active,true,10
+S-2,BETA-002,Core,starter,5,3000,EUR,2024-03-01,2025-03-01,active,FALSE,
+""",
+    "usage.csv": """account_id,window_start,window_end,active_users,events,features_used,release_features_used
+BETA-002,2024-06-03,2024-06-09,4,50,3,0
+ACME-001,2024-06-10,2024-06-16,82,1300,12,4
+ACME-001,2024-06-03,2024-06-09,80,1200,12,3
+""",
+    "cases.csv": """case_id,account_id,opened_on,closed_on,severity,sla_breached,category
+CS-2,BETA-002,2024-06-01,,4,0,
+CS-1,ACME-001,2024-05-01,2024-05-03,2,1,billing
+""",
+    "nps.csv": '''response_id,account_id,contact_id,responded_on,score,comment
+N-1,ACME-001,C-1,2024-05-20,9,"Great, says ""thanks"""
+N-2,BETA-002,,2024-05-21,6,
+''',
+    "invoices.csv": """invoice_id,account_id,subscription_id,issued_on,due_on,paid_on,amount,credit_amount,currency
+I-1,ACME-001,S-1,2024-01-01,2024-01-31,2024-01-20,120000.50,,USD
+I-2,BETA-002,S-2,2024-03-01,2024-03-31,,3000,99.999,EUR
+""",
+    "crm_opps.csv": """opp_id,account_id,name,type,stage,amount,currency,close_date
+O-1,ACME-001,Acme renewal 2025,renewal,open,120000,USD,2024-12-15
+""",
+}
+
+
+def write_inputs(folder: Path, files: dict[str, str | bytes]) -> Path:
+    """Write `{file name: text or bytes}` into `folder` and return it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        path = folder / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    return folder
+
+
+def replace_in(path: Path, old: str, new: str) -> None:
+    """Break one input file by replacing text that must be there."""
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} not in {path.name}"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    return FIXTURES_DIR
+
+
+@pytest.fixture
+def fixtures_copy(tmp_path: Path) -> Path:
+    """A private copy of the bundled fixtures that a test may break."""
+    return Path(shutil.copytree(FIXTURES_DIR, tmp_path / "customer"))
+
+
+@pytest.fixture
+def small_dir(tmp_path: Path) -> Path:
+    """A tiny valid input folder (all CSV) that a test may break."""
+    return write_inputs(tmp_path / "inputs", SMALL_INPUTS)
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Project:
+    """A scratch c360 project: its own artifacts folder and Dagster instance."""
+
+    def __init__(self, root: Path) -> None:
+        self.artifacts = root / "artifacts"
+        self.customer = self.artifacts / "customer"
+        self.configs = str(REPO_ROOT / "configs" / "customer")
+        self.args = ["--artifacts", str(self.artifacts), "--configs", self.configs]
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
+    """Run `c360` commands from the repo root against a temporary instance and artifacts folder."""
+    monkeypatch.chdir(REPO_ROOT)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    return Project(tmp_path)

@@ -1,0 +1,52 @@
+"""The whole chain through the `c360` shim: every output made, and byte-identical on a rerun."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from c360_dagster.console import main
+from c360_dagster.domain import eventlog, lake, metrics
+
+# Outputs that legitimately differ between two runs: the run ids in the signed log, the random
+# signing key, counters that accumulate, and the DuckDB file's page layout.
+RUN_SPECIFIC = {"governance", "metrics", "lake"}
+
+
+def _outputs(artifacts: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(artifacts)): path.read_bytes()
+        for path in sorted(artifacts.rglob("*"))
+        if path.is_file()
+        and path.relative_to(artifacts).parts[0] not in RUN_SPECIFIC
+        and not path.name.startswith(".")
+    }
+
+
+def test_run_makes_every_output_and_reruns_byte_identical(project, capsys, tmp_path):
+    assert main(["c360:run", "--quiet", *project.args]) == 0
+    out = capsys.readouterr().out
+    assert "Playbooks and QBR packs: 12 accounts" in out
+
+    customer = project.artifacts / "customer"
+    accounts = json.loads((customer / "360.json").read_text())["records"]["accounts"]
+    for account in accounts:
+        account_id = account["account_id"]
+        assert (customer / "playbooks" / f"{account_id}.md").exists()
+        assert (customer / f"qbr_{account_id}" / "scorecard.md").exists()
+        assert (customer / f"qbr_{account_id}.pptx").exists()
+    as_of = json.loads((customer / "360.json").read_text())["as_of"]
+    for table in ("crm_opps", "account_health", "customer_signals", "renewal_forecasts"):
+        assert [d.isoformat() for d in lake.snapshots(project.artifacts / "lake" / "c360.duckdb", table)] == [as_of]
+    log = project.artifacts / "governance" / "events.jsonl"
+    assert eventlog.verify_log(log, log.with_name("events.pub")).ok
+    counters = metrics.read_metrics(project.artifacts / "metrics" / "c360.prom")
+    assert counters["c360_loaded"] == 12 and counters["c360_health_calc"] == 12
+    assert counters['qbr_generated{account="ACME-001"}'] == 1
+
+    first = _outputs(project.artifacts)
+    other = tmp_path / "again"
+    assert main(["c360:run", "--quiet", "--artifacts", str(other), "--configs", project.configs]) == 0
+    second = _outputs(other)
+    assert sorted(first) == sorted(second)
+    assert [name for name in first if first[name] != second[name]] == []
