@@ -181,7 +181,22 @@ def _renewals_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _render_renewals(report: Report) -> str:
-    return reports.text([report["summary_md"].rstrip(), *reports.render_written(report["written"])])
+    summary = report["summary"]
+    totals, currency = summary["totals"], summary["reporting_currency"]
+    lines = [
+        f"Renewals within {report['window_days']} days of {report['as_of']}: "
+        f"{totals['subscriptions']} subscriptions of {totals['accounts']} accounts",
+        f"  ARR up for renewal {currency} {reports.money(totals['arr'])}, expected "
+        f"{reports.money(totals['expected_arr'])}, at risk {reports.money(totals['arr_at_risk'])}",
+    ]
+    lines += [f"  unconverted currency: {c}" for c in summary["unconverted_currencies"]]
+    lines.append("Top risks:")
+    lines += [
+        f"  {risk['renewal_date']}  {risk['subscription_id']:<12} {risk['tier']:<5} {risk['bucket']:<6} "
+        f"{risk['currency']} {reports.money(risk['arr']):>12}  → {risk['suggested_playbook']}"
+        for risk in summary["top_risks"][:5]
+    ]
+    return reports.text(lines + reports.render_written(report["written"]))
 
 
 @command("renewals", "Forecast renewals due within the window.", _render_renewals, _renewals_args)
@@ -193,8 +208,9 @@ def renewals_command(args: argparse.Namespace) -> Report:
     out = customer / f"renewals_{as_of[:4]}{as_of[5:7]}.json"
     return {
         **report,
+        "as_of": as_of,
+        "window_days": args.window_days,
         "summary": reports.read_json(out)["summary"],
-        "summary_md": (customer / "summary.md").read_text(encoding="utf-8"),
         "written": [str(out), str(customer / "summary.md")],
     }
 
@@ -217,7 +233,7 @@ def _check_account(args: argparse.Namespace) -> None:
 
 
 def _render_account(report: Report) -> str:
-    lines = [f"{report['what']} for {report['account']}:"]
+    lines = [f"{report['what']} for {report['account']}:", *report.get("lines", [])]
     return reports.text(lines + reports.render_checks(report["checks"]) + reports.render_written(report["written"]))
 
 
@@ -226,7 +242,12 @@ def playbook_command(args: argparse.Namespace) -> Report:
     _check_account(args)
     report = _run(args, "c360_playbook", partition_key=args.account)
     base = _customer_dir(args) / "playbooks" / args.account
-    return {**report, "what": "Playbook", "account": args.account,
+    plan = reports.read_json(base.with_suffix(".json"))
+    lines = [f"  tier {plan['tier']}, score {plan['score']}; plays: {', '.join(plan['plays'])}"]
+    lines += [f"  {step['due_date']}  {step['owner_role']:<6} {step['title']}" for step in plan["steps"][:3]]
+    if len(plan["steps"]) > 3:
+        lines.append(f"  … {len(plan['steps']) - 3} more steps, {len(plan['checkpoints'])} checkpoints")
+    return {**report, "what": "Playbook", "account": args.account, "lines": lines,
             "written": [str(base.with_suffix(".md")), str(base.with_suffix(".json"))]}
 
 
@@ -321,3 +342,31 @@ def ui_command(args: argparse.Namespace) -> Report:
     ensure_dagster_home()
     completed = subprocess.run([sys.executable, "-m", "dagster", "dev"], env=os.environ.copy(), check=False)
     return {"ok": completed.returncode == 0}
+
+
+# --- c360:bench -----------------------------------------------------------------------------
+
+
+def _bench_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--accounts", type=int, required=True, help="number of accounts to generate")
+    parser.add_argument("--weeks", type=int, default=13, help="weekly usage windows per account (default 13)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--qbr-sample", type=int, default=20, help="accounts to build QBR packs for (default 20)")
+
+
+def _render_bench(report: Report) -> str:
+    from c360_dagster.bench import render_bench
+
+    return render_bench(report)
+
+
+@command("bench", "Benchmark the chain and QBR packs on generated data against a DuckDB floor.", _render_bench, _bench_args)
+def bench_command(args: argparse.Namespace) -> Report:
+    from c360_dagster.bench import BenchSettings, run_bench
+
+    settings = BenchSettings(
+        accounts=args.accounts, weeks=args.weeks, seed=args.seed, qbr_sample=args.qbr_sample,
+        artifacts_dir=Path(args.artifacts), configs_dir=args.configs,
+    )
+    quiet = args.quiet or args.json
+    return run_bench(settings, log=(lambda line: None) if quiet else (lambda line: print(line, file=sys.stderr, flush=True)))

@@ -50,7 +50,7 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _money(amount: float) -> str:
+def money(amount: float) -> str:
     return f"{amount:,.2f}"
 
 
@@ -69,7 +69,8 @@ def render_view(report: Report) -> list[str]:
     counts = " · ".join(f"{name} {count}" for name, count in report["counts"].items())
     lines = [f"as_of {report['as_of']}", f"  {counts}", "Active ARR by segment:"]
     lines += [
-        f"  {row['segment']:<11} {row['currency']} {_money(row['arr']):>16}  ({row['subscriptions']} subscriptions)"
+        f"  {row['segment']:<11} {row['currency']} {money(row['arr']):>16}  "
+        f"({row['subscriptions']} subscription{'s' if row['subscriptions'] != 1 else ''})"
         for row in report["arr_by_segment"]
     ]
     lines += [f"  warning: {w}" for w in report["warnings"]]
