@@ -44,13 +44,19 @@ def input_files_sensor(context: dg.SensorEvaluationContext, project: C360Project
     return dg.RunRequest(run_key=state)
 
 
-@dg.asset_sensor(
-    asset_key=dg.AssetKey("renewal_forecasts"),
+@dg.sensor(
     job=account_job,
+    minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="After a chain run, refreshes the playbook and QBR of only the accounts that changed.",
+    description="After a new renewal forecast, refreshes the playbook and QBR of only the accounts that changed.",
 )
-def account_refresh_sensor(context: dg.SensorEvaluationContext, asset_event, project: C360Project):
+def account_refresh_sensor(context: dg.SensorEvaluationContext, project: C360Project):
+    records = context.instance.fetch_materializations(dg.AssetKey("renewal_forecasts"), limit=1).records
+    if not records:
+        return dg.SkipReason("renewal_forecasts has not been materialized yet")
+    latest = records[0]
+    if str(latest.storage_id) == context.cursor:
+        return dg.SkipReason("no new renewal forecast since the last refresh")
     digests = account_digests(
         project.read_frame("health"), project.read_frame("signals"), project.read_frame("renewals")
     )
@@ -58,5 +64,10 @@ def account_refresh_sensor(context: dg.SensorEvaluationContext, asset_event, pro
     changed = changed_accounts(digests, recorded)
     with atomic_writer(recorded, "wb") as handle:
         digests.write_parquet(handle)
-    for account_id in changed:
-        yield dg.RunRequest(run_key=f"{asset_event.run_id}:{account_id}", partition_key=account_id)
+    context.update_cursor(str(latest.storage_id))
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(run_key=f"{latest.event_log_entry.run_id}:{account_id}", partition_key=account_id)
+            for account_id in changed
+        ]
+    )
