@@ -81,5 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as a script this file is `__main__`; the commands register on the importable module.
+    from c360_dagster.console import main as package_main
+
+    sys.exit(package_main())
 

@@ -1,0 +1,192 @@
+"""The Dagster UI end to end, in headless Chromium: assets, groups, checks and a CLI-made run.
+
+One throwaway instance: `c360 c360:load` materializes `customer_360` (and `lake/crm_opps`) on
+it, then `dagster-webserver` serves the project's definitions on a free local port.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from c360_dagster.domain.io import write_bytes_atomic
+from ui_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    REPO,
+    dagster_env,
+    dagster_webserver,
+    graphql,
+    require_browser,
+    run_c360,
+)
+
+SCREENSHOT = REPO / "artifacts" / "ui" / "asset_graph.png"
+TIMEOUT_MS = 20_000
+
+# What definitions.py declares, written out by hand: group -> the asset names drawn in it.
+GROUPS = {
+    "customer": ["customer_360", "account_health", "customer_signals", "renewal_forecasts"],
+    "lake": ["crm_opps", "account_health", "customer_signals", "renewal_forecasts"],
+    "accounts": ["playbook", "qbr_pack"],
+}
+# Asset keys as the catalog spells them, with their group.
+CATALOG = {
+    "customer_360": "customer",
+    "account_health": "customer",
+    "customer_signals": "customer",
+    "renewal_forecasts": "customer",
+    "playbook": "accounts",
+    "qbr_pack": "accounts",
+    "lake / crm_opps": "lake",
+    "lake / account_health": "lake",
+    "lake / customer_signals": "lake",
+    "lake / renewal_forecasts": "lake",
+}
+# The integrity checks of domain/integrity.py and their outcome on the bundled fixtures, by hand
+# from fixtures/customer/README.md: OLDCO-012 has no active subscription and SOYLENT-006,
+# NEWCO-011 and OLDCO-012 have no recent usage, so those two WARN checks fail.
+CUSTOMER_360_CHECKS = {
+    "unique_ids": "Succeeded",
+    "references_resolve": "Succeeded",
+    "dates_ordered": "Succeeded",
+    "usage_windows_disjoint": "Succeeded",
+    "values_in_range": "Succeeded",
+    "accounts_have_subscriptions": "Succeeded",
+    "accounts_have_active_subscription": "Failed",
+    "accounts_have_recent_usage": "Failed",
+    "active_renewals_not_past": "Succeeded",
+    "invoice_currency_matches_subscription": "Succeeded",
+}
+
+
+@dataclass(frozen=True)
+class UI:
+    """A served instance on which the CLI has loaded the bundled fixtures."""
+
+    base_url: str
+    load_report: dict[str, Any]
+    page: Any  # playwright.sync_api.Page
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory) -> Iterator[UI]:
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    tmp = tmp_path_factory.mktemp("ui")
+    env = dagster_env(tmp / "dagster_home")
+    report = run_c360(
+        env, "c360:load", "--dir", str(REPO / "fixtures" / "customer"), "--artifacts", str(tmp / "artifacts")
+    )
+    with dagster_webserver(env, tmp / "webserver.log") as base_url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1600, "height": 1200})
+        # A returning user: the one-time "join the community" dialog would cover the page.
+        context.add_init_script("window.localStorage.setItem('communityNux', '\"1\"')")
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        try:
+            yield UI(base_url, report, page)
+        finally:
+            browser.close()
+
+
+def _box_center_inside(inner: dict, outer: dict) -> bool:
+    x, y = inner["x"] + inner["width"] / 2, inner["y"] + inner["height"] / 2
+    return outer["x"] <= x <= outer["x"] + outer["width"] and outer["y"] <= y <= outer["y"] + outer["height"]
+
+
+def test_asset_graph_draws_every_asset_inside_its_group(ui):
+    from playwright.sync_api import expect
+
+    page = ui.page
+    page.goto(f"{ui.base_url}/asset-groups")
+    graph = page.locator("svg").filter(has=page.locator("foreignObject.group"))
+    expect(graph.first).to_be_visible()
+    # Several groups start collapsed; expand them the way a user does, from the graph's menu.
+    graph.first.click(button="right", position={"x": 20, "y": 20})
+    page.get_by_role("menuitem", name="Expand all groups").click()
+    page.reload()  # re-lays out the expanded graph to fit the viewport
+    graph = page.locator("svg").filter(has=page.locator("foreignObject.group")).first
+    for group, assets in GROUPS.items():
+        group_node = graph.locator("foreignObject.group").filter(has=page.get_by_text(group, exact=True))
+        expect(group_node).to_be_visible()
+        group_box = group_node.bounding_box()
+        for asset in assets:
+            names = graph.get_by_text(asset, exact=True)
+            expect(names.first).to_be_visible()
+            boxes = [names.nth(i).bounding_box() for i in range(names.count())]
+            assert any(_box_center_inside(box, group_box) for box in boxes), f"{asset} not drawn in group {group}"
+    # The CLI materialized customer_360 and lake/crm_opps: their nodes turn green, unlike the rest.
+    for asset, colour in (("customer_360", "green"), ("crm_opps", "green"), ("playbook", "gray")):
+        node_box = graph.get_by_text(asset, exact=True).first.locator("..")
+        expect(node_box).to_have_attribute("style", re.compile(f"--minimal-bg: var\\(--color-background-{colour}\\)"))
+    write_bytes_atomic(SCREENSHOT, page.screenshot())
+
+
+def test_catalog_lists_every_asset_key_with_its_group(ui):
+    from playwright.sync_api import expect
+
+    page = ui.page
+    page.goto(f"{ui.base_url}/assets")
+    for key, group in CATALOG.items():
+        link = page.locator(f'a[href="/assets/{key.replace(" / ", "/")}"]')
+        expect(link.first).to_be_visible()
+        expect(link.first).to_contain_text(key)
+        # The catalog row: the grid holding the asset's link also names its group.
+        row = link.first.locator("xpath=ancestor::div[contains(@class, 'rowGrid')][1]")
+        expect(row).to_contain_text(group)
+
+
+def test_customer_360_checks_tab_shows_the_cli_check_results(ui):
+    from playwright.sync_api import expect
+
+    page = ui.page
+    page.goto(f"{ui.base_url}/assets/customer_360?view=checks")
+    rows = page.locator("div[class*='checkRow']")
+    expect(rows).to_have_count(len(CUSTOMER_360_CHECKS))
+    for check, status in CUSTOMER_360_CHECKS.items():
+        row = rows.filter(has=page.get_by_text(check, exact=True))
+        expect(row).to_have_count(1)
+        expect(row).to_contain_text(status)
+
+
+def test_account_health_checks_are_declared_in_the_ui(ui):
+    from playwright.sync_api import expect
+
+    page = ui.page
+    page.goto(f"{ui.base_url}/assets/account_health?view=checks")
+    for check in ("every_account_scored_once", "score_within_0_100", "points_sum_to_score"):
+        expect(page.get_by_text(check, exact=True).first).to_be_visible()
+
+
+def test_runs_page_lists_the_cli_materialization(ui):
+    from playwright.sync_api import expect
+
+    page = ui.page
+    page.goto(f"{ui.base_url}/runs")
+    run_id = ui.load_report["run_id"]
+    # The runs table shows a run by the first 8 characters of its id, linking to the full id.
+    run_link = page.locator(f'a[href*="/runs/{run_id}"]').first
+    expect(run_link).to_have_text(run_id[:8])
+    row = run_link.locator("xpath=ancestor::div[contains(@class, 'rowGrid')][1]")
+    expect(row).to_contain_text("c360_load")
+    expect(row).to_contain_text("Success")
+
+
+def test_graphql_lists_the_account_partitions_the_cli_registered(ui):
+    data = graphql(
+        ui.base_url,
+        '{ assetNodeOrError(assetKey: {path: ["playbook"]}) '
+        "{ ... on AssetNode { partitionDefinition { name } partitionKeys } } }",
+    )
+    node = data["assetNodeOrError"]
+    assert node["partitionDefinition"]["name"] == "account"
+    # fixtures/customer/accounts.csv has 12 accounts; ACME-001 is the first.
+    assert "ACME-001" in node["partitionKeys"]
+    assert len(node["partitionKeys"]) == 12

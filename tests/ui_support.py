@@ -1,0 +1,126 @@
+"""Helpers for the browser test: a throwaway Dagster instance, the `c360` CLI, the webserver."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from c360_dagster.instance import DAGSTER_YAML
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+# Headless and offline: no first-run UI, no background fetches that would hang without a network.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SERVER_START_SECONDS = 90
+
+
+def require_browser() -> None:
+    """Fail (never skip) when the browser or Playwright is missing: CI is meant to have both."""
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"Debian's Chromium is not installed at {CHROMIUM}: run `apt-get install -y chromium` "
+            "(.ci/run installs it) to run the Dagster UI browser test"
+        )
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.fail('the Python package `playwright` is missing: pip install -e ".[dev]"')
+
+
+def dagster_env(home: Path) -> dict[str, str]:
+    """This process's environment with DAGSTER_HOME at `home`, made with telemetry disabled."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(DAGSTER_YAML, encoding="utf-8")
+    return {**os.environ, "DAGSTER_HOME": str(home)}
+
+
+def run_c360(env: Mapping[str, str], *args: str) -> dict[str, Any]:
+    """Run the installed `c360` command from the repo root; return its `--json` report."""
+    c360 = Path(sys.executable).with_name("c360")
+    assert c360.exists(), f"{c360} missing: install the project with pip install -e ."
+    completed = subprocess.run(
+        [str(c360), *args, "--json", "--quiet"],
+        cwd=REPO, env=dict(env), capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert completed.returncode == 0, f"c360 {' '.join(args)} failed:\n{completed.stderr}"
+    return json.loads(completed.stdout)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def dagster_webserver(env: Mapping[str, str], log_path: Path) -> Iterator[str]:
+    """Serve the project's definitions on a free local port; yield the base URL; always stop it."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(port),
+               "-m", "c360_dagster.definitions"]
+    with log_path.open("w", encoding="utf-8") as log:
+        # Own process group, so the code server it spawns is stopped with it.
+        server = subprocess.Popen(command, cwd=REPO, env=dict(env), stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        try:
+            deadline = time.monotonic() + SERVER_START_SECONDS
+            while not _answers(f"{base_url}/server_info"):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"dagster-webserver did not come up on {base_url}:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield base_url
+        finally:
+            _stop_group(server)
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM the whole group, then SIGKILL whatever of it is still there."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+
+
+def graphql(base_url: str, query: str) -> dict[str, Any]:
+    """POST a query to the webserver's GraphQL endpoint; return its `data`, failing on errors."""
+    request = urllib.request.Request(
+        f"{base_url}/graphql",
+        data=json.dumps({"query": query}).encode("utf-8"),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = json.loads(response.read())
+    assert not body.get("errors"), body["errors"]
+    return body["data"]
