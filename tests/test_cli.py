@@ -69,3 +69,16 @@ def test_commands_before_load_explain_what_to_run(project, capsys):
     code, _, err = c360(capsys, "c360:health", *project.args)
     assert code == 2
     assert "c360:load" in err
+
+
+def test_runs_as_a_module_too(project):
+    import subprocess
+    import sys
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "c360_dagster.console", "c360:summary", *project.args],
+        capture_output=True, text=True, check=False,
+    )
+    assert completed.returncode == 2
+    assert "nothing loaded yet" in completed.stderr
+    assert "Traceback" not in completed.stderr
