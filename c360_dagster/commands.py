@@ -125,6 +125,9 @@ def _stage_args(name: str):
         parser.add_argument("--out", help=f"output JSON (default: artifacts/customer/{name}.json)")
         if name == "health":
             parser.add_argument("--account", help="print this account's breakdown in words")
+            parser.add_argument(
+                "--compare", metavar="BASELINE", help="preview: list accounts whose tier changes from BASELINE to --config (writes nothing)"
+            )
 
     return arguments
 
@@ -135,9 +138,12 @@ def _stage_ops(args: argparse.Namespace) -> dict:
 
 
 def _render_health(report: Report) -> str:
+    warnings = [f"warning: {w}" for w in report.get("warnings", [])]
+    if "changes" in report:
+        return reports.text(_render_compare(report))
     if "explanation" in report:
-        return reports.text([report["explanation"]])
-    lines = [f"Health scored for {report['accounts']} accounts (as_of {report['as_of']})"]
+        return reports.text(warnings + [report["explanation"]])
+    lines = warnings + [f"Health scored for {report['accounts']} accounts (as_of {report['as_of']})"]
     lines.append("Tiers: " + ", ".join(f"{tier} {n}" for tier, n in report["tiers"].items()))
     lines.append("Scores: " + ", ".join(f"{k} {v}" for k, v in report["score"].items()))
     return reports.text(lines + reports.render_checks(report["checks"]) + reports.render_written([report["out"]]))
@@ -147,19 +153,68 @@ def _render_health(report: Report) -> str:
 def health_command(args: argparse.Namespace) -> Report:
     from c360_dagster.domain import health
 
+    if args.compare:
+        return _compare_configs(args)
     report = _run(args, "c360_health", ops={"account_health": _stage_ops(args)})
     out = Path(args.out) if args.out else _customer_dir(args) / "health.json"
     document = reports.read_json(out)
-    report.update(as_of=document["as_of"], out=str(out), **document["summary"])
+    report.update(as_of=document["as_of"], out=str(out), warnings=document["overrides"]["warnings"], **document["summary"])
     if args.account:
         record = reports.account_record(document["accounts"], args.account)
         report["explanation"] = health.explain_health(record)
     return report
 
 
+def _persisted_view(args: argparse.Namespace):
+    """The 360 view `c360:load` persisted, or a clear error saying to run it."""
+    from c360_dagster.domain.view import Customer360
+
+    view_dir = _customer_dir(args) / "frames" / "360"
+    if not (view_dir / "manifest.json").exists():
+        raise C360Error(f"no Customer 360 view under {view_dir}; run `c360 c360:load` first")
+    return Customer360.open(view_dir)
+
+
+def _compare_configs(args: argparse.Namespace) -> Report:
+    """Score the persisted view with both configs; nothing is written (a preview)."""
+    from c360_dagster.domain import health, history
+
+    view = _persisted_view(args)
+    candidate = args.config or str(Path(args.configs) / "health.yaml")
+    changes = history.compare_configs(
+        view, health.load_health_config(candidate), health.load_health_config(args.compare)
+    )
+    return {"ok": True, "as_of": view.as_of.isoformat(), "accounts": view.accounts.height,
+            "candidate": candidate, "baseline": args.compare, "changes": changes.to_dicts()}
+
+
+def _render_compare(report: Report) -> list[str]:
+    from c360_dagster.domain.health import COMPONENTS
+
+    lines = [
+        (
+            f"Tier changes from {report['baseline']} to {report['candidate']} (as_of {report['as_of']}): "
+            f"{len(report['changes'])} of {report['accounts']} accounts; nothing written"
+        )
+    ]
+    for row in report["changes"]:
+        moved = [f"{c} {row[f'{c}_points_before']} -> {row[f'{c}_points_after']}" for c in COMPONENTS
+                 if row[f"{c}_points_before"] != row[f"{c}_points_after"]]
+        lines.append(f"  {row['account_id']:<16} {row['tier_before']} {row['score_before']} -> "
+                     f"{row['tier_after']} {row['score_after']}  ({', '.join(moved) or 'same points, other tier cutoffs'})")
+    return lines
+
+
 def _render_signals(report: Report) -> str:
     lines = [f"Signals fired (as_of {report['as_of']}): {sum(report['counts'].values())}"]
     lines += [f"  {code:<26} {n}" for code, n in report["counts"].items()]
+    life = report["lifecycle"]
+    if life["previous_as_of"]:  # with no earlier snapshot every signal is new: nothing to say
+        lines.append(
+            f"Against {life['previous_as_of']}: new {life['new']}, ongoing {life['ongoing']}, "
+            f"resolved {life['resolved']}, snoozed {life['snoozed']}"
+        )
+    lines += [f"  warning: {w}" for w in life["warnings"]]
     return reports.text(lines + reports.render_checks(report["checks"]) + reports.render_written([report["out"]]))
 
 
@@ -172,7 +227,8 @@ def signals_command(args: argparse.Namespace) -> Report:
     for fired in document["accounts"].values():
         for signal in fired:
             counts[signal["code"]] = counts.get(signal["code"], 0) + 1
-    return {**report, "as_of": document["as_of"], "counts": dict(sorted(counts.items())), "out": str(out)}
+    return {**report, "as_of": document["as_of"], "counts": dict(sorted(counts.items())),
+            "lifecycle": document["lifecycle"], "out": str(out)}
 
 
 def _renewals_args(parser: argparse.ArgumentParser) -> None:
@@ -303,6 +359,86 @@ def lineage_command(args: argparse.Namespace) -> Report:
 
     events = eventlog.read_events(Path(args.artifacts) / "governance" / "events.jsonl")
     return {"ok": True, "account": args.account, "chain": eventlog.lineage(events, args.account)}
+
+
+# --- trust: history / backtest -------------------------------------------------------------
+
+
+def _render_history(report: Report) -> str:
+    from c360_dagster.domain.history import render_trend
+
+    return reports.text(render_trend(report["account"], report["trend"]))
+
+
+@command("history", "Print an account's score per lake snapshot: tier, Up/Down/Same, what moved.", _render_history, _account_arg)
+def history_command(args: argparse.Namespace) -> Report:
+    from c360_dagster.domain import history, lake
+
+    db = Path(args.artifacts) / "lake" / "c360.duckdb"
+    rows = lake.score_history(db, args.account)
+    if not rows:
+        raise C360Error(f"no health snapshot of {args.account!r} in {db}; run `c360 c360:run` first", code="NO_HISTORY")
+    return {"ok": True, "account": args.account, "trend": history.score_trend(rows)}
+
+
+def _backtest_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from", dest="start", type=_iso_date, required=True, help="first snapshot date YYYY-MM-DD")
+    parser.add_argument("--to", dest="end", type=_iso_date, required=True, help="last snapshot date (at most the data's as_of)")
+    parser.add_argument("--step", type=int, default=30, help="days between snapshots (default 30)")
+    parser.add_argument("--horizon", type=int, default=120, help="days after each snapshot to match renewals (default 120)")
+
+
+def _rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.1f}%"
+
+
+def _render_backtest(report: Report) -> str:
+    lift = report["lift_red_over_green"]
+    lines = [
+        (
+            f"Backtest {report['from']} to {report['to']} every {report['step']} days, horizon {report['horizon']} days: "
+            f"{report['snapshots']} snapshots, {report['renewals']} renewals observed, {report['churned']} churned"
+        ),
+        (
+            f"Lift of red over green: {lift if lift is not None else 'n/a'}; "
+            f"red precision {_rate(report['red_precision'])}, recall {_rate(report['red_recall'])}"
+        ),
+        "Churn rate per tier: " + ", ".join(
+            f"{row['tier']} {_rate(row['churn_rate'])} ({row['churned']}/{row['renewals']})" for row in report["tiers"]
+        ),
+        "Renewal rate per bucket (observed vs configured): " + ", ".join(
+            f"{row['bucket']} {_rate(row['observed_rate'])} vs {_rate(row['probability'])}" for row in report["calibration"]
+        ),
+    ]
+    return reports.text(lines + reports.render_written(report["written"]))
+
+
+@command("backtest", "Replay health, signals and renewal buckets at past dates against what renewed.", _render_backtest, _backtest_args)
+def backtest_command(args: argparse.Namespace) -> Report:
+    from c360_dagster.domain import backtest, health, renewals, signals
+    from c360_dagster.domain.locking import project_lock
+
+    view = _persisted_view(args)
+    configs = Path(args.configs)
+    result = backtest.run_backtest(
+        view,
+        health.load_health_config(configs / "health.yaml"),
+        signals.load_signals_config(configs / "signals.yaml"),
+        renewals.load_renewals_config(configs / "renewals.yaml"),
+        dt.date.fromisoformat(args.start),
+        dt.date.fromisoformat(args.end),
+        args.step,
+        args.horizon,
+    )
+    with project_lock(Path(args.artifacts)):
+        written = backtest.write_backtest(result, _customer_dir(args))
+    return {
+        "ok": True, "from": args.start, "to": args.end, "step": args.step, "horizon": args.horizon,
+        "snapshots": len(result.as_of_dates), "renewals": result.observations.height, "churned": result.churned,
+        "lift_red_over_green": result.lift_red_over_green, "red_precision": result.red_precision,
+        "red_recall": result.red_recall, "tiers": result.tiers.to_dicts(), "calibration": result.calibration.to_dicts(),
+        "written": [str(_customer_dir(args) / name) for name in sorted(written)],
+    }
 
 
 # --- data and tools -------------------------------------------------------------------------

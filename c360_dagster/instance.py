@@ -14,6 +14,12 @@ telemetry:
 run_coordinator:
   module: dagster._core.run_coordinator
   class: DefaultRunCoordinator
+event_log_storage:
+  module: dagster._core.storage.event_log
+  class: ConsolidatedSqliteEventLogStorage
+  config:
+    base_dir:
+      env: DAGSTER_HOME
 """
 
 

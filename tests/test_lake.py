@@ -23,15 +23,22 @@ D1, D2, D3 = dt.date(2026, 7, 31), dt.date(2026, 8, 31), dt.date(2026, 9, 30)
 def health(scores: dict[str, int], config: str = "ab") -> pl.DataFrame:
     """account_health rows without as_of; the tier follows the score (<50 red, <75 amber)."""
     ids = sorted(scores)
+    tiers = ["red" if scores[i] < 50 else "amber" if scores[i] < 75 else "green" for i in ids]
     return pl.DataFrame(
         {
             "account_id": ids,
             "segment": ["smb"] * len(ids),
             "scorecard": ["default"] * len(ids),
             "score": [scores[i] for i in ids],
-            "tier": ["red" if scores[i] < 50 else "amber" if scores[i] < 75 else "green" for i in ids],
+            "tier": tiers,
             "status": ["scored"] * len(ids),
             "config_hash": ["sha256:" + config * 32] * len(ids),
+            # Not overridden: the computed values are the effective ones.
+            "computed_score": [scores[i] for i in ids],
+            "computed_tier": tiers,
+            "override_reason": pl.Series([None] * len(ids), dtype=pl.Utf8),
+            "override_author": pl.Series([None] * len(ids), dtype=pl.Utf8),
+            "override_expires_on": pl.Series([None] * len(ids), dtype=pl.Date),
             "components": [json.dumps({"adoption": {"points": scores[i]}}) for i in ids],
         }
     )
@@ -44,6 +51,10 @@ def signals(count: int) -> pl.DataFrame:
             "code": ["SIG_SUPPORT_SPIKE"] * count,
             "kind": ["risk"] * count,
             "evidence": ['{"cases":4}'] * count,
+            "signal_id": [f"{i:016x}" for i in range(count)],
+            "status": ["new"] * count,
+            "since": [D1] * count,
+            "snoozed_until": pl.Series([None] * count, dtype=pl.Date),
         }
     )
 
@@ -147,7 +158,9 @@ def test_process_killed_before_commit_keeps_the_previous_snapshot(tmp_path: Path
             real_insert(con, table, rows)
             os._exit(3)
         lake._insert = insert_then_die
-        frame = pl.DataFrame({{"account_id": ["Z1"], "code": ["SIG_X"], "kind": ["risk"], "evidence": ["{{}}"]}})
+        frame = pl.DataFrame({{"account_id": ["Z1"], "code": ["SIG_X"], "kind": ["risk"], "evidence": ["{{}}"],
+                              "signal_id": ["00000000000000ff"], "status": ["new"], "since": [dt.date(2026, 7, 31)],
+                              "snoozed_until": pl.Series([None], dtype=pl.Date)}})
         lake.write_snapshot(Path({str(db)!r}), "customer_signals", frame, dt.date(2026, 7, 31), Path({str(CONTRACTS)!r}))
         """
     )

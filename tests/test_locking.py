@@ -36,7 +36,9 @@ MATERIALIZE = textwrap.dedent(
 
     artifacts, tag, timeout, hold = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
     rows = pl.DataFrame({{"account_id": [f"{{tag}}{{i}}" for i in range(50)], "code": ["SIG_RENEWAL_SOON"] * 50,
-                         "kind": ["risk"] * 50, "evidence": ["{{}}"] * 50}})
+                         "kind": ["risk"] * 50, "evidence": ["{{}}"] * 50, "signal_id": ["0" * 16] * 50,
+                         "status": ["new"] * 50, "since": [dt.date(2026, 9, 30)] * 50,
+                         "snoozed_until": pl.Series([None] * 50, dtype=pl.Date)}})
     (artifacts / f"ready-{{tag}}").touch()
     while not (artifacts / "go").exists():
         time.sleep(0.01)
@@ -167,7 +169,9 @@ def test_crash_mid_write_leaves_lake_log_and_artifacts_intact(tmp_path: Path, mo
     log = tmp_path / "governance" / "events.jsonl"
     summary = tmp_path / "customer" / "summary.md"
     key = Ed25519PrivateKey.from_private_bytes(bytes(32))
-    first = pl.DataFrame({"account_id": ["A1"], "code": ["SIG_X"], "kind": ["risk"], "evidence": ["{}"]})
+    first = pl.DataFrame({"account_id": ["A1"], "code": ["SIG_X"], "kind": ["risk"], "evidence": ["{}"],
+                          "signal_id": ["0" * 16], "status": ["new"], "since": [AS_OF],
+                          "snoozed_until": pl.Series([None], dtype=pl.Date)})
     with locking.project_lock(tmp_path):
         write_text_atomic(summary, "first run\n")
         lake.write_snapshot(db, "customer_signals", first, AS_OF, CONTRACTS)

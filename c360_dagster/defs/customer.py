@@ -10,8 +10,23 @@ import polars as pl
 from c360_dagster.defs.checks import check_result, check_specs
 from c360_dagster.defs.partitions import register_accounts
 from c360_dagster.defs.resources import C360Project
-from c360_dagster.domain import health, integrity, loader, quality, renewals, signals, view_json
-from c360_dagster.domain.io import sha256_file, write_json_stream, write_json_stream_text, write_text_atomic
+from c360_dagster.domain import (
+    health,
+    integrity,
+    lifecycle,
+    loader,
+    overrides,
+    quality,
+    renewals,
+    signals,
+    view_json,
+)
+from c360_dagster.domain.io import (
+    sha256_file,
+    write_json_stream,
+    write_json_stream_text,
+    write_text_atomic,
+)
 
 OWNERS = ["team:customer-success-ops"]
 
@@ -122,13 +137,29 @@ def account_health(
     config_file = _config_file(project, config.config_path, "health")
     health_config = health.load_health_config(config_file)
     view = project.open_view()
-    frame = health.score_health(view, health_config)
+    computed = health.score_health(view, health_config)
+    overrides_file = project.config_path("overrides")
+    outcome = overrides.apply_overrides(
+        computed,
+        overrides.load_overrides(overrides_file) if overrides_file.exists() else (),
+        view.as_of,
+        health_config.red_below,
+        health_config.green_from,
+        str(overrides_file),
+    )
+    frame = outcome.frame
     summary = health.health_summary(frame)
     out = Path(config.out) if config.out else project.customer_dir / "health.json"
+    override_report = {"applied": len(outcome.applied), "warnings": list(outcome.warnings)}
     with project.writing():
         json_hash = write_json_stream_text(
             out,
-            {"as_of": view.as_of.isoformat(), "config_hash": frame["config_hash"][0] if frame.height else None, "summary": summary},
+            {
+                "as_of": view.as_of.isoformat(),
+                "config_hash": frame["config_hash"][0] if frame.height else None,
+                "summary": summary,
+                "overrides": override_report,
+            },
             "accounts",
             health.health_json_entries(frame),
         )
@@ -136,9 +167,14 @@ def account_health(
         project.record_event(
             context,
             as_of=view.as_of.isoformat(),
-            inputs={"customer_360": sha256_file(project.view_dir / "manifest.json"), "health.yaml": sha256_file(config_file)},
+            inputs={
+                "customer_360": sha256_file(project.view_dir / "manifest.json"),
+                "health.yaml": sha256_file(config_file),
+                **({"overrides.yaml": sha256_file(overrides_file)} if overrides_file.exists() else {}),
+            },
             outputs={"health.json": json_hash, "health.parquet": frame_hash},
             config_hash=health_config.config_hash,
+            extra={"overrides": list(outcome.applied)} if outcome.applied else None,
         )
         project.count("c360_health_calc", frame.height)
     return dg.MaterializeResult(
@@ -146,10 +182,12 @@ def account_health(
             **_frame_metadata(frame, out),
             "tier_counts": dg.MetadataValue.json(summary["tiers"]),
             "score_distribution": dg.MetadataValue.json(summary["score"]),
+            "overrides": dg.MetadataValue.json(override_report),
         },
+        # The checks judge the scorecard's own result; an override is a person's call on top.
         check_results=[
             check_result(found)
-            for found in quality.health_findings(frame, view.accounts["account_id"], health.COMPONENTS)
+            for found in quality.health_findings(computed, view.accounts["account_id"], health.COMPONENTS)
         ],
         data_version=dg.DataVersion(frame_hash),
     )
@@ -176,12 +214,22 @@ def customer_signals(
     config_file = _config_file(project, config.config_path, "signals")
     signals_config = signals.load_signals_config(config_file)
     view = project.open_view()
-    frame = signals.detect_signals(view, signals_config)
+    snoozes_file = project.config_path("snoozes")
+    tracked = lifecycle.signal_lifecycle(
+        signals.detect_signals(view, signals_config),
+        project.lake_path,
+        view.as_of,
+        lifecycle.load_snoozes(snoozes_file) if snoozes_file.exists() else (),
+        view.accounts["account_id"],
+        str(snoozes_file),
+    )
+    frame = tracked.frame
+    counts = {**lifecycle.lifecycle_summary(tracked), "warnings": list(tracked.warnings)}
     out = Path(config.out) if config.out else project.customer_dir / "signals.json"
     with project.writing():
         json_hash = write_json_stream(
             out,
-            {"as_of": view.as_of.isoformat()},
+            {"as_of": view.as_of.isoformat(), "lifecycle": counts, "resolved": lifecycle.resolved_records(tracked.resolved)},
             "accounts",
             signals.signal_records(frame),
         )
@@ -189,7 +237,11 @@ def customer_signals(
         project.record_event(
             context,
             as_of=view.as_of.isoformat(),
-            inputs={"customer_360": sha256_file(project.view_dir / "manifest.json"), "signals.yaml": sha256_file(config_file)},
+            inputs={
+                "customer_360": sha256_file(project.view_dir / "manifest.json"),
+                "signals.yaml": sha256_file(config_file),
+                **({"snoozes.yaml": sha256_file(snoozes_file)} if snoozes_file.exists() else {}),
+            },
             outputs={"signals.json": json_hash, "signals.parquet": frame_hash},
             config_hash=signals_config.config_hash,
         )
@@ -197,6 +249,7 @@ def customer_signals(
         metadata={
             **_frame_metadata(frame, out),
             "signal_counts": dg.MetadataValue.json(signals.signals_summary(frame)),
+            "lifecycle": dg.MetadataValue.json(counts),
         },
         check_results=[
             check_result(found) for found in quality.signal_findings(frame, set(signals.SIGNAL_CATALOG))

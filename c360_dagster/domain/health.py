@@ -15,8 +15,14 @@ from typing import Any
 
 import polars as pl
 
+from c360_dagster.domain import json_text
 from c360_dagster.domain.config import config_hash, load_yaml_config, validate_config
 from c360_dagster.domain.errors import ConfigError
+from c360_dagster.domain.overrides import (
+    override_fields,
+    override_phrase,
+    override_record,
+)
 from c360_dagster.domain.view import Customer360
 
 COMPONENTS = ("adoption", "value", "support", "commercial", "sentiment")
@@ -600,7 +606,32 @@ def health_records(frame: pl.DataFrame) -> Iterator[tuple[str, dict[str, Any]]]:
                 }
                 for c in COMPONENTS
             },
+            **(override_record(row) if "computed_score" in row else {}),
         }
+
+
+def health_json_entries(frame: pl.DataFrame, chunk_rows: int = 20_000) -> Iterator[list[str]]:
+    """health.json's `"account_id": record` texts in chunks, encoded column-wise (same bytes as `health_records`)."""
+    record = pl.struct(
+        pl.col("score"),
+        pl.lit(100, pl.Int64).alias("total"),
+        pl.col("tier"),
+        pl.col("status"),
+        pl.col("scorecard"),
+        pl.struct(
+            pl.struct(
+                pl.col(f"{c}_score").alias("score"),
+                pl.col(f"{c}_weight").alias("weight"),
+                pl.col(f"{c}_points").alias("points"),
+                pl.col(f"{c}_score").is_not_null().alias("available"),
+                pl.col(f"{c}_reason").alias("reason"),
+                pl.col(f"{c}_evidence").alias("evidence"),
+            ).alias(c)
+            for c in COMPONENTS
+        ).alias("components"),
+        *(override_fields() if "computed_score" in frame.columns else []),
+    )
+    return json_text.entries(frame, "account_id", record, depth=4, chunk_rows=chunk_rows, fallback=health_records)
 
 
 def _number(value: Any) -> str:
@@ -617,6 +648,11 @@ def explain_health(record: Mapping[str, Any]) -> str:
         f"Health score {record['score']}/{record['total']}: {record['tier']} "
         f"({record['status'].replace('_', ' ')}, {record['scorecard']} scorecard).",
     ]
+    if record.get("override"):
+        lines.append(
+            f"{override_phrase(record)} (computed: {record['computed_score']}/{record['total']} "
+            f"{record['computed_tier']}; the components below add up to the computed score)."
+        )
     if not available:
         lines.append(f"No component could be scored ({NO_DATA_REASON}), so the score is 0 and the tier red.")
     else:

@@ -79,6 +79,19 @@ def write_json_stream(
     `items` must come sorted by key. The bytes equal the non-streamed output, so a million
     accounts never have to sit in memory as one Python object.
     """
+    entries = ([json.dumps(key, ensure_ascii=False) + ": " + _indented(value, 4)] for key, value in items)
+    return write_json_stream_text(path, header, streamed_key, entries)
+
+
+def write_json_stream_text(
+    path: Path,
+    header: Mapping[str, Any],
+    streamed_key: str,
+    entry_chunks: Iterator[list[str]],
+) -> str:
+    """`write_json_stream` with the items already encoded: `"key": value` texts (value indented
+    for depth 4), sorted by key, in chunks, so a columnar encoder can write a chunk at a time.
+    """
     if streamed_key in header:
         raise ValueError(f"{streamed_key!r} is both streamed and in the header")
     digest = hashlib.sha256()
@@ -96,10 +109,10 @@ def write_json_stream(
                 emit(_indented(header[key], 2))
                 continue
             count = 0
-            for item_key, value in items:
-                emit(("{" if count == 0 else ",") + "\n    " + json.dumps(item_key, ensure_ascii=False))
-                emit(": " + _indented(value, 4))
-                count += 1
+            for chunk in entry_chunks:
+                if chunk:
+                    emit(("{" if count == 0 else ",") + "\n    " + ",\n    ".join(chunk))
+                    count += len(chunk)
             emit("\n  }" if count else "{}")
         emit("\n}\n")
     return "sha256:" + digest.hexdigest()

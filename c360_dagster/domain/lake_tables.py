@@ -5,12 +5,13 @@ from __future__ import annotations
 import polars as pl
 
 from c360_dagster.domain.health import COMPONENTS
+from c360_dagster.domain.overrides import OVERRIDE_COLUMNS
 
 COMPONENT_FIELDS = ("evidence", "points", "reason", "score", "weight")
 
 
 def health_rows(health: pl.DataFrame) -> pl.DataFrame:
-    """account_health: the score and tier, plus each component as canonical JSON."""
+    """account_health: the (overridden) score and tier, the computed ones, plus each component as canonical JSON."""
     components = pl.struct(
         [
             pl.struct(
@@ -20,13 +21,13 @@ def health_rows(health: pl.DataFrame) -> pl.DataFrame:
         ]
     ).struct.json_encode()
     return health.select(
-        "account_id", "segment", "scorecard", "score", "tier", "status", "config_hash",
+        "account_id", "segment", "scorecard", "score", "tier", "status", "config_hash", *OVERRIDE_COLUMNS,
         components.alias("components"),
     )
 
 
 def signal_rows(signals: pl.DataFrame) -> pl.DataFrame:
-    return signals.select("account_id", "code", "kind", "evidence")
+    return signals.select("account_id", "code", "kind", "evidence", "signal_id", "status", "since", "snoozed_until")
 
 
 def opp_rows(crm_opps: pl.DataFrame) -> pl.DataFrame:

@@ -17,6 +17,7 @@ import polars as pl
 
 from c360_dagster.domain.config import config_hash, load_yaml_config
 from c360_dagster.domain.errors import ConfigError
+from c360_dagster.domain.overrides import override_phrase
 from c360_dagster.domain.text import fmt_amount, render_template
 
 TIERS = ("red", "amber", "green")
@@ -385,11 +386,11 @@ def _plural(count: int, word: str) -> str:
 
 def _summary(
     name: str, tier: str | None, score: int | None, codes: list[str],
-    renewals: list[dict[str, Any]], plays: list[Playbook],
+    renewals: list[dict[str, Any]], plays: list[Playbook], notes: Sequence[str] = (),
 ) -> str:
     health = f"{tier or 'unscored'}" + (f" with a health score of {score}/100" if score is not None else "")
     fired = f"{_plural(len(codes), 'active signal')} ({', '.join(codes)})" if codes else "no active signals"
-    parts = [f"{name} is {health} and has {fired}."]
+    parts = [f"{name} is {health} and has {fired}.", *notes]
     if renewals:
         by_currency: dict[str, float] = {}
         for row in renewals:
@@ -408,6 +409,19 @@ def _summary(
     return " ".join(parts)
 
 
+def _notes(health_record: Mapping[str, Any], signals: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Summary sentences for an overridden tier and for snoozed signals."""
+    notes = [f"{override_phrase(health_record)}."] if health_record.get("override") else []
+    snoozed = sorted(
+        f"{signal['code']} until {signal['snoozed_until']} ({signal['snooze_reason']})"
+        for signal in signals
+        if signal.get("snoozed_until")
+    )
+    if snoozed:
+        notes.append(f"Snoozed, so not driving the plan: {'; '.join(snoozed)}.")
+    return notes
+
+
 def build_playbook(
     account: Mapping[str, Any],
     health_record: Mapping[str, Any],
@@ -418,7 +432,8 @@ def build_playbook(
 ) -> PlaybookResult:
     """The dated success plan of one account from its health row, signals and renewal rows."""
     tier, score = health_record.get("tier"), health_record.get("score")
-    codes = sorted({signal["code"] for signal in signals})
+    # A snoozed signal stays visible but does not pick plays (docs/trust.md).
+    codes = sorted({signal["code"] for signal in signals if not signal.get("snoozed_until")})
     plays = [library.playbooks[pid] for pid in select_playbooks(tier, codes, library)]
     renewal_rows = sorted(renewals, key=lambda r: (_as_date(r["renewal_date"]), r["subscription_id"]))
 
@@ -460,7 +475,7 @@ def build_playbook(
         score=score,
         plays=tuple(play.id for play in plays),
         play_titles=tuple(play.title for play in plays),
-        summary=_summary(name, tier, score, codes, renewal_rows, plays),
+        summary=_summary(name, tier, score, codes, renewal_rows, plays, _notes(health_record, signals)),
         raci=raci,
         steps=steps,
         kpis=tuple(kpis.values()),

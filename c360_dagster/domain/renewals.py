@@ -18,13 +18,26 @@ import polars as pl
 
 from c360_dagster.domain.config import config_hash, load_yaml_config
 from c360_dagster.domain.errors import C360Error, ConfigError
-from c360_dagster.domain.playbooks import TIERS, PlaybookLibrary, load_playbook_library, suggested_playbook_ids
+from c360_dagster.domain.io import canonical_json
+from c360_dagster.domain.lifecycle import driving_signals
+from c360_dagster.domain.overrides import (
+    OVERRIDE_COLUMNS,
+    override_phrase,
+    override_record,
+)
+from c360_dagster.domain.playbooks import (
+    TIERS,
+    PlaybookLibrary,
+    load_playbook_library,
+    suggested_playbook_ids,
+)
 from c360_dagster.domain.text import render_template
 from c360_dagster.domain.view import Customer360
 
 BUCKETS = ("High", "Medium", "Low")
 SUMMARY_TEMPLATE = "renewals_summary.md.j2"
 UNASSIGNED = "(unassigned)"
+OVERRIDE_CODE = "TIER_OVERRIDE"  # the first risk reason of an account whose health was overridden
 FRAME_COLUMNS = (
     "subscription_id", "account_id", "account_name", "segment", "csm_owner", "product", "plan",
     "renewal_date", "days_to_renewal", "arr", "currency", "tier", "risk_signal_count", "bucket",
@@ -269,6 +282,37 @@ def _risk_reasons(risk: pl.DataFrame, config: RenewalsConfig) -> pl.DataFrame:
     )
 
 
+def _override_reasons(health: pl.DataFrame) -> pl.DataFrame:
+    """`account_id`, `override_reason_json`: a `TIER_OVERRIDE` reason per overridden account (a handful: config-sized)."""
+    schema = {"account_id": pl.Utf8, "override_reason_json": pl.Utf8}
+    if "override_author" not in health.columns:
+        return pl.DataFrame(schema=schema)
+    overridden = health.filter(pl.col("override_author").is_not_null()).select(
+        "account_id", "score", "tier", *OVERRIDE_COLUMNS
+    )
+    return pl.DataFrame(
+        [
+            (row["account_id"], canonical_json({"code": OVERRIDE_CODE, "text": override_phrase(row | override_record(row))}))
+            for row in overridden.iter_rows(named=True)
+        ],
+        schema=schema,
+        orient="row",
+    )
+
+
+def _with_override_first(reasons: pl.Expr) -> pl.Expr:
+    """The JSON list `reasons` with the account's override reason, when it has one, in front."""
+    override = pl.col("override_reason_json")
+    return (
+        pl.when(override.is_null())
+        .then(reasons)
+        .when(reasons == "[]")
+        .then(pl.format("[{}]", override))
+        .otherwise(pl.format("[{},{}", override, reasons.str.slice(1)))
+        .alias("risk_reasons")
+    )
+
+
 def _band_expr(config: RenewalsConfig) -> pl.Expr:
     expr = pl.lit(config.bands[0][0])
     for band, min_points in config.bands[1:]:
@@ -291,8 +335,8 @@ def forecast_renewals(
         (pl.col("status") == "active")
         & pl.col("renewal_date").is_between(as_of, as_of + dt.timedelta(days=window_days), closed="both")
     )
-    # Only the accounts renewing in the window need their reasons phrased.
-    signals = signals.filter(pl.col("account_id").is_in(subs["account_id"].implode()))
+    # Only the accounts renewing in the window need their reasons phrased; snoozed signals don't count.
+    signals = driving_signals(signals).filter(pl.col("account_id").is_in(subs["account_id"].implode()))
     risk = _counted_risk_signals(signals, config)
     risk_per_account = risk.group_by("account_id").agg(
         risk_signal_count=pl.len().cast(pl.Int64), risk_points=pl.col("weight").sum()
@@ -311,10 +355,11 @@ def forecast_renewals(
         .join(health.select("account_id", "tier"), on="account_id", how="left")
         .join(risk_per_account, on="account_id", how="left")
         .join(_risk_reasons(risk, config), on="account_id", how="left")
+        .join(_override_reasons(health), on="account_id", how="left")
         .with_columns(
             pl.col("risk_signal_count").fill_null(0),
             pl.col("risk_points").fill_null(0),
-            pl.col("risk_reasons").fill_null("[]"),
+            _with_override_first(pl.col("risk_reasons").fill_null("[]")),
             days_to_renewal=(pl.col("renewal_date") - pl.lit(as_of)).dt.total_days().cast(pl.Int64),
         )
         .with_columns(band=_band_expr(config))

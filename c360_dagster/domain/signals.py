@@ -378,6 +378,8 @@ RULES: dict[str, Callable[[Customer360, SignalsConfig, pl.DataFrame], pl.DataFra
 assert set(RULES) == set(SIGNAL_CATALOG), "every catalogued signal needs a rule"
 
 SIGNALS_COLUMNS = {"account_id": pl.Utf8, "code": pl.Utf8, "kind": pl.Utf8, "evidence": pl.Utf8}
+# Added by domain/lifecycle.py after detection (docs/trust.md); shown per signal in signals.json.
+LIFECYCLE_COLUMNS = ("signal_id", "status", "since", "snoozed_until", "snooze_reason")
 
 
 def _encoded(code: str, fired: pl.DataFrame) -> pl.DataFrame:
@@ -409,9 +411,16 @@ def signal_records(frame: pl.DataFrame) -> Iterator[tuple[str, list[dict[str, An
             yield account_id, signals  # type: ignore[misc]
             signals = []
         account_id = row["account_id"]
-        signals.append({"code": row["code"], "kind": row["kind"], "evidence": json.loads(row["evidence"])})
+        signals.append(
+            {"code": row["code"], "kind": row["kind"], "evidence": json.loads(row["evidence"])}
+            | {key: _plain(row[key]) for key in LIFECYCLE_COLUMNS if key in row}
+        )
     if signals:
         yield account_id, signals  # type: ignore[misc]
+
+
+def _plain(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.date) else value
 
 
 def signals_by_account(frame: pl.DataFrame) -> dict[str, list[dict[str, Any]]]:

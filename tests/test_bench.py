@@ -1,0 +1,122 @@
+"""`c360:bench` at a small scale through the console, so the command cannot rot (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from c360_dagster.bench import BenchSettings, ensure_dataset, qbr_sample
+from c360_dagster.console import main
+from c360_dagster.domain import floor, health
+
+STAGES = ("load", "health", "signals", "renewals", "lake", "qbr")
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory) -> tuple[Path, dict]:
+    artifacts = tmp_path_factory.mktemp("bench") / "artifacts"
+    home_before = os.environ.get("DAGSTER_HOME")
+    code = main(["c360:bench", "--accounts", "200", "--weeks", "4", "--qbr-sample", "3", "--artifacts", str(artifacts), "--quiet"])
+    assert code == 0
+    assert os.environ.get("DAGSTER_HOME") == home_before  # the bench's own home is not left behind
+    return artifacts, json.loads((artifacts / "bench" / "bench_200.json").read_text(encoding="utf-8"))
+
+
+def test_bench_reports_every_stage_with_positive_figures(bench_run):
+    _, report = bench_run
+    for stage in STAGES:
+        figures = report["stages"][stage]
+        assert figures["wall_s"] > 0 and figures["cpu_s"] > 0 and figures["peak_rss_mb"] > 0, stage
+        assert figures["rows"] > 0 and figures["rows_per_s"] > 0, stage
+    assert report["stages"]["health"]["rows"] == 200
+    assert report["stages"]["qbr"]["rows"] == 3 and len(report["qbr_accounts"]) == 3
+    assert report["floor"]["wall_s"] > 0 and report["floor"]["rows"] == 200
+    assert report["ratio"]["scoring"] > 0 and report["ratio"]["chain"] > 0
+    assert set(report["jobs"]) == {"c360_load", "c360_health", "c360_signals", "c360_renewals"}
+    assert report["machine"]["nproc"] >= 1
+
+
+def test_bench_runs_in_its_own_work_dir_and_dagster_home(bench_run):
+    artifacts, _ = bench_run
+    # The bench registers its accounts on its own Dagster home under the work dir.
+    assert (artifacts / "bench" / "work_200" / "dagster_home" / "dagster.yaml").exists()
+    assert (artifacts / "bench" / "work_200" / "artifacts" / "customer" / "health.json").exists()
+
+
+def test_floor_computes_the_measures_health_reports(bench_run):
+    """The floor is only a fair yardstick if it computes the same numbers as the pipeline."""
+    artifacts, report = bench_run
+    data_dir = Path(report["data"]["dir"])
+    config = health.load_health_config("configs/customer/health.yaml")
+    measured = floor.floor_measures(data_dir, pl.Series([report["as_of"]]).str.to_date()[0], config.windows)
+    scored = pl.read_parquet(artifacts / "bench" / "work_200" / "artifacts" / "customer" / "frames" / "health.parquet")
+    evidence = scored.select(
+        "account_id",
+        pl.col("adoption_evidence").struct.field("usage_windows", "recent_windows", "seats"),
+        pl.col("support_evidence").struct.field("cases_in_window", "open_sev1_cases", "sla_breaches"),
+        pl.col("commercial_evidence").struct.field("overdue_invoices", "max_days_overdue", "overdue_amount", "credits", "discount_pct"),
+        pl.col("sentiment_evidence").struct.field("nps_responses", "latest_nps", "earlier_responses", "earlier_mean_nps"),
+    )
+    # The health evidence rounds amounts to 2 decimals; the floor keeps full precision.
+    amounts = ["overdue_amount", "credits", "discount_pct", "earlier_mean_nps"]
+    floor_side = measured.select(
+        *[pl.col(c).round(2, mode="half_away_from_zero") if c in amounts else pl.col(c) for c in evidence.columns]
+    )
+    assert floor_side.height == 200
+    assert floor_side.cast(evidence.schema).equals(evidence)
+    # The generated data must exercise the measures, or the comparison proves little.
+    assert evidence["overdue_invoices"].sum() > 0 and evidence["earlier_responses"].sum() > 0
+    assert evidence["open_sev1_cases"].sum() + evidence["sla_breaches"].sum() > 0
+
+
+def test_dataset_is_generated_once_then_reused(tmp_path):
+    settings = BenchSettings(accounts=30, weeks=2, artifacts_dir=tmp_path)
+    first, generated_s = ensure_dataset(settings, lambda line: None)
+    assert generated_s is not None and first["counts"]["accounts"] == 30
+    again, reused_s = ensure_dataset(settings, lambda line: None)
+    assert reused_s is None and again == first
+    # An incomplete data set (a file shorter than recorded) is generated afresh.
+    (settings.data_dir / first["files"]["usage"]).write_text("account_id\n", encoding="utf-8")
+    _, regenerated_s = ensure_dataset(settings, lambda line: None)
+    assert regenerated_s is not None
+
+
+def test_qbr_sample_takes_red_accounts_first_then_tops_up_by_id(tmp_path):
+    path = tmp_path / "health.parquet"
+    pl.DataFrame(
+        {"account_id": ["E", "D", "C", "B", "A"], "tier": ["red", "green", "red", "amber", "green"]}
+    ).write_parquet(path)
+    # By hand: red accounts by id are C, E; the others by id are A, B, D, so K=3 adds A.
+    assert qbr_sample(path, 3) == ["C", "E", "A"]
+    assert qbr_sample(path, 1) == ["C"]
+    assert qbr_sample(path, 9) == ["C", "E", "A", "B", "D"]
+
+
+def test_columnar_health_json_equals_the_python_encoder(bench_run):
+    from c360_dagster.domain.json_text import python_text
+
+    artifacts, _ = bench_run
+    frame = pl.read_parquet(artifacts / "bench" / "work_200" / "artifacts" / "customer" / "frames" / "health.parquet")
+    expected = [json.dumps(key) + ": " + python_text(record, 4) for key, record in health.health_records(frame)]
+    columnar = [entry for chunk in health.health_json_entries(frame, chunk_rows=64) for entry in chunk]
+    assert columnar == expected
+
+
+def test_json_entries_fall_back_where_polars_would_print_differently():
+    from c360_dagster.domain.json_text import entries
+
+    frame = pl.DataFrame({"id": ["a", "b"], "x": [0.5, 1e-05], "t": ["tab\there", "bell\x07"]})
+    value = pl.struct("x", "t")
+
+    def records(f: pl.DataFrame):
+        return ((row["id"], {"x": row["x"], "t": row["t"]}) for row in f.iter_rows(named=True))
+
+    texts = [e for chunk in entries(frame, "id", value, depth=4, chunk_rows=10, fallback=records) for e in chunk]
+    # By hand: json.dumps prints 1e-05 in exponent form and escapes BEL as \u0007.
+    assert texts[1] == '"b": {\n      "t": "bell\\u0007",\n      "x": 1e-05\n    }'
+    safe = [e for chunk in entries(frame.head(1), "id", value, depth=4, chunk_rows=10, fallback=records) for e in chunk]
+    assert safe == ['"a": {\n      "t": "tab\\there",\n      "x": 0.5\n    }']

@@ -1,0 +1,99 @@
+"""Score history and trend from lake rows, and the impact of a candidate health config."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+import yaml
+
+from c360_dagster.domain import history, lake
+from c360_dagster.domain.health import (
+    health_config_from_dict,
+    load_health_config,
+    score_health,
+)
+from c360_dagster.domain.lake_tables import health_rows
+from c360_dagster.domain.loader import read_customer_360
+from c360_dagster.domain.overrides import apply_overrides
+from c360_dagster.domain.timetravel import view_as_of
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "customer" / "health.yaml"
+CONTRACTS = REPO / "contracts" / "schemas"
+
+
+def snapshot(as_of: str, score: int, tier: str, points: dict[str, float | None]) -> dict:
+    """A row as `lake.score_history` returns it."""
+    return {
+        "as_of": dt.date.fromisoformat(as_of), "score": score, "tier": tier, "config_hash": "sha256:" + "a" * 64,
+        "components": {c: {"points": p} for c, p in points.items()},
+    }
+
+
+def test_trend_says_up_down_same_and_which_components_moved() -> None:
+    base = {"adoption": 20.0, "value": 10.0, "support": 15.0, "commercial": 15.0, "sentiment": 5.0}
+    rows = [
+        snapshot("2026-09-27", 60, "amber", {**base, "adoption": 15.0, "sentiment": None}),
+        snapshot("2026-08-30", 65, "amber", base),  # given out of order: the trend sorts by as_of
+        snapshot("2026-10-25", 72, "green", {**base, "adoption": 27.0, "sentiment": None}),
+        snapshot("2026-11-22", 72, "green", {**base, "adoption": 27.0, "sentiment": None}),
+    ]
+    trend = history.score_trend(rows)
+    assert [(p["as_of"], p["score"], p["tier"], p["direction"]) for p in trend] == [
+        ("2026-08-30", 65, "amber", None),
+        ("2026-09-27", 60, "amber", "Down"),
+        ("2026-10-25", 72, "green", "Up"),
+        ("2026-11-22", 72, "green", "Same"),
+    ]
+    assert trend[0]["moved"] == []
+    # adoption 20 -> 15; sentiment became unavailable (5 -> null); the rest did not move.
+    assert trend[1]["moved"] == [
+        {"component": "adoption", "before": 20.0, "after": 15.0},
+        {"component": "sentiment", "before": 5.0, "after": None},
+    ]
+    assert trend[2]["moved"] == [{"component": "adoption", "before": 15.0, "after": 27.0}]
+    assert trend[3]["moved"] == []
+    lines = history.render_trend("ACME-001", trend)
+    assert lines[0] == "Score history of ACME-001 (4 snapshots):"
+    assert lines[1].split() == ["2026-08-30", "65/100", "amber", "first", "snapshot"]
+    assert "sentiment: 5 -> n/a points" in "\n".join(lines)
+
+
+def test_trend_over_two_real_lake_snapshots(tmp_path: Path) -> None:
+    """ACME-001 on 2026-08-30 and on 2026-09-27 (the fixtures' as_of), stored and read back."""
+    db = tmp_path / "c360.duckdb"
+    view = read_customer_360(REPO / "fixtures" / "customer")
+    config = load_health_config(CONFIG)
+    for as_of in (dt.date(2026, 8, 30), view.as_of):
+        scored = score_health(view_as_of(view, as_of), config)
+        frame = apply_overrides(scored, (), as_of, config.red_below, config.green_from).frame
+        lake.write_snapshot(db, "account_health", health_rows(frame), as_of, CONTRACTS)
+    trend = history.score_trend(lake.score_history(db, "ACME-001"))
+    assert [p["as_of"] for p in trend] == ["2026-08-30", "2026-09-27"]
+    # 2026-09-27 is the worked example of docs/customer-360.md: 68 amber.
+    assert (trend[1]["score"], trend[1]["tier"]) == (68, "amber")
+    # A month earlier the slide and the champion's exit had not happened: the score was higher.
+    assert trend[0]["score"] > 68 and trend[1]["direction"] == "Down"
+    # The usage slide started after 2026-08-30: adoption is among the components that moved.
+    moved = {m["component"]: m for m in trend[1]["moved"]}
+    assert moved["adoption"]["after"] == 16.5  # 55 x 30 / 100
+    assert moved["adoption"]["before"] > 16.5
+
+
+def test_compare_configs_lists_tier_changes_with_points() -> None:
+    view = read_customer_360(REPO / "fixtures" / "customer")
+    baseline = load_health_config(CONFIG)
+    data = yaml.safe_load(CONFIG.read_text())
+    data["weights"]["sentiment"] = 0
+    candidate = health_config_from_dict(data)
+    changes = history.compare_configs(view, candidate, baseline)
+    acme = changes.filter(account_id="ACME-001").row(0, named=True)
+    # By hand (docs/customer-360.md): without sentiment, (55x30 + 73.25x15 + 89x20 + 83x20) / 85 = 72.81 -> 73, green.
+    assert (acme["score_before"], acme["tier_before"], acme["score_after"], acme["tier_after"]) == (68, "amber", 73, "green")
+    assert (acme["sentiment_points_before"], acme["sentiment_points_after"]) == (6.0, 0.0)
+    assert acme["adoption_points_before"] == 16.5 and acme["adoption_points_after"] == pytest.approx(19.41, abs=0.005)
+    assert changes["account_id"].to_list() == sorted(changes["account_id"].to_list())
+    assert (changes["tier_before"] != changes["tier_after"]).all()
+    assert history.compare_configs(view, baseline, baseline).is_empty()
