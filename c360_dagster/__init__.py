@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 
-def load_customer_360(fixtures_dir, as_of=None):  # noqa: ANN001 - thin lazy re-export
+def load_customer_360(fixtures_dir, as_of=None):
     """Load and validate a folder of customer data; see `c360_dagster.domain.loader`."""
     from c360_dagster.domain.loader import load_customer_360 as _load
 

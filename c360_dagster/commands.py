@@ -239,12 +239,15 @@ def _renewals_args(parser: argparse.ArgumentParser) -> None:
 def _render_renewals(report: Report) -> str:
     summary = report["summary"]
     totals, currency = summary["totals"], summary["reporting_currency"]
-    lines = [
+    headline = (
         f"Renewals within {report['window_days']} days of {report['as_of']}: "
-        f"{totals['subscriptions']} subscriptions of {totals['accounts']} accounts",
+        f"{totals['subscriptions']} subscriptions of {totals['accounts']} accounts"
+    )
+    amounts = (
         f"  ARR up for renewal {currency} {reports.money(totals['arr'])}, expected "
-        f"{reports.money(totals['expected_arr'])}, at risk {reports.money(totals['arr_at_risk'])}",
-    ]
+        f"{reports.money(totals['expected_arr'])}, at risk {reports.money(totals['arr_at_risk'])}"
+    )
+    lines = [headline, amounts]
     lines += [f"  unconverted currency: {c}" for c in summary["unconverted_currencies"]]
     lines.append("Top risks:")
     lines += [

@@ -9,7 +9,12 @@ import dagster as dg
 import pytest
 
 from c360_dagster.defs.accounts import playbook, qbr_pack
-from c360_dagster.defs.customer import account_health, customer_360, customer_signals, renewal_forecasts
+from c360_dagster.defs.customer import (
+    account_health,
+    customer_360,
+    customer_signals,
+    renewal_forecasts,
+)
 from c360_dagster.defs.resources import C360Project
 
 REPO = Path(__file__).resolve().parents[1]

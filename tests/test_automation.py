@@ -10,7 +10,12 @@ import dagster as dg
 import polars as pl
 
 from c360_dagster.defs.automation import account_refresh_sensor, input_files_sensor
-from c360_dagster.defs.customer import account_health, customer_360, customer_signals, renewal_forecasts
+from c360_dagster.defs.customer import (
+    account_health,
+    customer_360,
+    customer_signals,
+    renewal_forecasts,
+)
 from c360_dagster.defs.resources import C360Project
 from c360_dagster.domain.changes import account_digests, changed_accounts
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import xml.etree.ElementTree as ElementTree
 from pathlib import Path
+from xml.etree import ElementTree
 
 import polars as pl
 import pytest

@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import replace_in
 
 from c360_dagster import load_customer_360
 from c360_dagster.domain.errors import C360Error, InputError
 from c360_dagster.domain.loader import read_customer_360
-from conftest import replace_in
 
 
 def error_of(folder: Path, as_of: dt.date | None = None) -> InputError:

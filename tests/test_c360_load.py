@@ -15,13 +15,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import SMALL_INPUTS, write_inputs
 
 from c360_dagster import load_customer_360
 from c360_dagster.domain.entities import ENTITIES
 from c360_dagster.domain.integrity import CHECKS, run_integrity_checks
 from c360_dagster.domain.loader import read_customer_360
 from c360_dagster.domain.view_json import customer_360_document, write_customer_360_json
-from conftest import SMALL_INPUTS, write_inputs
 
 
 def _native_rows(name: str) -> list[dict]:

@@ -11,7 +11,12 @@ import jsonschema
 import polars as pl
 import pytest
 
-from c360_dagster.domain.contracts import Violation, check_supported, load_contract, validate_frame
+from c360_dagster.domain.contracts import (
+    Violation,
+    check_supported,
+    load_contract,
+    validate_frame,
+)
 from c360_dagster.domain.errors import ContractError
 
 CONTRACTS = Path(__file__).resolve().parents[1] / "contracts" / "schemas"

@@ -447,7 +447,7 @@ def test_acme_worked_example_numbers(fixture_frame):
 
 def test_the_docs_show_the_real_acme_explanation(fixture_frame):
     doc = (ROOT / "docs" / "customer-360.md").read_text(encoding="utf-8")
-    block = re.search(r"```text\n(Health score .*?)\n```", doc, re.S)
+    block = re.search(r"```text\n(Health score .*?)\n```", doc, re.DOTALL)
     assert block, "docs/customer-360.md lacks the ACME-001 explanation block"
     assert block.group(1) == explain_health(dict(health_records(fixture_frame))["ACME-001"])
 

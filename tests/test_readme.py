@@ -19,7 +19,7 @@ def demo_steps() -> list[tuple[str, str]]:
     """(command, expected stdout) for each `$ c360 ...` in the README's demo section."""
     demo = README.split("<!-- demo:start -->")[1].split("<!-- demo:end -->")[0]
     steps = []
-    for block in re.findall(r"```console\n(.*?)```", demo, flags=re.S):
+    for block in re.findall(r"```console\n(.*?)```", demo, flags=re.DOTALL):
         command, _, output = block.partition("\n")
         assert command.startswith("$ c360 "), command
         steps.append((command[2:], output))
@@ -56,7 +56,9 @@ def test_demo_sequence_prints_what_the_readme_shows(tmp_path, monkeypatch, capsy
         assert code == (2 if "\nc360: " in "\n" + out else 0), command
 
 
-@pytest.mark.parametrize("doc", ["architecture", "customer-360", "renewals", "qbr", "governance"])
+@pytest.mark.parametrize(
+    "doc", ["architecture", "customer-360", "renewals", "qbr", "governance", "operations", "trust", "backtest", "performance"]
+)
 def test_documents_the_readme_links_exist(doc):
     assert f"docs/{doc}.md" in README
     assert (REPO / "docs" / f"{doc}.md").exists()

@@ -16,7 +16,16 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from test_health_score import AS_OF, account, case, days_ago, invoice, make_view, sub, week
+from test_health_score import (
+    AS_OF,
+    account,
+    case,
+    days_ago,
+    invoice,
+    make_view,
+    sub,
+    week,
+)
 
 from c360_dagster.domain.errors import ConfigError
 from c360_dagster.domain.io import canonical_json

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-
-from c360_dagster.domain.io import write_bytes_atomic
 from ui_support import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -24,6 +22,8 @@ from ui_support import (
     require_browser,
     run_c360,
 )
+
+from c360_dagster.domain.io import write_bytes_atomic
 
 SCREENSHOT = REPO / "artifacts" / "ui" / "asset_graph.png"
 TIMEOUT_MS = 20_000

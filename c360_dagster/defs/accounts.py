@@ -7,7 +7,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from c360_dagster.defs.customer import OWNERS, account_health, customer_signals, renewal_forecasts
+from c360_dagster.defs.customer import (
+    OWNERS,
+    account_health,
+    customer_signals,
+    renewal_forecasts,
+)
 from c360_dagster.defs.partitions import ACCOUNT_PARTITIONS
 from c360_dagster.defs.resources import C360Project
 from c360_dagster.domain import health, lake, playbooks, qbr, signals

@@ -184,7 +184,7 @@ def _calibration(observations: pl.DataFrame, config: RenewalsConfig) -> pl.DataF
     )
 
 
-def _ratio(numerator: float | int | None, denominator: float | int | None, decimals: int) -> float | None:
+def _ratio(numerator: float | None, denominator: float | None, decimals: int) -> float | None:
     if numerator is None or not denominator:
         return None
     return round(numerator / denominator, decimals)

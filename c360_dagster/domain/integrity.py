@@ -14,7 +14,12 @@ from typing import Literal
 
 import polars as pl
 
-from c360_dagster.domain.entities import ACCOUNT_ID_PATTERN, CURRENCY_PATTERN, ENTITIES, FieldSpec
+from c360_dagster.domain.entities import (
+    ACCOUNT_ID_PATTERN,
+    CURRENCY_PATTERN,
+    ENTITIES,
+    FieldSpec,
+)
 from c360_dagster.domain.quality import Finding, finding
 from c360_dagster.domain.view import Customer360
 

@@ -35,7 +35,7 @@ def increment(
     name: str,
     value: float = 1,
     labels: dict[str, str] | None = None,
-    help: str | None = None,  # noqa: A002 - the Prometheus term
+    help: str | None = None,
 ) -> float:
     """Add `value` to the counter `name{labels}`; return its new total."""
     if not METRIC_NAME.match(name):

@@ -12,7 +12,12 @@ import zipfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from c360_dagster.domain.text import fmt_amount, fmt_number, fmt_percent, render_template
+from c360_dagster.domain.text import (
+    fmt_amount,
+    fmt_number,
+    fmt_percent,
+    render_template,
+)
 
 if TYPE_CHECKING:
     from c360_dagster.domain.qbr import QbrContext

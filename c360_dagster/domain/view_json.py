@@ -17,8 +17,8 @@ from typing import Any
 
 import polars as pl
 
-from c360_dagster.domain.quality import Finding
 from c360_dagster.domain.io import atomic_writer
+from c360_dagster.domain.quality import Finding
 from c360_dagster.domain.view import Customer360
 
 DECIMALS = 2
