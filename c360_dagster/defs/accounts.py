@@ -46,10 +46,10 @@ class AccountInputs:
         )
         self.renewals = project.read_frame("renewals", account_id).to_dicts()
         self.input_hashes = {
-            "customer_360": sha256_file(project.view_dir / "manifest.json"),
-            "account_health": sha256_file(project.frame_path("health")),
-            "customer_signals": sha256_file(project.frame_path("signals")),
-            "renewal_forecasts": sha256_file(project.frame_path("renewals")),
+            "customer_360": project.view_hash(),
+            "account_health": project.frame_hash("health"),
+            "customer_signals": project.frame_hash("signals"),
+            "renewal_forecasts": project.frame_hash("renewals"),
         }
 
 

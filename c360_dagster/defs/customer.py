@@ -61,14 +61,6 @@ def _frame_metadata(frame: pl.DataFrame, path: Path) -> dict:
     }
 
 
-def _write_frame(frame: pl.DataFrame, path: Path) -> str:
-    from c360_dagster.domain.io import atomic_writer
-
-    with atomic_writer(path, "wb") as handle:
-        frame.write_parquet(handle, statistics=True)
-    return sha256_file(path)
-
-
 @dg.asset(
     group_name="customer",
     kinds={"polars", "parquet", "json"},
@@ -163,12 +155,12 @@ def account_health(
             "accounts",
             health.health_json_entries(frame),
         )
-        frame_hash = _write_frame(frame, project.frame_path("health"))
+        frame_hash = project.write_frame("health", frame)
         project.record_event(
             context,
             as_of=view.as_of.isoformat(),
             inputs={
-                "customer_360": sha256_file(project.view_dir / "manifest.json"),
+                "customer_360": project.view_hash(),
                 "health.yaml": sha256_file(config_file),
                 **({"overrides.yaml": sha256_file(overrides_file)} if overrides_file.exists() else {}),
             },
@@ -233,12 +225,12 @@ def customer_signals(
             "accounts",
             signals.signal_records(frame),
         )
-        frame_hash = _write_frame(frame, project.frame_path("signals"))
+        frame_hash = project.write_frame("signals", frame)
         project.record_event(
             context,
             as_of=view.as_of.isoformat(),
             inputs={
-                "customer_360": sha256_file(project.view_dir / "manifest.json"),
+                "customer_360": project.view_hash(),
                 "signals.yaml": sha256_file(config_file),
                 **({"snoozes.yaml": sha256_file(snoozes_file)} if snoozes_file.exists() else {}),
             },
@@ -287,14 +279,14 @@ def renewal_forecasts(
 
         json_hash = write_json_atomic(out, renewals.renewals_json(frame, summary))
         md_hash = write_text_atomic(project.customer_dir / "summary.md", summary_md)
-        frame_hash = _write_frame(frame, project.frame_path("renewals"))
+        frame_hash = project.write_frame("renewals", frame)
         project.record_event(
             context,
             as_of=view.as_of.isoformat(),
             inputs={
-                "customer_360": sha256_file(project.view_dir / "manifest.json"),
-                "account_health": sha256_file(project.frame_path("health")),
-                "customer_signals": sha256_file(project.frame_path("signals")),
+                "customer_360": project.view_hash(),
+                "account_health": project.frame_hash("health"),
+                "customer_signals": project.frame_hash("signals"),
                 "renewals.yaml": sha256_file(config_file),
             },
             outputs={out.name: json_hash, "summary.md": md_hash, "renewals.parquet": frame_hash},

@@ -17,7 +17,7 @@ from c360_dagster.defs.customer import (
 )
 from c360_dagster.defs.resources import C360Project
 from c360_dagster.domain import lake, lake_tables
-from c360_dagster.domain.io import sha256_bytes, sha256_file
+from c360_dagster.domain.io import sha256_bytes
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class LakeTable:
 
     upstream: dg.AssetsDefinition
     metric: str
-    source: Callable[[C360Project], Path]
+    source_hash: Callable[[C360Project], str]
     rows: Callable[[C360Project], pl.DataFrame]
 
 
@@ -34,25 +34,25 @@ LAKE_TABLES = {
     "crm_opps": LakeTable(
         customer_360,
         "c360_to_lake",
-        lambda p: p.view_dir / "manifest.json",
+        lambda p: p.view_hash(),
         lambda p: lake_tables.opp_rows(p.open_view().crm_opps),
     ),
     "account_health": LakeTable(
         account_health,
         "health_to_lake",
-        lambda p: p.frame_path("health"),
+        lambda p: p.frame_hash("health"),
         lambda p: lake_tables.health_rows(p.read_frame("health")),
     ),
     "customer_signals": LakeTable(
         customer_signals,
         "signals_to_lake",
-        lambda p: p.frame_path("signals"),
+        lambda p: p.frame_hash("signals"),
         lambda p: lake_tables.signal_rows(p.read_frame("signals")),
     ),
     "renewal_forecasts": LakeTable(
         renewal_forecasts,
         "renewals_to_lake",
-        lambda p: p.frame_path("renewals"),
+        lambda p: p.frame_hash("renewals"),
         lambda p: p.read_frame("renewals"),
     ),
 }
@@ -76,7 +76,7 @@ def _lake_asset(table: str, spec: LakeTable) -> dg.AssetsDefinition:
             project.record_event(
                 context,
                 as_of=as_of.isoformat(),
-                inputs={spec.upstream.key.to_user_string(): sha256_file(spec.source(project))},
+                inputs={spec.upstream.key.to_user_string(): spec.source_hash(project)},
                 outputs={f"{table}@{as_of.isoformat()}": sha256_bytes(frame.write_csv().encode("utf-8"))},
             )
             project.count(spec.metric, written)

@@ -9,6 +9,7 @@ import polars as pl
 
 from c360_dagster.domain import eventlog, locking, metrics
 from c360_dagster.domain.errors import C360Error
+from c360_dagster.domain.io import atomic_writer, sha256_file, write_text_atomic
 from c360_dagster.domain.view import Customer360
 
 
@@ -57,6 +58,23 @@ class C360Project(dg.ConfigurableResource):
 
     def frame_path(self, name: str) -> Path:
         return self.frames_dir / f"{name}.parquet"
+
+    def write_frame(self, name: str, frame: pl.DataFrame) -> str:
+        """Persist a stage's frame as Parquet with its content hash beside it; return the hash."""
+        path = self.frame_path(name)
+        with atomic_writer(path, "wb") as handle:
+            frame.write_parquet(handle, statistics=True)
+        digest = sha256_file(path)
+        write_text_atomic(path.with_name(path.name + ".sha256"), digest + "\n")
+        return digest
+
+    def frame_hash(self, name: str) -> str:
+        """A persisted frame's content hash, read from beside it (per-account runs never rehash)."""
+        return self.frame_path(name).with_name(f"{name}.parquet.sha256").read_text(encoding="utf-8").strip()
+
+    def view_hash(self) -> str:
+        """The 360 view's identity: the hash of its manifest, which names every table's hash."""
+        return sha256_file(self.view_dir / "manifest.json")
 
     def open_view(self, account_ids: list[str] | None = None) -> Customer360:
         if not (self.view_dir / "manifest.json").exists():
