@@ -89,3 +89,16 @@ def test_qbr_gates_are_checks_per_partition(tmp_path, instance):
     )
     assert all(e.passed for e in allowed.get_asset_check_evaluations())
     assert (tmp_path / "artifacts" / "customer" / "qbr_STARK-008" / "scorecard.md").exists()
+
+
+def test_ui_metadata_row_counts_schema_and_tier_table(tmp_path, instance):
+    dg.materialize(CHAIN, instance=instance, resources={"project": _project(tmp_path)})
+    event = instance.get_latest_materialization_event(dg.AssetKey("account_health"))
+    metadata = event.asset_materialization.metadata
+    assert metadata["dagster/row_count"].value == 12
+    assert "score" in [column.name for column in metadata["dagster/column_schema"].value.columns]
+    # The fixtures README lists 3 red, 4 amber and 5 green accounts.
+    tiers = {record.data["tier"]: record.data["accounts"] for record in metadata["tier_distribution"].value.records}
+    assert tiers == {"red": 3, "amber": 4, "green": 5}
+    renewals = instance.get_latest_materialization_event(dg.AssetKey("renewal_forecasts"))
+    assert "# Renewal forecast" in renewals.asset_materialization.metadata["summary"].value

@@ -103,6 +103,14 @@ def customer_360(
     )
 
 
+def _count_table(label: str, counts: dict[str, int]) -> dg.TableMetadataValue:
+    """A small two-column table (e.g. tier → accounts) for the asset's page in the UI."""
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({label: key, "accounts": count}) for key, count in counts.items()],
+        schema=dg.TableSchema(columns=[dg.TableColumn(label, "string"), dg.TableColumn("accounts", "int")]),
+    )
+
+
 def _config_file(project: C360Project, override: str | None, name: str) -> Path:
     return Path(override) if override else project.config_path(name)
 
@@ -172,7 +180,7 @@ def account_health(
     return dg.MaterializeResult(
         metadata={
             **_frame_metadata(frame, out),
-            "tier_counts": dg.MetadataValue.json(summary["tiers"]),
+            "tier_distribution": _count_table("tier", summary["tiers"]),
             "score_distribution": dg.MetadataValue.json(summary["score"]),
             "overrides": dg.MetadataValue.json(override_report),
         },
