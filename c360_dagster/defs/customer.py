@@ -115,6 +115,11 @@ def _config_file(project: C360Project, override: str | None, name: str) -> Path:
     return Path(override) if override else project.config_path(name)
 
 
+def _file_hashes(*paths: Path) -> dict[str, str]:
+    """Content hashes of the config files a stage read, by file name (absent optional ones skipped)."""
+    return {path.name: sha256_file(path) for path in paths if path.exists()}
+
+
 @dg.asset(
     group_name="customer",
     kinds={"polars", "json"},
@@ -167,11 +172,7 @@ def account_health(
         project.record_event(
             context,
             as_of=view.as_of.isoformat(),
-            inputs={
-                "customer_360": project.view_hash(),
-                "health.yaml": sha256_file(config_file),
-                **({"overrides.yaml": sha256_file(overrides_file)} if overrides_file.exists() else {}),
-            },
+            inputs={"customer_360": project.view_hash(), **_file_hashes(config_file, overrides_file)},
             outputs={"health.json": json_hash, "health.parquet": frame_hash},
             config_hash=health_config.config_hash,
             extra={"overrides": list(outcome.applied)} if outcome.applied else None,
@@ -237,11 +238,7 @@ def customer_signals(
         project.record_event(
             context,
             as_of=view.as_of.isoformat(),
-            inputs={
-                "customer_360": project.view_hash(),
-                "signals.yaml": sha256_file(config_file),
-                **({"snoozes.yaml": sha256_file(snoozes_file)} if snoozes_file.exists() else {}),
-            },
+            inputs={"customer_360": project.view_hash(), **_file_hashes(config_file, snoozes_file)},
             outputs={"signals.json": json_hash, "signals.parquet": frame_hash},
             config_hash=signals_config.config_hash,
         )
