@@ -112,7 +112,14 @@ def run_all(args: argparse.Namespace) -> Report:
         "tiers": reports.read_json(customer / "health.json")["summary"]["tiers"],
         "accounts": ids,
         "blocked": blocked,
-        "written": sorted(str(p) for p in customer.iterdir() if not p.name.startswith(".")),
+        "written": [
+            *sorted(str(p) for p in customer.glob("*.json")),
+            str(customer / "summary.md"),
+            f"{customer / 'playbooks'}/ ({len(ids)} playbooks)",
+            f"{customer}/qbr_<account>/ and qbr_<account>.pptx ({len(ids) - len(blocked)} QBR packs)",
+            str(Path(args.artifacts) / "lake" / "c360.duckdb"),
+            str(Path(args.artifacts) / "governance" / "events.jsonl"),
+        ],
     }
 
 
