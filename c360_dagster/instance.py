@@ -7,7 +7,9 @@ from pathlib import Path
 
 DEFAULT_HOME = ".dagster_home"
 
-# Local storage only, and telemetry off: the project runs offline.
+# Local storage only, and telemetry off: the project runs offline. One SQLite event log for all
+# runs and no stdout capture (assets log structured events, not prints) keep a run cheap: the
+# per-account assets start one run per account.
 DAGSTER_YAML = """\
 telemetry:
   enabled: false
@@ -20,6 +22,9 @@ event_log_storage:
   config:
     base_dir:
       env: DAGSTER_HOME
+compute_logs:
+  module: dagster._core.storage.noop_compute_log_manager
+  class: NoOpComputeLogManager
 """
 
 

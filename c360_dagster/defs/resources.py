@@ -70,7 +70,10 @@ class C360Project(dg.ConfigurableResource):
 
     def frame_hash(self, name: str) -> str:
         """A persisted frame's content hash, read from beside it (per-account runs never rehash)."""
-        return self.frame_path(name).with_name(f"{name}.parquet.sha256").read_text(encoding="utf-8").strip()
+        sidecar = self.frame_path(name).with_name(f"{name}.parquet.sha256")
+        if sidecar.exists():
+            return sidecar.read_text(encoding="utf-8").strip()
+        return sha256_file(self.frame_path(name))  # written before sidecars existed
 
     def view_hash(self) -> str:
         """The 360 view's identity: the hash of its manifest, which names every table's hash."""
