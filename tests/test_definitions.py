@@ -28,7 +28,8 @@ def test_every_stage_is_an_asset_with_lineage():
     parents = lambda key: {p.to_user_string() for p in graph.get(dg.AssetKey.from_user_string(key)).parent_keys}
     assert parents("account_health") == {"customer_360"}
     assert parents("renewal_forecasts") == {"customer_360", "account_health", "customer_signals"}
-    assert parents("qbr_pack") == {"playbook"}
+    assert parents("playbook") == {"customer_360", "account_health", "customer_signals", "renewal_forecasts"}
+    assert parents("qbr_pack") == parents("playbook") | {"playbook", "lake/account_health"}
     assert parents("lake/account_health") == {"account_health"}
 
 

@@ -10,6 +10,7 @@ import dagster as dg
 from c360_dagster.defs.customer import (
     OWNERS,
     account_health,
+    customer_360,
     customer_signals,
     renewal_forecasts,
 )
@@ -64,7 +65,7 @@ def playbook_paths(project: C360Project, account_id: str) -> tuple[Path, Path]:
     owners=OWNERS,
     code_version="1",
     partitions_def=ACCOUNT_PARTITIONS,
-    deps=[account_health, customer_signals, renewal_forecasts],
+    deps=[customer_360, account_health, customer_signals, renewal_forecasts],
 )
 def playbook(context: dg.AssetExecutionContext, project: C360Project) -> dg.MaterializeResult:
     """Success playbook for one account: plays, RACI, dated steps, KPIs and checkpoints."""
@@ -109,7 +110,8 @@ QBR_GATES = [
     owners=OWNERS,
     code_version="1",
     partitions_def=ACCOUNT_PARTITIONS,
-    deps=[playbook],
+    # Everything it reads, so the graph is the lineage: the lake's score history included.
+    deps=[customer_360, account_health, customer_signals, renewal_forecasts, playbook, dg.AssetKey(["lake", "account_health"])],
     check_specs=[
         dg.AssetCheckSpec(name, asset="qbr_pack", description=text, partitions_def=ACCOUNT_PARTITIONS)
         for name, text in QBR_GATES
