@@ -156,9 +156,10 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
             outputs=written,
             extra={"privacy_signoff": "granted"} if config.include_contacts else None,
         )
-        project.count("qbr_generated", 1, {"account": account_id})
+        counted = project.count("qbr_generated", 1, {"account": account_id})
     yield dg.MaterializeResult(
         metadata={
+            **counted,
             "files": dg.MetadataValue.json(sorted(written)),
             "path": dg.MetadataValue.path(str(project.customer_dir / f"qbr_{account_id}")),
         }

@@ -87,10 +87,11 @@ def customer_360(
             inputs=dict(sorted(view.source_hashes.items())),
             outputs={"360.json": json_hash, "view": view_hash},
         )
-        project.count("c360_loaded", view.accounts.height)
+        counted = project.count("c360_loaded", view.accounts.height)
     added = register_accounts(context.instance, view.accounts["account_id"].to_list())
     return dg.MaterializeResult(
         metadata={
+            **counted,
             "as_of": view.as_of.isoformat(),
             "counts": dg.MetadataValue.json(view.counts()),
             "accounts_registered": added,
@@ -177,9 +178,10 @@ def account_health(
             config_hash=health_config.config_hash,
             extra={"overrides": list(outcome.applied)} if outcome.applied else None,
         )
-        project.count("c360_health_calc", frame.height)
+        counted = project.count("c360_health_calc", frame.height)
     return dg.MaterializeResult(
         metadata={
+            **counted,
             **_frame_metadata(frame, out),
             "tier_distribution": _count_table("tier", summary["tiers"]),
             "score_distribution": dg.MetadataValue.json(summary["score"]),

@@ -79,9 +79,10 @@ def _lake_asset(table: str, spec: LakeTable) -> dg.AssetsDefinition:
                 inputs={spec.upstream.key.to_user_string(): spec.source_hash(project)},
                 outputs={f"{table}@{as_of.isoformat()}": sha256_bytes(frame.write_csv().encode("utf-8"))},
             )
-            project.count(spec.metric, written)
+            counted = project.count(spec.metric, written)
         return dg.MaterializeResult(
             metadata={
+                **counted,
                 "dagster/row_count": written,
                 "as_of": as_of.isoformat(),
                 "database": dg.MetadataValue.path(str(project.lake_path)),

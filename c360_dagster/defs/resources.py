@@ -128,5 +128,6 @@ class C360Project(dg.ConfigurableResource):
         key = eventlog.load_or_create_signing_key(self.signing_key_path)
         return eventlog.append_event(self.events_path, event, key)
 
-    def count(self, name: str, value: float = 1, labels: dict[str, str] | None = None) -> None:
-        metrics.increment(self.metrics_path, name, value, labels)
+    def count(self, name: str, value: float = 1, labels: dict[str, str] | None = None) -> dict[str, float]:
+        """Add to a Prometheus counter; return `{"metric/<name>": new total}` for the asset's metadata."""
+        return {f"metric/{name}": metrics.increment(self.metrics_path, name, value, labels)}
