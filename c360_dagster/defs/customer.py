@@ -23,7 +23,6 @@ from c360_dagster.domain import (
 )
 from c360_dagster.domain.io import (
     sha256_file,
-    write_json_stream,
     write_json_stream_text,
     write_text_atomic,
 )
@@ -230,11 +229,11 @@ def customer_signals(
     counts = {**lifecycle.lifecycle_summary(tracked), "warnings": list(tracked.warnings)}
     out = Path(config.out) if config.out else project.customer_dir / "signals.json"
     with project.writing():
-        json_hash = write_json_stream(
+        json_hash = write_json_stream_text(
             out,
             {"as_of": view.as_of.isoformat(), "lifecycle": counts, "resolved": lifecycle.resolved_records(tracked.resolved)},
             "accounts",
-            signals.signal_records(frame),
+            signals.signal_json_entries(frame),
         )
         frame_hash = project.write_frame("signals", frame)
         project.record_event(

@@ -1,6 +1,7 @@
 """Lake tables in DuckDB (key prefix `lake`): each write validated against its contract."""
 
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,13 @@ LAKE_TABLES = {
 }
 
 
+def _rows_hash(frame: pl.DataFrame) -> str:
+    """The rows' content hash: sha256 of their CSV, written as bytes (no Python str of it)."""
+    buffer = io.BytesIO()
+    frame.write_csv(buffer)
+    return sha256_bytes(buffer.getvalue())
+
+
 def _lake_asset(table: str, spec: LakeTable) -> dg.AssetsDefinition:
     @dg.asset(
         key=["lake", table],
@@ -77,7 +85,7 @@ def _lake_asset(table: str, spec: LakeTable) -> dg.AssetsDefinition:
                 context,
                 as_of=as_of.isoformat(),
                 inputs={spec.upstream.key.to_user_string(): spec.source_hash(project)},
-                outputs={f"{table}@{as_of.isoformat()}": sha256_bytes(frame.write_csv().encode("utf-8"))},
+                outputs={f"{table}@{as_of.isoformat()}": _rows_hash(frame)},
             )
             counted = project.count(spec.metric, written)
         return dg.MaterializeResult(

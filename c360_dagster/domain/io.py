@@ -6,8 +6,10 @@ import contextlib
 import hashlib
 import json
 import os
+import queue
 import tempfile
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,39 @@ def write_bytes_atomic(path: Path, data: bytes) -> str:
     return sha256_bytes(data)
 
 
+def write_chunks_atomic(path: Path, chunks: Iterable[bytes], *, queued: int = 4) -> str:
+    """Write byte chunks atomically and return their content hash.
+
+    A thread writes and hashes each chunk while the next one is produced (file writes and
+    sha256 release the GIL), so encoding overlaps the copy into the page cache.
+    """
+    pending: queue.Queue[bytes | None] = queue.Queue(maxsize=queued)
+    digest = hashlib.sha256()
+    failed: list[BaseException] = []
+    with atomic_writer(path, "wb") as handle:
+
+        def drain() -> None:
+            while (chunk := pending.get()) is not None:
+                if not failed:  # after a failure keep draining, so the producer never blocks
+                    try:
+                        handle.write(chunk)
+                        digest.update(chunk)
+                    except Exception as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                        failed.append(exc)
+
+        writer = threading.Thread(target=drain, name="c360-chunk-writer", daemon=True)
+        writer.start()
+        try:
+            for chunk in chunks:
+                pending.put(chunk)
+        finally:
+            pending.put(None)
+            writer.join()
+        if failed:
+            raise failed[0]
+    return "sha256:" + digest.hexdigest()
+
+
 def write_text_atomic(path: Path, text: str) -> str:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
@@ -94,28 +129,24 @@ def write_json_stream_text(
     """
     if streamed_key in header:
         raise ValueError(f"{streamed_key!r} is both streamed and in the header")
-    digest = hashlib.sha256()
-    keys = sorted([*header, streamed_key])
-    with atomic_writer(path, "w") as handle:
+    texts = _stream_text(header, streamed_key, entry_chunks)
+    return write_chunks_atomic(path, (text.encode("utf-8") for text in texts))
 
-        def emit(text: str) -> None:
-            handle.write(text)
-            digest.update(text.encode("utf-8"))
 
-        emit("{")
-        for position, key in enumerate(keys):
-            emit(("," if position else "") + "\n  " + json.dumps(key, ensure_ascii=False) + ": ")
-            if key != streamed_key:
-                emit(_indented(header[key], 2))
-                continue
-            count = 0
-            for chunk in entry_chunks:
-                if chunk:
-                    emit(("{" if count == 0 else ",") + "\n    " + ",\n    ".join(chunk))
-                    count += len(chunk)
-            emit("\n  }" if count else "{}")
-        emit("\n}\n")
-    return "sha256:" + digest.hexdigest()
+def _stream_text(header: Mapping[str, Any], streamed_key: str, entry_chunks: Iterator[list[str]]) -> Iterator[str]:
+    yield "{"
+    for position, key in enumerate(sorted([*header, streamed_key])):
+        yield ("," if position else "") + "\n  " + json.dumps(key, ensure_ascii=False) + ": "
+        if key != streamed_key:
+            yield _indented(header[key], 2)
+            continue
+        count = 0
+        for chunk in entry_chunks:
+            if chunk:
+                yield ("{" if count == 0 else ",") + "\n    " + ",\n    ".join(chunk)
+                count += len(chunk)
+        yield "\n  }" if count else "{}"
+    yield "\n}\n"
 
 
 def _indented(value: Any, depth: int) -> str:

@@ -28,19 +28,29 @@ def json_string(expr: pl.Expr) -> pl.Expr:
     return pl.concat_str(pl.lit('"'), expr, pl.lit('"'))
 
 
+def object_text(members: dict[str, pl.Expr], depth: int) -> pl.Expr:
+    """A JSON object from its members' texts (already pretty at `depth` + 2), keys in sorted order."""
+    if not members:
+        return pl.lit("{}")
+    inner = "\n" + " " * (depth + _INDENT)
+    parts: list[pl.Expr] = []
+    for position, name in enumerate(sorted(members)):
+        parts.append(pl.lit(("{" if position == 0 else ",") + inner + json.dumps(name, ensure_ascii=False) + ": "))
+        parts.append(members[name])
+    parts.append(pl.lit("\n" + " " * depth + "}"))
+    return pl.concat_str(parts)
+
+
 def json_text(expr: pl.Expr, dtype: pl.DataType, depth: int) -> pl.Expr:
     """Each value's pretty JSON, continuation lines indented by `depth` spaces; null is `null`."""
     if isinstance(dtype, pl.Struct):
-        fields = sorted(dtype.fields, key=lambda f: f.name)
-        if not fields:
-            return pl.when(expr.is_null()).then(pl.lit("null")).otherwise(pl.lit("{}"))
+        members = {f.name: json_text(expr.struct.field(f.name), f.dtype, depth + _INDENT) for f in dtype.fields}
+        return pl.when(expr.is_null()).then(pl.lit("null")).otherwise(object_text(members, depth))
+    if isinstance(dtype, pl.List):
         inner = "\n" + " " * (depth + _INDENT)
-        parts: list[pl.Expr] = []
-        for position, field in enumerate(fields):
-            parts.append(pl.lit(("{" if position == 0 else ",") + inner + json.dumps(field.name, ensure_ascii=False) + ": "))
-            parts.append(json_text(expr.struct.field(field.name), field.dtype, depth + _INDENT))
-        parts.append(pl.lit("\n" + " " * depth + "}"))
-        return pl.when(expr.is_null()).then(pl.lit("null")).otherwise(pl.concat_str(parts))
+        items = expr.list.eval(json_text(pl.element(), dtype.inner, depth + _INDENT)).list.join("," + inner)
+        text = pl.when(expr.list.len() == 0).then(pl.lit("[]"))
+        return text.otherwise(pl.concat_str(pl.lit("[" + inner), items, pl.lit("\n" + " " * depth + "]"))).fill_null("null")
     if dtype == pl.Utf8:
         text = json_string(expr)
     elif dtype == pl.Boolean:
@@ -54,10 +64,13 @@ def json_text(expr: pl.Expr, dtype: pl.DataType, depth: int) -> pl.Expr:
     return text.fill_null("null")
 
 
-def _unsafe_leaves(expr: pl.Expr, dtype: pl.DataType) -> list[pl.Expr]:
+def unsafe_leaves(expr: pl.Expr, dtype: pl.DataType) -> list[pl.Expr]:
     """Per leaf, true where the columnar text could differ from json.dumps."""
     if isinstance(dtype, pl.Struct):
-        return [check for f in dtype.fields for check in _unsafe_leaves(expr.struct.field(f.name), f.dtype)]
+        return [check for f in dtype.fields for check in unsafe_leaves(expr.struct.field(f.name), f.dtype)]
+    if isinstance(dtype, pl.List):
+        inner = unsafe_leaves(pl.element(), dtype.inner)
+        return [expr.list.eval(pl.any_horizontal(inner)).list.any().fill_null(False)] if inner else []
     if dtype.is_float():
         size = expr.abs()
         return [(~expr.is_finite() | ((size > 0) & (size < 1e-4)) | (size >= 1e16)).fill_null(False)]
@@ -82,7 +95,7 @@ def entries(
     """
     values = frame.select(pl.col(key), value.alias("_value"))
     dtype = values.schema["_value"]
-    unsafe = _unsafe_leaves(pl.col("_value"), dtype) + [pl.col(key).str.contains(_OTHER_CONTROL).fill_null(False)]
+    unsafe = unsafe_leaves(pl.col("_value"), dtype) + [pl.col(key).str.contains(_OTHER_CONTROL).fill_null(False)]
     if values.select(pl.any_horizontal(unsafe).any()).item():
         for item_key, item in fallback(frame):
             yield [json.dumps(item_key, ensure_ascii=False) + ": " + python_text(item, depth)]

@@ -16,6 +16,7 @@ from typing import Any
 
 import polars as pl
 
+from c360_dagster.domain import json_text
 from c360_dagster.domain.config import config_hash, load_yaml_config, validate_config
 from c360_dagster.domain.health import in_last_days, round2
 from c360_dagster.domain.io import canonical_json
@@ -417,6 +418,63 @@ def signal_records(frame: pl.DataFrame) -> Iterator[tuple[str, list[dict[str, An
         )
     if signals:
         yield account_id, signals  # type: ignore[misc]
+
+
+def signal_json_entries(frame: pl.DataFrame, chunk_rows: int = 20_000) -> Iterator[list[str]]:
+    """signals.json's `"account_id": [signals]` texts in chunks, encoded column-wise (same bytes as `signal_records`)."""
+    ordered = frame.sort("account_id", "code", maintain_order=True)
+    evidence = _evidence_texts(ordered, depth=8)
+    shown = [name for name in ("code", "kind", *LIFECYCLE_COLUMNS) if name in ordered.columns]
+    plain = ordered.select(
+        "account_id",
+        *(pl.col(name).dt.to_string("%Y-%m-%d") if ordered.schema[name] == pl.Date else pl.col(name) for name in shown),
+    )
+    unsafe = [check for name in ("account_id", *shown) for check in json_text.unsafe_leaves(pl.col(name), plain.schema[name])]
+    # isoformat() pads years to four digits; strftime does not.
+    years = [~pl.col(n).dt.year().is_between(1000, 9999).fill_null(True) for n in shown if ordered.schema[n] == pl.Date]
+    if (
+        evidence is None
+        or plain.select(pl.any_horizontal(pl.lit(False), *unsafe).any()).item()
+        or ordered.select(pl.any_horizontal(pl.lit(False), *years).any()).item()
+    ):
+        for account_id, records in signal_records(frame):
+            yield [json.dumps(account_id, ensure_ascii=False) + ": " + json_text.python_text(records, 4)]
+        return
+    members = {name: json_text.json_text(pl.col(name), plain.schema[name], 8) for name in shown}
+    signal = json_text.object_text({**members, "evidence": pl.col("evidence_text")}, 6)
+    accounts = (
+        plain.with_columns(evidence_text=evidence)
+        .select("account_id", signal.alias("signal"))
+        .group_by("account_id", maintain_order=True)
+        .agg(pl.col("signal").str.join(",\n      "))
+    )
+    line = pl.concat_str(json_text.json_string(pl.col("account_id")), pl.lit(": [\n      "), "signal", pl.lit("\n    ]"))
+    for offset in range(0, accounts.height, chunk_rows):
+        yield accounts.slice(offset, chunk_rows).select(line)[:, 0].to_list()
+
+
+def _evidence_texts(frame: pl.DataFrame, depth: int) -> pl.Series | None:
+    """Each row's evidence pretty at `depth`; None when some value could print differently from json.dumps.
+
+    Evidence shapes differ per code, so each code's rows are decoded on their own; a decode
+    that does not re-encode to the very same text (a key missing in some rows, ints and
+    floats mixed) sends the whole file down the json.dumps path.
+    """
+    indexed = frame.select(pl.int_range(pl.len()).alias("index"), "code", "evidence")
+    parts = []
+    for _, rows in indexed.group_by("code", maintain_order=True):
+        decoded = rows.with_columns(value=rows["evidence"].str.json_decode(infer_schema_length=None))
+        dtype = decoded.schema["value"]
+        if not isinstance(dtype, pl.Struct):
+            return None
+        exact = (pl.col("value").struct.json_encode() == pl.col("evidence")).fill_null(False)
+        unsafe = json_text.unsafe_leaves(pl.col("value"), dtype)
+        if not decoded.select(exact.all() & ~pl.any_horizontal(pl.lit(False), *unsafe).any()).item():
+            return None
+        parts.append(decoded.select("index", text=json_text.json_text(pl.col("value"), dtype, depth)))
+    if not parts:
+        return pl.Series("evidence_text", [], pl.Utf8)
+    return pl.concat(parts).sort("index")["text"].alias("evidence_text")
 
 
 def _plain(value: Any) -> Any:

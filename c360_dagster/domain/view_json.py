@@ -8,7 +8,6 @@ per row, and the bytes do not depend on the chunk size.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 from collections.abc import Iterator
@@ -17,13 +16,13 @@ from typing import Any
 
 import polars as pl
 
-from c360_dagster.domain.io import atomic_writer
+from c360_dagster.domain.io import write_chunks_atomic
 from c360_dagster.domain.quality import Finding
 from c360_dagster.domain.view import Customer360
 
 DECIMALS = 2
 CHUNK_ROWS = 100_000
-_RECORD_INDENT = " " * 6
+_RECORD_BREAK = b"\n" + b" " * 6
 
 
 def normalized_records(frame: pl.DataFrame) -> pl.DataFrame:
@@ -58,38 +57,36 @@ def write_customer_360_json(
     view: Customer360, checks: list[Finding], path: Path, *, chunk_rows: int = CHUNK_ROWS
 ) -> str:
     """Write 360.json atomically, records streamed `chunk_rows` at a time; return its content hash."""
-    digest = hashlib.sha256()
-    with atomic_writer(path, "w") as handle:
-        for text in _document_text(view, checks, chunk_rows):
-            handle.write(text)
-            digest.update(text.encode("utf-8"))
-    return "sha256:" + digest.hexdigest()
+    return write_chunks_atomic(path, _document_bytes(view, checks, chunk_rows))
 
 
-def _document_text(view: Customer360, checks: list[Finding], chunk_rows: int) -> Iterator[str]:
+def _document_bytes(view: Customer360, checks: list[Finding], chunk_rows: int) -> Iterator[bytes]:
     header = _header(view, checks)
     keys = sorted([*header, "records"])
-    yield "{"
+    yield b"{"
     for position, key in enumerate(keys):
-        yield ("," if position else "") + f"\n  {json.dumps(key)}: "
+        text = ("," if position else "") + f"\n  {json.dumps(key)}: "
         if key == "records":
-            yield from _records_text(view, chunk_rows)
+            yield text.encode("utf-8")
+            yield from _records_bytes(view, chunk_rows)
         else:
-            yield json.dumps(header[key], sort_keys=True, indent=2, ensure_ascii=False).replace("\n", "\n  ")
-    yield "\n}\n"
+            value = json.dumps(header[key], sort_keys=True, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+            yield (text + value).encode("utf-8")
+    yield b"\n}\n"
 
 
-def _records_text(view: Customer360, chunk_rows: int) -> Iterator[str]:
+def _records_bytes(view: Customer360, chunk_rows: int) -> Iterator[bytes]:
     names = sorted(view.tables)
-    yield "{"
+    yield b"{"
     for position, name in enumerate(names):
         frame = normalized_records(view.tables[name])
-        yield ("," if position else "") + f"\n    {json.dumps(name)}: ["
+        yield (("," if position else "") + f"\n    {json.dumps(name)}: [").encode("utf-8")
         for offset in range(0, frame.height, chunk_rows):
             buffer = io.BytesIO()
             frame.slice(offset, chunk_rows).write_ndjson(buffer)
-            # NDJSON escapes newlines inside strings, so each "\n" ends exactly one record.
-            lines = buffer.getvalue().decode("utf-8").rstrip("\n")
-            yield ("," if offset else "") + "\n" + _RECORD_INDENT + lines.replace("\n", ",\n" + _RECORD_INDENT)
-        yield ("\n    ]" if frame.height else "]")
-    yield "\n  }" if names else "}"
+            # NDJSON escapes newlines inside strings, so each "\n" ends exactly one record;
+            # working on the UTF-8 bytes spares decoding and re-encoding half a gigabyte at 100k.
+            lines = buffer.getvalue()[:-1]
+            yield (b"," if offset else b"") + _RECORD_BREAK + lines.replace(b"\n", b"," + _RECORD_BREAK)
+        yield b"\n    ]" if frame.height else b"]"
+    yield b"\n  }" if names else b"}"

@@ -1,0 +1,122 @@
+"""The fast writers keep the bytes: chunked atomic writes, list-aware columnar JSON, signals.json."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from c360_dagster.domain import json_text, signals
+from c360_dagster.domain.io import (
+    write_chunks_atomic,
+    write_json_stream,
+    write_json_stream_text,
+)
+from c360_dagster.domain.loader import read_customer_360
+from c360_dagster.domain.signals import (
+    detect_signals,
+    load_signals_config,
+    signal_json_entries,
+    signal_records,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "fixtures" / "customer"
+
+
+def test_write_chunks_atomic_writes_every_chunk_in_order_and_returns_its_hash(tmp_path):
+    path = tmp_path / "out.bin"
+    digest = write_chunks_atomic(path, iter([b"ab", b"", "cé".encode()]), queued=1)
+    # By hand: the chunks joined are b"abc\xc3\xa9".
+    assert path.read_bytes() == b"abc\xc3\xa9"
+    assert digest == "sha256:" + hashlib.sha256(b"abc\xc3\xa9").hexdigest()
+
+
+def test_write_chunks_atomic_leaves_the_old_file_when_the_producer_fails(tmp_path):
+    path = tmp_path / "out.bin"
+    path.write_bytes(b"old")
+
+    def chunks():
+        yield b"new"
+        raise RuntimeError("encoder broke")
+
+    with pytest.raises(RuntimeError, match="encoder broke"):
+        write_chunks_atomic(path, chunks())
+    assert path.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]  # no temp file left
+
+
+def test_write_chunks_atomic_raises_what_the_writer_thread_hit(tmp_path):
+    path = tmp_path / "out.bin"
+    with pytest.raises(TypeError):
+        write_chunks_atomic(path, iter([b"fine", "not bytes", b"more"]))  # type: ignore[list-item]
+    assert not path.exists()
+
+
+def test_json_text_prints_lists_like_json_dumps():
+    values = [[{"b": 1, "a": "x"}, {"b": 2, "a": None}], [], None]
+    frame = pl.DataFrame({"v": values}, schema={"v": pl.List(pl.Struct({"b": pl.Int64, "a": pl.Utf8}))})
+    texts = frame.select(json_text.json_text(pl.col("v"), frame.schema["v"], 4))[:, 0].to_list()
+    assert texts == [json_text.python_text(v, 4) for v in values]
+    # By hand: items one level in (6 spaces), their keys two (8), sorted; the closing bracket at 4.
+    assert texts[0] == (
+        '[\n      {\n        "a": "x",\n        "b": 1\n      },\n      {\n        "a": null,\n        "b": 2\n      }\n    ]'
+    )
+    assert texts[1:] == ["[]", "null"]
+
+
+def _written(tmp_path: Path, frame: pl.DataFrame) -> tuple[bytes, bytes]:
+    header = {"as_of": "2024-06-30"}
+    slow = write_json_stream(tmp_path / "slow.json", header, "accounts", signal_records(frame))
+    fast = write_json_stream_text(tmp_path / "fast.json", header, "accounts", signal_json_entries(frame, chunk_rows=2))
+    assert slow == fast
+    return (tmp_path / "slow.json").read_bytes(), (tmp_path / "fast.json").read_bytes()
+
+
+def test_columnar_signals_json_equals_the_python_encoder_on_the_fixtures(tmp_path):
+    config = load_signals_config(ROOT / "configs" / "customer" / "signals.yaml")
+    detected = detect_signals(read_customer_360(FIXTURES), config)
+    assert "SIG_STAKEHOLDER_CHANGE" in detected["code"].to_list()  # its evidence nests a list of objects
+    frame = detected.with_columns(
+        signal_id=pl.lit("0123456789abcdef"),
+        status=pl.lit("new"),
+        since=pl.lit(dt.date(2024, 6, 30)),
+        snoozed_until=pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.lit(dt.date(2024, 7, 31))),
+        snooze_reason=pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.lit('waiting on "Q3"\nplan')),
+    )
+    assert signals._evidence_texts(frame.sort("account_id", "code"), 8) is not None  # the columnar path ran
+    slow, fast = _written(tmp_path, frame)
+    assert fast == slow
+
+
+def test_columnar_signals_json_falls_back_where_a_decode_would_change_the_text(tmp_path):
+    frame = pl.DataFrame(
+        {
+            "account_id": ["B", "A", "A"],
+            "code": ["SIG_X", "SIG_X", "SIG_Y"],
+            "kind": ["risk", "risk", "expansion"],
+            # SIG_X rows name different keys, so one decoded struct would add nulls.
+            "evidence": ['{"a":1}', '{"a":1,"b":0.5}', '{"tiny":1e-05}'],
+        }
+    )
+    assert signals._evidence_texts(frame.sort("account_id", "code"), 8) is None
+    slow, fast = _written(tmp_path, frame)
+    assert fast == slow
+    # By hand: account A's two signals sorted by code, each object's keys sorted, 1e-05 as json.dumps prints it.
+    accounts = json.loads(fast)["accounts"]
+    assert accounts["A"] == [
+        {"code": "SIG_X", "evidence": {"a": 1, "b": 0.5}, "kind": "risk"},
+        {"code": "SIG_Y", "evidence": {"tiny": 1e-05}, "kind": "expansion"},
+    ]
+    assert '"tiny": 1e-05' in fast.decode()
+
+
+def test_columnar_signals_json_of_no_signals_is_an_empty_object(tmp_path):
+    frame = pl.DataFrame(schema=signals.SIGNALS_COLUMNS)
+    slow, fast = _written(tmp_path, frame)
+    assert json.loads(fast) == {"accounts": {}, "as_of": "2024-06-30"}
+    assert fast == slow
