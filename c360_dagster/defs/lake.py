@@ -36,7 +36,7 @@ LAKE_TABLES = {
         customer_360,
         "c360_to_lake",
         lambda p: p.view_hash(),
-        lambda p: lake_tables.opp_rows(p.open_view().crm_opps),
+        lambda p: lake_tables.opp_rows(p.view_table("crm_opps")),
     ),
     "account_health": LakeTable(
         account_health,
@@ -78,7 +78,7 @@ def _lake_asset(table: str, spec: LakeTable) -> dg.AssetsDefinition:
     )
     def write_table(context: dg.AssetExecutionContext, project: C360Project) -> dg.MaterializeResult:
         frame = spec.rows(project)
-        as_of = project.open_view([]).as_of
+        as_of = project.view_as_of()
         with project.writing():
             written = lake.write_snapshot(project.lake_path, table, frame, as_of, Path(project.contracts_dir))
             project.record_event(

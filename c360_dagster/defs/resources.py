@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import dagster as dg
@@ -10,7 +11,7 @@ import polars as pl
 from c360_dagster.domain import eventlog, locking, metrics
 from c360_dagster.domain.errors import C360Error
 from c360_dagster.domain.io import atomic_writer, sha256_file, write_text_atomic
-from c360_dagster.domain.view import Customer360
+from c360_dagster.domain.view import Customer360, read_view_table, view_as_of
 
 
 class C360Project(dg.ConfigurableResource):
@@ -79,13 +80,22 @@ class C360Project(dg.ConfigurableResource):
         """The 360 view's identity: the hash of its manifest, which names every table's hash."""
         return sha256_file(self.view_dir / "manifest.json")
 
-    def open_view(self, account_ids: list[str] | None = None) -> Customer360:
+    def _require_view(self) -> Path:
         if not (self.view_dir / "manifest.json").exists():
             raise C360Error(
                 f"no Customer 360 view under {self.view_dir}; run `c360 c360:load --dir "
                 f"{self.fixtures_dir}` first"
             )
-        return Customer360.open(self.view_dir, account_ids)
+        return self.view_dir
+
+    def open_view(self, account_ids: list[str] | None = None) -> Customer360:
+        return Customer360.open(self._require_view(), account_ids)
+
+    def view_as_of(self) -> dt.date:
+        return view_as_of(self._require_view())
+
+    def view_table(self, name: str) -> pl.DataFrame:
+        return read_view_table(self._require_view(), name)
 
     def read_frame(self, name: str, account_id: str | None = None) -> pl.DataFrame:
         """A stage's persisted frame, optionally only one account's rows."""

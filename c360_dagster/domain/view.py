@@ -100,6 +100,16 @@ class Customer360:
         )
 
 
+def view_as_of(directory: Path) -> dt.date:
+    """The `as_of` of a persisted view, from its manifest alone."""
+    return dt.date.fromisoformat(json.loads((directory / MANIFEST).read_text(encoding="utf-8"))["as_of"])
+
+
+def read_view_table(directory: Path, name: str) -> pl.DataFrame:
+    """One table of a persisted view, without reading the others."""
+    return pl.read_parquet(directory / f"{name}.parquet").cast(ENTITIES[name].polars_schema)  # type: ignore[arg-type]
+
+
 def empty_table(name: str) -> pl.DataFrame:
     """A table with the entity's columns and no rows (an optional file that is absent)."""
     return pl.DataFrame(schema=ENTITIES[name].polars_schema)
