@@ -6,11 +6,12 @@ from collections.abc import Iterable
 
 import dagster as dg
 
-from c360_dagster.domain.quality import Finding
+from c360_dagster.domain.quality import RULES, Finding
 
 
-def check_specs(asset: str, names: Iterable[tuple[str, str]], **kwargs) -> list[dg.AssetCheckSpec]:
-    return [dg.AssetCheckSpec(name, asset=asset, description=text, **kwargs) for name, text in names]
+def check_specs(asset: str, names: Iterable[str]) -> list[dg.AssetCheckSpec]:
+    """One asset check per domain quality rule, described as the rule is."""
+    return [dg.AssetCheckSpec(name, asset=asset, description=RULES[name]) for name in names]
 
 
 def check_result(found: Finding) -> dg.AssetCheckResult:

@@ -126,14 +126,7 @@ def _file_hashes(*paths: Path) -> dict[str, str]:
     owners=OWNERS,
     code_version="1",
     deps=[customer_360],
-    check_specs=check_specs(
-        "account_health",
-        [
-            ("every_account_scored_once", "Each account in the 360 view has exactly one health row."),
-            ("score_within_0_100", "Scores are integers from 0 to 100."),
-            ("points_sum_to_score", "Component points add up to the score within rounding."),
-        ],
-    ),
+    check_specs=check_specs("account_health", quality.HEALTH_RULES),
 )
 def account_health(
     context: dg.AssetExecutionContext, config: StageConfig, project: C360Project
@@ -201,13 +194,7 @@ def account_health(
     owners=OWNERS,
     code_version="1",
     deps=[customer_360],
-    check_specs=check_specs(
-        "customer_signals",
-        [
-            ("signal_codes_known", "Every signal code is in the signal catalog."),
-            ("signal_once_per_account", "A signal code fires at most once per account."),
-        ],
-    ),
+    check_specs=check_specs("customer_signals", quality.SIGNAL_RULES),
 )
 def customer_signals(
     context: dg.AssetExecutionContext, config: StageConfig, project: C360Project

@@ -9,6 +9,17 @@ import polars as pl
 
 SAMPLE_ROWS = 5
 
+# Rule name → what it asserts (the asset check's description in the UI).
+RULES = {
+    "every_account_scored_once": "Each account in the 360 view has exactly one health row.",
+    "score_within_0_100": "Scores are integers from 0 to 100.",
+    "points_sum_to_score": "Component points add up to the score within rounding (±1).",
+    "signal_codes_known": "Every signal code is in the signal catalog.",
+    "signal_once_per_account": "A signal code fires at most once per account.",
+}
+HEALTH_RULES = ("every_account_scored_once", "score_within_0_100", "points_sum_to_score")
+SIGNAL_RULES = ("signal_codes_known", "signal_once_per_account")
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -31,6 +42,11 @@ def finding(name: str, offending: pl.DataFrame, description: str, severity: str 
     return Finding(name, offending.is_empty(), offending.height, sample, description, severity)
 
 
+def rule_finding(name: str, offending: pl.DataFrame) -> Finding:
+    """The finding of one of this module's RULES."""
+    return finding(name, offending, RULES[name])
+
+
 def health_findings(
     health: pl.DataFrame, account_ids: pl.Series, components: tuple[str, ...]
 ) -> list[Finding]:
@@ -39,17 +55,15 @@ def health_findings(
     scored = pl.DataFrame({"account_id": account_ids}).join(counts, on="account_id", how="left")
     points = pl.sum_horizontal(pl.col(f"{c}_points").fill_null(0) for c in components)
     return [
-        finding(
+        rule_finding(
             "every_account_scored_once",
             scored.filter(pl.col("len").is_null() | (pl.col("len") != 1)),
-            "Each account in the 360 view has exactly one health row.",
         ),
-        finding(
+        rule_finding(
             "score_within_0_100",
             health.filter(~pl.col("score").is_between(0, 100)).select("account_id", "score"),
-            "Scores are integers from 0 to 100.",
         ),
-        finding(
+        rule_finding(
             "points_sum_to_score",
             health.with_columns(points_total=points)
             .filter(
@@ -57,7 +71,6 @@ def health_findings(
                 & ((pl.col("points_total") - pl.col("score")).abs() > 1.0)
             )
             .select("account_id", "score", "points_total"),
-            "Component points add up to the score within rounding (±1).",
         ),
     ]
 
@@ -65,14 +78,12 @@ def health_findings(
 def signal_findings(signals: pl.DataFrame, known_codes: set[str]) -> list[Finding]:
     """Every signal code is a known one and fires at most once per account."""
     return [
-        finding(
+        rule_finding(
             "signal_codes_known",
             signals.filter(~pl.col("code").is_in(sorted(known_codes))).select("account_id", "code"),
-            "Every signal code is in the signal catalog.",
         ),
-        finding(
+        rule_finding(
             "signal_once_per_account",
             signals.group_by("account_id", "code").len().filter(pl.col("len") > 1).sort("account_id", "code"),
-            "A signal code fires at most once per account.",
         ),
     ]
