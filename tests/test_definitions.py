@@ -65,3 +65,21 @@ def test_jobs_schedule_and_sensors():
     assert defs.resolve_schedule_def("c360_daily").default_status == dg.DefaultScheduleStatus.STOPPED
     assert defs.resolve_sensor_def("input_files_sensor") is not None
     assert defs.resolve_sensor_def("account_refresh_sensor") is not None
+
+
+def test_code_versions_follow_the_domain_source(tmp_path):
+    import hashlib
+    import types
+
+    from c360_dagster.defs.versions import source_version
+    from c360_dagster.domain import health, overrides
+
+    module = types.ModuleType("scratch")
+    module.__file__ = str(tmp_path / "scratch.py")
+    (tmp_path / "scratch.py").write_text("RULE = 1\n")
+    before = source_version(module)
+    assert before == hashlib.sha256(b"RULE = 1\n").hexdigest()[:12]
+    (tmp_path / "scratch.py").write_text("RULE = 2\n")
+    assert source_version(module) != before
+    node = defs.resolve_asset_graph().get(dg.AssetKey("account_health"))
+    assert node.code_version == source_version(health, overrides)

@@ -16,7 +16,8 @@ from c360_dagster.defs.customer import (
 )
 from c360_dagster.defs.partitions import ACCOUNT_PARTITIONS
 from c360_dagster.defs.resources import C360Project
-from c360_dagster.domain import health, lake, playbooks, qbr, signals
+from c360_dagster.defs.versions import source_version
+from c360_dagster.domain import health, lake, playbooks, qbr, qbr_pptx, signals
 from c360_dagster.domain.errors import C360Error, GateError
 from c360_dagster.domain.io import sha256_file, write_json_atomic, write_text_atomic
 from c360_dagster.domain.text import close_matches
@@ -63,7 +64,7 @@ def playbook_paths(project: C360Project, account_id: str) -> tuple[Path, Path]:
     group_name="accounts",
     kinds={"markdown", "json"},
     owners=OWNERS,
-    code_version="1",
+    code_version=source_version(playbooks),
     partitions_def=ACCOUNT_PARTITIONS,
     deps=[customer_360, account_health, customer_signals, renewal_forecasts],
 )
@@ -108,7 +109,7 @@ QBR_GATES = [
     group_name="accounts",
     kinds={"markdown", "pptx"},
     owners=OWNERS,
-    code_version="1",
+    code_version=source_version(qbr, qbr_pptx),
     partitions_def=ACCOUNT_PARTITIONS,
     # Everything it reads, so the graph is the lineage: the lake's score history included.
     deps=[customer_360, account_health, customer_signals, renewal_forecasts, playbook, dg.AssetKey(["lake", "account_health"])],

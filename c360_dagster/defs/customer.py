@@ -10,15 +10,18 @@ import polars as pl
 from c360_dagster.defs.checks import check_result, check_specs
 from c360_dagster.defs.partitions import register_accounts
 from c360_dagster.defs.resources import C360Project
+from c360_dagster.defs.versions import source_version
 from c360_dagster.domain import (
     health,
     integrity,
     lifecycle,
     loader,
     overrides,
+    playbooks,
     quality,
     renewals,
     signals,
+    view,
     view_json,
 )
 from c360_dagster.domain.io import (
@@ -64,7 +67,7 @@ def _frame_metadata(frame: pl.DataFrame, path: Path) -> dict:
     group_name="customer",
     kinds={"polars", "parquet", "json"},
     owners=OWNERS,
-    code_version="1",
+    code_version=source_version(loader, integrity, view_json, view),
     check_specs=[
         dg.AssetCheckSpec(name, asset="customer_360", description=text)
         for name, _, text in integrity.CHECKS
@@ -124,7 +127,7 @@ def _file_hashes(*paths: Path) -> dict[str, str]:
     group_name="customer",
     kinds={"polars", "json"},
     owners=OWNERS,
-    code_version="1",
+    code_version=source_version(health, overrides),
     deps=[customer_360],
     check_specs=check_specs("account_health", quality.HEALTH_RULES),
 )
@@ -192,7 +195,7 @@ def account_health(
     group_name="customer",
     kinds={"polars", "json"},
     owners=OWNERS,
-    code_version="1",
+    code_version=source_version(signals, lifecycle),
     deps=[customer_360],
     check_specs=check_specs("customer_signals", quality.SIGNAL_RULES),
 )
@@ -247,7 +250,7 @@ def customer_signals(
     group_name="customer",
     kinds={"polars", "json", "markdown"},
     owners=OWNERS,
-    code_version="1",
+    code_version=source_version(renewals, playbooks),
     deps=[customer_360, account_health, customer_signals],
 )
 def renewal_forecasts(

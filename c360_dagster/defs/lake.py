@@ -17,7 +17,8 @@ from c360_dagster.defs.customer import (
     renewal_forecasts,
 )
 from c360_dagster.defs.resources import C360Project
-from c360_dagster.domain import lake, lake_tables
+from c360_dagster.defs.versions import source_version
+from c360_dagster.domain import contracts, lake, lake_tables
 from c360_dagster.domain.io import sha256_bytes
 
 
@@ -72,7 +73,7 @@ def _lake_asset(table: str, spec: LakeTable) -> dg.AssetsDefinition:
         group_name="lake",
         kinds={"duckdb"},
         owners=OWNERS,
-        code_version="1",
+        code_version=source_version(lake, contracts, lake_tables),
         deps=[spec.upstream],
         description=f"The `{table}` lake table: one snapshot per as_of, written under its contract.",
     )
