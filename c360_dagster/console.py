@@ -51,7 +51,11 @@ def _project_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="c360", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="c360",
+        description="Offline, deterministic Customer 360 & Renewals on Dagster. Each c360:* command "
+        "materializes its assets on the project's Dagster instance and prints a short summary.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for cmd in COMMANDS.values():
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
