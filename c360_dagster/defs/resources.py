@@ -11,7 +11,7 @@ import polars as pl
 from c360_dagster.domain import eventlog, locking, metrics
 from c360_dagster.domain.errors import C360Error
 from c360_dagster.domain.io import atomic_writer, sha256_file, write_text_atomic
-from c360_dagster.domain.view import Customer360, read_view_table, view_as_of
+from c360_dagster.domain.view import ROW_GROUP_ROWS, Customer360, read_view_table, view_as_of
 
 
 class C360Project(dg.ConfigurableResource):
@@ -64,7 +64,7 @@ class C360Project(dg.ConfigurableResource):
         """Persist a stage's frame as Parquet with its content hash beside it; return the hash."""
         path = self.frame_path(name)
         with atomic_writer(path, "wb") as handle:
-            frame.write_parquet(handle, statistics=True)
+            frame.write_parquet(handle, statistics=True, row_group_size=ROW_GROUP_ROWS)
         digest = sha256_file(path)
         write_text_atomic(path.with_name(path.name + ".sha256"), digest + "\n")
         return digest
