@@ -178,7 +178,7 @@ def test_table_created_under_another_contract_is_refused(tmp_path: Path) -> None
         lake.write_snapshot(db, "customer_signals", signals(1), D1, CONTRACTS)
 
 
-def test_score_history_and_previous_score(tmp_path: Path) -> None:
+def test_score_history_oldest_first(tmp_path: Path) -> None:
     db = tmp_path / "c360.duckdb"
     lake.write_snapshot(db, "account_health", health({"A1": 80, "A2": 40}, "aa"), D1, CONTRACTS)
     lake.write_snapshot(db, "account_health", health({"A1": 62, "A2": 45}, "bb"), D3, CONTRACTS)
@@ -189,9 +189,7 @@ def test_score_history_and_previous_score(tmp_path: Path) -> None:
     assert history[2]["config_hash"] == "sha256:" + "bb" * 32
     assert history[0]["components"] == {"adoption": {"points": 80}}
     assert history[0]["scorecard"] == "default" and history[0]["status"] == "scored"
-    assert lake.previous_score(db, "A1", D3)["score"] == 70
-    assert lake.previous_score(db, "A2", D3)["as_of"] == D1  # A2 missing from D2
-    assert lake.previous_score(db, "A1", D1) is None
+    assert [h["as_of"] for h in lake.score_history(db, "A2")] == [D1, D3]  # A2 missing from D2
     assert lake.score_history(db, "NOPE") == []
 
 
@@ -199,7 +197,6 @@ def test_readers_on_a_missing_lake(tmp_path: Path) -> None:
     db = tmp_path / "absent.duckdb"
     assert lake.snapshots(db, "account_health") == []
     assert lake.score_history(db, "A1") == []
-    assert lake.previous_score(db, "A1", D1) is None
     with pytest.raises(C360Error, match="has no snapshot of account_health yet"):
         lake.read_snapshot(db, "account_health")
     assert not db.exists()  # reading never creates the file

@@ -91,18 +91,6 @@ def score_history(db_path: Path, account_id: str) -> list[dict[str, Any]]:
     return [_score_record(row) for row in rows]
 
 
-def previous_score(db_path: Path, account_id: str, before: dt.date) -> dict[str, Any] | None:
-    """The account's latest health snapshot strictly before `before`, or None."""
-    rows = _query(
-        db_path,
-        "account_health",
-        "SELECT as_of, score, tier, status, scorecard, config_hash, components"
-        " FROM account_health WHERE account_id = ? AND as_of < ? ORDER BY as_of DESC LIMIT 1",
-        [account_id, before],
-    )
-    return _score_record(rows[0]) if rows else None
-
-
 def _score_record(row: tuple) -> dict[str, Any]:
     as_of, score, tier, status, scorecard, config_hash, components = row
     return {
