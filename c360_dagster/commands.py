@@ -289,13 +289,11 @@ def _account_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_account(args: argparse.Namespace) -> None:
-    from c360_dagster.domain.text import close_matches
+    from c360_dagster.domain.text import unknown_account
 
     known = known_accounts()
     if args.account not in known:
-        hint = close_matches(args.account, known)
-        suggestion = f"; did you mean {', '.join(hint)}?" if hint else ""
-        raise C360Error(f"unknown account id {args.account!r}{suggestion}", code="UNKNOWN_ACCOUNT")
+        raise unknown_account(args.account, known)
 
 
 def _render_account(report: Report) -> str:

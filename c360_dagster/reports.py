@@ -91,11 +91,8 @@ def account_ids(view_dir: Path) -> list[str]:
 
 def account_record(records: dict[str, Any], account_id: str) -> dict[str, Any]:
     """One account's record, or a clear error that suggests close matches."""
-    from c360_dagster.domain.errors import C360Error
-    from c360_dagster.domain.text import close_matches
+    from c360_dagster.domain.text import unknown_account
 
     if account_id not in records:
-        hint = close_matches(account_id, sorted(records))
-        suggestion = f"; did you mean {', '.join(hint)}?" if hint else ""
-        raise C360Error(f"unknown account id {account_id!r}{suggestion}", code="UNKNOWN_ACCOUNT")
+        raise unknown_account(account_id, sorted(records))
     return records[account_id]

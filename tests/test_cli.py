@@ -82,3 +82,13 @@ def test_runs_as_a_module_too(project):
     assert completed.returncode == 2
     assert "nothing loaded yet" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_unknown_account_suggests_close_matches(project, capsys):
+    assert main(["c360:run", "--quiet", *project.args]) == 0
+    capsys.readouterr()
+    for command in ("c360:playbook", "c360:qbr"):
+        assert main([command, "--account", "ACME-01", *project.args]) == 2
+        assert "unknown account id 'ACME-01'; did you mean ACME-001?" in capsys.readouterr().err
+    assert main(["c360:health", "--account", "acme-001", "--quiet", *project.args]) == 2
+    assert "did you mean ACME-001?" in capsys.readouterr().err

@@ -18,9 +18,9 @@ from c360_dagster.defs.partitions import ACCOUNT_PARTITIONS
 from c360_dagster.defs.resources import C360Project
 from c360_dagster.defs.versions import source_version
 from c360_dagster.domain import health, lake, playbooks, qbr, qbr_pptx, signals
-from c360_dagster.domain.errors import C360Error, GateError
+from c360_dagster.domain.errors import GateError
 from c360_dagster.domain.io import sha256_file, write_json_atomic, write_text_atomic
-from c360_dagster.domain.text import close_matches
+from c360_dagster.domain.text import unknown_account
 
 
 class QbrConfig(dg.Config):
@@ -37,10 +37,7 @@ class AccountInputs:
     def __init__(self, project: C360Project, account_id: str) -> None:
         self.view = project.open_view([account_id])
         if self.view.accounts.is_empty():
-            known = project.open_view().accounts["account_id"].to_list()
-            hint = close_matches(account_id, known)
-            suggestion = f"; did you mean {', '.join(hint)}?" if hint else ""
-            raise C360Error(f"unknown account id {account_id!r}{suggestion}", code="UNKNOWN_ACCOUNT")
+            raise unknown_account(account_id, project.view_table("accounts")["account_id"].to_list())
         self.account = self.view.accounts.row(0, named=True)
         self.health = dict(health.health_records(project.read_frame("health", account_id)))[account_id]
         self.signals = signals.signals_by_account(project.read_frame("signals", account_id)).get(

@@ -11,7 +11,12 @@ import polars as pl
 from c360_dagster.domain import eventlog, locking, metrics
 from c360_dagster.domain.errors import C360Error
 from c360_dagster.domain.io import atomic_writer, sha256_file, write_text_atomic
-from c360_dagster.domain.view import ROW_GROUP_ROWS, Customer360, read_view_table, view_as_of
+from c360_dagster.domain.view import (
+    ROW_GROUP_ROWS,
+    Customer360,
+    read_view_table,
+    view_as_of,
+)
 
 
 class C360Project(dg.ConfigurableResource):

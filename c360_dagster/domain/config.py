@@ -12,7 +12,6 @@ import yaml
 from c360_dagster.domain.errors import ConfigError
 from c360_dagster.domain.io import canonical_json, sha256_bytes
 
-
 # libyaml's safe loader when PyYAML was built with it (several times faster), else the pure one.
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 

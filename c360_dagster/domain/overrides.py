@@ -17,7 +17,7 @@ import polars as pl
 
 from c360_dagster.domain.config import load_yaml_config
 from c360_dagster.domain.errors import ConfigError
-from c360_dagster.domain.text import close_matches
+from c360_dagster.domain.text import did_you_mean
 
 TIERS = ("red", "amber", "green")
 # The health frame's override columns, placed right after `config_hash`.
@@ -114,8 +114,7 @@ def check_accounts(overrides: Sequence[Any], account_ids: pl.Series, source: str
     unknown = set(named.join(pl.DataFrame({"account_id": account_ids}), on="account_id", how="anti")["account_id"])
     for entry in overrides:
         if entry.account in unknown:
-            hint = close_matches(entry.account, account_ids.to_list())
-            suggestion = f"; did you mean {', '.join(hint)}?" if hint else ""
+            suggestion = did_you_mean(entry.account, account_ids.to_list())
             raise ConfigError(f"{source}: {entry.key}.account: unknown account {entry.account!r}{suggestion}")
 
 

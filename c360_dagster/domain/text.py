@@ -13,6 +13,8 @@ from typing import Any
 
 import jinja2
 
+from c360_dagster.domain.errors import C360Error
+
 _WHITESPACE_RUN = re.compile(r"\s+")
 # Markdown punctuation that can start emphasis, code, links, tables or escapes inline.
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
@@ -59,6 +61,17 @@ def close_matches(account_id: str, known_ids: list[str], limit: int = 3) -> list
         by_folded.setdefault(known.casefold(), known)
     matches = difflib.get_close_matches(account_id.casefold(), list(by_folded), n=limit, cutoff=0.6)
     return [by_folded[match] for match in matches]
+
+
+def did_you_mean(account_id: str, known_ids: list[str]) -> str:
+    """`; did you mean A, B?` when some known ids look alike, else nothing."""
+    hint = close_matches(account_id, known_ids)
+    return f"; did you mean {', '.join(hint)}?" if hint else ""
+
+
+def unknown_account(account_id: str, known_ids: list[str]) -> C360Error:
+    """The error for an account id that is not in the data, suggesting close matches."""
+    return C360Error(f"unknown account id {account_id!r}{did_you_mean(account_id, known_ids)}", code="UNKNOWN_ACCOUNT")
 
 
 def fmt_amount(value: float | None, decimals: int = 2) -> str:
