@@ -119,6 +119,8 @@ class ResourceSampler:
 
     def mark(self) -> float:
         """Take a sample now; return its wall time."""
+        # Wall time on purpose: samples are matched to Dagster's event timestamps (epoch
+        # seconds). Benchmark figures are the one output allowed to depend on the clock.
         sample = (time.time(), time.process_time(), self._process.memory_info().rss)
         with self._lock:
             self._samples.append(sample)
