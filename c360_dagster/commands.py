@@ -35,6 +35,16 @@ def _run(args: argparse.Namespace, job: str, **kwargs) -> Report:
     return {"ok": True, "run_id": result.run_id, "checks": reports.check_rows(result)}
 
 
+def _with_footer(lines: list[str], report: Report, written: list[str]) -> str:
+    """A command's lines, then its run's check results and the paths it wrote."""
+    return reports.text(lines + reports.render_checks(report["checks"]) + reports.render_written(written))
+
+
+def _load_ops(args: argparse.Namespace) -> dict:
+    """Run config of `customer_360`: an explicit `--as-of`, else derived from the data."""
+    return {"customer_360": {"as_of": args.as_of}} if args.as_of else {}
+
+
 def _customer_dir(args: argparse.Namespace) -> Path:
     return Path(args.artifacts) / "customer"
 
@@ -49,12 +59,12 @@ def _load_args(parser: argparse.ArgumentParser) -> None:
 
 def _render_load(report: Report) -> str:
     lines = [f"Customer 360 loaded from {report['dir']}", *reports.render_view(report["view"])]
-    return reports.text(lines + reports.render_checks(report["checks"]) + reports.render_written(report["written"]))
+    return _with_footer(lines, report, report["written"])
 
 
 @command("load", "Load and validate an input folder into the Customer 360 view.", _render_load, _load_args)
 def load(args: argparse.Namespace) -> Report:
-    ops = {"customer_360": {"as_of": args.as_of}} if args.as_of else {}
+    ops = _load_ops(args)
     report = _run(args, "c360_load", ops=ops)
     customer = _customer_dir(args)
     return {
@@ -89,12 +99,12 @@ def _render_run(report: Report) -> str:
     lines.append("Health tiers: " + ", ".join(f"{t} {n}" for t, n in report["tiers"].items()))
     lines.append(f"Playbooks and QBR packs: {len(report['accounts'])} accounts")
     lines += [f"  blocked {a}: {why}" for a, why in report["blocked"].items()]
-    return reports.text(lines + reports.render_checks(report["checks"]) + reports.render_written(report["written"]))
+    return _with_footer(lines, report, report["written"])
 
 
 @command("run", "Run the whole chain on an input folder, QBR packs included.", _render_run, _load_args)
 def run_all(args: argparse.Namespace) -> Report:
-    ops = {"customer_360": {"as_of": args.as_of}} if args.as_of else {}
+    ops = _load_ops(args)
     report = _run(args, "c360_chain", ops=ops)
     customer = _customer_dir(args)
     accounts = reports.view_report(customer / "frames" / "360")
@@ -153,7 +163,7 @@ def _render_health(report: Report) -> str:
     lines = warnings + [f"Health scored for {report['accounts']} accounts (as_of {report['as_of']})"]
     lines.append("Tiers: " + ", ".join(f"{tier} {n}" for tier, n in report["tiers"].items()))
     lines.append("Scores: " + ", ".join(f"{k} {v}" for k, v in report["score"].items()))
-    return reports.text(lines + reports.render_checks(report["checks"]) + reports.render_written([report["out"]]))
+    return _with_footer(lines, report, [report["out"]])
 
 
 @command("health", "Score account health (0–100, red/amber/green) with evidence.", _render_health, _stage_args("health"))
@@ -222,7 +232,7 @@ def _render_signals(report: Report) -> str:
             f"resolved {life['resolved']}, snoozed {life['snoozed']}"
         )
     lines += [f"  warning: {w}" for w in life["warnings"]]
-    return reports.text(lines + reports.render_checks(report["checks"]) + reports.render_written([report["out"]]))
+    return _with_footer(lines, report, [report["out"]])
 
 
 @command("signals", "Detect churn-risk and expansion signals per account.", _render_signals, _stage_args("signals"))
@@ -298,7 +308,7 @@ def _check_account(args: argparse.Namespace) -> None:
 
 def _render_account(report: Report) -> str:
     lines = [f"{report['what']} for {report['account']}:", *report.get("lines", [])]
-    return reports.text(lines + reports.render_checks(report["checks"]) + reports.render_written(report["written"]))
+    return _with_footer(lines, report, report["written"])
 
 
 @command("playbook", "Build one account's success playbook.", _render_account, _account_arg)
