@@ -12,7 +12,7 @@ from pathlib import Path
 from c360_dagster import reports
 from c360_dagster.console import Report, command
 from c360_dagster.domain.errors import C360Error
-from c360_dagster.runner import ProjectPaths, known_accounts, run_job
+from c360_dagster.runner import ProjectPaths, account_batches, known_accounts, run_job, run_ranges
 
 
 def _paths(args: argparse.Namespace, fixtures_dir: str | None = None) -> ProjectPaths:
@@ -109,12 +109,8 @@ def run_all(args: argparse.Namespace) -> Report:
     customer = _customer_dir(args)
     accounts = reports.view_report(customer / "frames" / "360")
     ids = sorted(reports.account_ids(customer / "frames" / "360"))
-    blocked: dict[str, str] = {}
-    for account_id in ids:
-        try:
-            run_job("c360_account", _paths(args), partition_key=account_id, progress=False)
-        except C360Error as exc:
-            blocked[account_id] = f"{exc.code}: {exc}"
+    failed = run_ranges("c360_account", _paths(args), account_batches(ids), workers=len(os.sched_getaffinity(0)))
+    blocked = {first if first == last else f"{first}..{last}": error for (first, last), error in failed.items()}
     return {
         **report,
         "ok": not blocked,
@@ -505,7 +501,18 @@ def _bench_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accounts", type=int, required=True, help="number of accounts to generate")
     parser.add_argument("--weeks", type=int, default=13, help="weekly usage windows per account (default 13)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--qbr-sample", type=int, default=20, help="accounts to build QBR packs for (default 20)")
+    parser.add_argument(
+        "--qbr-sample", type=int, default=100,
+        help="the first N accounts by id get playbooks and QBR packs, as a batched range backfill (default 1000)",
+    )
+    parser.add_argument(
+        "--red-sample", type=int, default=10,
+        help="the first N red accounts by id get them again, one run each (default 10)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=len(os.sched_getaffinity(0)),
+        help="QBR batch runs at a time, each in its own process (default: the CPU count)",
+    )
 
 
 def _render_bench(report: Report) -> str:
@@ -519,7 +526,7 @@ def bench_command(args: argparse.Namespace) -> Report:
     from c360_dagster.bench import BenchSettings, run_bench
 
     settings = BenchSettings(
-        accounts=args.accounts, weeks=args.weeks, seed=args.seed, qbr_sample=args.qbr_sample,
+        accounts=args.accounts, weeks=args.weeks, seed=args.seed, qbr_sample=args.qbr_sample, red_sample=args.red_sample, workers=args.workers,
         artifacts_dir=Path(args.artifacts), configs_dir=args.configs,
     )
     quiet = args.quiet or args.json

@@ -73,9 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = cmd.run(args)
     except C360Error as exc:
-        message = str(exc)
-        prefix = "" if message.startswith(exc.code) else f"{exc.code}: "
-        print(f"c360: {prefix}{message}", file=sys.stderr)
+        print(f"c360: {exc.describe()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("c360: interrupted; nothing half-written is left behind", file=sys.stderr)

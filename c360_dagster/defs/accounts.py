@@ -2,7 +2,8 @@
 
 
 import json
-import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -14,12 +15,12 @@ from c360_dagster.defs.customer import (
     customer_signals,
     renewal_forecasts,
 )
-from c360_dagster.defs.partitions import ACCOUNT_PARTITIONS
+from c360_dagster.defs.partitions import ACCOUNT_BACKFILL, ACCOUNT_PARTITIONS
 from c360_dagster.defs.resources import C360Project
 from c360_dagster.defs.versions import source_version
 from c360_dagster.domain import health, lake, playbooks, qbr, qbr_pptx, signals
 from c360_dagster.domain.errors import GateError
-from c360_dagster.domain.io import sha256_file, write_json_atomic, write_text_atomic
+from c360_dagster.domain.io import sha256_bytes, sha256_file, write_json_atomic, write_text_atomic
 from c360_dagster.domain.text import unknown_account
 
 
@@ -31,19 +32,37 @@ class QbrConfig(dg.Config):
     pptx: bool = True
 
 
+@dataclass(frozen=True)
 class AccountInputs:
-    """One account's rows from the 360 view and the stage frames (read by predicate, not whole)."""
+    """What the per-account assets know of one account."""
 
-    def __init__(self, project: C360Project, account_id: str) -> None:
-        self.view = project.open_view([account_id])
-        if self.view.accounts.is_empty():
-            raise unknown_account(account_id, project.view_table("accounts")["account_id"].to_list())
-        self.account = self.view.accounts.row(0, named=True)
-        self.health = dict(health.health_records(project.read_frame("health", account_id)))[account_id]
-        self.signals = signals.signals_by_account(project.read_frame("signals", account_id)).get(
-            account_id, []
-        )
-        self.renewals = project.read_frame("renewals", account_id).to_dicts()
+    account: dict
+    health: dict
+    signals: list
+    renewals: list[dict]
+
+
+class RunInputs:
+    """The run's accounts' rows from the 360 view and the stage frames (read by predicate, not whole)."""
+
+    def __init__(self, project: C360Project, account_ids: list[str]) -> None:
+        self.view = project.open_view(account_ids)
+        accounts = {row["account_id"]: row for row in self.view.accounts.iter_rows(named=True)}
+        for account_id in account_ids:
+            if account_id not in accounts:
+                raise unknown_account(account_id, project.view_table("accounts")["account_id"].to_list())
+        scores = dict(health.health_records(project.read_frame("health", account_ids)))
+        fired = signals.signals_by_account(project.read_frame("signals", account_ids))
+        renewals = project.read_frame("renewals", account_ids).partition_by("account_id", as_dict=True)
+        self.accounts = {
+            account_id: AccountInputs(
+                account=accounts[account_id],
+                health=scores[account_id],
+                signals=fired.get(account_id, []),
+                renewals=renewals[(account_id,)].to_dicts() if (account_id,) in renewals else [],
+            )
+            for account_id in account_ids
+        }
         self.input_hashes = {
             "customer_360": project.view_hash(),
             "account_health": project.frame_hash("health"),
@@ -63,43 +82,75 @@ def playbook_paths(project: C360Project, account_id: str) -> tuple[Path, Path]:
     owners=OWNERS,
     code_version=source_version(playbooks),
     partitions_def=ACCOUNT_PARTITIONS,
+    backfill_policy=ACCOUNT_BACKFILL,
     deps=[customer_360, account_health, customer_signals, renewal_forecasts],
 )
 def playbook(context: dg.AssetExecutionContext, project: C360Project) -> dg.MaterializeResult:
-    """Success playbook for one account: plays, RACI, dated steps, KPIs and checkpoints."""
-    account_id = context.partition_key
-    inputs = AccountInputs(project, account_id)
+    """Success playbook per account: plays, RACI, dated steps, KPIs and checkpoints."""
+    inputs = RunInputs(project, context.partition_keys)
     library_file = project.config_path("playbooks")
     library = playbooks.load_playbook_library(library_file)
-    result = playbooks.build_playbook(
-        inputs.account, inputs.health, inputs.signals, inputs.renewals, library, inputs.view.as_of
-    )
-    md_path, json_path = playbook_paths(project, account_id)
+    inputs_hashes = {**inputs.input_hashes, "playbooks.yaml": sha256_file(library_file)}
+    results = {
+        account_id: playbooks.build_playbook(one.account, one.health, one.signals, one.renewals, library, inputs.view.as_of)
+        for account_id, one in inputs.accounts.items()
+    }
     with project.writing():
-        md_hash = write_text_atomic(md_path, playbooks.render_playbook_markdown(result))
-        json_hash = write_json_atomic(json_path, result.to_dict())
-        project.record_event(
-            context,
-            as_of=inputs.view.as_of.isoformat(),
-            inputs={**inputs.input_hashes, "playbooks.yaml": sha256_file(library_file)},
-            outputs={md_path.name: md_hash, json_path.name: json_hash},
-        )
+        for account_id, result in results.items():
+            md_path, json_path = playbook_paths(project, account_id)
+            md_hash = write_text_atomic(md_path, playbooks.render_playbook_markdown(result))
+            json_hash = write_json_atomic(json_path, result.to_dict())
+            project.record_event(
+                context,
+                as_of=inputs.view.as_of.isoformat(),
+                inputs=inputs_hashes,
+                outputs={md_path.name: md_hash, json_path.name: json_hash},
+                partition=account_id,
+            )
     return dg.MaterializeResult(
         metadata={
-            "plays": dg.MetadataValue.json(list(result.plays)),
-            "tier": result.tier,
-            "path": dg.MetadataValue.path(str(md_path)),
+            "plays": dg.MetadataValue.json({account_id: list(result.plays) for account_id, result in results.items()}),
+            "path": dg.MetadataValue.path(str(project.customer_dir / "playbooks")),
         }
     )
 
 
-# Partitioned asset checks are a preview feature in Dagster 1.13; the gates need them per account.
-warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=".*partitions_def on an AssetCheckSpec")
 
 QBR_GATES = [
     ("duty_of_care", "A red account's QBR needs a materialized playbook (DUTY_PLAYBOOK_MISSING)."),
     ("privacy_signoff", "Contact-level data in a QBR needs the privacy sign-off (PRIVACY_SIGNOFF_REQUIRED)."),
 ]
+
+
+def gate_results(context: dg.AssetExecutionContext, gates: dict[str, list[qbr.Gate]]) -> Iterator[dg.Output]:
+    """Report each account's gates as partitioned check results.
+
+    Dagster 1.13 resolves an `AssetCheckResult` to the run's single partition only, so a run of
+    several accounts logs one evaluation per account and check, then yields each check's
+    (empty) output once.
+    """
+    if context.has_partition_key:
+        for (name, _), gate in zip(QBR_GATES, gates[context.partition_key], strict=True):
+            yield dg.AssetCheckResult(check_name=name, passed=gate.passed, metadata=_gate_metadata(gate))
+        return
+    for account_id, account_gates in gates.items():
+        for (name, _), gate in zip(QBR_GATES, account_gates, strict=True):
+            context.log_event(
+                dg.AssetCheckEvaluation(
+                    asset_key=context.asset_key,
+                    check_name=name,
+                    passed=gate.passed,
+                    metadata=_gate_metadata(gate),
+                    partition=account_id,
+                )
+            )
+    for name, _ in QBR_GATES:
+        check_key = dg.AssetCheckKey(context.asset_key, name)
+        yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(check_key))
+
+
+def _gate_metadata(gate: qbr.Gate) -> dict[str, dg.MetadataValue]:
+    return {"code": dg.MetadataValue.text(gate.code), "message": dg.MetadataValue.text(gate.message)}
 
 
 @dg.asset(
@@ -108,6 +159,7 @@ QBR_GATES = [
     owners=OWNERS,
     code_version=source_version(qbr, qbr_pptx),
     partitions_def=ACCOUNT_PARTITIONS,
+    backfill_policy=ACCOUNT_BACKFILL,
     # Everything it reads, so the graph is the lineage: the lake's score history included.
     deps=[customer_360, account_health, customer_signals, renewal_forecasts, playbook, dg.AssetKey(["lake", "account_health"])],
     check_specs=[
@@ -116,49 +168,65 @@ QBR_GATES = [
     ],
 )
 def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360Project):
-    """Exec-ready QBR pack for one account (Markdown and PowerPoint), behind governance gates."""
-    account_id = context.partition_key
-    inputs = AccountInputs(project, account_id)
-    _, playbook_json = playbook_paths(project, account_id)
-    gates = qbr.check_gates(
-        inputs.health["tier"],
-        playbook_json.exists(),
-        config.include_contacts,
-        config.privacy_signoff,
-        account_id=account_id,
-    )
-    for (name, _), gate in zip(QBR_GATES, gates, strict=True):
-        yield dg.AssetCheckResult(
-            check_name=name, passed=gate.passed, metadata={"code": gate.code, "message": gate.message}
+    """Exec-ready QBR pack per account (Markdown and PowerPoint), behind governance gates."""
+    inputs = RunInputs(project, context.partition_keys)
+    playbook_files = {account_id: playbook_paths(project, account_id)[1] for account_id in inputs.accounts}
+    gates = {
+        account_id: qbr.check_gates(
+            one.health["tier"],
+            playbook_files[account_id].exists(),
+            config.include_contacts,
+            config.privacy_signoff,
+            account_id=account_id,
         )
-    blocked = [gate for gate in gates if not gate.passed]
+        for account_id, one in inputs.accounts.items()
+    }
+    yield from gate_results(context, gates)
+    # One blocked account blocks the run's batch before anything is written.
+    blocked = [gate for account_gates in gates.values() for gate in account_gates if not gate.passed]
     if blocked:
         raise GateError("; ".join(gate.message for gate in blocked), code=blocked[0].code)
-    ctx = qbr.build_qbr_context(
-        account=inputs.account,
-        view=inputs.view,
-        health=inputs.health,
-        signals=inputs.signals,
-        renewals=inputs.renewals,
-        playbook=json.loads(playbook_json.read_text(encoding="utf-8")) if playbook_json.exists() else None,
-        score_history=lake.score_history(project.lake_path, account_id) if project.lake_path.exists() else [],
-        include_contacts=config.include_contacts,
-        as_of=inputs.view.as_of,
-    )
-    with project.writing():
-        written = qbr.write_qbr_pack(ctx, project.customer_dir, pptx=config.pptx)
-        project.record_event(
-            context,
-            as_of=inputs.view.as_of.isoformat(),
-            inputs={**inputs.input_hashes, **({"playbook": sha256_file(playbook_json)} if playbook_json.exists() else {})},
-            outputs=written,
-            extra={"privacy_signoff": "granted"} if config.include_contacts else None,
+    histories = lake.score_histories(project.lake_path, list(inputs.accounts))
+    playbook_texts = {
+        account_id: path.read_text(encoding="utf-8") for account_id, path in playbook_files.items() if path.exists()
+    }
+    # Rendered before taking the write lock, so runs of other batches render at the same time.
+    packs = {
+        account_id: qbr.render_qbr_pack(
+            qbr.build_qbr_context(
+                account=one.account,
+                view=inputs.view,
+                health=one.health,
+                signals=one.signals,
+                renewals=one.renewals,
+                playbook=json.loads(playbook_texts[account_id]) if account_id in playbook_texts else None,
+                score_history=histories[account_id],
+                include_contacts=config.include_contacts,
+                as_of=inputs.view.as_of,
+            ),
+            pptx=config.pptx,
         )
-        counted = project.count("qbr_generated", 1, {"account": account_id})
+        for account_id, one in inputs.accounts.items()
+    }
+    written = {}
+    with project.writing():
+        for account_id, pack in packs.items():
+            files = qbr.save_qbr_pack(pack, project.customer_dir)
+            playbook_hash = {"playbook": sha256_bytes(playbook_texts[account_id].encode("utf-8"))} if account_id in playbook_texts else {}
+            project.record_event(
+                context,
+                as_of=inputs.view.as_of.isoformat(),
+                inputs={**inputs.input_hashes, **playbook_hash},
+                outputs=files,
+                extra={"privacy_signoff": "granted"} if config.include_contacts else None,
+                partition=account_id,
+            )
+            written.update(files)
+        counted = project.count_each("qbr_generated", [{"account": account_id} for account_id in inputs.accounts])
     yield dg.MaterializeResult(
         metadata={
             **counted,
             "files": dg.MetadataValue.json(sorted(written)),
-            "path": dg.MetadataValue.path(str(project.customer_dir / f"qbr_{account_id}")),
+            "path": dg.MetadataValue.path(str(project.customer_dir)),
         }
     )

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-from c360_dagster.defs.partitions import ACCOUNT_PARTITIONS
-
 
 def _stage(name: str, asset: str, description: str) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
@@ -29,19 +27,16 @@ renewals_job = _stage("c360_renewals", "renewal_forecasts", "Forecast upcoming r
 playbook_job = dg.define_asset_job(
     "c360_playbook",
     selection=dg.AssetSelection.assets("playbook"),
-    partitions_def=ACCOUNT_PARTITIONS,
     description="Build one account's success playbook.",
 )
 qbr_job = dg.define_asset_job(
     "c360_qbr",
     selection=dg.AssetSelection.assets("qbr_pack"),
-    partitions_def=ACCOUNT_PARTITIONS,
     description="Build one account's QBR pack.",
 )
 account_job = dg.define_asset_job(
     "c360_account",
     selection=dg.AssetSelection.groups("accounts"),
-    partitions_def=ACCOUNT_PARTITIONS,
     description="Refresh one account's playbook and QBR pack.",
 )
 

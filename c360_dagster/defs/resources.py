@@ -102,14 +102,14 @@ class C360Project(dg.ConfigurableResource):
     def view_table(self, name: str) -> pl.DataFrame:
         return read_view_table(self._require_view(), name)
 
-    def read_frame(self, name: str, account_id: str | None = None) -> pl.DataFrame:
-        """A stage's persisted frame, optionally only one account's rows."""
+    def read_frame(self, name: str, account_ids: list[str] | None = None) -> pl.DataFrame:
+        """A stage's persisted frame, optionally only these accounts' rows."""
         path = self.frame_path(name)
         if not path.exists():
             raise C360Error(f"no {name} output under {path}; run `c360 c360:{name}` first")
         frame = pl.scan_parquet(path)
-        if account_id is not None:
-            frame = frame.filter(pl.col("account_id") == account_id)
+        if account_ids is not None:
+            frame = frame.filter(pl.col("account_id").is_in(account_ids))
         return frame.collect()
 
     def writing(self):
@@ -125,12 +125,13 @@ class C360Project(dg.ConfigurableResource):
         outputs: dict[str, str],
         config_hash: str | None = None,
         extra: dict | None = None,
+        partition: str | None = None,
     ) -> dict:
-        """Append this materialization to the signed, hash-chained event log."""
+        """Append this materialization (of `partition`, in a run of several) to the signed log."""
         asset = context.assets_def.key.to_user_string()
         event = {
             "asset": asset,
-            "partition": context.partition_key if context.has_partition_key else None,
+            "partition": partition or (context.partition_key if context.has_partition_key else None),
             "run_id": context.run_id,
             "as_of": as_of,
             "config_hash": config_hash,
@@ -146,3 +147,8 @@ class C360Project(dg.ConfigurableResource):
     def count(self, name: str, value: float = 1, labels: dict[str, str] | None = None) -> dict[str, float]:
         """Add to a Prometheus counter; return `{"metric/<name>": new total}` for the asset's metadata."""
         return {f"metric/{name}": metrics.increment(self.metrics_path, name, value, labels)}
+
+    def count_each(self, name: str, labels: list[dict[str, str]]) -> dict[str, float]:
+        """Add one to the counter `name` for each labels; metadata: the sum of their new totals."""
+        totals = metrics.increment_each(self.metrics_path, name, [(one, 1) for one in labels])
+        return {f"metric/{name}": sum(totals)}

@@ -13,6 +13,11 @@ class C360Error(Exception):
         if code is not None:
             self.code = code
 
+    def describe(self) -> str:
+        """`CODE: message`, without repeating a code the message already starts with."""
+        message = str(self)
+        return message if message.startswith(self.code) else f"{self.code}: {message}"
+
 
 class InputError(C360Error):
     """An input file breaks the contract of INPUTS.md."""

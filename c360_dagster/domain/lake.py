@@ -81,17 +81,25 @@ def snapshots(db_path: Path, table: str) -> list[dt.date]:
 
 def score_history(db_path: Path, account_id: str) -> list[dict[str, Any]]:
     """An account's health per snapshot, oldest first: as_of, score, tier, components, provenance."""
+    return score_histories(db_path, [account_id])[account_id]
+
+
+def score_histories(db_path: Path, account_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """`score_history` of several accounts in one query."""
     rows = _query(
         db_path,
         "account_health",
-        "SELECT as_of, score, tier, status, scorecard, config_hash, components"
-        " FROM account_health WHERE account_id = ? ORDER BY as_of",
-        [account_id],
+        "SELECT account_id, as_of, score, tier, status, scorecard, config_hash, components"
+        " FROM account_health WHERE list_contains(?, account_id) ORDER BY account_id, as_of",
+        [account_ids],
     )
-    return [_score_record(row) for row in rows]
+    histories: dict[str, list[dict[str, Any]]] = {account_id: [] for account_id in account_ids}
+    for account_id, *record in rows:
+        histories[account_id].append(_score_record(record))
+    return histories
 
 
-def _score_record(row: tuple) -> dict[str, Any]:
+def _score_record(row: list) -> dict[str, Any]:
     as_of, score, tier, status, scorecard, config_hash, components = row
     return {
         "as_of": as_of,

@@ -38,22 +38,37 @@ def increment(
     help: str | None = None,
 ) -> float:
     """Add `value` to the counter `name{labels}`; return its new total."""
+    return increment_each(path, name, [(labels or {}, value)], help)[0]
+
+
+def increment_each(
+    path: Path,
+    name: str,
+    increments: list[tuple[dict[str, str], float]],
+    help: str | None = None,
+) -> list[float]:
+    """Add to several series `(labels, value)` of the counter `name` in one rewrite; their new totals."""
     if not METRIC_NAME.match(name):
         raise ValueError(f"{name!r} is not a Prometheus metric name")
-    if value < 0:
-        raise ValueError(f"counter {name} cannot decrease (got {value})")
-    key: Labels = tuple(sorted((labels or {}).items()))
-    for label, _ in key:
-        if not LABEL_NAME.match(label):
-            raise ValueError(f"{label!r} is not a Prometheus label name")
+    keyed: list[tuple[Labels, float]] = []
+    for labels, value in increments:
+        if value < 0:
+            raise ValueError(f"counter {name} cannot decrease (got {value})")
+        key: Labels = tuple(sorted(labels.items()))
+        for label, _ in key:
+            if not LABEL_NAME.match(label):
+                raise ValueError(f"{label!r} is not a Prometheus label name")
+        keyed.append((key, value))
     path = Path(path)
     with file_lock(path.with_name(path.name + ".lock"), LOCK_TIMEOUT_S, f"another process is updating {path}"):
         helps, samples = _parse(path.read_text(encoding="utf-8") if path.exists() else "")
         helps[name] = help or helps.get(name) or METRIC_HELP.get(name, f"c360 counter {name}.")
-        total = samples.get((name, key), 0) + value
-        samples[(name, key)] = total
+        totals = []
+        for key, value in keyed:
+            samples[(name, key)] = samples.get((name, key), 0) + value
+            totals.append(samples[(name, key)])
         write_text_atomic(path, _render(helps, samples))
-    return total
+    return totals
 
 
 def read_metrics(path: Path) -> dict[str, float]:

@@ -305,39 +305,58 @@ def pptx_available() -> bool:
     return True
 
 
-def write_qbr_pack(ctx: QbrContext, artifacts_customer_dir: Path, *, pptx: bool = True) -> dict[str, str]:
-    """Write `qbr_<id>/` (and `qbr_<id>.pptx`) as one unit; return relative path → content hash.
+@dataclass(frozen=True)
+class RenderedPack:
+    """A QBR pack's bytes, ready to write: `qbr_<id>/<file>` and, unless it fell back, the deck."""
 
-    Everything is rendered first, then written into a temp dir that replaces the old pack by
-    rename, so a failure at any point leaves the previous pack as it was.
-    """
-    base = Path(artifacts_customer_dir)
+    name: str
+    files: dict[str, bytes]
+    deck: bytes | None
+
+    @property
+    def deck_name(self) -> str:
+        return f"{self.name}.pptx"
+
+
+def render_qbr_pack(ctx: QbrContext, *, pptx: bool = True) -> RenderedPack:
+    """Every file of the pack, rendered in memory (nothing is written)."""
     name = f"qbr_{safe_filename(ctx.account_id)}"
-    deck_name = f"{name}.pptx"
-    deck_bytes = qbr_pptx.render_pptx(ctx) if pptx and pptx_available() else None
+    deck = qbr_pptx.render_pptx(ctx) if pptx and pptx_available() else None
     files = {
         filename: text.encode("utf-8")
-        for filename, text in render_qbr_markdown(
-            ctx, deck=f"../{deck_name}" if deck_bytes is not None else SLIDES_MD
-        ).items()
+        for filename, text in render_qbr_markdown(ctx, deck=f"../{name}.pptx" if deck is not None else SLIDES_MD).items()
     }
-    if deck_bytes is None:
+    if deck is None:
         files[SLIDES_MD] = qbr_pptx.render_slides_md(ctx).encode("utf-8")
+    return RenderedPack(name, files, deck)
 
+
+def write_qbr_pack(ctx: QbrContext, artifacts_customer_dir: Path, *, pptx: bool = True) -> dict[str, str]:
+    """Render and write `qbr_<id>/` (and `qbr_<id>.pptx`); return relative path → content hash."""
+    return save_qbr_pack(render_qbr_pack(ctx, pptx=pptx), artifacts_customer_dir)
+
+
+def save_qbr_pack(pack: RenderedPack, artifacts_customer_dir: Path) -> dict[str, str]:
+    """Write a rendered pack as one unit; return relative path → content hash.
+
+    The files go into a temp dir that replaces the old pack by rename, so a failure at any
+    point leaves the previous pack as it was.
+    """
+    base = Path(artifacts_customer_dir)
     base.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=base))
+    staging = Path(tempfile.mkdtemp(prefix=f".{pack.name}.", suffix=".tmp", dir=base))
     try:
-        (staging / name).mkdir()
-        for filename in sorted(files):
-            write_bytes_atomic(staging / name / filename, files[filename])
-        if deck_bytes is not None:
-            write_bytes_atomic(staging / deck_name, deck_bytes)
-        _swap_in(staging, base, name, deck_name)
+        (staging / pack.name).mkdir()
+        for filename in sorted(pack.files):
+            write_bytes_atomic(staging / pack.name / filename, pack.files[filename])
+        if pack.deck is not None:
+            write_bytes_atomic(staging / pack.deck_name, pack.deck)
+        _swap_in(staging, base, pack.name, pack.deck_name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    written = {f"{name}/{filename}": sha256_bytes(data) for filename, data in files.items()}
-    if deck_bytes is not None:
-        written[deck_name] = sha256_bytes(deck_bytes)
+    written = {f"{pack.name}/{filename}": sha256_bytes(data) for filename, data in pack.files.items()}
+    if pack.deck is not None:
+        written[pack.deck_name] = sha256_bytes(pack.deck)
     return dict(sorted(written.items()))
 
 

@@ -1,0 +1,109 @@
+"""Per-account assets over a range of accounts: one run, each account's own gates, same bytes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from c360_dagster.console import main
+from c360_dagster.defs.accounts import playbook, qbr_pack
+from c360_dagster.defs.customer import account_health, customer_360, customer_signals, renewal_forecasts
+from c360_dagster.defs.resources import C360Project
+from c360_dagster.domain import eventlog, metrics
+from c360_dagster.runner import ProjectPaths, partition_ranges, run_ranges
+
+REPO = Path(__file__).resolve().parents[1]
+CHAIN = [customer_360, account_health, customer_signals, renewal_forecasts]
+# Fixture accounts adjacent by id: STARK-008 is red, the other two are not.
+RANGE = ("SOYLENT-006", "UMBRELLA-005")
+IN_RANGE = ["SOYLENT-006", "STARK-008", "UMBRELLA-005"]
+
+
+def _range_tags(first: str, last: str) -> dict[str, str]:
+    return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+
+
+def _pack_bytes(customer: Path, account_id: str) -> dict[str, bytes]:
+    pack = customer / f"qbr_{account_id}"
+    files = {p.name: p.read_bytes() for p in sorted(pack.iterdir())}
+    return {**files, "deck": (customer / f"qbr_{account_id}.pptx").read_bytes()}
+
+
+@pytest.mark.parametrize(
+    ("ordered", "wanted", "size", "expected"),
+    [
+        # By hand: B, C adjacent; E alone because D is not wanted; F, G adjacent.
+        (list("ABCDEFG"), "BCEFG", 5, [("B", "C"), ("E", "G")]),
+        (list("ABCDEFG"), "BCEG", 5, [("B", "C"), ("E", "E"), ("G", "G")]),
+        # A run is cut at `size` keys.
+        (list("ABCDEFG"), "ABCDEFG", 3, [("A", "C"), ("D", "F"), ("G", "G")]),
+        (list("ABC"), "", 3, []),
+        # Wanted keys that are not partitions are not run.
+        (list("ABC"), "CZ", 3, [("C", "C")]),
+    ],
+)
+def test_partition_ranges_are_runs_of_adjacent_wanted_keys(ordered, wanted, size, expected):
+    assert partition_ranges(ordered, wanted, size) == expected
+
+
+@pytest.fixture
+def chain(tmp_path):
+    project = C360Project(
+        fixtures_dir=str(REPO / "fixtures" / "customer"),
+        configs_dir=str(REPO / "configs" / "customer"),
+        contracts_dir=str(REPO / "contracts" / "schemas"),
+        artifacts_dir=str(tmp_path / "artifacts"),
+    )
+    with dg.instance_for_test() as instance:
+        dg.materialize(CHAIN, instance=instance, resources={"project": project})
+        yield instance, project
+
+
+def test_a_range_run_checks_every_account_and_one_block_stops_the_batch(chain):
+    instance, project = chain
+    blocked = dg.materialize(
+        [playbook, qbr_pack], selection=[qbr_pack], instance=instance, resources={"project": project},
+        tags=_range_tags(*RANGE), raise_on_error=False,
+    )
+    assert not blocked.success
+    duty = {e.partition: e.passed for e in blocked.get_asset_check_evaluations() if e.check_name == "duty_of_care"}
+    assert duty == {"SOYLENT-006": True, "STARK-008": False, "UMBRELLA-005": True}
+    privacy = [e for e in blocked.get_asset_check_evaluations() if e.check_name == "privacy_signoff"]
+    assert sorted(e.partition for e in privacy) == IN_RANGE and all(e.passed for e in privacy)
+    # Blocked before writing: no account of the batch got a pack.
+    assert not list(project.customer_dir.glob("qbr_*"))
+    assert not instance.get_materialized_partitions(qbr_pack.key)
+
+
+def test_a_range_run_writes_each_account_as_its_own_run_would(chain):
+    instance, project = chain
+    batch = dg.materialize(
+        [playbook, qbr_pack], instance=instance, resources={"project": project}, tags=_range_tags(*RANGE)
+    )
+    assert batch.success
+    assert instance.get_materialized_partitions(qbr_pack.key) == set(IN_RANGE)
+    assert instance.get_materialized_partitions(playbook.key) == set(IN_RANGE)
+    # The signed log names each account's partition, so lineage stays per account.
+    logged = [(e["asset"], e["partition"]) for e in eventlog.read_events(project.events_path)]
+    assert [p for a, p in logged if a == "qbr_pack"] == IN_RANGE
+    assert [p for a, p in logged if a == "playbook"] == IN_RANGE
+    assert metrics.read_metrics(project.metrics_path)['qbr_generated{account="STARK-008"}'] == 1
+    from_batch = _pack_bytes(project.customer_dir, "STARK-008")
+    shutil.rmtree(project.customer_dir / "qbr_STARK-008")
+    alone = dg.materialize([playbook, qbr_pack], instance=instance, resources={"project": project}, partition_key="STARK-008")
+    assert alone.success
+    assert _pack_bytes(project.customer_dir, "STARK-008") == from_batch
+
+
+def test_run_ranges_runs_batches_in_worker_processes_and_returns_user_errors(project, capsys):
+    assert main(["c360:run", "--quiet", *project.args]) == 0
+    (project.customer / "playbooks" / "STARK-008.json").unlink()
+    shutil.rmtree(project.customer / "qbr_ACME-001")
+    paths = ProjectPaths(configs_dir=project.configs, artifacts_dir=str(project.artifacts))
+    failed = run_ranges("c360_qbr", paths, [("ACME-001", "ACME-001"), ("STARK-008", "STARK-008")], workers=2)
+    assert list(failed) == [("STARK-008", "STARK-008")]
+    assert failed[("STARK-008", "STARK-008")].startswith("DUTY_PLAYBOOK_MISSING: account STARK-008 is red")
+    assert (project.customer / "qbr_ACME-001" / "scorecard.md").exists()
