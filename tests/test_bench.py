@@ -9,18 +9,18 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from c360_dagster.bench import BenchSettings, ensure_dataset, qbr_sample
+from c360_dagster.bench import BenchSettings, ensure_dataset, qbr_samples
 from c360_dagster.console import main
 from c360_dagster.domain import floor, health
 
-STAGES = ("load", "health", "signals", "renewals", "lake", "qbr")
+STAGES = ("load", "health", "signals", "renewals", "lake", "qbr", "qbr_red")
 
 
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory) -> tuple[Path, dict]:
     artifacts = tmp_path_factory.mktemp("bench") / "artifacts"
     home_before = os.environ.get("DAGSTER_HOME")
-    code = main(["c360:bench", "--accounts", "200", "--weeks", "4", "--qbr-sample", "3", "--artifacts", str(artifacts), "--quiet"])
+    code = main(["c360:bench", "--accounts", "200", "--weeks", "4", "--qbr-sample", "3", "--red-sample", "2", "--artifacts", str(artifacts), "--quiet"])
     assert code == 0
     assert os.environ.get("DAGSTER_HOME") == home_before  # the bench's own home is not left behind
     return artifacts, json.loads((artifacts / "bench" / "bench_200.json").read_text(encoding="utf-8"))
@@ -34,6 +34,7 @@ def test_bench_reports_every_stage_with_positive_figures(bench_run):
         assert figures["rows"] > 0 and figures["rows_per_s"] > 0, stage
     assert report["stages"]["health"]["rows"] == 200
     assert report["stages"]["qbr"]["rows"] == 3 and len(report["qbr_accounts"]) == 3
+    assert report["stages"]["qbr_red"]["rows"] == 2 and len(report["qbr_red_accounts"]) == 2
     assert report["floor"]["wall_s"] > 0 and report["floor"]["rows"] == 200
     assert report["ratio"]["scoring"] > 0 and report["ratio"]["chain"] > 0
     assert set(report["jobs"]) == {"c360_load", "c360_health", "c360_signals", "c360_renewals"}
@@ -85,15 +86,14 @@ def test_dataset_is_generated_once_then_reused(tmp_path):
     assert regenerated_s is not None
 
 
-def test_qbr_sample_takes_red_accounts_first_then_tops_up_by_id(tmp_path):
+def test_qbr_samples_are_the_first_accounts_and_the_first_red_ones_by_id(tmp_path):
     path = tmp_path / "health.parquet"
     pl.DataFrame(
         {"account_id": ["E", "D", "C", "B", "A"], "tier": ["red", "green", "red", "amber", "green"]}
     ).write_parquet(path)
-    # By hand: red accounts by id are C, E; the others by id are A, B, D, so K=3 adds A.
-    assert qbr_sample(path, 3) == ["C", "E", "A"]
-    assert qbr_sample(path, 1) == ["C"]
-    assert qbr_sample(path, 9) == ["C", "E", "A", "B", "D"]
+    # By hand: by id the accounts are A, B, C, D, E; the red ones are C, E.
+    assert qbr_samples(path, 3, 1) == (["A", "B", "C"], ["C"])
+    assert qbr_samples(path, 9, 9) == (["A", "B", "C", "D", "E"], ["C", "E"])
 
 
 def test_columnar_health_json_equals_the_python_encoder(bench_run):
