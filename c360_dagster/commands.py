@@ -502,7 +502,7 @@ def _bench_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weeks", type=int, default=13, help="weekly usage windows per account (default 13)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--qbr-sample", type=int, default=100,
+        "--qbr-sample", type=int, default=1000,
         help="the first N accounts by id get playbooks and QBR packs, as a batched range backfill (default 1000)",
     )
     parser.add_argument(
