@@ -27,7 +27,7 @@ import polars as pl
 import psutil
 
 from c360_dagster.domain.io import write_json_atomic
-from c360_dagster.runner import ProjectPaths, account_batches, run_job, run_ranges
+from c360_dagster.runner import CPUS, ProjectPaths, account_batches, run_job, run_ranges
 
 SAMPLE_INTERVAL_S = 0.02
 MARKER = "dataset.json"  # written last by a complete generation
@@ -69,7 +69,7 @@ class BenchSettings:
     seed: int = 0
     qbr_sample: int = 1000
     red_sample: int = 10
-    workers: int = len(os.sched_getaffinity(0))
+    workers: int = CPUS
     artifacts_dir: Path = Path("artifacts")
     configs_dir: str = "configs/customer"
     contracts_dir: str = "contracts/schemas"
@@ -311,7 +311,7 @@ def machine() -> dict[str, Any]:
         (line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")), platform.processor()
     )
     return {
-        "nproc": len(os.sched_getaffinity(0)),
+        "nproc": CPUS,
         "memory_gb": round(psutil.virtual_memory().total / (1 << 30), 1),
         "cpu_model": model,
         "python": platform.python_version(),

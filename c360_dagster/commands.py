@@ -12,7 +12,7 @@ from pathlib import Path
 from c360_dagster import reports
 from c360_dagster.console import Report, command
 from c360_dagster.domain.errors import C360Error
-from c360_dagster.runner import ProjectPaths, account_batches, known_accounts, run_job, run_ranges
+from c360_dagster.runner import CPUS, ProjectPaths, account_batches, known_accounts, run_job, run_ranges
 
 
 def _paths(args: argparse.Namespace, fixtures_dir: str | None = None) -> ProjectPaths:
@@ -109,7 +109,7 @@ def run_all(args: argparse.Namespace) -> Report:
     customer = _customer_dir(args)
     accounts = reports.view_report(customer / "frames" / "360")
     ids = sorted(reports.account_ids(customer / "frames" / "360"))
-    failed = run_ranges("c360_account", _paths(args), account_batches(ids), workers=len(os.sched_getaffinity(0)))
+    failed = run_ranges("c360_account", _paths(args), account_batches(ids))
     blocked = {first if first == last else f"{first}..{last}": error for (first, last), error in failed.items()}
     return {
         **report,
@@ -510,7 +510,7 @@ def _bench_args(parser: argparse.ArgumentParser) -> None:
         help="the first N red accounts by id get them again, one run each (default 10)",
     )
     parser.add_argument(
-        "--workers", type=int, default=len(os.sched_getaffinity(0)),
+        "--workers", type=int, default=CPUS,
         help="QBR batch runs at a time, each in its own process (default: the CPU count)",
     )
 

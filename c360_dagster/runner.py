@@ -5,12 +5,16 @@ from __future__ import annotations
 import functools
 import itertools
 import multiprocessing
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from c360_dagster.domain.errors import C360Error
 from c360_dagster.instance import ensure_dagster_home
+
+CPUS = len(os.sched_getaffinity(0))  # the default number of concurrent runs
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ def run_ranges(
     paths: ProjectPaths,
     ranges: Sequence[tuple[str, str]],
     *,
-    workers: int = 1,
+    workers: int = CPUS,
 ) -> dict[tuple[str, str], str]:
     """Run `job_name` once per (first, last) partition range, up to `workers` runs at a time.
 
@@ -90,8 +94,6 @@ def run_ranges(
 
 
 def _run_range(job_name: str, paths: ProjectPaths, partition_range: tuple[str, str]) -> str | None:
-    from c360_dagster.domain.errors import C360Error
-
     try:
         run_job(job_name, paths, partition_range=partition_range, progress=False)
     except C360Error as exc:
@@ -101,23 +103,23 @@ def _run_range(job_name: str, paths: ProjectPaths, partition_range: tuple[str, s
 
 def known_accounts() -> list[str]:
     """Account ids registered as `account` partitions on the project's instance, sorted."""
-    ensure_dagster_home()
-    import dagster as dg
-
-    with dg.DagsterInstance.get() as instance:
-        return sorted(instance.get_dynamic_partitions("account"))
+    return sorted(_account_partitions())
 
 
 def account_batches(account_ids: Iterable[str]) -> list[tuple[str, str]]:
     """The (first, last) partition ranges a batched backfill of these accounts runs."""
+    from c360_dagster.defs.partitions import ACCOUNTS_PER_RUN
+
+    return partition_ranges(_account_partitions(), account_ids, ACCOUNTS_PER_RUN)
+
+
+def _account_partitions() -> list[str]:
+    """The `account` partition keys in the instance's order (the order ranges follow)."""
     ensure_dagster_home()
     import dagster as dg
 
-    from c360_dagster.defs.partitions import ACCOUNTS_PER_RUN
-
     with dg.DagsterInstance.get() as instance:
-        ordered = instance.get_dynamic_partitions("account")
-    return partition_ranges(ordered, account_ids, ACCOUNTS_PER_RUN)
+        return list(instance.get_dynamic_partitions("account"))
 
 
 def partition_ranges(ordered: Sequence[str], wanted: Iterable[str], size: int) -> list[tuple[str, str]]:

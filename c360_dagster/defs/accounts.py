@@ -171,10 +171,13 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
     """Exec-ready QBR pack per account (Markdown and PowerPoint), behind governance gates."""
     inputs = RunInputs(project, context.partition_keys)
     playbook_files = {account_id: playbook_paths(project, account_id)[1] for account_id in inputs.accounts}
+    playbook_texts = {
+        account_id: path.read_text(encoding="utf-8") for account_id, path in playbook_files.items() if path.exists()
+    }
     gates = {
         account_id: qbr.check_gates(
             one.health["tier"],
-            playbook_files[account_id].exists(),
+            account_id in playbook_texts,
             config.include_contacts,
             config.privacy_signoff,
             account_id=account_id,
@@ -187,9 +190,6 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
     if blocked:
         raise GateError("; ".join(gate.message for gate in blocked), code=blocked[0].code)
     histories = lake.score_histories(project.lake_path, list(inputs.accounts))
-    playbook_texts = {
-        account_id: path.read_text(encoding="utf-8") for account_id, path in playbook_files.items() if path.exists()
-    }
     # Rendered before taking the write lock, so runs of other batches render at the same time.
     packs = {
         account_id: qbr.render_qbr_pack(

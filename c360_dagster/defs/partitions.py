@@ -28,4 +28,3 @@ def register_accounts(instance: dg.DagsterInstance, account_ids: Iterable[str]) 
     for start in range(0, len(new), _BATCH):
         instance.add_dynamic_partitions(ACCOUNT_PARTITIONS.name, new[start : start + _BATCH])
     return len(new)
-
