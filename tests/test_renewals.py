@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -18,7 +19,8 @@ import yaml
 
 from c360_dagster.domain.entities import ENTITIES
 from c360_dagster.domain.errors import C360Error, ConfigError
-from c360_dagster.domain.io import canonical_json
+from c360_dagster.domain.io import canonical_json, write_json_stream_text
+from c360_dagster.domain import renewals
 from c360_dagster.domain.playbooks import select_playbooks
 from c360_dagster.domain.renewals import (
     FRAME_COLUMNS,
@@ -26,7 +28,8 @@ from c360_dagster.domain.renewals import (
     load_renewals_config,
     render_renewal_summary_md,
     renewal_summary,
-    renewals_json,
+    renewal_json_items,
+    renewal_records,
 )
 from c360_dagster.domain.view import Customer360, empty_table
 
@@ -303,15 +306,41 @@ def test_summary_markdown_escapes_input_text_and_is_byte_identical(config):
     assert "between 2024-01-01 and 2024-04-30" in first
 
 
-def test_renewals_json_holds_rows_with_decoded_reasons(config):
+def _renewals_file(tmp_path: Path, frame: pl.DataFrame, summary) -> tuple[bytes, str]:
+    path = tmp_path / "renewals.json"
+    digest = write_json_stream_text(path, {"summary": summary}, "renewals", renewal_json_items(frame, chunk_rows=3), array=True)
+    return path.read_bytes(), digest
+
+
+def test_renewals_json_holds_rows_with_decoded_reasons_in_json_dumps_bytes(config, tmp_path, monkeypatch):
     frame = multi_currency_frame(config)
     summary = renewal_summary(frame, config)
-    document = renewals_json(frame, summary)
-    assert document["summary"] == summary
-    assert [r["subscription_id"] for r in document["renewals"]] == ["S1", "S2", "S3", "S4"]
-    assert document["renewals"][1]["renewal_date"] == "2024-01-21"
-    assert document["renewals"][1]["risk_reasons"][0]["code"] == "SIG_PAYMENT_OVERDUE"
-    assert json.loads(canonical_json(document)) == document  # plain JSON data
+    document = {"summary": summary, "renewals": list(renewal_records(frame))}
+    monkeypatch.setattr(renewals, "renewal_records", None)  # the columnar path must not need the fallback
+    data, digest = _renewals_file(tmp_path, frame, summary)
+    assert data.decode() == canonical_json(document, indent=2)
+    assert digest == "sha256:" + hashlib.sha256(data).hexdigest()
+    rows = json.loads(data)["renewals"]
+    assert [r["subscription_id"] for r in rows] == ["S1", "S2", "S3", "S4"]
+    assert rows[1]["renewal_date"] == "2024-01-21"
+    assert rows[1]["risk_reasons"][0]["code"] == "SIG_PAYMENT_OVERDUE"
+    assert rows[3]["account_name"] == "Evil | Corp\n<script>"
+    # By hand: an item one level into the array (4 spaces), its keys at 6, sorted.
+    assert '\n    {\n      "account_id": "A1",\n      "account_name": "Account A1",\n      "arr": 1000.0,' in data.decode()
+
+
+def test_renewals_json_falls_back_to_json_dumps_where_a_reason_would_re_encode_differently(config, tmp_path):
+    # Keys out of order: a decoded struct would print them sorted, so the text must come from json.dumps.
+    frame = multi_currency_frame(config).with_columns(risk_reasons=pl.lit('[{"text":"x \\u00e9","code":"SIG_A"}]'))
+    data, _ = _renewals_file(tmp_path, frame, {})
+    assert data.decode() == canonical_json({"summary": {}, "renewals": list(renewal_records(frame))}, indent=2)
+    assert '"risk_reasons": [\n        {\n          "code": "SIG_A",\n          "text": "x é"\n        }\n      ]' in data.decode()
+
+
+def test_renewals_json_of_no_renewals_is_an_empty_array(config, tmp_path):
+    frame = multi_currency_frame(config).clear()
+    data, _ = _renewals_file(tmp_path, frame, {"subscriptions": 0})
+    assert data == b'{\n  "renewals": [],\n  "summary": {\n    "subscriptions": 0\n  }\n}\n'
 
 
 def write_config(tmp_path: Path, edit) -> Path:

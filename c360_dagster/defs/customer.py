@@ -271,9 +271,7 @@ def renewal_forecasts(
     summary_md = renewals.render_renewal_summary_md(summary, view.as_of, config.window_days)
     out = project.customer_dir / f"renewals_{view.as_of:%Y%m}.json"
     with project.writing():
-        from c360_dagster.domain.io import write_json_atomic
-
-        json_hash = write_json_atomic(out, renewals.renewals_json(frame, summary))
+        json_hash = write_json_stream_text(out, {"summary": summary}, "renewals", renewals.renewal_json_items(frame), array=True)
         md_hash = write_text_atomic(project.customer_dir / "summary.md", summary_md)
         frame_hash = project.write_frame("renewals", frame)
         project.record_event(

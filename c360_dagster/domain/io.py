@@ -123,17 +123,23 @@ def write_json_stream_text(
     header: Mapping[str, Any],
     streamed_key: str,
     entry_chunks: Iterator[list[str]],
+    *,
+    array: bool = False,
 ) -> str:
     """`write_json_stream` with the items already encoded: `"key": value` texts (value indented
     for depth 4), sorted by key, in chunks, so a columnar encoder can write a chunk at a time.
+    With `array`, the streamed value is a JSON array and the texts are its items, in order.
     """
     if streamed_key in header:
         raise ValueError(f"{streamed_key!r} is both streamed and in the header")
-    texts = _stream_text(header, streamed_key, entry_chunks)
+    texts = _stream_text(header, streamed_key, entry_chunks, "[]" if array else "{}")
     return write_chunks_atomic(path, (text.encode("utf-8") for text in texts))
 
 
-def _stream_text(header: Mapping[str, Any], streamed_key: str, entry_chunks: Iterator[list[str]]) -> Iterator[str]:
+def _stream_text(
+    header: Mapping[str, Any], streamed_key: str, entry_chunks: Iterator[list[str]], brackets: str
+) -> Iterator[str]:
+    opening, closing = brackets
     yield "{"
     for position, key in enumerate(sorted([*header, streamed_key])):
         yield ("," if position else "") + "\n  " + json.dumps(key, ensure_ascii=False) + ": "
@@ -143,9 +149,9 @@ def _stream_text(header: Mapping[str, Any], streamed_key: str, entry_chunks: Ite
         count = 0
         for chunk in entry_chunks:
             if chunk:
-                yield ("{" if count == 0 else ",") + "\n    " + ",\n    ".join(chunk)
+                yield (opening if count == 0 else ",") + "\n    " + ",\n    ".join(chunk)
                 count += len(chunk)
-        yield "\n  }" if count else "{}"
+        yield "\n  " + closing if count else brackets
     yield "\n}\n"
 
 

@@ -10,6 +10,7 @@ columnar path; otherwise it falls back to `json.dumps`, so the bytes never diffe
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -93,14 +94,60 @@ def entries(
     `fallback(frame)` gives the same (key, value) pairs as Python objects; it is used when a
     value could print differently column-wise (see the module docstring).
     """
-    values = frame.select(pl.col(key), value.alias("_value"))
+    prefix = pl.concat_str(json_string(pl.col(key)), pl.lit(": "))
+    return _texts(
+        frame.select(pl.col(key), value.alias("_value")),
+        prefix,
+        [pl.col(key).str.contains(_OTHER_CONTROL).fill_null(False)],
+        depth,
+        chunk_rows,
+        lambda: (json.dumps(k, ensure_ascii=False) + ": " + python_text(v, depth) for k, v in fallback(frame)),
+    )
+
+
+def items(
+    frame: pl.DataFrame,
+    value: pl.Expr,
+    *,
+    depth: int,
+    chunk_rows: int,
+    fallback: Callable[[pl.DataFrame], Iterator[Any]],
+    unsafe: pl.Expr | None = None,
+) -> Iterator[list[str]]:
+    """A JSON array's item texts (pretty at `depth`), in chunks of rows, in frame order.
+
+    `fallback(frame)` gives the same items as Python objects; it is used when a value could
+    print differently column-wise, or where the caller's `unsafe` (a row-wise flag over
+    `frame`) is true.
+    """
+    flagged = [] if unsafe is None else [pl.col("_unsafe")]
+    return _texts(
+        frame.select(value.alias("_value"), *([] if unsafe is None else [unsafe.fill_null(True).alias("_unsafe")])),
+        None,
+        flagged,
+        depth,
+        chunk_rows,
+        lambda: (python_text(item, depth) for item in fallback(frame)),
+    )
+
+
+def _texts(
+    values: pl.DataFrame,
+    prefix: pl.Expr | None,
+    unsafe: list[pl.Expr],
+    depth: int,
+    chunk_rows: int,
+    fallback: Callable[[], Iterator[str]],
+) -> Iterator[list[str]]:
+    """Each row's `prefix` + `_value` text in chunks; the `fallback` texts instead if any leaf is unsafe."""
     dtype = values.schema["_value"]
-    unsafe = unsafe_leaves(pl.col("_value"), dtype) + [pl.col(key).str.contains(_OTHER_CONTROL).fill_null(False)]
-    if values.select(pl.any_horizontal(unsafe).any()).item():
-        for item_key, item in fallback(frame):
-            yield [json.dumps(item_key, ensure_ascii=False) + ": " + python_text(item, depth)]
+    if values.select(pl.any_horizontal(pl.lit(False), *unsafe_leaves(pl.col("_value"), dtype), *unsafe).any()).item():
+        texts = fallback()
+        while chunk := list(itertools.islice(texts, chunk_rows)):
+            yield chunk
         return
-    line = pl.concat_str(json_string(pl.col(key)), pl.lit(": "), json_text(pl.col("_value"), dtype, depth))
+    text = json_text(pl.col("_value"), dtype, depth)
+    line = text if prefix is None else pl.concat_str(prefix, text)
     for offset in range(0, values.height, chunk_rows):
         yield values.slice(offset, chunk_rows).select(line)[:, 0].to_list()
 

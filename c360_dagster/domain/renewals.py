@@ -9,13 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import string
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from c360_dagster.domain import json_text
 from c360_dagster.domain.config import config_hash, load_yaml_config
 from c360_dagster.domain.errors import C360Error, ConfigError
 from c360_dagster.domain.io import canonical_json
@@ -43,6 +44,8 @@ FRAME_COLUMNS = (
     "renewal_date", "days_to_renewal", "arr", "currency", "tier", "risk_signal_count", "bucket",
     "probability", "expected_arr", "risk_reasons", "suggested_playbook",
 )
+# `risk_reasons` holds canonical JSON of this shape (see `_risk_reasons`).
+_REASONS_DTYPE = pl.List(pl.Struct({"code": pl.Utf8, "text": pl.Utf8}))
 
 _CODE = {"type": "string", "pattern": "^SIG_[A-Z0-9_]+$"}
 _CURRENCY = {"type": "string", "pattern": "^[A-Z]{3}$"}
@@ -487,9 +490,33 @@ def render_renewal_summary_md(summary: Mapping[str, Any], as_of: dt.date, window
     )
 
 
-def renewals_json(frame: pl.DataFrame, summary: Mapping[str, Any]) -> dict[str, Any]:
-    """The content of `renewals_{YYYYMM}.json`: the summary plus every forecast row."""
-    rows = frame.with_columns(pl.col("renewal_date").dt.to_string("%Y-%m-%d")).to_dicts()
-    for row in rows:
-        row["risk_reasons"] = json.loads(row["risk_reasons"])
-    return {"summary": dict(summary), "renewals": rows}
+def renewal_records(frame: pl.DataFrame) -> Iterator[dict[str, Any]]:
+    """Each forecast row as `renewals_{YYYYMM}.json` holds it: dates as ISO text, reasons decoded."""
+    for row in frame.with_columns(pl.col("renewal_date").dt.to_string("%Y-%m-%d")).iter_rows(named=True):
+        yield {**row, "risk_reasons": json.loads(row["risk_reasons"])}
+
+
+def renewal_json_items(frame: pl.DataFrame, chunk_rows: int = 20_000) -> Iterator[list[str]]:
+    """The `renewals` array's item texts in chunks, encoded column-wise (same bytes as `renewal_records`).
+
+    A row whose reasons would not decode and re-encode to the very same text sends the whole
+    array down the json.dumps path.
+    """
+    reasons = pl.col("risk_reasons").str.json_decode(_REASONS_DTYPE)
+    as_written = pl.concat_str(pl.lit('{"r":'), pl.col("risk_reasons"), pl.lit("}"))
+    row = pl.struct(
+        reasons.alias(name)
+        if name == "risk_reasons"
+        else pl.col(name).dt.to_string("%Y-%m-%d")
+        if dtype == pl.Date
+        else pl.col(name)
+        for name, dtype in frame.schema.items()
+    )
+    return json_text.items(
+        frame,
+        row,
+        depth=4,
+        chunk_rows=chunk_rows,
+        fallback=renewal_records,
+        unsafe=pl.struct(reasons.alias("r")).struct.json_encode() != as_written,
+    )
