@@ -18,6 +18,7 @@ import pytest
 from conftest import SMALL_INPUTS, write_inputs
 
 from c360_dagster import load_customer_360
+from c360_dagster.domain import integrity
 from c360_dagster.domain.entities import ENTITIES
 from c360_dagster.domain.integrity import CHECKS, run_integrity_checks
 from c360_dagster.domain.loader import read_customer_360
@@ -224,6 +225,18 @@ def _with(view, **tables: pl.DataFrame):
 def test_all_checks_pass_on_the_small_inputs(small_dir: Path) -> None:
     checks = run_integrity_checks(read_customer_360(small_dir))
     assert [(c.name, c.severity, c.passed, c.count) for c in checks] == [(n, s, True, 0) for n, s, _ in CHECKS]
+
+
+def test_a_loaded_view_reports_the_contract_the_loader_enforced_without_evaluating_it_again(
+    small_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    view = read_customer_360(small_dir)
+    gamma = view.accounts.head(1).with_columns(account_id=pl.lit("GAMMA-003"))  # no subscription: a WARN
+    warned = _with(view, accounts=pl.concat([view.accounts, gamma]))
+    evaluated = [run_integrity_checks(view), run_integrity_checks(warned)]
+    assert not evaluated[1][[name for name, _, _ in CHECKS].index("accounts_have_subscriptions")].passed
+    monkeypatch.setattr(integrity, "_contract_offenders", None)  # the contract rules must not run again
+    assert [run_integrity_checks(v, contract_enforced=True) for v in (view, warned)] == evaluated
 
 
 def test_unique_ids_check_fails_on_a_case_duplicate(small_dir: Path) -> None:

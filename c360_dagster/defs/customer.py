@@ -79,7 +79,7 @@ def customer_360(
     """Validated, normalized Customer 360 view of the exported customer data."""
     as_of = dt.date.fromisoformat(config.as_of) if config.as_of else None
     view = loader.read_customer_360(Path(project.fixtures_dir), as_of=as_of)
-    checks = integrity.run_integrity_checks(view)
+    checks = integrity.run_integrity_checks(view, contract_enforced=True)
     with project.writing():
         json_hash = view_json.write_customer_360_json(view, checks, project.customer_dir / "360.json")
         view_hash = view.save(project.view_dir)

@@ -1,8 +1,9 @@
 """Integrity rules of the input contract, as columnar rules and as Dagster-ready check results.
 
 `contract_rules` is the single statement of every value-level rule of INPUTS.md: the loader
-evaluates it on freshly parsed rows to reject bad input, and `run_integrity_checks` evaluates
-it again on a loaded view (the ERROR checks), beside softer WARN findings about the data.
+evaluates it on freshly parsed rows to reject bad input, and `run_integrity_checks` reports
+it as the ERROR checks (evaluating it on views that did not come straight from the loader),
+beside softer WARN findings about the data.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ _DESCRIPTIONS = {name: text for name, _, text in CHECKS}
 SAME_ACCOUNT_REFERENCES = frozenset({("invoices", "subscription_id")})
 # entity -> (owner, start, end) of windows that must not overlap per owner.
 DISJOINT_WINDOWS = {"usage": ("account_id", "window_start", "window_end")}
+# The offender rows of a contract check: entity, row key, column and the value found.
+_NO_OFFENDERS = pl.DataFrame(schema={"entity": pl.Utf8, "key": pl.Utf8, "column": pl.Utf8, "value": pl.Utf8})
 
 
 @dataclass(frozen=True)
@@ -162,11 +165,16 @@ def _range_text(spec: FieldSpec) -> str:
     return f"a value of at most {spec.maximum:g}"
 
 
-def run_integrity_checks(view: Customer360) -> list[Finding]:
-    """Evaluate every check of `CHECKS` on the view, in that order."""
-    offending = _contract_offenders(view)
+def run_integrity_checks(view: Customer360, *, contract_enforced: bool = False) -> list[Finding]:
+    """Evaluate every check of `CHECKS` on the view, in that order.
+
+    `contract_enforced`: the view comes straight from the loader, which refuses input with
+    any row breaking a `contract_rules` rule, so the ERROR checks are known to pass and are
+    reported without evaluating every rule a second time (18 s at a million accounts).
+    """
+    offending = {} if contract_enforced else _contract_offenders(view)
     offending.update(_warn_offenders(view))
-    return [_check(name, severity, offending[name]) for name, severity, _ in CHECKS]
+    return [_check(name, severity, offending.get(name, _NO_OFFENDERS)) for name, severity, _ in CHECKS]
 
 
 def _contract_offenders(view: Customer360) -> dict[str, pl.DataFrame]:

@@ -69,7 +69,7 @@ def load_customer_360(fixtures_dir: Path | str, as_of: dt.date | str | None = No
         except ValueError:
             raise InputError(f"as_of: expected a date YYYY-MM-DD, got {as_of}") from None
     view = read_customer_360(fixtures_dir, as_of=as_of)
-    return customer_360_document(view, run_integrity_checks(view))
+    return customer_360_document(view, run_integrity_checks(view, contract_enforced=True))
 
 
 def _find_sources(folder: Path) -> dict[str, Path]:
