@@ -12,6 +12,7 @@ import pytest
 
 from c360_dagster.domain import json_text, signals
 from c360_dagster.domain.io import (
+    canonical_json,
     write_chunks_atomic,
     write_json_stream,
     write_json_stream_text,
@@ -120,3 +121,40 @@ def test_columnar_signals_json_of_no_signals_is_an_empty_object(tmp_path):
     slow, fast = _written(tmp_path, frame)
     assert json.loads(fast) == {"accounts": {}, "as_of": "2024-06-30"}
     assert fast == slow
+
+
+def _canonical_column(values: list, dtype: pl.DataType) -> tuple[list[str], list[str]]:
+    series = pl.Series("evidence", values, dtype)
+    return json_text.canonical_texts(series).to_list(), [canonical_json(value) for value in values]
+
+
+def test_canonical_texts_sorts_fields_at_every_depth_and_prints_what_json_dumps_prints():
+    dtype = pl.Struct(
+        {
+            "z": pl.Float64,
+            "a": pl.Utf8,
+            "changes": pl.List(pl.Struct({"on": pl.Utf8, "change": pl.Utf8})),
+            "n": pl.Int32,
+            "ok": pl.Boolean,
+        }
+    )
+    values = [
+        {"z": 1.0, "a": 'é "q" \\ /\n\t', "changes": [{"on": "2024-01-01", "change": "added"}], "n": None, "ok": True},
+        {"z": 0.30000000000000004, "a": None, "changes": [], "n": -3, "ok": False},
+        {"z": 123456789.125, "a": "", "changes": None, "n": 7, "ok": None},
+    ]
+    columnar, python = _canonical_column(values, dtype)
+    assert columnar == python
+    # By hand: keys sorted at both depths, compact separators, text as written (no ASCII escapes).
+    assert columnar[0] == '{"a":"é \\"q\\" \\\\ /\\n\\t","changes":[{"change":"added","on":"2024-01-01"}],"n":null,"ok":true,"z":1.0}'
+
+
+@pytest.mark.parametrize("odd", [{"x": 1e-05, "s": "a"}, {"x": 1.0, "s": "bell\x07"}, {"x": float("inf"), "s": "a"}])
+def test_canonical_texts_uses_json_dumps_where_polars_could_print_differently(odd):
+    values = [{"x": 2.5, "s": "fine"}, odd]
+    columnar, python = _canonical_column(values, pl.Struct({"x": pl.Float64, "s": pl.Utf8}))
+    assert columnar == python
+
+
+def test_canonical_texts_of_no_rows_is_empty():
+    assert _canonical_column([], pl.Struct({"x": pl.Float64})) == ([], [])

@@ -17,6 +17,8 @@ from typing import Any
 
 import polars as pl
 
+from c360_dagster.domain.io import canonical_json
+
 _INDENT = 2
 _ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"), ("\b", "\\b"), ("\f", "\\f"))
 _OTHER_CONTROL = r"[\x00-\x07\x0b\x0e-\x1f]"
@@ -78,6 +80,30 @@ def unsafe_leaves(expr: pl.Expr, dtype: pl.DataType) -> list[pl.Expr]:
     if dtype == pl.Utf8:
         return [expr.str.contains(_OTHER_CONTROL).fill_null(False)]
     return []
+
+
+def canonical_texts(values: pl.Series) -> pl.Series:
+    """Each struct value as `io.canonical_json` prints it (sorted keys, compact separators).
+
+    Polars' JSON encoder prints what `json.dumps` prints once the fields are in sorted order,
+    except for the values `unsafe_leaves` flags; then every value goes through json.dumps.
+    """
+    column = pl.col(values.name)
+    frame = values.to_frame()
+    unsafe = unsafe_leaves(column, values.dtype)
+    if values.is_empty() or frame.select(pl.any_horizontal(pl.lit(False), *unsafe).any()).item():
+        return pl.Series(values.name, [canonical_json(value) for value in values], pl.Utf8)
+    return frame.select(_sorted_fields(column, values.dtype).struct.json_encode())[:, 0]
+
+
+def _sorted_fields(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """The same value with every struct's fields in name order, at any depth."""
+    if isinstance(dtype, pl.Struct):
+        fields = sorted(dtype.fields, key=lambda f: f.name)
+        return pl.struct(_sorted_fields(expr.struct.field(f.name), f.dtype).alias(f.name) for f in fields)
+    if isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct | pl.List):
+        return expr.list.eval(_sorted_fields(pl.element(), dtype.inner))
+    return expr
 
 
 def entries(

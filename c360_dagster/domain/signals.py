@@ -19,7 +19,6 @@ import polars as pl
 from c360_dagster.domain import json_text
 from c360_dagster.domain.config import config_hash, load_yaml_config, validate_config
 from c360_dagster.domain.health import in_last_days, round2
-from c360_dagster.domain.io import canonical_json
 from c360_dagster.domain.view import Customer360
 
 KINDS = ("risk", "expansion")
@@ -384,14 +383,13 @@ LIFECYCLE_COLUMNS = ("signal_id", "status", "since", "snoozed_until", "snooze_re
 
 
 def _encoded(code: str, fired: pl.DataFrame) -> pl.DataFrame:
-    """The rule's rows with the evidence struct written as canonical JSON (formatting, so per row)."""
-    evidence = [canonical_json(value) for value in fired["evidence"].to_list()]
+    """The rule's rows with the evidence struct written as canonical JSON."""
     return pl.DataFrame(
         {
             "account_id": fired["account_id"],
             "code": [code] * fired.height,
             "kind": [SIGNAL_CATALOG[code].kind] * fired.height,
-            "evidence": evidence,
+            "evidence": json_text.canonical_texts(fired["evidence"]),
         },
         schema=SIGNALS_COLUMNS,
     )
