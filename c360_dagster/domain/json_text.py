@@ -26,9 +26,9 @@ _OTHER_CONTROL = r"[\x00-\x07\x0b\x0e-\x1f]"
 
 def json_string(expr: pl.Expr) -> pl.Expr:
     """A Utf8 column as JSON string literals (ensure_ascii=False); nulls stay null."""
-    for raw, escaped in _ESCAPES:
-        expr = expr.str.replace_all(raw, escaped, literal=True)
-    return pl.concat_str(pl.lit('"'), expr, pl.lit('"'))
+    # One pass for all escapes; each match is replaced once, so `\\` and `"` cannot compound.
+    escaped = expr.str.replace_many([raw for raw, _ in _ESCAPES], [text for _, text in _ESCAPES])
+    return pl.concat_str(pl.lit('"'), escaped, pl.lit('"'))
 
 
 def object_text(members: dict[str, pl.Expr], depth: int) -> pl.Expr:
