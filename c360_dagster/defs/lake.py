@@ -3,6 +3,7 @@
 
 import io
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,13 +81,15 @@ def _lake_asset(table: str, spec: LakeTable) -> dg.AssetsDefinition:
     def write_table(context: dg.AssetExecutionContext, project: C360Project) -> dg.MaterializeResult:
         frame = spec.rows(project)
         as_of = project.view_as_of()
-        with project.writing():
+        # Hashing the rows (Polars' CSV writer, sha256) overlaps DuckDB compressing them.
+        with ThreadPoolExecutor(max_workers=1) as pool, project.writing():
+            rows_hash = pool.submit(_rows_hash, frame)
             written = lake.write_snapshot(project.lake_path, table, frame, as_of, Path(project.contracts_dir))
             project.record_event(
                 context,
                 as_of=as_of.isoformat(),
                 inputs={spec.upstream.key.to_user_string(): spec.source_hash(project)},
-                outputs={f"{table}@{as_of.isoformat()}": _rows_hash(frame)},
+                outputs={f"{table}@{as_of.isoformat()}": rows_hash.result()},
             )
             counted = project.count(spec.metric, written)
         return dg.MaterializeResult(
