@@ -9,7 +9,7 @@ import os
 import queue
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,36 +62,50 @@ def write_bytes_atomic(path: Path, data: bytes) -> str:
 
 
 def write_chunks_atomic(path: Path, chunks: Iterable[bytes], *, queued: int = 4) -> str:
-    """Write byte chunks atomically and return their content hash.
-
-    A thread writes and hashes each chunk while the next one is produced (file writes and
-    sha256 release the GIL), so encoding overlaps the copy into the page cache.
-    """
-    pending: queue.Queue[bytes | None] = queue.Queue(maxsize=queued)
+    """Write byte chunks atomically and return their content hash."""
     digest = hashlib.sha256()
-    failed: list[BaseException] = []
     with atomic_writer(path, "wb") as handle:
-
-        def drain() -> None:
-            while (chunk := pending.get()) is not None:
-                if not failed:  # after a failure keep draining, so the producer never blocks
-                    try:
-                        handle.write(chunk)
-                        digest.update(chunk)
-                    except Exception as exc:  # noqa: BLE001 - re-raised in the caller's thread
-                        failed.append(exc)
-
-        writer = threading.Thread(target=drain, name="c360-chunk-writer", daemon=True)
-        writer.start()
-        try:
-            for chunk in chunks:
-                pending.put(chunk)
-        finally:
-            pending.put(None)
-            writer.join()
-        if failed:
-            raise failed[0]
+        _fan_out(chunks, [handle.write, digest.update], queued)
     return "sha256:" + digest.hexdigest()
+
+
+def _fan_out(chunks: Iterable[bytes], consumers: list[Callable[[bytes], object]], queued: int) -> None:
+    """Hand every chunk to each consumer, each on its own thread, in order.
+
+    File writes and sha256 release the GIL, so copying a chunk into the page cache, hashing
+    it and producing the next one overlap. The first error in a consumer stops the producer
+    and is raised here.
+    """
+    queues: list[queue.Queue[bytes | None]] = [queue.Queue(maxsize=queued) for _ in consumers]
+    failed: list[BaseException] = []
+
+    def drain(pending: queue.Queue[bytes | None], consume: Callable[[bytes], object]) -> None:
+        while (chunk := pending.get()) is not None:
+            if not failed:  # after a failure keep draining, so the producer never blocks
+                try:
+                    consume(chunk)
+                except Exception as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                    failed.append(exc)
+
+    threads = [
+        threading.Thread(target=drain, args=(pending, consume), name="c360-chunk-writer", daemon=True)
+        for pending, consume in zip(queues, consumers, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for chunk in chunks:
+            if failed:
+                break
+            for pending in queues:
+                pending.put(chunk)
+    finally:
+        for pending in queues:
+            pending.put(None)
+        for thread in threads:
+            thread.join()
+    if failed:
+        raise failed[0]
 
 
 def write_text_atomic(path: Path, text: str) -> str:
