@@ -12,6 +12,7 @@ import pytest
 from c360_dagster.bench import BenchSettings, ensure_dataset, qbr_samples
 from c360_dagster.console import main
 from c360_dagster.domain import floor, health
+from c360_dagster.domain.io import ITEM_SEPARATOR
 
 STAGES = ("load", "health", "signals", "renewals", "lake", "qbr", "qbr_red")
 
@@ -102,8 +103,9 @@ def test_columnar_health_json_equals_the_python_encoder(bench_run):
     artifacts, _ = bench_run
     frame = pl.read_parquet(artifacts / "bench" / "work_200" / "artifacts" / "customer" / "frames" / "health.parquet")
     expected = [json.dumps(key) + ": " + python_text(record, 4) for key, record in health.health_records(frame)]
-    columnar = [entry for chunk in health.health_json_entries(frame, chunk_rows=64) for entry in chunk]
-    assert columnar == expected
+    chunks = list(health.health_json_entries(frame, chunk_rows=64))
+    assert len(chunks) == 4  # 200 accounts, 64 a chunk
+    assert ITEM_SEPARATOR.join(chunk.decode() for chunk in chunks) == ITEM_SEPARATOR.join(expected)
 
 
 def test_json_entries_fall_back_where_polars_would_print_differently():
@@ -115,8 +117,8 @@ def test_json_entries_fall_back_where_polars_would_print_differently():
     def records(f: pl.DataFrame):
         return ((row["id"], {"x": row["x"], "t": row["t"]}) for row in f.iter_rows(named=True))
 
-    texts = [e for chunk in entries(frame, "id", value, depth=4, chunk_rows=10, fallback=records) for e in chunk]
+    texts = list(entries(frame, "id", value, depth=4, chunk_rows=1, fallback=records))
     # By hand: json.dumps prints 1e-05 in exponent form and escapes BEL as \u0007.
-    assert texts[1] == '"b": {\n      "t": "bell\\u0007",\n      "x": 1e-05\n    }'
-    safe = [e for chunk in entries(frame.head(1), "id", value, depth=4, chunk_rows=10, fallback=records) for e in chunk]
-    assert safe == ['"a": {\n      "t": "tab\\there",\n      "x": 0.5\n    }']
+    assert texts[1] == b'"b": {\n      "t": "bell\\u0007",\n      "x": 1e-05\n    }'
+    safe = list(entries(frame.head(1), "id", value, depth=4, chunk_rows=10, fallback=records))
+    assert safe == [b'"a": {\n      "t": "tab\\there",\n      "x": 0.5\n    }']

@@ -15,6 +15,7 @@ import pytest
 
 from c360_dagster.domain import health, overrides, playbooks, renewals, signals
 from c360_dagster.domain.errors import ConfigError
+from c360_dagster.domain.io import ITEM_SEPARATOR
 from c360_dagster.domain.json_text import python_text
 from c360_dagster.domain.loader import read_customer_360
 
@@ -136,8 +137,8 @@ def test_health_json_and_explanation_show_both_values(computed) -> None:
         "(computed: 68/100 amber; the components below add up to the computed score)."
     )
     # The columnar health.json encoder writes the same bytes as the records.
-    columnar = [line for chunk in health.health_json_entries(frame) for line in chunk]
-    by_python = [json.dumps(key) + ": " + python_text(record, 4) for key, record in records.items()]
+    columnar = ITEM_SEPARATOR.encode().join(health.health_json_entries(frame)).decode()
+    by_python = ITEM_SEPARATOR.join(json.dumps(key) + ": " + python_text(record, 4) for key, record in records.items())
     assert columnar == by_python
 
 

@@ -610,7 +610,7 @@ def health_records(frame: pl.DataFrame) -> Iterator[tuple[str, dict[str, Any]]]:
         }
 
 
-def health_json_entries(frame: pl.DataFrame, chunk_rows: int = 20_000) -> Iterator[list[str]]:
+def health_json_entries(frame: pl.DataFrame, chunk_rows: int = 20_000) -> Iterator[bytes]:
     """health.json's `"account_id": record` texts in chunks, encoded column-wise (same bytes as `health_records`)."""
     record = pl.struct(
         pl.col("score"),

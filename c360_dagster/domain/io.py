@@ -117,6 +117,10 @@ def write_json_atomic(path: Path, value: Mapping[str, Any] | list[Any]) -> str:
     return write_text_atomic(path, canonical_json(value, indent=2))
 
 
+# Between two items of the streamed object or array, both at depth 4 (see `write_json_stream_text`).
+ITEM_SEPARATOR = ",\n    "
+
+
 def write_json_stream(
     path: Path,
     header: Mapping[str, Any],
@@ -128,45 +132,52 @@ def write_json_stream(
     `items` must come sorted by key. The bytes equal the non-streamed output, so a million
     accounts never have to sit in memory as one Python object.
     """
-    entries = ([json.dumps(key, ensure_ascii=False) + ": " + _indented(value, 4)] for key, value in items)
+    entries = (joined_items([json.dumps(key, ensure_ascii=False) + ": " + _indented(value, 4)]) for key, value in items)
     return write_json_stream_text(path, header, streamed_key, entries)
+
+
+def joined_items(texts: list[str]) -> bytes:
+    """One chunk for `write_json_stream_text` from item texts."""
+    return ITEM_SEPARATOR.join(texts).encode("utf-8")
 
 
 def write_json_stream_text(
     path: Path,
     header: Mapping[str, Any],
     streamed_key: str,
-    entry_chunks: Iterator[list[str]],
+    item_chunks: Iterator[bytes],
     *,
     array: bool = False,
 ) -> str:
     """`write_json_stream` with the items already encoded: `"key": value` texts (value indented
-    for depth 4), sorted by key, in chunks, so a columnar encoder can write a chunk at a time.
-    With `array`, the streamed value is a JSON array and the texts are its items, in order.
+    for depth 4), sorted by key, so a columnar encoder can write a chunk at a time. Each chunk
+    is UTF-8 text of one or more items joined by `ITEM_SEPARATOR` (`joined_items`); an empty
+    chunk holds no item. With `array`, the streamed value is a JSON array and the texts are
+    its items, in order.
     """
     if streamed_key in header:
         raise ValueError(f"{streamed_key!r} is both streamed and in the header")
-    texts = _stream_text(header, streamed_key, entry_chunks, "[]" if array else "{}")
-    return write_chunks_atomic(path, (text.encode("utf-8") for text in texts))
+    return write_chunks_atomic(path, _stream_bytes(header, streamed_key, item_chunks, "[]" if array else "{}"))
 
 
-def _stream_text(
-    header: Mapping[str, Any], streamed_key: str, entry_chunks: Iterator[list[str]], brackets: str
-) -> Iterator[str]:
+def _stream_bytes(
+    header: Mapping[str, Any], streamed_key: str, item_chunks: Iterator[bytes], brackets: str
+) -> Iterator[bytes]:
     opening, closing = brackets
-    yield "{"
+    yield b"{"
     for position, key in enumerate(sorted([*header, streamed_key])):
-        yield ("," if position else "") + "\n  " + json.dumps(key, ensure_ascii=False) + ": "
+        yield (("," if position else "") + "\n  " + json.dumps(key, ensure_ascii=False) + ": ").encode("utf-8")
         if key != streamed_key:
-            yield _indented(header[key], 2)
+            yield _indented(header[key], 2).encode("utf-8")
             continue
-        count = 0
-        for chunk in entry_chunks:
+        first = True
+        for chunk in item_chunks:
             if chunk:
-                yield (opening if count == 0 else ",") + "\n    " + ",\n    ".join(chunk)
-                count += len(chunk)
-        yield "\n  " + closing if count else brackets
-    yield "\n}\n"
+                yield (opening + "\n    " if first else ITEM_SEPARATOR).encode("utf-8")
+                yield chunk
+                first = False
+        yield (brackets if first else "\n  " + closing).encode("utf-8")
+    yield b"\n}\n"
 
 
 def _indented(value: Any, depth: int) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import polars as pl
 
-from c360_dagster.domain.io import canonical_json
+from c360_dagster.domain.io import ITEM_SEPARATOR, canonical_json, joined_items
 
 _INDENT = 2
 _ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"), ("\b", "\\b"), ("\f", "\\f"))
@@ -114,7 +114,7 @@ def entries(
     depth: int,
     chunk_rows: int,
     fallback: Callable[[pl.DataFrame], Iterator[tuple[str, Any]]],
-) -> Iterator[list[str]]:
+) -> Iterator[bytes]:
     """`"<key>": <value>` texts (value pretty at `depth`), in chunks of rows, in frame order.
 
     `fallback(frame)` gives the same (key, value) pairs as Python objects; it is used when a
@@ -139,7 +139,7 @@ def items(
     chunk_rows: int,
     fallback: Callable[[pl.DataFrame], Iterator[Any]],
     unsafe: pl.Expr | None = None,
-) -> Iterator[list[str]]:
+) -> Iterator[bytes]:
     """A JSON array's item texts (pretty at `depth`), in chunks of rows, in frame order.
 
     `fallback(frame)` gives the same items as Python objects; it is used when a value could
@@ -164,18 +164,27 @@ def _texts(
     depth: int,
     chunk_rows: int,
     fallback: Callable[[], Iterator[str]],
-) -> Iterator[list[str]]:
-    """Each row's `prefix` + `_value` text in chunks; the `fallback` texts instead if any leaf is unsafe."""
+) -> Iterator[bytes]:
+    """Each row's `prefix` + `_value` text in chunks (`io.joined_items`); the `fallback` texts instead if any leaf is unsafe."""
     dtype = values.schema["_value"]
     if values.select(pl.any_horizontal(pl.lit(False), *unsafe_leaves(pl.col("_value"), dtype), *unsafe).any()).item():
         texts = fallback()
         while chunk := list(itertools.islice(texts, chunk_rows)):
-            yield chunk
+            yield joined_items(chunk)
         return
     text = json_text(pl.col("_value"), dtype, depth)
     line = text if prefix is None else pl.concat_str(prefix, text)
-    for offset in range(0, values.height, chunk_rows):
-        yield values.slice(offset, chunk_rows).select(line)[:, 0].to_list()
+    yield from joined_chunks(values, line, chunk_rows)
+
+
+def joined_chunks(frame: pl.DataFrame, text: pl.Expr, chunk_rows: int) -> Iterator[bytes]:
+    """`text` of every row, `chunk_rows` at a time, joined as `io.joined_items` joins them.
+
+    Polars joins and hands over the UTF-8 bytes, so no row becomes a Python object.
+    """
+    joined = text.str.join(ITEM_SEPARATOR).cast(pl.Binary)
+    for offset in range(0, frame.height, chunk_rows):
+        yield frame.slice(offset, chunk_rows).select(joined).item()
 
 
 def python_text(value: Any, depth: int) -> str:

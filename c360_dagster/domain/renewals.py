@@ -496,7 +496,7 @@ def renewal_records(frame: pl.DataFrame) -> Iterator[dict[str, Any]]:
         yield {**row, "risk_reasons": json.loads(row["risk_reasons"])}
 
 
-def renewal_json_items(frame: pl.DataFrame, chunk_rows: int = 20_000) -> Iterator[list[str]]:
+def renewal_json_items(frame: pl.DataFrame, chunk_rows: int = 20_000) -> Iterator[bytes]:
     """The `renewals` array's item texts in chunks, encoded column-wise (same bytes as `renewal_records`).
 
     A row whose reasons would not decode and re-encode to the very same text sends the whole

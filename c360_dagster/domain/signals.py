@@ -19,6 +19,7 @@ import polars as pl
 from c360_dagster.domain import json_text
 from c360_dagster.domain.config import config_hash, load_yaml_config, validate_config
 from c360_dagster.domain.health import in_last_days, round2
+from c360_dagster.domain.io import joined_items
 from c360_dagster.domain.view import Customer360
 
 KINDS = ("risk", "expansion")
@@ -418,7 +419,7 @@ def signal_records(frame: pl.DataFrame) -> Iterator[tuple[str, list[dict[str, An
         yield account_id, signals  # type: ignore[misc]
 
 
-def signal_json_entries(frame: pl.DataFrame, chunk_rows: int = 20_000) -> Iterator[list[str]]:
+def signal_json_entries(frame: pl.DataFrame, chunk_rows: int = 20_000) -> Iterator[bytes]:
     """signals.json's `"account_id": [signals]` texts in chunks, encoded column-wise (same bytes as `signal_records`)."""
     ordered = frame.sort("account_id", "code", maintain_order=True)
     evidence = _evidence_texts(ordered, depth=8)
@@ -436,7 +437,7 @@ def signal_json_entries(frame: pl.DataFrame, chunk_rows: int = 20_000) -> Iterat
         or ordered.select(pl.any_horizontal(pl.lit(False), *years).any()).item()
     ):
         for account_id, records in signal_records(frame):
-            yield [json.dumps(account_id, ensure_ascii=False) + ": " + json_text.python_text(records, 4)]
+            yield joined_items([json.dumps(account_id, ensure_ascii=False) + ": " + json_text.python_text(records, 4)])
         return
     members = {name: json_text.json_text(pl.col(name), plain.schema[name], 8) for name in shown}
     signal = json_text.object_text({**members, "evidence": pl.col("evidence_text")}, 6)
@@ -447,8 +448,7 @@ def signal_json_entries(frame: pl.DataFrame, chunk_rows: int = 20_000) -> Iterat
         .agg(pl.col("signal").str.join(",\n      "))
     )
     line = pl.concat_str(json_text.json_string(pl.col("account_id")), pl.lit(": [\n      "), "signal", pl.lit("\n    ]"))
-    for offset in range(0, accounts.height, chunk_rows):
-        yield accounts.slice(offset, chunk_rows).select(line)[:, 0].to_list()
+    yield from json_text.joined_chunks(accounts, line, chunk_rows)
 
 
 def _evidence_texts(frame: pl.DataFrame, depth: int) -> pl.Series | None:
