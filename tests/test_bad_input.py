@@ -80,6 +80,15 @@ def test_csv_row_with_too_many_fields(small_dir: Path) -> None:
     assert str(error_of(small_dir)) == "file accounts.csv, row 1: broken CSV: expected 7 fields as in the header, found 8"
 
 
+def test_the_first_file_in_entity_order_is_reported_while_the_next_one_is_read_ahead(small_dir: Path) -> None:
+    # The loader reads contacts.csv on a thread while accounts.csv is validated; both are broken.
+    replace_in(small_dir / "accounts.csv", "Acme Corp", "   ")
+    replace_in(small_dir / "contacts.csv", "Ann Lee,", '"Ann Lee,')
+    assert str(error_of(small_dir)) == 'file accounts.csv, row 1, column name: expected a non-empty text, got "   "'
+    replace_in(small_dir / "accounts.csv", "   ", "Acme Corp")
+    assert error_of(small_dir).file == "contacts.csv"
+
+
 def test_non_utf8_bytes_in_csv(small_dir: Path) -> None:
     path = small_dir / "accounts.csv"
     path.write_bytes(path.read_bytes().replace(b"Beta LLC", b"Beta \xff LLC"))
