@@ -88,7 +88,7 @@ def _fan_out(chunks: Iterable[bytes], consumers: list[Callable[[bytes], object]]
                     failed.append(exc)
 
     threads = [
-        threading.Thread(target=drain, args=(pending, consume), name="c360-chunk-writer", daemon=True)
+        threading.Thread(target=drain, args=(pending, consume), name="c360-chunk-consumer", daemon=True)
         for pending, consume in zip(queues, consumers, strict=True)
     ]
     for thread in threads:
