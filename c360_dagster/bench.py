@@ -210,6 +210,8 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = lambda line:
             rows=sum(lake_rows.values()),
         )
         chain = sampler.figures(jobs[0].start, jobs[-1].end, counts["accounts"])
+        # The JSON artifacts the chain wrote: bytes the floor never writes (docs/performance.md).
+        json_bytes = {path.name: path.stat().st_size for path in sorted(customer.glob("*.json"))}
         sample, red = qbr_samples(customer / "frames" / "health.parquet", settings.qbr_sample, settings.red_sample)
         qbr_start = sampler.mark()
         batches = account_batches(sample)
@@ -242,6 +244,7 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = lambda line:
         "chain": chain.to_dict(ROWS_OF["chain"]),
         "jobs": {job.name: _job_report(job, sampler) for job in jobs},
         "lake_rows": lake_rows,
+        "json_bytes": json_bytes,
         "floor": floor.to_dict(ROWS_OF["floor"]),
         "ratio": {
             "scoring": round(scoring_s / floor.wall_s, 2),
@@ -336,6 +339,8 @@ def render_bench(report: dict[str, Any]) -> str:
             f"{figures['rows']:>11} {figures['rows_per_s'] or 0:>12.1f}  {figures['rows_of']}"
         )
     lines.append(f"pipeline ÷ floor: scoring (load + health) {report['ratio']['scoring']}x, chain (load → lake) {report['ratio']['chain']}x")
+    written = ", ".join(f"{name} {size / 1e6:.1f}" for name, size in report["json_bytes"].items())
+    lines.append(f"JSON written by the chain: {sum(report['json_bytes'].values()) / 1e6:.1f} MB ({written})")
     for name, target in report["targets"].items():
         lines.append(f"target {name}: {'met' if target['met'] else 'MISSED'} ({target['target']}; measured {target['measured']})")
     lines.append(f"written: {report['out']}")

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from c360_dagster.bench import BenchSettings, ensure_dataset, qbr_samples
+from c360_dagster.bench import BenchSettings, ensure_dataset, qbr_samples, render_bench
 from c360_dagster.console import main
 from c360_dagster.domain import floor, health
 from c360_dagster.domain.io import ITEM_SEPARATOR
@@ -40,6 +40,15 @@ def test_bench_reports_every_stage_with_positive_figures(bench_run):
     assert report["ratio"]["scoring"] > 0 and report["ratio"]["chain"] > 0
     assert set(report["jobs"]) == {"c360_load", "c360_health", "c360_signals", "c360_renewals"}
     assert report["machine"]["nproc"] >= 1
+
+
+def test_bench_reports_the_json_bytes_the_chain_wrote(bench_run):
+    artifacts, report = bench_run
+    customer = artifacts / "bench" / "work_200" / "artifacts" / "customer"
+    month = report["as_of"][:7].replace("-", "")
+    names = ["360.json", "health.json", f"renewals_{month}.json", "signals.json"]
+    assert report["json_bytes"] == {name: (customer / name).stat().st_size for name in names}
+    assert "JSON written by the chain: " in render_bench({**report, "out": "x"})
 
 
 def test_bench_runs_in_its_own_work_dir_and_dagster_home(bench_run):
