@@ -142,6 +142,8 @@ def test_canonical_texts_sorts_fields_at_every_depth_and_prints_what_json_dumps_
         {"z": 1.0, "a": 'é "q" \\ /\n\t', "changes": [{"on": "2024-01-01", "change": "added"}], "n": None, "ok": True},
         {"z": 0.30000000000000004, "a": None, "changes": [], "n": -3, "ok": False},
         {"z": 123456789.125, "a": "", "changes": None, "n": 7, "ok": None},
+        # The edges of Python's fixed notation, and a negative zero.
+        *({"z": z, "a": "x", "changes": [], "n": 0, "ok": True} for z in (1e15, 0.0001, -0.0, 9999999999999998.0)),
     ]
     columnar, python = _canonical_column(values, dtype)
     assert columnar == python
