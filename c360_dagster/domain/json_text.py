@@ -122,9 +122,8 @@ def entries(
     """
     prefix = pl.concat_str(json_string(pl.col(key)), pl.lit(": "))
     return _texts(
-        frame.select(pl.col(key), value.alias("_value")),
+        frame.select(pl.col(key), value.alias("_value"), pl.col(key).str.contains(_OTHER_CONTROL).fill_null(False).alias("_unsafe")),
         prefix,
-        [pl.col(key).str.contains(_OTHER_CONTROL).fill_null(False)],
         depth,
         chunk_rows,
         lambda: (json.dumps(k, ensure_ascii=False) + ": " + python_text(v, depth) for k, v in fallback(frame)),
@@ -138,7 +137,7 @@ def items(
     depth: int,
     chunk_rows: int,
     fallback: Callable[[pl.DataFrame], Iterator[Any]],
-    unsafe: pl.Expr | None = None,
+    unsafe: pl.Expr = pl.lit(False),
 ) -> Iterator[bytes]:
     """A JSON array's item texts (pretty at `depth`), in chunks of rows, in frame order.
 
@@ -146,11 +145,9 @@ def items(
     print differently column-wise, or where the caller's `unsafe` (a row-wise flag over
     `frame`) is true.
     """
-    flagged = [] if unsafe is None else [pl.col("_unsafe")]
     return _texts(
-        frame.select(value.alias("_value"), *([] if unsafe is None else [unsafe.fill_null(True).alias("_unsafe")])),
+        frame.select(value.alias("_value"), unsafe.alias("_unsafe")),
         None,
-        flagged,
         depth,
         chunk_rows,
         lambda: (python_text(item, depth) for item in fallback(frame)),
@@ -160,14 +157,15 @@ def items(
 def _texts(
     values: pl.DataFrame,
     prefix: pl.Expr | None,
-    unsafe: list[pl.Expr],
     depth: int,
     chunk_rows: int,
     fallback: Callable[[], Iterator[str]],
 ) -> Iterator[bytes]:
-    """Each row's `prefix` + `_value` text in chunks (`io.joined_items`); the `fallback` texts instead if any leaf is unsafe."""
+    """Each row's `prefix` + `_value` text in chunks (`io.joined_items`); the `fallback` texts
+    instead if any leaf could print differently or any row's `_unsafe` flag is not false."""
     dtype = values.schema["_value"]
-    if values.select(pl.any_horizontal(pl.lit(False), *unsafe_leaves(pl.col("_value"), dtype), *unsafe).any()).item():
+    unsafe = [*unsafe_leaves(pl.col("_value"), dtype), pl.col("_unsafe").fill_null(True)]
+    if values.select(pl.any_horizontal(unsafe).any()).item():
         texts = fallback()
         while chunk := list(itertools.islice(texts, chunk_rows)):
             yield joined_items(chunk)

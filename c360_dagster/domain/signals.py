@@ -385,15 +385,12 @@ LIFECYCLE_COLUMNS = ("signal_id", "status", "since", "snoozed_until", "snooze_re
 
 def _encoded(code: str, fired: pl.DataFrame) -> pl.DataFrame:
     """The rule's rows with the evidence struct written as canonical JSON."""
-    return pl.DataFrame(
-        {
-            "account_id": fired["account_id"],
-            "code": [code] * fired.height,
-            "kind": [SIGNAL_CATALOG[code].kind] * fired.height,
-            "evidence": json_text.canonical_texts(fired["evidence"]),
-        },
-        schema=SIGNALS_COLUMNS,
-    )
+    return fired.select(
+        "account_id",
+        code=pl.lit(code),
+        kind=pl.lit(SIGNAL_CATALOG[code].kind),
+        evidence=json_text.canonical_texts(fired["evidence"]),
+    ).cast(SIGNALS_COLUMNS)  # type: ignore[arg-type]
 
 
 def detect_signals(view: Customer360, config: SignalsConfig) -> pl.DataFrame:
