@@ -1,7 +1,8 @@
 """Text that lands in reports: escaping for Markdown, safe file names, number formatting, templates.
 
 Every report escapes input text through these helpers, so a name with `|`, a newline,
-`<script>` or `=HYPERLINK(...)` cannot break a table, inject HTML or a spreadsheet formula.
+`<script>` or `=HYPERLINK(...)` cannot break a table, inject HTML or a spreadsheet formula,
+and a right-to-left override or a zero-width character cannot disguise what it says.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
+import unicodedata
 from typing import Any
 
 import jinja2
@@ -24,11 +26,26 @@ _UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_FILENAME = 64
 
 
+def visible_text(value: Any) -> str:
+    """Input text with every invisible format character shown as `<U+XXXX>`.
+
+    Unicode "format" characters (category Cf) draw nothing yet change what a reader sees:
+    bidi overrides and isolates (U+202A-202E, U+2066-2069, U+200E/F) reorder a line, so
+    `invoice` + U+202E + `gpj.exe` displays as `invoiceexe.jpg`; zero-width characters (U+200B-200D,
+    U+2060, U+FEFF) make two different names look alike. Every report passes input text
+    through here, so such a character stays visible instead of acting.
+    """
+    text = "" if value is None else str(value)
+    if text.isascii():  # the common case, and no ASCII character is a format character
+        return text
+    return "".join(f"<U+{ord(ch):04X}>" if unicodedata.category(ch) == "Cf" else ch for ch in text)
+
+
 def md_text(value: Any) -> str:
     """Input text made safe for Markdown prose: one line, HTML and Markdown markup neutralised."""
     if value is None:
         return ""
-    text = _WHITESPACE_RUN.sub(" ", str(value)).strip()
+    text = _WHITESPACE_RUN.sub(" ", visible_text(value)).strip()
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     text = _MARKDOWN_SPECIAL.sub(r"\\\1", text)
     # A leading `#`, `>` (already an entity) or list marker would turn prose into structure.
@@ -41,7 +58,7 @@ def md_cell(value: Any) -> str:
         return ""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
-    text = _WHITESPACE_RUN.sub(" ", str(value)).strip()
+    text = _WHITESPACE_RUN.sub(" ", visible_text(value)).strip()
     if text.startswith(_FORMULA_START):
         text = "'" + text  # the OWASP defence against CSV/formula injection
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -99,9 +116,11 @@ def fmt_percent(value: float | None, decimals: int = 0) -> str:
 @functools.cache
 def _environment() -> jinja2.Environment:
     # Markdown, not HTML: no autoescape; templates escape input text explicitly with the filters.
+    # `finalize` runs on every printed value, so no template can print a spoofing character.
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("c360_dagster", "templates"),
         autoescape=False,
+        finalize=lambda value: visible_text(value) if isinstance(value, str) else value,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
