@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,15 +16,21 @@ REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
 
 
-def demo_steps() -> list[tuple[str, str]]:
-    """(command, expected stdout) for each `$ c360 ...` in the README's demo section."""
-    demo = README.split("<!-- demo:start -->")[1].split("<!-- demo:end -->")[0]
-    steps = []
-    for block in re.findall(r"```console\n(.*?)```", demo, flags=re.DOTALL):
-        command, _, output = block.partition("\n")
-        assert command.startswith("$ c360 "), command
-        steps.append((command[2:], output))
+def readme_steps() -> list[tuple[str, str]]:
+    """(command, expected stdout) for each `$ ...` line of the README's console blocks, in reading order."""
+    steps: list[tuple[str, str]] = []
+    for block in re.findall(r"```console\n(.*?)```", README, flags=re.DOTALL):
+        assert block.startswith("$ "), block
+        for chunk in re.split(r"^\$ ", block, flags=re.MULTILINE)[1:]:
+            command, _, output = chunk.partition("\n")
+            steps.append((command, output))
     return steps
+
+
+def demo_steps() -> list[tuple[str, str]]:
+    """The `c360` steps of the README's demo section."""
+    demo = README.split("<!-- demo:start -->")[1].split("<!-- demo:end -->")[0]
+    return [step for step in readme_steps() if step[0].startswith("c360 ") and f"$ {step[0]}\n" in demo]
 
 
 def test_quickstart_names_install_run_and_test_commands():
@@ -40,14 +47,20 @@ def test_demo_sequence_covers_every_stage():
         assert stage in commands
 
 
-def test_demo_sequence_prints_what_the_readme_shows(tmp_path, monkeypatch, capsys):
+def test_readme_in_reading_order_prints_what_it_shows(tmp_path, monkeypatch, capsys):
+    """Quickstart then demo, as a newcomer types them in a fresh copy of the project."""
     for folder in ("fixtures", "configs", "contracts"):
         shutil.copytree(REPO / folder, tmp_path / folder)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / ".dagster_home"))
-    for command, expected in demo_steps():
-        argv = shlex.split(command)[1:]
-        code = main(argv)
+    steps = readme_steps()
+    assert steps[0][0] == "c360 c360:run", "the quickstart's run comes first"
+    for command, expected in steps:
+        if not command.startswith("c360 "):  # a shell step (start over, make a candidate config)
+            shell = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True)
+            assert (shell.returncode, shell.stdout, shell.stderr) == (0, expected, ""), command
+            continue
+        code = main(shlex.split(command)[1:])
         captured = capsys.readouterr()
         # stdout, plus the one-paragraph reason a failing command prints on stderr
         # (progress lines on stderr carry timings and are not part of the README).
@@ -56,8 +69,13 @@ def test_demo_sequence_prints_what_the_readme_shows(tmp_path, monkeypatch, capsy
         assert code == (2 if "\nc360: " in "\n" + out else 0), command
 
 
+def test_readme_names_the_spec_command_equivalent():
+    assert "python -m cli.console c360:" in README
+    assert "python -m c360_dagster.console c360:" in README
+
+
 @pytest.mark.parametrize(
-    "doc", ["architecture", "customer-360", "renewals", "qbr", "governance", "operations", "trust", "backtest", "performance"]
+    "doc", ["architecture", "customer-360", "renewals", "qbr", "governance", "operations", "trust", "backtest", "performance", "inputs"]
 )
 def test_documents_the_readme_links_exist(doc):
     assert f"docs/{doc}.md" in README

@@ -1,4 +1,4 @@
-"""The input contract of ../shared/INPUTS.md as data, plus the typed entity classes.
+"""The input contract of docs/inputs.md as data, plus the typed entity classes.
 
 `ENTITIES` drives the loader's validation, the generator's output and the Polars schema of
 every table in the Customer 360 view, so the contract is written down exactly once.

@@ -1,4 +1,4 @@
-"""A deterministic synthetic customer data set that follows ../shared/INPUTS.md exactly.
+"""A deterministic synthetic customer data set that follows docs/inputs.md exactly.
 
 Scale: accounts are drawn in fixed-size chunks with numpy (one `default_rng([seed, chunk])`
 per chunk) and each chunk's rows are appended to the eight output files, so memory stays
