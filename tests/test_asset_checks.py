@@ -96,7 +96,7 @@ def test_ui_metadata_row_counts_schema_and_tier_table(tmp_path, instance):
     event = instance.get_latest_materialization_event(dg.AssetKey("account_health"))
     metadata = event.asset_materialization.metadata
     assert metadata["dagster/row_count"].value == 12
-    assert metadata["metric/c360_health_calc"].value == 12  # the Prometheus counter, also in the UI
+    assert metadata["metric/c360_accounts_scored_total"].value == 12  # the Prometheus counter, also in the UI
     assert "score" in [column.name for column in metadata["dagster/column_schema"].value.columns]
     # The fixtures README lists 3 red, 4 amber and 5 green accounts.
     tiers = {record.data["tier"]: record.data["accounts"] for record in metadata["tier_distribution"].value.records}

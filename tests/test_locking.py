@@ -51,7 +51,7 @@ MATERIALIZE = textwrap.dedent(
             eventlog.append_event(artifacts / "governance" / "events.jsonl", {{"asset": "lake/customer_signals",
                 "partition": None, "run_id": tag, "as_of": "2026-09-30", "config_hash": None, "code_version": "1",
                 "inputs": {{}}, "outputs": {{"summary.md": digest}}}}, Ed25519PrivateKey.from_private_bytes(bytes(32)))
-            metrics.increment(artifacts / "metrics" / "c360.prom", "signals_to_lake", written)
+            metrics.increment(artifacts / "metrics" / "c360.prom", "c360_lake_rows_written", written, {{"table": "customer_signals"}})
     except C360Error as exc:
         print(exc, file=sys.stderr)
         sys.exit(2)
@@ -84,7 +84,9 @@ def assert_intact(artifacts: Path, winners: list[str]) -> None:
     assert eventlog.verify_log(log, log.with_name("events.pub")) == eventlog.VerifyResult(True, len(winners))
     summary = (artifacts / "customer" / "summary.md").read_text()
     assert summary in {(tag + "\n") * 10000 for tag in winners}
-    assert metrics.read_metrics(artifacts / "metrics" / "c360.prom") == {"signals_to_lake": 50 * len(winners)}
+    assert metrics.read_metrics(artifacts / "metrics" / "c360.prom") == {
+        'c360_lake_rows_written_total{table="customer_signals"}': 50 * len(winners)
+    }
 
 
 def test_two_processes_at_once_both_finish_one_after_the_other(tmp_path: Path) -> None:

@@ -41,8 +41,8 @@ def test_run_makes_every_output_and_reruns_byte_identical(project, capsys, tmp_p
     log = project.artifacts / "governance" / "events.jsonl"
     assert eventlog.verify_log(log, log.with_name("events.pub")).ok
     counters = metrics.read_metrics(project.artifacts / "metrics" / "c360.prom")
-    assert counters["c360_loaded"] == 12 and counters["c360_health_calc"] == 12
-    assert counters['qbr_generated{account="ACME-001"}'] == 1
+    assert counters["c360_accounts_loaded_total"] == 12 and counters["c360_accounts_scored_total"] == 12
+    assert counters["c360_qbr_packs_generated_total"] == len(list(customer.glob("qbr_*.pptx")))
 
     first = _outputs(project.artifacts)
     other = tmp_path / "again"

@@ -222,7 +222,7 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
                 partition=account_id,
             )
             written.update(files)
-        counted = project.count_each("qbr_generated", [{"account": account_id} for account_id in inputs.accounts])
+        counted = project.count("c360_qbr_packs_generated", len(packs))
     yield dg.MaterializeResult(
         metadata={
             **counted,

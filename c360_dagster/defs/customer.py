@@ -95,7 +95,7 @@ def customer_360(
                 inputs=dict(sorted(view.source_hashes.items())),
                 outputs={"360.json": json_hash, "view": view_hash},
             )
-            counted = project.count("c360_loaded", view.accounts.height)
+            counted = project.count("c360_accounts_loaded", view.accounts.height)
         added = registering.result()
     return dg.MaterializeResult(
         metadata={
@@ -179,7 +179,7 @@ def account_health(
             config_hash=health_config.config_hash,
             extra={"overrides": list(outcome.applied)} if outcome.applied else None,
         )
-        counted = project.count("c360_health_calc", frame.height)
+        counted = project.count("c360_accounts_scored", frame.height)
     return dg.MaterializeResult(
         metadata={
             **counted,

@@ -25,10 +25,9 @@ from c360_dagster.domain.io import sha256_bytes
 
 @dataclass(frozen=True)
 class LakeTable:
-    """Where a lake table's rows come from and which metric counts them."""
+    """Where a lake table's rows come from."""
 
     upstream: dg.AssetsDefinition
-    metric: str
     source_hash: Callable[[C360Project], str]
     rows: Callable[[C360Project], pl.DataFrame]
 
@@ -36,25 +35,21 @@ class LakeTable:
 LAKE_TABLES = {
     "crm_opps": LakeTable(
         customer_360,
-        "c360_to_lake",
         lambda p: p.view_hash(),
         lambda p: lake_tables.opp_rows(p.view_table("crm_opps")),
     ),
     "account_health": LakeTable(
         account_health,
-        "health_to_lake",
         lambda p: p.frame_hash("health"),
         lambda p: lake_tables.health_rows(p.read_frame("health")),
     ),
     "customer_signals": LakeTable(
         customer_signals,
-        "signals_to_lake",
         lambda p: p.frame_hash("signals"),
         lambda p: lake_tables.signal_rows(p.read_frame("signals")),
     ),
     "renewal_forecasts": LakeTable(
         renewal_forecasts,
-        "renewals_to_lake",
         lambda p: p.frame_hash("renewals"),
         lambda p: p.read_frame("renewals"),
     ),
@@ -91,7 +86,7 @@ def _lake_asset(table: str, spec: LakeTable) -> dg.AssetsDefinition:
                 inputs={spec.upstream.key.to_user_string(): spec.source_hash(project)},
                 outputs={f"{table}@{as_of.isoformat()}": rows_hash.result()},
             )
-            counted = project.count(spec.metric, written)
+            counted = project.count("c360_lake_rows_written", written, {"table": table})
         return dg.MaterializeResult(
             metadata={
                 **counted,

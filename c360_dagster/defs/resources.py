@@ -145,10 +145,5 @@ class C360Project(dg.ConfigurableResource):
         return eventlog.append_event(self.events_path, event, key)
 
     def count(self, name: str, value: float = 1, labels: dict[str, str] | None = None) -> dict[str, float]:
-        """Add to a Prometheus counter; return `{"metric/<name>": new total}` for the asset's metadata."""
-        return {f"metric/{name}": metrics.increment(self.metrics_path, name, value, labels)}
-
-    def count_each(self, name: str, labels: list[dict[str, str]]) -> dict[str, float]:
-        """Add one to the counter `name` for each labels; metadata: the sum of their new totals."""
-        totals = metrics.increment_each(self.metrics_path, name, [(one, 1) for one in labels])
-        return {f"metric/{name}": sum(totals)}
+        """Add to a declared Prometheus counter; return `{"metric/<name>_total": new total}` for the asset's metadata."""
+        return {f"metric/{name}_total": metrics.increment(self.metrics_path, name, value, labels)}
