@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from c360_dagster.domain.errors import C360Error
+from c360_dagster.domain.locking import file_lock
+
 DEFAULT_HOME = ".dagster_home"
+# Written once the instance's storages exist and are migrated; later runs skip the setup.
+READY_MARKER = ".c360-instance-ready"
+SETUP_LOCK = ".c360-instance.lock"
+SETUP_TIMEOUT_S = 120.0
 
 # Local storage only, and telemetry off: the project runs offline. One SQLite event log for all
 # runs and no stdout capture (assets log structured events, not prints) keep a run cheap: the
@@ -29,12 +36,42 @@ compute_logs:
 
 
 def ensure_dagster_home(project_root: Path | None = None) -> Path:
-    """Point DAGSTER_HOME at the project's instance folder (unless set) and create it."""
+    """Point DAGSTER_HOME at the project's instance folder (unless set), created and migrated once.
+
+    Dagster creates its SQLite storages and stamps their schema version on first use; two
+    processes doing that at once stamp two versions, and the instance never opens again. So the
+    first use happens here, under an exclusive lock, and the processes that waited find it done.
+    """
     home = Path(os.environ.get("DAGSTER_HOME") or (project_root or Path.cwd()) / DEFAULT_HOME)
     home = home.resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(DAGSTER_YAML, encoding="utf-8")
     os.environ["DAGSTER_HOME"] = str(home)
+    if (home / READY_MARKER).exists():
+        return home
+    home.mkdir(parents=True, exist_ok=True)
+    with file_lock(home / SETUP_LOCK, SETUP_TIMEOUT_S, f"another c360 process is creating the Dagster instance in {home}"):
+        if not (home / READY_MARKER).exists():
+            config = home / "dagster.yaml"
+            if not config.exists():
+                config.write_text(DAGSTER_YAML, encoding="utf-8")
+            _create_storages(home)
+            (home / READY_MARKER).write_text("the storages of this Dagster instance are created and migrated\n", encoding="utf-8")
     return home
+
+
+def _create_storages(home: Path) -> None:
+    """Open the instance once (this creates or upgrades its storages), or say how to recover."""
+    import dagster as dg
+
+    try:
+        with dg.DagsterInstance.get() as instance:
+            instance.get_run_records(limit=1)
+            instance.get_dynamic_partitions("account")
+            instance.all_instigator_state()
+    except Exception as exc:  # Dagster and alembic raise many kinds; each means the same to the user
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise C360Error(
+            f"the Dagster instance in {home} cannot be opened ({reason}). It keeps only run history "
+            f"(the artifacts and the signed log are elsewhere): move it aside with `mv {home} {home}.broken` "
+            "and run the command again to start a fresh one",
+            code="INSTANCE_BROKEN",
+        ) from None

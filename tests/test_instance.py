@@ -1,0 +1,72 @@
+"""The project's Dagster instance: created once under a lock, and a damaged one is named with its fix."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from c360_dagster.console import main
+from c360_dagster.instance import READY_MARKER, ensure_dagster_home
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _project(tmp_path: Path) -> Path:
+    for folder in ("fixtures", "configs", "contracts"):
+        shutil.copytree(REPO / folder, tmp_path / folder)
+    return tmp_path
+
+
+def _schema_versions(home: Path) -> dict[str, list[str]]:
+    """Each SQLite storage's alembic version rows (one row each in a healthy instance)."""
+    versions = {}
+    for db in sorted(home.rglob("*.db")):
+        with sqlite3.connect(db) as connection:
+            rows = connection.execute("select version_num from alembic_version").fetchall()
+        versions[str(db.relative_to(home))] = sorted(row[0] for row in rows)
+    return versions
+
+
+def test_concurrent_first_runs_share_one_working_instance(tmp_path):
+    """Three `c360:load` at once on a project with no .dagster_home all succeed, and so does the next."""
+    project = _project(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("DAGSTER_HOME", None)  # the default: the project's own .dagster_home, not there yet
+    command = [sys.executable, "-m", "c360_dagster.console", "c360:load", "--quiet"]
+    runs = [subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    outcomes = [(run.wait(timeout=300), run.stderr.read().decode()) for run in runs]
+    for run in runs:
+        run.stdout.close()
+        run.stderr.close()
+    assert [code for code, _ in outcomes] == [0, 0, 0], outcomes
+    home = project / ".dagster_home"
+    assert (home / READY_MARKER).exists()
+    versions = _schema_versions(home)
+    assert versions and all(len(rows) <= 1 for rows in versions.values()), versions
+    after = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert after.returncode == 0, after.stderr
+
+
+def test_a_damaged_instance_is_named_with_how_to_recover(tmp_path, monkeypatch, capsys):
+    """An instance left with two schema heads (what unlocked first runs made) fails cleanly, writes nothing."""
+    project = _project(tmp_path)
+    monkeypatch.chdir(project)
+    home = project / ".dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    ensure_dagster_home()
+    (home / READY_MARKER).unlink()  # as an instance created before the lock existed
+    with sqlite3.connect(home / "history" / "runs.db") as connection:
+        connection.execute("insert into alembic_version values ('5771160a95ad')")
+
+    assert main(["c360:load", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("c360: INSTANCE_BROKEN: the Dagster instance in ")
+    assert f"`mv {home} {home}.broken`" in err and "Traceback" not in err
+    assert not (project / "artifacts").exists()
+
+    shutil.move(home, f"{home}.broken")  # the fix the message gives
+    assert main(["c360:load", "--quiet"]) == 0
