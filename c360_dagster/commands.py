@@ -12,6 +12,7 @@ from pathlib import Path
 from c360_dagster import reports
 from c360_dagster.console import Report, command
 from c360_dagster.domain.errors import C360Error
+from c360_dagster.domain.text import format_amount
 from c360_dagster.runner import CPUS, ProjectPaths, account_batches, known_accounts, run_job, run_ranges
 
 
@@ -251,21 +252,25 @@ def _renewals_args(parser: argparse.ArgumentParser) -> None:
 
 def _render_renewals(report: Report) -> str:
     summary = report["summary"]
-    totals, currency = summary["totals"], summary["reporting_currency"]
-    headline = (
+    at_risk = " and ".join(summary["at_risk_buckets"])
+    lines = [
         f"Renewals within {report['window_days']} days of {report['as_of']}: "
-        f"{totals['subscriptions']} subscriptions of {totals['accounts']} accounts"
-    )
-    amounts = (
-        f"  ARR up for renewal {currency} {reports.money(totals['arr'])}, expected "
-        f"{reports.money(totals['expected_arr'])}, at risk {reports.money(totals['arr_at_risk'])}"
-    )
-    lines = [headline, amounts]
-    lines += [f"  unconverted currency: {c}" for c in summary["unconverted_currencies"]]
-    lines.append("Top risks:")
+        f"{summary['subscriptions']} subscriptions of {summary['accounts']} accounts",
+        f"Forecast per currency (at risk = the ARR in the {at_risk} bucket"
+        f"{'' if len(summary['at_risk_buckets']) == 1 else 's'}; never added across currencies):",
+    ]
+    for row in summary["by_currency"]:
+        cur = row["currency"]
+        lines.append(
+            f"  {cur}  up for renewal {format_amount(row['arr'], cur)}, expected "
+            f"{format_amount(row['expected_arr'], cur)}, at risk {format_amount(row['arr_at_risk'], cur)}"
+        )
+        lines.append("       " + " · ".join(f"{b['bucket']} {format_amount(b['arr'], cur)}" for b in row["buckets"]))
+    lines.append("Top risks:" if summary["top_risks"] else "Top risks: none")
     lines += [
-        f"  {risk['renewal_date']}  {risk['subscription_id']:<12} {risk['tier']:<5} {risk['bucket']:<6} "
-        f"{risk['currency']} {reports.money(risk['arr']):>12}  → {risk['suggested_playbook']}"
+        f"  {risk['renewal_date']}  {risk['subscription_id']:<12} {risk['tier'] or 'unscored':<5} {risk['bucket']:<6} "
+        f"{format_amount(risk['arr'], risk['currency']):>12}  {risk['main_reason'] or 'no risk signal'} "
+        f"→ {risk['suggested_playbook']}"
         for risk in summary["top_risks"][:5]
     ]
     return reports.text(lines + reports.render_written(report["written"]))

@@ -8,6 +8,7 @@ from typing import Any
 
 import polars as pl
 
+from c360_dagster.domain.text import format_amount
 from c360_dagster.domain.view import Customer360
 
 Report = dict[str, Any]
@@ -50,10 +51,6 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def money(amount: float) -> str:
-    return f"{amount:,.2f}"
-
-
 def render_checks(checks: list[dict[str, Any]]) -> list[str]:
     if not checks:
         return []
@@ -69,7 +66,7 @@ def render_view(report: Report) -> list[str]:
     counts = " · ".join(f"{name} {count}" for name, count in report["counts"].items())
     lines = [f"as_of {report['as_of']}", f"  {counts}", "Active ARR by segment:"]
     lines += [
-        f"  {row['segment']:<11} {row['currency']} {money(row['arr']):>16}  "
+        f"  {row['segment']:<11} {format_amount(row['arr'], row['currency']):>14}  "
         f"({row['subscriptions']} subscription{'s' if row['subscriptions'] != 1 else ''})"
         for row in report["arr_by_segment"]
     ]

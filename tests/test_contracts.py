@@ -46,8 +46,8 @@ VALID: dict[str, dict[str, Any]] = {
         "as_of": AS_OF, "subscription_id": "SUB-1", "account_id": "ACME-001", "account_name": "Acme",
         "segment": "smb", "csm_owner": None, "product": "core", "plan": "growth",
         "renewal_date": dt.date(2026, 10, 30), "days_to_renewal": 30, "arr": 50000.0,
-        "currency": "EUR", "tier": "amber", "risk_signal_count": 2, "bucket": "Medium",
-        "probability": 0.6, "expected_arr": 30000.0, "risk_reasons": '[{"code":"SIG_X","text":"t"}]',
+        "currency": "EUR", "tier": "amber", "risk_signal_count": 2,
+        "renewal_prob": '{"bucket":"Medium","probability":0.6}', "expected_arr": 30000.0, "risk_reasons": '[{"code":"SIG_X","text":"t"}]',
         "suggested_playbook": "adoption_push",
     },
 }
@@ -66,8 +66,8 @@ TYPES = {
                           "account_name": pl.Utf8, "segment": pl.Utf8, "csm_owner": pl.Utf8,
                           "product": pl.Utf8, "plan": pl.Utf8, "renewal_date": pl.Date,
                           "days_to_renewal": pl.Int64, "arr": pl.Float64, "currency": pl.Utf8,
-                          "tier": pl.Utf8, "risk_signal_count": pl.Int64, "bucket": pl.Utf8,
-                          "probability": pl.Float64, "expected_arr": pl.Float64,
+                          "tier": pl.Utf8, "risk_signal_count": pl.Int64, "renewal_prob": pl.Utf8,
+                          "expected_arr": pl.Float64,
                           "risk_reasons": pl.Utf8, "suggested_playbook": pl.Utf8},
 }
 # Values to mix into generated rows, valid and not, by Polars type (dates also as text).
@@ -155,8 +155,8 @@ BREAKS = {
                        "enum": ("tier", "yellow")},
     "customer_signals": {"missing": "evidence", "wrong_type": ("evidence", 3), "range": ("code", "sig_low", "does not match"),
                          "enum": ("kind", "churn")},
-    "renewal_forecasts": {"missing": "bucket", "wrong_type": ("days_to_renewal", 1.5),
-                          "range": ("probability", 1.01, "above the maximum 1"), "enum": ("bucket", "Certain")},
+    "renewal_forecasts": {"missing": "renewal_prob", "wrong_type": ("days_to_renewal", 1.5),
+                          "range": ("expected_arr", -0.01, "below the minimum 0"), "enum": ("segment", "giant")},
 }
 
 
@@ -184,6 +184,23 @@ def test_each_kind_of_fault_fails_the_row(table: str) -> None:
     unknown = frame(table, [VALID[table], VALID[table], {**VALID[table], field: value}])
     found = validate_frame(unknown, schema, table)
     assert [(v.row, v.field) for v in found] == [(2, field)] and "is not one of" in found[0].message
+
+
+@pytest.mark.parametrize(
+    ("renewal_prob", "valid"),
+    [
+        ('{"bucket":"Low","probability":0.25}', True),
+        ('{"bucket":"High","probability":1.0}', True),
+        ('{"bucket":"Certain","probability":0.9}', False),
+        ('{"bucket":"High","probability":1.01}', False),
+        ('{"probability":0.9,"bucket":"High"}', False),  # not canonical: keys out of order
+        ("High", False),
+    ],
+)
+def test_renewal_prob_is_canonical_json_of_a_bucket_and_its_probability(renewal_prob: str, valid: bool) -> None:
+    schema = load_contract("renewal_forecasts", CONTRACTS)
+    found = validate_frame(frame("renewal_forecasts", [{**VALID["renewal_forecasts"], "renewal_prob": renewal_prob}]), schema, "renewal_forecasts")
+    assert [v.field for v in found] == ([] if valid else ["renewal_prob"])
 
 
 def test_nullable_field_accepts_null_and_required_field_rejects_it() -> None:

@@ -1,7 +1,7 @@
 """Renewal forecast: matrix cells, window edges, reason phrases, currencies, summary rollups.
 
 Expected values are computed by hand from configs/customer/renewals.yaml (probabilities
-High 0.9 / Medium 0.6 / Low 0.25; SIG_PAYMENT_OVERDUE weighs 2; EUR rate 1.08).
+High 0.9 / Medium 0.6 / Low 0.25; SIG_PAYMENT_OVERDUE weighs 2; at risk = the Low bucket).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import yaml
 from c360_dagster.domain.entities import ENTITIES
 from c360_dagster.domain.errors import C360Error, ConfigError
 from c360_dagster.domain.io import canonical_json, write_json_stream_text
-from c360_dagster.domain import renewals
+from c360_dagster.domain import lake_tables, renewals
+from c360_dagster.domain.contracts import load_contract, validate_frame
 from c360_dagster.domain.playbooks import select_playbooks
 from c360_dagster.domain.renewals import (
     FRAME_COLUMNS,
@@ -31,9 +32,11 @@ from c360_dagster.domain.renewals import (
     renewal_json_items,
     renewal_records,
 )
+from c360_dagster.domain.text import format_amount
 from c360_dagster.domain.view import Customer360, empty_table
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "customer"
+CONTRACTS = CONFIGS.parents[1] / "contracts" / "schemas"
 AS_OF = dt.date(2024, 1, 1)
 SIGNAL_SCHEMA = {"account_id": pl.Utf8, "code": pl.Utf8, "kind": pl.Utf8, "evidence": pl.Utf8}
 
@@ -190,7 +193,8 @@ def test_reason_phrases_use_the_evidence_numbers(config):
         # 1200.0 and 120.0 lose their ".0"; 41.666 rounds to two decimals; a list gives its count.
         # The ignored SIG_RENEWAL_SOON and the expansion signal give no risk reason.
         # Order: heaviest weight first (SIG_PAYMENT_OVERDUE weighs 2), then by code.
-        {"code": "SIG_PAYMENT_OVERDUE", "text": "Invoice INV-9 (1200 EUR) is 45 days past due; overdue invoices: 2"},
+        # The amount goes through format_amount with the evidence's currency (`amounts` in the config).
+        {"code": "SIG_PAYMENT_OVERDUE", "text": "Invoice INV-9 (EUR 1,200) is 45 days past due; overdue invoices: 2"},
         {"code": "SIG_FEATURE_ADOPTION_LOW", "text": "Uses 6 of 40 product features on average (15%) since 2023-12-05"},
         {"code": "SIG_STAKEHOLDER_CHANGE", "text": "Key-contact changes since 2023-10-04: 2"},
         {
@@ -242,7 +246,7 @@ def multi_currency_frame(config):
     subs = [
         sub("S1", "A1", days=10, arr=1000.0, currency="USD"),  # green, High
         sub("S2", "A2", days=20, arr=2000.0, currency="EUR"),  # red + overdue: Low
-        sub("S3", "A2", days=30, arr=500.0, currency="XYZ"),  # red + overdue: Low, no rate
+        sub("S3", "A2", days=30, arr=500.0, currency="XYZ"),  # red + overdue: Low
         sub("S4", "A3", days=40, arr=3000.0, currency="USD"),  # amber, no signal: Medium
     ]
     signals = make_signals([signal("A2", "SIG_PAYMENT_OVERDUE", {**OVERDUE, "amount": 10.0, "days_overdue": 40})])
@@ -250,60 +254,84 @@ def multi_currency_frame(config):
     return forecast_renewals(make_view(accounts, subs), health, signals, config)
 
 
-def test_summary_converts_known_currencies_and_reports_unknown_ones_apart(config):
+def bucket_rows(high=(0, 0.0, 0.0), medium=(0, 0.0, 0.0), low=(0, 0.0, 0.0)):
+    return [
+        {"bucket": bucket, "subscriptions": n, "arr": arr, "expected_arr": expected}
+        for bucket, (n, arr, expected) in zip(("High", "Medium", "Low"), (high, medium, low))
+    ]
+
+
+def test_summary_is_per_currency_and_at_risk_is_the_configured_bucket(config):
     summary = renewal_summary(multi_currency_frame(config), config)
-    # Converted (USD): S1 1000 (High, exp 900), S2 2000 EUR = 2160 (Low, exp 500 EUR = 540),
-    # S4 3000 (Medium, exp 1800). S3 (XYZ) is in no converted figure.
-    assert summary["totals"] == {
-        "subscriptions": 3, "accounts": 3, "arr": 6160.0, "expected_arr": 3240.0,
-        "arr_at_risk": 5160.0, "expected_loss": 2920.0,
-    }
+    # S1 USD 1000 High (exp 900), S2 EUR 2000 Low (exp 500), S3 XYZ 500 Low (exp 125),
+    # S4 USD 3000 Medium (exp 1800). At risk = Low only: Medium S4 is not at risk.
+    assert summary["at_risk_buckets"] == ["Low"]
+    assert summary["probabilities"] == {"High": 0.9, "Medium": 0.6, "Low": 0.25}
     assert summary["subscriptions"] == 4 and summary["accounts"] == 3
-    assert summary["unconverted_currencies"] == ["XYZ"]
     assert summary["by_currency"] == [
-        {"currency": "EUR", "rate": 1.08, "subscriptions": 1, "arr": 2000.0, "expected_arr": 500.0, "arr_at_risk": 2000.0, "converted": True},
-        {"currency": "USD", "rate": 1.0, "subscriptions": 2, "arr": 4000.0, "expected_arr": 2700.0, "arr_at_risk": 3000.0, "converted": True},
-        {"currency": "XYZ", "rate": None, "subscriptions": 1, "arr": 500.0, "expected_arr": 125.0, "arr_at_risk": 500.0, "converted": False},
+        {"currency": "EUR", "subscriptions": 1, "accounts": 1, "arr": 2000.0, "expected_arr": 500.0,
+         "arr_at_risk": 2000.0, "expected_loss": 1500.0, "buckets": bucket_rows(low=(1, 2000.0, 500.0))},
+        {"currency": "USD", "subscriptions": 2, "accounts": 2, "arr": 4000.0, "expected_arr": 2700.0,
+         "arr_at_risk": 0.0, "expected_loss": 1300.0,
+         "buckets": bucket_rows(high=(1, 1000.0, 900.0), medium=(1, 3000.0, 1800.0))},
+        {"currency": "XYZ", "subscriptions": 1, "accounts": 1, "arr": 500.0, "expected_arr": 125.0,
+         "arr_at_risk": 500.0, "expected_loss": 375.0, "buckets": bucket_rows(low=(1, 500.0, 125.0))},
     ]
-    assert summary["by_bucket"] == [
-        {"bucket": "High", "probability": 0.9, "subscriptions": 1, "arr": 1000.0, "expected_arr": 900.0},
-        {"bucket": "Medium", "probability": 0.6, "subscriptions": 1, "arr": 3000.0, "expected_arr": 1800.0},
-        {"bucket": "Low", "probability": 0.25, "subscriptions": 1, "arr": 2160.0, "expected_arr": 540.0},
-    ]
+    assert "totals" not in summary  # nothing is ever added across currencies
 
 
-def test_summary_rollups_by_segment_and_owner(config):
+def test_at_risk_buckets_come_from_the_config(config):
+    wider = dataclasses.replace(config, at_risk_buckets=("Medium", "Low"))
+    usd = renewal_summary(multi_currency_frame(config), wider)["by_currency"][1]
+    assert (usd["currency"], usd["arr_at_risk"]) == ("USD", 3000.0)
+
+
+def test_summary_rollups_by_segment_and_owner_keep_currencies_apart(config):
     summary = renewal_summary(multi_currency_frame(config), config)
     assert summary["by_segment"] == [
-        {"segment": "enterprise", "subscriptions": 1, "arr": 1000.0, "expected_arr": 900.0, "arr_at_risk": 0.0},
-        {"segment": "smb", "subscriptions": 2, "arr": 5160.0, "expected_arr": 2340.0, "arr_at_risk": 5160.0},
+        {"segment": "enterprise", "currency": "USD", "subscriptions": 1, "arr": 1000.0, "expected_arr": 900.0, "arr_at_risk": 0.0},
+        {"segment": "smb", "currency": "EUR", "subscriptions": 1, "arr": 2000.0, "expected_arr": 500.0, "arr_at_risk": 2000.0},
+        {"segment": "smb", "currency": "USD", "subscriptions": 1, "arr": 3000.0, "expected_arr": 1800.0, "arr_at_risk": 0.0},
+        {"segment": "smb", "currency": "XYZ", "subscriptions": 1, "arr": 500.0, "expected_arr": 125.0, "arr_at_risk": 500.0},
     ]
     assert summary["by_csm_owner"] == [
-        {"csm_owner": "(unassigned)", "subscriptions": 1, "arr": 2160.0, "expected_arr": 540.0, "arr_at_risk": 2160.0},
-        {"csm_owner": "Ann", "subscriptions": 1, "arr": 1000.0, "expected_arr": 900.0, "arr_at_risk": 0.0},
-        {"csm_owner": "Bob", "subscriptions": 1, "arr": 3000.0, "expected_arr": 1800.0, "arr_at_risk": 3000.0},
+        {"csm_owner": "(unassigned)", "currency": "EUR", "subscriptions": 1, "arr": 2000.0, "expected_arr": 500.0, "arr_at_risk": 2000.0},
+        {"csm_owner": "(unassigned)", "currency": "XYZ", "subscriptions": 1, "arr": 500.0, "expected_arr": 125.0, "arr_at_risk": 500.0},
+        {"csm_owner": "Ann", "currency": "USD", "subscriptions": 1, "arr": 1000.0, "expected_arr": 900.0, "arr_at_risk": 0.0},
+        {"csm_owner": "Bob", "currency": "USD", "subscriptions": 1, "arr": 3000.0, "expected_arr": 1800.0, "arr_at_risk": 0.0},
     ]
 
 
-def test_top_risks_are_ranked_by_arr_at_risk_and_limited(config):
+def test_top_risks_are_at_risk_rows_largest_first_within_each_currency_and_limited(config):
     frame = multi_currency_frame(config)
     top = renewal_summary(frame, config)["top_risks"]
-    assert [(r["subscription_id"], r["arr_at_risk"]) for r in top] == [("S4", 3000.0), ("S2", 2160.0)]
-    assert top[1]["reasons"] == ["Invoice INV-9 (10 EUR) is 40 days past due; overdue invoices: 2"]
-    assert top[1]["suggested_playbook"] == "collections"
-    one = renewal_summary(frame, dataclasses.replace(config, top_risks=1))["top_risks"]
-    assert [r["subscription_id"] for r in one] == ["S4"]
+    assert [(r["currency"], r["subscription_id"], r["arr"]) for r in top] == [("EUR", "S2", 2000.0), ("XYZ", "S3", 500.0)]
+    assert top[0]["main_reason"] == "Payment overdue"  # the label: a phrase for the table cell
+    assert top[0]["reasons"] == ["Invoice INV-9 (EUR 10) is 40 days past due; overdue invoices: 2"]
+    assert top[0]["suggested_playbook"] == "collections"
+    every = dataclasses.replace(config, at_risk_buckets=("High", "Medium", "Low"))
+    usd = [r["subscription_id"] for r in renewal_summary(frame, every)["top_risks"] if r["currency"] == "USD"]
+    assert usd == ["S4", "S1"]  # USD 3000 before USD 1000
+    one = renewal_summary(frame, dataclasses.replace(every, top_risks=1))["top_risks"]
+    assert [r["subscription_id"] for r in one] == ["S2", "S4", "S3"]  # one per currency
 
 
-def test_summary_markdown_escapes_input_text_and_is_byte_identical(config):
+def test_summary_markdown_tables_hold_phrases_and_formatted_amounts(config):
     frame = multi_currency_frame(config)
-    first = render_renewal_summary_md(renewal_summary(frame, config), AS_OF, 120)
-    again = render_renewal_summary_md(renewal_summary(multi_currency_frame(config), config), AS_OF, 120)
+    wider = dataclasses.replace(config, at_risk_buckets=("Medium", "Low"))
+    first = render_renewal_summary_md(renewal_summary(frame, wider), AS_OF, 120)
+    again = render_renewal_summary_md(renewal_summary(multi_currency_frame(config), wider), AS_OF, 120)
     assert first == again
     assert "<script>" not in first
-    assert "| 1 | Evil \\| Corp &lt;script&gt; | S4 | 2024-02-10 | amber | Medium | 3,000.00 | no risk signal | outreach\\_cadence |" in first
-    assert "no rate is configured for XYZ" in first
+    assert "| USD | 2 | USD 4,000 | USD 2,700 | USD 1,000 | USD 3,000 | USD 0 | USD 3,000 |" in first
+    assert "**At risk** is the ARR in the Medium and Low buckets" in first
+    assert "| 2 | Evil \\| Corp &lt;script&gt; | S4 | 2024-02-10 | amber | Medium | USD 3,000 | no risk signal | outreach\\_cadence |" in first
+    assert "| 1 | Account A2 | S2 | 2024-01-21 | red | Low | EUR 2,000 | Payment overdue | collections |" in first
+    # The sentence goes below the table, in prose.
+    assert "1. Account A2 (S2):\n   - Invoice INV-9 (EUR 10) is 40 days past due; overdue invoices: 2.\n" in first
     assert "between 2024-01-01 and 2024-04-30" in first
+    table_rows = [line for line in first.splitlines() if line.startswith("| ")]
+    assert table_rows and not any(".00 |" in line for line in table_rows)  # one amount format: whole units
 
 
 def _renewals_file(tmp_path: Path, frame: pl.DataFrame, summary) -> tuple[bytes, str]:
@@ -324,9 +352,19 @@ def test_renewals_json_holds_rows_with_decoded_reasons_in_json_dumps_bytes(confi
     assert [r["subscription_id"] for r in rows] == ["S1", "S2", "S3", "S4"]
     assert rows[1]["renewal_date"] == "2024-01-21"
     assert rows[1]["risk_reasons"][0]["code"] == "SIG_PAYMENT_OVERDUE"
+    # The spec's field: bucket and probability together, not as two loose fields.
+    assert rows[1]["renewal_prob"] == {"bucket": "Low", "probability": 0.25}
+    assert "bucket" not in rows[1] and "probability" not in rows[1]
     assert rows[3]["account_name"] == "Evil | Corp\n<script>"
     # By hand: an item one level into the array (4 spaces), its keys at 6, sorted.
     assert '\n    {\n      "account_id": "A1",\n      "account_name": "Account A1",\n      "arr": 1000.0,' in data.decode()
+
+
+def test_lake_rows_carry_renewal_prob_and_meet_the_contract(config):
+    rows = lake_tables.renewal_rows(multi_currency_frame(config))
+    assert rows["renewal_prob"].to_list()[:2] == ['{"bucket":"High","probability":0.9}', '{"bucket":"Low","probability":0.25}']
+    schema = load_contract("renewal_forecasts", CONTRACTS)
+    assert validate_frame(rows.with_columns(as_of=pl.lit(AS_OF)), schema, "renewal_forecasts") == []
 
 
 def test_renewals_json_falls_back_to_json_dumps_where_a_reason_would_re_encode_differently(config, tmp_path):
@@ -360,9 +398,11 @@ def write_config(tmp_path: Path, edit) -> Path:
         (lambda r: r["buckets"].update(Medium=0.95), "buckets.Medium"),
         (lambda r: r["risk_bands"][0].update(min_points=1), "risk_bands.0.min_points"),
         (lambda r: r["risk_bands"][2].update(min_points=1), "risk_bands.2.min_points"),
-        (lambda r: r["fx_rates"].update(USD=1.1), "fx_rates.USD"),
         (lambda r: r.update(colour="red"), "colour"),
-        (lambda r: r.pop("reporting_currency"), "reporting_currency"),
+        (lambda r: r.update(at_risk_buckets=[]), "at_risk_buckets"),
+        (lambda r: r.update(at_risk_buckets=["Doubtful"]), "at_risk_buckets"),
+        (lambda r: r.pop("at_risk_buckets"), "at_risk_buckets"),
+        (lambda r: r["reasons"]["SIG_PAYMENT_OVERDUE"].update(amounts={"Amount": "currency"}), "reasons.SIG_PAYMENT_OVERDUE.amounts"),
         (lambda r: r["risk_signals"]["weights"].update(SIG_PAYMENT_OVERDUE=0), "risk_signals.weights.SIG_PAYMENT_OVERDUE"),
         (lambda r: r["reasons"]["SIG_SUPPORT_SPIKE"].update(template="{n:.1f} cases"), "reasons.SIG_SUPPORT_SPIKE.template"),
         (lambda r: r.update(playbook_library="missing.yaml"), "missing.yaml"),
@@ -379,3 +419,12 @@ def test_config_hash_covers_the_playbook_library(tmp_path, config):
     library = tmp_path / "playbooks.yaml"
     library.write_text(library.read_text(encoding="utf-8").replace("target: 80", "target: 85"), encoding="utf-8")
     assert load_renewals_config(path).config_hash != config.config_hash
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(150000.0, "USD 150,000"), (1234567.891, "USD 1,234,568"), (0.5, "USD 1"), (2.5, "USD 3"),
+     (-0.4, "USD 0"), (0, "USD 0"), (None, "n/a")],
+)
+def test_format_amount_is_whole_units_grouped_and_rounded_half_up(value, text):
+    assert format_amount(value, "USD") == text

@@ -51,7 +51,7 @@ LAKE_TABLES = {
     "renewal_forecasts": LakeTable(
         renewal_forecasts,
         lambda p: p.frame_hash("renewals"),
-        lambda p: p.read_frame("renewals"),
+        lambda p: lake_tables.renewal_rows(p.read_frame("renewals")),
     ),
 }
 

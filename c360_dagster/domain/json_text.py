@@ -93,7 +93,7 @@ def canonical_texts(values: pl.Series) -> pl.Series:
     unsafe = unsafe_leaves(column, values.dtype)
     if values.is_empty() or frame.select(pl.any_horizontal(pl.lit(False), *unsafe).any()).item():
         return pl.Series(values.name, [canonical_json(value) for value in values], pl.Utf8)
-    return frame.select(_sorted_fields(column, values.dtype).struct.json_encode())[:, 0]
+    return frame.select(_sorted_fields(column, values.dtype).struct.json_encode().alias(values.name))[:, 0]
 
 
 def _sorted_fields(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:

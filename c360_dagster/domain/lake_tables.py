@@ -5,7 +5,9 @@ from __future__ import annotations
 import polars as pl
 
 from c360_dagster.domain.health import COMPONENTS
+from c360_dagster.domain.json_text import canonical_texts
 from c360_dagster.domain.overrides import OVERRIDE_COLUMNS
+from c360_dagster.domain.renewals import published
 
 COMPONENT_FIELDS = ("evidence", "points", "reason", "score", "weight")
 
@@ -28,6 +30,12 @@ def health_rows(health: pl.DataFrame) -> pl.DataFrame:
 
 def signal_rows(signals: pl.DataFrame) -> pl.DataFrame:
     return signals.select("account_id", "code", "kind", "evidence", "signal_id", "status", "since", "snoozed_until")
+
+
+def renewal_rows(renewals: pl.DataFrame) -> pl.DataFrame:
+    """renewal_forecasts: the published rows, `renewal_prob` as canonical JSON text like `risk_reasons`."""
+    rows = published(renewals)
+    return rows.with_columns(canonical_texts(rows["renewal_prob"]))
 
 
 def opp_rows(crm_opps: pl.DataFrame) -> pl.DataFrame:

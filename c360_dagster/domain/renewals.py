@@ -32,29 +32,35 @@ from c360_dagster.domain.playbooks import (
     load_playbook_library,
     suggested_playbook_ids,
 )
-from c360_dagster.domain.text import render_template
+from c360_dagster.domain.text import format_amount, render_template
 from c360_dagster.domain.view import Customer360
 
 BUCKETS = ("High", "Medium", "Low")
 SUMMARY_TEMPLATE = "renewals_summary.md.j2"
 UNASSIGNED = "(unassigned)"
 OVERRIDE_CODE = "TIER_OVERRIDE"  # the first risk reason of an account whose health was overridden
+OVERRIDE_LABEL = "Tier overridden"
 FRAME_COLUMNS = (
     "subscription_id", "account_id", "account_name", "segment", "csm_owner", "product", "plan",
     "renewal_date", "days_to_renewal", "arr", "currency", "tier", "risk_signal_count", "bucket",
     "probability", "expected_arr", "risk_reasons", "suggested_playbook",
 )
+# A row as the JSON and the lake publish it (the spec's field names): `bucket` and
+# `probability` travel together as `renewal_prob`.
+PUBLISHED_COLUMNS = tuple(
+    "renewal_prob" if name == "bucket" else name for name in FRAME_COLUMNS if name != "probability"
+)
 # `risk_reasons` holds canonical JSON of this shape (see `_risk_reasons`).
 _REASONS_DTYPE = pl.List(pl.Struct({"code": pl.Utf8, "text": pl.Utf8}))
 
 _CODE = {"type": "string", "pattern": "^SIG_[A-Z0-9_]+$"}
-_CURRENCY = {"type": "string", "pattern": "^[A-Z]{3}$"}
+_EVIDENCE_KEY = {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"}
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "required": [
         "playbook_library", "buckets", "at_risk_buckets", "unscored_bucket", "risk_signals",
-        "risk_bands", "matrix", "reporting_currency", "fx_rates", "top_risks", "reasons",
+        "risk_bands", "matrix", "top_risks", "reasons",
     ],
     "properties": {
         "playbook_library": {"type": "string", "minLength": 1},
@@ -64,7 +70,7 @@ SCHEMA: dict[str, Any] = {
             "required": list(BUCKETS),
             "properties": {b: {"type": "number", "minimum": 0, "maximum": 1} for b in BUCKETS},
         },
-        "at_risk_buckets": {"type": "array", "uniqueItems": True, "items": {"enum": list(BUCKETS)}},
+        "at_risk_buckets": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": list(BUCKETS)}},
         "unscored_bucket": {"enum": list(BUCKETS)},
         "risk_signals": {
             "type": "object",
@@ -100,12 +106,6 @@ SCHEMA: dict[str, Any] = {
                 tier: {"type": "object", "additionalProperties": {"enum": list(BUCKETS)}} for tier in TIERS
             },
         },
-        "reporting_currency": _CURRENCY,
-        "fx_rates": {
-            "type": "object",
-            "propertyNames": _CURRENCY,
-            "additionalProperties": {"type": "number", "exclusiveMinimum": 0},
-        },
         "top_risks": {"type": "integer", "minimum": 1},
         "reasons": {
             "type": "object",
@@ -117,6 +117,11 @@ SCHEMA: dict[str, Any] = {
                 "properties": {
                     "label": {"type": "string", "minLength": 1},
                     "template": {"type": "string", "minLength": 1},
+                    "amounts": {
+                        "type": "object",
+                        "propertyNames": _EVIDENCE_KEY,
+                        "additionalProperties": _EVIDENCE_KEY,
+                    },
                 },
             },
         },
@@ -131,6 +136,7 @@ class ReasonTemplate:
     label: str
     pattern: str  # the template with each placeholder as `{}`, for pl.format
     fields: tuple[str, ...]  # the placeholders in order, repeats included
+    amounts: Mapping[str, str]  # evidence key of an amount → evidence key of its currency
 
 
 @dataclass(frozen=True)
@@ -142,15 +148,21 @@ class RenewalsConfig:
     weights: Mapping[str, int]
     bands: tuple[tuple[str, int], ...]  # (band, min_points), ascending
     matrix: Mapping[str, Mapping[str, str]]
-    reporting_currency: str
-    fx_rates: Mapping[str, float]
     top_risks: int
     reasons: Mapping[str, ReasonTemplate]
     library: PlaybookLibrary
     config_hash: str
 
+    def reason_label(self, code: str) -> str:
+        """The short name of a risk reason, for table cells (its phrase goes in prose)."""
+        if code == OVERRIDE_CODE:
+            return OVERRIDE_LABEL
+        return self.reasons[code].label if code in self.reasons else code
 
-def _reason_template(label: str, template: str, key: str, source: str) -> ReasonTemplate:
+
+def _reason_template(
+    label: str, template: str, amounts: Mapping[str, str], key: str, source: str
+) -> ReasonTemplate:
     """Parse a reason template; only plain `{evidence_key}` placeholders are allowed."""
     try:
         parsed = list(string.Formatter().parse(template))
@@ -167,7 +179,7 @@ def _reason_template(label: str, template: str, key: str, source: str) -> Reason
             raise ConfigError(f"{source}: {key}: placeholder {{{name}}} must be a plain evidence key")
         pattern += "{}"
         fields.append(name)
-    return ReasonTemplate(label, pattern, tuple(fields))
+    return ReasonTemplate(label, pattern, tuple(fields), dict(amounts))
 
 
 def load_renewals_config(path: Path | str) -> RenewalsConfig:
@@ -199,11 +211,10 @@ def load_renewals_config(path: Path | str) -> RenewalsConfig:
                 fail(f"matrix.{tier}.{band}", "missing cell (every tier × band needs a bucket)")
         for band in sorted(set(row) - set(band_names)):
             fail(f"matrix.{tier}.{band}", f"unknown band (bands: {', '.join(band_names)})")
-    reporting = raw["reporting_currency"]
-    if raw["fx_rates"].get(reporting) != 1:
-        fail(f"fx_rates.{reporting}", "the reporting currency must have rate 1")
     reasons = {
-        code: _reason_template(item["label"], item["template"], f"reasons.{code}.template", source)
+        code: _reason_template(
+            item["label"], item["template"], item.get("amounts", {}), f"reasons.{code}.template", source
+        )
         for code, item in sorted(raw["reasons"].items())
     }
     library = load_playbook_library(path.parent / raw["playbook_library"])
@@ -215,8 +226,6 @@ def load_renewals_config(path: Path | str) -> RenewalsConfig:
         weights=dict(raw["risk_signals"]["weights"]),
         bands=tuple(bands),
         matrix={tier: dict(raw["matrix"][tier]) for tier in TIERS},
-        reporting_currency=reporting,
-        fx_rates=dict(raw["fx_rates"]),
         top_risks=raw["top_risks"],
         reasons=reasons,
         library=library,
@@ -249,6 +258,20 @@ def _evidence_texts(evidence: pl.DataFrame) -> dict[str, pl.Expr]:
     return texts
 
 
+def _amount_texts(evidence: pl.DataFrame, amounts: Mapping[str, str]) -> dict[str, pl.Expr]:
+    """Each configured amount as `format_amount` writes it, computed once per distinct (currency, value)."""
+    texts = {}
+    for amount, currency in sorted(amounts.items()):
+        value, unit = f"evidence.{amount}", f"evidence.{currency}"
+        if value not in evidence.columns or unit not in evidence.columns or not evidence.schema[value].is_numeric():
+            continue
+        key = pl.format("{} {}", pl.col(unit), pl.col(value))
+        pairs = evidence.select(key.alias("key"), value, unit).drop_nulls().unique()
+        lookup = {text: format_amount(number, code) for text, number, code in pairs.iter_rows()}
+        texts[amount] = key.replace_strict(lookup, default=None, return_dtype=pl.Utf8)
+    return texts
+
+
 def _reason_texts(risk: pl.DataFrame, config: RenewalsConfig) -> pl.DataFrame:
     """`account_id`, `code`, `weight`, `text`: each signal's phrase from its template and evidence."""
     parts = [pl.DataFrame(schema={"account_id": pl.Utf8, "code": pl.Utf8, "weight": pl.Int64, "text": pl.Utf8})]
@@ -256,8 +279,8 @@ def _reason_texts(risk: pl.DataFrame, config: RenewalsConfig) -> pl.DataFrame:
         subset = risk.filter(pl.col("code") == code)
         evidence = subset["evidence"].fill_null("{}").str.json_decode(infer_schema_length=None).struct.unnest()
         evidence = evidence.rename({name: f"evidence.{name}" for name in evidence.columns})
-        texts = _evidence_texts(evidence)
-        reason = config.reasons.get(code, ReasonTemplate(code, "", ()))
+        reason = config.reasons.get(code, ReasonTemplate(code, "", (), {}))
+        texts = {**_evidence_texts(evidence), **_amount_texts(evidence, reason.amounts)}
         numbers = [pl.format("{} {}", pl.lit(name.replace("_", " ")), expr) for name, expr in texts.items()]
         text = pl.lit(reason.label)
         if numbers:
@@ -383,86 +406,68 @@ def forecast_renewals(
     )
 
 
-def _rollup(frame: pl.DataFrame, key: str) -> list[dict[str, Any]]:
-    """Per value of `key`: subscription count and reporting-currency sums, sorted by key."""
+def _sums(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Per value of `keys`: subscriptions, ARR, expected ARR and ARR at risk, each currency apart."""
     return (
-        frame.group_by(key)
+        frame.group_by(keys)
         .agg(
             subscriptions=pl.len(),
-            arr=pl.col("arr_reporting").sum().round(2),
-            expected_arr=pl.col("expected_reporting").sum().round(2),
-            arr_at_risk=pl.col("at_risk_reporting").sum().round(2),
+            arr=pl.col("arr").sum().round(2),
+            expected_arr=pl.col("expected_arr").sum().round(2),
+            arr_at_risk=pl.col("at_risk_arr").sum().round(2),
         )
-        .sort(key)
-        .to_dicts()
+        .sort(keys)
     )
 
 
 def renewal_summary(frame: pl.DataFrame, config: RenewalsConfig) -> dict[str, Any]:
-    """Totals, buckets, rollups and top risks; amounts in the reporting currency, others apart.
+    """The forecast as revenue teams read it, per currency: ARR up for renewal, expected ARR, ARR
+    per bucket and ARR at risk (`at_risk_buckets`), rollups by segment and owner, top risks.
 
-    A currency without a rate is left out of every converted figure and reported on its own
-    in `by_currency` and `unconverted_currencies`, so nothing is summed across currencies.
+    Amounts are never added across currencies: every figure is keyed by its currency.
     """
     at_risk = pl.col("bucket").is_in(list(config.at_risk_buckets))
-    rated = frame.with_columns(
-        rate=pl.col("currency").replace_strict(dict(config.fx_rates), default=None, return_dtype=pl.Float64),
-        at_risk_native=pl.when(at_risk).then(pl.col("arr")).otherwise(0.0),
+    flagged = frame.with_columns(
+        at_risk_arr=pl.when(at_risk).then(pl.col("arr")).otherwise(0.0),
         csm_owner=pl.col("csm_owner").fill_null(UNASSIGNED),
-    ).with_columns(
-        arr_reporting=pl.col("arr") * pl.col("rate"),
-        expected_reporting=pl.col("expected_arr") * pl.col("rate"),
-        at_risk_reporting=pl.col("at_risk_native") * pl.col("rate"),
     )
-    converted = rated.filter(pl.col("rate").is_not_null())
-    by_bucket = {row["bucket"]: row for row in _rollup(converted, "bucket")}
-    by_currency = (
-        rated.group_by("currency")
-        .agg(
-            rate=pl.col("rate").first(),
-            subscriptions=pl.len(),
-            arr=pl.col("arr").sum().round(2),
-            expected_arr=pl.col("expected_arr").sum().round(2),
-            arr_at_risk=pl.col("at_risk_native").sum().round(2),
-        )
-        .with_columns(converted=pl.col("rate").is_not_null())
-        .sort("currency")
-        .to_dicts()
-    )
+    per_bucket = {
+        (row["currency"], row["bucket"]): row for row in _sums(flagged, ["currency", "bucket"]).to_dicts()
+    }
+    accounts = flagged.group_by("currency").agg(accounts=pl.col("account_id").n_unique())
+    by_currency = [
+        {
+            **row,
+            "expected_loss": round(row["arr"] - row["expected_arr"], 2),
+            "buckets": [
+                {
+                    "bucket": bucket,
+                    **{
+                        name: per_bucket.get((row["currency"], bucket), {}).get(name, empty)
+                        for name, empty in (("subscriptions", 0), ("arr", 0.0), ("expected_arr", 0.0))
+                    },
+                }
+                for bucket in BUCKETS
+            ],
+        }
+        for row in _sums(flagged, ["currency"]).join(accounts, on="currency").sort("currency").to_dicts()
+    ]
+    # Largest at-risk ARR first within each currency (ties: earliest renewal); no ranking across currencies.
     top = (
-        converted.filter(at_risk)
-        .sort(["at_risk_reporting", "renewal_date", "subscription_id"], descending=[True, False, False])
+        flagged.filter(at_risk)
+        .sort(["currency", "arr", "renewal_date", "subscription_id"], descending=[False, True, False, False])
+        .group_by("currency", maintain_order=True)
         .head(config.top_risks)
     )
-    totals = converted.select(
-        subscriptions=pl.len(),
-        accounts=pl.col("account_id").n_unique(),
-        arr=pl.col("arr_reporting").sum().round(2),
-        expected_arr=pl.col("expected_reporting").sum().round(2),
-        arr_at_risk=pl.col("at_risk_reporting").sum().round(2),
-    ).to_dicts()[0]
-    totals["expected_loss"] = round(totals["arr"] - totals["expected_arr"], 2)
     return {
-        "reporting_currency": config.reporting_currency,
         "at_risk_buckets": [b for b in BUCKETS if b in config.at_risk_buckets],
+        "probabilities": {bucket: config.buckets[bucket] for bucket in BUCKETS},
         "config_hash": config.config_hash,
         "subscriptions": frame.height,
         "accounts": frame["account_id"].n_unique(),
-        "totals": totals,
-        "by_bucket": [
-            {
-                "bucket": bucket,
-                "probability": config.buckets[bucket],
-                "subscriptions": by_bucket.get(bucket, {}).get("subscriptions", 0),
-                "arr": by_bucket.get(bucket, {}).get("arr", 0.0),
-                "expected_arr": by_bucket.get(bucket, {}).get("expected_arr", 0.0),
-            }
-            for bucket in BUCKETS
-        ],
         "by_currency": by_currency,
-        "unconverted_currencies": [row["currency"] for row in by_currency if not row["converted"]],
-        "by_segment": _rollup(converted, "segment"),
-        "by_csm_owner": _rollup(converted, "csm_owner"),
+        "by_segment": _sums(flagged, ["segment", "currency"]).to_dicts(),
+        "by_csm_owner": _sums(flagged, ["csm_owner", "currency"]).to_dicts(),
         "top_risks": [
             {
                 "subscription_id": row["subscription_id"],
@@ -473,11 +478,12 @@ def renewal_summary(frame: pl.DataFrame, config: RenewalsConfig) -> dict[str, An
                 "bucket": row["bucket"],
                 "arr": row["arr"],
                 "currency": row["currency"],
-                "arr_at_risk": round(row["at_risk_reporting"], 2),
-                "reasons": [reason["text"] for reason in json.loads(row["risk_reasons"])],
+                "main_reason": config.reason_label(reasons[0]["code"]) if reasons else None,
+                "reasons": [reason["text"] for reason in reasons],
                 "suggested_playbook": row["suggested_playbook"],
             }
             for row in top.to_dicts()
+            for reasons in [json.loads(row["risk_reasons"])]
         ],
     }
 
@@ -490,9 +496,15 @@ def render_renewal_summary_md(summary: Mapping[str, Any], as_of: dt.date, window
     )
 
 
+def published(frame: pl.DataFrame) -> pl.DataFrame:
+    """The forecast rows with `renewal_prob` = {"bucket", "probability"} in place of the two columns."""
+    return frame.with_columns(renewal_prob=pl.struct("bucket", "probability")).select(PUBLISHED_COLUMNS)
+
+
 def renewal_records(frame: pl.DataFrame) -> Iterator[dict[str, Any]]:
     """Each forecast row as `renewals_{YYYYMM}.json` holds it: dates as ISO text, reasons decoded."""
-    for row in frame.with_columns(pl.col("renewal_date").dt.to_string("%Y-%m-%d")).iter_rows(named=True):
+    rows = published(frame).with_columns(pl.col("renewal_date").dt.to_string("%Y-%m-%d"))
+    for row in rows.iter_rows(named=True):
         yield {**row, "risk_reasons": json.loads(row["risk_reasons"])}
 
 
@@ -502,6 +514,7 @@ def renewal_json_items(frame: pl.DataFrame, chunk_rows: int = 20_000) -> Iterato
     A row whose reasons would not decode and re-encode to the very same text sends the whole
     array down the json.dumps path.
     """
+    rows = published(frame)
     reasons = pl.col("risk_reasons").str.json_decode(_REASONS_DTYPE)
     as_written = pl.concat_str(pl.lit('{"r":'), pl.col("risk_reasons"), pl.lit("}"))
     row = pl.struct(
@@ -510,13 +523,13 @@ def renewal_json_items(frame: pl.DataFrame, chunk_rows: int = 20_000) -> Iterato
         else pl.col(name).dt.to_string("%Y-%m-%d")
         if dtype == pl.Date
         else pl.col(name)
-        for name, dtype in frame.schema.items()
+        for name, dtype in rows.schema.items()
     )
     return json_text.items(
-        frame,
+        rows,
         row,
         depth=4,
         chunk_rows=chunk_rows,
-        fallback=renewal_records,
+        fallback=lambda _published: renewal_records(frame),
         unsafe=pl.struct(reasons.alias("r")).struct.json_encode() != as_written,
     )

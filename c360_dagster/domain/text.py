@@ -7,6 +7,7 @@ and a right-to-left override or a zero-width character cannot disguise what it s
 
 from __future__ import annotations
 
+import decimal
 import difflib
 import functools
 import re
@@ -98,6 +99,18 @@ def fmt_amount(value: float | None, decimals: int = 2) -> str:
     return f"{value:,.{decimals}f}"
 
 
+def format_amount(value: float | None, currency: str) -> str:
+    """Every amount in every report: `150000.0, "USD"` → `USD 150,000`; None → `n/a`.
+
+    Whole currency units (reports are read, the JSON keeps the cents), rounded half up on the
+    decimal the value prints as, so 0.5 never rounds to even and output never depends on binary noise.
+    """
+    if value is None:
+        return "n/a"
+    units = decimal.Decimal(repr(float(value))).quantize(decimal.Decimal(1), rounding=decimal.ROUND_HALF_UP)
+    return f"{currency} {units + 0:,}"  # + 0 turns -0 into 0
+
+
 def fmt_number(value: float | None) -> str:
     """At most two decimals, no trailing zeros: `70.0` → `70`, `41.666` → `41.67`; None → `n/a`."""
     if value is None:
@@ -127,7 +140,8 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        md_cell=md_cell, md_text=md_text, amount=fmt_amount, number=fmt_number, percent=fmt_percent
+        md_cell=md_cell, md_text=md_text, amount=fmt_amount, money=format_amount, number=fmt_number,
+        percent=fmt_percent,
     )
     return env
 
