@@ -6,12 +6,174 @@ docs/governance.md "Hostile inputs and faults" lists which test proves which gua
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pytest
+
+from c360_dagster.console import main
+from c360_dagster.domain import health
+from c360_dagster.domain.config import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH
+from c360_dagster.domain.errors import ConfigError
 from c360_dagster.domain.playbooks import build_playbook, load_playbook_library, render_playbook_markdown
 from c360_dagster.domain.text import _environment, md_cell, md_text, visible_text
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "customer"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = REPO_ROOT / "configs" / "customer"
+FIXTURES = REPO_ROOT / "fixtures" / "customer"
+
+
+class LoadedProject:
+    """One scratch project, loaded and scored once for the module; tests must not change it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.artifacts = root / "artifacts"
+        self.dagster_home = root / "dagster_home"
+        self.args = ["--artifacts", str(self.artifacts), "--configs", str(CONFIGS)]
+
+    def c360(self, capsys, *argv: str) -> tuple[int, str, str]:
+        """The real `c360` entry point in-process: (exit code, stdout, stderr)."""
+        code = main([*argv, *self.args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    def subprocess(self, *argv: str) -> subprocess.CompletedProcess:
+        """The `c360` command as a user runs it, in a child process."""
+        env = {**os.environ, "DAGSTER_HOME": str(self.dagster_home), "PYTHONPATH": str(REPO_ROOT)}
+        return subprocess.run(
+            [sys.executable, "-m", "c360_dagster.console", *argv, *self.args],
+            cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False,
+        )
+
+    def snapshot(self) -> dict[str, bytes]:
+        """Every file under artifacts/ and its bytes: "nothing changed" compares two of these."""
+        return {str(p.relative_to(self.root)): p.read_bytes() for p in sorted(self.artifacts.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    project = LoadedProject(tmp_path_factory.mktemp("hostile"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(REPO_ROOT)
+        patch.setenv("DAGSTER_HOME", str(project.dagster_home))
+        for argv in (["c360:load", "--dir", str(FIXTURES)], ["c360:health"], ["c360:signals"], ["c360:renewals"]):
+            assert main([*argv, "--quiet", *project.args]) == 0, argv
+        yield project
+
+
+@pytest.fixture
+def in_loaded(loaded, monkeypatch):
+    """`loaded`, with this test's working folder and DAGSTER_HOME pointing at it."""
+    monkeypatch.chdir(REPO_ROOT)
+    monkeypatch.setenv("DAGSTER_HOME", str(loaded.dagster_home))
+    return loaded
+
+
+# --- 5. Configs as an attack surface -----------------------------------------------------------
+BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]\n" for prev, name in zip("abcdefgh", "bcdefghi")
+)
+
+
+def config_error(path: Path) -> str:
+    with pytest.raises(ConfigError) as caught:
+        health.load_health_config(path)
+    return caught.value.describe()
+
+
+def with_weight(tmp_path: Path, value: str) -> Path:
+    text = (CONFIGS / "health.yaml").read_text(encoding="utf-8")
+    assert "  adoption: 30\n" in text
+    path = tmp_path / "candidate.yaml"
+    path.write_text(text.replace("  adoption: 30\n", f"  adoption: {value}\n", 1), encoding="utf-8")
+    return path
+
+
+def test_billion_laughs_is_refused_at_once(tmp_path):
+    path = tmp_path / "laughs.yaml"
+    path.write_text(BILLION_LAUGHS, encoding="utf-8")
+    started = time.perf_counter()
+    message = config_error(path)
+    assert time.perf_counter() - started < 1.0  # expanded, 9**9 items would take minutes
+    assert message == f"CONFIG_INVALID: {path}: line 1: anchors and aliases (&name, *name) are not allowed in a config; write each value out"
+
+
+def test_an_oversized_config_is_refused_without_being_read(tmp_path, monkeypatch):
+    path = tmp_path / "huge.yaml"
+    with path.open("wb") as handle:  # 50 MB, mostly a hole: cheap to make, slow to parse
+        handle.write(b"weights:\n  adoption: 30\n# ")
+        handle.truncate(50 * 1024 * 1024)
+    read_sizes: list[int] = []
+    real_open = Path.open
+
+    def measured_open(self, *args, **kwargs):
+        handle = real_open(self, *args, **kwargs)
+        if self == path:
+            real_read = handle.read
+            handle.read = lambda size=-1: read_sizes.append(size) or real_read(size)
+        return handle
+
+    monkeypatch.setattr(Path, "open", measured_open)
+    assert config_error(path) == f"CONFIG_INVALID: {path}: larger than {MAX_CONFIG_BYTES} bytes; a config is a short YAML file"
+    assert read_sizes == [MAX_CONFIG_BYTES + 1]
+
+
+def test_deep_nesting_is_refused(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("weights: " + "[" * (MAX_CONFIG_DEPTH + 1) + "]" * (MAX_CONFIG_DEPTH + 1) + "\n", encoding="utf-8")
+    assert config_error(path) == f"CONFIG_INVALID: {path}: line 1: nested more than {MAX_CONFIG_DEPTH} levels deep"
+
+
+@pytest.mark.parametrize(("value", "shown"), [(".nan", "nan"), (".inf", "inf"), ("-.Inf", "-inf")])
+def test_weights_must_be_finite(tmp_path, value, shown):
+    path = with_weight(tmp_path, value)
+    assert config_error(path) == f"CONFIG_INVALID: {path}: weights.adoption: must be a finite number, got {shown}"
+
+
+def test_finite_numbers_are_required_of_parsed_configs_too():
+    # health_config_from_dict (a config that arrives already parsed) goes through the same check.
+    data = {"weights": {"adoption": float("nan")}}
+    with pytest.raises(ConfigError, match=r"^given: weights.adoption: must be a finite number, got nan$"):
+        health.health_config_from_dict(data, "given")
+
+
+def test_binary_file_folder_and_unreadable_config_are_config_errors(tmp_path):
+    binary = tmp_path / "image.png"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe")
+    assert config_error(binary) == f"CONFIG_INVALID: {binary}: not UTF-8 text (byte 0); a config is a YAML file"
+    assert config_error(tmp_path) == f"CONFIG_INVALID: {tmp_path}: is a folder; give the path of a YAML config file"
+    control = tmp_path / "control.yaml"
+    control.write_bytes(b"weights: \x01\n")
+    assert config_error(control) == f"CONFIG_INVALID: {control}: not valid YAML: control characters are not allowed"
+
+
+def test_a_config_error_never_echoes_the_file(tmp_path):
+    secret = tmp_path / "passwd"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\nsvc:x:999:999:SECRET-TOKEN-123:/srv:/bin/sh\n", encoding="utf-8")
+    # YAML folds the two lines into one 31 + 1 + 43 = 75 character text.
+    assert config_error(secret) == f"CONFIG_INVALID: {secret}: (top level): the file holds a text of 75 characters, not a mapping of settings"
+    message = config_error(with_weight(tmp_path, "SECRET" * 20))
+    assert message.endswith(": weights.adoption: a text of 120 characters is not of type 'number'")
+    assert config_error(with_weight(tmp_path, "short")).endswith(": weights.adoption: 'short' is not of type 'number'")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("weights: [SECRET-TOKEN\nnext: 1\n", encoding="utf-8")
+    assert "SECRET" not in config_error(broken)
+
+
+def test_hostile_configs_on_the_command_line_are_one_clean_line(in_loaded, capsys, tmp_path):
+    laughs = tmp_path / "laughs.yaml"
+    laughs.write_text(BILLION_LAUGHS, encoding="utf-8")
+    before = in_loaded.snapshot()
+    for config in (laughs, with_weight(tmp_path, ".nan"), tmp_path, Path("/etc/passwd")):
+        code, out, err = in_loaded.c360(capsys, "c360:health", "--quiet", "--config", str(config))
+        assert (code, out) == (2, "")
+        assert err.startswith(f"c360: CONFIG_INVALID: {config}: ") and err.count("\n") == 1, err
+        assert "root:" not in err
+    assert in_loaded.snapshot() == before
 
 # --- 9. Text that spoofs -------------------------------------------------------------------
 RLO, PDI, ZWSP, ZWJ, BOM = "\u202e", "\u2069", "\u200b", "\u200d", "\ufeff"
@@ -45,3 +207,18 @@ def test_a_spoofing_account_name_is_visible_in_the_playbook_markdown():
     text = render_playbook_markdown(plan)
     assert not {RLO, PDI, ZWSP} & set(text)
     assert "&lt;U+202E&gt;gpj.exe" in text
+
+
+# --- 8. Operating-system faults and clean errors ------------------------------------------------
+
+
+def test_a_blocked_qbr_prints_the_same_clean_error_under_quiet_and_json(loaded):
+    gate = (
+        "c360: DUTY_PLAYBOOK_MISSING: account STARK-008 is red and has no playbook; "
+        "run `c360 c360:playbook --account STARK-008` first\n"
+    )
+    plain = loaded.subprocess("c360:qbr", "--account", "STARK-008")
+    assert plain.returncode == 2 and plain.stderr.endswith(gate) and "Traceback" not in plain.stderr
+    for flag in ("--quiet", "--json"):
+        completed = loaded.subprocess("c360:qbr", "--account", "STARK-008", flag)
+        assert (completed.returncode, completed.stdout, completed.stderr) == (2, "", gate), flag

@@ -40,5 +40,7 @@ def progress_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
     logger = logging.getLogger("c360.progress")
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
-    logger.handlers = [_StageLines()] if init_context.logger_config["enabled"] else []
+    # Disabled, it still needs a handler: a logger with none falls back to logging.lastResort,
+    # which prints every failed step's Dagster stack trace under --quiet and --json.
+    logger.handlers = [_StageLines() if init_context.logger_config["enabled"] else logging.NullHandler()]
     return logger
