@@ -31,9 +31,10 @@ def _iso_date(value: str) -> str:
         raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {value!r}") from None
 
 
-def _run(args: argparse.Namespace, job: str, **kwargs) -> Report:
+def _run(args: argparse.Namespace, job: str, **kwargs) -> tuple[Report, dict[str, dict]]:
+    """Run a job; return its report (run id, checks) and its assets' materialization metadata."""
     result = run_job(job, _paths(args), progress=not (args.quiet or args.json), **kwargs)
-    return {"ok": True, "run_id": result.run_id, "checks": reports.check_rows(result)}
+    return {"ok": True, "run_id": result.run_id, "checks": reports.check_rows(result)}, reports.materialized(result)
 
 
 def _with_footer(lines: list[str], report: Report, written: list[str]) -> str:
@@ -65,13 +66,12 @@ def _render_load(report: Report) -> str:
 
 @command("load", "Load and validate an input folder into the Customer 360 view.", _render_load, _load_args)
 def load(args: argparse.Namespace) -> Report:
-    ops = _load_ops(args)
-    report = _run(args, "c360_load", ops=ops)
+    report, metadata = _run(args, "c360_load", ops=_load_ops(args))
     customer = _customer_dir(args)
     return {
         **report,
         "dir": args.dir,
-        "view": reports.view_report(customer / "frames" / "360"),
+        "view": reports.loaded_view_report(metadata["customer_360"]),
         "written": [str(customer / "360.json"), str(customer / "frames" / "360")],
     }
 
@@ -79,25 +79,30 @@ def load(args: argparse.Namespace) -> Report:
 def _render_summary(report: Report) -> str:
     lines = ["Customer 360 summary", *reports.render_view(report["view"])]
     if "tiers" in report:
-        lines.append("Health tiers: " + ", ".join(f"{t} {n}" for t, n in report["tiers"].items()))
+        lines.append("Health tiers: " + ", ".join(f"{t} {n}" for t, n in sorted(report["tiers"].items())))
     return reports.text(lines)
 
 
 @command("summary", "Summarise the current Customer 360 view and scores.", _render_summary)
 def summary(args: argparse.Namespace) -> Report:
+    import polars as pl
+
+    from c360_dagster.domain import health
+
     customer = _customer_dir(args)
     if not (customer / "frames" / "360" / "manifest.json").exists():
         raise C360Error(f"nothing loaded yet under {customer}; run `c360 c360:load` first")
     report: Report = {"ok": True, "view": reports.view_report(customer / "frames" / "360")}
-    if (customer / "health.json").exists():
-        report["tiers"] = reports.read_json(customer / "health.json")["summary"]["tiers"]
+    scored = customer / "frames" / "health.parquet"
+    if scored.exists():
+        report["tiers"] = health.health_summary(pl.read_parquet(scored))["tiers"]
     return report
 
 
 def _render_run(report: Report) -> str:
     lines = ["Whole chain done: load → health → signals → renewals → lake → playbooks → QBR packs"]
     lines += reports.render_view(report["view"])
-    lines.append("Health tiers: " + ", ".join(f"{t} {n}" for t, n in report["tiers"].items()))
+    lines.append("Health tiers: " + ", ".join(f"{t} {n}" for t, n in sorted(report["tiers"].items())))
     lines.append(f"Playbooks and QBR packs: {len(report['accounts'])} accounts")
     lines += [f"  blocked {a}: {why}" for a, why in report["blocked"].items()]
     return _with_footer(lines, report, report["written"])
@@ -105,18 +110,16 @@ def _render_run(report: Report) -> str:
 
 @command("run", "Run the whole chain on an input folder, QBR packs included.", _render_run, _load_args)
 def run_all(args: argparse.Namespace) -> Report:
-    ops = _load_ops(args)
-    report = _run(args, "c360_chain", ops=ops)
+    report, metadata = _run(args, "c360_chain", ops=_load_ops(args))
     customer = _customer_dir(args)
-    accounts = reports.view_report(customer / "frames" / "360")
     ids = sorted(reports.account_ids(customer / "frames" / "360"))
     failed = run_ranges("c360_account", _paths(args), account_batches(ids))
     blocked = {first if first == last else f"{first}..{last}": error for (first, last), error in failed.items()}
     return {
         **report,
         "ok": not blocked,
-        "view": accounts,
-        "tiers": reports.read_json(customer / "health.json")["summary"]["tiers"],
+        "view": reports.loaded_view_report(metadata["customer_360"]),
+        "tiers": metadata["account_health"]["summary"]["tiers"],
         "accounts": ids,
         "blocked": blocked,
         "written": [
@@ -158,8 +161,9 @@ def _render_health(report: Report) -> str:
     if "explanation" in report:
         return reports.text(warnings + [report["explanation"]])
     lines = warnings + [f"Health scored for {report['accounts']} accounts (as_of {report['as_of']})"]
-    lines.append("Tiers: " + ", ".join(f"{tier} {n}" for tier, n in report["tiers"].items()))
-    lines.append("Scores: " + ", ".join(f"{k} {v}" for k, v in report["score"].items()))
+    # Names in sorted order, as in health.json's canonical summary.
+    lines.append("Tiers: " + ", ".join(f"{tier} {n}" for tier, n in sorted(report["tiers"].items())))
+    lines.append("Scores: " + ", ".join(f"{k} {v}" for k, v in sorted(report["score"].items())))
     return _with_footer(lines, report, [report["out"]])
 
 
@@ -169,12 +173,11 @@ def health_command(args: argparse.Namespace) -> Report:
 
     if args.compare:
         return _compare_configs(args)
-    report = _run(args, "c360_health", ops={"account_health": _stage_ops(args)})
-    out = Path(args.out) if args.out else _customer_dir(args) / "health.json"
-    document = reports.read_json(out)
-    report.update(as_of=document["as_of"], out=str(out), warnings=document["overrides"]["warnings"], **document["summary"])
+    report, metadata = _run(args, "c360_health", ops={"account_health": _stage_ops(args)})
+    scored = metadata["account_health"]
+    report.update(as_of=scored["as_of"], out=scored["path"], warnings=scored["overrides"]["warnings"], **scored["summary"])
     if args.account:
-        record = reports.account_record(document["accounts"], args.account)
+        record = reports.health_record(_customer_dir(args) / "frames" / "health.parquet", args.account)
         report["explanation"] = health.explain_health(record)
     return report
 
@@ -234,15 +237,10 @@ def _render_signals(report: Report) -> str:
 
 @command("signals", "Detect churn-risk and expansion signals per account.", _render_signals, _stage_args("signals"))
 def signals_command(args: argparse.Namespace) -> Report:
-    report = _run(args, "c360_signals", ops={"customer_signals": _stage_ops(args)})
-    out = Path(args.out) if args.out else _customer_dir(args) / "signals.json"
-    document = reports.read_json(out)
-    counts: dict[str, int] = {}
-    for fired in document["accounts"].values():
-        for signal in fired:
-            counts[signal["code"]] = counts.get(signal["code"], 0) + 1
-    return {**report, "as_of": document["as_of"], "counts": dict(sorted(counts.items())),
-            "lifecycle": document["lifecycle"], "out": str(out)}
+    report, metadata = _run(args, "c360_signals", ops={"customer_signals": _stage_ops(args)})
+    fired = metadata["customer_signals"]
+    counts = {code: n for code, n in fired["signal_counts"]["by_code"].items() if n}
+    return {**report, "as_of": fired["as_of"], "counts": counts, "lifecycle": fired["lifecycle"], "out": fired["path"]}
 
 
 def _renewals_args(parser: argparse.ArgumentParser) -> None:
@@ -279,16 +277,14 @@ def _render_renewals(report: Report) -> str:
 @command("renewals", "Forecast renewals due within the window.", _render_renewals, _renewals_args)
 def renewals_command(args: argparse.Namespace) -> Report:
     ops = {"window_days": args.window_days, **({"config_path": args.config} if args.config else {})}
-    report = _run(args, "c360_renewals", ops={"renewal_forecasts": ops})
-    customer = _customer_dir(args)
-    as_of = reports.view_report(customer / "frames" / "360")["as_of"]
-    out = customer / f"renewals_{as_of[:4]}{as_of[5:7]}.json"
+    report, metadata = _run(args, "c360_renewals", ops={"renewal_forecasts": ops})
+    forecast = metadata["renewal_forecasts"]
     return {
         **report,
-        "as_of": as_of,
+        "as_of": forecast["as_of"],
         "window_days": args.window_days,
-        "summary": reports.read_json(out)["summary"],
-        "written": [str(out), str(customer / "summary.md")],
+        "summary": forecast["forecast"],
+        "written": [forecast["path"], str(_customer_dir(args) / "summary.md")],
     }
 
 
@@ -315,7 +311,7 @@ def _render_account(report: Report) -> str:
 @command("playbook", "Build one account's success playbook.", _render_account, _account_arg)
 def playbook_command(args: argparse.Namespace) -> Report:
     _check_account(args)
-    report = _run(args, "c360_playbook", partition_key=args.account)
+    report, _ = _run(args, "c360_playbook", partition_key=args.account)
     base = _customer_dir(args) / "playbooks" / args.account
     plan = reports.read_json(base.with_suffix(".json"))
     lines = [f"  tier {plan['tier']}, score {plan['score']}; plays: {', '.join(plan['plays'])}"]
@@ -337,7 +333,7 @@ def qbr_command(args: argparse.Namespace) -> Report:
     _check_account(args)
     config = {"include_contacts": args.include_contacts, "privacy_signoff": args.privacy_signoff}
     tags = {"c360/privacy_signoff": "granted"} if args.include_contacts and args.privacy_signoff else {}
-    report = _run(args, "c360_qbr", partition_key=args.account, ops={"qbr_pack": config}, tags=tags)
+    report, _ = _run(args, "c360_qbr", partition_key=args.account, ops={"qbr_pack": config}, tags=tags)
     customer = _customer_dir(args)
     pack = customer / f"qbr_{args.account}"
     written = sorted(str(p) for p in pack.iterdir()) + [str(customer / f"qbr_{args.account}.pptx")]

@@ -9,26 +9,42 @@ from typing import Any
 import polars as pl
 
 from c360_dagster.domain.text import format_amount
-from c360_dagster.domain.view import Customer360
+from c360_dagster.domain.view import MANIFEST, active_arr_by_segment, read_view_table
 
 Report = dict[str, Any]
 
 
 def view_report(view_dir: Path) -> Report:
-    """Counts, as_of and active ARR by segment and currency (never summed across currencies)."""
-    view = Customer360.open(view_dir)
-    arr = (
-        view.subs.filter(pl.col("status") == "active")
-        .join(view.accounts.select("account_id", "segment"), on="account_id")
-        .group_by("segment", "currency")
-        .agg(pl.col("arr").sum().round(2), pl.len().alias("subscriptions"))
-        .sort("segment", "currency")
-    )
+    """Counts, as_of and active ARR of a persisted view: its manifest, accounts and subscriptions."""
+    manifest = json.loads((view_dir / MANIFEST).read_text(encoding="utf-8"))
+    arr = active_arr_by_segment(read_view_table(view_dir, "accounts"), read_view_table(view_dir, "subs"))
     return {
-        "as_of": view.as_of.isoformat(),
-        "counts": view.counts(),
-        "arr_by_segment": arr.to_dicts(),
-        "warnings": list(view.warnings),
+        "as_of": manifest["as_of"],
+        "counts": manifest["counts"],
+        "arr_by_segment": arr,
+        "warnings": manifest["warnings"],
+    }
+
+
+def loaded_view_report(loaded: dict[str, Any]) -> Report:
+    """The same report from the metadata of the run's `customer_360` materialization."""
+    return {
+        "as_of": loaded["as_of"],
+        "counts": loaded["counts"],
+        "arr_by_segment": loaded["active_arr_by_segment"],
+        "warnings": loaded["warnings"],
+    }
+
+
+def materialized(result: Any) -> dict[str, dict[str, Any]]:
+    """Each asset's materialization metadata in a run, as plain values, by asset key.
+
+    What the run's assets already computed; a command's summary reads it here instead of
+    re-reading the documents they wrote.
+    """
+    return {
+        event.asset_key.to_user_string(): {name: value.value for name, value in event.materialization.metadata.items()}
+        for event in result.get_asset_materialization_events()
     }
 
 
@@ -48,6 +64,7 @@ def check_rows(result: Any) -> list[dict[str, Any]]:
 
 
 def read_json(path: Path) -> Any:
+    """A small per-account document (a playbook); never a stage's whole output."""
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -86,10 +103,14 @@ def account_ids(view_dir: Path) -> list[str]:
     return pl.read_parquet(view_dir / "accounts.parquet", columns=["account_id"])["account_id"].to_list()
 
 
-def account_record(records: dict[str, Any], account_id: str) -> dict[str, Any]:
-    """One account's record, or a clear error that suggests close matches."""
+def health_record(health_frame: Path, account_id: str) -> dict[str, Any]:
+    """One account's health.json record, built from its row of the health frame alone;
+    a clear error that suggests close matches when the account is not there."""
+    from c360_dagster.domain.health import health_records
     from c360_dagster.domain.text import unknown_account
 
-    if account_id not in records:
-        raise unknown_account(account_id, sorted(records))
-    return records[account_id]
+    row = pl.scan_parquet(health_frame).filter(pl.col("account_id") == account_id).collect()
+    if row.is_empty():
+        known = pl.read_parquet(health_frame, columns=["account_id"])["account_id"].to_list()
+        raise unknown_account(account_id, known)
+    return next(health_records(row))[1]

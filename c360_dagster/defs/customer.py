@@ -30,6 +30,7 @@ from c360_dagster.domain.io import (
     write_json_stream_text,
     write_text_atomic,
 )
+from c360_dagster.domain.view import active_arr_by_segment
 
 OWNERS = ["team:customer-success-ops"]
 
@@ -102,6 +103,7 @@ def customer_360(
             **counted,
             "as_of": view.as_of.isoformat(),
             "counts": dg.MetadataValue.json(view.counts()),
+            "active_arr_by_segment": dg.MetadataValue.json(active_arr_by_segment(view.accounts, view.subs)),
             "accounts_registered": added,
             "warnings": dg.MetadataValue.json(list(view.warnings)),
             "path": dg.MetadataValue.path(str(project.customer_dir / "360.json")),
@@ -184,8 +186,9 @@ def account_health(
         metadata={
             **counted,
             **_frame_metadata(frame, out),
+            "as_of": view.as_of.isoformat(),
             "tier_distribution": _count_table("tier", summary["tiers"]),
-            "score_distribution": dg.MetadataValue.json(summary["score"]),
+            "summary": dg.MetadataValue.json(summary),
             "overrides": dg.MetadataValue.json(override_report),
         },
         # The checks judge the scorecard's own result; an override is a person's call on top.
@@ -242,6 +245,7 @@ def customer_signals(
     return dg.MaterializeResult(
         metadata={
             **_frame_metadata(frame, out),
+            "as_of": view.as_of.isoformat(),
             "signal_counts": dg.MetadataValue.json(signals.signals_summary(frame)),
             "lifecycle": dg.MetadataValue.json(counts),
         },
@@ -295,6 +299,9 @@ def renewal_forecasts(
     return dg.MaterializeResult(
         metadata={
             **_frame_metadata(frame, out),
+            "as_of": view.as_of.isoformat(),
+            "window_days": config.window_days,
+            "forecast": dg.MetadataValue.json(summary),
             "summary": dg.MetadataValue.md(summary_md),
         },
         data_version=dg.DataVersion(frame_hash),

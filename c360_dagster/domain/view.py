@@ -115,3 +115,15 @@ def read_view_table(directory: Path, name: str) -> pl.DataFrame:
 def empty_table(name: str) -> pl.DataFrame:
     """A table with the entity's columns and no rows (an optional file that is absent)."""
     return pl.DataFrame(schema=ENTITIES[name].polars_schema)
+
+
+def active_arr_by_segment(accounts: pl.DataFrame, subs: pl.DataFrame) -> list[dict]:
+    """Active ARR and subscriptions per segment and currency (never summed across currencies)."""
+    return (
+        subs.filter(pl.col("status") == "active")
+        .join(accounts.select("account_id", "segment"), on="account_id")
+        .group_by("segment", "currency")
+        .agg(pl.col("arr").sum().round(2), pl.len().alias("subscriptions"))
+        .sort("segment", "currency")
+        .to_dicts()
+    )

@@ -1,0 +1,84 @@
+"""The console prints each summary from what its run already knows, never by re-reading a stage's
+whole output document (at a million accounts health.json alone is hundreds of MB)."""
+
+from __future__ import annotations
+
+import builtins
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from c360_dagster import reports
+from c360_dagster.console import main
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "customer"
+STAGE_DOCUMENTS = ("360.json", "health.json", "signals.json", "renewals_")
+
+
+@pytest.fixture
+def documents_unreadable(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Opening a stage's JSON document for reading fails (and is recorded); writing it is fine."""
+    attempts: list[str] = []
+    real_open = builtins.open
+
+    def guarded_open(file, mode="r", *args, **kwargs):
+        name = Path(file).name if isinstance(file, str | Path) else ""
+        if "r" in mode and "+" not in mode and name.endswith(".json") and name.startswith(STAGE_DOCUMENTS):
+            attempts.append(name)
+            raise AssertionError(f"the console read {file} to print a summary")
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    monkeypatch.setattr(io, "open", guarded_open)  # what Path.read_text and read_bytes call
+    return attempts
+
+
+def c360(capsys, *argv: str) -> str:
+    assert main([*argv, "--quiet"]) == 0, capsys.readouterr().err
+    return capsys.readouterr().out
+
+
+def test_stage_summaries_come_from_the_run_not_the_documents(project, capsys, documents_unreadable):
+    loaded = c360(capsys, "c360:load", "--dir", str(FIXTURES), *project.args)
+    scored = c360(capsys, "c360:health", *project.args)
+    explained = c360(capsys, "c360:health", "--account", "ACME-001", *project.args)
+    fired = c360(capsys, "c360:signals", *project.args)
+    renewing = c360(capsys, "c360:renewals", "--window-days", "120", *project.args)
+    summary = c360(capsys, "c360:summary", *project.args)
+    assert documents_unreadable == []
+    # The figures, checked by hand against the fixtures (the README's demo shows the whole text).
+    assert "  enterprise  USD     1,350,000.00  (4 subscriptions)\n" in loaded
+    assert "Health scored for 12 accounts (as_of 2026-09-27)\nTiers: amber 4, green 5, red 3\n" in scored
+    assert "Scores: max 100, mean 69.75, median 76.0, min 0\n" in scored
+    assert explained.startswith("Health score 68/100: amber")
+    assert "Signals fired (as_of 2026-09-27): 18\n" in fired and "  SIG_RENEWAL_SOON           4\n" in fired
+    assert "6 subscriptions of 6 accounts" in renewing and "artifacts/customer/renewals_202609.json" in renewing
+    assert "Health tiers: amber 4, green 5, red 3" in summary
+
+
+def test_the_summaries_agree_with_the_documents_written(project, capsys):
+    c360(capsys, "c360:load", "--dir", str(FIXTURES), *project.args)
+    report = json.loads(c360(capsys, "c360:health", "--json", *project.args))
+    document = json.loads((project.customer / "health.json").read_text(encoding="utf-8"))
+    assert {key: report[key] for key in document["summary"]} == document["summary"]
+    assert report["as_of"] == document["as_of"]
+    # Every account's record rebuilt from its row of the health frame is its health.json record.
+    frame = project.customer / "frames" / "health.parquet"
+    assert {account: reports.health_record(frame, account) for account in document["accounts"]} == document["accounts"]
+    signals = json.loads(c360(capsys, "c360:signals", "--json", *project.args))
+    fired = json.loads((project.customer / "signals.json").read_text(encoding="utf-8"))
+    codes = [signal["code"] for listed in fired["accounts"].values() for signal in listed]
+    assert signals["counts"] == {code: codes.count(code) for code in sorted(set(codes))}
+    assert signals["lifecycle"] == fired["lifecycle"]
+    renewals = json.loads(c360(capsys, "c360:renewals", "--json", *project.args))
+    forecast = json.loads((project.customer / "renewals_202609.json").read_text(encoding="utf-8"))
+    assert renewals["summary"] == forecast["summary"]
+
+
+def test_the_whole_chain_reports_without_reading_its_documents(project, capsys, documents_unreadable):
+    out = c360(capsys, "c360:run", "--dir", str(FIXTURES), *project.args)
+    assert documents_unreadable == []
+    assert "Health tiers: amber 4, green 5, red 3\n" in out
+    assert "  accounts 12 · cases 33 · contacts 21" in out
