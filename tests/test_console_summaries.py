@@ -49,7 +49,7 @@ def test_stage_summaries_come_from_the_run_not_the_documents(project, capsys, do
     summary = c360(capsys, "c360:summary", *project.args)
     assert documents_unreadable == []
     # The figures, checked by hand against the fixtures (the README's demo shows the whole text).
-    assert "  enterprise  USD     1,350,000.00  (4 subscriptions)\n" in loaded
+    assert "  enterprise   USD 1,350,000  (4 subscriptions)\n" in loaded
     assert "Health scored for 12 accounts (as_of 2026-09-27)\nTiers: amber 4, green 5, red 3\n" in scored
     assert "Scores: max 100, mean 69.75, median 76.0, min 0\n" in scored
     assert explained.startswith("Health score 68/100: amber")
