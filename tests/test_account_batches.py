@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -96,6 +97,26 @@ def test_a_range_run_writes_each_account_as_its_own_run_would(chain):
         "c360_accounts_scored_total": 12,
         "c360_qbr_packs_generated_total": len(IN_RANGE),
     }
+    # Each partition's materialization carries its own account's facts only.
+    events = {
+        (e.asset_key.to_user_string(), e.partition): e.materialization.metadata
+        for e in batch.get_asset_materialization_events()
+    }
+    health = json.loads((project.customer_dir / "health.json").read_text(encoding="utf-8"))["accounts"]
+    for account_id in IN_RANGE:
+        plan = json.loads((project.customer_dir / "playbooks" / f"{account_id}.json").read_text(encoding="utf-8"))
+        played = events[("playbook", account_id)]
+        assert played["plays"].value == plan["plays"]
+        assert played["path"].value.endswith(f"playbooks/{account_id}.md")
+        files = events[("qbr_pack", account_id)]["files"].value
+        assert files and all(f"qbr_{account_id}" in name for name in files)
+        for kind in ("playbook", "qbr_pack"):
+            facts = events[(kind, account_id)]
+            assert (facts["tier"].value, facts["score"].value) == (health[account_id]["tier"], health[account_id]["score"])
+    stark = events[("qbr_pack", "STARK-008")]
+    assert (stark["tier"].value, stark["score"].value, stark["next_renewal"].value) == ("red", 28, "2026-10-31")
+    assert events[("playbook", "UMBRELLA-005")]["next_renewal"].value == "2027-06-30"
+    assert events[("playbook", "SOYLENT-006")]["next_renewal"].value == "2027-01-10"
     from_batch = _pack_bytes(project.customer_dir, "STARK-008")
     shutil.rmtree(project.customer_dir / "qbr_STARK-008")
     alone = dg.materialize([playbook, qbr_pack], instance=instance, resources={"project": project}, partition_key="STARK-008")

@@ -1,12 +1,14 @@
 """Per-account assets, partitioned by `account`: the success playbook and the QBR pack."""
 
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 
 from c360_dagster.defs.customer import (
     OWNERS,
@@ -40,6 +42,7 @@ class AccountInputs:
     health: dict
     signals: list
     renewals: list[dict]
+    next_renewal: dt.date | None  # the earliest renewal_date of its active subscriptions
 
 
 class RunInputs:
@@ -54,12 +57,19 @@ class RunInputs:
         scores = dict(health.health_records(project.read_frame("health", account_ids)))
         fired = signals.signals_by_account(project.read_frame("signals", account_ids))
         renewals = project.read_frame("renewals", account_ids).partition_by("account_id", as_dict=True)
+        next_renewals = dict(
+            self.view.subs.filter(pl.col("status") == "active")
+            .group_by("account_id")
+            .agg(pl.col("renewal_date").min())
+            .iter_rows()
+        )
         self.accounts = {
             account_id: AccountInputs(
                 account=accounts[account_id],
                 health=scores[account_id],
                 signals=fired.get(account_id, []),
                 renewals=renewals[(account_id,)].to_dicts() if (account_id,) in renewals else [],
+                next_renewal=next_renewals.get(account_id),
             )
             for account_id in account_ids
         }
@@ -69,6 +79,22 @@ class RunInputs:
             "customer_signals": project.frame_hash("signals"),
             "renewal_forecasts": project.frame_hash("renewals"),
         }
+
+
+def account_facts(one: AccountInputs) -> dict[str, dg.MetadataValue]:
+    """The account's own headline facts for its partition's materialization: tier, score (or
+    why there is none: its status and lifecycle state) and next renewal date."""
+    record = one.health
+    facts = {
+        "tier": dg.MetadataValue.text(record["tier"] or "none"),
+        "status": dg.MetadataValue.text(record["status"]),
+        "next_renewal": dg.MetadataValue.text(one.next_renewal.isoformat() if one.next_renewal else "none"),
+    }
+    if record["score"] is not None:
+        facts["score"] = dg.MetadataValue.int(record["score"])
+    if record.get("lifecycle"):
+        facts["lifecycle"] = dg.MetadataValue.text(record["lifecycle"])
+    return facts
 
 
 def playbook_paths(project: C360Project, account_id: str) -> tuple[Path, Path]:
@@ -107,12 +133,19 @@ def playbook(context: dg.AssetExecutionContext, project: C360Project) -> dg.Mate
                 outputs={md_path.name: md_hash, json_path.name: json_hash},
                 partition=account_id,
             )
-    return dg.MaterializeResult(
-        metadata={
-            "plays": dg.MetadataValue.json({account_id: list(result.plays) for account_id, result in results.items()}),
-            "path": dg.MetadataValue.path(str(project.customer_dir / "playbooks")),
-        }
-    )
+    # Each partition's materialization carries its own account's plan only, even in a batch.
+    for account_id, result in results.items():
+        md_path, json_path = playbook_paths(project, account_id)
+        context.add_asset_metadata(
+            {
+                **account_facts(inputs.accounts[account_id]),
+                "plays": dg.MetadataValue.json(list(result.plays)),
+                "steps": dg.MetadataValue.int(len(result.steps)),
+                "path": dg.MetadataValue.path(str(md_path)),
+            },
+            partition_key=account_id,
+        )
+    return dg.MaterializeResult()
 
 
 
@@ -208,7 +241,7 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
         )
         for account_id, one in inputs.accounts.items()
     }
-    written = {}
+    written: dict[str, dict[str, str]] = {}
     with project.writing():
         for account_id, pack in packs.items():
             files = qbr.save_qbr_pack(pack, project.customer_dir)
@@ -221,12 +254,14 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
                 extra={"privacy_signoff": "granted"} if config.include_contacts else None,
                 partition=account_id,
             )
-            written.update(files)
+            written[account_id] = files
         counted = project.count("c360_qbr_packs_generated", len(packs))
+    # Each partition's materialization lists its own account's files only, even in a batch.
+    for account_id, files in written.items():
+        context.add_asset_metadata(
+            {**account_facts(inputs.accounts[account_id]), "files": dg.MetadataValue.json(sorted(files))},
+            partition_key=account_id,
+        )
     yield dg.MaterializeResult(
-        metadata={
-            **counted,
-            "files": dg.MetadataValue.json(sorted(written)),
-            "path": dg.MetadataValue.path(str(project.customer_dir)),
-        }
+        metadata={**counted, "path": dg.MetadataValue.path(str(project.customer_dir))}
     )
