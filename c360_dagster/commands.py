@@ -173,6 +173,8 @@ def health_command(args: argparse.Namespace) -> Report:
 
     if args.compare:
         return _compare_configs(args)
+    if args.account:
+        _check_view_account(args)
     report, metadata = _run(args, "c360_health", ops={"account_health": _stage_ops(args)})
     scored = metadata["account_health"]
     report.update(as_of=scored["as_of"], out=scored["path"], warnings=scored["overrides"]["warnings"], **scored["summary"])
@@ -180,6 +182,17 @@ def health_command(args: argparse.Namespace) -> Report:
         record = reports.health_record(_customer_dir(args) / "frames" / "health.parquet", args.account)
         report["explanation"] = health.explain_health(record)
     return report
+
+
+def _check_view_account(args: argparse.Namespace) -> None:
+    """Refuse an --account the loaded view does not hold before any job runs (nothing changes)."""
+    from c360_dagster.domain.text import unknown_account
+
+    view_dir = _customer_dir(args) / "frames" / "360"
+    if (view_dir / "manifest.json").exists():  # without a view the run itself says to load first
+        ids = reports.account_ids(view_dir)
+        if args.account not in ids:
+            raise unknown_account(args.account, ids)
 
 
 def _persisted_view(args: argparse.Namespace):

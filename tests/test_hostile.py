@@ -222,3 +222,25 @@ def test_a_blocked_qbr_prints_the_same_clean_error_under_quiet_and_json(loaded):
     for flag in ("--quiet", "--json"):
         completed = loaded.subprocess("c360:qbr", "--account", "STARK-008", flag)
         assert (completed.returncode, completed.stdout, completed.stderr) == (2, "", gate), flag
+
+
+# --- 9. An unknown account is refused before anything runs ------------------------------------
+
+
+def _runs(dagster_home: Path) -> int:
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        assert Path(instance.root_directory) == dagster_home
+        return instance.get_runs_count()
+
+
+@pytest.mark.parametrize("command", ["c360:health", "c360:playbook", "c360:qbr"])
+def test_an_unknown_account_changes_nothing(in_loaded, capsys, command):
+    before, runs = in_loaded.snapshot(), _runs(in_loaded.dagster_home)
+    code, out, err = in_loaded.c360(capsys, command, "--account", "ACME-01")
+    assert (code, out) == (2, "")
+    assert err == "c360: UNKNOWN_ACCOUNT: unknown account id 'ACME-01'; did you mean ACME-001?\n"
+    # No run started: the lake, the event log, the metrics and every output are as they were.
+    assert _runs(in_loaded.dagster_home) == runs
+    assert in_loaded.snapshot() == before
