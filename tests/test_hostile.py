@@ -244,3 +244,13 @@ def test_an_unknown_account_changes_nothing(in_loaded, capsys, command):
     # No run started: the lake, the event log, the metrics and every output are as they were.
     assert _runs(in_loaded.dagster_home) == runs
     assert in_loaded.snapshot() == before
+
+
+def test_a_window_of_99999999_days_is_a_clean_error(in_loaded, capsys):
+    before = in_loaded.snapshot()
+    code, out, err = in_loaded.c360(capsys, "c360:renewals", "--quiet", "--window-days", "99999999")
+    assert (code, out) == (2, "")
+    assert err == (
+        "c360: C360_ERROR: window_days must be between 0 and 36500 (days), got 99999999; give a shorter --window-days\n"
+    )
+    assert in_loaded.snapshot() == before

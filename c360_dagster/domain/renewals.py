@@ -346,6 +346,9 @@ def _band_expr(config: RenewalsConfig) -> pl.Expr:
     return expr
 
 
+MAX_WINDOW_DAYS = 36_500  # a century of renewals
+
+
 def forecast_renewals(
     view: Customer360,
     health: pl.DataFrame,
@@ -354,8 +357,10 @@ def forecast_renewals(
     window_days: int = 120,
 ) -> pl.DataFrame:
     """One row per active subscription renewing in [as_of, as_of + window_days], both ends included."""
-    if window_days < 0:
-        raise C360Error(f"window_days must be 0 or more, got {window_days}")
+    if not 0 <= window_days <= MAX_WINDOW_DAYS:  # beyond, as_of + window_days can pass year 9999
+        raise C360Error(
+            f"window_days must be between 0 and {MAX_WINDOW_DAYS} (days), got {window_days}; give a shorter --window-days"
+        )
     as_of = view.as_of
     subs = view.subs.filter(
         (pl.col("status") == "active")
