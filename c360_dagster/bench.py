@@ -374,7 +374,7 @@ def _time_job(job: str, paths: ProjectPaths, sampler: ResourceSampler, log: Call
     steps = {
         r.step_key: (starts[r.step_key], r.timestamp)
         for r in records
-        if r.dagster_event_type == dg.DagsterEventType.STEP_SUCCESS
+        if r.step_key is not None and r.dagster_event_type == dg.DagsterEventType.STEP_SUCCESS
     }
     log(f"bench: {job} {end - start:.2f} s (" + ", ".join(f"{key} {b - a:.2f} s" for key, (a, b) in steps.items()) + ")")
     return _JobRun(job, start, end, steps)

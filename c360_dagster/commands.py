@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import os
 import subprocess
 import sys
@@ -499,10 +500,20 @@ def generate_command(args: argparse.Namespace) -> Report:
             "counts": dict(sorted(summary.counts.items()))}
 
 
+def _require_extra(module: str, extra: str, command_name: str) -> None:
+    """A command whose tools come with an optional extra says how to install it, not a traceback."""
+    if importlib.util.find_spec(module) is None:
+        raise C360Error(
+            f"c360:{command_name} needs the `{extra}` extra: pip install -c constraints.txt -e \".[{extra}]\"",
+            code="EXTRA_MISSING",
+        )
+
+
 @command("ui", "Start the Dagster UI (dagster dev) on the project's instance.", lambda r: "")
 def ui_command(args: argparse.Namespace) -> Report:
     from c360_dagster.instance import ensure_dagster_home
 
+    _require_extra("dagster_webserver", "ui", "ui")
     ensure_dagster_home()
     completed = subprocess.run([sys.executable, "-m", "dagster", "dev"], env=os.environ.copy(), check=False)
     return {"ok": completed.returncode == 0}
@@ -537,6 +548,7 @@ def _render_bench(report: Report) -> str:
 
 @command("bench", "Benchmark the chain and QBR packs on generated data against a DuckDB floor.", _render_bench, _bench_args)
 def bench_command(args: argparse.Namespace) -> Report:
+    _require_extra("psutil", "bench", "bench")
     from c360_dagster.bench import BenchSettings, run_bench
 
     settings = BenchSettings(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -84,6 +85,13 @@ def small_dir(tmp_path: Path) -> Path:
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def dagster_home_outside_the_working_tree(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A Dagster instance of this test process's own: never the working tree's `.dagster_home`,
+    never shared between parallel workers. Tests that need a fresh one set their own."""
+    os.environ["DAGSTER_HOME"] = str(tmp_path_factory.mktemp("dagster_home"))
 
 
 class Project:

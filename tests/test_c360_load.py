@@ -81,7 +81,7 @@ def test_small_csv_loads_typed_and_sorted_by_key(small_dir: Path) -> None:
 @pytest.mark.parametrize("fmt", ["json", "jsonl"])
 def test_json_and_jsonl_give_the_same_frames_as_csv(small_dir: Path, tmp_path: Path, fmt: str) -> None:
     from_csv = read_customer_360(small_dir)
-    other = read_customer_360(_write_as(tmp_path / fmt, {name: fmt for name in ENTITIES}))
+    other = read_customer_360(_write_as(tmp_path / fmt, dict.fromkeys(ENTITIES, fmt)))
     for name in ENTITIES:
         assert other.tables[name].equals(from_csv.tables[name]), name
     assert other.as_of == from_csv.as_of

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -58,7 +59,7 @@ def test_bad_input_fails_cleanly_and_leaves_earlier_output(project, capsys, tmp_
     accounts = (broken / "accounts.csv").read_text().splitlines()
     accounts[1] = accounts[1].replace(accounts[1].split(",")[0], "../x", 1)
     (broken / "accounts.csv").write_text("\n".join(accounts) + "\n")
-    code, out, err = c360(capsys, "c360:load", "--dir", str(broken), *project.args)
+    code, _, err = c360(capsys, "c360:load", "--dir", str(broken), *project.args)
     assert code == 2
     assert "accounts.csv" in err and "row 1" in err and "account_id" in err
     assert "Traceback" not in err
@@ -92,3 +93,13 @@ def test_unknown_account_suggests_close_matches(project, capsys):
         assert "unknown account id 'ACME-01'; did you mean ACME-001?" in capsys.readouterr().err
     assert main(["c360:health", "--account", "acme-001", "--quiet", *project.args]) == 2
     assert "did you mean ACME-001?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("command", "module", "extra"), [("c360:ui", "dagster_webserver", "ui"), ("c360:bench", "psutil", "bench")])
+def test_a_command_whose_extra_is_not_installed_says_which_to_install(project, capsys, monkeypatch, command, module, extra):
+    # The runtime install leaves the UI and the benchmark's tools out (pyproject.toml's extras).
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else find_spec(name, *a))
+    code, out, err = c360(capsys, command, "--accounts", "10") if extra == "bench" else c360(capsys, command)
+    assert code == 2 and out == ""
+    assert err == f'c360: EXTRA_MISSING: {command} needs the `{extra}` extra: pip install -c constraints.txt -e ".[{extra}]"\n'

@@ -25,7 +25,10 @@ def test_every_stage_is_an_asset_with_lineage():
         "lake/renewal_forecasts",
     }
     graph = defs.resolve_asset_graph()
-    parents = lambda key: {p.to_user_string() for p in graph.get(dg.AssetKey.from_user_string(key)).parent_keys}
+
+    def parents(key: str) -> set[str]:
+        return {p.to_user_string() for p in graph.get(dg.AssetKey.from_user_string(key)).parent_keys}
+
     assert parents("account_health") == {"customer_360"}
     assert parents("renewal_forecasts") == {"customer_360", "account_health", "customer_signals"}
     assert parents("playbook") == {"customer_360", "account_health", "customer_signals", "renewal_forecasts"}

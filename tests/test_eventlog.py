@@ -107,7 +107,7 @@ def test_events_are_canonical_chained_and_signed(log: Path) -> None:
     assert [r["seq"] for r in records] == [1, 2, 3]
     assert records[0]["prev"] == eventlog.GENESIS
     assert records[1]["prev"] == sha256_bytes(lines(log)[0].rstrip(b"\n"))
-    assert all(line == (canonical_json(r) + "\n").encode() for line, r in zip(lines(log), records))
+    assert all(line == (canonical_json(r) + "\n").encode() for line, r in zip(lines(log), records, strict=True))
     body = {k: v for k, v in records[2].items() if k != "signature"}
     key().public_key().verify(base64.b64decode(records[2]["signature"]), canonical_json(body).encode())
     assert log.with_name("events.pub").read_bytes().startswith(b"-----BEGIN PUBLIC KEY-----")
@@ -133,7 +133,7 @@ def test_extra_is_kept_and_unknown_fields_are_refused(tmp_path: Path) -> None:
 
 
 def test_appending_with_another_key_is_refused(log: Path) -> None:
-    with pytest.raises(C360Error, match="does not match .*events.pub: this log was started with another key"):
+    with pytest.raises(C360Error, match=r"does not match .*events.pub: this log was started with another key"):
         eventlog.append_event(log, event("playbook", "A1"), key(SEED_B))
     assert verify(log).ok
 
@@ -246,7 +246,7 @@ def test_forged_head_is_detected(log: Path) -> None:
 
 
 def test_missing_log_or_public_key_is_a_clear_error(tmp_path: Path, log: Path) -> None:
-    with pytest.raises(C360Error, match="no event log at .*nothing has been materialized yet"):
+    with pytest.raises(C360Error, match=r"no event log at .*nothing has been materialized yet"):
         eventlog.verify_log(tmp_path / "none.jsonl", log.with_name("events.pub"))
     with pytest.raises(C360Error, match="no public key at"):
         eventlog.verify_log(log, tmp_path / "none.pub")

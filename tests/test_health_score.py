@@ -380,7 +380,7 @@ def test_an_empty_view_gives_an_empty_frame(config):
         (lambda d: d["thresholds"]["commercial"].update(overdue_days_full=0), "thresholds.commercial.overdue_days_full:"),
         (lambda d: d["segments"]["smb"].update(thresholds={"sentiment": {"nps_floor": 9}}), "segments.smb.thresholds.sentiment.nps_floor: nps_target (9) must be greater than nps_floor (9)"),
         (lambda d: d["tiers"].update(red_below=80), "tiers.green_from: must not be below tiers.red_below"),
-        (lambda d: d.update(weights={c: 0 for c in COMPONENTS}), "weights: at least one weight must be positive"),
+        (lambda d: d.update(weights=dict.fromkeys(COMPONENTS, 0)), "weights: at least one weight must be positive"),
         (lambda d: d["thresholds"]["value"].update(breadth_weight=0, release_weight=0), "thresholds.value.breadth_weight:"),
         (lambda d: d.update(min_available_components=6), "min_available_components:"),
     ],

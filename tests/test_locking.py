@@ -140,9 +140,8 @@ def test_waiting_process_gets_the_lock_when_the_holder_releases_it(tmp_path: Pat
 def test_timeout_names_the_project_and_the_holder(tmp_path: Path) -> None:
     holder = start_holder(tmp_path)
     try:
-        with pytest.raises(locking.LockTimeout) as caught:
-            with locking.project_lock(tmp_path, timeout_s=0.2):
-                pass
+        with pytest.raises(locking.LockTimeout) as caught, locking.project_lock(tmp_path, timeout_s=0.2):
+            pass
         assert str(caught.value).startswith(f"another c360 process is writing to {tmp_path} (pid {holder.pid})")
         assert "try again" in str(caught.value) and caught.value.code == "LOCKED"
     finally:
@@ -183,10 +182,9 @@ def test_crash_mid_write_leaves_lake_log_and_artifacts_intact(tmp_path: Path, mo
     log_before = log.read_bytes()
 
     # A crash while writing the artifact: the half-written temp file never replaces it.
-    with pytest.raises(RuntimeError), locking.project_lock(tmp_path):
-        with atomic_writer(summary) as handle:
-            handle.write("second run, half writ")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), locking.project_lock(tmp_path), atomic_writer(summary) as handle:
+        handle.write("second run, half writ")
+        raise RuntimeError("killed")
     # A crash inside the lake writer, after its DELETE: the transaction rolls back.
     monkeypatch.setattr(lake, "_insert", lambda *a: (_ for _ in ()).throw(RuntimeError("killed")))
     with pytest.raises(RuntimeError), locking.project_lock(tmp_path):

@@ -116,12 +116,12 @@ def test_columnar_selection_agrees_with_select_playbooks_on_every_combination(li
     ids = [f"A{i:04d}" for i in range(len(combos))]
     health = pl.DataFrame({"account_id": ids, "tier": [t for t, _ in combos]}, schema={"account_id": pl.Utf8, "tier": pl.Utf8})
     signals = pl.DataFrame(
-        [{"account_id": i, "code": c} for i, (_, codes) in zip(ids, combos) for c in codes],
+        [{"account_id": i, "code": c} for i, (_, codes) in zip(ids, combos, strict=True) for c in codes],
         schema={"account_id": pl.Utf8, "code": pl.Utf8},
     )
     columnar = dict(suggested_playbook_ids(health, signals, library).iter_rows())
     assert len(columnar) == 4 * 2 ** len(CODES)
-    for account_id, (tier, codes) in zip(ids, combos):
+    for account_id, (tier, codes) in zip(ids, combos, strict=True):
         assert columnar[account_id] == select_playbooks(tier, codes, library)[0], (tier, codes)
 
 

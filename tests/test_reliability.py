@@ -24,7 +24,7 @@ def test_two_c360_processes_at_once_leave_lake_log_and_artifacts_whole(project, 
         for command in ("c360:health", "c360:health", "c360:signals")
     ]
     results = [(p.wait(timeout=240), *p.communicate()) for p in processes]
-    for code, out, err in results:
+    for code, _, err in results:
         # Either both finish one after the other, or one gives up with a clear message.
         assert code == 0 or ("LOCKED" in err and "Traceback" not in err), err
     assert any(code == 0 for code, _, _ in results)

@@ -17,20 +17,20 @@ import polars as pl
 import pytest
 import yaml
 
+from c360_dagster.domain import lake_tables, renewals
+from c360_dagster.domain.contracts import load_contract, validate_frame
 from c360_dagster.domain.entities import ENTITIES
 from c360_dagster.domain.errors import C360Error, ConfigError
 from c360_dagster.domain.io import canonical_json, write_json_stream_text
-from c360_dagster.domain import lake_tables, renewals
-from c360_dagster.domain.contracts import load_contract, validate_frame
 from c360_dagster.domain.playbooks import select_playbooks
 from c360_dagster.domain.renewals import (
     FRAME_COLUMNS,
     forecast_renewals,
     load_renewals_config,
     render_renewal_summary_md,
-    renewal_summary,
     renewal_json_items,
     renewal_records,
+    renewal_summary,
 )
 from c360_dagster.domain.text import format_amount
 from c360_dagster.domain.view import Customer360, empty_table
@@ -257,7 +257,7 @@ def multi_currency_frame(config):
 def bucket_rows(high=(0, 0.0, 0.0), medium=(0, 0.0, 0.0), low=(0, 0.0, 0.0)):
     return [
         {"bucket": bucket, "subscriptions": n, "arr": arr, "expected_arr": expected}
-        for bucket, (n, arr, expected) in zip(("High", "Medium", "Low"), (high, medium, low))
+        for bucket, (n, arr, expected) in zip(("High", "Medium", "Low"), (high, medium, low), strict=True)
     ]
 
 

@@ -249,7 +249,7 @@ def test_frame_shape_and_canonical_evidence(config):
     assert frame.equals(frame.sort("account_id", "code"))
     assert all(e == canonical_json(json.loads(e)) for e in frame["evidence"])
     assert set(frame["code"]) <= set(SIGNAL_CATALOG)
-    assert all(SIGNAL_CATALOG[c].kind == k for c, k in zip(frame["code"], frame["kind"]))
+    assert all(SIGNAL_CATALOG[c].kind == k for c, k in zip(frame["code"], frame["kind"], strict=True))
 
 
 def test_empty_view_gives_an_empty_frame(config):

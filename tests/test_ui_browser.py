@@ -1,7 +1,8 @@
 """The Dagster UI end to end, in headless Chromium: assets, groups, checks and a CLI-made run.
 
 One throwaway instance: `c360 c360:load` materializes `customer_360` (and `lake/crm_opps`) on
-it, then `dagster-webserver` serves the project's definitions on a free local port.
+it, then `dagster-webserver` serves the project's definitions on a free local port. Screenshots
+land in the test's temporary folder (pytest keeps the last few under its basetemp).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,10 +25,8 @@ from ui_support import (
     run_c360,
 )
 
-from c360_dagster.domain.io import write_bytes_atomic
-
-SCREENSHOT = REPO / "artifacts" / "ui" / "asset_graph.png"
 TIMEOUT_MS = 20_000
+pytestmark = pytest.mark.browser
 
 # What definitions.py declares, written out by hand: group -> the asset names drawn in it.
 GROUPS = {
@@ -71,6 +71,7 @@ class UI:
     base_url: str
     load_report: dict[str, Any]
     page: Any  # playwright.sync_api.Page
+    screenshots: Path
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,7 @@ def ui(tmp_path_factory) -> Iterator[UI]:
         page = context.new_page()
         page.set_default_timeout(TIMEOUT_MS)
         try:
-            yield UI(base_url, report, page)
+            yield UI(base_url, report, page, tmp)
         finally:
             browser.close()
 
@@ -126,7 +127,7 @@ def test_asset_graph_draws_every_asset_inside_its_group(ui):
     for asset, colour in (("customer_360", "green"), ("crm_opps", "green"), ("playbook", "gray")):
         node_box = graph.get_by_text(asset, exact=True).first.locator("..")
         expect(node_box).to_have_attribute("style", re.compile(f"--minimal-bg: var\\(--color-background-{colour}\\)"))
-    write_bytes_atomic(SCREENSHOT, page.screenshot())
+    page.screenshot(path=ui.screenshots / "asset_graph.png")
 
 
 def test_catalog_lists_every_asset_key_with_its_group(ui):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -42,9 +43,7 @@ def require_browser() -> None:
             f"Debian's Chromium is not installed at {CHROMIUM}: run `apt-get install -y chromium` "
             "(.ci/run installs it) to run the Dagster UI browser test"
         )
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("playwright") is None:
         pytest.fail('the Python package `playwright` is missing: pip install -e ".[dev]"')
 
 

@@ -155,7 +155,9 @@ QBR_GATES = [
 ]
 
 
-def gate_results(context: dg.AssetExecutionContext, gates: dict[str, list[qbr.Gate]]) -> Iterator[dg.Output]:
+def gate_results(
+    context: dg.AssetExecutionContext, gates: dict[str, list[qbr.Gate]]
+) -> Iterator[dg.AssetCheckResult | dg.Output]:
     """Report each account's gates as partitioned check results.
 
     Dagster 1.13 resolves an `AssetCheckResult` to the run's single partition only, so a run of

@@ -7,7 +7,8 @@ from collections.abc import Iterable
 
 import dagster as dg
 
-ACCOUNT_PARTITIONS = dg.DynamicPartitionsDefinition(name="account")
+ACCOUNT_PARTITIONS_NAME = "account"
+ACCOUNT_PARTITIONS = dg.DynamicPartitionsDefinition(name=ACCOUNT_PARTITIONS_NAME)
 # A backfill over a range of accounts runs them in batches of this many: Dagster's own cost
 # per run (about 0.3 s: creating the run, storing its events) is then paid once per batch.
 ACCOUNTS_PER_RUN = 200
@@ -23,8 +24,8 @@ _BATCH = 10_000
 
 def register_accounts(instance: dg.DagsterInstance, account_ids: Iterable[str]) -> int:
     """Add the account ids the instance does not know yet; return how many were added."""
-    known = set(instance.get_dynamic_partitions(ACCOUNT_PARTITIONS.name))
+    known = set(instance.get_dynamic_partitions(ACCOUNT_PARTITIONS_NAME))
     new = sorted(set(account_ids) - known)
     for start in range(0, len(new), _BATCH):
-        instance.add_dynamic_partitions(ACCOUNT_PARTITIONS.name, new[start : start + _BATCH])
+        instance.add_dynamic_partitions(ACCOUNT_PARTITIONS_NAME, new[start : start + _BATCH])
     return len(new)

@@ -178,7 +178,7 @@ def lineage(events: list[dict[str, Any]], account_id: str) -> list[dict[str, Any
                 "upstream": {name: produced[digest] for name, digest in inputs.items() if digest in produced},
             }
         )
-        produced.update({digest: asset for digest in event["outputs"].values()})
+        produced.update(dict.fromkeys(event["outputs"].values(), asset))
     return chain
 
 

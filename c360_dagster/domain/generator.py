@@ -855,9 +855,10 @@ def _opportunities(
     frames = []
     for account, close, kind, stage, cents, product in parts:
         names = draw.names.gather(account)
-        label = {"new_business": " - New business", "expansion": " - Expansion"}.get(kind)
-        year = _dates(close).dt.year().cast(pl.Utf8)
-        name = _concat(names, label) if label else _concat(names, " - ", _pick(PRODUCTS, product), " renewal ", year)
+        if product is None:
+            name = _concat(names, {"new_business": " - New business", "expansion": " - Expansion"}[kind])
+        else:
+            name = _concat(names, " - ", _pick(PRODUCTS, product), " renewal ", _dates(close).dt.year().cast(pl.Utf8))
         frames.append(
             pl.DataFrame(
                 {

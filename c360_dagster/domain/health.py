@@ -98,12 +98,12 @@ _PERCENT = {"type": "number", "minimum": 0, "maximum": 100}
 
 
 def _weights_schema(required: bool) -> dict[str, Any]:
-    return _object({c: _NUMBER for c in COMPONENTS}, required=required)
+    return _object(dict.fromkeys(COMPONENTS, _NUMBER), required=required)
 
 
 def _thresholds_schema(required: bool) -> dict[str, Any]:
     return _object(
-        {c: _object({k: _NUMBER for k in keys}, required=required) for c, keys in THRESHOLD_KEYS.items()},
+        {c: _object(dict.fromkeys(keys, _NUMBER), required=required) for c, keys in THRESHOLD_KEYS.items()},
         required=required,
     )
 
@@ -391,7 +391,7 @@ def _component_columns(config: HealthConfig) -> list[pl.Expr]:
         .then(100 * pl.col("recent_release_features") / pl.col("recent_features"))
         .otherwise(0.0)
     )
-    weighted_cases = sum(pl.col(f"severity{s}_cases") * _t("support", f"severity{s}_weight") for s in (1, 2, 3, 4))
+    weighted_cases = sum((pl.col(f"severity{s}_cases") * _t("support", f"severity{s}_weight") for s in (1, 2, 3, 4)), pl.lit(0))
     # Accounts under 10 seats count as 10, so one case at a tiny account is not a crisis.
     per_10_seats = weighted_cases * 10 / pl.max_horizontal(pl.col("seats"), pl.lit(10))
     trend = pl.when(pl.col("earlier_responses") > 0).then(pl.col("latest_nps") - pl.col("earlier_mean_nps"))
@@ -537,7 +537,7 @@ def score_health(view: Customer360, config: HealthConfig) -> pl.DataFrame:
     frame = frame.with_columns(_component_columns(config)).with_columns(_commercial_penalties())
     frame = frame.with_columns(_raw_scores())
     available = [pl.col(f"{c}_raw").is_not_null() for c in COMPONENTS]
-    available_weight = pl.sum_horizontal(pl.when(a).then(pl.col(f"w_{c}")).otherwise(0.0) for a, c in zip(available, COMPONENTS))
+    available_weight = pl.sum_horizontal(pl.when(a).then(pl.col(f"w_{c}")).otherwise(0.0) for a, c in zip(available, COMPONENTS, strict=True))
     frame = frame.with_columns(
         pl.sum_horizontal(a.cast(pl.Int64) for a in available).alias("_available"),
         *[
@@ -546,7 +546,7 @@ def score_health(view: Customer360, config: HealthConfig) -> pl.DataFrame:
             .then(pl.col(f"w_{c}") * 100 / available_weight)
             .otherwise(0.0)
             .alias(f"{c}_weight")
-            for a, c in zip(available, COMPONENTS)
+            for a, c in zip(available, COMPONENTS, strict=True)
         ],
     )
     frame = frame.with_columns(

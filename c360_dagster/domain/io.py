@@ -84,7 +84,7 @@ def _fan_out(chunks: Iterable[bytes], consumers: list[Callable[[bytes], object]]
             if not failed:  # after a failure keep draining, so the producer never blocks
                 try:
                     consume(chunk)
-                except Exception as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                except Exception as exc:  # any: re-raised in the caller's thread
                     failed.append(exc)
 
     threads = [
@@ -163,7 +163,7 @@ def write_json_stream_text(
 def _stream_bytes(
     header: Mapping[str, Any], streamed_key: str, item_chunks: Iterator[bytes], brackets: str
 ) -> Iterator[bytes]:
-    opening, closing = brackets
+    opening, closing = brackets[0], brackets[1]
     yield b"{"
     for position, key in enumerate(sorted([*header, streamed_key])):
         yield (("," if position else "") + "\n  " + json.dumps(key, ensure_ascii=False) + ": ").encode("utf-8")

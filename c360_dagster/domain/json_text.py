@@ -13,11 +13,14 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from c360_dagster.domain.io import ITEM_SEPARATOR, canonical_json, joined_items
+
+if TYPE_CHECKING:
+    from polars._typing import PolarsDataType
 
 _INDENT = 2
 _ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"), ("\b", "\\b"), ("\f", "\\f"))
@@ -44,7 +47,7 @@ def object_text(members: dict[str, pl.Expr], depth: int) -> pl.Expr:
     return pl.concat_str(parts)
 
 
-def json_text(expr: pl.Expr, dtype: pl.DataType, depth: int) -> pl.Expr:
+def json_text(expr: pl.Expr, dtype: PolarsDataType, depth: int) -> pl.Expr:
     """Each value's pretty JSON, continuation lines indented by `depth` spaces; null is `null`."""
     if isinstance(dtype, pl.Struct):
         members = {f.name: json_text(expr.struct.field(f.name), f.dtype, depth + _INDENT) for f in dtype.fields}
@@ -52,8 +55,9 @@ def json_text(expr: pl.Expr, dtype: pl.DataType, depth: int) -> pl.Expr:
     if isinstance(dtype, pl.List):
         inner = "\n" + " " * (depth + _INDENT)
         items = expr.list.eval(json_text(pl.element(), dtype.inner, depth + _INDENT)).list.join("," + inner)
-        text = pl.when(expr.list.len() == 0).then(pl.lit("[]"))
-        return text.otherwise(pl.concat_str(pl.lit("[" + inner), items, pl.lit("\n" + " " * depth + "]"))).fill_null("null")
+        empty = pl.when(expr.list.len() == 0).then(pl.lit("[]"))
+        return empty.otherwise(pl.concat_str(pl.lit("[" + inner), items, pl.lit("\n" + " " * depth + "]"))).fill_null("null")
+    text: pl.Expr
     if dtype == pl.Utf8:
         text = json_string(expr)
     elif dtype == pl.Boolean:
@@ -67,7 +71,7 @@ def json_text(expr: pl.Expr, dtype: pl.DataType, depth: int) -> pl.Expr:
     return text.fill_null("null")
 
 
-def unsafe_leaves(expr: pl.Expr, dtype: pl.DataType) -> list[pl.Expr]:
+def unsafe_leaves(expr: pl.Expr, dtype: PolarsDataType) -> list[pl.Expr]:
     """Per leaf, true where the columnar text could differ from json.dumps."""
     if isinstance(dtype, pl.Struct):
         return [check for f in dtype.fields for check in unsafe_leaves(expr.struct.field(f.name), f.dtype)]
@@ -96,7 +100,7 @@ def canonical_texts(values: pl.Series) -> pl.Series:
     return frame.select(_sorted_fields(column, values.dtype).struct.json_encode().alias(values.name))[:, 0]
 
 
-def _sorted_fields(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+def _sorted_fields(expr: pl.Expr, dtype: PolarsDataType) -> pl.Expr:
     """The same value with every struct's fields in name order, at any depth."""
     if isinstance(dtype, pl.Struct):
         fields = sorted(dtype.fields, key=lambda f: f.name)

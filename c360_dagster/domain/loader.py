@@ -149,7 +149,7 @@ def _read_csv(path: Path) -> pl.DataFrame:
             ).pl()
     except duckdb.Error as exc:
         raise _csv_error(path, str(exc)) from None
-    return frame.rename(dict(zip(positional, header)))
+    return frame.rename(dict(zip(positional, header, strict=True)))
 
 
 def _csv_error(path: Path, message: str) -> InputError:
@@ -188,7 +188,7 @@ def _read_json(path: Path, *, lines: bool) -> pl.DataFrame:
     try:
         # Pass 1 finds every key of every object; pass 2 reads them all as text.
         keys = reader(io.BytesIO(data), infer_schema_length=None).columns
-        frame = reader(io.BytesIO(data), schema={key: pl.Utf8 for key in keys})
+        frame = reader(io.BytesIO(data), schema=dict.fromkeys(keys, pl.Utf8))
     except pl.exceptions.PolarsError as exc:
         raise _json_error(path, text, lines=lines, fallback=str(exc)) from None
     return frame

@@ -8,7 +8,7 @@ with a warning. Documented in docs/trust.md.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,7 +188,7 @@ def apply_overrides(
     return OverrideOutcome(frame, tuple(applied), warnings)
 
 
-def override_phrase(record: dict[str, Any]) -> str:
+def override_phrase(record: Mapping[str, Any]) -> str:
     """`Tier overridden from amber to red by A: reason, until D` (the score when the tier is unchanged).
 
     `record` is a health.json record of an overridden account (see `override_record`).

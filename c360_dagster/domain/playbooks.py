@@ -341,7 +341,7 @@ def select_playbooks(tier: str | None, signal_codes: Sequence[str], library: Pla
     matched = _with_code_flags(account, signals, library).select(
         condition.alias(str(index)) for index, (_, condition) in enumerate(conditions)
     ).row(0)
-    plays = list(dict.fromkeys(playbook for (playbook, _), hit in zip(conditions, matched) if hit))
+    plays = list(dict.fromkeys(playbook for (playbook, _), hit in zip(conditions, matched, strict=True) if hit))
     return plays or [library.fallback]
 
 
@@ -386,7 +386,7 @@ def _plural(count: int, word: str) -> str:
 
 def _summary(
     name: str, tier: str | None, score: int | None, codes: list[str],
-    renewals: list[dict[str, Any]], plays: list[Playbook], notes: Sequence[str] = (),
+    renewals: Sequence[Mapping[str, Any]], plays: list[Playbook], notes: Sequence[str] = (),
 ) -> str:
     health = f"{tier or 'unscored'}" + (f" with a health score of {score}/100" if score is not None else "")
     fired = f"{_plural(len(codes), 'active signal')} ({', '.join(codes)})" if codes else "no active signals"

@@ -7,6 +7,7 @@ per signal code (a handful of columnar passes), never per row.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import string
 from collections.abc import Iterator, Mapping
@@ -192,7 +193,7 @@ def load_renewals_config(path: Path | str) -> RenewalsConfig:
         raise ConfigError(f"{source}: {key}: {message}")
 
     buckets = raw["buckets"]
-    for higher, lower in zip(BUCKETS, BUCKETS[1:]):
+    for higher, lower in itertools.pairwise(BUCKETS):
         if not buckets[higher] > buckets[lower]:
             fail(f"buckets.{lower}", f"must be below buckets.{higher} ({buckets[higher]})")
     bands = [(item["band"], item["min_points"]) for item in raw["risk_bands"]]

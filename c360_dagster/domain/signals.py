@@ -402,10 +402,10 @@ def detect_signals(view: Customer360, config: SignalsConfig) -> pl.DataFrame:
 
 def signal_records(frame: pl.DataFrame) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """(account_id, [{"code", "kind", "evidence"}] sorted by code) per account with signals, in order."""
-    account_id, signals = None, []
+    account_id, signals = "", list[dict[str, Any]]()
     for row in frame.sort("account_id", "code").iter_rows(named=True):
         if row["account_id"] != account_id and signals:
-            yield account_id, signals  # type: ignore[misc]
+            yield account_id, signals
             signals = []
         account_id = row["account_id"]
         signals.append(
@@ -413,7 +413,7 @@ def signal_records(frame: pl.DataFrame) -> Iterator[tuple[str, list[dict[str, An
             | {key: _plain(row[key]) for key in LIFECYCLE_COLUMNS if key in row}
         )
     if signals:
-        yield account_id, signals  # type: ignore[misc]
+        yield account_id, signals
 
 
 def signal_json_entries(frame: pl.DataFrame, chunk_rows: int = 20_000) -> Iterator[bytes]:
