@@ -34,11 +34,12 @@ def demo_steps() -> list[tuple[str, str]]:
 
 
 def test_quickstart_names_install_run_and_test_commands():
-    assert 'pip install -e ".[dev]"' in README
+    install = 'pip install -c constraints.txt -e ".[dev]"'
+    assert install in README
     assert "c360 c360:run" in README
     assert "python -m pytest" in README
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
-    assert 'pip install -e ".[dev]"' in ci and "python -m pytest" in ci
+    assert install in ci and "python -m pytest" in ci
 
 
 def test_demo_sequence_covers_every_stage():
@@ -75,7 +76,7 @@ def test_readme_names_the_spec_command_equivalent():
 
 
 @pytest.mark.parametrize(
-    "doc", ["architecture", "customer-360", "renewals", "qbr", "governance", "operations", "trust", "backtest", "performance", "inputs"]
+    "doc", ["architecture", "customer-360", "renewals", "qbr", "governance", "operations", "trust", "backtest", "performance", "inputs", "development"]
 )
 def test_documents_the_readme_links_exist(doc):
     assert f"docs/{doc}.md" in README
