@@ -358,19 +358,48 @@ def qbr_command(args: argparse.Namespace) -> Report:
 
 
 def _render_verify(report: Report) -> str:
+    anchor = f"  trusted key: {report['pinned_by']} (fingerprint and source: --json)"
+    witnessed = report["witnessed"]
+    if witnessed is None:
+        head = "  head: not witnessed (the Dagster instance records no event of this log)"
+    else:
+        later = report["events"] - witnessed["seq"]
+        head = f"  head: event {witnessed['seq']} witnessed by the Dagster instance" + (f" ({later} later not yet)" if later > 0 else "")
     if report["ok"]:
-        return reports.text([f"OK: {report['events']} events, chain and signatures verified"])
+        return reports.text([f"OK: {report['events']} events, chain and signatures verified", anchor, head])
     where = f"line {report['line']}: " if report["line"] is not None else ""
-    return reports.text([f"BAD {where}{report['reason']}"])
+    return reports.text([f"BAD {where}{report['reason']}", anchor, head])
 
 
-@command("verify", "Verify the signed event log: every hash link and signature.", _render_verify)
+def _verify_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pubkey", metavar="FINGERPRINT",
+        help="trust only this signing key (sha256:<hex>, as `verify --json` reports it); "
+        "default: governance.yaml's signing_key_fingerprint, else the local signing key",
+    )
+
+
+@command(
+    "verify", "Verify the signed event log: every hash link and signature, against a pinned key and the witnessed head.",
+    _render_verify, _verify_args,
+)
 def verify_command(args: argparse.Namespace) -> Report:
-    from c360_dagster.domain import eventlog
+    from c360_dagster.domain import anchor, eventlog
+    from c360_dagster.instance import witnessed_head
 
     log = Path(args.artifacts) / "governance" / "events.jsonl"
-    result = eventlog.verify_log(log, log.with_name("events.pub"))
-    return {"ok": result.ok, "events": result.events_checked, "line": result.bad_line, "reason": result.reason}
+    trusted = anchor.trusted_key(log, args.pubkey, Path(args.configs) / "governance.yaml")
+    seq_hash = witnessed_head(log)
+    report = {
+        "key": trusted.fingerprint,
+        "pinned_by": trusted.pinned_by,
+        "key_source": trusted.source,
+        "witnessed": None if seq_hash is None else {"seq": seq_hash[0], "hash": seq_hash[1]},
+    }
+    if trusted.public_key is None:
+        return {**report, "ok": False, "events": 0, "line": None, "reason": trusted.problem}
+    result = eventlog.verify_log(log, trusted.public_key, seq_hash)
+    return {**report, "ok": result.ok, "events": result.events_checked, "line": result.bad_line, "reason": result.reason}
 
 
 def _render_lineage(report: Report) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 from c360_dagster.domain.errors import C360Error
 from c360_dagster.domain.locking import file_lock
@@ -35,6 +36,16 @@ compute_logs:
 """
 
 
+# The metadata by which each materialization witnesses the signed log's head (docs/governance.md).
+WITNESS_LOG, WITNESS_SEQ, WITNESS_HASH = "c360/event_log", "c360/event_seq", "c360/event_hash"
+WITNESS_WINDOW = 1000
+
+
+def dagster_home(project_root: Path | None = None) -> Path:
+    """The instance folder: DAGSTER_HOME, else the project's `.dagster_home`."""
+    return Path(os.environ.get("DAGSTER_HOME") or (project_root or Path.cwd()) / DEFAULT_HOME).resolve()
+
+
 def ensure_dagster_home(project_root: Path | None = None) -> Path:
     """Point DAGSTER_HOME at the project's instance folder (unless set), created and migrated once.
 
@@ -42,8 +53,7 @@ def ensure_dagster_home(project_root: Path | None = None) -> Path:
     processes doing that at once stamp two versions, and the instance never opens again. So the
     first use happens here, under an exclusive lock, and the processes that waited find it done.
     """
-    home = Path(os.environ.get("DAGSTER_HOME") or (project_root or Path.cwd()) / DEFAULT_HOME)
-    home = home.resolve()
+    home = dagster_home(project_root)
     os.environ["DAGSTER_HOME"] = str(home)
     if (home / READY_MARKER).exists():
         return home
@@ -67,7 +77,7 @@ def _create_storages(home: Path) -> None:
             instance.get_run_records(limit=1)
             instance.get_dynamic_partitions("account")
             instance.all_instigator_state()
-    except Exception as exc:  # Dagster and alembic raise many kinds; each means the same to the user
+    except Exception as exc:  # noqa: BLE001 - Dagster and alembic raise many kinds; each means the same here
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise C360Error(
             f"the Dagster instance in {home} cannot be opened ({reason}). It keeps only run history "
@@ -75,3 +85,31 @@ def _create_storages(home: Path) -> None:
             "and run the command again to start a fresh one",
             code="INSTANCE_BROKEN",
         ) from None
+
+
+def witness_metadata(log_path: Path, seq: int, line_hash: str) -> dict[str, object]:
+    """What a materialization records of the event it appended to the log at `log_path` (as configured)."""
+    return {WITNESS_LOG: str(log_path), WITNESS_SEQ: seq, WITNESS_HASH: line_hash}
+
+
+def witnessed_head(log_path: Path) -> tuple[int, str] | None:
+    """The latest (seq, line hash) of this log that the instance's materializations recorded.
+
+    A run of many account partitions stores their materializations in no particular order, so
+    the highest seq is taken over each asset's latest WITNESS_WINDOW materializations (more than
+    the runs of one batched backfill wave). None when there is no instance or no such record.
+    """
+    if not dagster_home().exists():
+        return None
+    ensure_dagster_home()
+    import dagster as dg
+
+    log = str(log_path)  # as the project names it, so a moved project keeps its witness
+    witnessed = []
+    with dg.DagsterInstance.get() as instance:
+        for key in instance.get_asset_keys():
+            for record in instance.fetch_materializations(key, limit=WITNESS_WINDOW).records:
+                metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+                if WITNESS_SEQ in metadata and metadata[WITNESS_LOG].value == log:
+                    witnessed.append((cast(int, metadata[WITNESS_SEQ].value), str(metadata[WITNESS_HASH].value)))
+    return max(witnessed, default=None)

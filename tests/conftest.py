@@ -110,3 +110,11 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     monkeypatch.chdir(REPO_ROOT)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     return Project(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def private_signing_key(tmp_path_factory, monkeypatch) -> None:
+    """Each test signs with a key of its own in a temp config folder, never the user's ~/.config/c360."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config-home")))
+    monkeypatch.delenv("C360_SIGNING_KEY_FILE", raising=False)
+    monkeypatch.delenv("C360_SIGNING_KEY", raising=False)

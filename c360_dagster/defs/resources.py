@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from c360_dagster.domain import eventlog, locking, metrics
+from c360_dagster.domain import anchor, eventlog, locking, metrics
 from c360_dagster.domain.errors import C360Error
 from c360_dagster.domain.io import atomic_writer, sha256_file, write_text_atomic
 from c360_dagster.domain.view import (
@@ -17,6 +17,7 @@ from c360_dagster.domain.view import (
     read_view_table,
     view_as_of,
 )
+from c360_dagster.instance import witness_metadata
 
 
 class C360Project(dg.ConfigurableResource):
@@ -50,10 +51,6 @@ class C360Project(dg.ConfigurableResource):
     @property
     def events_path(self) -> Path:
         return self.artifacts / "governance" / "events.jsonl"
-
-    @property
-    def signing_key_path(self) -> Path:
-        return self.artifacts / "governance" / "signing.key"
 
     @property
     def metrics_path(self) -> Path:
@@ -127,7 +124,11 @@ class C360Project(dg.ConfigurableResource):
         extra: dict | None = None,
         partition: str | None = None,
     ) -> dict:
-        """Append this materialization (of `partition`, in a run of several) to the signed log."""
+        """Append this materialization (of `partition`, in a run of several) to the signed log.
+
+        The event's seq and line hash go into the materialization's metadata too: the Dagster
+        instance witnesses the log's head, so verify notices a wiped or rolled-back log.
+        """
         asset = context.assets_def.key.to_user_string()
         event = {
             "asset": asset,
@@ -141,8 +142,12 @@ class C360Project(dg.ConfigurableResource):
         }
         if extra:
             event["extra"] = extra
-        key = eventlog.load_or_create_signing_key(self.signing_key_path)
-        return eventlog.append_event(self.events_path, event, key)
+        record = eventlog.append_event(self.events_path, event, anchor.signing_key(self.artifacts))
+        context.add_asset_metadata(
+            witness_metadata(self.events_path, record["seq"], eventlog.line_hash(record)),
+            partition_key=event["partition"],
+        )
+        return record
 
     def count(self, name: str, value: float = 1, labels: dict[str, str] | None = None) -> dict[str, float]:
         """Add to a declared Prometheus counter; return `{"metric/<name>_total": new total}` for the asset's metadata."""

@@ -4,7 +4,8 @@ One line per materialization, canonical JSON. Each line carries `seq` (its 1-bas
 number), `prev` (the sha256 of the previous line's bytes, without the newline; GENESIS for
 the first) and an Ed25519 `signature` over the canonical line without the signature. A
 signed head file (`events.head`) names the last line, so lines cut from the end are noticed
-too. `events.pub` (PEM) beside the log lets anyone verify without the secret key.
+too. `events.pub` (PEM) beside the log names its key; verify trusts it only when it matches a
+pinned fingerprint (domain/anchor.py: the trust anchor outside the log's folder).
 """
 
 from __future__ import annotations
@@ -94,14 +95,23 @@ def append_event(log_path: Path, event: dict[str, Any], signing_key: Ed25519Priv
     return record
 
 
-def verify_log(log_path: Path, public_key_path: Path) -> VerifyResult:
-    """Check every line's form, signature, sequence and hash link, then the signed head."""
+def verify_log(
+    log_path: Path, public_key: Ed25519PublicKey | Path, witnessed: tuple[int, str] | None = None
+) -> VerifyResult:
+    """Check every line's form, signature, sequence and hash link, then the signed head.
+
+    `public_key` is the trusted key (or a PEM file of it); `witnessed` is the (seq, line hash)
+    of an event recorded outside the log, which the log must still hold unchanged.
+    """
     log_path = Path(log_path)
     if not log_path.exists():
+        if witnessed:
+            return VerifyResult(False, 0, None, _witness_problem(witnessed, 0))
         raise C360Error(f"no event log at {log_path}: nothing has been materialized yet")
-    public_key = _load_public_key(Path(public_key_path))
+    if not isinstance(public_key, Ed25519PublicKey):
+        public_key = load_public_key(Path(public_key))
     head = _read_head(log_path)
-    prev, checked, head_line_hash = GENESIS, 0, None
+    prev, checked, head_line_hash, witnessed_hash = GENESIS, 0, None, None
     with open(log_path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             line = raw.rstrip(b"\n")
@@ -111,6 +121,11 @@ def verify_log(log_path: Path, public_key_path: Path) -> VerifyResult:
             prev, checked = sha256_bytes(line), number
             if head and number == head["seq"]:
                 head_line_hash = prev
+            if witnessed and number == witnessed[0]:
+                witnessed_hash = prev
+    if witnessed and witnessed_hash != witnessed[1]:
+        bad_line = witnessed[0] if witnessed[0] <= checked else None
+        return VerifyResult(False, checked, bad_line, _witness_problem(witnessed, checked))
     name = head_path(log_path).name
     if head is None:
         if checked:
@@ -127,6 +142,21 @@ def verify_log(log_path: Path, public_key_path: Path) -> VerifyResult:
     if head_line_hash != head["line"]:
         return VerifyResult(False, checked, head["seq"], "the line differs from the one the signed head names")
     return VerifyResult(True, checked)
+
+
+def line_hash(record: dict[str, Any]) -> str:
+    """The hash of a stored record's line, as the next line's `prev` and the head name it."""
+    return sha256_bytes(canonical_json(record).encode("utf-8"))
+
+
+def _witness_problem(witnessed: tuple[int, str], checked: int) -> str:
+    seq = witnessed[0]
+    if seq > checked:
+        return (
+            f"the Dagster instance witnessed event {seq} but the log holds {checked}: "
+            "the log was wiped, truncated or rolled back"
+        )
+    return f"event {seq} is not the one the Dagster instance witnessed: the log was rewritten"
 
 
 def read_events(log_path: Path) -> list[dict[str, Any]]:
@@ -210,7 +240,7 @@ def _line_problem(raw: bytes, line: bytes, number: int, prev: str, public_key: E
         return "not in canonical form (the line was edited)"
     body = {k: v for k, v in record.items() if k != "signature"}
     if not _signature_ok(public_key, body, record["signature"]):
-        return "signature does not verify (the line was edited, or signed with a key other than events.pub)"
+        return "signature does not verify (the line was edited, or signed with a key other than the trusted one)"
     if record["seq"] != number:
         return f"seq is {record['seq']} on line {number} (a line was deleted, inserted or moved)"
     if record["prev"] != prev:
@@ -283,7 +313,7 @@ def _ensure_public_key(log_path: Path, public_key: Ed25519PublicKey) -> None:
         )
 
 
-def _load_public_key(path: Path) -> Ed25519PublicKey:
+def load_public_key(path: Path) -> Ed25519PublicKey:
     try:
         key = serialization.load_pem_public_key(path.read_bytes())
     except FileNotFoundError:

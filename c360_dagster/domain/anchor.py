@@ -1,0 +1,132 @@
+"""The signed log's trust anchor: what `verify` trusts that the log's own folder cannot change.
+
+- The private key lives outside `artifacts/`: `C360_SIGNING_KEY` (the key itself), else the file
+  `C360_SIGNING_KEY_FILE` names, else `$XDG_CONFIG_HOME/c360/signing.key` (`~/.config/...`).
+- The public key verify trusts is pinned: a fingerprint given to verify, else the one in the
+  project's `governance.yaml`, else the public half of the local private key. `events.pub`
+  beside the log is only used when it matches a pinned fingerprint.
+- The head is witnessed outside the log (the Dagster layer records each event's seq and hash
+  in its materialization; `eventlog.verify_log` checks the log against it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from c360_dagster.domain import eventlog
+from c360_dagster.domain.config import load_yaml_config
+from c360_dagster.domain.errors import C360Error
+from c360_dagster.domain.io import sha256_bytes
+
+KEY_ENV = "C360_SIGNING_KEY"
+KEY_FILE_ENV = "C360_SIGNING_KEY_FILE"
+FINGERPRINT_PATTERN = "^sha256:[0-9a-f]{64}$"
+# Where keys were kept before the anchor moved out of the log's folder.
+LEGACY_KEY = Path("governance") / "signing.key"
+
+GOVERNANCE_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["signing_key_fingerprint"],
+    "properties": {
+        "signing_key_fingerprint": {"anyOf": [{"type": "null"}, {"type": "string", "pattern": FINGERPRINT_PATTERN}]},
+    },
+}
+
+
+class NoTrustAnchor(C360Error):
+    """verify has no key to trust: nothing pinned and no local signing key."""
+
+    code = "NO_TRUST_ANCHOR"
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    """The public key verify checks against, its fingerprint and what pinned it."""
+
+    public_key: Ed25519PublicKey | None  # None when the log's key is not the pinned one
+    fingerprint: str
+    pinned_by: str  # in words, without machine-specific paths
+    source: str  # the option, config file, environment variable or key file it came from
+    problem: str | None = None
+
+
+def signing_key_path() -> Path:
+    """Where the private key file lives (it may not exist yet)."""
+    named = os.environ.get(KEY_FILE_ENV, "").strip()
+    if named:
+        return Path(named).expanduser()
+    config_home = os.environ.get("XDG_CONFIG_HOME", "").strip() or Path.home() / ".config"
+    return Path(config_home) / "c360" / "signing.key"
+
+
+def signing_key(artifacts_dir: Path) -> Ed25519PrivateKey:
+    """The private key that signs this project's log, created (0600) on first use; never in `artifacts/`."""
+    artifacts = Path(artifacts_dir).resolve()
+    legacy = artifacts / LEGACY_KEY
+    if legacy.exists():
+        raise C360Error(
+            f"a signing key sits beside the log it signs ({legacy}), where anyone who can edit the log can "
+            f"re-sign it; move it out, e.g. `mv {legacy} {signing_key_path()}` (or set {KEY_FILE_ENV} to its new place)",
+            code="SIGNING_KEY_EXPOSED",
+        )
+    path = signing_key_path()
+    if not os.environ.get(KEY_ENV, "").strip() and path.resolve().is_relative_to(artifacts):
+        raise C360Error(
+            f"{KEY_FILE_ENV}={path} is inside {artifacts}, beside the log it signs; keep the key outside it",
+            code="SIGNING_KEY_EXPOSED",
+        )
+    return eventlog.load_or_create_signing_key(path, KEY_ENV)
+
+
+def fingerprint(public_key: Ed25519PublicKey) -> str:
+    """`sha256:<hex>` of the raw 32-byte public key."""
+    return sha256_bytes(public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+
+
+def pinned_fingerprint(governance_file: Path) -> str | None:
+    """The fingerprint a project's `governance.yaml` pins (None: not pinned, or no such file)."""
+    if not Path(governance_file).exists():
+        return None
+    return load_yaml_config(governance_file, GOVERNANCE_SCHEMA)["signing_key_fingerprint"]
+
+
+def trusted_key(log_path: Path, pubkey: str | None, governance_file: Path) -> TrustedKey:
+    """The key verify trusts: `pubkey` (a fingerprint), else governance.yaml's, else the local signing key's."""
+    if pubkey is not None:
+        if not re.fullmatch(FINGERPRINT_PATTERN, pubkey):
+            raise C360Error(f"--pubkey {pubkey!r} is not a fingerprint (sha256: and 64 hex digits)", code="USAGE")
+        return _pinned(log_path, pubkey, "the one given with --pubkey", "--pubkey")
+    pinned = pinned_fingerprint(governance_file)
+    if pinned is not None:
+        return _pinned(log_path, pinned, f"the one pinned in {governance_file.name}", str(governance_file))
+    path = signing_key_path()
+    if os.environ.get(KEY_ENV, "").strip() or path.exists():
+        public_key = eventlog.load_or_create_signing_key(path, KEY_ENV).public_key()
+        source = KEY_ENV if os.environ.get(KEY_ENV, "").strip() else str(path)
+        return TrustedKey(public_key, fingerprint(public_key), "this machine's signing key", source)
+    raise NoTrustAnchor(
+        f"no key to trust for {log_path}: no signing key on this machine ({path}) and none pinned; pass "
+        f"`c360 c360:verify --pubkey sha256:...` or set signing_key_fingerprint in {governance_file}"
+    )
+
+
+def _pinned(log_path: Path, pinned: str, pinned_by: str, source: str) -> TrustedKey:
+    """The log's `events.pub`, trusted only if its fingerprint is the pinned one."""
+    public_key = eventlog.load_public_key(eventlog.pub_path(log_path))
+    found = fingerprint(public_key)
+    if found != pinned:
+        problem = f"the log's key {found} is not the pinned key {pinned} (from {source}): another key signed it"
+        return TrustedKey(None, pinned, pinned_by, source, problem)
+    return TrustedKey(public_key, pinned, pinned_by, source)

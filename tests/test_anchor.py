@@ -1,0 +1,189 @@
+"""verify's trust anchor: a key outside artifacts/, a pinned public key, a head witnessed by the instance.
+
+Each attack of issue 14.4 that once passed `c360:verify` with rc 0 has a test here that fails if
+it comes back. Keys live in temp folders (C360_SIGNING_KEY_FILE / XDG_CONFIG_HOME), never ~/.config.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from c360_dagster.console import main
+from c360_dagster.domain import anchor
+from c360_dagster.domain.errors import C360Error
+from c360_dagster.domain.io import canonical_json, sha256_bytes
+
+REPO = Path(__file__).resolve().parents[1]
+LOG = Path("artifacts/governance/events.jsonl")
+
+
+@pytest.fixture(scope="module")
+def signed_project(tmp_path_factory) -> tuple[Path, Path]:
+    """A project after load, health and signals (6 signed events), and its key file outside it."""
+    root = tmp_path_factory.mktemp("anchor")
+    project, key_file = root / "project", root / "keys" / "signing.key"
+    for folder in ("fixtures", "configs", "contracts"):
+        shutil.copytree(REPO / folder, project / folder)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DAGSTER_HOME": str(project / ".dagster_home"),
+           "C360_SIGNING_KEY_FILE": str(key_file)}
+    env.pop("C360_SIGNING_KEY", None)
+    for stage in ("c360:load", "c360:health", "c360:signals"):
+        done = subprocess.run([sys.executable, "-m", "c360_dagster.console", stage, "--quiet"],
+                              cwd=project, env=env, capture_output=True, text=True, timeout=600, check=False)
+        assert done.returncode == 0, done.stderr
+    assert len((project / LOG).read_bytes().splitlines()) == 6
+    return project, key_file
+
+
+@pytest.fixture
+def project(signed_project, tmp_path, monkeypatch) -> Path:
+    """A private copy of the signed project (its instance included), as the working directory."""
+    source, key_file = signed_project
+    copy = Path(shutil.copytree(source, tmp_path / "project", symlinks=True))
+    monkeypatch.chdir(copy)
+    monkeypatch.setenv("DAGSTER_HOME", str(copy / ".dagster_home"))
+    monkeypatch.setenv("C360_SIGNING_KEY_FILE", str(key_file))
+    return copy
+
+
+def verify(capsys, *options: str) -> tuple[int, str]:
+    code = main(["c360:verify", *options])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def real_key(project: Path) -> Ed25519PrivateKey:
+    return serialization.load_pem_private_key(Path(os.environ["C360_SIGNING_KEY_FILE"]).read_bytes(), None)
+
+
+def rewrite_log(records: list[dict], key: Ed25519PrivateKey) -> None:
+    """Write `records` as a well-formed log, every link, signature and the head signed by `key`."""
+    def sign(body: dict) -> str:
+        return base64.b64encode(key.sign(canonical_json(body).encode())).decode()
+
+    prev, lines = "sha256:" + "0" * 64, []
+    for seq, record in enumerate(records, start=1):
+        body = {k: v for k, v in record.items() if k != "signature"} | {"seq": seq, "prev": prev}
+        line = canonical_json({**body, "signature": sign(body)}).encode()
+        lines.append(line)
+        prev = sha256_bytes(line)
+    LOG.write_bytes(b"".join(line + b"\n" for line in lines))
+    head = {"kind": "head", "seq": len(lines), "line": prev}
+    LOG.with_name("events.head").write_text(canonical_json({**head, "signature": sign(head)}) + "\n")
+    LOG.with_name("events.pub").write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+
+
+def records() -> list[dict]:
+    return [json.loads(line) for line in LOG.read_bytes().splitlines()]
+
+
+def test_an_untouched_log_verifies_against_the_local_key_and_the_witness(project, capsys):
+    code, out = verify(capsys)
+    assert code == 0
+    assert out == (
+        "OK: 6 events, chain and signatures verified\n"
+        "  trusted key: this machine's signing key (fingerprint and source: --json)\n"
+        "  head: event 6 witnessed by the Dagster instance\n"
+    )
+
+
+def test_the_private_key_lives_outside_artifacts_with_mode_0600(project):
+    key_file = Path(os.environ["C360_SIGNING_KEY_FILE"])
+    assert not key_file.resolve().is_relative_to(project)
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert not [p for p in (project / "artifacts").rglob("*") if p.is_file() and b"PRIVATE KEY" in p.read_bytes()]
+
+
+def test_a_wiped_log_and_deleted_head_is_reported(project, capsys):
+    LOG.write_bytes(b"")
+    LOG.with_name("events.head").unlink()
+    code, out = verify(capsys)
+    assert code == 1
+    assert out.startswith("BAD the Dagster instance witnessed event 6 but the log holds 0: the log was wiped, truncated or rolled back\n")
+
+
+def test_a_deleted_log_is_reported(project, capsys):
+    shutil.rmtree(LOG.parent)
+    code, out = verify(capsys)
+    assert code == 1 and out.startswith("BAD the Dagster instance witnessed event 6 but the log holds 0")
+
+
+def test_a_log_cut_short_with_an_older_valid_head_is_reported(project, capsys):
+    rewrite_log(records()[:5], real_key(project))  # byte for byte the log and head as they were after event 5
+    code, out = verify(capsys)
+    assert code == 1
+    assert out.startswith("BAD the Dagster instance witnessed event 6 but the log holds 5")
+
+
+def test_the_last_line_edited_and_re_signed_with_the_real_key_is_reported(project, capsys):
+    edited = records()
+    edited[-1]["as_of"] = "2030-01-01"
+    rewrite_log(edited, real_key(project))
+    code, out = verify(capsys)
+    assert code == 1
+    assert out.startswith("BAD line 6: event 6 is not the one the Dagster instance witnessed: the log was rewritten\n")
+
+
+def test_every_line_re_signed_with_a_new_key_and_events_pub_replaced_is_reported(project, capsys):
+    forged = Ed25519PrivateKey.generate()
+    legacy = project / "artifacts" / "governance" / "signing.key"
+    rewrite_log(records(), forged)
+    code, out = verify(capsys)
+    assert code == 1
+    assert out.startswith("BAD line 1: signature does not verify")
+    assert not legacy.exists()  # and no key beside the log to re-sign with
+
+
+def test_a_pinned_fingerprint_refuses_a_replaced_events_pub(project, capsys):
+    real = anchor.fingerprint(real_key(project).public_key())
+    assert verify(capsys, "--pubkey", real)[0] == 0
+    rewrite_log(records(), Ed25519PrivateKey.generate())
+    code, out = verify(capsys, "--pubkey", real)
+    assert code == 1 and out.startswith("BAD the log's key sha256:") and f"is not the pinned key {real} (from --pubkey)" in out
+
+
+def test_governance_yaml_pins_the_key_for_a_reviewer_without_the_private_key(project, capsys, monkeypatch):
+    real = anchor.fingerprint(real_key(project).public_key())
+    monkeypatch.setenv("C360_SIGNING_KEY_FILE", str(project.parent / "no-such.key"))  # another machine
+    code, out = verify(capsys)
+    assert code == 2 and out.startswith("c360: NO_TRUST_ANCHOR: no key to trust for artifacts/governance/events.jsonl")
+    (project / "configs" / "customer" / "governance.yaml").write_text(f"signing_key_fingerprint: {real}\n")
+    code, out = verify(capsys)
+    assert code == 0 and "trusted key: the one pinned in governance.yaml" in out
+    (project / "configs" / "customer" / "governance.yaml").write_text(f"signing_key_fingerprint: {real[:-1]}\n")
+    code, out = verify(capsys)
+    assert code == 2 and out.startswith("c360: CONFIG_INVALID: configs/customer/governance.yaml: signing_key_fingerprint:")
+
+
+def test_the_first_run_creates_the_key_in_the_user_config_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    key = anchor.signing_key(tmp_path / "artifacts")
+    path = tmp_path / "config" / "c360" / "signing.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert anchor.signing_key(tmp_path / "artifacts").public_key() == key.public_key()
+
+
+def test_a_key_inside_artifacts_is_refused(tmp_path, monkeypatch):
+    artifacts = tmp_path / "artifacts"
+    monkeypatch.setenv("C360_SIGNING_KEY_FILE", str(artifacts / "keys" / "signing.key"))
+    with pytest.raises(C360Error, match="is inside .*artifacts, beside the log it signs"):
+        anchor.signing_key(artifacts)
+    monkeypatch.setenv("C360_SIGNING_KEY_FILE", str(tmp_path / "signing.key"))
+    (artifacts / "governance").mkdir(parents=True)
+    (artifacts / "governance" / "signing.key").write_text("old key")
+    with pytest.raises(C360Error, match=r"a signing key sits beside the log it signs .*`mv .*signing.key .*signing.key`") as caught:
+        anchor.signing_key(artifacts)
+    assert caught.value.code == "SIGNING_KEY_EXPOSED"
