@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from c360_dagster.domain.errors import C360Error
+from c360_dagster.domain.errors import C360Error, os_fault
 from c360_dagster.domain.io import canonical_json
 
 Report = dict[str, Any]
@@ -48,6 +48,7 @@ def _project_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--configs", default="configs/customer", help="config folder")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,8 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd = COMMANDS[args.command]
     try:
         report = cmd.run(args)
-    except C360Error as exc:
-        print(f"c360: {exc.describe()}", file=sys.stderr)
+    except (C360Error, OSError) as exc:
+        if args.debug:
+            raise
+        error = exc if isinstance(exc, C360Error) else os_fault(exc)
+        print(f"c360: {error.describe()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("c360: interrupted; nothing half-written is left behind", file=sys.stderr)

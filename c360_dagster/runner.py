@@ -41,7 +41,7 @@ def run_job(
 
     A user error raised by an asset propagates as itself.
     """
-    ensure_dagster_home()
+    _writable_dagster_home()
     import dagster as dg
 
     from c360_dagster.definitions import defs
@@ -64,6 +64,19 @@ def run_job(
             instance=instance,
             partition_key=partition_key,
             tags={**(tags or {}), **(_range_tags(*partition_range) if partition_range else {})},
+        )
+
+
+def _writable_dagster_home() -> None:
+    """The project's instance, ready; a DAGSTER_HOME this user cannot write is a clear error.
+
+    Dagster would otherwise fail deep in SQLite ("unable to open database file").
+    """
+    home = ensure_dagster_home()
+    if not os.access(home, os.W_OK):
+        raise C360Error(
+            f"DAGSTER_HOME {home} is not writable; make it writable for this user or set DAGSTER_HOME to a writable folder",
+            code="READ_ONLY",
         )
 
 
@@ -115,7 +128,7 @@ def account_batches(account_ids: Iterable[str]) -> list[tuple[str, str]]:
 
 def _account_partitions() -> list[str]:
     """The `account` partition keys in the instance's order (the order ranges follow)."""
-    ensure_dagster_home()
+    _writable_dagster_home()
     import dagster as dg
 
     with dg.DagsterInstance.get() as instance:
