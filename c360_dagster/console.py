@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (C360Error, OSError) as exc:
         if args.debug:
             raise
-        error = exc if isinstance(exc, C360Error) else os_fault(exc)
+        error = exc if isinstance(exc, C360Error) else os_fault(exc, args.artifacts)
         print(f"c360: {error.describe()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -5,6 +5,7 @@ docs/governance.md "Hostile inputs and faults" lists which test proves which gua
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 from c360_dagster.console import main
 from c360_dagster.domain import health
 from c360_dagster.domain.config import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH
-from c360_dagster.domain.errors import ConfigError
+from c360_dagster.domain.errors import ConfigError, os_fault
 from c360_dagster.domain.playbooks import build_playbook, load_playbook_library, render_playbook_markdown
 from c360_dagster.domain.text import _environment, md_cell, md_text, visible_text
 
@@ -37,7 +38,7 @@ class LoadedProject:
 
     def c360(self, capsys, *argv: str) -> tuple[int, str, str]:
         """The real `c360` entry point in-process: (exit code, stdout, stderr)."""
-        code = main([*argv, *self.args])
+        code = main([argv[0], *self.args, *argv[1:]])  # the test's own options come last and win
         out, err = capsys.readouterr()
         return code, out, err
 
@@ -45,7 +46,7 @@ class LoadedProject:
         """The `c360` command as a user runs it, in a child process."""
         env = {**os.environ, "DAGSTER_HOME": str(self.dagster_home), "PYTHONPATH": str(REPO_ROOT)}
         return subprocess.run(
-            [sys.executable, "-m", "c360_dagster.console", *argv, *self.args],
+            [sys.executable, "-m", "c360_dagster.console", argv[0], *self.args, *argv[1:]],
             cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False,
         )
 
@@ -244,6 +245,81 @@ def test_an_unknown_account_changes_nothing(in_loaded, capsys, command):
     # No run started: the lake, the event log, the metrics and every output are as they were.
     assert _runs(in_loaded.dagster_home) == runs
     assert in_loaded.snapshot() == before
+
+
+@contextlib.contextmanager
+def mounted(target: Path, *options: str):
+    """`mount *options target` for the block (the suite runs as root, as CI does), then unmount."""
+    subprocess.run(["mount", *options, str(target)], check=True, capture_output=True)
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+
+
+@contextlib.contextmanager
+def read_only(folder: Path):
+    with mounted(folder, "--bind", str(folder)):
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], check=True, capture_output=True)
+        yield folder
+
+
+def test_os_faults_name_the_path_and_what_to_do():
+    import errno
+
+    full = os_fault(OSError(errno.ENOSPC, "No space left on device"), "artifacts")
+    assert full.describe() == "DISK_FULL: writing under artifacts: No space left on device; free some space and run the command again"
+    denied = os_fault(PermissionError(errno.EACCES, "Permission denied", "artifacts/lake/c360.duckdb"), "artifacts")
+    assert denied.describe() == (
+        "PERMISSION_DENIED: artifacts/lake/c360.duckdb: Permission denied; "
+        "make it writable for this user or point --artifacts (or DAGSTER_HOME) elsewhere"
+    )
+
+
+def test_a_read_only_artifacts_folder_is_one_clean_line(in_loaded, capsys):
+    before = in_loaded.snapshot()
+    with read_only(in_loaded.artifacts):
+        code, out, err = in_loaded.c360(capsys, "c360:health", "--quiet")
+    assert (code, out) == (2, "")
+    assert err == (
+        f"c360: READ_ONLY: {in_loaded.artifacts}/.c360.lock: Read-only file system; "
+        "remount it read-write or point --artifacts (or DAGSTER_HOME) at a writable folder\n"
+    )
+    assert in_loaded.snapshot() == before
+
+
+def test_an_unwritable_dagster_home_is_one_clean_line(in_loaded, capsys):
+    before = in_loaded.snapshot()
+    with read_only(in_loaded.dagster_home):
+        code, out, err = in_loaded.c360(capsys, "c360:health", "--quiet")
+    assert (code, out) == (2, "")
+    assert err == (
+        f"c360: READ_ONLY: DAGSTER_HOME {in_loaded.dagster_home} is not writable; "
+        "make it writable for this user or set DAGSTER_HOME to a writable folder\n"
+    )
+    assert in_loaded.snapshot() == before
+
+
+def test_a_full_disk_is_one_clean_line_and_the_rerun_after_freeing_space_is_identical(loaded, tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    as_of = ("--as-of", "2026-09-27")  # the fixtures' own as_of, as in the module's project
+    with mounted(disk, "-t", "tmpfs", "-o", "size=1m", "tmpfs"):
+        out = ["--artifacts", str(disk)]
+        failed = loaded.subprocess("c360:run", "--quiet", *as_of, *out)
+        assert failed.returncode == 2 and failed.stdout == ""
+        assert failed.stderr == (
+            f"c360: DISK_FULL: writing under {disk}: No space left on device; free some space and run the command again\n"
+        )
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)  # space freed
+        assert loaded.subprocess("c360:verify", *out).returncode == 0
+        assert loaded.subprocess("c360:run", "--quiet", *as_of, *out).returncode == 0
+        assert loaded.subprocess("c360:verify", *out).returncode == 0
+        # The stages the module's clean project ran wrote the same bytes on the once-full disk.
+        clean = loaded.artifacts / "customer"
+        for path in sorted(clean.rglob("*")):
+            if path.is_file():
+                assert (disk / "customer" / path.relative_to(clean)).read_bytes() == path.read_bytes(), path
 
 
 def test_a_window_of_99999999_days_is_a_clean_error(in_loaded, capsys):

@@ -65,16 +65,19 @@ class GateError(C360Error):
 
 # What to do about an operating-system fault, by errno; the code names the fault.
 _OS_FAULTS = {
-    errno.ENOSPC: ("DISK_FULL", "the disk is full; free some space and run the command again"),
-    errno.EDQUOT: ("DISK_FULL", "the disk quota is used up; free some space and run the command again"),
-    errno.EROFS: ("READ_ONLY", "the file system is read-only; make it writable or point --artifacts (or DAGSTER_HOME) at a writable folder"),
+    errno.ENOSPC: ("DISK_FULL", "free some space and run the command again"),
+    errno.EDQUOT: ("DISK_FULL", "free some space and run the command again"),
+    errno.EROFS: ("READ_ONLY", "remount it read-write or point --artifacts (or DAGSTER_HOME) at a writable folder"),
     errno.EACCES: ("PERMISSION_DENIED", "make it writable for this user or point --artifacts (or DAGSTER_HOME) elsewhere"),
     errno.EPERM: ("PERMISSION_DENIED", "make it writable for this user or point --artifacts (or DAGSTER_HOME) elsewhere"),
 }
 
 
-def os_fault(exc: OSError) -> C360Error:
-    """An operating-system fault (full disk, read-only or forbidden path) as a user-facing error."""
+def os_fault(exc: OSError, folder: str) -> C360Error:
+    """An operating-system fault (full disk, read-only or forbidden path) as a user-facing error.
+
+    A failed write() names no file; then the message names the `folder` being written.
+    """
     code, advice = _OS_FAULTS.get(exc.errno, ("OS_ERROR", "check the path and run the command again"))
-    path = exc.filename if exc.filename is not None else "(no path)"
-    return C360Error(f"{path}: {exc.strerror or exc}; {advice}", code=code)
+    where = exc.filename if exc.filename is not None else f"writing under {folder}"
+    return C360Error(f"{where}: {exc.strerror or exc}; {advice}", code=code)

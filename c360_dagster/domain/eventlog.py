@@ -83,15 +83,20 @@ def append_event(log_path: Path, event: dict[str, Any], signing_key: Ed25519Priv
         record = {**body, "signature": _sign(signing_key, body)}
         line = canonical_json(record).encode("utf-8")
         fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        start = os.fstat(fd).st_size
         try:
             pending = memoryview(line + b"\n")
             while pending:  # one O_APPEND write; loop only if the kernel takes part of it
                 pending = pending[os.write(fd, pending):]
             os.fsync(fd)
+            head = {"kind": "head", "seq": record["seq"], "line": sha256_bytes(line)}
+            write_text_atomic(head_path(log_path), canonical_json({**head, "signature": _sign(signing_key, head)}) + "\n")
+        except OSError:
+            # A full disk must not leave half a line, or a line the head does not name: undo it.
+            os.ftruncate(fd, start)
+            raise
         finally:
             os.close(fd)
-        head = {"kind": "head", "seq": record["seq"], "line": sha256_bytes(line)}
-        write_text_atomic(head_path(log_path), canonical_json({**head, "signature": _sign(signing_key, head)}) + "\n")
     return record
 
 
