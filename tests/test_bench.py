@@ -51,6 +51,46 @@ def test_bench_reports_the_json_bytes_the_chain_wrote(bench_run):
     assert "JSON written by the chain: " in render_bench({**report, "out": "x"})
 
 
+def test_bench_times_the_readmes_console_sequence(bench_run):
+    artifacts, report = bench_run
+    console = report["console"]
+    assert set(console["commands"]) == {"load", "health", "signals", "renewals"}
+    for name, figures in console["commands"].items():
+        assert figures["wall_s"] > figures["steps_s"] > 0, name
+        assert figures["overhead_s"] == pytest.approx(figures["wall_s"] - figures["steps_s"], abs=0.002), name
+        assert figures["peak_rss_mb"] > 0, name
+    assert console["wall_s"] == pytest.approx(sum(c["wall_s"] for c in console["commands"].values()), abs=0.005)
+    assert console["max_overhead_s"] == max(c["overhead_s"] for c in console["commands"].values())
+    assert report["ratio"]["console_to_chain"] == round(console["wall_s"] / report["chain"]["wall_s"], 2)
+    assert {"console_overhead_2s", "console_under_20s"} <= set(report["targets"])
+    # The commands really ran, on a project of their own, and made what the chain made.
+    work = artifacts / "bench" / "work_200"
+    for name in ("health.json", "signals.json"):
+        assert (work / "console" / "artifacts" / "customer" / name).read_bytes() == (work / "artifacts" / "customer" / name).read_bytes()
+    assert "console (the README's four commands, one process each): " in render_bench({**report, "out": "x"})
+
+
+def test_output_floor_writes_the_records_the_chain_writes(bench_run):
+    artifacts, report = bench_run
+    out = report["output_floor"]
+    counts = report["data"]["counts"]
+    # Every input row, a health and a signal record per account, and the chain's renewals.
+    assert out["records"] == {
+        **{f"360/{name}": counts[name] for name in sorted(counts)},
+        "health": 200, "signals": 200, "renewals": report["lake_rows"]["renewal_forecasts"],
+    }
+    assert out["rows"] == sum(out["records"].values()) and out["wall_s"] > 0
+    folder = artifacts / "bench" / "work_200" / "output_floor"
+    health_lines = (folder / "health.json").read_text(encoding="utf-8").splitlines()
+    assert len(health_lines) == 200 and json.loads(health_lines[0])["account_id"] < json.loads(health_lines[-1])["account_id"]
+    assert pl.read_parquet(folder / "renewals.parquet").height == out["records"]["renewals"]
+    assert pl.read_parquet(folder / "360" / "usage.parquet").height == counts["usage"]
+    assert out["json_bytes"] > 0 and out["parquet_bytes"] > 0 and out["lake_bytes"] > 0
+    assert report["ratio"]["chain_to_output_floor"] == round(report["chain"]["wall_s"] / out["wall_s"], 2)
+    assert "chain_within_3x_output_floor" in report["targets"]
+    assert "(the ratio that counts)" in render_bench({**report, "out": "x"})
+
+
 def test_bench_runs_in_its_own_work_dir_and_dagster_home(bench_run):
     artifacts, _ = bench_run
     # The bench registers its accounts on its own Dagster home under the work dir.

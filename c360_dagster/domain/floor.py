@@ -1,14 +1,21 @@
-"""The benchmark floor: the health score's per-account measures in one DuckDB SQL pass.
+"""The benchmark floors: the health score's per-account measures in one DuckDB SQL pass.
 
-It reads the same input files the loader reads (no validation, no Dagster, no JSON, no
-Parquet) and computes what `health._measures` computes, so `pipeline ÷ floor` says how much
-the pipeline's validation, persistence, evidence and orchestration cost over bare compute.
+The compute floor reads the same input files the loader reads (no validation, no Dagster, no
+JSON, no Parquet) and computes what `health._measures` computes, so `pipeline ÷ floor` says how
+much the pipeline's validation, persistence, evidence and orchestration cost over bare compute.
+
+The output floor is the same pass that also writes what the chain writes, with DuckDB's own
+JSON and Parquet writers and into a DuckDB lake: the 360 rows (every input row), a health record
+and a signal record per account (the measures the scorecard and the signal rules compare), and
+the subscriptions renewing in the window. `chain ÷ output floor` is the ratio that counts: the
+chain cannot write its documents faster than a database engine writes the same records.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import duckdb
@@ -101,15 +108,111 @@ ORDER BY a.account_id
 """
 
 
+# Per account, what the signal rules compare: usage now vs before, cases now vs before, overdue
+# invoices, contacts who started or left, open expansion opportunities, the next renewal.
+SIGNAL_INPUTS_SQL = """
+SELECT a.account_id,
+       u.recent_avg_users, u.prior_avg_users, u.recent_avg_features,
+       coalesce(c.cases_recent, 0) AS cases_recent, coalesce(c.cases_prior, 0) AS cases_prior,
+       m.overdue_invoices, m.max_days_overdue, m.overdue_amount,
+       coalesce(k.contacts_started, 0) AS contacts_started, coalesce(k.contacts_ended, 0) AS contacts_ended,
+       coalesce(o.open_expansion_opps, 0) AS open_expansion_opps, o.expansion_amount,
+       r.next_renewal_on, r.renewing_arr
+FROM accounts a
+JOIN measures m USING (account_id)
+LEFT JOIN (
+    SELECT account_id,
+           avg(active_users) FILTER (window_end > $as_of - $usage_days) AS recent_avg_users,
+           avg(active_users) FILTER (window_end <= $as_of - $usage_days) AS prior_avg_users,
+           avg(features_used) FILTER (window_end > $as_of - $usage_days) AS recent_avg_features
+    FROM usage WHERE window_end <= $as_of AND window_end > $as_of - 4 * $usage_days GROUP BY account_id
+) u USING (account_id)
+LEFT JOIN (
+    SELECT account_id,
+           count(*) FILTER (opened_on > $as_of - $usage_days) AS cases_recent,
+           count(*) FILTER (opened_on <= $as_of - $usage_days) AS cases_prior
+    FROM cases WHERE opened_on <= $as_of AND opened_on > $as_of - $support_days GROUP BY account_id
+) c USING (account_id)
+LEFT JOIN (
+    SELECT account_id,
+           count(*) FILTER (started_on > $as_of - $support_days) AS contacts_started,
+           count(*) FILTER (ended_on > $as_of - $support_days AND ended_on <= $as_of) AS contacts_ended
+    FROM contacts GROUP BY account_id
+) k USING (account_id)
+LEFT JOIN (
+    SELECT account_id, count(*) AS open_expansion_opps, sum(amount) AS expansion_amount
+    FROM crm_opps WHERE type = 'expansion' AND stage = 'open' GROUP BY account_id
+) o USING (account_id)
+LEFT JOIN (
+    SELECT account_id, min(renewal_date) AS next_renewal_on, arg_min(arr, (renewal_date, subscription_id)) AS renewing_arr
+    FROM subs WHERE status = 'active' AND renewal_date > $as_of GROUP BY account_id
+) r USING (account_id)
+ORDER BY a.account_id
+"""
+
+# The subscriptions renewing in the window with their account and health measures.
+RENEWALS_SQL = """
+SELECT s.subscription_id, s.account_id, a.name AS account_name, a.segment, a.csm_owner, s.product, s.plan,
+       s.renewal_date, s.renewal_date - $as_of AS days_to_renewal, s.arr, s.currency, s.auto_renew,
+       m.recent_windows, m.cases_in_window, m.overdue_invoices, m.latest_nps
+FROM subs s JOIN accounts a USING (account_id) JOIN measures m USING (account_id)
+WHERE s.status = 'active' AND s.renewal_date > $as_of AND s.renewal_date <= $as_of + $window_days
+ORDER BY s.renewal_date, s.subscription_id
+"""
+
+# What the output floor writes: name -> (query, the order of its rows); and its lake tables.
+OUTPUT_RECORDS = {
+    "health": ("SELECT * FROM measures", "account_id"),
+    "signals": ("SELECT * FROM signal_inputs", "account_id"),
+    "renewals": ("SELECT * FROM renewals", "renewal_date, subscription_id"),
+}
+LAKE_TABLES = {"crm_opps": "crm_opps", "account_health": "measures", "customer_signals": "signal_inputs", "renewal_forecasts": "renewals"}
+
+
 def floor_measures(input_dir: Path | str, as_of: dt.date, windows: Mapping[str, int]) -> pl.DataFrame:
     """One row per account with health's measures (same names), sorted by account_id."""
-    folder = Path(input_dir)
+    with _inputs(Path(input_dir), FLOOR_ENTITIES) as con:
+        return con.sql(MEASURES_SQL, params=_params(as_of, windows)).pl()
+
+
+def write_output_floor(
+    input_dir: Path | str, as_of: dt.date, windows: Mapping[str, int], window_days: int, out_dir: Path
+) -> dict[str, int]:
+    """The floor's pass, writing its records as JSON (one per line) and Parquet under `out_dir`
+    and as tables of `out_dir/lake.duckdb`; return the rows written per record set."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "360").mkdir(exist_ok=True)
+    params = {**_params(as_of, windows), "window_days": window_days}
+    rows: dict[str, int] = {}
+    with _inputs(Path(input_dir), tuple(ENTITIES)) as con:
+        for table, sql in (("measures", MEASURES_SQL), ("signal_inputs", SIGNAL_INPUTS_SQL), ("renewals", RENEWALS_SQL)):
+            # DuckDB takes exactly the parameters a statement names.
+            con.execute(f"CREATE TEMP TABLE {table} AS {sql}", {key: value for key, value in params.items() if f"${key}" in sql})
+        written = {f"360/{name}": (f"SELECT * FROM {name}", ", ".join(ENTITIES[name].key)) for name in ENTITIES}
+        for name, (query, order) in {**written, **OUTPUT_RECORDS}.items():
+            for fmt in ("json", "parquet"):
+                path = str(out_dir / f"{name}.{fmt}").replace("'", "''")
+                (rows[name],) = con.execute(f"COPY ({query} ORDER BY {order}) TO '{path}' (FORMAT {fmt})").fetchall()[0]
+        lake = str(out_dir / "lake.duckdb").replace("'", "''")
+        con.execute(f"ATTACH '{lake}' AS lake")
+        for table, source in LAKE_TABLES.items():
+            con.execute(f"CREATE TABLE lake.{table} AS SELECT DATE '{as_of.isoformat()}' AS as_of, * FROM {source}")
+        con.execute("DETACH lake")
+    return rows
+
+
+def _params(as_of: dt.date, windows: Mapping[str, int]) -> dict:
+    return {"as_of": as_of, **{key: int(windows[key]) for key in ("usage_days", "support_days", "credits_days", "nps_trend_days")}}
+
+
+@contextlib.contextmanager
+def _inputs(folder: Path, names: tuple[str, ...]) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory DuckDB connection with a typed view over each input file."""
     with duckdb.connect() as con:
         con.execute("SET enable_progress_bar = false")
-        for name in FLOOR_ENTITIES:
+        for name in names:
             con.execute(f"CREATE VIEW {name} AS {_source_sql(folder, name)}")
-        params = {"as_of": as_of, **{key: int(windows[key]) for key in ("usage_days", "support_days", "credits_days", "nps_trend_days")}}
-        return con.sql(MEASURES_SQL, params=params).pl()
+        yield con
 
 
 def _source_sql(folder: Path, name: str) -> str:
