@@ -77,7 +77,7 @@ def _create_storages(home: Path) -> None:
             instance.get_run_records(limit=1)
             instance.get_dynamic_partitions("account")
             instance.all_instigator_state()
-    except Exception as exc:  # noqa: BLE001 - Dagster and alembic raise many kinds; each means the same here
+    except Exception as exc:  # Dagster and alembic raise many kinds; each means the same to the user
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise C360Error(
             f"the Dagster instance in {home} cannot be opened ({reason}). It keeps only run history "

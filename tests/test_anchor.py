@@ -179,7 +179,7 @@ def test_the_first_run_creates_the_key_in_the_user_config_folder(tmp_path, monke
 def test_a_key_inside_artifacts_is_refused(tmp_path, monkeypatch):
     artifacts = tmp_path / "artifacts"
     monkeypatch.setenv("C360_SIGNING_KEY_FILE", str(artifacts / "keys" / "signing.key"))
-    with pytest.raises(C360Error, match="is inside .*artifacts, beside the log it signs"):
+    with pytest.raises(C360Error, match=r"is inside .*artifacts, beside the log it signs"):
         anchor.signing_key(artifacts)
     monkeypatch.setenv("C360_SIGNING_KEY_FILE", str(tmp_path / "signing.key"))
     (artifacts / "governance").mkdir(parents=True)
