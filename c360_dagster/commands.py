@@ -329,9 +329,10 @@ def playbook_command(args: argparse.Namespace) -> Report:
     base = _customer_dir(args) / "playbooks" / args.account
     plan = reports.read_json(base.with_suffix(".json"))
     lines = [f"  tier {plan['tier']}, score {plan['score']}; plays: {', '.join(plan['plays'])}"]
-    lines += [f"  {step['due_date']}  {step['owner_role']:<6} {step['title']}" for step in plan["steps"][:3]]
+    lines += [f"  {step['due_date']}  {step['owner']}: {step['title']}" for step in plan["steps"][:3]]
     if len(plan["steps"]) > 3:
-        lines.append(f"  … {len(plan['steps']) - 3} more steps, {len(plan['checkpoints'])} checkpoints")
+        done = f", {len(plan['done'])} already done" if plan["done"] else ""
+        lines.append(f"  … {len(plan['steps']) - 3} more steps, {len(plan['checkpoints'])} checkpoints{done}")
     return {**report, "what": "Playbook", "account": args.account, "lines": lines,
             "written": [str(base.with_suffix(".md")), str(base.with_suffix(".json"))]}
 

@@ -46,7 +46,7 @@ VALID: dict[str, dict[str, Any]] = {
         "as_of": AS_OF, "subscription_id": "SUB-1", "account_id": "ACME-001", "account_name": "Acme",
         "segment": "smb", "csm_owner": None, "product": "core", "plan": "growth",
         "renewal_date": dt.date(2026, 10, 30), "days_to_renewal": 30, "arr": 50000.0,
-        "currency": "EUR", "tier": "amber", "risk_signal_count": 2,
+        "currency": "EUR", "auto_renew": False, "tier": "amber", "risk_signal_count": 2,
         "renewal_prob": '{"bucket":"Medium","probability":0.6}', "expected_arr": 30000.0, "risk_reasons": '[{"code":"SIG_X","text":"t"}]',
         "suggested_playbook": "adoption_push",
     },
@@ -66,7 +66,7 @@ TYPES = {
                           "account_name": pl.Utf8, "segment": pl.Utf8, "csm_owner": pl.Utf8,
                           "product": pl.Utf8, "plan": pl.Utf8, "renewal_date": pl.Date,
                           "days_to_renewal": pl.Int64, "arr": pl.Float64, "currency": pl.Utf8,
-                          "tier": pl.Utf8, "risk_signal_count": pl.Int64, "renewal_prob": pl.Utf8,
+                          "auto_renew": pl.Boolean, "tier": pl.Utf8, "risk_signal_count": pl.Int64, "renewal_prob": pl.Utf8,
                           "expected_arr": pl.Float64,
                           "risk_reasons": pl.Utf8, "suggested_playbook": pl.Utf8},
 }
@@ -75,6 +75,7 @@ STRINGS = [None, "", "x", "USD", "usd", "SIG_OK", "sig_bad", "-lead", "A" * 65, 
            "enterprise", "Medium", "red", "scored", "{}", "[]", "{x", HASH, "sha256:00", "ünï", "renewal", "won"]
 NUMBERS = {pl.Int64: [None, -1, 0, 1, 100, 101, 5000], pl.Float64: [None, -0.5, 0.0, 0.6, 1.0, 1.5, 99.0, 1e9]}
 DATES = [None, dt.date(2026, 1, 31), dt.date(1, 1, 1)]
+BOOLEANS = [None, True, False]
 DATE_TEXTS = [None, "2026-01-31", "2026-02-30", "2026-1-31", "20260131", "0000-01-01", "2026-13-01", "x"]
 
 
@@ -103,7 +104,7 @@ def generated_rows(table: str, types: dict, count: int, seed: int) -> list[dict[
             if dtype == pl.Utf8 and isinstance(valid, dt.date):
                 valid, pool = valid.isoformat(), DATE_TEXTS
             else:
-                pool = {pl.Utf8: STRINGS, pl.Date: DATES}.get(dtype) or NUMBERS[dtype]
+                pool = {pl.Utf8: STRINGS, pl.Date: DATES, pl.Boolean: BOOLEANS}.get(dtype) or NUMBERS[dtype]
             row[name] = rng.choice(pool) if rng.random() < 0.25 else valid
         rows.append(row)
     return rows

@@ -148,7 +148,8 @@ def test_snoozed_signals_stay_visible_but_do_not_drive_plays_or_risk(tmp_path: P
     scored = health.score_health(view, health.load_health_config(CONFIGS / "health.yaml"))
     row = renewals.forecast_renewals(view, scored, frame, config).filter(account_id="INITECH-003").row(0, named=True)
     assert (row["bucket"], row["risk_signal_count"], json.loads(row["risk_reasons"])) == ("Medium", 0, [])
-    assert row["suggested_playbook"] == "exec_sponsor_ask"  # not collections: the overdue signal is snoozed
+    # Not collections: the overdue signal is snoozed; INITECH-S1 renews in 65 days with auto-renew off.
+    assert row["suggested_playbook"] == "renewal"
     baseline = renewals.forecast_renewals(view, scored, fired[SEP27], config).filter(account_id="INITECH-003").row(0, named=True)
     assert (baseline["bucket"], baseline["suggested_playbook"]) == ("Low", "collections")
 

@@ -42,7 +42,7 @@ def library():
 def test_library_covers_the_required_sops(library):
     assert set(library.playbooks) == {
         "outreach_cadence", "stakeholder_mapping", "adoption_plan", "training_bundle",
-        "exec_sponsor_ask", "collections", "support_recovery", "expansion", "light_touch",
+        "exec_sponsor_ask", "collections", "support_recovery", "expansion", "light_touch", "renewal",
     }
     for playbook in library.playbooks.values():
         assert playbook.steps and playbook.kpis and playbook.checkpoints and playbook.risks
@@ -63,6 +63,7 @@ RACI = {
     ("outreach_cadence", 2): ("CS Manager", "VP Customer Success", ("CSM",), ("Account Executive",)),
     ("expansion", 2): ("Account Executive", "VP Customer Success", ("CSM", "Solutions Engineer"), ("Customer Exec Sponsor",)),
     ("light_touch", 0): ("CSM", "CS Manager", (), ("Account Executive",)),
+    ("renewal", 1): ("Account Executive", "VP Customer Success", ("CSM", "Customer Exec Sponsor"), ("CS Manager",)),
 }
 
 
@@ -106,23 +107,35 @@ def test_selection_rules_and_priority(library, tier, codes, expected):
     assert select_playbooks(tier, codes, library) == expected
 
 
+def test_a_due_renewal_adds_the_renewal_play_after_collections(library):
+    assert select_playbooks("amber", [], library, renewal_due=True) == ["renewal", "outreach_cadence"]
+    assert select_playbooks("green", [], library, renewal_due=True) == ["renewal"]
+    assert select_playbooks("red", ["SIG_PAYMENT_OVERDUE"], library, renewal_due=True) == [
+        "collections", "renewal", "exec_sponsor_ask", "outreach_cadence",
+    ]
+
+
 def test_columnar_selection_agrees_with_select_playbooks_on_every_combination(library):
     combos = [
-        (tier, codes)
+        (tier, codes, due)
         for tier in ("red", "amber", "green", None)
         for size in range(len(CODES) + 1)
         for codes in itertools.combinations(CODES, size)
+        for due in (False, True)
     ]
     ids = [f"A{i:04d}" for i in range(len(combos))]
-    health = pl.DataFrame({"account_id": ids, "tier": [t for t, _ in combos]}, schema={"account_id": pl.Utf8, "tier": pl.Utf8})
+    health = pl.DataFrame(
+        {"account_id": ids, "tier": [t for t, _, _ in combos], "renewal_due": [d for _, _, d in combos]},
+        schema={"account_id": pl.Utf8, "tier": pl.Utf8, "renewal_due": pl.Boolean},
+    )
     signals = pl.DataFrame(
-        [{"account_id": i, "code": c} for i, (_, codes) in zip(ids, combos, strict=True) for c in codes],
+        [{"account_id": i, "code": c} for i, (_, codes, _) in zip(ids, combos, strict=True) for c in codes],
         schema={"account_id": pl.Utf8, "code": pl.Utf8},
     )
     columnar = dict(suggested_playbook_ids(health, signals, library).iter_rows())
-    assert len(columnar) == 4 * 2 ** len(CODES)
-    for account_id, (tier, codes) in zip(ids, combos, strict=True):
-        assert columnar[account_id] == select_playbooks(tier, codes, library)[0], (tier, codes)
+    assert len(columnar) == 4 * 2 ** len(CODES) * 2
+    for account_id, (tier, codes, due) in zip(ids, combos, strict=True):
+        assert columnar[account_id] == select_playbooks(tier, codes, library, renewal_due=due)[0], (tier, codes, due)
 
 
 def health_record(tier, score, **components):
@@ -141,8 +154,9 @@ def test_green_account_without_signals_gets_a_dated_light_touch_plan(library):
         ("Send a value summary of the last quarter to the champion", "CSM", dt.date(2024, 1, 15)),
         ("Quarterly check-in with the champion", "CSM", dt.date(2024, 2, 15)),
     ]
+    # +90 is Sunday 2024-03-31: rolled to Monday.
     assert [(c.date, c.what) for c in result.checkpoints] == [
-        (dt.date(2024, 3, 31), "Light-touch plan: Quarterly review of the health score")
+        (dt.date(2024, 4, 1), "Light-touch plan: Quarterly review of the health score")
     ]
     assert "no active signals" in result.summary
 
@@ -153,13 +167,102 @@ def test_steps_are_dated_from_as_of_and_ordered_by_due_date(library):
         {"account_id": "A1", "name": "Acme"}, health, [{"code": "SIG_PAYMENT_OVERDUE"}], [], library, AS_OF
     )
     assert result.plays == ("collections", "exec_sponsor_ask", "outreach_cadence")
-    # collections 2,5,10,21; exec 3,7,21,24; outreach 7,10,30 → sorted, ties in priority order.
+    # collections 2,5,10,21; exec 3,7,21,24; outreach 7,10,30 from Monday 2024-01-01 → sorted,
+    # ties in priority order; +5 is Saturday 2024-01-06, due the Monday after (+7).
     assert [(s.playbook, (s.due_date - AS_OF).days) for s in result.steps] == [
-        ("collections", 2), ("exec_sponsor_ask", 3), ("collections", 5), ("exec_sponsor_ask", 7),
+        ("collections", 2), ("exec_sponsor_ask", 3), ("collections", 7), ("exec_sponsor_ask", 7),
         ("outreach_cadence", 7), ("collections", 10), ("outreach_cadence", 10), ("collections", 21),
         ("exec_sponsor_ask", 21), ("exec_sponsor_ask", 24), ("outreach_cadence", 30),
     ]
     assert [e.step for e in result.raci] == [s.title for s in result.steps]
+    assert all(s.due_date.weekday() < 5 for s in result.steps)
+
+
+@pytest.mark.parametrize("as_of", [dt.date(2024, 1, 5) + dt.timedelta(days=n) for n in range(7)])
+def test_every_due_date_is_a_business_day(library, as_of):
+    codes = [{"code": c} for c in CODES]
+    result = build_playbook({"account_id": "A1", "name": "Acme"}, health_record("red", 20), codes, [], library, as_of)
+    dates = [s.due_date for s in result.steps] + [c.date for c in result.checkpoints]
+    assert dates and all(day.weekday() < 5 for day in dates)
+    # Rolled forward, never back, and never more than two days.
+    assert all(0 <= (s.due_date - as_of).days - step_days(library, s) <= 2 for s in result.steps)
+
+
+def step_days(library, step):
+    return next(spec.due_days for spec in library.playbooks[step.playbook].steps if spec.title == step.title)
+
+
+# ACME-001 in the fixtures: its champion left on 2026-08-20, a new one started on 2026-09-07.
+ACME = {"account_id": "ACME-001", "name": "Acme Corporation", "csm_owner": "Dana Reyes"}
+ACME_CONTACTS = [
+    {"name": "Jordan Miles", "role": "champion", "started_on": dt.date(2023, 1, 10), "ended_on": dt.date(2026, 8, 20)},
+    {"name": "Sam Ortiz", "role": "champion", "started_on": dt.date(2026, 9, 7), "ended_on": None},
+    {"name": "Alex Kim", "role": "exec_sponsor", "started_on": dt.date(2022, 5, 1), "ended_on": None},
+    {"name": "Robin Park", "role": "admin", "started_on": dt.date(2023, 1, 10), "ended_on": None},
+]
+ACME_RENEWAL = {  # 49 days out, forecast Low, auto-renew off
+    "subscription_id": "ACME-S1", "product": "Platform", "renewal_date": dt.date(2026, 11, 15),
+    "arr": 240000.0, "currency": "USD", "bucket": "Low", "auto_renew": False,
+}
+SEP27 = dt.date(2026, 9, 27)
+
+
+def acme_plan(library, renewals=(ACME_RENEWAL,), contacts=ACME_CONTACTS):
+    signals = [{"code": "SIG_STAKEHOLDER_CHANGE"}, {"code": "SIG_USAGE_SLIDE_4W"}]
+    return build_playbook(ACME, health_record("amber", 68), signals, list(renewals), library, SEP27, contacts=contacts)
+
+
+def test_a_step_the_data_shows_as_done_is_left_out_and_listed_as_done(library):
+    plan = acme_plan(library)
+    titles = [s.title for s in plan.steps]
+    assert "Identify and enable a new champion" not in titles
+    assert "Map current contacts by role, influence and sentiment" in titles  # not shown done by the data
+    assert [(d.playbook, d.what, d.evidence) for d in plan.done] == [
+        ("stakeholder_mapping", "Identify and enable a new champion", "Sam Ortiz is the champion since 2026-09-07"),
+        ("stakeholder_mapping", "New champion named", "Sam Ortiz is the champion since 2026-09-07"),
+    ]
+    assert not any("New champion named" in c.what for c in plan.checkpoints)
+    text = render_playbook_markdown(plan)
+    assert "## Already done" in text and "- Identify and enable a new champion (stakeholder\\_mapping): Sam Ortiz" in text
+    # A champion who started long ago is not new: the step stays open.
+    old = [{**c, "started_on": dt.date(2025, 1, 1)} if c["name"] == "Sam Ortiz" else c for c in ACME_CONTACTS]
+    assert "Identify and enable a new champion" in [s.title for s in acme_plan(library, contacts=old).steps]
+    assert acme_plan(library, contacts=old).done == ()
+
+
+def test_a_due_renewal_adds_the_renewal_play(library):
+    plan = acme_plan(library)
+    assert plan.plays == ("renewal", "stakeholder_mapping", "adoption_plan", "outreach_cadence")
+    assert "Auto-renew is off for ACME-S1." in plan.summary
+    assert "(ARR USD 240,000; forecast Low)" in plan.summary
+    medium_off = {**ACME_RENEWAL, "bucket": "Medium"}  # auto-renew off alone is enough
+    assert acme_plan(library, [medium_off]).plays[0] == "renewal"
+    medium_on = {**medium_off, "auto_renew": True}
+    assert "renewal" not in acme_plan(library, [medium_on]).plays
+    far = {**ACME_RENEWAL, "renewal_date": SEP27 + dt.timedelta(days=91)}  # outside the 90-day window
+    assert "renewal" not in acme_plan(library, [far]).plays
+    edge = {**ACME_RENEWAL, "renewal_date": SEP27 + dt.timedelta(days=90)}
+    assert acme_plan(library, [edge]).plays[0] == "renewal"
+
+
+def test_owners_are_the_people_the_data_names(library):
+    plan = acme_plan(library)
+    owners = {s.title: s.owner for s in plan.steps}
+    assert owners["Map current contacts by role, influence and sentiment"] == "Dana Reyes (CSM)"
+    assert owners["Confirm the renewal date, scope and decision process with the customer's sponsor"] == "Account Executive"
+    raci = {e.step: e for e in plan.raci}
+    assert raci["Confirm the renewal date, scope and decision process with the customer's sponsor"].consulted == (
+        "Dana Reyes (CSM)", "Alex Kim (Customer Exec Sponsor)",
+    )
+    # The current champion, not the one who left.
+    assert "Sam Ortiz (Customer Champion)" in raci["Agree an adoption plan with per-team targets with the champion"].consulted
+    assert all(s.owner_role in library_roles(library) for s in plan.steps)
+    unnamed = build_playbook({"account_id": "A1", "name": "Acme"}, GREEN, [], [], library, AS_OF)
+    assert {s.owner for s in unnamed.steps} == {"CSM"}
+
+
+def library_roles(library):
+    return {step.owner for play in library.playbooks.values() for step in play.steps}
 
 
 def test_kpis_take_current_values_from_health_and_first_play_sets_shared_targets(library):
@@ -191,7 +294,7 @@ def test_renewals_become_checkpoints_and_enter_the_summary(library):
     ]
     result = build_playbook({"account_id": "A1", "name": "Acme"}, GREEN, [], renewals, library, AS_OF)
     assert (dt.date(2024, 2, 1), "Renewal of Add-on (S1), forecast Low") in [(c.date, c.what) for c in result.checkpoints]
-    assert "2 subscriptions renew in the forecast window, the first on 2024-02-01 (ARR 1,500.00 USD; forecast Low)" in result.summary
+    assert "2 subscriptions renew in the forecast window, the first on 2024-02-01 (ARR USD 1,500; forecast Low)" in result.summary
 
 
 HOSTILE = "Evil | Corp\n# <script>alert(1)</script>"
@@ -217,9 +320,10 @@ def test_markdown_and_json_are_byte_identical_on_rerun(library):
     again = hostile_plan(load_playbook_library(LIBRARY_PATH))
     assert render_playbook_markdown(first) == render_playbook_markdown(again)
     assert json.dumps(first.to_dict(), sort_keys=True) == json.dumps(again.to_dict(), sort_keys=True)
+    # Its Low renewal 31 days out picks the renewal play.
     assert first.to_dict()["steps"][0] == {
-        "playbook": "light_touch", "title": "Send a value summary of the last quarter to the champion",
-        "owner_role": "CSM", "due_date": "2024-01-15",
+        "playbook": "renewal", "title": "Review the renewal's risks, open invoices and terms with the account team",
+        "owner_role": "CSM", "owner": "CSM", "due_date": "2024-01-03",
     }
 
 
@@ -262,6 +366,11 @@ def write_library(tmp_path: Path, edit) -> Path:
         (lambda r: r["playbooks"][0]["kpis"][0].pop("target"), "playbooks.0.kpis.0.target"),
         (lambda r: r["selection"]["rules"][1].update(tiers=["purple"]), "selection.rules.1.tiers.0"),
         (lambda r: r["playbooks"][0].update(owner="x"), "playbooks.0.owner"),
+        (lambda r: r["people"].update(Janitor={"account": "csm_owner"}), "people.Janitor"),
+        (lambda r: r["people"].update(CSM={"contact_role": "boss"}), "people.CSM"),
+        (lambda r: r["selection"]["renewal_due"].update(buckets=["Doubtful"]), "selection.renewal_due.buckets.0"),
+        (lambda r: r["selection"]["rules"][1].update(renewal_due=False), "selection.rules.1.renewal_due"),
+        (lambda r: r["playbooks"][3]["steps"][2].update(done_when={"new_contact": "boss"}), "playbooks.3.steps.2.done_when.new_contact"),
     ],
 )
 def test_library_errors_name_the_key(tmp_path, edit, key):

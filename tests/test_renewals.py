@@ -118,7 +118,9 @@ def test_every_matrix_cell(config, tier, band, bucket, count):
     assert (row["tier"], row["bucket"], row["risk_signal_count"]) == (tier, bucket, count)
     assert row["probability"] == PROBABILITY[bucket]
     assert row["expected_arr"] == round(1000.0 * PROBABILITY[bucket], 2)
-    assert row["suggested_playbook"] == select_playbooks(tier, BAND_SIGNALS[band], config.library)[0]
+    # 30 days out: a Low renewal is due for the renewal play (playbooks.yaml `renewal_due`).
+    due = bucket == "Low"
+    assert row["suggested_playbook"] == select_playbooks(tier, BAND_SIGNALS[band], config.library, renewal_due=due)[0]
 
 
 def test_account_without_health_row_gets_the_unscored_bucket(config):

@@ -42,6 +42,7 @@ class AccountInputs:
     health: dict
     signals: list
     renewals: list[dict]
+    contacts: list[dict]
     next_renewal: dt.date | None  # the earliest renewal_date of its active subscriptions
 
 
@@ -57,6 +58,7 @@ class RunInputs:
         scores = dict(health.health_records(project.read_frame("health", account_ids)))
         fired = signals.signals_by_account(project.read_frame("signals", account_ids))
         renewals = project.read_frame("renewals", account_ids).partition_by("account_id", as_dict=True)
+        contacts = self.view.contacts.partition_by("account_id", as_dict=True)
         next_renewals = dict(
             self.view.subs.filter(pl.col("status") == "active")
             .group_by("account_id")
@@ -69,6 +71,7 @@ class RunInputs:
                 health=scores[account_id],
                 signals=fired.get(account_id, []),
                 renewals=renewals[(account_id,)].to_dicts() if (account_id,) in renewals else [],
+                contacts=contacts[(account_id,)].to_dicts() if (account_id,) in contacts else [],
                 next_renewal=next_renewals.get(account_id),
             )
             for account_id in account_ids
@@ -118,7 +121,9 @@ def playbook(context: dg.AssetExecutionContext, project: C360Project) -> dg.Mate
     library = playbooks.load_playbook_library(library_file)
     inputs_hashes = {**inputs.input_hashes, "playbooks.yaml": sha256_file(library_file)}
     results = {
-        account_id: playbooks.build_playbook(one.account, one.health, one.signals, one.renewals, library, inputs.view.as_of)
+        account_id: playbooks.build_playbook(
+            one.account, one.health, one.signals, one.renewals, library, inputs.view.as_of, contacts=one.contacts
+        )
         for account_id, one in inputs.accounts.items()
     }
     with project.writing():

@@ -7,6 +7,7 @@ for a single account (`select_playbooks`) and for every account at once
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,25 +19,54 @@ import polars as pl
 from c360_dagster.domain.config import config_hash, load_yaml_config
 from c360_dagster.domain.errors import ConfigError
 from c360_dagster.domain.overrides import override_phrase
-from c360_dagster.domain.text import fmt_amount, render_template
+from c360_dagster.domain.text import format_amount, render_template
 
 TIERS = ("red", "amber", "green")
 TEMPLATE = "playbook.md.j2"
 STEP_KEYS = ("title", "owner", "due_days", "accountable", "consulted", "informed")
 
+CONTACT_ROLES = ("champion", "exec_sponsor", "economic_buyer", "admin", "user")
+_DONE_WHEN = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["new_contact"],
+    "properties": {"new_contact": {"enum": list(CONTACT_ROLES)}},
+}
 _STRINGS = {"type": "array", "items": {"type": "string", "minLength": 1}}
 _ROLE_LIST = {"type": "array", "items": {"type": "string", "minLength": 1}, "uniqueItems": True}
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["roles", "selection", "playbooks"],
+    "required": ["roles", "people", "new_contact_days", "selection", "playbooks"],
     "properties": {
         "roles": {**_ROLE_LIST, "minItems": 1},
+        "people": {
+            "type": "object",
+            "additionalProperties": {
+                "oneOf": [
+                    {"type": "object", "additionalProperties": False, "required": ["account"],
+                     "properties": {"account": {"enum": ["csm_owner"]}}},
+                    {"type": "object", "additionalProperties": False, "required": ["contact_role"],
+                     "properties": {"contact_role": {"enum": list(CONTACT_ROLES)}}},
+                ]
+            },
+        },
+        "new_contact_days": {"type": "integer", "minimum": 0},
         "selection": {
             "type": "object",
             "additionalProperties": False,
-            "required": ["rules", "fallback"],
+            "required": ["renewal_due", "rules", "fallback"],
             "properties": {
+                "renewal_due": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["window_days", "buckets", "auto_renew_off"],
+                    "properties": {
+                        "window_days": {"type": "integer", "minimum": 0},
+                        "buckets": {"type": "array", "uniqueItems": True, "items": {"enum": ["High", "Medium", "Low"]}},
+                        "auto_renew_off": {"type": "boolean"},
+                    },
+                },
                 "rules": {
                     "type": "array",
                     "minItems": 1,
@@ -58,6 +88,7 @@ SCHEMA: dict[str, Any] = {
                                 "uniqueItems": True,
                                 "items": {"type": "string", "pattern": "^SIG_[A-Z0-9_]+$"},
                             },
+                            "renewal_due": {"const": True},
                         },
                     },
                 },
@@ -89,6 +120,7 @@ SCHEMA: dict[str, Any] = {
                                 "accountable": {"type": "string", "minLength": 1},
                                 "consulted": _ROLE_LIST,
                                 "informed": _ROLE_LIST,
+                                "done_when": _DONE_WHEN,
                             },
                         },
                     },
@@ -117,6 +149,7 @@ SCHEMA: dict[str, Any] = {
                             "properties": {
                                 "offset_days": {"type": "integer", "minimum": 0},
                                 "what": {"type": "string", "minLength": 1},
+                                "done_when": _DONE_WHEN,
                             },
                         },
                     },
@@ -138,6 +171,7 @@ class StepSpec:
     accountable: str
     consulted: tuple[str, ...]
     informed: tuple[str, ...]
+    done_when: str | None = None  # contact role: done when a new contact of it is in role
 
 
 @dataclass(frozen=True)
@@ -153,6 +187,7 @@ class KpiSpec:
 class CheckpointSpec:
     offset_days: int
     what: str
+    done_when: str | None = None
 
 
 @dataclass(frozen=True)
@@ -170,11 +205,33 @@ class Playbook:
 
 @dataclass(frozen=True)
 class SelectionRule:
-    """Adds `playbook` when the tier is one of `tiers` and any of `codes_any` fired (None = any)."""
+    """Adds `playbook` when the tier is one of `tiers`, any of `codes_any` fired (None = any) and,
+    with `renewal_due`, the account has a renewal due (`RenewalDue`)."""
 
     playbook: str
     tiers: tuple[str, ...] | None
     codes_any: tuple[str, ...] | None
+    renewal_due: bool = False
+
+
+@dataclass(frozen=True)
+class RenewalDue:
+    """A renewal that needs a play: within `window_days`, in one of `buckets` or (if `auto_renew_off`) not auto-renewing."""
+
+    window_days: int
+    buckets: tuple[str, ...]
+    auto_renew_off: bool
+
+    def expr(self) -> pl.Expr:
+        """True for a forecast row (`days_to_renewal`, `bucket`, `auto_renew`) that is due."""
+        flagged = pl.col("bucket").is_in(list(self.buckets))
+        if self.auto_renew_off:
+            flagged |= ~pl.col("auto_renew").fill_null(True)
+        return (pl.col("days_to_renewal") <= self.window_days) & flagged
+
+    def accounts(self, renewals: pl.DataFrame) -> pl.DataFrame:
+        """`account_id`, `renewal_due` per account of the forecast rows."""
+        return renewals.group_by("account_id").agg(renewal_due=self.expr().any())
 
 
 @dataclass(frozen=True)
@@ -183,6 +240,9 @@ class PlaybookLibrary:
     rules: tuple[SelectionRule, ...]
     fallback: str
     config_hash: str
+    people: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # role → (source, key)
+    new_contact_days: int = 0
+    renewal_due: RenewalDue = RenewalDue(0, (), False)
 
 
 @dataclass(frozen=True)
@@ -191,6 +251,16 @@ class PlanStep:
     title: str
     owner_role: str
     due_date: dt.date
+    owner: str  # the named person when the data names them ("Dana Reyes (CSM)"), else the role
+
+
+@dataclass(frozen=True)
+class DoneItem:
+    """A step or checkpoint of a play that the data already shows as done, and the evidence."""
+
+    playbook: str
+    what: str
+    evidence: str
 
 
 @dataclass(frozen=True)
@@ -236,6 +306,7 @@ class PlaybookResult:
     steps: tuple[PlanStep, ...]
     kpis: tuple[KpiStatus, ...]
     checkpoints: tuple[Checkpoint, ...]
+    done: tuple[DoneItem, ...]
     risks: tuple[str, ...]
     library_hash: str
 
@@ -281,7 +352,7 @@ def load_playbook_library(path: Path | str) -> PlaybookLibrary:
             steps=tuple(
                 StepSpec(
                     s["title"], s["owner"], s["due_days"], s["accountable"],
-                    tuple(s["consulted"]), tuple(s["informed"]),
+                    tuple(s["consulted"]), tuple(s["informed"]), s.get("done_when", {}).get("new_contact"),
                 )
                 for s in item["steps"]
             ),
@@ -289,7 +360,10 @@ def load_playbook_library(path: Path | str) -> PlaybookLibrary:
                 KpiSpec(k["name"], k["metric"], float(k["target"]), k["unit"], k["direction"])
                 for k in item["kpis"]
             ),
-            checkpoints=tuple(CheckpointSpec(c["offset_days"], c["what"]) for c in item["checkpoints"]),
+            checkpoints=tuple(
+                CheckpointSpec(c["offset_days"], c["what"], c.get("done_when", {}).get("new_contact"))
+                for c in item["checkpoints"]
+            ),
             risks=tuple(item["risks"]),
         )
     rules = []
@@ -298,12 +372,26 @@ def load_playbook_library(path: Path | str) -> PlaybookLibrary:
             fail(f"selection.rules.{index}.playbook", f"unknown playbook {rule['playbook']!r}")
         tiers, codes = rule.get("tiers"), rule.get("codes_any")
         rules.append(
-            SelectionRule(rule["playbook"], tuple(tiers) if tiers else None, tuple(codes) if codes else None)
+            SelectionRule(
+                rule["playbook"], tuple(tiers) if tiers else None, tuple(codes) if codes else None,
+                rule.get("renewal_due", False),
+            )
         )
     fallback = raw["selection"]["fallback"]
     if fallback not in playbooks:
         fail("selection.fallback", f"unknown playbook {fallback!r}")
-    return PlaybookLibrary(playbooks, tuple(rules), fallback, config_hash(raw))
+    for role in sorted(set(raw["people"]) - roles):
+        fail(f"people.{role}", f"unknown role {role!r} (not in roles)")
+    due = raw["selection"]["renewal_due"]
+    return PlaybookLibrary(
+        playbooks,
+        tuple(rules),
+        fallback,
+        config_hash(raw),
+        people={role: next(iter(source.items())) for role, source in sorted(raw["people"].items())},
+        new_contact_days=raw["new_contact_days"],
+        renewal_due=RenewalDue(due["window_days"], tuple(due["buckets"]), due["auto_renew_off"]),
+    )
 
 
 def _rule_conditions(library: PlaybookLibrary) -> list[tuple[str, pl.Expr]]:
@@ -315,6 +403,8 @@ def _rule_conditions(library: PlaybookLibrary) -> list[tuple[str, pl.Expr]]:
             condition &= pl.col("tier").is_in(list(rule.tiers))
         if rule.codes_any is not None:
             condition &= pl.any_horizontal(pl.col(f"has:{code}") for code in rule.codes_any)
+        if rule.renewal_due:
+            condition &= pl.col("renewal_due")
         conditions.append((rule.playbook, condition.fill_null(False)))
     return conditions
 
@@ -324,7 +414,9 @@ def _rule_codes(library: PlaybookLibrary) -> list[str]:
 
 
 def _with_code_flags(accounts: pl.DataFrame, signals: pl.DataFrame, library: PlaybookLibrary) -> pl.DataFrame:
-    """`accounts` (account_id, tier) plus `has:<code>` for every code the rules look at."""
+    """`accounts` (account_id, tier, optional renewal_due) plus `has:<code>` for every code the rules look at."""
+    if "renewal_due" not in accounts.columns:
+        accounts = accounts.with_columns(renewal_due=pl.lit(False))
     return accounts.with_columns(
         pl.col("account_id")
         .is_in(signals.filter(pl.col("code") == code)["account_id"].implode())
@@ -333,9 +425,14 @@ def _with_code_flags(accounts: pl.DataFrame, signals: pl.DataFrame, library: Pla
     )
 
 
-def select_playbooks(tier: str | None, signal_codes: Sequence[str], library: PlaybookLibrary) -> list[str]:
+def select_playbooks(
+    tier: str | None, signal_codes: Sequence[str], library: PlaybookLibrary, renewal_due: bool = False
+) -> list[str]:
     """The playbook ids for one account, highest priority first (never empty)."""
-    account = pl.DataFrame({"account_id": ["-"], "tier": [tier]}, schema={"account_id": pl.Utf8, "tier": pl.Utf8})
+    account = pl.DataFrame(
+        {"account_id": ["-"], "tier": [tier], "renewal_due": [renewal_due]},
+        schema={"account_id": pl.Utf8, "tier": pl.Utf8, "renewal_due": pl.Boolean},
+    )
     signals = pl.DataFrame({"account_id": "-", "code": sorted(set(signal_codes))}, schema={"account_id": pl.Utf8, "code": pl.Utf8})
     conditions = _rule_conditions(library)
     matched = _with_code_flags(account, signals, library).select(
@@ -348,13 +445,14 @@ def select_playbooks(tier: str | None, signal_codes: Sequence[str], library: Pla
 def suggested_playbook_ids(
     health: pl.DataFrame, signals: pl.DataFrame, library: PlaybookLibrary
 ) -> pl.DataFrame:
-    """`account_id`, `suggested_playbook` (the top play) for every row of `health`, columnar."""
+    """`account_id`, `suggested_playbook` (the top play) for every row of `health` (account_id,
+    tier and, when known, renewal_due), columnar."""
     top = pl.coalesce(
         *(pl.when(condition).then(pl.lit(playbook)) for playbook, condition in _rule_conditions(library)),
         pl.lit(library.fallback),
     )
     return (
-        _with_code_flags(health.select("account_id", "tier"), signals, library)
+        _with_code_flags(health.select("account_id", "tier", *(["renewal_due"] if "renewal_due" in health.columns else [])), signals, library)
         .select("account_id", top.alias("suggested_playbook"))
         .sort("account_id")
     )
@@ -384,6 +482,58 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" + ("" if count == 1 else "s")
 
 
+def business_day(day: dt.date) -> dt.date:
+    """`day`, or the Monday after it when it falls on a weekend: due dates are working days."""
+    return day + dt.timedelta(days=max(0, 7 - day.weekday()) if day.weekday() >= 5 else 0)
+
+
+def _current_contacts(contacts: Sequence[Mapping[str, Any]], as_of: dt.date) -> dict[str, Mapping[str, Any]]:
+    """Per role, the contact in it at as_of; the latest to start wins (ties: by name)."""
+    current: dict[str, Mapping[str, Any]] = {}
+    in_role = [
+        c for c in contacts
+        if _as_date(c["started_on"]) <= as_of and (c.get("ended_on") is None or _as_date(c["ended_on"]) > as_of)
+    ]
+    for contact in sorted(in_role, key=lambda c: (_as_date(c["started_on"]), str(c["name"]))):
+        current[contact["role"]] = contact
+    return current
+
+
+def _people(account: Mapping[str, Any], current: Mapping[str, Mapping[str, Any]], library: PlaybookLibrary) -> dict[str, str]:
+    """Role → "Name (Role)" for the roles the data names (accounts.csv's CSM, contacts by role)."""
+    named = {}
+    for role, (source, key) in library.people.items():
+        name = account.get(key) if source == "account" else (current.get(key) or {}).get("name")
+        if name:
+            named[role] = f"{name} ({role})"
+    return named
+
+
+def _done_evidence(role: str | None, current: Mapping[str, Mapping[str, Any]], library: PlaybookLibrary, as_of: dt.date) -> str | None:
+    """Why a `done_when: {new_contact: role}` item is done (None when it is not)."""
+    contact = current.get(role) if role else None
+    if contact is None or _as_date(contact["started_on"]) < as_of - dt.timedelta(days=library.new_contact_days):
+        return None
+    return f"{contact['name']} is the {role.replace('_', ' ')} since {_as_date(contact['started_on']).isoformat()}"
+
+
+def _renewal_due(renewals: Sequence[Mapping[str, Any]], library: PlaybookLibrary, as_of: dt.date) -> bool:
+    """The library's renewal rule (`RenewalDue.expr`, the forecast's own) over this account's rows."""
+    rows = pl.DataFrame(
+        [
+            {
+                "account_id": "-",
+                "days_to_renewal": (_as_date(r["renewal_date"]) - as_of).days,
+                "bucket": r["bucket"],
+                "auto_renew": r.get("auto_renew"),
+            }
+            for r in renewals
+        ],
+        schema={"account_id": pl.Utf8, "days_to_renewal": pl.Int64, "bucket": pl.Utf8, "auto_renew": pl.Boolean},
+    )
+    return bool(library.renewal_due.accounts(rows)["renewal_due"].any())
+
+
 def _summary(
     name: str, tier: str | None, score: int | None, codes: list[str],
     renewals: Sequence[Mapping[str, Any]], plays: list[Playbook], notes: Sequence[str] = (),
@@ -395,13 +545,15 @@ def _summary(
         by_currency: dict[str, float] = {}
         for row in renewals:
             by_currency[row["currency"]] = by_currency.get(row["currency"], 0.0) + float(row["arr"])
-        amounts = ", ".join(f"{fmt_amount(arr)} {cur}" for cur, arr in sorted(by_currency.items()))
+        amounts = ", ".join(format_amount(arr, cur) for cur, arr in sorted(by_currency.items()))
         first = min(_as_date(row["renewal_date"]) for row in renewals)
         buckets = ", ".join(sorted({row["bucket"] for row in renewals}))
+        off = [row["subscription_id"] for row in renewals if row.get("auto_renew") is False]
         parts.append(
             f"{_plural(len(renewals), 'subscription')} {'renews' if len(renewals) == 1 else 'renew'} "
             f"in the forecast window, the first on "
             f"{first.isoformat()} (ARR {amounts}; forecast {buckets})."
+            + (f" Auto-renew is off for {', '.join(off)}." if off else "")
         )
     titles = [play.title for play in plays]
     order = titles[0] + (f" first, then {', '.join(titles[1:])}" if len(titles) > 1 else "")
@@ -429,37 +581,61 @@ def build_playbook(
     renewals: Sequence[Mapping[str, Any]],
     library: PlaybookLibrary,
     as_of: dt.date,
+    contacts: Sequence[Mapping[str, Any]] = (),
 ) -> PlaybookResult:
-    """The dated success plan of one account from its health row, signals and renewal rows."""
+    """The dated success plan of one account from its current state: health row, signals,
+    renewal rows and contacts (who is in which role now, who is new)."""
     tier, score = health_record.get("tier"), health_record.get("score")
     # A snoozed signal stays visible but does not pick plays (docs/trust.md).
     codes = sorted({signal["code"] for signal in signals if not signal.get("snoozed_until")})
-    plays = [library.playbooks[pid] for pid in select_playbooks(tier, codes, library)]
     renewal_rows = sorted(renewals, key=lambda r: (_as_date(r["renewal_date"]), r["subscription_id"]))
+    due = _renewal_due(renewal_rows, library, as_of)
+    plays = [library.playbooks[pid] for pid in select_playbooks(tier, codes, library, renewal_due=due)]
+    current = _current_contacts(contacts, as_of)
+    people = _people(account, current, library)
 
-    # Steps by due date; ties keep priority order (sorted is stable), then the SOP's order.
+    def who(role: str) -> str:
+        return people.get(role, role)
+
+    done = [
+        DoneItem(play.id, item.title if isinstance(item, StepSpec) else item.what, evidence)
+        for play in plays
+        for item in (*play.steps, *play.checkpoints)
+        if (evidence := _done_evidence(item.done_when, current, library, as_of))
+    ]
+    done_titles = {(item.playbook, item.what) for item in done}
+    # Open steps by due date (business days); ties keep priority order (sorted is stable), then the SOP's order.
     dated = sorted(
-        ((as_of + dt.timedelta(days=step.due_days), play, step) for play in plays for step in play.steps),
+        (
+            (business_day(as_of + dt.timedelta(days=step.due_days)), play, step)
+            for play in plays
+            for step in play.steps
+            if (play.id, step.title) not in done_titles
+        ),
         key=lambda item: item[0],
     )
-    steps = tuple(PlanStep(play.id, step.title, step.owner, due) for due, play, step in dated)
+    steps = tuple(PlanStep(play.id, step.title, step.owner, due_on, who(step.owner)) for due_on, play, step in dated)
     raci = tuple(
-        RaciEntry(play.id, step.title, step.owner, step.accountable, step.consulted, step.informed)
+        RaciEntry(
+            play.id, step.title, who(step.owner), who(step.accountable),
+            tuple(map(who, step.consulted)), tuple(map(who, step.informed)),
+        )
         for _, play, step in dated
     )
     kpis: dict[str, KpiStatus] = {}
     for play in plays:
         for spec in play.kpis:
             if spec.metric not in kpis:  # the highest-priority play sets a shared metric's target
-                current = _metric(health_record, spec.metric)
+                current_value = _metric(health_record, spec.metric)
                 kpis[spec.metric] = KpiStatus(
-                    spec.name, spec.metric, current, spec.target, spec.unit, spec.direction,
-                    _kpi_status(spec, current),
+                    spec.name, spec.metric, current_value, spec.target, spec.unit, spec.direction,
+                    _kpi_status(spec, current_value),
                 )
     checkpoints = {
-        (as_of + dt.timedelta(days=c.offset_days), f"{play.title}: {c.what}")
+        (business_day(as_of + dt.timedelta(days=c.offset_days)), f"{play.title}: {c.what}")
         for play in plays
         for c in play.checkpoints
+        if (play.id, c.what) not in done_titles
     }
     checkpoints |= {
         (_as_date(r["renewal_date"]), f"Renewal of {r['product']} ({r['subscription_id']}), forecast {r['bucket']}")
@@ -480,6 +656,7 @@ def build_playbook(
         steps=steps,
         kpis=tuple(kpis.values()),
         checkpoints=tuple(Checkpoint(date, what) for date, what in sorted(checkpoints)),
+        done=tuple(done),
         risks=risks,
         library_hash=library.config_hash,
     )

@@ -43,7 +43,7 @@ OVERRIDE_CODE = "TIER_OVERRIDE"  # the first risk reason of an account whose hea
 OVERRIDE_LABEL = "Tier overridden"
 FRAME_COLUMNS = (
     "subscription_id", "account_id", "account_name", "segment", "csm_owner", "product", "plan",
-    "renewal_date", "days_to_renewal", "arr", "currency", "tier", "risk_signal_count", "bucket",
+    "renewal_date", "days_to_renewal", "arr", "currency", "auto_renew", "tier", "risk_signal_count", "bucket",
     "probability", "expected_arr", "risk_reasons", "suggested_playbook",
 )
 # A row as the JSON and the lake publish it (the spec's field names): `bucket` and
@@ -402,9 +402,10 @@ def forecast_renewals(
         )
         .with_columns(expected_arr=(pl.col("arr") * pl.col("probability")).round(2))
     )
-    suggested = suggested_playbook_ids(
-        frame.select("account_id", "tier").unique("account_id"), signals, config.library
+    accounts = frame.select("account_id", "tier").unique("account_id").join(
+        config.library.renewal_due.accounts(frame), on="account_id", how="left"
     )
+    suggested = suggested_playbook_ids(accounts, signals, config.library)
     return (
         frame.join(suggested, on="account_id", how="left")
         .select(FRAME_COLUMNS)
