@@ -88,7 +88,7 @@ def account_facts(one: AccountInputs) -> dict[str, dg.MetadataValue]:
     """The account's own headline facts for its partition's materialization: tier, score (or
     why there is none: its status and lifecycle state) and next renewal date."""
     record = one.health
-    facts = {
+    facts: dict[str, dg.MetadataValue] = {
         "tier": dg.MetadataValue.text(record["tier"] or "none"),
         "status": dg.MetadataValue.text(record["status"]),
         "next_renewal": dg.MetadataValue.text(one.next_renewal.isoformat() if one.next_renewal else "none"),

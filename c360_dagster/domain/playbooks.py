@@ -511,7 +511,9 @@ def _people(account: Mapping[str, Any], current: Mapping[str, Mapping[str, Any]]
 
 def _done_evidence(role: str | None, current: Mapping[str, Mapping[str, Any]], library: PlaybookLibrary, as_of: dt.date) -> str | None:
     """Why a `done_when: {new_contact: role}` item is done (None when it is not)."""
-    contact = current.get(role) if role else None
+    if role is None:
+        return None
+    contact = current.get(role)
     if contact is None or _as_date(contact["started_on"]) < as_of - dt.timedelta(days=library.new_contact_days):
         return None
     return f"{contact['name']} is the {role.replace('_', ' ')} since {_as_date(contact['started_on']).isoformat()}"
@@ -598,10 +600,10 @@ def build_playbook(
         return people.get(role, role)
 
     done = [
-        DoneItem(play.id, item.title if isinstance(item, StepSpec) else item.what, evidence)
+        DoneItem(play.id, what, evidence)
         for play in plays
-        for item in (*play.steps, *play.checkpoints)
-        if (evidence := _done_evidence(item.done_when, current, library, as_of))
+        for what, role in [(s.title, s.done_when) for s in play.steps] + [(c.what, c.done_when) for c in play.checkpoints]
+        if (evidence := _done_evidence(role, current, library, as_of))
     ]
     done_titles = {(item.playbook, item.what) for item in done}
     # Open steps by due date (business days); ties keep priority order (sorted is stable), then the SOP's order.
