@@ -100,6 +100,23 @@ def test_an_untouched_log_verifies_against_the_local_key_and_the_witness(project
     )
 
 
+def test_without_the_instance_the_head_is_reported_not_witnessed(project, capsys):
+    """A reviewer given only the project's files: signatures still checked, the missing witness said."""
+    shutil.rmtree(project / ".dagster_home")
+    code, out = verify(capsys)
+    assert code == 0
+    assert out.endswith("  head: not witnessed (the Dagster instance records no event of this log)\n")
+    assert not (project / ".dagster_home").exists()  # verify creates no instance
+
+
+def test_events_after_the_witnessed_one_are_reported_as_not_yet_witnessed(project, capsys):
+    """A run that appended its event but stopped before Dagster stored the materialization."""
+    key = real_key(project)
+    rewrite_log([*records(), {**records()[-1], "run_id": "interrupted"}], key)
+    code, out = verify(capsys)
+    assert code == 0 and out.endswith("  head: event 6 witnessed by the Dagster instance (1 later not yet)\n")
+
+
 def test_the_private_key_lives_outside_artifacts_with_mode_0600(project):
     key_file = Path(os.environ["C360_SIGNING_KEY_FILE"])
     assert not key_file.resolve().is_relative_to(project)
