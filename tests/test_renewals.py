@@ -17,11 +17,12 @@ import polars as pl
 import pytest
 import yaml
 
-from c360_dagster.domain import lake_tables, renewals
+from c360_dagster.domain import health, lake_tables, renewals, signals
 from c360_dagster.domain.contracts import load_contract, validate_frame
 from c360_dagster.domain.entities import ENTITIES
 from c360_dagster.domain.errors import C360Error, ConfigError
 from c360_dagster.domain.io import canonical_json, write_json_stream_text
+from c360_dagster.domain.loader import read_customer_360
 from c360_dagster.domain.playbooks import select_playbooks
 from c360_dagster.domain.renewals import (
     FRAME_COLUMNS,
@@ -430,3 +431,20 @@ def test_config_hash_covers_the_playbook_library(tmp_path, config):
 )
 def test_format_amount_is_whole_units_grouped_and_rounded_half_up(value, text):
     assert format_amount(value, "USD") == text
+
+
+def test_on_the_fixtures_at_risk_is_the_low_bucket_not_all_arr_up_for_renewal(config):
+    view = read_customer_360(CONFIGS.parents[1] / "fixtures" / "customer")
+    scored = health.score_health(view, health.load_health_config(CONFIGS / "health.yaml"))
+    fired = signals.detect_signals(view, signals.load_signals_config(CONFIGS / "signals.yaml"))
+    frame = forecast_renewals(view, scored, fired, config)
+    summary = renewal_summary(frame, config)
+    usd = next(row for row in summary["by_currency"] if row["currency"] == "USD")
+    # subs.csv, active and renewing by 2027-01-25: STARK-S1 600,000, ACME-S1 240,000,
+    # INITECH-S1 96,000, SOYLENT-S1 72,000 (USD); WAYNE-S1 EUR 120,000; PIPE-S1 GBP 15,000.
+    assert [(row["currency"], row["arr"]) for row in summary["by_currency"]] == [
+        ("EUR", 120000.0), ("GBP", 15000.0), ("USD", 1008000.0),
+    ]
+    low = frame.filter((pl.col("bucket") == "Low") & (pl.col("currency") == "USD"))["arr"].sum()
+    assert usd["arr_at_risk"] == low == 936000.0 < usd["arr"]  # Medium SOYLENT-S1 is not at risk
+    assert usd["expected_arr"] == round(sum(frame.filter(currency="USD")["expected_arr"]), 2)
