@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -73,7 +74,13 @@ def signing_key_path() -> Path:
 
 def signing_key(artifacts_dir: Path) -> Ed25519PrivateKey:
     """The private key that signs this project's log, created (0600) on first use; never in `artifacts/`."""
-    artifacts = Path(artifacts_dir).resolve()
+    # Every event asks for the key; its checks and parsing run once per place and setting.
+    return _signing_key(os.getcwd(), str(artifacts_dir), os.environ.get(KEY_ENV, ""), str(signing_key_path()))
+
+
+@functools.lru_cache(maxsize=16)
+def _signing_key(cwd: str, artifacts_dir: str, key_env: str, key_file: str) -> Ed25519PrivateKey:
+    artifacts = (Path(cwd) / artifacts_dir).resolve()
     legacy = artifacts / LEGACY_KEY
     if legacy.exists():
         raise C360Error(
@@ -81,8 +88,8 @@ def signing_key(artifacts_dir: Path) -> Ed25519PrivateKey:
             f"re-sign it; move it out, e.g. `mv {legacy} {signing_key_path()}` (or set {KEY_FILE_ENV} to its new place)",
             code="SIGNING_KEY_EXPOSED",
         )
-    path = signing_key_path()
-    if not os.environ.get(KEY_ENV, "").strip() and path.resolve().is_relative_to(artifacts):
+    path = Path(cwd) / key_file
+    if not key_env.strip() and path.resolve().is_relative_to(artifacts):
         raise C360Error(
             f"{KEY_FILE_ENV}={path} is inside {artifacts}, beside the log it signs; keep the key outside it",
             code="SIGNING_KEY_EXPOSED",
