@@ -518,7 +518,7 @@ def _render_generate(report: Report) -> str:
     return reports.text(lines)
 
 
-@command("generate", "Generate a deterministic synthetic data set that follows INPUTS.md.", _render_generate, _generate_args)
+@command("generate", "Generate a deterministic synthetic data set that follows docs/inputs.md.", _render_generate, _generate_args)
 def generate_command(args: argparse.Namespace) -> Report:
     from c360_dagster.domain.generator import generate_dataset
 

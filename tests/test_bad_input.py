@@ -1,4 +1,4 @@
-"""Each defect of INPUTS.md is rejected with one message naming file, row, column and expectation.
+"""Each defect of docs/inputs.md is rejected with one message naming file, row, column and expectation.
 
 Every test breaks one spot of the small valid inputs (conftest.py); the expected messages,
 row numbers (CSV: 1-based after the header; JSON: the array index) and JSON positions are

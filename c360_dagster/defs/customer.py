@@ -38,7 +38,7 @@ OWNERS = ["team:customer-success-ops"]
 class LoadConfig(dg.Config):
     """Run config of `customer_360`."""
 
-    as_of: str | None = None  # YYYY-MM-DD; default: derived from the data (INPUTS.md "Time")
+    as_of: str | None = None  # YYYY-MM-DD; default: derived from the data (docs/inputs.md "Time")
 
 
 class StageConfig(dg.Config):

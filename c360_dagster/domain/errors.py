@@ -22,7 +22,7 @@ class C360Error(Exception):
 
 
 class InputError(C360Error):
-    """An input file breaks the contract of INPUTS.md."""
+    """An input file breaks the contract of docs/inputs.md."""
 
     code = "INPUT_INVALID"
 

@@ -1,6 +1,6 @@
 """Integrity rules of the input contract, as columnar rules and as Dagster-ready check results.
 
-`contract_rules` is the single statement of every value-level rule of INPUTS.md: the loader
+`contract_rules` is the single statement of every value-level rule of docs/inputs.md: the loader
 evaluates it on freshly parsed rows to reject bad input, and `run_integrity_checks` reports
 it as the ERROR checks (evaluating it on views that did not come straight from the loader),
 beside softer WARN findings about the data.
@@ -41,7 +41,7 @@ CHECKS: tuple[tuple[str, Severity, str], ...] = (
 )
 _DESCRIPTIONS = {name: text for name, _, text in CHECKS}
 
-# INPUTS.md asks only this reference to stay within the row's own account.
+# docs/inputs.md asks only this reference to stay within the row's own account.
 SAME_ACCOUNT_REFERENCES = frozenset({("invoices", "subscription_id")})
 # entity -> (owner, start, end) of windows that must not overlap per owner.
 DISJOINT_WINDOWS = {"usage": ("account_id", "window_start", "window_end")}

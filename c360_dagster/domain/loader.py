@@ -1,11 +1,10 @@
-"""Read a folder of exported customer data into a validated Customer 360 view (INPUTS.md).
+"""Read a folder of exported customer data into a validated Customer 360 view (docs/inputs.md).
 
 Every file is read as text first, then parsed and checked column by column with Polars
 expressions, so a million accounts cost a few vectorised passes, not a Python loop per row.
 
 Row numbers in errors: CSV rows count from 1 after the header, JSON Lines rows are the
-1-based line, and JSON rows are the 0-based array index, as INPUTS.md says ("for JSON the
-array index"). CSV syntax errors are reported on the physical line's row, which differs only
+1-based line, and JSON rows are the 0-based array index, as docs/inputs.md says. CSV syntax errors are reported on the physical line's row, which differs only
 after a quoted value spanning several lines.
 """
 
@@ -321,7 +320,7 @@ def _typed(spec: FieldSpec, *, csv_bools: bool) -> pl.Expr:
 
 
 def _derive_as_of(tables: dict[str, pl.DataFrame]) -> dt.date:
-    """INPUTS.md "Time": the latest usage window_end, else the latest date in any input."""
+    """docs/inputs.md "Time": the latest usage window_end, else the latest date in any input."""
     latest = tables["usage"]["window_end"].max()
     if latest is None:
         dates = [
