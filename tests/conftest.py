@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -112,9 +113,14 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     return Project(tmp_path)
 
 
-@pytest.fixture(autouse=True)
-def private_signing_key(tmp_path_factory, monkeypatch) -> None:
-    """Each test signs with a key of its own in a temp config folder, never the user's ~/.config/c360."""
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config-home")))
-    monkeypatch.delenv("C360_SIGNING_KEY_FILE", raising=False)
-    monkeypatch.delenv("C360_SIGNING_KEY", raising=False)
+@pytest.fixture(autouse=True, scope="session")
+def private_signing_key(tmp_path_factory) -> Iterator[None]:
+    """Tests sign with a key in a temp config folder, never the user's ~/.config/c360.
+
+    Session-wide, so it is in place before module-scoped fixtures start their subprocesses.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config-home")))
+        patch.delenv("C360_SIGNING_KEY_FILE", raising=False)
+        patch.delenv("C360_SIGNING_KEY", raising=False)
+        yield

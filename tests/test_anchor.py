@@ -204,3 +204,8 @@ def test_a_key_inside_artifacts_is_refused(tmp_path, monkeypatch):
     with pytest.raises(C360Error, match=r"a signing key sits beside the log it signs .*`mv .*signing.key .*signing.key`") as caught:
         anchor.signing_key(artifacts)
     assert caught.value.code == "SIGNING_KEY_EXPOSED"
+
+
+def test_the_test_suite_never_signs_with_the_users_key():
+    assert not anchor.signing_key_path().is_relative_to(Path.home() / ".config")
+    assert "C360_SIGNING_KEY" not in os.environ
