@@ -13,7 +13,7 @@ from pathlib import Path
 from c360_dagster import reports
 from c360_dagster.console import Report, command
 from c360_dagster.domain.errors import C360Error
-from c360_dagster.domain.text import format_amount
+from c360_dagster.domain.text import format_amount, visible_text
 from c360_dagster.runner import CPUS, ProjectPaths, account_batches, known_accounts, run_job, run_ranges
 
 
@@ -329,7 +329,11 @@ def playbook_command(args: argparse.Namespace) -> Report:
     base = _customer_dir(args) / "playbooks" / args.account
     plan = reports.read_json(base.with_suffix(".json"))
     lines = [f"  tier {plan['tier']}, score {plan['score']}; plays: {', '.join(plan['plays'])}"]
-    lines += [f"  {step['due_date']}  {step['owner']}: {step['title']}" for step in plan["steps"][:3]]
+    # The owner can be a name from the inputs: shown on one line, invisible characters made visible.
+    lines += [
+        f"  {step['due_date']}  {' '.join(visible_text(step['owner']).split())}: {step['title']}"
+        for step in plan["steps"][:3]
+    ]
     if len(plan["steps"]) > 3:
         done = f", {len(plan['done'])} already done" if plan["done"] else ""
         lines.append(f"  … {len(plan['steps']) - 3} more steps, {len(plan['checkpoints'])} checkpoints{done}")

@@ -376,3 +376,13 @@ def write_library(tmp_path: Path, edit) -> Path:
 def test_library_errors_name_the_key(tmp_path, edit, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_playbook_library(write_library(tmp_path, edit))
+
+
+def test_a_hostile_csm_name_stays_one_visible_table_cell(library):
+    account = {**ACME, "csm_owner": "Eve | \u202eliam\n# x"}
+    text = render_playbook_markdown(acme_plan_for(library, account))
+    assert "| Eve \\| &lt;U+202E&gt;liam # x (CSM) |" in text
+
+
+def acme_plan_for(library, account):
+    return build_playbook(account, health_record("amber", 68), [], [ACME_RENEWAL], library, SEP27, contacts=ACME_CONTACTS)
