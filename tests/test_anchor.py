@@ -187,25 +187,38 @@ def test_governance_yaml_pins_the_key_for_a_reviewer_without_the_private_key(pro
 
 def test_the_first_run_creates_the_key_in_the_user_config_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    key = anchor.signing_key(tmp_path / "artifacts")
+    key = anchor.signing_key(tmp_path / "artifacts", tmp_path / "governance.yaml")
     path = tmp_path / "config" / "c360" / "signing.key"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert anchor.signing_key(tmp_path / "artifacts").public_key() == key.public_key()
+    assert anchor.signing_key(tmp_path / "artifacts", tmp_path / "governance.yaml").public_key() == key.public_key()
 
 
 def test_a_key_inside_artifacts_is_refused(tmp_path, monkeypatch):
     artifacts = tmp_path / "artifacts"
     monkeypatch.setenv("C360_SIGNING_KEY_FILE", str(artifacts / "keys" / "signing.key"))
     with pytest.raises(C360Error, match=r"is inside .*artifacts, beside the log it signs"):
-        anchor.signing_key(artifacts)
+        anchor.signing_key(artifacts, tmp_path / "governance.yaml")
     monkeypatch.setenv("C360_SIGNING_KEY_FILE", str(tmp_path / "signing.key"))
     (artifacts / "governance").mkdir(parents=True)
     (artifacts / "governance" / "signing.key").write_text("old key")
     with pytest.raises(C360Error, match=r"a signing key sits beside the log it signs .*`mv .*signing.key .*signing.key`") as caught:
-        anchor.signing_key(artifacts)
+        anchor.signing_key(artifacts, tmp_path / "governance.yaml")
     assert caught.value.code == "SIGNING_KEY_EXPOSED"
 
 
 def test_the_test_suite_never_signs_with_the_users_key():
     assert not anchor.signing_key_path().is_relative_to(Path.home() / ".config")
     assert "C360_SIGNING_KEY" not in os.environ
+
+
+def test_a_key_other_than_the_pinned_one_may_not_sign(tmp_path, monkeypatch):
+    """A machine without the team's key refuses to start a log that would never verify."""
+    governance = tmp_path / "governance.yaml"
+    monkeypatch.setenv("C360_SIGNING_KEY_FILE", str(tmp_path / "team.key"))
+    team = anchor.fingerprint(anchor.signing_key(tmp_path / "artifacts", governance).public_key())
+    governance.write_text(f"signing_key_fingerprint: {team}\n")
+    assert anchor.fingerprint(anchor.signing_key(tmp_path / "artifacts", governance).public_key()) == team
+    monkeypatch.setenv("C360_SIGNING_KEY_FILE", str(tmp_path / "mine.key"))
+    with pytest.raises(C360Error, match=r"the signing key \(.*mine.key, sha256:[0-9a-f]{64}\) is not the one .*governance.yaml pins") as caught:
+        anchor.signing_key(tmp_path / "artifacts", governance)
+    assert caught.value.code == "SIGNING_KEY_NOT_PINNED"

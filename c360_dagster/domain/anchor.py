@@ -72,14 +72,27 @@ def signing_key_path() -> Path:
     return Path(config_home) / "c360" / "signing.key"
 
 
-def signing_key(artifacts_dir: Path) -> Ed25519PrivateKey:
-    """The private key that signs this project's log, created (0600) on first use; never in `artifacts/`."""
-    # Every event asks for the key; its checks and parsing run once per place and setting.
-    return _signing_key(os.getcwd(), str(artifacts_dir), os.environ.get(KEY_ENV, ""), str(signing_key_path()))
+def signing_key(artifacts_dir: Path, governance_file: Path) -> Ed25519PrivateKey:
+    """The private key that signs this project's log, created (0600) on first use; never in `artifacts/`.
+
+    When `governance_file` pins a fingerprint, only that key may sign: a log nobody could verify
+    is refused before it starts.
+    """
+    # Every event asks for the key; its checks and parsing run once per place and setting
+    # (and again when governance.yaml changes).
+    try:
+        pin_version = Path(governance_file).stat().st_mtime_ns
+    except FileNotFoundError:
+        pin_version = None
+    return _signing_key(
+        os.getcwd(), str(artifacts_dir), str(governance_file), pin_version, os.environ.get(KEY_ENV, ""), str(signing_key_path())
+    )
 
 
 @functools.lru_cache(maxsize=16)
-def _signing_key(cwd: str, artifacts_dir: str, key_env: str, key_file: str) -> Ed25519PrivateKey:
+def _signing_key(
+    cwd: str, artifacts_dir: str, governance_file: str, pin_version: int | None, key_env: str, key_file: str
+) -> Ed25519PrivateKey:
     artifacts = (Path(cwd) / artifacts_dir).resolve()
     legacy = artifacts / LEGACY_KEY
     if legacy.exists():
@@ -94,7 +107,16 @@ def _signing_key(cwd: str, artifacts_dir: str, key_env: str, key_file: str) -> E
             f"{KEY_FILE_ENV}={path} is inside {artifacts}, beside the log it signs; keep the key outside it",
             code="SIGNING_KEY_EXPOSED",
         )
-    return eventlog.load_or_create_signing_key(path, KEY_ENV)
+    key = eventlog.load_or_create_signing_key(path, KEY_ENV)
+    pinned = pinned_fingerprint(Path(cwd) / governance_file)
+    if pinned is not None and fingerprint(key.public_key()) != pinned:
+        source = KEY_ENV if key_env.strip() else str(path)
+        raise C360Error(
+            f"the signing key ({source}, {fingerprint(key.public_key())}) is not the one {governance_file} pins "
+            f"({pinned}); sign with that key (set {KEY_ENV} or {KEY_FILE_ENV}) or change the pin",
+            code="SIGNING_KEY_NOT_PINNED",
+        )
+    return key
 
 
 def fingerprint(public_key: Ed25519PublicKey) -> str:
