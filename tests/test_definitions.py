@@ -70,19 +70,23 @@ def test_jobs_schedule_and_sensors():
     assert defs.resolve_sensor_def("account_refresh_sensor") is not None
 
 
-def test_code_versions_follow_the_domain_source(tmp_path):
+def test_code_versions_cover_every_module_an_asset_runs():
     import hashlib
-    import types
 
-    from c360_dagster.defs.versions import source_version
-    from c360_dagster.domain import health, overrides
+    from c360_dagster.defs.versions import PACKAGE_DIR, source_files, source_version
+    from c360_dagster.domain import health, overrides, qbr
 
-    module = types.ModuleType("scratch")
-    module.__file__ = str(tmp_path / "scratch.py")
-    (tmp_path / "scratch.py").write_text("RULE = 1\n")
-    before = source_version(module)
-    assert before == hashlib.sha256(b"RULE = 1\n").hexdigest()[:12]
-    (tmp_path / "scratch.py").write_text("RULE = 2\n")
-    assert source_version(module) != before
+    domain = PACKAGE_DIR / "domain"
+    files = source_files(health, overrides)
+    # health.json's text comes from json_text, imported by health: its code is in the version.
+    assert domain / "json_text.py" in files and domain / "health.py" in files and domain / "overrides.py" in files
+    assert len(files) == len(set(files))
+    expected = hashlib.sha256()
+    for path in files:
+        expected.update(str(path.relative_to(PACKAGE_DIR)).encode() + b"\0" + path.read_bytes())
+    assert source_version(health, overrides) == expected.hexdigest()[:12]
     node = defs.resolve_asset_graph().get(dg.AssetKey("account_health"))
     assert node.code_version == source_version(health, overrides)
+    # The QBR pack renders Jinja templates: each template is part of its version.
+    qbr_files = source_files(qbr)
+    assert PACKAGE_DIR / "templates" / "qbr_index.md.j2" in qbr_files and domain / "text.py" in qbr_files

@@ -1,15 +1,77 @@
-"""Code versions derived from the domain code an asset runs, so Dagster marks stale what changed."""
+"""Code versions derived from the code an asset runs, so Dagster marks stale what changed."""
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
+import importlib.util
 from pathlib import Path
 from types import ModuleType
 
+PACKAGE = "c360_dagster"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+# The module that renders the Jinja templates: where it runs, the templates shape the bytes too.
+TEMPLATE_RENDERER = f"{PACKAGE}.domain.text"
+TEMPLATES_DIR = PACKAGE_DIR / "templates"
+
 
 def source_version(*modules: ModuleType) -> str:
-    """The first 12 hex digits of the sha256 of the modules' source files (and nothing else)."""
+    """The first 12 hex digits of the sha256 of `source_files(*modules)`, each as its path in the
+    package, a NUL byte and its bytes: a change to any code that can change the asset's bytes."""
     digest = hashlib.sha256()
-    for module in modules:
-        digest.update(Path(module.__file__).read_bytes())  # type: ignore[arg-type]
+    for path in source_files(*modules):
+        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode("utf-8") + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
+
+
+def source_files(*modules: ModuleType) -> list[Path]:
+    """The modules' source files, those of every c360_dagster module they import (at any depth,
+    in any function), by module name, then the templates when one of them renders templates."""
+    names = sorted(set().union(*(_closure(module.__name__) for module in modules)))
+    files = [_source_file(name) for name in names]
+    if TEMPLATE_RENDERER in names:
+        files += sorted(TEMPLATES_DIR.glob("*.j2"))
+    return files
+
+
+@functools.cache
+def _closure(name: str) -> frozenset[str]:
+    seen = {name}
+    pending = [name]
+    while pending:
+        for imported in _imports(pending.pop()):
+            if imported not in seen:
+                seen.add(imported)
+                pending.append(imported)
+    return frozenset(seen)
+
+
+@functools.cache
+def _imports(name: str) -> frozenset[str]:
+    """The c360_dagster modules that module `name` imports anywhere in its source."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(_source_file(name).read_bytes())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # `from package import module` names a module; `from module import thing` does not.
+            found.update(
+                f"{node.module}.{alias.name}" if _is_module(f"{node.module}.{alias.name}") else node.module
+                for alias in node.names
+            )
+    return frozenset(module for module in found if module.split(".")[0] == PACKAGE and _is_module(module))
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a parent is not a package
+        return False
+
+
+def _source_file(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise ValueError(f"no source file for module {name}")
+    return Path(spec.origin)
