@@ -15,11 +15,16 @@ from c360_dagster.defs.customer import (
     customer_signals,
     renewal_forecasts,
 )
+from c360_dagster.defs.lake import lake_assets
 from c360_dagster.defs.resources import C360Project
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "fixtures" / "customer"
 CHAIN = [customer_360, account_health, customer_signals, renewal_forecasts]
+
+
+def lake_table(table: str) -> dg.AssetsDefinition:
+    return next(asset for asset in lake_assets if asset.key == dg.AssetKey(["lake", table]))
 
 
 def _project(tmp_path: Path, fixtures: Path = FIXTURES) -> C360Project:
@@ -51,7 +56,10 @@ def test_checks_pass_on_the_bundled_fixtures(tmp_path, instance):
     # subscription has churned (OLDCO): the soft WARN checks report them.
     recent = evaluations[("customer_360", "accounts_have_recent_usage")]
     assert not recent.passed and recent.severity == dg.AssetCheckSeverity.WARN
-    assert "SOYLENT-006" in str(recent.metadata["first_rows"].value)
+    # The failing rows are a table on the check's page in the UI.
+    rows = recent.metadata["failing_rows"].value
+    assert "account_id" in [column.name for column in rows.schema.columns]
+    assert "SOYLENT-006" in [record.data["account_id"] for record in rows.records]
 
 
 def test_account_partitions_are_registered(tmp_path, instance):
@@ -69,7 +77,9 @@ def test_warn_check_fails_with_metadata_on_crafted_input(tmp_path, instance):
     check = _evaluations(result)[("customer_360", "accounts_have_subscriptions")]
     assert not check.passed
     assert check.metadata["count"].value == 1
-    assert check.metadata["first_rows"].value == [{"account_id": "LONELY-1"}]
+    rows = check.metadata["failing_rows"].value
+    assert [record.data for record in rows.records] == [{"account_id": "LONELY-1"}]
+    assert [(column.name, column.type) for column in rows.schema.columns] == [("account_id", "string")]
 
 
 def test_qbr_gates_are_checks_per_partition(tmp_path, instance):
@@ -101,5 +111,13 @@ def test_ui_metadata_row_counts_schema_and_tier_table(tmp_path, instance):
     # The fixtures README lists 3 red, 4 amber and 5 green accounts.
     tiers = {record.data["tier"]: record.data["accounts"] for record in metadata["tier_distribution"].value.records}
     assert tiers == {"red": 3, "amber": 4, "green": 5}
+    # A lake table shows its DuckDB name and its contract's columns.
+    dg.materialize([lake_table("customer_signals")], instance=instance, resources={"project": _project(tmp_path)})
+    lake = instance.get_latest_materialization_event(dg.AssetKey(["lake", "customer_signals"])).asset_materialization
+    assert lake.metadata["dagster/table_name"].value == "c360.main.customer_signals"
+    columns = {column.name: column for column in lake.metadata["dagster/column_schema"].value.columns}
+    assert list(columns)[:3] == ["as_of", "account_id", "code"]
+    assert columns["as_of"].type == "DATE NOT NULL" and columns["snoozed_until"].type == "DATE"
+    assert columns["code"].description == "Signal code from the catalog."
     renewals = instance.get_latest_materialization_event(dg.AssetKey("renewal_forecasts"))
     assert "# Renewal forecast" in renewals.asset_materialization.metadata["summary"].value

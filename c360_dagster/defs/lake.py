@@ -63,6 +63,10 @@ def _rows_hash(frame: pl.DataFrame) -> str:
     return sha256_bytes(buffer.getvalue())
 
 
+# The lake is one DuckDB file, `c360.duckdb`: DuckDB names its catalog after the file.
+LAKE_CATALOG = "c360.main"
+
+
 def _lake_asset(table: str, spec: LakeTable) -> dg.AssetsDefinition:
     @dg.asset(
         key=["lake", table],
@@ -71,7 +75,8 @@ def _lake_asset(table: str, spec: LakeTable) -> dg.AssetsDefinition:
         owners=OWNERS,
         code_version=source_version(lake, contracts, lake_tables),
         deps=[spec.upstream],
-        description=f"The `{table}` lake table: one snapshot per as_of, written under its contract.",
+        description=f"The `{table}` lake table (DuckDB): one snapshot per as_of, written under its contract.",
+        metadata={"dagster/table_name": f"{LAKE_CATALOG}.{table}"},
     )
     def write_table(context: dg.AssetExecutionContext, project: C360Project) -> dg.MaterializeResult:
         frame = spec.rows(project)
@@ -91,6 +96,13 @@ def _lake_asset(table: str, spec: LakeTable) -> dg.AssetsDefinition:
             metadata={
                 **counted,
                 "dagster/row_count": written,
+                "dagster/table_name": f"{LAKE_CATALOG}.{table}",
+                "dagster/column_schema": dg.TableSchema(
+                    columns=[
+                        dg.TableColumn(name, sql_type, description=text)
+                        for name, sql_type, text in lake.table_columns(table, Path(project.contracts_dir))
+                    ]
+                ),
                 "as_of": as_of.isoformat(),
                 "database": dg.MetadataValue.path(str(project.lake_path)),
             }

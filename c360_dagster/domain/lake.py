@@ -125,6 +125,15 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame) -> N
         con.unregister("incoming_rows")
 
 
+def table_columns(table: str, contracts_dir: Path) -> list[tuple[str, str, str]]:
+    """(name, SQL type, description) of each column of the lake table, as its contract defines them."""
+    schema = load_contract(table, contracts_dir)
+    return [
+        (name, sql_type, schema["properties"][name].get("description", ""))
+        for name, sql_type in _sql_columns(table, schema)
+    ]
+
+
 def _sql_columns(table: str, schema: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(name, SQL type) per contract property, in contract order; NOT NULL unless nullable."""
     _checked_name(table)
