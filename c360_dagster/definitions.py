@@ -16,6 +16,7 @@ from c360_dagster.defs.customer import (
     customer_signals,
     renewal_forecasts,
 )
+from c360_dagster.defs.inputs import input_files
 from c360_dagster.defs.jobs import JOBS
 from c360_dagster.defs.lake import lake_assets
 from c360_dagster.defs.progress import progress_logger
@@ -23,6 +24,7 @@ from c360_dagster.defs.resources import C360Project
 
 defs = dg.Definitions(
     assets=[
+        input_files,
         customer_360,
         account_health,
         customer_signals,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from c360_dagster.defs.customer import (
     customer_signals,
     renewal_forecasts,
 )
+from c360_dagster.defs.inputs import input_files
 from c360_dagster.defs.lake import lake_assets
 from c360_dagster.defs.resources import C360Project
 
@@ -121,3 +123,18 @@ def test_ui_metadata_row_counts_schema_and_tier_table(tmp_path, instance):
     assert columns["code"].description == "Signal code from the catalog."
     renewals = instance.get_latest_materialization_event(dg.AssetKey("renewal_forecasts"))
     assert "# Renewal forecast" in renewals.asset_materialization.metadata["summary"].value
+
+
+def test_a_load_observes_each_input_file_then_records_their_hashes_as_its_inputs(tmp_path, instance):
+    job = dg.define_asset_job("load", selection=dg.AssetSelection.assets(input_files, customer_360))
+    loading = dg.Definitions(assets=[input_files, customer_360], jobs=[job], resources={"project": _project(tmp_path)})
+    assert loading.resolve_job_def("load").execute_in_process(instance=instance).success
+    for name in ("accounts", "subs", "usage"):
+        record = instance.fetch_observations(dg.AssetKey(["inputs", name]), limit=1).records[0]
+        digest = "sha256:" + hashlib.sha256((FIXTURES / f"{name}.csv").read_bytes()).hexdigest()
+        assert record.asset_observation.data_version == digest
+        assert record.asset_observation.metadata["file"].value == f"{name}.csv"
+    # The materialization of customer_360 names the input versions it was made from.
+    event = instance.get_latest_materialization_event(dg.AssetKey("customer_360")).asset_materialization
+    accounts_digest = "sha256:" + hashlib.sha256((FIXTURES / "accounts.csv").read_bytes()).hexdigest()
+    assert event.tags["dagster/input_data_version/inputs/accounts"] == accounts_digest

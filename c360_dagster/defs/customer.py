@@ -9,6 +9,7 @@ import dagster as dg
 import polars as pl
 
 from c360_dagster.defs.checks import check_result, check_specs
+from c360_dagster.defs.inputs import INPUT_SPECS
 from c360_dagster.defs.partitions import register_accounts
 from c360_dagster.defs.resources import C360Project
 from c360_dagster.defs.versions import source_version
@@ -70,6 +71,7 @@ def _frame_metadata(frame: pl.DataFrame, path: Path) -> dict:
     kinds={"polars", "parquet", "json"},
     owners=OWNERS,
     code_version=source_version(loader, integrity, view_json, view),
+    deps=INPUT_SPECS,
     check_specs=[
         dg.AssetCheckSpec(name, asset="customer_360", description=text)
         for name, _, text in integrity.CHECKS

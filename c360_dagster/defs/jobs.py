@@ -13,13 +13,13 @@ def _stage(name: str, asset: str, description: str) -> dg.UnresolvedAssetJobDefi
 
 chain_job = dg.define_asset_job(
     "c360_chain",
-    selection=dg.AssetSelection.groups("customer", "lake"),
-    description="Load → health and signals → renewals → lake, for all accounts.",
+    selection=dg.AssetSelection.groups("inputs", "customer", "lake"),
+    description="Observe the input files → load → health and signals → renewals → lake, for all accounts.",
 )
 load_job = dg.define_asset_job(
     "c360_load",
-    selection=dg.AssetSelection.assets("customer_360", ["lake", "crm_opps"]),
-    description="Load the input folder into the Customer 360 view (and the crm_opps lake table).",
+    selection=dg.AssetSelection.groups("inputs") | dg.AssetSelection.assets("customer_360", ["lake", "crm_opps"]),
+    description="Observe the input files, load them into the Customer 360 view (and the crm_opps lake table).",
 )
 health_job = _stage("c360_health", "account_health", "Score account health.")
 signals_job = _stage("c360_signals", "customer_signals", "Detect churn and expansion signals.")

@@ -42,7 +42,7 @@ def read_customer_360(fixtures_dir: Path | str, as_of: dt.date | None = None) ->
     folder = Path(fixtures_dir)
     if not folder.is_dir():
         raise InputError(f"input folder {folder} not found")
-    sources = _find_sources(folder)
+    sources = find_sources(folder)
     tables = {name: empty_table(name) for name in ENTITIES if name not in sources}
     warnings: list[str] = []
     present = [(name, spec, sources[name]) for name, spec in ENTITIES.items() if name in sources]
@@ -85,7 +85,8 @@ def load_customer_360(fixtures_dir: Path | str, as_of: dt.date | str | None = No
     return customer_360_document(view, run_integrity_checks(view, contract_enforced=True))
 
 
-def _find_sources(folder: Path) -> dict[str, Path]:
+def find_sources(folder: Path) -> dict[str, Path]:
+    """The input file of each entity in `folder`, by entity; InputError for a missing or doubled one."""
     sources = {}
     for name, spec in ENTITIES.items():
         found = [folder / f"{name}.{ext}" for ext in FORMATS if (folder / f"{name}.{ext}").is_file()]
