@@ -386,3 +386,24 @@ def test_a_hostile_csm_name_stays_one_visible_table_cell(library):
 
 def acme_plan_for(library, account):
     return build_playbook(account, health_record("amber", 68), [], [ACME_RENEWAL], library, SEP27, contacts=ACME_CONTACTS)
+
+
+def test_renewal_play_dates_stay_before_the_renewal(library):
+    soon = {**ACME_RENEWAL, "renewal_date": dt.date(2026, 10, 7)}  # Wednesday, 10 days after Sunday 2026-09-27
+    plan = acme_plan(library, [soon])
+    renewal_steps = [(s.title[:20], s.due_date) for s in plan.steps if s.playbook == "renewal"]
+    # +2, +5 as usual; +14 (Monday 2026-10-12) and +30 capped at Tuesday 2026-10-06, the last business day before.
+    assert renewal_steps == [
+        ("Review the renewal's", dt.date(2026, 9, 29)),
+        ("Confirm the renewal ", dt.date(2026, 10, 2)),
+        ("Send the renewal pro", dt.date(2026, 10, 6)),
+        ("Get the renewal sign", dt.date(2026, 10, 6)),
+    ]
+    assert (dt.date(2026, 10, 6), "Renewal plan: Renewal signed or its blockers written down") in [
+        (c.date, c.what) for c in plan.checkpoints
+    ]
+    other = [s.due_date for s in plan.steps if s.title == "Meet the new or remaining decision makers"]
+    assert other == [dt.date(2026, 10, 12)]  # other plays keep their own dates
+    # A renewal on a Monday: the Friday before.
+    monday = acme_plan(library, [{**ACME_RENEWAL, "renewal_date": dt.date(2026, 10, 12)}])
+    assert max(s.due_date for s in monday.steps if s.playbook == "renewal") == dt.date(2026, 10, 9)

@@ -154,6 +154,7 @@ SCHEMA: dict[str, Any] = {
                         },
                     },
                     "risks": _STRINGS,
+                    "due_by_renewal": {"type": "boolean"},
                 },
             },
         },
@@ -201,6 +202,7 @@ class Playbook:
     kpis: tuple[KpiSpec, ...]
     checkpoints: tuple[CheckpointSpec, ...]
     risks: tuple[str, ...]
+    due_by_renewal: bool = False  # its dates never fall after the renewal that made it due
 
 
 @dataclass(frozen=True)
@@ -365,6 +367,7 @@ def load_playbook_library(path: Path | str) -> PlaybookLibrary:
                 for c in item["checkpoints"]
             ),
             risks=tuple(item["risks"]),
+            due_by_renewal=item.get("due_by_renewal", False),
         )
     rules = []
     for index, rule in enumerate(raw["selection"]["rules"]):
@@ -487,6 +490,12 @@ def business_day(day: dt.date) -> dt.date:
     return day + dt.timedelta(days=max(0, 7 - day.weekday()) if day.weekday() >= 5 else 0)
 
 
+def business_day_before(day: dt.date) -> dt.date:
+    """The last working day before `day`."""
+    before = day - dt.timedelta(days=1)
+    return before - dt.timedelta(days=max(0, before.weekday() - 4))
+
+
 def _current_contacts(contacts: Sequence[Mapping[str, Any]], as_of: dt.date) -> dict[str, Mapping[str, Any]]:
     """Per role, the contact in it at as_of; the latest to start wins (ties: by name)."""
     current: dict[str, Mapping[str, Any]] = {}
@@ -519,8 +528,8 @@ def _done_evidence(role: str | None, current: Mapping[str, Mapping[str, Any]], l
     return f"{contact['name']} is the {role.replace('_', ' ')} since {_as_date(contact['started_on']).isoformat()}"
 
 
-def _renewal_due(renewals: Sequence[Mapping[str, Any]], library: PlaybookLibrary, as_of: dt.date) -> bool:
-    """The library's renewal rule (`RenewalDue.expr`, the forecast's own) over this account's rows."""
+def _due_renewal(renewals: Sequence[Mapping[str, Any]], library: PlaybookLibrary, as_of: dt.date) -> dt.date | None:
+    """The earliest renewal due for a play by the library's rule (`RenewalDue.expr`, the forecast's own)."""
     rows = pl.DataFrame(
         [
             {
@@ -533,7 +542,8 @@ def _renewal_due(renewals: Sequence[Mapping[str, Any]], library: PlaybookLibrary
         ],
         schema={"account_id": pl.Utf8, "days_to_renewal": pl.Int64, "bucket": pl.Utf8, "auto_renew": pl.Boolean},
     )
-    return bool(library.renewal_due.accounts(rows)["renewal_due"].any())
+    days = rows.filter(library.renewal_due.expr())["days_to_renewal"].min()
+    return None if days is None else as_of + dt.timedelta(days=int(days))  # type: ignore[arg-type]
 
 
 def _summary(
@@ -591,13 +601,23 @@ def build_playbook(
     # A snoozed signal stays visible but does not pick plays (docs/trust.md).
     codes = sorted({signal["code"] for signal in signals if not signal.get("snoozed_until")})
     renewal_rows = sorted(renewals, key=lambda r: (_as_date(r["renewal_date"]), r["subscription_id"]))
-    due = _renewal_due(renewal_rows, library, as_of)
-    plays = [library.playbooks[pid] for pid in select_playbooks(tier, codes, library, renewal_due=due)]
+    due_renewal = _due_renewal(renewal_rows, library, as_of)
+    plays = [
+        library.playbooks[pid]
+        for pid in select_playbooks(tier, codes, library, renewal_due=due_renewal is not None)
+    ]
     current = _current_contacts(contacts, as_of)
     people = _people(account, current, library)
 
     def who(role: str) -> str:
         return people.get(role, role)
+
+    def due_on(play: Playbook, offset: int) -> dt.date:
+        """as_of + offset on a business day; a `due_by_renewal` play's dates stay before the renewal."""
+        day = business_day(as_of + dt.timedelta(days=offset))
+        if play.due_by_renewal and due_renewal is not None:
+            day = max(min(day, business_day_before(due_renewal)), business_day(as_of))
+        return day
 
     done = [
         DoneItem(play.id, what, evidence)
@@ -609,14 +629,14 @@ def build_playbook(
     # Open steps by due date (business days); ties keep priority order (sorted is stable), then the SOP's order.
     dated = sorted(
         (
-            (business_day(as_of + dt.timedelta(days=step.due_days)), play, step)
+            (due_on(play, step.due_days), play, step)
             for play in plays
             for step in play.steps
             if (play.id, step.title) not in done_titles
         ),
         key=lambda item: item[0],
     )
-    steps = tuple(PlanStep(play.id, step.title, step.owner, due_on, who(step.owner)) for due_on, play, step in dated)
+    steps = tuple(PlanStep(play.id, step.title, step.owner, day, who(step.owner)) for day, play, step in dated)
     raci = tuple(
         RaciEntry(
             play.id, step.title, who(step.owner), who(step.accountable),
@@ -634,7 +654,7 @@ def build_playbook(
                     _kpi_status(spec, current_value),
                 )
     checkpoints = {
-        (business_day(as_of + dt.timedelta(days=c.offset_days)), f"{play.title}: {c.what}")
+        (due_on(play, c.offset_days), f"{play.title}: {c.what}")
         for play in plays
         for c in play.checkpoints
         if (play.id, c.what) not in done_titles
