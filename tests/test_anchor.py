@@ -204,6 +204,9 @@ def test_a_key_inside_artifacts_is_refused(tmp_path, monkeypatch):
     with pytest.raises(C360Error, match=r"a signing key sits beside the log it signs .*`mv .*signing.key .*signing.key`") as caught:
         anchor.signing_key(artifacts, tmp_path / "governance.yaml")
     assert caught.value.code == "SIGNING_KEY_EXPOSED"
+    (tmp_path / "signing.key").write_text("this machine's key")  # the move must not overwrite it
+    with pytest.raises(C360Error, match=r"set C360_SIGNING_KEY_FILE to its new place \(.*signing.key already holds another key\)"):
+        anchor.signing_key(artifacts, tmp_path / "governance.yaml")
 
 
 def test_the_test_suite_never_signs_with_the_users_key():

@@ -96,9 +96,15 @@ def _signing_key(
     artifacts = (Path(cwd) / artifacts_dir).resolve()
     legacy = artifacts / LEGACY_KEY
     if legacy.exists():
+        default = signing_key_path()
+        move = (
+            f"move it out of {artifacts} and set {KEY_FILE_ENV} to its new place ({default} already holds another key)"
+            if default.exists()
+            else f"move it out: `mv {legacy} {default}`"
+        )
         raise C360Error(
             f"a signing key sits beside the log it signs ({legacy}), where anyone who can edit the log can "
-            f"re-sign it; move it out, e.g. `mv {legacy} {signing_key_path()}` (or set {KEY_FILE_ENV} to its new place)",
+            f"re-sign it; {move}",
             code="SIGNING_KEY_EXPOSED",
         )
     path = Path(cwd) / key_file
