@@ -20,8 +20,8 @@ from c360_dagster.defs.customer import (
 from c360_dagster.defs.partitions import ACCOUNT_BACKFILL, ACCOUNT_PARTITIONS
 from c360_dagster.defs.resources import C360Project
 from c360_dagster.defs.versions import source_version
-from c360_dagster.domain import health, lake, playbooks, qbr, qbr_pptx, signals
-from c360_dagster.domain.errors import GateError
+from c360_dagster.domain import health, lake, playbooks, qbr, qbr_deck, qbr_layout, qbr_pptx, signals
+from c360_dagster.domain.errors import C360Error, GateError
 from c360_dagster.domain.io import sha256_bytes, sha256_file, write_json_atomic, write_text_atomic
 from c360_dagster.domain.text import unknown_account
 
@@ -197,7 +197,7 @@ def _gate_metadata(gate: qbr.Gate) -> dict[str, dg.MetadataValue]:
     group_name="accounts",
     kinds={"markdown", "pptx"},
     owners=OWNERS,
-    code_version=source_version(qbr, qbr_pptx),
+    code_version=source_version(qbr, qbr_deck, qbr_layout, qbr_pptx),
     partitions_def=ACCOUNT_PARTITIONS,
     backfill_policy=ACCOUNT_BACKFILL,
     # Everything it reads, so the graph is the lineage: the lake's score history included.
@@ -209,6 +209,11 @@ def _gate_metadata(gate: qbr.Gate) -> dict[str, dg.MetadataValue]:
 )
 def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360Project):
     """Exec-ready QBR pack per account (Markdown and PowerPoint), behind governance gates."""
+    settings_file = project.config_path("qbr")
+    settings = qbr.load_qbr_settings(settings_file)
+    settings_hash = {"qbr.yaml": sha256_file(settings_file)} if settings_file.exists() else {}
+    if settings.template is not None:
+        settings_hash["qbr_template.pptx"] = sha256_bytes(settings.template)
     inputs = RunInputs(project, context.partition_keys)
     playbook_files = {account_id: playbook_paths(project, account_id)[1] for account_id in inputs.accounts}
     playbook_texts = {
@@ -231,23 +236,28 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
         raise GateError("; ".join(gate.message for gate in blocked), code=blocked[0].code)
     histories = lake.score_histories(project.lake_path, list(inputs.accounts))
     # Rendered before taking the write lock, so runs of other batches render at the same time.
-    packs = {
-        account_id: qbr.render_qbr_pack(
-            qbr.build_qbr_context(
-                account=one.account,
-                view=inputs.view,
-                health=one.health,
-                signals=one.signals,
-                renewals=one.renewals,
-                playbook=json.loads(playbook_texts[account_id]) if account_id in playbook_texts else None,
-                score_history=histories[account_id],
-                include_contacts=config.include_contacts,
-                as_of=inputs.view.as_of,
-            ),
-            pptx=config.pptx,
-        )
-        for account_id, one in inputs.accounts.items()
-    }
+    # One account that cannot be rendered does not sink the batch: the others are written and
+    # the run then fails naming it.
+    packs, failed = {}, {}
+    for account_id, one in inputs.accounts.items():
+        try:
+            packs[account_id] = qbr.render_qbr_pack(
+                qbr.build_qbr_context(
+                    account=one.account,
+                    view=inputs.view,
+                    health=one.health,
+                    signals=one.signals,
+                    renewals=one.renewals,
+                    playbook=json.loads(playbook_texts[account_id]) if account_id in playbook_texts else None,
+                    score_history=histories[account_id],
+                    include_contacts=config.include_contacts,
+                    as_of=inputs.view.as_of,
+                    settings=settings,
+                ),
+                pptx=config.pptx,
+            )
+        except Exception as exc:  # noqa: BLE001 - reported per account below, the batch goes on
+            failed[account_id] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
     written: dict[str, dict[str, str]] = {}
     with project.writing():
         for account_id, pack in packs.items():
@@ -256,7 +266,7 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
             project.record_event(
                 context,
                 as_of=inputs.view.as_of.isoformat(),
-                inputs={**inputs.input_hashes, **playbook_hash},
+                inputs={**inputs.input_hashes, **settings_hash, **playbook_hash},
                 outputs=files,
                 extra={"privacy_signoff": "granted"} if config.include_contacts else None,
                 partition=account_id,
@@ -268,6 +278,12 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
         context.add_asset_metadata(
             {**account_facts(inputs.accounts[account_id]), "files": dg.MetadataValue.json(sorted(files))},
             partition_key=account_id,
+        )
+    if failed:
+        raise C360Error(
+            f"the QBR pack of {len(failed)} account(s) could not be rendered and was not written "
+            f"({len(packs)} other(s) written): " + "; ".join(f"{key}: {why}" for key, why in sorted(failed.items())),
+            code="QBR_RENDER_FAILED",
         )
     yield dg.MaterializeResult(
         metadata={**counted, "path": dg.MetadataValue.path(str(project.customer_dir))}

@@ -6,7 +6,6 @@ format it, so the Markdown files and the slides always tell the same story.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import os
@@ -19,7 +18,9 @@ from typing import Any
 
 import polars as pl
 
-from c360_dagster.domain import qbr_pptx
+from c360_dagster.domain import qbr_deck, qbr_pptx
+from c360_dagster.domain.config import load_yaml_config
+from c360_dagster.domain.errors import ConfigError
 from c360_dagster.domain.io import sha256_bytes, write_bytes_atomic
 from c360_dagster.domain.text import fmt_number, render_template, safe_filename
 from c360_dagster.domain.view import Customer360
@@ -35,6 +36,29 @@ CONTACT_KEYS = frozenset({"contact_id", "contact_name", "email", "name"})
 COMPONENTS = ("adoption", "value", "support", "commercial", "sentiment")
 MARKDOWN_FILES = ("index.md", "scorecard.md", "timeline.md", "roadmap.md")
 SLIDES_MD = "slides.md"
+REVIEW_TEMPLATE = "qbr_review.md.j2"
+# Timeline events a customer sees; invoices and their ids stay in the internal review.
+CUSTOMER_EVENTS = frozenset(
+    {"case_closed", "case_opened", "nps_answer", "renewal_due", "stakeholder_ended", "stakeholder_started"}
+)
+DEFAULT_TEMPLATE = "qbr_template.pptx"  # the company's own deck template, beside qbr.yaml
+SETTINGS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["show_health_score", "strength_at", "customer_roles"],
+    "properties": {
+        "show_health_score": {"type": "boolean"},
+        "strength_at": {"type": "number", "minimum": 0, "maximum": 100},
+        "customer_roles": {
+            "type": "array", "uniqueItems": True, "maxItems": 20,
+            "items": {"type": "string", "minLength": 1, "maxLength": 64},
+        },
+        "roadmap_topics": {
+            "type": "array", "maxItems": 12, "items": {"type": "string", "minLength": 1, "maxLength": 200},
+        },
+        "template": {"type": "string", "minLength": 1, "maxLength": 1024},
+    },
+}
 EVENT_LABELS = {
     "case_closed": "case closed",
     "case_opened": "case opened",
@@ -46,6 +70,39 @@ EVENT_LABELS = {
     "stakeholder_ended": "stakeholder left role",
     "stakeholder_started": "stakeholder started",
 }
+
+
+@dataclass(frozen=True)
+class QbrSettings:
+    """`configs/customer/qbr.yaml`: what the customer deck shows and which template it uses."""
+
+    show_health_score: bool = False  # default: strengths and focus areas in words, no number
+    strength_at: float = 70.0  # a component scoring at least this is a strength, else a focus area
+    customer_roles: tuple[str, ...] = ("Customer Champion", "Customer Exec Sponsor", "Customer Admin")
+    roadmap_topics: tuple[str, ...] = ()
+    template: bytes | None = None  # the company's .pptx template; None: the bundled default theme
+
+
+def load_qbr_settings(path: Path | str) -> QbrSettings:
+    """Read and validate qbr.yaml (defaults when absent) and the deck template it points at."""
+    path = Path(path)
+    raw = load_yaml_config(path, SETTINGS_SCHEMA) if path.exists() else {}
+    named = raw.get("template")
+    template_path = path.parent / (named or DEFAULT_TEMPLATE)
+    template = None
+    if named or template_path.exists():
+        try:
+            template = template_path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{path}: template: cannot read {template_path} ({exc.strerror or exc})") from None
+        qbr_pptx.check_template(template, f"{path}: template: {template_path}")
+    return QbrSettings(
+        show_health_score=raw.get("show_health_score", False),
+        strength_at=float(raw.get("strength_at", 70.0)),
+        customer_roles=tuple(raw.get("customer_roles", QbrSettings.customer_roles)),
+        roadmap_topics=tuple(raw.get("roadmap_topics", ())),
+        template=template,
+    )
 
 
 @dataclass(frozen=True)
@@ -65,6 +122,7 @@ class Component:
     points: float
     reason: str | None
     evidence: str
+    measured: Mapping[str, Any]  # the evidence's values, for phrases in words
 
 
 @dataclass(frozen=True)
@@ -95,6 +153,31 @@ class WeekPoint:
     week_end: dt.date
     active_users: int
     seats: int
+    features_used: int
+    release_features_used: int
+
+
+@dataclass(frozen=True)
+class SupportSummary:
+    """The quarter's support cases: opened, closed, how fast, within the agreed response time."""
+
+    opened: int
+    closed: int
+    open_now: int
+    median_days_to_close: float | None  # None when no case closed in the quarter
+    sla_met_pct: float | None  # of the cases opened in the quarter; None when none was opened
+
+
+@dataclass(frozen=True)
+class NpsPoint:
+    on: dt.date
+    score: int
+
+
+@dataclass(frozen=True)
+class UpcomingRenewal:
+    product: str
+    renewal_date: dt.date
 
 
 @dataclass(frozen=True)
@@ -115,6 +198,17 @@ class RoadmapItem:
     kind: str  # step / checkpoint / adoption_gap
     what: str
     owner: str
+    customer_roles: tuple[str, ...] = ()  # the customer's roles in the step's RACI: a joint step
+
+    @property
+    def joint(self) -> bool:
+        """A step the customer takes part in: it belongs in the customer deck's success plan."""
+        return bool(self.customer_roles)
+
+    @property
+    def your_owner(self) -> str:
+        """The customer's side of a joint step: `Customer Champion` reads `Champion`."""
+        return ", ".join(role.removeprefix("Customer ") for role in self.customer_roles)
 
 
 @dataclass(frozen=True)
@@ -151,16 +245,21 @@ class QbrContext:
     segment: str
     csm_owner: str | None
     as_of: dt.date
+    period_start: dt.date  # the first day of the quarter under review
     score: int | None
     total: int
     tier: str
     status: str
+    lifecycle: str | None
     scorecard: str
     previous: ScorePoint | None  # the latest earlier snapshot in the lake
     components: tuple[Component, ...]
     signals: tuple[SignalLine, ...]
     renewals: tuple[RenewalLine, ...]
     weekly_usage: tuple[WeekPoint, ...]
+    support: SupportSummary
+    nps: tuple[NpsPoint, ...]  # answers of the past year, oldest first
+    upcoming_renewals: tuple[UpcomingRenewal, ...]  # active subscriptions renewing within a year
     timeline: tuple[TimelineEvent, ...]
     roadmap: tuple[RoadmapItem, ...]
     stakeholders: tuple[Stakeholder, ...]
@@ -172,6 +271,7 @@ class QbrContext:
     kpis: tuple[Kpi, ...]
     risks: tuple[str, ...]
     include_contacts: bool
+    settings: QbrSettings = QbrSettings()
 
     @property
     def score_change(self) -> int | None:
@@ -187,6 +287,18 @@ class QbrContext:
             return "no earlier snapshot"
         direction = "no change" if change == 0 else f"{'up' if change > 0 else 'down'} {abs(change)}"
         return f"{direction} since {self.previous.as_of.isoformat()}"
+
+    @property
+    def next_review(self) -> dt.date:
+        return self.as_of + dt.timedelta(weeks=USAGE_WEEKS)
+
+    @property
+    def customer_timeline(self) -> tuple[TimelineEvent, ...]:
+        return tuple(event for event in self.timeline if event.kind in CUSTOMER_EVENTS)
+
+    @property
+    def joint_steps(self) -> tuple[RoadmapItem, ...]:
+        return tuple(step for step in self.plan_steps if step.joint)
 
     @property
     def risk_signals(self) -> tuple[SignalLine, ...]:
@@ -244,9 +356,11 @@ def build_qbr_context(
     score_history: Sequence[Mapping[str, Any]],
     include_contacts: bool,
     as_of: dt.date,
+    settings: QbrSettings = QbrSettings(),
 ) -> QbrContext:
     """Gather one account's QBR content from its 360 rows and the stage outputs."""
     account_id = account["account_id"]
+    period_start = as_of - dt.timedelta(weeks=USAGE_WEEKS) + dt.timedelta(days=1)
     history = _score_history(score_history, health.get("score"), health.get("tier"), as_of)
     earlier = [point for point in history if point.as_of < as_of]
     weekly = _weekly_usage(view, account_id, as_of)
@@ -255,7 +369,7 @@ def build_qbr_context(
         SignalLine(s["code"], s.get("kind", "risk"), _evidence_phrase(s.get("evidence") or {}, include_contacts))
         for s in sorted(signals, key=lambda s: s["code"])
     )
-    plan_steps, checkpoints = _plan(playbook)
+    plan_steps, checkpoints = _plan(playbook, settings.customer_roles)
     plan = playbook or {}
     return QbrContext(
         account_id=account_id,
@@ -263,16 +377,21 @@ def build_qbr_context(
         segment=account.get("segment") or "",
         csm_owner=account.get("csm_owner"),
         as_of=as_of,
+        period_start=period_start,
         score=health.get("score"),
         total=health.get("total", 100),
         tier=health.get("tier") or "unscored",
         status=health.get("status", "scored"),
+        lifecycle=health.get("lifecycle"),
         scorecard=health.get("scorecard", "default"),
         previous=earlier[-1] if earlier else None,
         components=components,
         signals=signal_lines,
         renewals=_renewals(renewals),
         weekly_usage=weekly,
+        support=_support(view, account_id, period_start, as_of),
+        nps=_nps(view, account_id, as_of),
+        upcoming_renewals=_upcoming_renewals(view, account_id, as_of),
         timeline=_timeline(view, account_id, as_of, include_contacts),
         roadmap=_roadmap(plan_steps, checkpoints, components, signal_lines, weekly, as_of),
         stakeholders=_stakeholders(view, account_id, as_of, include_contacts),
@@ -287,13 +406,19 @@ def build_qbr_context(
         ),
         risks=tuple(str(risk) for risk in plan.get("risks", ())),
         include_contacts=include_contacts,
+        settings=settings,
     )
 
 
 def render_qbr_markdown(ctx: QbrContext, *, deck: str | None = None) -> dict[str, str]:
-    """The pack's Markdown files by name; `deck` is the relative link to the slides, if any."""
+    """The customer pack's Markdown files by name; `deck` is the relative link to the slides, if any."""
     pages = {name: f"qbr_{name.removesuffix('.md')}.md.j2" for name in MARKDOWN_FILES}
-    return {name: render_template(template, ctx=ctx, deck=deck) for name, template in pages.items()}
+    return {name: render_template(template, ctx=ctx, deck=deck, fmt=qbr_deck.FORMATS) for name, template in pages.items()}
+
+
+def render_review_markdown(ctx: QbrContext, *, deck: str | None = None) -> str:
+    """The internal account review: score, signals, forecast, the whole plan and its risks."""
+    return render_template(REVIEW_TEMPLATE, ctx=ctx, deck=deck, fmt=qbr_deck.FORMATS)
 
 
 def pptx_available() -> bool:
@@ -307,32 +432,45 @@ def pptx_available() -> bool:
 
 @dataclass(frozen=True)
 class RenderedPack:
-    """A QBR pack's bytes, ready to write: `qbr_<id>/<file>` and, unless it fell back, the deck."""
+    """A QBR pack's bytes, ready to write.
+
+    `files` go into the customer's folder `qbr_<id>/`; `beside` are the files next to it: the
+    customer deck `qbr_<id>.pptx` (unless it fell back to `slides.md`) and the account team's
+    internal review `review_<id>.md` and `review_<id>.pptx`.
+    """
 
     name: str
     files: dict[str, bytes]
-    deck: bytes | None
+    beside: dict[str, bytes]
+    owned: tuple[str, ...]  # every name `beside` can hold: one missing now must not linger
 
-    @property
-    def deck_name(self) -> str:
-        return f"{self.name}.pptx"
+
+def pack_names(account_id: str) -> tuple[str, str, str, str]:
+    """The customer folder, the customer deck, the review page and the review deck of an account."""
+    key = safe_filename(account_id)
+    return f"qbr_{key}", f"qbr_{key}.pptx", f"review_{key}.md", f"review_{key}.pptx"
 
 
 def render_qbr_pack(ctx: QbrContext, *, pptx: bool = True) -> RenderedPack:
-    """Every file of the pack, rendered in memory (nothing is written)."""
-    name = f"qbr_{safe_filename(ctx.account_id)}"
-    deck = qbr_pptx.render_pptx(ctx) if pptx and pptx_available() else None
+    """Every file of the pack, for the customer and for the account team, in memory."""
+    name, deck_name, review_name, review_deck_name = pack_names(ctx.account_id)
+    with_decks = pptx and pptx_available()
+    beside = {}
+    if with_decks:
+        beside[deck_name] = qbr_pptx.render_pptx(ctx)
+        beside[review_deck_name] = qbr_pptx.render_pptx(ctx, audience=qbr_deck.REVIEW)
     files = {
         filename: text.encode("utf-8")
-        for filename, text in render_qbr_markdown(ctx, deck=f"../{name}.pptx" if deck is not None else SLIDES_MD).items()
+        for filename, text in render_qbr_markdown(ctx, deck=f"../{deck_name}" if with_decks else SLIDES_MD).items()
     }
-    if deck is None:
+    if not with_decks:
         files[SLIDES_MD] = qbr_pptx.render_slides_md(ctx).encode("utf-8")
-    return RenderedPack(name, files, deck)
+    beside[review_name] = render_review_markdown(ctx, deck=review_deck_name if with_decks else None).encode("utf-8")
+    return RenderedPack(name, files, dict(sorted(beside.items())), (deck_name, review_name, review_deck_name))
 
 
 def write_qbr_pack(ctx: QbrContext, artifacts_customer_dir: Path, *, pptx: bool = True) -> dict[str, str]:
-    """Render and write `qbr_<id>/` (and `qbr_<id>.pptx`); return relative path → content hash."""
+    """Render and write one account's pack; return relative path → content hash."""
     return save_qbr_pack(render_qbr_pack(ctx, pptx=pptx), artifacts_customer_dir)
 
 
@@ -349,36 +487,32 @@ def save_qbr_pack(pack: RenderedPack, artifacts_customer_dir: Path) -> dict[str,
         (staging / pack.name).mkdir()
         for filename in sorted(pack.files):
             write_bytes_atomic(staging / pack.name / filename, pack.files[filename])
-        if pack.deck is not None:
-            write_bytes_atomic(staging / pack.deck_name, pack.deck)
-        _swap_in(staging, base, pack.name, pack.deck_name)
+        for filename in sorted(pack.beside):
+            write_bytes_atomic(staging / filename, pack.beside[filename])
+        _swap_in(staging, base, pack)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     written = {f"{pack.name}/{filename}": sha256_bytes(data) for filename, data in pack.files.items()}
-    if pack.deck is not None:
-        written[pack.deck_name] = sha256_bytes(pack.deck)
+    written.update((filename, sha256_bytes(data)) for filename, data in pack.beside.items())
     return dict(sorted(written.items()))
 
 
-def _swap_in(staging: Path, base: Path, name: str, deck_name: str) -> None:
-    """Rename the staged folder and deck into place; on any failure put the old pack back."""
-    target, retired = base / name, staging / ".retired"
-    had_pack = target.exists()
-    if had_pack:
-        os.replace(target, retired)
+def _swap_in(staging: Path, base: Path, pack: RenderedPack) -> None:
+    """Rename the staged folder and the files beside it into place; on any failure put the old pack back."""
+    old = [name for name in (pack.name, *pack.owned) if (base / name).exists()]
+    for name in old:
+        os.replace(base / name, staging / f".old.{name}")
     try:
-        os.replace(staging / name, target)
-        if (staging / deck_name).exists():
-            os.replace(staging / deck_name, base / deck_name)
-        else:
-            # The slides.md fallback replaces a deck from an earlier run, so none may linger.
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(base / deck_name)
+        os.replace(staging / pack.name, base / pack.name)
+        # A file this pack lacks (the decks under the slides.md fallback) stays retired.
+        for filename in pack.beside:
+            os.replace(staging / filename, base / filename)
     except BaseException:
-        if target.exists():
-            os.replace(target, staging / ".failed")
-        if had_pack:
-            os.replace(retired, target)
+        for name in (pack.name, *pack.owned):
+            if (base / name).exists():
+                os.replace(base / name, staging / f".failed.{name}")
+        for name in old:
+            os.replace(staging / f".old.{name}", base / name)
         raise
 
 
@@ -451,6 +585,7 @@ def _components(health: Mapping[str, Any], include_contacts: bool) -> tuple[Comp
                 points=round(float(part.get("points") or 0.0), 2),
                 reason=None if available else (part.get("reason") or "not measured"),
                 evidence=_evidence_phrase(part.get("evidence") or {}, include_contacts),
+                measured=_as_mapping(part.get("evidence")) or {},
             )
         )
     return tuple(result)
@@ -487,7 +622,7 @@ def _weekly_usage(view: Customer360, account_id: str, as_of: dt.date) -> tuple[W
         (pl.col("account_id") == account_id)
         & (pl.col("window_end") > first_end)
         & (pl.col("window_end") <= as_of)
-    ).select("window_end", "active_users")
+    ).select("window_end", "active_users", "features_used", "release_features_used")
     subs = view.subs.filter(
         (pl.col("account_id") == account_id) & (pl.col("status") == "active")
     ).select("start_date", "seats")
@@ -503,7 +638,41 @@ def _weekly_usage(view: Customer360, account_id: str, as_of: dt.date) -> tuple[W
         .with_columns(pl.col("seats").fill_null(0))
         .sort("window_end")
     )
-    return tuple(WeekPoint(*row) for row in series.select("window_end", "active_users", "seats").iter_rows())
+    columns = ("window_end", "active_users", "seats", "features_used", "release_features_used")
+    return tuple(WeekPoint(*row) for row in series.select(columns).iter_rows())
+
+
+def _support(view: Customer360, account_id: str, start: dt.date, as_of: dt.date) -> SupportSummary:
+    cases = view.cases.filter((pl.col("account_id") == account_id) & (pl.col("opened_on") <= as_of))
+    opened = cases.filter(pl.col("opened_on") >= start)
+    closed = cases.filter(pl.col("closed_on").is_between(start, as_of))
+    still_open = cases.filter(pl.col("closed_on").is_null() | (pl.col("closed_on") > as_of))
+    days = (closed["closed_on"] - closed["opened_on"]).dt.total_days()
+    met = opened.filter(~pl.col("sla_breached")).height
+    return SupportSummary(
+        opened=opened.height,
+        closed=closed.height,
+        open_now=still_open.height,
+        median_days_to_close=round(float(days.median()), 1) if closed.height else None,
+        sla_met_pct=round(100.0 * met / opened.height, 1) if opened.height else None,
+    )
+
+
+def _nps(view: Customer360, account_id: str, as_of: dt.date) -> tuple[NpsPoint, ...]:
+    answers = view.nps.filter(
+        (pl.col("account_id") == account_id)
+        & pl.col("responded_on").is_between(as_of - dt.timedelta(days=TIMELINE_LOOKBACK_DAYS), as_of)
+    ).sort("responded_on", "response_id")
+    return tuple(NpsPoint(*row) for row in answers.select("responded_on", "score").iter_rows())
+
+
+def _upcoming_renewals(view: Customer360, account_id: str, as_of: dt.date) -> tuple[UpcomingRenewal, ...]:
+    subs = view.subs.filter(
+        (pl.col("account_id") == account_id)
+        & (pl.col("status") == "active")
+        & pl.col("renewal_date").is_between(as_of, as_of + dt.timedelta(days=TIMELINE_LOOKBACK_DAYS))
+    ).sort("renewal_date", "product", "subscription_id")
+    return tuple(UpcomingRenewal(*row) for row in subs.select("product", "renewal_date").iter_rows())
 
 
 def _event(on: str, kind: str, ref: str | pl.Expr, detail: pl.Expr) -> list[pl.Expr]:
@@ -591,13 +760,29 @@ def _stakeholders(
     )
 
 
-def _plan(playbook: Mapping[str, Any] | None) -> tuple[tuple[RoadmapItem, ...], tuple[RoadmapItem, ...]]:
-    """The playbook's steps and checkpoints as dated roadmap items (both key spellings accepted)."""
+def _plan(
+    playbook: Mapping[str, Any] | None, customer_roles: Sequence[str]
+) -> tuple[tuple[RoadmapItem, ...], tuple[RoadmapItem, ...]]:
+    """The playbook's steps and checkpoints as dated roadmap items (both key spellings accepted).
+
+    A step whose RACI names one of the customer's roles is a joint step; the others are ours.
+    """
     if playbook is None:
         return (), ()
+    customer = set(customer_roles)
+    involved: dict[tuple[str, str], tuple[str, ...]] = {}
+    for entry in playbook.get("raci", ()):
+        roles = [entry.get("responsible"), entry.get("accountable"), *entry.get("consulted", ()), *entry.get("informed", ())]
+        key = (entry.get("playbook", ""), entry.get("step", ""))
+        involved[key] = tuple(dict.fromkeys(role for role in roles if role in customer))
     steps = tuple(
         RoadmapItem(
-            _as_date(step.get("due_date") or step["due_on"]), "step", step["title"], step["owner_role"]
+            _as_date(step.get("due_date") or step["due_on"]),
+            "step",
+            step["title"],
+            step["owner_role"],
+            (step["owner_role"],) if step["owner_role"] in customer
+            else involved.get((step.get("playbook", ""), step["title"]), ()),
         )
         for step in playbook.get("steps", ())
     )
