@@ -15,7 +15,7 @@ import pytest
 from pptx import Presentation
 from pptx.enum.chart import XL_CHART_TYPE
 
-from c360_dagster.domain import qbr, qbr_pptx
+from c360_dagster.domain import qbr, qbr_deck, qbr_pptx
 from c360_dagster.domain.entities import ENTITIES
 from c360_dagster.domain.io import sha256_file
 from c360_dagster.domain.view import Customer360
@@ -27,16 +27,32 @@ FORMULA = '=HYPERLINK("http://evil.test","click")'
 CONTACT_NAME = '@SUM(1+1)*cmd|"/C calc"!A0'  # a formula-injection payload as a person's name
 ACCOUNT = {"account_id": "ACME-001", "name": HOSTILE, "segment": "enterprise", "csm_owner": "Sam Owner"}
 MD_FILES = ["index.md", "roadmap.md", "scorecard.md", "timeline.md"]
-SLIDE_TITLES = [
-    f"Quarterly business review: {HOSTILE.replace(chr(10), ' ')}",
-    "Executive summary",
-    "Health scorecard",
-    "Weekly active users vs seats",
-    "Health components",
-    "Signals and risks",
-    "Renewal outlook",
-    "The plan",
-    "Score over time",
+PACK_FILES = sorted(
+    ["qbr_ACME-001.pptx", "review_ACME-001.md", "review_ACME-001.pptx"] + [f"qbr_ACME-001/{name}" for name in MD_FILES]
+)
+NAME_ON_SLIDE = HOSTILE.replace(chr(10), " ")
+CUSTOMER_TITLES = [
+    f"Quarterly Business Review: {NAME_ON_SLIDE}",
+    "Agenda",
+    "Outcomes and Value Delivered",
+    "How Things Are Going",
+    "Adoption Against Seats",
+    "Feature Breadth and New Releases",
+    "Support Summary",
+    "What We Heard",
+    "Our Joint Success Plan",
+    "The Road Ahead",
+    "Next Steps",
+]
+REVIEW_TITLES = [
+    f"Account Review: {NAME_ON_SLIDE}",
+    "Summary",
+    "Health Scorecard",
+    "Signals",
+    "Renewal Forecast",
+    "The Whole Plan",
+    "Plan Risks",
+    "Health Score Over Time",
 ]
 
 
@@ -131,21 +147,26 @@ RENEWALS = [
 ]
 PLAYBOOK = {
     "account_id": "ACME-001", "account_name": HOSTILE, "tier": "red", "plays": ["save"],
-    "summary": "Save the account.", "raci": [],
+    "summary": "Save the account.",
     "steps": [
         {"playbook": "save", "title": "Exec call\nwith | sponsor", "owner_role": "csm", "due_date": "2024-07-07"},
         {"playbook": "save", "title": "Year-end review", "owner_role": "csm", "due_date": "2024-12-31"},
     ],
     "kpis": [{"name": "Adoption", "metric": "x", "current": 55.0, "target": 70.0, "unit": "score", "status": "not met"}],
+    "raci": [
+        {"playbook": "save", "step": "Exec call\nwith | sponsor", "responsible": "csm", "accountable": "csm",
+         "consulted": ["Customer Exec Sponsor"], "informed": []},
+        {"playbook": "save", "step": "Year-end review", "responsible": "csm", "accountable": "csm", "consulted": [], "informed": []},
+    ],
     "checkpoints": [{"date": "2024-07-01", "what": "Renewal of S1"}],
     "risks": ["Champion left"],
 }
 HISTORY = [{"as_of": "2024-03-31", "score": 50, "tier": "amber"}, {"as_of": D(2024, 6, 30), "score": 42, "tier": "red"}]
 
 
-def _ctx(*, include_contacts=False, history=HISTORY, playbook=PLAYBOOK, health=HEALTH) -> qbr.QbrContext:
+def _ctx(*, include_contacts=False, history=HISTORY, playbook=PLAYBOOK, health=HEALTH, settings=qbr.QbrSettings(), view=None, account=ACCOUNT) -> qbr.QbrContext:
     return qbr.build_qbr_context(
-        ACCOUNT, _view(), health, SIGNALS, RENEWALS, playbook, history, include_contacts, AS_OF
+        account, view or _view(), health, SIGNALS, RENEWALS, playbook, history, include_contacts, AS_OF, settings
     )
 
 
@@ -179,12 +200,31 @@ def _charts(data: bytes) -> dict[str, object]:
 def test_weekly_usage_counts_last_quarter_against_seats_of_active_subs():
     # By hand: the January window is older than 13 weeks; S1 (50 seats) is active throughout,
     # S2 (10 seats) from 2024-06-10, S3 is churned and never counts.
-    assert [(w.week_end, w.active_users, w.seats) for w in _ctx().weekly_usage] == [
-        (D(2024, 6, 9), 40, 50),
-        (D(2024, 6, 16), 42, 60),
-        (D(2024, 6, 23), 38, 60),
-        (D(2024, 6, 30), 30, 60),
+    assert [(w.week_end, w.active_users, w.seats, w.features_used, w.release_features_used) for w in _ctx().weekly_usage] == [
+        (D(2024, 6, 9), 40, 50, 12, 2),
+        (D(2024, 6, 16), 42, 60, 12, 3),
+        (D(2024, 6, 23), 38, 60, 11, 2),
+        (D(2024, 6, 30), 30, 60, 10, 1),
     ]
+
+
+def test_support_nps_and_renewals_of_the_quarter():
+    # By hand: the quarter is 2024-04-01..2024-06-30. K1 (opened 05-01, closed 05-03, within
+    # the agreed time) and K2 (opened 06-20, open, breached) were opened in it; K0 is older.
+    ctx = _ctx()
+    assert ctx.period_start == D(2024, 4, 1)
+    assert ctx.support == qbr.SupportSummary(opened=2, closed=1, open_now=1, median_days_to_close=2.0, sla_met_pct=50.0)
+    assert ctx.nps == (qbr.NpsPoint(D(2024, 4, 15), 9),)
+    # Active subscriptions renewing within a year, soonest first; S3 is churned.
+    assert [(r.product, r.renewal_date) for r in ctx.upcoming_renewals] == [(FORMULA, D(2024, 7, 1)), ("Addon", D(2025, 6, 10))]
+
+
+def test_a_step_whose_raci_names_a_customer_role_is_joint():
+    steps = {step.what: step for step in _ctx().plan_steps}
+    assert steps["Exec call\nwith | sponsor"].customer_roles == ("Customer Exec Sponsor",)
+    assert steps["Exec call\nwith | sponsor"].your_owner == "Exec Sponsor"
+    assert not steps["Year-end review"].joint
+    assert [step.what for step in _ctx().joint_steps] == ["Exec call\nwith | sponsor"]
 
 
 def test_timeline_holds_dated_events_sorted_by_date_kind_id():
@@ -263,58 +303,164 @@ def test_gate_messages_say_what_to_do():
 # --- the pack ----------------------------------------------------------------------------
 
 
-def test_pack_writes_every_file_with_its_sections_and_hashes(tmp_path):
+def test_pack_writes_the_customer_pack_and_the_internal_review_with_hashes(tmp_path):
     written = qbr.write_qbr_pack(_ctx(), tmp_path)
-    assert sorted(written) == ["qbr_ACME-001.pptx"] + [f"qbr_ACME-001/{name}" for name in MD_FILES]
+    assert sorted(written) == PACK_FILES
     assert all(sha256_file(tmp_path / rel) == digest for rel, digest in written.items())
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["qbr_ACME-001", "qbr_ACME-001.pptx"]  # no temp left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "qbr_ACME-001", "qbr_ACME-001.pptx", "review_ACME-001.md", "review_ACME-001.pptx"
+    ]  # no temp left
     pack = tmp_path / "qbr_ACME-001"
     sections = {
-        "index.md": ["## Executive summary", "## Contents", "## Stakeholders", "[Slides](../qbr_ACME-001.pptx)"],
-        "scorecard.md": ["## Health score", "## Components", "## Signals", "## Renewal outlook", "| Change since last snapshot | down 8 since 2024-03-31 |"],
-        "timeline.md": ["| Date | Event | Reference | Detail |", "| 2024-06-01 | invoice overdue | I2 | 1200.00 USD |"],
-        "roadmap.md": ["## Next quarter", "## Adoption gaps", "## KPIs", "## Risks", "| 2024-07-01 | checkpoint | Renewal of S1 |  | planned |"],
+        "index.md": ["## Outcomes and value delivered", "## Contents", "## Stakeholders", "[Slides](../qbr_ACME-001.pptx)",
+                     "30 people used the product in the week to 30 Jun 2024, against 40 in the week to 9 Jun 2024: 50% of 60 seats."],
+        "scorecard.md": ["## Where things go well", "## Where we will focus together", "## Support summary",
+                         "| Answered within the agreed time | 50% |", "| 15 Apr 2024 | 9 |"],
+        "timeline.md": ["| Date | Event | Detail |", "| 20 Jun 2024 | Case opened | severity 1, "],
+        "roadmap.md": ["## Our joint success plan", "| 7 Jul 2024 | Exec call with \\| sponsor | csm | Exec Sponsor |",
+                       "## The road ahead", "- Your Addon subscription renews on 10 Jun 2025."],
     }
     for name, expected in sections.items():
         text = (pack / name).read_text(encoding="utf-8")
-        assert all(line in text for line in expected), name
-    scorecard = (pack / "scorecard.md").read_text(encoding="utf-8")
-    assert "| support | n/a | 0 | 0 |  |" in scorecard and "- support: no cases in the window" in scorecard
+        assert all(line in text for line in expected), (name, [line for line in expected if line not in text])
+    review = (tmp_path / "review_ACME-001.md").read_text(encoding="utf-8")
+    for line in ["## Health score", "## Components", "## Signals", "## Renewal forecast", "## The whole plan", "## Plan risks",
+                 "| Change since last snapshot | down 8 since 2024-03-31 |", "| support | n/a | 0 | 0 |  |",
+                 "- support: no cases in the window", "| 2024-06-01 | invoice overdue | I2 | 1200.00 USD |",
+                 "| USD 12,000 | Low | 35% | USD 4,200 |", "| 7 Jul 2024 | step | Exec call with \\| sponsor | csm | joint | planned |"]:
+        assert line in review, line
 
 
-def test_pptx_has_the_slides_charts_of_real_numbers_and_no_placeholder_text(tmp_path):
+# Text that is ours to know: signal codes and evidence, the forecast, invoice and
+# subscription ids, plan risks, the plays and steps the customer takes no part in.
+INTERNAL = [
+    r"SIG_", r"SIG\\_", r"drop_pct", r"drop\\_pct", r"\bLow\b", r"35%", r"4,200", r"\bI[12]\b", r"\bS[123]\b",
+    r"Champion left", r"Year-end review", r"usage fell", r"\bsave\b", r"forecast", r"probability", r"\bred\b",
+]
+
+
+def _customer_texts(root: Path) -> str:
+    parts = [path.read_text(encoding="utf-8") for path in sorted((root / "qbr_ACME-001").glob("*.md"))]
+    return "\n".join(parts + _deck_texts((root / "qbr_ACME-001.pptx").read_bytes()))
+
+
+def test_the_customer_pack_shows_nothing_internal_and_the_review_has_it_all(tmp_path):
     qbr.write_qbr_pack(_ctx(), tmp_path)
-    data = (tmp_path / "qbr_ACME-001.pptx").read_bytes()
-    prs = Presentation(io.BytesIO(data))
-    assert [slide.shapes.title.text for slide in prs.slides] == SLIDE_TITLES
-    for slide in prs.slides:
+    customer = _customer_texts(tmp_path)
+    assert [pattern for pattern in INTERNAL if re.search(pattern, customer)] == []
+    review = (tmp_path / "review_ACME-001.md").read_text(encoding="utf-8") + "\n".join(
+        _deck_texts((tmp_path / "review_ACME-001.pptx").read_bytes())
+    )
+    for pattern in [r"SIG_USAGE_SLIDE_4W", r"drop_pct=25", r"\bLow\b", r"35%", r"Champion left", r"Year-end review", r"usage fell 25%"]:
+        assert re.search(pattern, review), pattern
+
+
+def test_the_health_score_on_the_customer_deck_is_a_config_choice():
+    default = "\n".join(_deck_texts(qbr_pptx.render_pptx(_ctx())))
+    assert "Health score" not in default
+    # Components in words, no score: each below 70 is a focus area; unmeasured support says so;
+    # a component without the measures its phrase needs is named alone.
+    assert "Adoption: n/a weekly active users" not in default and "\nAdoption\n" in default
+    assert "Support Experience: not enough data yet" in default and "Where Things Go Well\nWe will build on this together" in default
+    shown = "\n".join(_deck_texts(qbr_pptx.render_pptx(_ctx(settings=qbr.QbrSettings(show_health_score=True)))))
+    assert "Health score 42 of 100." in shown
+    unscored = {**HEALTH, "score": None, "tier": None, "status": "insufficient_data"}
+    waiting = "\n".join(_deck_texts(qbr_pptx.render_pptx(_ctx(health=unscored, settings=qbr.QbrSettings(show_health_score=True)))))
+    assert "Health score: not enough data yet." in waiting and "None" not in waiting
+    review = "\n".join(_deck_texts(qbr_pptx.render_pptx(_ctx(health=unscored), audience=qbr_deck.REVIEW)))
+    assert "Health no score (not enough data yet); no earlier snapshot" in review
+
+
+def test_the_customer_deck_tells_the_story_in_order_on_a_16_9_theme():
+    prs = Presentation(io.BytesIO(qbr_pptx.render_pptx(_ctx())))
+    assert (prs.slide_width, prs.slide_height) == (12192000, 6858000)
+    assert [slide.shapes.title.text for slide in prs.slides] == CUSTOMER_TITLES
+    agenda = [shape.text_frame.text for shape in prs.slides[1].shapes if shape.has_text_frame and shape.text_frame.text and shape != prs.slides[1].shapes.title]
+    assert agenda[0].split("\n") == CUSTOMER_TITLES[2:]
+    for number, slide in enumerate(prs.slides, 1):
+        texts = [shape.text_frame.text for shape in slide.shapes if shape.has_text_frame]
         for shape in slide.placeholders:
             assert shape.text_frame.text.strip(), "an empty placeholder would show 'Click to add ...'"
-    assert not any("Click to" in text for text in _deck_texts(data))
+        if number > 1:  # every slide after the title: its number and the customer and date
+            assert str(number) in texts and f"{NAME_ON_SLIDE} · 30 Jun 2024" in texts
+    plan = _table_rows(prs.slides[CUSTOMER_TITLES.index("Our Joint Success Plan")])
+    assert plan == [["Due", "Step", "Our Owner", "Your Owner"], ["7 Jul 2024", "Exec call with | sponsor", "csm", "Exec Sponsor"]]
+    support = [shape.text_frame.text for shape in prs.slides[CUSTOMER_TITLES.index("Support Summary")].shapes if shape.has_text_frame]
+    assert ["2", "Cases Opened", "1", "Cases Resolved", "2", "Median Days to Resolve", "50%", "Answered Within the Agreed Time"] == [
+        t for t in support if t in {"2", "1", "50%", "Cases Opened", "Cases Resolved", "Median Days to Resolve", "Answered Within the Agreed Time"}
+    ]
+    next_steps = "\n".join(_deck_texts(qbr_pptx.render_pptx(_ctx())))
+    assert "7 Jul 2024: Exec call with | sponsor" in next_steps and "Our next business review: the week of 29 Sep 2024" in next_steps
 
-    charts = _charts(data)
-    usage = charts["Weekly active users vs seats"]
-    assert usage.chart_type == XL_CHART_TYPE.LINE
-    assert list(usage.plots[0].categories) == ["2024-06-09", "2024-06-16", "2024-06-23", "2024-06-30"]
+
+def _table_rows(slide) -> list[list[str]]:
+    table = next(shape.table for shape in slide.shapes if shape.has_table)
+    return [[cell.text for cell in row.cells] for row in table.rows]
+
+
+def test_charts_say_what_they_show_with_axis_titles_and_real_numbers():
+    charts = _charts(qbr_pptx.render_pptx(_ctx()))
+    usage = charts["Adoption Against Seats"]
+    assert usage.chart_type == XL_CHART_TYPE.LINE_MARKERS
+    assert usage.chart_title.text_frame.text == "Weekly Active Users and Seats, by Week Ending"
+    assert (usage.category_axis.axis_title.text_frame.text, usage.value_axis.axis_title.text_frame.text) == ("Week Ending", "People")
+    assert list(usage.plots[0].categories) == ["9 Jun", "16 Jun", "23 Jun", "30 Jun"]
     assert {s.name: list(s.values) for s in usage.plots[0].series} == {
-        "Active users": [40.0, 42.0, 38.0, 30.0],
+        "Active Users": [40.0, 42.0, 38.0, 30.0],
         "Seats": [50.0, 60.0, 60.0, 60.0],
     }
-    components = charts["Health components"]
-    assert components.chart_type == XL_CHART_TYPE.BAR_CLUSTERED
-    # support is not measured: it is absent from the bars and named as n/a in a note.
-    assert list(components.plots[0].categories) == ["adoption", "value", "commercial", "sentiment"]
-    assert list(components.plots[0].series[0].values) == [55.0, 40.0, 30.0, 42.5]
-    assert "support: n/a (no cases in the window)" in _deck_texts(data)
-    history = charts["Score over time"]
-    assert list(history.plots[0].categories) == ["2024-03-31", "2024-06-30"]
+    features = charts["Feature Breadth and New Releases"]
+    assert {s.name: list(s.values) for s in features.plots[0].series} == {
+        "Features Used": [12.0, 12.0, 11.0, 10.0], "From Recent Releases": [2.0, 3.0, 2.0, 1.0]
+    }
+    assert features.plots[0].has_data_labels
+    heard = charts["What We Heard"]
+    assert list(heard.plots[0].categories) == ["15 Apr 2024"] and list(heard.plots[0].series[0].values) == [9.0]
+    assert heard.plots[0].has_data_labels and heard.value_axis.maximum_scale == 10
+    history = _charts(qbr_pptx.render_pptx(_ctx(), audience=qbr_deck.REVIEW))["Health Score Over Time"]
+    assert list(history.plots[0].categories) == ["31 Mar 2024", "30 Jun 2024"]
     assert list(history.plots[0].series[0].values) == [50.0, 42.0]
 
 
-def test_no_score_chart_with_fewer_than_two_snapshots():
-    data = qbr_pptx.render_pptx(_ctx(history=[]))
-    assert "Score over time" not in _charts(data)
-    assert len(Presentation(io.BytesIO(data)).slides) == len(SLIDE_TITLES) - 1
+def test_an_nps_answer_of_zero_is_labelled_not_missing():
+    view = _view()
+    view.tables["nps"] = _table("nps", [("N1", "ACME-001", None, D(2024, 5, 1), 0, None), ("N2", "ACME-001", None, D(2024, 6, 1), 7, None)])
+    data = qbr_pptx.render_pptx(_ctx(view=view))
+    heard = _charts(data)["What We Heard"]
+    assert list(heard.plots[0].series[0].values) == [0.0, 7.0]
+    # The label shows every value: the plot's labels are on and not deleted for any point.
+    labels = heard.plots[0].data_labels
+    assert heard.plots[0].has_data_labels and labels.show_value and labels.number_format == "#,##0"
+
+
+def test_no_usage_and_no_nps_give_no_empty_charts_and_no_agenda_lines_for_them():
+    view = _view()
+    view.tables["usage"] = _table("usage", [])
+    view.tables["nps"] = _table("nps", [])
+    prs = Presentation(io.BytesIO(qbr_pptx.render_pptx(_ctx(view=view))))
+    titles = [slide.shapes.title.text for slide in prs.slides]
+    assert "Adoption Against Seats" not in titles and "Feature Breadth and New Releases" not in titles
+    assert "What We Heard" not in titles
+    agenda = "\n".join(shape.text_frame.text for shape in prs.slides[1].shapes if shape.has_text_frame)
+    assert "Adoption" not in agenda and "What We Heard" not in agenda
+    assert not [shape for slide in prs.slides for shape in slide.shapes if shape.has_chart]
+
+
+def test_the_review_deck_holds_the_numbers_for_the_account_team():
+    prs = Presentation(io.BytesIO(qbr_pptx.render_pptx(_ctx(), audience=qbr_deck.REVIEW)))
+    assert [slide.shapes.title.text for slide in prs.slides] == REVIEW_TITLES
+    forecast = _table_rows(prs.slides[REVIEW_TITLES.index("Renewal Forecast")])
+    assert forecast[1] == ["S1", "'=HYPERLINK(\"http://evil.test\",\"click\")", "1 Jul 2024", "USD 12,000", "Low", "35%", "USD 4,200", "usage fell 25%"]
+    texts = _deck_texts(qbr_pptx.render_pptx(_ctx(), audience=qbr_deck.REVIEW))
+    assert f"Internal, for the account team only · {NAME_ON_SLIDE} · 30 Jun 2024" in texts
+
+
+def test_formats_for_people():
+    assert [qbr_deck.fmt_date(D(2026, 11, 15)), qbr_deck.fmt_period(D(2026, 6, 29), D(2026, 9, 27)),
+            qbr_deck.fmt_period(D(2025, 12, 29), D(2026, 3, 29))] == ["15 Nov 2026", "29 Jun – 27 Sep 2026", "29 Dec 2025 – 29 Mar 2026"]
+    assert [qbr_deck.fmt_one(v) for v in (53.0, 37.5, 1234.56, 0.04)] == ["53", "37.5", "1,234.6", "0"]
+    assert [qbr_deck.fmt_money(150000.0, "USD"), qbr_deck.fmt_count(1234567), qbr_deck.fmt_pct(80.0)] == ["USD 150,000", "1,234,567", "80%"]
+    assert qbr_deck.fmt_label("stakeholder_mapping") == "Stakeholder Mapping"
 
 
 def test_pptx_is_byte_identical_on_a_rerun_seconds_later():
@@ -331,24 +477,24 @@ def test_rerun_gives_byte_identical_pack(tmp_path):
     qbr.write_qbr_pack(_ctx(), tmp_path / "a")
     qbr.write_qbr_pack(_ctx(), tmp_path / "b")
     first, second = _pack_bytes(tmp_path / "a"), _pack_bytes(tmp_path / "b")
-    assert len(first) == 5 and first == second
+    assert len(first) == 7 and first == second
 
 
-def test_slides_md_replaces_the_deck_when_python_pptx_is_missing(tmp_path, monkeypatch):
-    qbr.write_qbr_pack(_ctx(), tmp_path)  # an earlier run with a deck
+def test_slides_md_replaces_the_decks_when_python_pptx_is_missing(tmp_path, monkeypatch):
+    qbr.write_qbr_pack(_ctx(), tmp_path)  # an earlier run with decks
     monkeypatch.setitem(sys.modules, "pptx", None)  # `import pptx` now raises ImportError
     assert not qbr.pptx_available()
     written = qbr.write_qbr_pack(_ctx(), tmp_path)
-    assert sorted(written) == [f"qbr_ACME-001/{name}" for name in sorted([*MD_FILES, "slides.md"])]
-    assert not (tmp_path / "qbr_ACME-001.pptx").exists()  # no stale deck beside the new pack
+    assert sorted(written) == [f"qbr_ACME-001/{name}" for name in sorted([*MD_FILES, "slides.md"])] + ["review_ACME-001.md"]
+    assert not (tmp_path / "qbr_ACME-001.pptx").exists() and not (tmp_path / "review_ACME-001.pptx").exists()
     pack = tmp_path / "qbr_ACME-001"
     assert "[Slides](slides.md)" in (pack / "index.md").read_text(encoding="utf-8")
     slides = (pack / "slides.md").read_text(encoding="utf-8")
     titles = [line.split(": ", 1)[1] for line in slides.splitlines() if line.startswith("## Slide ")]
-    assert titles[1:] == SLIDE_TITLES[1:]
+    assert titles[1:] == CUSTOMER_TITLES[1:]
     # The usage chart's numbers, as a table (by hand, as in the weekly usage test).
-    assert "| Category | Active users | Seats |\n|---|---|---|\n| 2024-06-09 | 40 | 50 |" in slides
-    assert "| 2024-06-30 | 30 | 60 |" in slides and "support: n/a (no cases in the window)" in slides
+    assert "| Week Ending | Active Users | Seats |\n|---|---|---|\n| 9 Jun | 40 | 50 |" in slides
+    assert "| 30 Jun | 30 | 60 |" in slides
 
 
 def test_pptx_false_writes_slides_md_too(tmp_path):
@@ -373,7 +519,7 @@ def test_contacts_are_roles_only_by_default(tmp_path):
     qbr.write_qbr_pack(_ctx(), tmp_path / "md", pptx=False)
     text = _all_text(tmp_path)
     assert not [word for word in ("Jane Doe", "jane@acme.test", "bob@acme.test", "calc") if word in text]
-    assert "| champion | 2023-01-01 | 2024-05-01 |" in text and "score 9, champion |" in text
+    assert "| Champion | 1 Jan 2023 | 1 May 2024 |" in text and "| 15 Apr 2024 | NPS answer | score 9, champion |" in text
     assert "contact\\_id" not in text
     assert "| SIG\\_STAKEHOLDER\\_CHANGE | risk | changes=(change=left, on=2024-05-01, role=champion) |" in text
 
@@ -382,11 +528,12 @@ def test_contacts_appear_with_include_contacts(tmp_path):
     qbr.write_qbr_pack(_ctx(include_contacts=True), tmp_path)
     index = (tmp_path / "qbr_ACME-001" / "index.md").read_text(encoding="utf-8")
     assert "| Role | Since | Until | Name | Email |" in index
-    assert "| champion | 2023-01-01 | 2024-05-01 | Jane Doe | jane@acme.test |" in index
+    assert "| Champion | 1 Jan 2023 | 1 May 2024 | Jane Doe | jane@acme.test |" in index
     timeline = (tmp_path / "qbr_ACME-001" / "timeline.md").read_text(encoding="utf-8")
-    assert "| 2024-04-15 | NPS answer | N1 | score 9, champion Jane Doe jane@acme.test |" in timeline
-    scorecard = (tmp_path / "qbr_ACME-001" / "scorecard.md").read_text(encoding="utf-8")
-    assert "changes=(change=left, contact\\_id=C1, on=2024-05-01, role=champion)" in scorecard
+    assert "| 15 Apr 2024 | NPS answer | score 9, champion Jane Doe jane@acme.test |" in timeline
+    review = (tmp_path / "review_ACME-001.md").read_text(encoding="utf-8")
+    assert "| 2024-04-15 | NPS answer | N1 | score 9, champion Jane Doe jane@acme.test |" in review
+    assert "changes=(change=left, contact\\_id=C1, on=2024-05-01, role=champion)" in review
 
 
 # --- escaping ----------------------------------------------------------------------------
@@ -406,19 +553,27 @@ def test_hostile_text_cannot_break_markdown(tmp_path):
             assert len(counts) == 1, (path.name, block)
     index = (tmp_path / "qbr_ACME-001" / "index.md").read_text(encoding="utf-8")
     assert index.startswith("# Quarterly business review: Evil \\| Corp &lt;script&gt;alert(1)&lt;/script&gt;\n")
-    assert "| exec\\_sponsor | 2024-05-02 | current | '@SUM(1+1)\\*cmd\\|\"/C calc\"!A0 | bob@acme.test |" in index
-    scorecard = (tmp_path / "qbr_ACME-001" / "scorecard.md").read_text(encoding="utf-8")
-    assert "| S1 | '=HYPERLINK(\"http://evil.test\",\"click\") | growth |" in scorecard
+    assert "| Exec Sponsor | 2 May 2024 | Current | '@SUM(1+1)\\*cmd\\|\"/C calc\"!A0 | bob@acme.test |" in index
+    review = (tmp_path / "review_ACME-001.md").read_text(encoding="utf-8")
+    assert "| S1 | '=HYPERLINK(\"http://evil.test\",\"click\") | growth |" in review
+    assert "| 7 Jul 2024 | step | Exec call with \\| sponsor | csm | joint | planned |" in review
     roadmap = (tmp_path / "qbr_ACME-001" / "roadmap.md").read_text(encoding="utf-8")
-    assert "| 2024-07-07 | step | Exec call with \\| sponsor | csm | planned |" in roadmap
+    assert "| 7 Jul 2024 | Exec call with \\| sponsor | csm | Exec Sponsor |" in roadmap
 
 
 def test_hostile_text_cannot_break_a_slide():
-    texts = _deck_texts(qbr_pptx.render_pptx(_ctx(include_contacts=True)))
-    assert not [text for text in texts if "\n" in text and not text.startswith("• ")]
-    assert "Quarterly business review: Evil | Corp <script>alert(1)</script>" in texts
-    assert "'=HYPERLINK(\"http://evil.test\",\"click\")" in texts  # renewal table: product cell
-    assert "Exec call with | sponsor" in texts  # plan table: newline folded
+    customer = qbr_pptx.render_pptx(_ctx(include_contacts=True))
+    review = qbr_pptx.render_pptx(_ctx(include_contacts=True), audience=qbr_deck.REVIEW)
+    for data in (customer, review):
+        paragraphs = [
+            p.text for slide in Presentation(io.BytesIO(data)).slides for shape in slide.shapes if shape.has_text_frame
+            for p in shape.text_frame.paragraphs
+        ]
+        assert not [text for text in paragraphs if "\v" in text or "\n" in text]  # no input text broke a line
+    texts = _deck_texts(customer)
+    assert "Quarterly Business Review: Evil | Corp <script>alert(1)</script>" in texts
+    assert "Exec call with | sponsor" in texts  # joint plan table: newline folded
+    assert "'=HYPERLINK(\"http://evil.test\",\"click\")" in _deck_texts(review)  # forecast table: product cell
 
 
 def test_slide_text_folds_lines_drops_xml_invalid_chars_and_guards_formulas():
@@ -453,9 +608,12 @@ def test_failure_while_swapping_restores_the_previous_pack(tmp_path, monkeypatch
     qbr.write_qbr_pack(_ctx(), tmp_path)
     before = _pack_bytes(tmp_path)
     real_replace = qbr.os.replace
+    failed = []
 
     def failing_replace(source, target):
-        if Path(target) == tmp_path / "qbr_ACME-001.pptx":  # the last step, the new folder is in place
+        # The review deck is swapped in last: the new folder and customer deck are in place by then.
+        if Path(target) == tmp_path / "review_ACME-001.pptx" and not failed:
+            failed.append(target)
             raise OSError("rename failed")
         return real_replace(source, target)
 

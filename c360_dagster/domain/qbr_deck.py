@@ -376,24 +376,30 @@ def _outcomes(ctx: QbrContext) -> Slide:
     return Slide("Outcomes and Value Delivered", lead=f"The quarter {fmt_period(ctx.period_start, ctx.as_of)} in numbers.", tiles=tuple(tiles[:4]), bullets=tuple(bullets))
 
 
+# What each component measured, in words: (phrase, the evidence keys it needs).
+COMPONENT_PHRASES = {
+    "adoption": ("{avg_active_users:count} weekly active users, {utilisation_pct:pct} of {seats:count} seats", ("avg_active_users", "utilisation_pct", "seats")),
+    "value": ("{avg_features_used:one} features used each week, {breadth_pct:pct} of the product", ("avg_features_used", "breadth_pct")),
+    "support": ("{cases_in_window:count} cases in the last period, {open_sev1_cases:count} critical open", ("cases_in_window", "open_sev1_cases")),
+    "sentiment": ("latest NPS answer {latest_nps:one} of 10", ("latest_nps",)),
+}
+_FIELD = re.compile(r"\{(\w+):(\w+)\}")
+
+
 def component_phrase(component: Component) -> str:
     """What a health component measured, in words a customer reads (no internal codes)."""
     label = COMPONENT_LABELS.get(component.name, fmt_label(component.name))
     if component.score is None:
         return f"{label}: not enough data yet"
-    ev = component.measured
-    phrases = {
-        "adoption": lambda: f"{fmt_count(ev.get('avg_active_users'))} weekly active users, {fmt_pct(ev.get('utilisation_pct'))} of {fmt_count(ev.get('seats'))} seats",
-        "value": lambda: f"{fmt_one(ev.get('avg_features_used'))} features used each week, {fmt_pct(ev.get('breadth_pct'))} of the product",
-        "support": lambda: f"{fmt_count(ev.get('cases_in_window'))} cases in the last period, {fmt_count(ev.get('open_sev1_cases'))} critical open",
-        "commercial": lambda: "invoices and contract in good order" if not ev.get("overdue_invoices") else "some invoices are open past their due date",
-        "sentiment": lambda: f"latest NPS answer {fmt_one(ev.get('latest_nps'))} of 10",
-    }
-    try:
-        detail = phrases[component.name]() if component.name in phrases else ""
-    except (TypeError, ValueError):
-        detail = ""
-    return f"{label}: {detail}" if detail else label
+    measured = component.measured
+    if component.name == "commercial":
+        overdue = measured.get("overdue_invoices")
+        return f"{label}: {'some invoices are open past their due date' if overdue else 'invoices and contract in good order'}"
+    phrase, keys = COMPONENT_PHRASES.get(component.name, ("", ()))
+    if not phrase or any(not isinstance(measured.get(key), (int, float)) for key in keys):
+        return label
+    formats = {"count": fmt_count, "one": fmt_one, "pct": fmt_pct}
+    return f"{label}: " + _FIELD.sub(lambda m: formats[m.group(2)](measured[m.group(1)]), phrase)
 
 
 def _health_in_words(ctx: QbrContext) -> Slide:
