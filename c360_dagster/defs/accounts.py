@@ -257,7 +257,7 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
                 pptx=config.pptx,
             )
         except Exception as exc:  # noqa: BLE001 - reported per account below, the batch goes on
-            failed[account_id] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            failed[account_id] = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
     written: dict[str, dict[str, str]] = {}
     with project.writing():
         for account_id, pack in packs.items():
