@@ -12,6 +12,7 @@ from pathlib import Path
 
 from c360_dagster import reports
 from c360_dagster.console import Report, command
+from c360_dagster.domain import qbr
 from c360_dagster.domain.errors import C360Error
 from c360_dagster.domain.text import format_amount, visible_text
 from c360_dagster.runner import CPUS, ProjectPaths, account_batches, known_accounts, run_job, run_ranges
@@ -127,7 +128,7 @@ def run_all(args: argparse.Namespace) -> Report:
             *sorted(str(p) for p in customer.glob("*.json")),
             str(customer / "summary.md"),
             f"{customer / 'playbooks'}/ ({len(ids)} playbooks)",
-            f"{customer}/qbr_<account>/ and qbr_<account>.pptx ({len(ids) - len(blocked)} QBR packs)",
+            f"{customer}/qbr_<account>/, qbr_<account>.pptx, review_<account>.md and .pptx ({len(ids) - len(blocked)} QBR packs)",
             str(Path(args.artifacts) / "lake" / "c360.duckdb"),
             str(Path(args.artifacts) / "governance" / "events.jsonl"),
         ],
@@ -354,8 +355,9 @@ def qbr_command(args: argparse.Namespace) -> Report:
     tags = {"c360/privacy_signoff": "granted"} if args.include_contacts and args.privacy_signoff else {}
     report, _ = _run(args, "c360_qbr", partition_key=args.account, ops={"qbr_pack": config}, tags=tags)
     customer = _customer_dir(args)
-    pack = customer / f"qbr_{args.account}"
-    written = sorted(str(p) for p in pack.iterdir()) + [str(customer / f"qbr_{args.account}.pptx")]
+    folder, *beside = qbr.pack_names(args.account)
+    written = sorted(str(p) for p in (customer / folder).iterdir())
+    written += [str(customer / name) for name in beside if (customer / name).exists()]
     return {**report, "what": "QBR pack", "account": args.account, "written": written}
 
 

@@ -109,7 +109,7 @@ def test_a_range_run_writes_each_account_as_its_own_run_would(chain):
         assert played["plays"].value == plan["plays"]
         assert played["path"].value.endswith(f"playbooks/{account_id}.md")
         files = events[("qbr_pack", account_id)]["files"].value
-        assert files and all(f"qbr_{account_id}" in name for name in files)
+        assert files and all(name.startswith((f"qbr_{account_id}", f"review_{account_id}")) for name in files)
         for kind in ("playbook", "qbr_pack"):
             facts = events[(kind, account_id)]
             assert (facts["tier"].value, facts["score"].value) == (health[account_id]["tier"], health[account_id]["score"])

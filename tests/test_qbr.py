@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 from pptx import Presentation
 from pptx.enum.chart import XL_CHART_TYPE
+from pptx.util import Emu
 
 from c360_dagster.domain import qbr, qbr_deck, qbr_pptx
 from c360_dagster.domain.entities import ENTITIES
@@ -630,3 +631,103 @@ def test_empty_placeholders_are_removed():
     slide.shapes.title.text = "Kept"
     qbr_pptx._drop_empty_placeholders(slide)
     assert [shape.text_frame.text for shape in slide.placeholders] == ["Kept"]
+
+
+# --- the company's template and qbr.yaml -----------------------------------------------------
+
+
+def test_a_company_template_gives_its_size_layouts_and_fonts(tmp_path):
+    template = Presentation()
+    template.slide_width, template.slide_height = Emu(10_080_000), Emu(5_670_000)  # 16:9 at 28 x 15.75 cm
+    theme = template.slide_master.part.part_related_by(qbr_pptx.THEME_REL)
+    theme._blob = theme.blob.replace(b'typeface="Calibri"', b'typeface="Arial"')
+    example = template.slides.add_slide(template.slide_layouts[1])
+    example.shapes.title.text = "An example slide of the template"
+    buffer = io.BytesIO()
+    template.save(buffer)
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "qbr_template.pptx").write_bytes(buffer.getvalue())
+    settings = qbr.load_qbr_settings(configs / "qbr.yaml")  # no qbr.yaml: defaults, template found beside it
+    assert settings.template == buffer.getvalue()
+    prs = Presentation(io.BytesIO(qbr_pptx.render_pptx(_ctx(settings=settings))))
+    assert (prs.slide_width, prs.slide_height) == (10_080_000, 5_670_000)
+    assert "An example slide of the template" not in [s.shapes.title.text for s in prs.slides]
+    assert [s.slide_layout.name for s in prs.slides][:2] == ["Title Slide", "Title Only"]
+    assert qbr_pptx._plan(settings.template).geometry.body_font == "Arial"
+
+
+def test_a_template_that_is_not_a_deck_is_a_config_error(tmp_path):
+    (tmp_path / "qbr.yaml").write_text("show_health_score: true\nstrength_at: 70\ncustomer_roles: []\ntemplate: brand.pptx\n")
+    (tmp_path / "brand.pptx").write_bytes(b"not a zip")
+    with pytest.raises(qbr.ConfigError, match=r"qbr.yaml: template: .*brand.pptx: not a PowerPoint template"):
+        qbr.load_qbr_settings(tmp_path / "qbr.yaml")
+    (tmp_path / "qbr.yaml").write_text("show_health_score: yes please\nstrength_at: 70\ncustomer_roles: []\n")
+    with pytest.raises(qbr.ConfigError, match=r"qbr.yaml: show_health_score: "):
+        qbr.load_qbr_settings(tmp_path / "qbr.yaml")
+
+
+# --- nothing overflows ------------------------------------------------------------------------
+
+LONG = "Lorem ipsum dolor sit amet, consectetur adipiscing elit " * 12
+
+
+def _hostile_ctx() -> qbr.QbrContext:
+    """An account made to overflow: a 10,000-character name, 40 long joint steps, long signals."""
+    name = "\u202eEvil\u200b | " + "W" * 10000
+    steps = [
+        {"playbook": "save", "title": f"{i:02d} {LONG}", "owner_role": "CSM " + "x" * 300, "due_date": f"2024-07-{1 + i % 28:02d}"}
+        for i in range(40)
+    ]
+    raci = [{"playbook": "save", "step": step["title"], "responsible": "CSM", "accountable": "CSM",
+             "consulted": ["Customer Champion"], "informed": []} for step in steps]
+    playbook = {**PLAYBOOK, "steps": steps, "raci": raci, "risks": [LONG] * 30, "summary": LONG}
+    return _ctx(playbook=playbook, account={**ACCOUNT, "name": name},
+                settings=qbr.QbrSettings(roadmap_topics=tuple(f"Topic {i} {LONG}" for i in range(12))))
+
+
+def _measured_overflows(data: bytes) -> list[str]:
+    """Each text frame whose text, wrapped with the font's real metrics, is taller than the frame,
+    and each shape outside the slide."""
+    from c360_dagster.domain.qbr_deck import BULLET_INDENT, PARAGRAPH_GAP
+    from c360_dagster.domain.qbr_layout import Font, wrap
+
+    prs = Presentation(io.BytesIO(data))
+    width, height = prs.slide_width / 12700, prs.slide_height / 12700
+    problems = []
+    for number, slide in enumerate(prs.slides, 1):
+        for shape in slide.shapes:
+            left, top = shape.left / 12700, shape.top / 12700
+            right, bottom = left + shape.width / 12700, top + shape.height / 12700
+            if left < 0 or top < 0 or right > width + 0.5 or bottom > height + 0.5:
+                problems.append(f"slide {number}: {shape.name} outside the slide")
+            frames = [(shape.text_frame, shape.width, shape.height)] if shape.has_text_frame else []
+            if shape.has_table:
+                frames = [(cell.text_frame, col.width, row.height)
+                          for row in shape.table.rows for cell, col in zip(row.cells, shape.table.columns, strict=True)]
+            for frame, frame_width, frame_height in frames:
+                used = 0.0
+                for paragraph in frame.paragraphs:
+                    size = paragraph.runs[0].font.size.pt if paragraph.runs and paragraph.runs[0].font.size else None
+                    if size is None:
+                        continue
+                    bullet = paragraph._p.pPr is not None and paragraph._p.pPr.get("marL") is not None
+                    room = frame_width / 12700 - 14.4 - (BULLET_INDENT if bullet else 0)
+                    used += len(wrap(paragraph.text, Font("Calibri", size), room)) * size * 1.22 + (PARAGRAPH_GAP if bullet else 0)
+                if used and used > frame_height / 12700 - 7.2 + 0.01:
+                    problems.append(f"slide {number}: {shape.name} holds {used:.1f} pt of text in {frame_height / 12700 - 7.2:.1f}")
+    return problems
+
+
+def test_hostile_long_text_fits_every_box_of_both_decks():
+    ctx = _hostile_ctx()
+    for audience in (qbr_deck.CUSTOMER, qbr_deck.REVIEW):
+        data = qbr_pptx.render_pptx(ctx, audience=audience)
+        assert _measured_overflows(data) == [], audience
+        prs = Presentation(io.BytesIO(data))
+        assert len(prs.core_properties.title) <= 255 and "<U+202E>Evil<U+200B>" in prs.core_properties.title
+    titles = [s.shapes.title.text for s in Presentation(io.BytesIO(qbr_pptx.render_pptx(ctx))).slides]
+    # 40 joint steps: two plan slides, then the rest is counted with a pointer to roadmap.md.
+    assert [t for t in titles if t.startswith("Our Joint Success Plan")] == ["Our Joint Success Plan (1 of 2)", "Our Joint Success Plan (2 of 2)"]
+    texts = _deck_texts(qbr_pptx.render_pptx(ctx))
+    assert any(re.fullmatch(r"\d+ more rows in roadmap\.md\.", t) for t in texts)

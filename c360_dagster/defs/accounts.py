@@ -281,7 +281,7 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
         )
     if failed:
         raise C360Error(
-            f"the QBR pack of {len(failed)} account(s) could not be rendered and was not written "
+            f"QBR_RENDER_FAILED: the QBR pack of {len(failed)} account(s) could not be rendered and was not written "
             f"({len(packs)} other(s) written): " + "; ".join(f"{key}: {why}" for key, why in sorted(failed.items())),
             code="QBR_RENDER_FAILED",
         )

@@ -11,8 +11,7 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-from PIL import ImageFont
+from typing import Any
 
 # The open fonts with the same advance widths as the ones a deck names (Debian's packages
 # fonts-crosextra-carlito, fonts-liberation2); an unknown typeface is measured as DejaVu Sans,
@@ -46,8 +45,10 @@ def _font_file(name: str) -> Path | None:
 
 
 @functools.cache
-def _font(typeface: str, bold: bool, size_tenths: int) -> ImageFont.FreeTypeFont | None:
+def _font(typeface: str, bold: bool, size_tenths: int) -> Any:
     """The measuring font at a size in tenths of a point (PIL's units are the size's pixels)."""
+    from PIL import ImageFont  # imported on first measure: the console starts without it
+
     files = METRIC_FONTS.get(typeface.casefold(), FALLBACK_FONT)
     path = _font_file(files[bold]) or _font_file(FALLBACK_FONT[bold])
     return ImageFont.truetype(str(path), size_tenths) if path else None
