@@ -253,11 +253,10 @@ def _paragraph_xml(text: str, font: Font, bullet: bool, *, accent: bool = False,
     spacing += f'<a:spcBef><a:spcPts val="{round(PARAGRAPH_GAP * 100) if bullet else 0}"/></a:spcBef>'
     marker = '<a:buFont typeface="Arial"/><a:buChar char="•"/>' if bullet else "<a:buNone/>"
     colour = '<a:solidFill><a:schemeClr val="accent1"/></a:solidFill>' if accent and font.bold else ""
-    run = (
-        f'<a:r><a:rPr lang="en-US" sz="{round(font.size * 100)}" b="{int(font.bold)}" dirty="0">{colour}</a:rPr>'
-        f"<a:t>{_xml_text(text)}</a:t></a:r>"
-    )
-    return f'<a:p><a:pPr {" ".join(props)}>{spacing}{marker}</a:pPr>{run}</a:p>'
+    size = f'lang="en-US" sz="{round(font.size * 100)}" b="{int(font.bold)}" dirty="0"'
+    run = f"<a:r><a:rPr {size}>{colour}</a:rPr><a:t>{_xml_text(text)}</a:t></a:r>" if text else ""
+    # The end mark carries the size too: an empty cell is then one line of this size, not of 18 pt.
+    return f'<a:p><a:pPr {" ".join(props)}>{spacing}{marker}</a:pPr>{run}<a:endParaRPr {size}/></a:p>'
 
 
 def _body_pr() -> str:
