@@ -143,7 +143,7 @@ def test_one_account_that_cannot_be_rendered_does_not_sink_its_batch(chain, monk
         [playbook, qbr_pack], instance=instance, resources={"project": project}, tags=tags, raise_on_error=False
     )
     assert not result.success
-    error = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0].step_failure_data.error
+    error = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error
     failure = error.cause.message  # under Dagster's step error: the C360Error the CLI prints
     assert "QBR_RENDER_FAILED" in failure and "SOYLENT-006: ValueError: a deck that cannot be drawn" in failure
     # The others of the batch are written; the failed one is not.

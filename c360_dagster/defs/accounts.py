@@ -256,7 +256,7 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
                 ),
                 pptx=config.pptx,
             )
-        except Exception as exc:  # noqa: BLE001 - reported per account below, the batch goes on
+        except Exception as exc:
             failed[account_id] = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
     written: dict[str, dict[str, str]] = {}
     with project.writing():

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 
@@ -283,7 +283,7 @@ class QbrContext:
     def change_phrase(self) -> str:
         """`up 3 since 2024-03-31`, `no change since ...`, or `no earlier snapshot`."""
         change = self.score_change
-        if change is None:
+        if change is None or self.previous is None:
             return "no earlier snapshot"
         direction = "no change" if change == 0 else f"{'up' if change > 0 else 'down'} {abs(change)}"
         return f"{direction} since {self.previous.as_of.isoformat()}"
@@ -653,7 +653,7 @@ def _support(view: Customer360, account_id: str, start: dt.date, as_of: dt.date)
         opened=opened.height,
         closed=closed.height,
         open_now=still_open.height,
-        median_days_to_close=round(float(days.median()), 1) if closed.height else None,
+        median_days_to_close=round(cast(float, days.median()), 1) if closed.height else None,
         sla_met_pct=round(100.0 * met / opened.height, 1) if opened.height else None,
     )
 
@@ -811,7 +811,7 @@ def _roadmap(
     adoption = next((c for c in components if c.name == "adoption"), None)
     if adoption is not None and adoption.score is None:
         gaps.append(f"Make adoption measurable ({adoption.reason})")
-    elif adoption is not None and adoption.score < ADOPTION_GAP_BELOW:
+    elif adoption is not None and adoption.score is not None and adoption.score < ADOPTION_GAP_BELOW:
         gaps.append(f"Raise the adoption score from {fmt_number(adoption.score)} to {ADOPTION_GAP_BELOW}")
     gaps += [
         f"Resolve {s.code}" + (f" ({s.evidence})" if s.evidence else "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -339,7 +340,7 @@ def _latest_week(ctx: QbrContext):
     return ctx.weekly_usage[-1] if ctx.weekly_usage else None
 
 
-def _avg(values: list[float]) -> float | None:
+def _avg(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
@@ -519,7 +520,7 @@ def _road_ahead(ctx: QbrContext) -> Slide:
 
 
 def _next_steps(ctx: QbrContext) -> Slide:
-    upcoming = [step for step in ctx.joint_steps if step.due_on >= ctx.as_of][:NEXT_STEPS]
+    upcoming = [step for step in ctx.joint_steps if step.due_on is not None and step.due_on >= ctx.as_of][:NEXT_STEPS]
     bullets = [f"{fmt_date(step.due_on)}: {slide_text(step.what)}" for step in upcoming]
     bullets.append(f"Our next business review: the week of {fmt_date(ctx.next_review)}")
     return Slide("Next Steps", bullets=tuple(bullets))

@@ -27,9 +27,11 @@ from c360_dagster.domain.qbr_deck import (
     PARAGRAPH_GAP,
     SIZES,
     XML_INVALID,
+    Chart,
     Geometry,
     Rect,
     Slide,
+    Table,
     body_regions,
     column_widths,
     customer_slides,
@@ -79,10 +81,11 @@ def check_template(data: bytes, where: str) -> None:
 def _default_template() -> bytes:
     """python-pptx's own template widened to 16:9: every master and layout shape stretched with it."""
     from pptx import Presentation
+    from pptx.util import Emu
 
     prs = Presentation()
     ratio = WIDE[0] / prs.slide_width
-    prs.slide_width, prs.slide_height = WIDE
+    prs.slide_width, prs.slide_height = Emu(WIDE[0]), Emu(WIDE[1])
     # A layout placeholder may inherit its box from the master, and setting one coordinate
     # writes a box of its own: every box is read before any is changed.
     boxes = [
@@ -370,9 +373,9 @@ def _draw(slide: Any, spec: Slide, plan: _Plan) -> None:
         _tiles(shapes, spec, regions["tiles"], geom)
     main = regions["main"]
     if spec.table is not None:
-        _table(shapes, spec, main, geom)
+        _table(shapes, spec.table, main, geom)
     elif spec.chart is not None:
-        _chart(slide, spec, main)
+        _chart(slide, spec.chart, main)
     elif spec.columns:
         _columns(shapes, spec, main, geom)
     elif spec.bullets:
@@ -440,8 +443,7 @@ def _tiles(shapes: _Shapes, spec: Slide, rect: Rect, geom: Geometry) -> None:
         shapes.text(label_rect, [(label, label_font, False)], align="ctr")
 
 
-def _table(shapes: _Shapes, spec: Slide, rect: Rect, geom: Geometry) -> None:
-    table = spec.table
+def _table(shapes: _Shapes, table: Table, rect: Rect, geom: Geometry) -> None:
     font = table_font(geom)
     bold = Font(font.typeface, font.size, True)
     widths = column_widths(table, rect.width)
@@ -450,12 +452,11 @@ def _table(shapes: _Shapes, spec: Slide, rect: Rect, geom: Geometry) -> None:
     shapes.table(Rect(rect.left, rect.top, rect.width, sum(h for _, _, h in laid)), widths, laid)
 
 
-def _chart(slide: Any, spec: Slide, rect: Rect) -> None:
+def _chart(slide: Any, chart_spec: Chart, rect: Rect) -> None:
     from pptx.chart.data import CategoryChartData
     from pptx.enum.chart import XL_CHART_TYPE, XL_LABEL_POSITION, XL_LEGEND_POSITION, XL_MARKER_STYLE
     from pptx.util import Pt
 
-    chart_spec = spec.chart
     data = CategoryChartData(number_format="0")
     data.categories = chart_spec.categories
     for name, values in chart_spec.series:
