@@ -221,6 +221,21 @@ def test_support_nps_and_renewals_of_the_quarter():
     assert [(r.product, r.renewal_date) for r in ctx.upcoming_renewals] == [(FORMULA, D(2024, 7, 1)), ("Addon", D(2025, 6, 10))]
 
 
+def test_named_people_on_both_sides_of_a_joint_step_customer_names_only_with_contacts():
+    # As the playbook names people where the data does: `Name (Role)`.
+    named = {
+        **PLAYBOOK,
+        "steps": [{"playbook": "save", "title": "Agree outcomes", "owner": "Dana Reyes (CSM)", "owner_role": "CSM", "due_date": "2024-07-08"}],
+        "raci": [{"playbook": "save", "step": "Agree outcomes", "responsible": "Dana Reyes (CSM)", "accountable": "CS Manager",
+                  "consulted": ["Alex Kim (Customer Exec Sponsor)"], "informed": ["Customer Champion"]}],
+    }
+    (step,) = _ctx(playbook=named).plan_steps
+    assert (step.owner, step.your_owner) == ("Dana Reyes (CSM)", "Exec Sponsor, Champion")
+    (step,) = _ctx(playbook=named, include_contacts=True).plan_steps
+    assert step.your_owner == "Alex Kim (Exec Sponsor), Champion"
+    assert "Alex Kim" not in "\n".join(_deck_texts(qbr_pptx.render_pptx(_ctx(playbook=named))))
+
+
 def test_a_step_whose_raci_names_a_customer_role_is_joint():
     steps = {step.what: step for step in _ctx().plan_steps}
     assert steps["Exec call\nwith | sponsor"].customer_roles == ("Customer Exec Sponsor",)

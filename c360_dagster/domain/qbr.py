@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -208,7 +209,7 @@ class RoadmapItem:
     @property
     def your_owner(self) -> str:
         """The customer's side of a joint step: `Customer Champion` reads `Champion`."""
-        return ", ".join(role.removeprefix("Customer ") for role in self.customer_roles)
+        return ", ".join(role.replace("Customer ", "") for role in self.customer_roles)
 
 
 @dataclass(frozen=True)
@@ -369,7 +370,7 @@ def build_qbr_context(
         SignalLine(s["code"], s.get("kind", "risk"), _evidence_phrase(s.get("evidence") or {}, include_contacts))
         for s in sorted(signals, key=lambda s: s["code"])
     )
-    plan_steps, checkpoints = _plan(playbook, settings.customer_roles)
+    plan_steps, checkpoints = _plan(playbook, settings.customer_roles, include_contacts)
     plan = playbook or {}
     return QbrContext(
         account_id=account_id,
@@ -760,37 +761,59 @@ def _stakeholders(
     )
 
 
+# A playbook names a person by role as `Name (Role)` where the data names them.
+_NAMED_ROLE = re.compile(r"(?P<name>.+) \((?P<role>[^()]+)\)")
+
+
+def _role_and_name(entry: str) -> tuple[str, str | None]:
+    named = _NAMED_ROLE.fullmatch(entry)
+    return (named["role"], named["name"]) if named else (entry, None)
+
+
 def _plan(
-    playbook: Mapping[str, Any] | None, customer_roles: Sequence[str]
+    playbook: Mapping[str, Any] | None, customer_roles: Sequence[str], include_contacts: bool
 ) -> tuple[tuple[RoadmapItem, ...], tuple[RoadmapItem, ...]]:
     """The playbook's steps and checkpoints as dated roadmap items (both key spellings accepted).
 
     A step whose RACI names one of the customer's roles is a joint step; the others are ours.
+    The customer's people are named only with `include_contacts` (contact-level data).
     """
     if playbook is None:
         return (), ()
     customer = set(customer_roles)
-    involved: dict[tuple[str, str], tuple[str, ...]] = {}
-    for entry in playbook.get("raci", ()):
-        roles = [entry.get("responsible"), entry.get("accountable"), *entry.get("consulted", ()), *entry.get("informed", ())]
-        key = (entry.get("playbook", ""), entry.get("step", ""))
-        involved[key] = tuple(dict.fromkeys(role for role in roles if role in customer))
-    steps = tuple(
-        RoadmapItem(
-            _as_date(step.get("due_date") or step["due_on"]),
-            "step",
-            step["title"],
-            step["owner_role"],
-            (step["owner_role"],) if step["owner_role"] in customer
-            else involved.get((step.get("playbook", ""), step["title"]), ()),
+
+    def theirs(entries: Sequence[str | None]) -> tuple[str, ...]:
+        people = []
+        for entry in entries:
+            role, name = _role_and_name(entry or "")
+            if role in customer:
+                people.append(f"{name} ({role})" if name and include_contacts else role)
+        return tuple(dict.fromkeys(people))
+
+    involved = {
+        (entry.get("playbook", ""), entry.get("step", "")): theirs(
+            [entry.get("responsible"), entry.get("accountable"), *entry.get("consulted", ()), *entry.get("informed", ())]
         )
-        for step in playbook.get("steps", ())
-    )
+        for entry in playbook.get("raci", ())
+    }
+    steps = []
+    for step in playbook.get("steps", ()):
+        role = step["owner_role"]
+        ours = role not in customer  # the step's owner is on our side: named where the data names them
+        steps.append(
+            RoadmapItem(
+                _as_date(step.get("due_date") or step["due_on"]),
+                "step",
+                step["title"],
+                (step.get("owner") or role) if ours else "",
+                theirs([step.get("owner") or role]) if not ours else involved.get((step.get("playbook", ""), step["title"]), ()),
+            )
+        )
     checkpoints = tuple(
         RoadmapItem(_as_date(point.get("date") or point["on"]), "checkpoint", point["what"], "")
         for point in playbook.get("checkpoints", ())
     )
-    return steps, checkpoints
+    return tuple(steps), checkpoints
 
 
 def _roadmap(
