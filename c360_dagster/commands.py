@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from c360_dagster import reports
@@ -545,14 +548,58 @@ def _require_extra(module: str, extra: str, command_name: str) -> None:
         )
 
 
-@command("ui", "Start the Dagster UI (dagster dev) on the project's instance.", lambda r: "")
+# Seconds `dagster dev` gets to stop by itself on Ctrl-C before it is killed.
+UI_STOP_GRACE_S = 3.0
+
+
+def _ui_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=3000, help="the UI's port on 127.0.0.1 (default 3000)")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@command("ui", "Start the Dagster UI (dagster dev) on the project's instance.", lambda r: "", _ui_args)
 def ui_command(args: argparse.Namespace) -> Report:
     from c360_dagster.instance import ensure_dagster_home
 
     _require_extra("dagster_webserver", "ui", "ui")
     ensure_dagster_home()
-    completed = subprocess.run([sys.executable, "-m", "dagster", "dev"], env=os.environ.copy(), check=False)
-    return {"ok": completed.returncode == 0}
+    # `dagster dev` and the webserver, daemon and code server it starts ignore SIGINT and
+    # SIGTERM for over 30 s, so they run in a session of their own that c360 stops as a whole:
+    # on Ctrl-C (or SIGTERM) it asks them to stop, then kills what is left after a short grace.
+    server = subprocess.Popen(
+        [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(args.port)],
+        env=os.environ.copy(), start_new_session=True,
+    )
+    # Handlers set here, not inherited: a shell that started c360 in the background ignores SIGINT.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return {"ok": server.wait() == 0}
+    except KeyboardInterrupt:
+        _stop_session(server)
+        return {"ok": True}
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop_session(leader: subprocess.Popen) -> None:
+    """SIGTERM every process of `leader`'s session, then SIGKILL whatever is left after the grace."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(leader.pid, signal.SIGTERM)
+    deadline = time.monotonic() + UI_STOP_GRACE_S
+    while time.monotonic() < deadline:
+        leader.poll()  # reaps the leader once it exits, so the group empties
+        try:
+            os.killpg(leader.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(leader.pid, signal.SIGKILL)
+    leader.wait()
 
 
 # --- c360:bench -----------------------------------------------------------------------------

@@ -73,7 +73,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return response.status == 200
@@ -94,7 +94,7 @@ def dagster_webserver(env: Mapping[str, str], log_path: Path) -> Iterator[str]:
                                   start_new_session=True)
         try:
             deadline = time.monotonic() + SERVER_START_SECONDS
-            while not _answers(f"{base_url}/server_info"):
+            while not answers(f"{base_url}/server_info"):
                 if server.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"dagster-webserver did not come up on {base_url}:\n{log_path.read_text()[-3000:]}")
                 time.sleep(0.5)

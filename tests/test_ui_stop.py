@@ -1,0 +1,41 @@
+"""`c360 c360:ui` stops on Ctrl-C within seconds, leaving no `dagster dev` process behind."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+from ui_support import REPO, SERVER_START_SECONDS, answers, dagster_env, free_port
+
+STOP_WITHIN_S = 10.0
+
+
+def test_ctrl_c_stops_the_ui_and_every_process_it_started(tmp_path):
+    env = dagster_env(tmp_path / "dagster_home")
+    port = free_port()
+    c360 = subprocess.Popen(
+        [str(Path(sys.executable).with_name("c360")), "c360:ui", "--port", str(port)], cwd=REPO, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        while not answers(f"http://127.0.0.1:{port}/server_info"):
+            assert c360.poll() is None and time.monotonic() < deadline, "the UI did not come up"
+            time.sleep(0.5)
+        started = psutil.Process(c360.pid).children(recursive=True)
+        assert started, "dagster dev runs as a child of c360"
+        c360.send_signal(signal.SIGINT)  # what a terminal sends on Ctrl-C
+        stopping = time.monotonic()
+        c360.wait(timeout=STOP_WITHIN_S * 3)
+        assert time.monotonic() - stopping < STOP_WITHIN_S
+        assert c360.returncode == 0
+        _, alive = psutil.wait_procs(started, timeout=1)
+        assert alive == []
+        assert not answers(f"http://127.0.0.1:{port}/server_info")
+    finally:
+        if c360.poll() is None:
+            c360.kill()
