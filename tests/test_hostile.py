@@ -330,3 +330,158 @@ def test_a_window_of_99999999_days_is_a_clean_error(in_loaded, capsys):
         "c360: C360_ERROR: window_days must be between 0 and 36500 (days), got 99999999; give a shorter --window-days\n"
     )
     assert in_loaded.snapshot() == before
+
+
+# --- 6. Inputs that exhaust memory, and text INPUTS.md refuses ---------------------------------
+from c360_dagster.domain import loader  # noqa: E402
+from c360_dagster.domain.errors import InputError  # noqa: E402
+
+from conftest import replace_in  # noqa: E402
+
+
+def input_error(folder: Path) -> str:
+    with pytest.raises(InputError) as caught:
+        loader.read_customer_360(folder)
+    return caught.value.describe()
+
+
+def test_a_3_mb_line_is_refused_reading_at_most_1_mib_at_a_time(small_dir, monkeypatch):
+    replace_in(small_dir / "accounts.csv", "Beta LLC", "B" * 3_000_000)
+    reads: list[int] = []
+
+    class MeasuredFile:
+        def __init__(self, handle):
+            self._handle = handle
+
+        def read(self, size=-1):
+            data = self._handle.read(size)
+            reads.append(len(data))
+            return data
+
+        def __getattr__(self, name):
+            return getattr(self._handle, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._handle.close()
+
+    # Every open() of the loader (the line scan and the header) goes through the wrapper.
+    monkeypatch.setattr(loader, "open", lambda *a, **k: MeasuredFile(open(*a, **k)), raising=False)
+    assert input_error(small_dir) == (
+        "INPUT_INVALID: file accounts.csv, row 2, column name: expected a value of at most 65536 bytes (64 KiB), got a longer one"
+    )
+    assert reads and max(reads) <= loader.MAX_LINE_BYTES
+
+
+def test_a_2_gb_line_costs_no_memory(small_dir):
+    import resource
+    import tracemalloc
+
+    path = small_dir / "accounts.csv"
+    with path.open("ab") as handle:  # a sparse 2 GB last line: NUL bytes the disk does not store
+        handle.write(b"HUGE-1,")
+        handle.truncate(2 * 1024**3)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tracemalloc.start()
+    try:
+        message = input_error(small_dir)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert message == (
+        "INPUT_INVALID: file accounts.csv, row 3, column name: expected a value of at most 65536 bytes (64 KiB), got a longer one"
+    )
+    assert peak < 8 * loader.MAX_LINE_BYTES  # a few chunks, not 2 GB (the old reader peaked at 5 GiB RSS)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 256 * 1024  # KiB
+
+
+def test_a_field_over_64_kib_in_a_short_line_names_row_and_column(small_dir):
+    replace_in(small_dir / "accounts.csv", "Acme Corp", "A" * 70_000)
+    assert input_error(small_dir).startswith(
+        "INPUT_INVALID: file accounts.csv, row 1, column name: expected a value of at most 65536 bytes (64 KiB), got AAAA"
+    )
+
+
+def test_a_long_csv_line_names_the_first_over_long_field(small_dir):
+    replace_in(small_dir / "accounts.csv", "BETA-002,Beta LLC,smb,", "BETA-002,Beta LLC,smb," + '"' + "x," * 40_000 + '"' + "y" * 1_100_000)
+    assert input_error(small_dir) == (
+        "INPUT_INVALID: file accounts.csv, row 2, column industry: expected a value of at most 65536 bytes (64 KiB), got a longer one"
+    )
+
+
+def test_long_json_lines_name_the_key(small_dir):
+    (small_dir / "nps.csv").unlink()
+    record = '{"response_id":"N-1","account_id":"ACME-001","responded_on":"2024-05-20","score":"9","comment":"%s"}\n'
+    (small_dir / "nps.jsonl").write_text(record % "ok" + record % ("x" * 2_000_000), encoding="utf-8")
+    assert input_error(small_dir) == (
+        "INPUT_INVALID: file nps.jsonl, row 2, column comment: expected a line of at most 1048576 bytes (1 MiB), got a longer one"
+    )
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "column", "shown"),
+    [
+        ("accounts.csv", "Acme Corp", "Acme\x00Corp", "name", '"Acme\\u0000Corp"'),
+        ("accounts.csv", "Acme Corp", "Acme\x1b[2JCorp", "name", '"Acme\\u001b[2JCorp"'),
+        ("subs.csv", "S-1,ACME-001,Core", "S-1,ACME-001,Co\x7fre", "product", '"Co\\u007fre"'),
+    ],
+)
+def test_control_characters_are_refused_in_every_text_field(small_dir, file, old, new, column, shown):
+    replace_in(small_dir / file, old, new)
+    assert input_error(small_dir) == (
+        f"INPUT_INVALID: file {file}, row 1, column {column}: expected text without control characters (NUL, ESC, ...), got {shown}"
+    )
+
+
+def test_a_nul_escaped_in_a_json_string_is_refused_too(small_dir):
+    (small_dir / "nps.csv").unlink()
+    (small_dir / "nps.jsonl").write_text(
+        '{"response_id":"N-1","account_id":"ACME-001","responded_on":"2024-05-20","score":"9","comment":"a\\u0000b"}\n',
+        encoding="utf-8",
+    )
+    assert input_error(small_dir) == (
+        'INPUT_INVALID: file nps.jsonl, row 1, column comment: expected text without control characters (NUL, ESC, ...), got "a\\u0000b"'
+    )
+
+
+def test_tab_and_a_line_break_inside_quotes_are_text(small_dir):
+    replace_in(small_dir / "accounts.csv", "Acme Corp", '"Acme\tCorp\r\nInc"')
+    view = loader.read_customer_360(small_dir)
+    assert view.accounts["name"].to_list() == ["Acme\tCorp\r\nInc", "Beta LLC"]
+
+
+def test_a_long_line_of_short_fields_is_refused_as_a_line(small_dir):
+    replace_in(small_dir / "accounts.csv", "BETA-002,Beta LLC,smb,,EMEA,,2023-03-01", "BETA-002" + ",x" * 600_000)
+    # The first MiB holds "BETA-002" (8 bytes) and (1048576 - 8) / 2 = 524284 ",x": it ends in field 524285.
+    assert input_error(small_dir) == (
+        "INPUT_INVALID: file accounts.csv, row 2, column field 524285: expected a line of at most 1048576 bytes (1 MiB), got a longer one"
+    )
+
+
+def test_release_features_may_not_exceed_features_used(small_dir):
+    replace_in(small_dir / "usage.csv", "82,1300,12,4", "82,1300,12,13")
+    assert input_error(small_dir) == (
+        "INPUT_INVALID: file usage.csv, row 2, column release_features_used: expected at most features_used (12), got 13"
+    )
+
+
+def test_dir_pointing_at_a_file_says_so(tmp_path):
+    file = tmp_path / "accounts.csv"
+    file.write_text("account_id\n", encoding="utf-8")
+    assert input_error(file) == f"INPUT_INVALID: input folder {file} is a file; give the folder that holds accounts and subs"
+
+
+def test_zero_byte_files_bom_and_whitespace_follow_inputs_md(small_dir):
+    (small_dir / "cases.csv").write_bytes(b"")  # optional: no rows
+    (small_dir / "nps.csv").unlink()
+    (small_dir / "nps.jsonl").write_bytes(b"")
+    accounts = small_dir / "accounts.csv"
+    accounts.write_bytes(b"\xef\xbb\xbf" + accounts.read_bytes())  # a leading BOM is allowed
+    view = loader.read_customer_360(small_dir)
+    assert view.cases.is_empty() and view.nps.is_empty() and view.accounts.height == 2
+    replace_in(small_dir / "subs.csv", ",100,120000.50,", ", 100,120000.50,")  # not trimmed
+    assert input_error(small_dir) == 'INPUT_INVALID: file subs.csv, row 1, column seats: expected an integer, got " 100"'
+    (small_dir / "subs.csv").write_bytes(b"")  # required: an error
+    assert input_error(small_dir) == "INPUT_INVALID: file subs.csv: the file is empty: expected a header row naming the columns"

@@ -43,6 +43,7 @@ class FieldSpec:
     references: str | None = None  # "entity.field" that must exist
     not_before: str | None = None  # a date field of the same row this one may not precede
     after: str | None = None  # a date field of the same row this one must be strictly after
+    at_most: str | None = None  # a number field of the same row this one may not exceed
     non_empty: bool = False
 
 
@@ -145,7 +146,7 @@ ENTITIES: dict[str, EntitySpec] = {
                 FieldSpec("active_users", "int", minimum=0),
                 FieldSpec("events", "int", minimum=0),
                 FieldSpec("features_used", "int", minimum=0),
-                FieldSpec("release_features_used", "int", minimum=0),
+                FieldSpec("release_features_used", "int", minimum=0, at_most="features_used"),
             ),
             ("account_id", "window_start"),
         ),

@@ -138,6 +138,8 @@ def _field_rules(name: str, spec: FieldSpec, tables: Mapping[str, pl.DataFrame])
             owner = column.replace_strict(target[target_field], target["account_id"], default=None)
             expected = f"{noun} in {target_name} of this row's account_id"
             rule("references_resolve", exists & (owner != pl.col("account_id")), expected, ("account_id",))
+    if spec.at_most:
+        rule("values_in_range", column > pl.col(spec.at_most), f"at most {spec.at_most}", (spec.at_most,))
     if spec.not_before:
         expected = f"a date on or after {spec.not_before}"
         rule("dates_ordered", column < pl.col(spec.not_before), expected, (spec.not_before,))

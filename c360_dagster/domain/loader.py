@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import io
 import json
 import re
@@ -25,12 +26,19 @@ import polars as pl
 from c360_dagster.domain.entities import ENTITIES, EntitySpec, FieldSpec
 from c360_dagster.domain.errors import InputError
 from c360_dagster.domain.integrity import Rule, contract_rules, run_integrity_checks
-from c360_dagster.domain.io import sha256_file
+from c360_dagster.domain.text import visible_text
 from c360_dagster.domain.view import Customer360, empty_table
 from c360_dagster.domain.view_json import customer_360_document
 
 FORMATS = ("csv", "json", "jsonl")
 ROW = "__row"  # the row number the user sees, carried beside the data
+
+# INPUTS.md "Text and limits": bounds that keep a hostile file from exhausting memory.
+MAX_FIELD_BYTES = 64 * 1024
+MAX_LINE_BYTES = 1024 * 1024
+# C0 and C1 control characters and DEL, except tab, LF and CR (which only a quoted CSV field
+# or a JSON string can hold: anywhere else they end the line).
+_CONTROL_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
 
 _DATE_SHAPE = r"^\d{4}-\d{2}-\d{2}$"
 _INT_SHAPE = r"^[+-]?\d+$"
@@ -40,31 +48,33 @@ _DECIMAL_SHAPE = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 def read_customer_360(fixtures_dir: Path | str, as_of: dt.date | None = None) -> Customer360:
     """Load, validate and type every entity file in `fixtures_dir`; raise InputError on the first defect."""
     folder = Path(fixtures_dir)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"input folder {folder} is a file; give the folder that holds accounts and subs")
     if not folder.is_dir():
         raise InputError(f"input folder {folder} not found")
     sources = find_sources(folder)
     tables = {name: empty_table(name) for name in ENTITIES if name not in sources}
     warnings: list[str] = []
     present = [(name, spec, sources[name]) for name, spec in ENTITIES.items() if name in sources]
-    # Threads read the next file (DuckDB) and hash the inputs while this one is validated
-    # (Polars); all three release the GIL. One file ahead at most keeps memory bounded, and
-    # defects are still raised in entity order.
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    source_hashes: dict[str, str] = {}
+    # A thread reads (and hashes) the next file with DuckDB while this one is validated with
+    # Polars; both release the GIL. One file ahead at most keeps memory bounded, and defects
+    # are still raised in entity order.
+    with ThreadPoolExecutor(max_workers=1) as pool:
 
-        def read(position: int) -> Future[tuple[pl.DataFrame, list[str]]]:
+        def read(position: int) -> Future[tuple[pl.DataFrame, list[str], str]]:
             _, spec, path = present[position]
             return pool.submit(_read_raw, path, spec)
 
-        hashes = pool.submit(lambda: {path.name: sha256_file(path) for path in sorted(sources.values())})
         upcoming = read(0)  # the accounts file is required, so there is one
         for position, (name, spec, path) in enumerate(present):
-            raw, extra = upcoming.result()
+            raw, extra, source_hashes[path.name] = upcoming.result()
             if position + 1 < len(present):
                 upcoming = read(position + 1)
             warnings += [f"file {path.name}: column {column} is not in the contract and was ignored" for column in extra]
             tables[name] = _validate(path, spec, raw, tables)
             del raw
-        source_hashes = hashes.result()
+    source_hashes = dict(sorted(source_hashes.items()))
     tables = {name: tables[name] for name in ENTITIES}
     return Customer360(
         as_of=as_of or _derive_as_of(tables),
@@ -104,9 +114,14 @@ def find_sources(folder: Path) -> dict[str, Path]:
     return sources
 
 
-def _read_raw(path: Path, spec: EntitySpec) -> tuple[pl.DataFrame, list[str]]:
-    """The entity's columns as text (empty = null) plus the row number; and the extra column names."""
+def _read_raw(path: Path, spec: EntitySpec) -> tuple[pl.DataFrame, list[str], str]:
+    """The entity's columns as text (empty = null) plus the row number; the extra column names; the file's hash."""
     fmt = path.suffix[1:]
+    digest = _scan_lines_and_hash(path, fmt)
+    if path.stat().st_size == 0:  # INPUTS.md: no rows, unless the entity is required
+        if spec.required:
+            raise InputError("the file is empty: expected a header row naming the columns", file=path.name)
+        return pl.DataFrame(schema=dict.fromkeys(spec.field_names, pl.Utf8)).with_row_index(ROW), [], digest
     frame = _read_csv(path) if fmt == "csv" else _read_json(path, lines=fmt == "jsonl")
     columns = frame.columns
     if frame.height or fmt == "csv":  # an empty JSON array names no columns
@@ -121,7 +136,70 @@ def _read_raw(path: Path, spec: EntitySpec) -> tuple[pl.DataFrame, list[str]]:
         pl.col(f.name).replace("", None) if f.name in columns else pl.repeat(None, frame.height, dtype=pl.Utf8).alias(f.name)
         for f in spec.fields
     ).with_row_index(ROW, offset=0 if fmt == "json" else 1)
-    return frame, sorted(set(columns) - set(spec.field_names))
+    return frame, sorted(set(columns) - set(spec.field_names)), digest
+
+
+def _scan_lines_and_hash(path: Path, fmt: str) -> str:
+    """The file's sha256, refusing a physical line longer than MAX_LINE_BYTES on the way.
+
+    The file is read in chunks of MAX_LINE_BYTES: a line that starts and ends inside one chunk
+    is short enough, so only the run of bytes across chunk borders needs counting, and memory
+    stays at one chunk however long a line is.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        run = lines_before = offset = 0  # bytes since the last newline; newlines before this chunk
+        while chunk := handle.read(MAX_LINE_BYTES):
+            digest.update(chunk)
+            first = chunk.find(b"\n")
+            if run + (len(chunk) if first < 0 else first) > MAX_LINE_BYTES:
+                raise _long_line_error(handle, path, fmt, line=lines_before + 1, start=offset - run)
+            if first >= 0:
+                lines_before += chunk.count(b"\n")
+                run = len(chunk) - chunk.rfind(b"\n") - 1
+            else:
+                run += len(chunk)
+            offset += len(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def _long_line_error(handle: Any, path: Path, fmt: str, *, line: int, start: int) -> InputError:
+    """The error for the over-long line starting at byte `start`, from its first MAX_LINE_BYTES only."""
+    handle.seek(start)
+    prefix = handle.read(MAX_LINE_BYTES).decode("utf-8", errors="replace").lstrip("\ufeff")
+    limit = f"a line of at most {MAX_LINE_BYTES} bytes (1 MiB), got a longer one"
+    if fmt == "csv":
+        if line == 1:
+            return InputError(f"the header row: expected {limit}", file=path.name)
+        header = next(csv.reader([_first_line(path)]), [])
+        index, field_too_long = _csv_field_index(prefix)
+        if field_too_long:
+            limit = f"a value of at most {MAX_FIELD_BYTES} bytes (64 KiB), got a longer one"
+        column = header[index] if index < len(header) else f"field {index + 1}"
+        return InputError(f"expected {limit}", file=path.name, row=line - 1, column=column)
+    keys = re.findall(r'(?<!\\)"((?:[^"\\]|\\.){1,200})"\s*:', prefix)  # the last key named before the end
+    row = line if fmt == "jsonl" else None
+    where = "" if row else f" (line {line})"
+    return InputError(f"expected {limit}{where}", file=path.name, row=row, column=keys[-1] if keys else None)
+
+
+def _first_line(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return handle.readline(MAX_LINE_BYTES).decode("utf-8-sig", errors="replace").rstrip("\r\n")
+
+
+def _csv_field_index(prefix: str) -> tuple[int, bool]:
+    """(0-based field, True) of the first field longer than MAX_FIELD_BYTES in a CSV line's
+    prefix, else (the field the prefix ends in, False)."""
+    index, quoted, field_start = 0, False, 0
+    for match in re.finditer(r'[",]', prefix):  # only quotes and commas change the field; "" toggles twice
+        if match.group() == '"':
+            quoted = not quoted
+        elif not quoted:
+            if len(prefix[field_start : match.start()].encode("utf-8")) > MAX_FIELD_BYTES:
+                return index, True
+            index, field_start = index + 1, match.end()
+    return index, len(prefix[field_start:].encode("utf-8")) > MAX_FIELD_BYTES
 
 
 def _read_csv(path: Path) -> pl.DataFrame:
@@ -254,13 +332,26 @@ def _validate(path: Path, spec: EntitySpec, raw: pl.DataFrame, tables: dict[str,
         Rule("values_in_range", f.name, pl.col(f"given_{f.name}") & pl.col(f.name).is_null(), _parse_expected(f, csv_bools))
         for f in parsed
     ]
-    candidates = _first_failures(checked, parse_rules + contract_rules(spec.file, typed, tables))
+    candidates = _first_failures(checked, _text_rules(spec) + parse_rules + contract_rules(spec.file, typed, tables))
     if candidates:
         # An unparseable text comes before the rules judging its (null) parsed value: lower index.
         column_order = {name: position for position, name in enumerate(spec.field_names)}
         row, _, rule = min(candidates, key=lambda c: (c[0], column_order[c[2].column], c[1]))
         raise _rule_error(path, raw, row, rule)
     return typed.drop(ROW).sort(list(spec.key)).cast(spec.polars_schema)  # type: ignore[arg-type]
+
+
+def _text_rules(spec: EntitySpec) -> list[Rule]:
+    """INPUTS.md "Text and limits" on every text field (other types must parse, which refuses both)."""
+    rules = []
+    for field in spec.fields:
+        if field.type in ("str", "enum"):
+            text = pl.col(field.name)
+            too_long = (text.str.len_bytes() > MAX_FIELD_BYTES).fill_null(False)
+            control = text.str.contains(_CONTROL_CHARS).fill_null(False)
+            rules.append(Rule("values_in_range", field.name, too_long, f"a value of at most {MAX_FIELD_BYTES} bytes (64 KiB)"))
+            rules.append(Rule("values_in_range", field.name, control, "text without control characters (NUL, ESC, ...)"))
+    return rules
 
 
 def _first_failures(frame: pl.DataFrame, rules: list[Rule]) -> list[tuple[int, int, Rule]]:
@@ -286,7 +377,11 @@ def _show(value: str | None) -> str:
     if value is None:
         return "nothing"
     text = value if len(value) <= 80 else value[:77] + "..."
-    return text if re.fullmatch(r"[\w.:@+/-]+", text) else json.dumps(text, ensure_ascii=False)
+    if re.fullmatch(r"[\w.:@+/-]+", text):
+        return text
+    # Quoted, with control characters escaped and invisible ones shown, so the terminal shows what the file holds.
+    quoted = json.dumps(visible_text(text), ensure_ascii=False)
+    return re.sub(_CONTROL_CHARS, lambda match: f"\\u{ord(match.group()):04x}", quoted)
 
 
 _PARSE_EXPECTED = {
