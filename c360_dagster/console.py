@@ -15,6 +15,7 @@ from typing import Any
 
 from c360_dagster.domain.errors import C360Error, os_fault
 from c360_dagster.domain.io import canonical_json
+from c360_dagster.domain.text import visible_text
 
 Report = dict[str, Any]
 
@@ -77,12 +78,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         error = exc if isinstance(exc, C360Error) else os_fault(exc, args.artifacts)
-        print(f"c360: {error.describe()}", file=sys.stderr)
+        print(f"c360: {visible_text(error.describe())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("c360: interrupted; nothing half-written is left behind", file=sys.stderr)
         return 130
-    print(canonical_json(report, indent=2) if args.json else cmd.render(report), end="")
+    # Input text reaches the terminal too: a bidi override must not reorder what it shows.
+    print(visible_text(canonical_json(report, indent=2) if args.json else cmd.render(report)), end="")
     return 0 if report.get("ok", True) else 1
 
 

@@ -201,6 +201,23 @@ def test_every_template_value_is_neutralised_even_without_a_filter():
     assert rendered == "Acme<U+200B> Corp <U+202E>gpj.exe<U+2069>|3|None"
 
 
+def test_the_terminal_shows_spoofing_characters_too(monkeypatch, capsys):
+    from c360_dagster import console
+
+    def spoofing(args):
+        if args.quiet:
+            raise ConfigError(f"x.yaml: key {SPOOF}: bad")
+        return {"ok": True, "name": SPOOF}
+
+    monkeypatch.setitem(console.COMMANDS, "c360:spoof", console.Command("c360:spoof", "test", lambda p: None, spoofing, lambda r: r["name"] + "\n"))
+    assert main(["c360:spoof"]) == 0
+    assert capsys.readouterr().out == "Acme<U+200B> Corp <U+202E>gpj.exe<U+2069>\n"
+    assert main(["c360:spoof", "--json"]) == 0
+    assert '"name": "Acme<U+200B> Corp <U+202E>gpj.exe<U+2069>"' in capsys.readouterr().out
+    assert main(["c360:spoof", "--quiet"]) == 2
+    assert capsys.readouterr().err == "c360: CONFIG_INVALID: x.yaml: key Acme<U+200B> Corp <U+202E>gpj.exe<U+2069>: bad\n"
+
+
 def test_a_spoofing_account_name_is_visible_in_the_playbook_markdown():
     library = load_playbook_library(CONFIGS / "playbooks.yaml")
     health = {"score": 90, "tier": "green", "status": "scored", "components": {}}
