@@ -16,6 +16,7 @@ from pathlib import Path
 from c360_dagster import reports
 from c360_dagster.console import Report, command
 from c360_dagster.domain import qbr
+from c360_dagster.domain.account_state import LIVE_STATES
 from c360_dagster.domain.errors import C360Error
 from c360_dagster.domain.text import format_amount, visible_text
 from c360_dagster.runner import CPUS, ProjectPaths, account_batches, known_accounts, run_job, run_ranges
@@ -83,8 +84,8 @@ def load(args: argparse.Namespace) -> Report:
 
 def _render_summary(report: Report) -> str:
     lines = ["Customer 360 summary", *reports.render_view(report["view"])]
-    if "tiers" in report:
-        lines.append("Health tiers: " + ", ".join(f"{t} {n}" for t, n in sorted(report["tiers"].items())))
+    if "health" in report:
+        lines.append("Health tiers: " + reports.tier_counts(report["health"]))
     return reports.text(lines)
 
 
@@ -100,32 +101,39 @@ def summary(args: argparse.Namespace) -> Report:
     report: Report = {"ok": True, "view": reports.view_report(customer / "frames" / "360")}
     scored = customer / "frames" / "health.parquet"
     if scored.exists():
-        report["tiers"] = health.health_summary(pl.read_parquet(scored))["tiers"]
+        report["health"] = health.health_summary(pl.read_parquet(scored))
     return report
 
 
 def _render_run(report: Report) -> str:
     lines = ["Whole chain done: load → health → signals → renewals → lake → playbooks → QBR packs"]
     lines += reports.render_view(report["view"])
-    lines.append("Health tiers: " + ", ".join(f"{t} {n}" for t, n in sorted(report["tiers"].items())))
+    lines.append("Health tiers: " + reports.tier_counts(report["health"]))
     lines.append(f"Playbooks and QBR packs: {len(report['accounts'])} accounts")
+    lines += [f"  skipped {a}: {state.replace('_', ' ')}, not a customer today" for a, state in report["skipped"].items()]
     lines += [f"  blocked {a}: {why}" for a, why in report["blocked"].items()]
     return _with_footer(lines, report, report["written"])
 
 
 @command("run", "Run the whole chain on an input folder, QBR packs included.", _render_run, _load_args)
 def run_all(args: argparse.Namespace) -> Report:
+    import polars as pl
+
     report, metadata = _run(args, "c360_chain", ops=_load_ops(args))
     customer = _customer_dir(args)
-    ids = sorted(reports.account_ids(customer / "frames" / "360"))
+    # Churned and not-started accounts get no playbook or QBR pack (the gates would refuse them).
+    states = pl.read_parquet(customer / "frames" / "health.parquet", columns=["account_id", "lifecycle"])
+    skipped = dict(states.filter(~pl.col("lifecycle").is_in(list(LIVE_STATES))).sort("account_id").iter_rows())
+    ids = sorted(set(reports.account_ids(customer / "frames" / "360")) - set(skipped))
     failed = run_ranges("c360_account", _paths(args), account_batches(ids))
     blocked = {first if first == last else f"{first}..{last}": error for (first, last), error in failed.items()}
     return {
         **report,
         "ok": not blocked,
         "view": reports.loaded_view_report(metadata["customer_360"]),
-        "tiers": metadata["account_health"]["summary"]["tiers"],
+        "health": metadata["account_health"]["summary"],
         "accounts": ids,
+        "skipped": skipped,
         "blocked": blocked,
         "written": [
             *sorted(str(p) for p in customer.glob("*.json")),
@@ -166,9 +174,8 @@ def _render_health(report: Report) -> str:
     if "explanation" in report:
         return reports.text(warnings + [report["explanation"]])
     lines = warnings + [f"Health scored for {report['accounts']} accounts (as_of {report['as_of']})"]
-    # Names in sorted order, as in health.json's canonical summary.
-    lines.append("Tiers: " + ", ".join(f"{tier} {n}" for tier, n in sorted(report["tiers"].items())))
-    lines.append("Scores: " + ", ".join(f"{k} {v}" for k, v in sorted(report["score"].items())))
+    lines.append("Tiers: " + reports.tier_counts(report))
+    lines.append("Scores of scored accounts: " + ", ".join(f"{k} {v}" for k, v in sorted(report["score"].items())))
     return _with_footer(lines, report, [report["out"]])
 
 
@@ -235,8 +242,8 @@ def _render_compare(report: Report) -> list[str]:
     for row in report["changes"]:
         moved = [f"{c} {row[f'{c}_points_before']} -> {row[f'{c}_points_after']}" for c in COMPONENTS
                  if row[f"{c}_points_before"] != row[f"{c}_points_after"]]
-        lines.append(f"  {row['account_id']:<16} {row['tier_before']} {row['score_before']} -> "
-                     f"{row['tier_after']} {row['score_after']}  ({', '.join(moved) or 'same points, other tier cutoffs'})")
+        before, after = (f"{row[f'tier_{w}']} {'' if row[f'score_{w}'] is None else row[f'score_{w}']}".strip() for w in ("before", "after"))
+        lines.append(f"  {row['account_id']:<16} {before} -> {after}  ({', '.join(moved) or 'same points, other tier cutoffs'})")
     return lines
 
 
@@ -332,7 +339,9 @@ def playbook_command(args: argparse.Namespace) -> Report:
     report, _ = _run(args, "c360_playbook", partition_key=args.account)
     base = _customer_dir(args) / "playbooks" / args.account
     plan = reports.read_json(base.with_suffix(".json"))
-    lines = [f"  tier {plan['tier']}, score {plan['score']}; plays: {', '.join(plan['plays'])}"]
+    # A playbook's account is a customer today, so a missing score means not enough data yet.
+    health = "no score yet (not enough data)" if plan["score"] is None else f"tier {plan['tier']}, score {plan['score']}"
+    lines = [f"  {health}; plays: {', '.join(plan['plays'])}"]
     # The owner can be a name from the inputs: shown on one line, invisible characters made visible.
     lines += [
         f"  {step['due_date']}  {' '.join(visible_text(step['owner']).split())}: {step['title']}"

@@ -91,6 +91,16 @@ def render_view(report: Report) -> list[str]:
     return lines
 
 
+def tier_counts(summary: Report) -> str:
+    """`amber 4, green 4, red 2; no score: churned 1, insufficient_data 1` from a health summary.
+
+    Accounts without a score are counted apart, by status, never in a tier.
+    """
+    tiers = ", ".join(f"{tier} {n}" for tier, n in summary["tiers"].items())
+    unscored = [f"{status} {n}" for status, n in summary["status"].items() if status != "scored" and n]
+    return tiers + (f"; no score: {', '.join(unscored)}" if unscored else "")
+
+
 def render_written(paths: list[str]) -> list[str]:
     return ["Wrote:"] + [f"  {p}" for p in paths] if paths else []
 

@@ -17,6 +17,7 @@ from c360_dagster.domain.io import (
     write_json_stream,
     write_json_stream_text,
 )
+from c360_dagster.domain.health import load_health_config
 from c360_dagster.domain.loader import read_customer_360
 from c360_dagster.domain.signals import (
     detect_signals,
@@ -80,7 +81,8 @@ def _written(tmp_path: Path, frame: pl.DataFrame) -> tuple[bytes, bytes]:
 
 def test_columnar_signals_json_equals_the_python_encoder_on_the_fixtures(tmp_path):
     config = load_signals_config(ROOT / "configs" / "customer" / "signals.yaml")
-    detected = detect_signals(read_customer_360(FIXTURES), config)
+    lifecycle = load_health_config(ROOT / "configs" / "customer" / "health.yaml").lifecycle
+    detected = detect_signals(read_customer_360(FIXTURES), config, lifecycle)
     assert "SIG_STAKEHOLDER_CHANGE" in detected["code"].to_list()  # its evidence nests a list of objects
     frame = detected.with_columns(
         signal_id=pl.lit("0123456789abcdef"),

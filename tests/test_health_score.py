@@ -124,7 +124,7 @@ def only_row(frame: pl.DataFrame) -> dict:
 
 def test_frame_has_exactly_the_architecture_columns(config):
     frame = score_health(make_view(accounts=[account()], subs=[sub()]), config)
-    expected = ["account_id", "segment", "scorecard", "score", "tier", "status", "config_hash"]
+    expected = ["account_id", "segment", "scorecard", "score", "tier", "status", "status_reason", "lifecycle", "config_hash"]
     expected += [f"{c}_{p}" for c in COMPONENTS for p in ("score", "weight", "points", "reason", "evidence")]
     assert frame.columns == expected
     assert frame.schema["score"] == pl.Int64
@@ -271,9 +271,10 @@ def test_rows_after_as_of_are_ignored(config):
 def test_weights_of_unavailable_components_are_shared_out(config):
     # No NPS: weights 30/15/20/20 over 85 -> 35.29 / 17.65 / 23.53 / 23.53. Scores: adoption
     # 100 (80 users / 100 seats), value 0.6*0 + 0.4*0 = 0 (no features), support 100,
-    # commercial 100 -> (3000 + 0 + 2000 + 2000) / 85 = 82.35 -> 82, green.
+    # commercial 100 (one invoice paid before it fell due) -> (3000 + 0 + 2000 + 2000) / 85 = 82.35 -> 82, green.
     usage = [week("A", d, 80) for d in (0, 7, 14, 21)]
-    row = only_row(score_health(make_view(accounts=[account()], subs=[sub()], usage=usage), config))
+    paid = [invoice("I1", 60, 1000.0, paid_days_ago=61)]
+    row = only_row(score_health(make_view(accounts=[account()], subs=[sub()], usage=usage, invoices=paid), config))
     weights = [row[f"{c}_weight"] for c in COMPONENTS]
     assert weights == [35.29, 17.65, 23.53, 23.53, 0.0]
     assert row["sentiment_score"] is None and row["sentiment_points"] == 0.0
@@ -329,8 +330,9 @@ def test_segment_scorecard_overrides_resolve_segment_then_default(raw_config):
         data["segments"]["smb"]["thresholds"] = {"adoption": {"utilisation_target_pct": 50}}
 
     usage = [week(a, d, 50) for a in ("E", "S") for d in (0, 7, 14, 21)]
+    paid = [invoice(f"I-{a}", 60, 1000.0, paid_days_ago=61, account_id=a) for a in ("E", "S")]
     view = make_view(
-        accounts=[account("E"), account("S", "smb")], subs=[sub("E"), sub("S")], usage=usage
+        accounts=[account("E"), account("S", "smb")], subs=[sub("E"), sub("S")], usage=usage, invoices=paid
     )
     frame = score_health(view, health_config_from_dict(variant(raw_config, edit)))
     rows = {r["account_id"]: r for r in frame.iter_rows(named=True)}
@@ -341,20 +343,74 @@ def test_segment_scorecard_overrides_resolve_segment_then_default(raw_config):
     assert rows["E"]["support_weight"] == round(20 * 100 / 85, 2)
 
 
-def test_insufficient_data_caps_the_tier_at_amber(config):
-    # Only support and commercial (an active subscription, nothing else): 2 < 3 components.
-    row = only_row(score_health(make_view(accounts=[account()], subs=[sub()]), config))
-    assert (row["score"], row["tier"], row["status"]) == (100, "amber", "insufficient_data")
-    assert (row["support_weight"], row["commercial_weight"]) == (50.0, 50.0)
+def test_insufficient_data_has_no_score_or_tier(config):
+    # Usage on seats gives adoption and value; 2 < 3 components: no number that looks measured.
+    usage = [week("A", d, 50) for d in (0, 7, 14, 21)]
+    row = only_row(score_health(make_view(accounts=[account()], subs=[sub(start_date=days_ago(30))], usage=usage), config))
+    assert (row["score"], row["tier"], row["status"], row["lifecycle"]) == (None, None, "insufficient_data", "onboarding")
+    assert row["status_reason"] == "not enough data yet: 2 of 5 components have data, the scorecard needs 3"
+    assert row["adoption_score"] == 50.0  # measured, but not weighted into a score
+    assert all(row[f"{c}_weight"] is None and row[f"{c}_points"] is None for c in COMPONENTS)
+    record = dict(health_records(score_health(make_view(accounts=[account()], subs=[sub(start_date=days_ago(30))], usage=usage), config)))["A"]
+    text = explain_health(record)
+    assert text.startswith("No health score: not enough data yet: 2 of 5 components have data")
+    assert "- Adoption: 50/100, not weighted" in text
 
 
-def test_no_data_at_all_scores_zero_red(config):
+def test_no_cases_say_nothing_until_a_whole_support_window_as_a_customer(config):
+    # support_days 90: a customer for 89 days with no case is unknown, for 90 days it is quiet (100).
+    def support(tenure_days):
+        view = make_view(accounts=[account()], subs=[sub(start_date=days_ago(tenure_days))])
+        row = only_row(score_health(view, config))
+        return row["support_score"], row["support_reason"]
+
+    assert support(89) == (
+        None,
+        "no support cases, and not yet a customer for the 90-day support window; its weight is shared out "
+        "proportionally over the available components",
+    )
+    assert support(90) == (100.0, None)
+    # A case is data at any tenure: one severity-4 case on 100 seats (0.1 per 10 seats) costs nothing.
+    with_case = make_view(accounts=[account()], subs=[sub(start_date=days_ago(10))], cases=[case("C1", 5, 4, closed_days_ago=4)])
+    assert only_row(score_health(with_case, config))["support_score"] == 100.0
+
+
+def test_commercial_needs_arr_and_an_invoice_that_fell_due(config):
+    # "No ARR, no overdue invoices" is not a healthy commercial relationship: not available.
+    def commercial(subscription, invoices):
+        row = only_row(score_health(make_view(accounts=[account()], subs=[subscription], invoices=invoices), config))
+        return row["commercial_score"], row["commercial_reason"]
+
+    paid = [invoice("I1", 60, 1000.0, paid_days_ago=61)]
+    assert commercial(sub(arr=0.0), paid)[0] is None
+    assert commercial(sub(arr=0.0), paid)[1].startswith("no ARR from active subscriptions")
+    not_due = [invoice("I1", -5, 1000.0)]  # due in 5 days
+    assert commercial(sub(), not_due)[0] is None
+    assert commercial(sub(), not_due)[1].startswith("no invoice has fallen due yet")
+    assert commercial(sub(), paid) == (100.0, None)
+    assert commercial(sub(), [])[0] is None
+
+
+def test_a_churned_account_is_not_scored(config):
+    # All its subscriptions ended with no successor: churned, every component not available,
+    # even the overdue invoice that once made commercial look measured.
     churned = sub(status="churned", renewal_date=dt.date(2025, 1, 1), start_date=dt.date(2024, 1, 1))
-    row = only_row(score_health(make_view(accounts=[account()], subs=[churned]), config))
-    assert (row["score"], row["tier"], row["status"]) == (0, "red", "insufficient_data")
-    assert all(row[f"{c}_score"] is None and row[f"{c}_reason"] for c in COMPONENTS)
-    record = dict(health_records(score_health(make_view(accounts=[account()], subs=[churned]), config)))["A"]
-    assert "no usage, support, billing or NPS data" in explain_health(record)
+    unpaid = [invoice("I1", 400, 1000.0)]
+    frame = score_health(make_view(accounts=[account()], subs=[churned], invoices=unpaid), config)
+    row = only_row(frame)
+    assert (row["score"], row["tier"], row["status"], row["lifecycle"]) == (None, None, "churned", "churned")
+    assert row["status_reason"] == "the account has churned (no active subscription), so it is not scored"
+    assert all(row[f"{c}_score"] is None and row[f"{c}_reason"] == row["status_reason"] for c in COMPONENTS)
+    assert explain_health(dict(health_records(frame))["A"]).startswith(
+        "No health score: the account has churned (no active subscription), so it is not scored (lifecycle churned"
+    )
+
+
+def test_an_account_that_has_not_started_is_not_scored(config):
+    later = sub(start_date=dt.date(2026, 10, 1), renewal_date=dt.date(2027, 10, 1))
+    for subs in ([], [later]):
+        row = only_row(score_health(make_view(accounts=[account()], subs=subs), config))
+        assert (row["score"], row["tier"], row["status"], row["lifecycle"]) == (None, None, "not_started", "not_started")
 
 
 def test_an_empty_view_gives_an_empty_frame(config):
@@ -415,8 +471,8 @@ def test_fixture_scores_and_tiers(fixture_frame):
         "HOOLI-007": (96, "green", "scored", "segment:smb"),
         "INITECH-003": (28, "red", "scored", "default"),
         "KV-010": (99, "green", "scored", "segment:smb"),
-        "NEWCO-011": (100, "amber", "insufficient_data", "segment:smb"),
-        "OLDCO-012": (0, "red", "insufficient_data", "default"),
+        "NEWCO-011": (None, None, "insufficient_data", "segment:smb"),
+        "OLDCO-012": (None, None, "churned", "default"),
         "PIPE-004": (67, "amber", "scored", "segment:smb"),
         "SOYLENT-006": (84, "green", "scored", "default"),
         "STARK-008": (28, "red", "scored", "default"),
@@ -470,19 +526,25 @@ def test_records_are_json_ready_and_rounded(fixture_frame):
 
 
 def test_explanation_in_words(fixture_frame):
+    # NEWCO-011 signed 12 days before as_of: no usage, case or NPS, its first invoice not yet due.
     text = explain_health(dict(health_records(fixture_frame))["NEWCO-011"])
-    assert text.startswith("Health score 100/100: amber (insufficient data, segment:smb scorecard).")
-    assert "Only 2 component(s) had data" in text
+    assert text.startswith(
+        "No health score: not enough data yet: 0 of 5 components have data, the scorecard needs 3 "
+        "(lifecycle onboarding, segment:smb scorecard)."
+    )
+    assert "- Commercial: not available, no invoice has fallen due yet" in text
     assert "- Sentiment: not available, no NPS responses up to as_of" in text
 
 
 def test_summary(fixture_frame):
-    # Scores sorted: 0 28 28 67 68 68 84 96 99 99 100 100: median (68+84)/2 = 76, mean 837/12.
+    # The 10 scores: 28 28 67 68 68 84 96 99 99 100: median (68+84)/2 = 76, mean 737/10.
+    # NEWCO-011 (insufficient data) and OLDCO-012 (churned) are counted apart, in no tier.
     assert health_summary(fixture_frame) == {
         "accounts": 12,
-        "tiers": {"red": 3, "amber": 4, "green": 5},
-        "status": {"scored": 10, "insufficient_data": 2},
-        "score": {"min": 0, "median": 76.0, "max": 100, "mean": 69.75},
+        "tiers": {"red": 2, "amber": 3, "green": 5},
+        "status": {"scored": 10, "insufficient_data": 1, "churned": 1, "not_started": 0},
+        "lifecycle": {"not_started": 0, "onboarding": 1, "active": 10, "churned": 1},
+        "score": {"min": 28, "median": 76.0, "max": 100, "mean": 73.7},
     }
 
 

@@ -24,10 +24,10 @@ CONFIG = REPO / "configs" / "customer" / "health.yaml"
 CONTRACTS = REPO / "contracts" / "schemas"
 
 
-def snapshot(as_of: str, score: int, tier: str, points: dict[str, float | None]) -> dict:
+def snapshot(as_of: str, score: int | None, tier: str | None, points: dict[str, float | None], status: str = "scored") -> dict:
     """A row as `lake.score_history` returns it."""
     return {
-        "as_of": dt.date.fromisoformat(as_of), "score": score, "tier": tier, "config_hash": "sha256:" + "a" * 64,
+        "as_of": dt.date.fromisoformat(as_of), "score": score, "tier": tier, "status": status, "config_hash": "sha256:" + "a" * 64,
         "components": {c: {"points": p} for c, p in points.items()},
     }
 
@@ -59,6 +59,23 @@ def test_trend_says_up_down_same_and_which_components_moved() -> None:
     assert lines[0] == "Score history of ACME-001 (4 snapshots):"
     assert lines[1].split() == ["2026-08-30", "65/100", "amber", "first", "snapshot"]
     assert "sentiment: 5 -> n/a points" in "\n".join(lines)
+
+
+def test_a_snapshot_without_a_score_says_why_and_breaks_the_comparison() -> None:
+    points = {"adoption": None, "value": None, "support": None, "commercial": None, "sentiment": None}
+    rows = [
+        snapshot("2026-08-30", None, None, points, "insufficient_data"),
+        snapshot("2026-09-27", 70, "green", {**points, "adoption": 70.0}),
+        snapshot("2026-10-25", None, None, points, "churned"),
+    ]
+    trend = history.score_trend(rows)
+    assert [(p["score"], p["status"], p["direction"]) for p in trend] == [
+        (None, "insufficient_data", None), (70, "scored", None), (None, "churned", None),
+    ]
+    lines = history.render_trend("A", trend)
+    assert lines[1].split() == ["2026-08-30", "no", "score:", "insufficient", "data", "first", "snapshot"]
+    assert lines[2].split() == ["2026-09-27", "70/100", "green", "no", "comparison"]
+    assert lines[4].split() == ["2026-10-25", "no", "score:", "churned", "no", "comparison"]
 
 
 def test_trend_over_two_real_lake_snapshots(tmp_path: Path) -> None:

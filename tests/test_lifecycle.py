@@ -40,7 +40,8 @@ def view():
 def fired(view):
     """Detected signals on each snapshot date."""
     config = signals.load_signals_config(CONFIGS / "signals.yaml")
-    return {d: signals.detect_signals(view_as_of(view, d), config) for d in (AUG30, SEP20, SEP27)}
+    lifecycle = health.load_health_config(CONFIGS / "health.yaml").lifecycle
+    return {d: signals.detect_signals(view_as_of(view, d), config, lifecycle) for d in (AUG30, SEP20, SEP27)}
 
 
 def one(frame: pl.DataFrame, account: str, code: str) -> dict:

@@ -131,7 +131,7 @@ def test_health_json_and_explanation_show_both_values(computed) -> None:
     assert acme["override"] == {"author": "Dana", "reason": "sponsor confirmed", "expires_on": "2026-12-31"}
     assert records["PIPE-004"]["override"] is None
     text = health.explain_health(acme)
-    assert text.splitlines()[0] == "Health score 68/100: red (scored, default scorecard)."
+    assert text.splitlines()[0] == "Health score 68/100: red (scored, lifecycle active, default scorecard)."
     assert text.splitlines()[1] == (
         "Tier overridden from amber to red by Dana: sponsor confirmed, until 2026-12-31 "
         "(computed: 68/100 amber; the components below add up to the computed score)."
@@ -144,7 +144,8 @@ def test_health_json_and_explanation_show_both_values(computed) -> None:
 
 def test_renewals_and_playbooks_use_the_overridden_tier_and_say_so(view, computed) -> None:
     config = renewals.load_renewals_config(CONFIGS / "renewals.yaml")
-    fired = signals.detect_signals(view, signals.load_signals_config(CONFIGS / "signals.yaml"))
+    lifecycle = health.load_health_config(CONFIGS / "health.yaml").lifecycle
+    fired = signals.detect_signals(view, signals.load_signals_config(CONFIGS / "signals.yaml"), lifecycle)
     frame = apply(computed, entry("PIPE-004", tier="green")).frame
     forecast = renewals.forecast_renewals(view, frame, fired, config).filter(account_id="PIPE-004").row(0, named=True)
     # PIPE-004 counts one risk (SIG_FEATURE_ADOPTION_LOW): amber x one = Medium, green x one = High.
@@ -162,3 +163,18 @@ def test_renewals_and_playbooks_use_the_overridden_tier_and_say_so(view, compute
     plan = playbooks.build_playbook(account, record, [], [], playbooks.load_playbook_library(CONFIGS / "playbooks.yaml"), AS_OF)
     assert plan.tier == "green"
     assert "Tier overridden from amber to green by Dana: sponsor confirmed, until 2026-12-31." in plan.summary
+
+
+def test_accounts_without_a_score_cannot_be_overridden(computed) -> None:
+    # OLDCO-012 churned and NEWCO-011 has too little data: a person's tier cannot stand in for
+    # a customer who is not there or not yet measured; the override is ignored and said so.
+    outcome = apply(computed, entry("OLDCO-012", tier="green"), entry("NEWCO-011", score=90))
+    rows = {r["account_id"]: r for r in outcome.frame.filter(pl.col("account_id").is_in(["OLDCO-012", "NEWCO-011"])).iter_rows(named=True)}
+    assert [(rows[a]["score"], rows[a]["tier"], rows[a]["override_author"]) for a in ("OLDCO-012", "NEWCO-011")] == [
+        (None, None, None), (None, None, None)
+    ]
+    assert outcome.applied == ()
+    assert outcome.warnings == (
+        "override of OLDCO-012 (overrides.0) ignored: the account has no score to override (status churned)",
+        "override of NEWCO-011 (overrides.0) ignored: the account has no score to override (status insufficient_data)",
+    )

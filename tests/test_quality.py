@@ -29,13 +29,17 @@ def test_health_rules_name_the_offending_rows():
             ("A", 70, "scored", 40.0, 30.0),  # scored twice
             ("B", 120, "scored", 60.0, 60.0),  # out of range
             ("C", 50, "scored", 20.0, 20.0),  # points add up to 40, not 50
-            ("D", 50, "insufficient_data", 0.0, 0.0),  # not a sum check: too little data
+            ("D", None, "insufficient_data", 0.0, 0.0),  # no score, no sum check: too little data
+            ("F", 40, "churned", 0.0, 0.0),  # a churned account with a score
         ]
     )
-    scored_once, in_range, points = health_findings(health, pl.Series(["A", "B", "C", "D", "E"]), COMPONENTS)
+    scored_once, in_range, points = health_findings(health, pl.Series(["A", "B", "C", "D", "E", "F"]), COMPONENTS)
     assert not scored_once.passed and scored_once.count == 2  # A twice, E never
     assert sorted(row["account_id"] for row in scored_once.sample) == ["A", "E"]
-    assert not in_range.passed and in_range.sample == [{"account_id": "B", "score": 120}]
+    assert not in_range.passed and in_range.sample == [
+        {"account_id": "B", "status": "scored", "score": 120},
+        {"account_id": "F", "status": "churned", "score": 40},
+    ]
     assert not points.passed and points.sample == [{"account_id": "C", "score": 50, "points_total": 40.0}]
 
 

@@ -28,6 +28,7 @@ from test_health_score import (
 )
 
 from c360_dagster.domain.errors import ConfigError
+from c360_dagster.domain.health import load_health_config
 from c360_dagster.domain.io import canonical_json
 from c360_dagster.domain.loader import read_customer_360
 from c360_dagster.domain.signals import (
@@ -43,6 +44,7 @@ from c360_dagster.domain.view import Customer360
 ROOT = Path(__file__).resolve().parents[1]
 SIGNALS_YAML = ROOT / "configs" / "customer" / "signals.yaml"
 FIXTURES = ROOT / "fixtures" / "customer"
+LIFECYCLE = load_health_config(ROOT / "configs" / "customer" / "health.yaml").lifecycle
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +52,15 @@ def config():
     return load_signals_config(SIGNALS_YAML)
 
 
+def customer_view(**rows: list[dict]) -> Customer360:
+    """A view whose accounts are live customers: one active subscription each, unless `subs` is given."""
+    subs = rows.pop("subs", None) or [sub(a["account_id"]) for a in rows["accounts"]]
+    return make_view(subs=subs, **rows)
+
+
 def fired(view: Customer360, config, code: str) -> list[dict]:
     """The evidence of every `code` signal, decoded."""
-    frame = detect_signals(view, config).filter(pl.col("code") == code)
+    frame = detect_signals(view, config, LIFECYCLE).filter(pl.col("code") == code)
     return [json.loads(e) for e in frame["evidence"]]
 
 
@@ -65,35 +73,35 @@ def four_weeks(account_id: str, users: int, first_ago: int = 0, **kw) -> list[di
 
 def test_usage_slide(config):
     # Prior 4 weeks 100 users, recent 74: (100-74)/100 = 26% > 25 fires; 75 (exactly 25%) does not.
-    slide = make_view(accounts=[account()], usage=four_weeks("A", 100, 28) + four_weeks("A", 74))
+    slide = customer_view(accounts=[account()], usage=four_weeks("A", 100, 28) + four_weeks("A", 74))
     assert fired(slide, config, "SIG_USAGE_SLIDE_4W") == [
         {
             "drop_pct": 26.0, "prior_avg_active_users": 100.0, "recent_avg_active_users": 74.0,
             "recent_from": "2026-08-31", "recent_to": "2026-09-27", "prior_from": "2026-08-03", "prior_to": "2026-08-30",
         }
     ]  # fmt: skip
-    at = make_view(accounts=[account()], usage=four_weeks("A", 100, 28) + four_weeks("A", 75))
+    at = customer_view(accounts=[account()], usage=four_weeks("A", 100, 28) + four_weeks("A", 75))
     assert fired(at, config, "SIG_USAGE_SLIDE_4W") == []
-    no_prior = make_view(accounts=[account()], usage=four_weeks("A", 10))
+    no_prior = customer_view(accounts=[account()], usage=four_weeks("A", 10))
     assert fired(no_prior, config, "SIG_USAGE_SLIDE_4W") == []
 
 
 def test_usage_slide_when_the_recent_weeks_are_missing(config):
     # Usage stopped: no recent windows counts as 0 users, a 100% drop.
-    stopped = make_view(accounts=[account()], usage=four_weeks("A", 40, 28))
+    stopped = customer_view(accounts=[account()], usage=four_weeks("A", 40, 28))
     assert fired(stopped, config, "SIG_USAGE_SLIDE_4W")[0]["drop_pct"] == 100.0
 
 
 def test_support_spike_by_volume(config):
     # No prior cases: 3 recent > 2 fires (rate 0); 2 recent (at cases_over) does not.
-    three = make_view(accounts=[account()], cases=[case(f"C{i}", i, 3, closed_days_ago=0) for i in (1, 2, 3)])
+    three = customer_view(accounts=[account()], cases=[case(f"C{i}", i, 3, closed_days_ago=0) for i in (1, 2, 3)])
     assert fired(three, config, "SIG_SUPPORT_SPIKE") == [
         {
             "recent_cases": 3, "prior_cases": 0, "prior_rate_per_recent_period": 0.0, "ratio": None,
             "open_sev1_cases": 0, "oldest_open_sev1_opened_on": None, "recent_from": "2026-08-29",
         }
     ]  # fmt: skip
-    two = make_view(accounts=[account()], cases=[case(f"C{i}", i, 3, closed_days_ago=0) for i in (1, 2)])
+    two = customer_view(accounts=[account()], cases=[case(f"C{i}", i, 3, closed_days_ago=0) for i in (1, 2)])
     assert fired(two, config, "SIG_SUPPORT_SPIKE") == []
 
 
@@ -102,9 +110,9 @@ def test_support_spike_by_ratio(config):
     # A case opened exactly 30 days ago belongs to the prior period.
     prior = [case(f"P{i}", 30 + 10 * i, 3, closed_days_ago=0) for i in range(6)]
     recent = [case(f"R{i}", 1 + i, 3, closed_days_ago=0) for i in range(5)]
-    at = make_view(accounts=[account()], cases=prior + recent[:4])
+    at = customer_view(accounts=[account()], cases=prior + recent[:4])
     assert fired(at, config, "SIG_SUPPORT_SPIKE") == []
-    over = make_view(accounts=[account()], cases=prior + recent)
+    over = customer_view(accounts=[account()], cases=prior + recent)
     assert fired(over, config, "SIG_SUPPORT_SPIKE") == [ {
         "recent_cases": 5, "prior_cases": 6, "prior_rate_per_recent_period": 2.0, "ratio": 2.5,
         "open_sev1_cases": 0, "oldest_open_sev1_opened_on": None, "recent_from": "2026-08-29",
@@ -113,16 +121,16 @@ def test_support_spike_by_ratio(config):
 
 def test_support_spike_by_open_sev1(config):
     # One open sev-1 (opened 200 days ago) fires on its own; one closed on as_of does not.
-    open_sev1 = make_view(accounts=[account()], cases=[case("C1", 200, 1)])
+    open_sev1 = customer_view(accounts=[account()], cases=[case("C1", 200, 1)])
     evidence = fired(open_sev1, config, "SIG_SUPPORT_SPIKE")
     assert [(e["open_sev1_cases"], e["oldest_open_sev1_opened_on"]) for e in evidence] == [(1, days_ago(200).isoformat())]
-    closed = make_view(accounts=[account()], cases=[case("C1", 200, 1, closed_days_ago=0), case("C2", 5, 2)])
+    closed = customer_view(accounts=[account()], cases=[case("C1", 200, 1, closed_days_ago=0), case("C2", 5, 2)])
     assert fired(closed, config, "SIG_SUPPORT_SPIKE") == []
 
 
 def test_payment_overdue(config):
     # Unpaid 31 days past due fires with the worst invoice; exactly 30 days does not.
-    view = make_view(
+    view = customer_view(
         accounts=[account("A"), account("B")],
         invoices=[
             invoice("I1", 31, 500.0, account_id="A"),
@@ -131,26 +139,26 @@ def test_payment_overdue(config):
             invoice("I4", 90, 900.0, paid_days_ago=60, account_id="B"),
         ],
     )
-    assert detect_signals(view, config).filter(pl.col("code") == "SIG_PAYMENT_OVERDUE")["account_id"].to_list() == ["A"]
+    assert detect_signals(view, config, LIFECYCLE).filter(pl.col("code") == "SIG_PAYMENT_OVERDUE")["account_id"].to_list() == ["A"]
     assert fired(view, config, "SIG_PAYMENT_OVERDUE") == [
         {
             "invoice_id": "I1", "due_on": days_ago(31).isoformat(), "days_overdue": 31, "amount": 500.0,
             "currency": "USD", "overdue_invoices": 2, "overdue_amount": 750.0,
         }
     ]  # fmt: skip
-    paid_late = make_view(accounts=[account()], invoices=[invoice("I1", 40, 100.0, paid_days_ago=-2)])
+    paid_late = customer_view(accounts=[account()], invoices=[invoice("I1", 40, 100.0, paid_days_ago=-2)])
     assert fired(paid_late, config, "SIG_PAYMENT_OVERDUE")[0]["days_overdue"] == 40
 
 
 def test_feature_adoption_low(config):
     # 7 of 40 features = 17.5% < 20 fires; 8 of 40 = exactly 20% does not; no usage: nothing to judge.
-    low = make_view(accounts=[account()], usage=four_weeks("A", 10, features=7))
+    low = customer_view(accounts=[account()], usage=four_weeks("A", 10, features=7))
     assert fired(low, config, "SIG_FEATURE_ADOPTION_LOW") == [
         {"avg_features_used": 7.0, "feature_catalog_size": 40, "breadth_pct": 17.5, "recent_windows": 4, "recent_from": "2026-08-31"}
     ]
-    at = make_view(accounts=[account()], usage=four_weeks("A", 10, features=8))
+    at = customer_view(accounts=[account()], usage=four_weeks("A", 10, features=8))
     assert fired(at, config, "SIG_FEATURE_ADOPTION_LOW") == []
-    assert fired(make_view(accounts=[account()]), config, "SIG_FEATURE_ADOPTION_LOW") == []
+    assert fired(customer_view(accounts=[account()]), config, "SIG_FEATURE_ADOPTION_LOW") == []
 
 
 def contact(contact_id, role, started_ago, ended_ago=None):
@@ -163,7 +171,7 @@ def contact(contact_id, role, started_ago, ended_ago=None):
 def test_stakeholder_change(config):
     # A champion who left 59 days ago and a sponsor who started today fire; a champion who left
     # exactly 60 days ago, an admin who left yesterday and a buyer who started 61 days ago do not.
-    view = make_view(
+    view = customer_view(
         accounts=[account()],
         contacts=[
             contact("K1", "champion", 900, 59),
@@ -182,7 +190,7 @@ def test_stakeholder_change(config):
             "since": "2026-07-30",
         }
     ]
-    quiet = make_view(accounts=[account()], contacts=[contact("K3", "champion", 900, 60), contact("K4", "admin", 900, 1)])
+    quiet = customer_view(accounts=[account()], contacts=[contact("K3", "champion", 900, 60), contact("K4", "admin", 900, 1)])
     assert fired(quiet, config, "SIG_STAKEHOLDER_CHANGE") == []
 
 
@@ -192,12 +200,12 @@ def test_renewal_soon(config):
     def renewing(sid, days, status="active", account_id="A"):
         return sub(account_id, subscription_id=sid, renewal_date=AS_OF + dt.timedelta(days=days), status=status)
 
-    view = make_view(
+    view = customer_view(
         accounts=[account("A"), account("B")],
         subs=[renewing("S1", 90), renewing("S2", 120), renewing("S3", 91, account_id="B"),
               renewing("S4", 10, "cancelled", "B"), renewing("S5", -1, account_id="B")],
     )  # fmt: skip
-    signals = detect_signals(view, config).filter(pl.col("code") == "SIG_RENEWAL_SOON")
+    signals = detect_signals(view, config, LIFECYCLE).filter(pl.col("code") == "SIG_RENEWAL_SOON")
     assert signals["account_id"].to_list() == ["A"]
     assert json.loads(signals["evidence"][0]) == {
         "subscription_id": "S1", "renewal_date": "2026-12-26", "days_to_renewal": 90, "arr": 100000.0,
@@ -216,7 +224,7 @@ def test_expansion_trail_by_utilisation(config):
     # 91 of 100 seats used with an open expansion opp fires; 90 (exactly) does not; 95 with the
     # opp already won does not.
     def view(users, stage="open"):
-        return make_view(accounts=[account()], subs=[sub()], usage=four_weeks("A", users, 28) + four_weeks("A", users),
+        return customer_view(accounts=[account()], subs=[sub()], usage=four_weeks("A", users, 28) + four_weeks("A", users),
                          crm_opps=[expansion_opp(stage)])  # fmt: skip
 
     assert fired(view(91), config, "SIG_EXPANSION_TRAIL") == [
@@ -233,7 +241,7 @@ def test_expansion_trail_by_utilisation(config):
 def test_expansion_trail_by_growth(config):
     # 50 -> 61 users (22% growth) on 100 seats fires; 50 -> 60 (exactly 20%) does not.
     def view(recent):
-        return make_view(accounts=[account()], subs=[sub()], usage=four_weeks("A", 50, 28) + four_weeks("A", recent),
+        return customer_view(accounts=[account()], subs=[sub()], usage=four_weeks("A", 50, 28) + four_weeks("A", recent),
                          crm_opps=[expansion_opp()])  # fmt: skip
 
     assert [e["growth_pct"] for e in fired(view(61), config, "SIG_EXPANSION_TRAIL")] == [22.0]
@@ -244,7 +252,7 @@ def test_expansion_trail_by_growth(config):
 
 
 def test_frame_shape_and_canonical_evidence(config):
-    frame = detect_signals(read_customer_360(FIXTURES), config)
+    frame = detect_signals(read_customer_360(FIXTURES), config, LIFECYCLE)
     assert frame.schema == pl.Schema({"account_id": pl.Utf8, "code": pl.Utf8, "kind": pl.Utf8, "evidence": pl.Utf8})
     assert frame.equals(frame.sort("account_id", "code"))
     assert all(e == canonical_json(json.loads(e)) for e in frame["evidence"])
@@ -253,7 +261,7 @@ def test_frame_shape_and_canonical_evidence(config):
 
 
 def test_empty_view_gives_an_empty_frame(config):
-    frame = detect_signals(make_view(accounts=[account()]), config)
+    frame = detect_signals(customer_view(accounts=[account()]), config, LIFECYCLE)
     assert frame.is_empty() and frame.columns == ["account_id", "code", "kind", "evidence"]
     assert signals_by_account(frame) == {}
 
@@ -301,7 +309,7 @@ EXPECTED_FIXTURE_CODES = {  # the story of fixtures/customer/README.md
 
 
 def test_fixture_codes_per_account(config):
-    by_account = signals_by_account(detect_signals(read_customer_360(FIXTURES), config))
+    by_account = signals_by_account(detect_signals(read_customer_360(FIXTURES), config, LIFECYCLE))
     assert {a: [s["code"] for s in signals] for a, signals in by_account.items()} == EXPECTED_FIXTURE_CODES
     # UMBRELLA-005 (green, an admin left), NEWCO-011 and OLDCO-012 have none.
     assert by_account["ACME-001"][2] == {
@@ -315,7 +323,7 @@ def test_fixture_codes_per_account(config):
 
 
 def test_every_code_occurs_in_the_fixtures(config):
-    summary = signals_summary(detect_signals(read_customer_360(FIXTURES), config))
+    summary = signals_summary(detect_signals(read_customer_360(FIXTURES), config, LIFECYCLE))
     assert summary == {
         "signals": 18,
         "accounts_with_signals": 9,
@@ -329,10 +337,10 @@ def test_every_code_occurs_in_the_fixtures(config):
 
 def test_deterministic_and_independent_of_row_order(config):
     view = read_customer_360(FIXTURES)
-    first = detect_signals(view, config)
-    assert first.equals(detect_signals(view, config))
+    first = detect_signals(view, config, LIFECYCLE)
+    assert first.equals(detect_signals(view, config, LIFECYCLE))
     shuffled = Customer360(
         as_of=view.as_of,
         tables={name: table.sample(fraction=1.0, shuffle=True, seed=11) for name, table in view.tables.items()},
     )
-    assert detect_signals(shuffled, config).equals(first)
+    assert detect_signals(shuffled, config, LIFECYCLE).equals(first)

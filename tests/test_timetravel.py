@@ -189,12 +189,13 @@ def test_scores_and_signals_on_the_cut_equal_those_on_the_past_view():
     signals_config = load_signals_config(CONFIGS / "signals.yaml")
     cut, past = view_as_of(full_view(), CUT), past_view()
     assert_frame_equal(score_health(cut, health_config), score_health(past, health_config))
-    assert_frame_equal(detect_signals(cut, signals_config), detect_signals(past, signals_config))
+    lifecycle = health_config.lifecycle
+    assert_frame_equal(detect_signals(cut, signals_config, lifecycle), detect_signals(past, signals_config, lifecycle))
     # Moving as_of back without the cut is not enough: S1 and S2 would not renew soon, and the
     # seats of S4 (started later) would replace those of S2 (churned later) in utilisation.
     naive = Customer360(CUT, full_view().tables)
-    assert "SIG_RENEWAL_SOON" in detect_signals(cut, signals_config)["code"].to_list()
-    assert "SIG_RENEWAL_SOON" not in detect_signals(naive, signals_config)["code"].to_list()
+    assert "SIG_RENEWAL_SOON" in detect_signals(cut, signals_config, lifecycle)["code"].to_list()
+    assert "SIG_RENEWAL_SOON" not in detect_signals(naive, signals_config, lifecycle)["code"].to_list()
     assert not score_health(naive, health_config).filter(pl.col("account_id") == "A").equals(
         score_health(cut, health_config)
     )

@@ -20,7 +20,7 @@ from c360_dagster.defs.customer import (
 from c360_dagster.defs.partitions import ACCOUNT_BACKFILL, ACCOUNT_PARTITIONS
 from c360_dagster.defs.resources import C360Project
 from c360_dagster.defs.versions import source_version
-from c360_dagster.domain import health, lake, playbooks, qbr, qbr_deck, qbr_layout, qbr_pptx, signals
+from c360_dagster.domain import account_state, health, lake, playbooks, qbr, qbr_deck, qbr_layout, qbr_pptx, signals
 from c360_dagster.domain.errors import C360Error, GateError
 from c360_dagster.domain.io import sha256_bytes, sha256_file, write_json_atomic, write_text_atomic
 from c360_dagster.domain.text import unknown_account
@@ -83,6 +83,10 @@ class RunInputs:
             "renewal_forecasts": project.frame_hash("renewals"),
         }
 
+    def refuse_not_live(self, what: str) -> None:
+        """A churned or not-started account gets no `what`; one stops the batch before anything is written."""
+        account_state.refuse_not_live({a: one.health["lifecycle"] for a, one in self.accounts.items()}, what)
+
 
 def account_facts(one: AccountInputs) -> dict[str, dg.MetadataValue]:
     """The account's own headline facts for its partition's materialization: tier, score (or
@@ -109,7 +113,7 @@ def playbook_paths(project: C360Project, account_id: str) -> tuple[Path, Path]:
     group_name="accounts",
     kinds={"markdown", "json"},
     owners=OWNERS,
-    code_version=source_version(playbooks),
+    code_version=source_version(playbooks, account_state),
     partitions_def=ACCOUNT_PARTITIONS,
     backfill_policy=ACCOUNT_BACKFILL,
     deps=[customer_360, account_health, customer_signals, renewal_forecasts],
@@ -117,6 +121,7 @@ def playbook_paths(project: C360Project, account_id: str) -> tuple[Path, Path]:
 def playbook(context: dg.AssetExecutionContext, project: C360Project) -> dg.MaterializeResult:
     """Success playbook per account: plays, RACI, dated steps, KPIs and checkpoints."""
     inputs = RunInputs(project, context.partition_keys)
+    inputs.refuse_not_live("success playbook")
     library_file = project.config_path("playbooks")
     library = playbooks.load_playbook_library(library_file)
     inputs_hashes = {**inputs.input_hashes, "playbooks.yaml": sha256_file(library_file)}
@@ -197,7 +202,7 @@ def _gate_metadata(gate: qbr.Gate) -> dict[str, dg.MetadataValue]:
     group_name="accounts",
     kinds={"markdown", "pptx"},
     owners=OWNERS,
-    code_version=source_version(qbr, qbr_deck, qbr_layout, qbr_pptx),
+    code_version=source_version(qbr, qbr_deck, qbr_layout, qbr_pptx, account_state),
     partitions_def=ACCOUNT_PARTITIONS,
     backfill_policy=ACCOUNT_BACKFILL,
     # Everything it reads, so the graph is the lineage: the lake's score history included.
@@ -215,6 +220,7 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
     if settings.template is not None:
         settings_hash["qbr_template.pptx"] = sha256_bytes(settings.template)
     inputs = RunInputs(project, context.partition_keys)
+    inputs.refuse_not_live("QBR pack")
     playbook_files = {account_id: playbook_paths(project, account_id)[1] for account_id in inputs.accounts}
     playbook_texts = {
         account_id: path.read_text(encoding="utf-8") for account_id, path in playbook_files.items() if path.exists()

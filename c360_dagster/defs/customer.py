@@ -14,6 +14,7 @@ from c360_dagster.defs.partitions import register_accounts
 from c360_dagster.defs.resources import C360Project
 from c360_dagster.defs.versions import source_version
 from c360_dagster.domain import (
+    account_state,
     health,
     integrity,
     lifecycle,
@@ -137,7 +138,7 @@ def _file_hashes(*paths: Path) -> dict[str, str]:
     group_name="customer",
     kinds={"polars", "json"},
     owners=OWNERS,
-    code_version=source_version(health, overrides),
+    code_version=source_version(health, account_state, overrides),
     deps=[customer_360],
     check_specs=check_specs("account_health", quality.HEALTH_RULES),
 )
@@ -189,7 +190,11 @@ def account_health(
             **counted,
             **_frame_metadata(frame, out),
             "as_of": view.as_of.isoformat(),
-            "tier_distribution": _count_table("tier", summary["tiers"]),
+            # Every account once: the tiers of scored accounts, then the unscored ones by status.
+            "tier_distribution": _count_table(
+                "tier", {**summary["tiers"], **{s: n for s, n in summary["status"].items() if s != health.SCORED}}
+            ),
+            "lifecycle_distribution": _count_table("lifecycle", summary["lifecycle"]),
             "summary": dg.MetadataValue.json(summary),
             "overrides": dg.MetadataValue.json(override_report),
         },
@@ -206,7 +211,7 @@ def account_health(
     group_name="customer",
     kinds={"polars", "json"},
     owners=OWNERS,
-    code_version=source_version(signals, lifecycle),
+    code_version=source_version(signals, account_state, lifecycle),
     deps=[customer_360],
     check_specs=check_specs("customer_signals", quality.SIGNAL_RULES),
 )
@@ -216,10 +221,13 @@ def customer_signals(
     """Churn-risk and expansion signals per account, each with the evidence that tripped it."""
     config_file = _config_file(project, config.config_path, "signals")
     signals_config = signals.load_signals_config(config_file)
+    # The account lifecycle (health.yaml's `lifecycle`) decides who is a customer today.
+    health_file = project.config_path("health")
+    lifecycle_config = health.load_health_config(health_file).lifecycle
     view = project.open_view()
     snoozes_file = project.config_path("snoozes")
     tracked = lifecycle.signal_lifecycle(
-        signals.detect_signals(view, signals_config),
+        signals.detect_signals(view, signals_config, lifecycle_config),
         project.lake_path,
         view.as_of,
         lifecycle.load_snoozes(snoozes_file) if snoozes_file.exists() else (),
@@ -240,7 +248,7 @@ def customer_signals(
         project.record_event(
             context,
             as_of=view.as_of.isoformat(),
-            inputs={"customer_360": project.view_hash(), **_file_hashes(config_file, snoozes_file)},
+            inputs={"customer_360": project.view_hash(), **_file_hashes(config_file, health_file, snoozes_file)},
             outputs={"signals.json": json_hash, "signals.parquet": frame_hash},
             config_hash=signals_config.config_hash,
         )

@@ -113,7 +113,7 @@ def _snapshot(
     health_config, signals_config, renewals_config = configs
     cut = view_as_of(view, as_of)
     health = score_health(cut, health_config)
-    signals = detect_signals(cut, signals_config)
+    signals = detect_signals(cut, signals_config, health_config.lifecycle)
     forecast = forecast_renewals(cut, health, signals, renewals_config, window_days=horizon_days)
     horizon_end = as_of + dt.timedelta(days=horizon_days)
     events = outcomes.filter(

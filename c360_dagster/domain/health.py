@@ -16,6 +16,16 @@ from typing import Any
 import polars as pl
 
 from c360_dagster.domain import json_text
+from c360_dagster.domain.account_state import (
+    CHURNED,
+    LIFECYCLE_SCHEMA,
+    LIVE_STATES,
+    NOT_STARTED,
+    LifecycleConfig,
+    account_states,
+    lifecycle_config,
+    lifecycle_counts,
+)
 from c360_dagster.domain.config import config_hash, load_yaml_config, validate_config
 from c360_dagster.domain.errors import ConfigError
 from c360_dagster.domain.overrides import (
@@ -28,7 +38,9 @@ from c360_dagster.domain.view import Customer360
 COMPONENTS = ("adoption", "value", "support", "commercial", "sentiment")
 SEGMENTS = ("enterprise", "mid_market", "smb")
 TIERS = ("red", "amber", "green")
-STATUSES = ("scored", "insufficient_data")
+SCORED, INSUFFICIENT_DATA = "scored", "insufficient_data"
+# Only `scored` has a score and tier; churned and not_started come from the account lifecycle.
+STATUSES = (SCORED, INSUFFICIENT_DATA, CHURNED, NOT_STARTED)
 WINDOW_KEYS = ("usage_days", "support_days", "credits_days", "nps_trend_days")
 THRESHOLD_KEYS: dict[str, tuple[str, ...]] = {
     "adoption": ("utilisation_floor_pct", "utilisation_target_pct"),
@@ -80,7 +92,10 @@ ORDERED_PAIRS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "sentiment": (("nps_floor", "nps_target"),),
 }
-NO_DATA_REASON = "no usage, support, billing or NPS data"
+NOT_LIVE_REASONS = {
+    CHURNED: "the account has churned (no active subscription), so it is not scored",
+    NOT_STARTED: "the account has not started (no subscription has started yet), so it is not scored",
+}
 _SHARED_OUT = "; its weight is shared out proportionally over the available components"
 
 
@@ -114,6 +129,7 @@ HEALTH_SCHEMA: dict[str, Any] = {
             "weights": _weights_schema(True),
             "tiers": _object({"red_below": _PERCENT, "green_from": _PERCENT}),
             "min_available_components": {"type": "integer", "minimum": 1, "maximum": len(COMPONENTS)},
+            "lifecycle": LIFECYCLE_SCHEMA,
             "feature_catalog_size": {"type": "integer", "minimum": 1},
             "windows": _object({k: {"type": "integer", "minimum": 1} for k in WINDOW_KEYS}),
             "thresholds": _thresholds_schema(True),
@@ -130,7 +146,7 @@ HEALTH_SCHEMA: dict[str, Any] = {
         }
     ),
     "required": sorted(
-        ["weights", "tiers", "min_available_components", "feature_catalog_size", "windows", "thresholds"]
+        ["weights", "tiers", "min_available_components", "lifecycle", "feature_catalog_size", "windows", "thresholds"]
     ),
 }
 
@@ -152,6 +168,7 @@ class HealthConfig:
     red_below: float
     green_from: float
     min_available_components: int
+    lifecycle: LifecycleConfig
     feature_catalog_size: int
     windows: dict[str, int]
     config_hash: str
@@ -191,6 +208,7 @@ def _build_config(data: Mapping[str, Any], source: str) -> HealthConfig:
         red_below=float(tiers["red_below"]),
         green_from=float(tiers["green_from"]),
         min_available_components=data["min_available_components"],
+        lifecycle=lifecycle_config(data["lifecycle"]),
         feature_catalog_size=data["feature_catalog_size"],
         windows=dict(data["windows"]),
         config_hash=config_hash(data),
@@ -312,6 +330,7 @@ def _billing_measures(view: Customer360, credits_days: int) -> pl.DataFrame:
         .group_by("account_id")
         .agg(
             invoices=pl.len(),
+            invoices_due=(pl.col("due_on") <= as_of).sum(),
             overdue_invoices=overdue.sum(),
             max_days_overdue=(pl.lit(as_of) - pl.col("due_on")).dt.total_days().filter(overdue).max(),
             overdue_amount=pl.col("amount").filter(overdue).sum(),
@@ -344,6 +363,7 @@ def _measures(view: Customer360, config: HealthConfig) -> pl.DataFrame:
     windows = config.windows
     frame = (
         view.accounts.select("account_id", "segment")
+        .join(account_states(view, config.lifecycle), on="account_id", how="left")
         .join(_scorecard_frame(config), on="segment", how="left")
         .join(_entitlements(view), on="account_id", how="left")
         .join(_usage_measures(view, windows["usage_days"]), on="account_id", how="left")
@@ -355,13 +375,14 @@ def _measures(view: Customer360, config: HealthConfig) -> pl.DataFrame:
         "active_subscriptions", "seats", "usage_windows", "recent_windows", "recent_active_users",
         "recent_features", "recent_release_features", "cases_total", "cases_in_window",
         "severity1_cases", "severity2_cases", "severity3_cases", "severity4_cases", "sla_breaches",
-        "open_sev1_cases", "invoices", "overdue_invoices", "max_days_overdue", "nps_responses",
+        "open_sev1_cases", "invoices", "invoices_due", "overdue_invoices", "max_days_overdue", "nps_responses",
         "earlier_responses",
     ]  # fmt: skip
     amounts = ["arr", "discount_pct", "overdue_amount", "credits"]
     return frame.with_columns(
         *[pl.col(c).fill_null(0).cast(pl.Int64) for c in counts],
         *[pl.col(c).fill_null(0.0).cast(pl.Float64) for c in amounts],
+        customer_days=(pl.lit(view.as_of) - pl.col("customer_since")).dt.total_days().fill_null(0),
     )
 
 
@@ -448,14 +469,23 @@ def _commercial_penalties() -> list[pl.Expr]:
     ]
 
 
-def _raw_scores() -> list[pl.Expr]:
-    """Each component's unrounded score (null = not available) and the reason when not."""
+def _raw_scores(config: HealthConfig) -> list[pl.Expr]:
+    """Each component's unrounded score (null = not available) and the reason when not.
+
+    A component is available only when its data was measured: no cases means a quiet account
+    only after a whole support window as a customer, and no overdue invoice means prompt
+    payment only once an invoice has fallen due against real ARR. An account that is not a
+    customer today (churned, not started) has no component available.
+    """
     value_weights = _t("value", "breadth_weight") + _t("value", "release_weight")
+    support_days = config.windows["support_days"]
+    quiet_window = pl.col("_has_contract") & (pl.col("customer_days") >= support_days)
+    live = pl.col("lifecycle").is_in(list(LIVE_STATES))
     available = {
         "adoption": pl.col("_has_usage") & (pl.col("seats") > 0),
         "value": pl.col("_has_usage"),
-        "support": pl.col("_has_contract") | (pl.col("cases_total") > 0),
-        "commercial": pl.col("_has_contract") | (pl.col("invoices") > 0),
+        "support": quiet_window | (pl.col("cases_total") > 0),
+        "commercial": (pl.col("arr") > 0) & (pl.col("invoices_due") > 0),
         "sentiment": pl.col("nps_responses") > 0,
     }
     scores = {
@@ -481,16 +511,21 @@ def _raw_scores() -> list[pl.Expr]:
         .then(pl.lit("no usage data up to as_of" + _SHARED_OUT))
         .otherwise(pl.lit("no seats entitled by active subscriptions" + _SHARED_OUT)),
         "value": pl.lit("no usage data up to as_of" + _SHARED_OUT),
-        "support": pl.lit("no active subscription and no support cases" + _SHARED_OUT),
-        "commercial": pl.lit("no active subscription and no invoices" + _SHARED_OUT),
+        "support": pl.lit(
+            f"no support cases, and not yet a customer for the {support_days}-day support window" + _SHARED_OUT
+        ),
+        "commercial": pl.when(pl.col("arr") <= 0)
+        .then(pl.lit("no ARR from active subscriptions" + _SHARED_OUT))
+        .otherwise(pl.lit("no invoice has fallen due yet, so payment is not measured" + _SHARED_OUT)),
         "sentiment": pl.lit("no NPS responses up to as_of" + _SHARED_OUT),
     }
+    not_live = pl.col("lifecycle").replace_strict(NOT_LIVE_REASONS, default=None, return_dtype=pl.Utf8)
     return [
         expr
         for c in COMPONENTS
         for expr in (
-            pl.when(available[c]).then(scores[c]).alias(f"{c}_raw"),
-            pl.when(available[c]).then(None).otherwise(reasons[c]).cast(pl.Utf8).alias(f"{c}_reason"),
+            pl.when(live & available[c]).then(scores[c]).alias(f"{c}_raw"),
+            pl.when(~live).then(not_live).when(available[c]).then(None).otherwise(reasons[c]).cast(pl.Utf8).alias(f"{c}_reason"),
         )
     ]
 
@@ -535,50 +570,63 @@ def score_health(view: Customer360, config: HealthConfig) -> pl.DataFrame:
     """The health frame of docs/architecture.md: one row per account, sorted by account_id."""
     frame = _measures(view, config)
     frame = frame.with_columns(_component_columns(config)).with_columns(_commercial_penalties())
-    frame = frame.with_columns(_raw_scores())
+    frame = frame.with_columns(_raw_scores(config))
     available = [pl.col(f"{c}_raw").is_not_null() for c in COMPONENTS]
+    available_count = pl.sum_horizontal(a.cast(pl.Int64) for a in available)
+    minimum = config.min_available_components
+    frame = frame.with_columns(
+        status=pl.when(~pl.col("lifecycle").is_in(list(LIVE_STATES)))
+        .then(pl.col("lifecycle"))
+        .when(available_count < minimum)
+        .then(pl.lit(INSUFFICIENT_DATA))
+        .otherwise(pl.lit(SCORED)),
+        status_reason=pl.when(~pl.col("lifecycle").is_in(list(LIVE_STATES)))
+        .then(pl.col("lifecycle").replace_strict(NOT_LIVE_REASONS, default=None, return_dtype=pl.Utf8))
+        .when(available_count < minimum)
+        .then(
+            pl.format(
+                f"not enough data yet: {{}} of {len(COMPONENTS)} components have data, the scorecard needs {minimum}",
+                available_count,
+            )
+        ),
+    )
+    scored = pl.col("status") == SCORED
     available_weight = pl.sum_horizontal(pl.when(a).then(pl.col(f"w_{c}")).otherwise(0.0) for a, c in zip(available, COMPONENTS, strict=True))
     frame = frame.with_columns(
-        pl.sum_horizontal(a.cast(pl.Int64) for a in available).alias("_available"),
-        *[
-            # Effective weights of the available components sum to 100; unavailable ones get 0.
-            pl.when(a & (available_weight > 0))
-            .then(pl.col(f"w_{c}") * 100 / available_weight)
-            .otherwise(0.0)
-            .alias(f"{c}_weight")
-            for a, c in zip(available, COMPONENTS, strict=True)
-        ],
+        # Effective weights of the available components sum to 100; unavailable ones get 0.
+        # An account without a score has no weights at all (null).
+        pl.when(~scored)
+        .then(None)
+        .when(a & (available_weight > 0))
+        .then(pl.col(f"w_{c}") * 100 / available_weight)
+        .otherwise(0.0)
+        .alias(f"{c}_weight")
+        for a, c in zip(available, COMPONENTS, strict=True)
     )
     frame = frame.with_columns(
         (pl.col(f"{c}_raw").fill_null(0) * pl.col(f"{c}_weight") / 100).alias(f"_{c}_points") for c in COMPONENTS
     )
     # Round half up; the 9-decimal pre-round keeps float noise (67.4999999) from flipping it.
     raw_score = pl.sum_horizontal(pl.col(f"_{c}_points") for c in COMPONENTS).round(9)
-    score = raw_score.round(0, mode="half_away_from_zero").clip(0, 100).cast(pl.Int64)
+    score = pl.when(scored).then(raw_score.round(0, mode="half_away_from_zero").clip(0, 100).cast(pl.Int64))
     tier = (
         pl.when(score < config.red_below)
         .then(pl.lit("red"))
         .when(score >= config.green_from)
         .then(pl.lit("green"))
-        .otherwise(pl.lit("amber"))
+        .when(score.is_not_null())
+        .then(pl.lit("amber"))
     )
-    insufficient = pl.col("_available") < config.min_available_components
     frame = frame.with_columns(
         score.alias("score"),
-        pl.when(pl.col("_available") == 0)
-        .then(pl.lit("red"))
-        .when(insufficient & (tier == "green"))
-        .then(pl.lit("amber"))
-        .otherwise(tier)
-        .alias("tier"),
-        pl.when(insufficient).then(pl.lit("insufficient_data")).otherwise(pl.lit("scored")).alias("status"),
+        tier.alias("tier"),
         pl.lit(config.config_hash).alias("config_hash"),
         *[round2(pl.col(f"{c}_raw")).alias(f"{c}_score") for c in COMPONENTS],
         *[round2(pl.col(f"_{c}_points")).alias(f"{c}_points") for c in COMPONENTS],
         *[round2(pl.col(f"{c}_weight")).alias(f"{c}_weight") for c in COMPONENTS],
         *[expr.alias(f"{c}_evidence") for c, expr in _evidence(frame.collect_schema()).items()],
     )
-    columns = ["account_id", "segment", "scorecard", "score", "tier", "status", "config_hash"]
+    columns = ["account_id", "segment", "scorecard", "score", "tier", "status", "status_reason", "lifecycle", "config_hash"]
     columns += [f"{c}_{part}" for c in COMPONENTS for part in ("score", "weight", "points", "reason", "evidence")]
     return frame.select(columns).sort("account_id")
 
@@ -594,6 +642,8 @@ def health_records(frame: pl.DataFrame) -> Iterator[tuple[str, dict[str, Any]]]:
             "total": 100,
             "tier": row["tier"],
             "status": row["status"],
+            "status_reason": row["status_reason"],
+            "lifecycle": row["lifecycle"],
             "scorecard": row["scorecard"],
             "components": {
                 c: {
@@ -617,6 +667,8 @@ def health_json_entries(frame: pl.DataFrame, chunk_rows: int = 20_000) -> Iterat
         pl.lit(100, pl.Int64).alias("total"),
         pl.col("tier"),
         pl.col("status"),
+        pl.col("status_reason"),
+        pl.col("lifecycle"),
         pl.col("scorecard"),
         pl.struct(
             pl.struct(
@@ -643,50 +695,53 @@ def _number(value: Any) -> str:
 def explain_health(record: Mapping[str, Any]) -> str:
     """A health record's breakdown in plain words."""
     components = record["components"]
-    available = [c for c in COMPONENTS if components[c]["available"]]
-    lines = [
-        f"Health score {record['score']}/{record['total']}: {record['tier']} "
-        f"({record['status'].replace('_', ' ')}, {record['scorecard']} scorecard).",
-    ]
+    lifecycle = record["lifecycle"].replace("_", " ")
+    if record["score"] is None:
+        lines = [f"No health score: {record['status_reason']} (lifecycle {lifecycle}, {record['scorecard']} scorecard)."]
+    else:
+        lines = [
+            f"Health score {record['score']}/{record['total']}: {record['tier']} "
+            f"({record['status'].replace('_', ' ')}, lifecycle {lifecycle}, {record['scorecard']} scorecard).",
+        ]
     if record.get("override"):
         lines.append(
             f"{override_phrase(record)} (computed: {record['computed_score']}/{record['total']} "
             f"{record['computed_tier']}; the components below add up to the computed score)."
         )
-    if not available:
-        lines.append(f"No component could be scored ({NO_DATA_REASON}), so the score is 0 and the tier red.")
-    else:
+    if record["status"] == SCORED:
         lines.append(
             "The score is the sum of the component points (component score x effective weight / 100), "
             "rounded half up; effective weights of the available components add up to 100."
-        )
-    if record["status"] == "insufficient_data" and available:
-        lines.append(
-            f"Only {len(available)} component(s) had data, fewer than the scorecard needs, so the tier is at most amber."
         )
     for c in COMPONENTS:
         part = components[c]
         evidence = ", ".join(
             f"{key.replace('_', ' ')} {_number(value)}" for key, value in sorted(part["evidence"].items())
         )
-        if part["available"]:
+        if part["available"] and part["weight"] is not None:
             lines.append(
                 f"- {c.capitalize()}: {_number(part['score'])}/100 x weight {_number(part['weight'])} "
                 f"= {_number(part['points'])} points ({evidence})."
             )
+        elif part["available"]:
+            lines.append(f"- {c.capitalize()}: {_number(part['score'])}/100, not weighted ({evidence}).")
         else:
             lines.append(f"- {c.capitalize()}: not available, {part['reason']}.")
     return "\n".join(lines)
 
 
 def health_summary(frame: pl.DataFrame) -> dict[str, Any]:
-    """Tier and status counts and the score distribution, for asset metadata."""
-    scores = frame["score"]
+    """Tier, status and lifecycle counts and the distribution of the scores there are, for asset metadata.
+
+    Accounts without a score (churned, not started, insufficient data) are counted under their
+    status, never in a tier or the score distribution.
+    """
+    scores = frame["score"].drop_nulls()
     tiers = frame["tier"].value_counts()
     statuses = frame["status"].value_counts()
     distribution = (
         {"min": None, "median": None, "max": None, "mean": None}
-        if frame.is_empty()
+        if scores.is_empty()
         else {
             "min": int(scores.min()),  # type: ignore[arg-type]
             "median": round(float(scores.median()), 2),  # type: ignore[arg-type]
@@ -698,5 +753,6 @@ def health_summary(frame: pl.DataFrame) -> dict[str, Any]:
         "accounts": frame.height,
         "tiers": {t: int(tiers.filter(pl.col("tier") == t)["count"].sum()) for t in TIERS},
         "status": {s: int(statuses.filter(pl.col("status") == s)["count"].sum()) for s in STATUSES},
+        "lifecycle": lifecycle_counts(frame["lifecycle"]),
         "score": distribution,
     }

@@ -23,7 +23,7 @@ def health_rows(health: pl.DataFrame) -> pl.DataFrame:
         ]
     ).struct.json_encode()
     return health.select(
-        "account_id", "segment", "scorecard", "score", "tier", "status", "config_hash", *OVERRIDE_COLUMNS,
+        "account_id", "segment", "scorecard", "score", "tier", "status", "status_reason", "lifecycle", "config_hash", *OVERRIDE_COLUMNS,
         components.alias("components"),
     )
 

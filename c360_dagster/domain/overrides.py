@@ -134,11 +134,15 @@ def apply_overrides(
     """Overridden `score`/`tier` plus the computed ones and the override's reason, author, end date.
 
     A score-only override takes the tier its score falls in; a tier-only one keeps the computed
-    score. Unknown accounts are a ConfigError; expired overrides (expires_on < as_of) are ignored.
+    score. Unknown accounts are a ConfigError; expired overrides (expires_on < as_of) are ignored,
+    and so are overrides of accounts without a score (status not `scored`: churned, not started,
+    insufficient data), because a person's view cannot stand in for a customer who is not there.
     """
     check_accounts(overrides, health["account_id"], source)
+    status = dict(health.filter(pl.col("account_id").is_in([o.account for o in overrides])).select("account_id", "status").iter_rows())
     expired = [o for o in overrides if o.expires_on < as_of]
-    active = [o for o in overrides if o.expires_on >= as_of]
+    unscored = [o for o in overrides if o.expires_on >= as_of and status[o.account] != "scored"]
+    active = [o for o in overrides if o.expires_on >= as_of and status[o.account] == "scored"]
     table = pl.DataFrame(
         {
             "account_id": [o.account for o in active],
@@ -184,6 +188,10 @@ def apply_overrides(
         f"override of {o.account} ({o.key}) expired on {o.expires_on.isoformat()}, before as_of "
         f"{as_of.isoformat()}: ignored"
         for o in expired
+    ) + tuple(
+        f"override of {o.account} ({o.key}) ignored: the account has no score to override "
+        f"(status {status[o.account]})"
+        for o in unscored
     )
     return OverrideOutcome(frame, tuple(applied), warnings)
 

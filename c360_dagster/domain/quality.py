@@ -12,7 +12,7 @@ SAMPLE_ROWS = 5
 # Rule name → what it asserts (the asset check's description in the UI).
 RULES = {
     "every_account_scored_once": "Each account in the 360 view has exactly one health row.",
-    "score_within_0_100": "Scores are integers from 0 to 100.",
+    "score_within_0_100": "Scored accounts have an integer score from 0 to 100; the others (churned, not started, insufficient data) have none.",
     "points_sum_to_score": "Component points add up to the score within rounding (±1).",
     "signal_codes_known": "Every signal code is in the signal catalog.",
     "signal_once_per_account": "A signal code fires at most once per account.",
@@ -61,7 +61,11 @@ def health_findings(
         ),
         rule_finding(
             "score_within_0_100",
-            health.filter(~pl.col("score").is_between(0, 100)).select("account_id", "score"),
+            health.filter(
+                pl.when(pl.col("status") == "scored")
+                .then(~pl.col("score").is_between(0, 100).fill_null(False))
+                .otherwise(pl.col("score").is_not_null())
+            ).select("account_id", "status", "score"),
         ),
         rule_finding(
             "points_sum_to_score",

@@ -17,6 +17,7 @@ from typing import Any
 import polars as pl
 
 from c360_dagster.domain import json_text
+from c360_dagster.domain.account_state import LIVE_STATES, LifecycleConfig, account_states, successors
 from c360_dagster.domain.config import config_hash, load_yaml_config, validate_config
 from c360_dagster.domain.health import in_last_days, round2
 from c360_dagster.domain.io import joined_items
@@ -28,10 +29,15 @@ ROLES = ("champion", "exec_sponsor", "economic_buyer", "admin", "user")
 
 @dataclass(frozen=True)
 class SignalSpec:
-    """What a signal code means and whether it is a churn risk or an expansion opportunity."""
+    """What a signal code means and whether it is a churn risk or an expansion opportunity.
+
+    `live_only`: the signal assumes a customer today (lifecycle onboarding or active), so it
+    never fires for a churned or not-started account; an overdue invoice is owed either way.
+    """
 
     kind: str
     meaning: str
+    live_only: bool = True
 
 
 SIGNAL_CATALOG: dict[str, SignalSpec] = {
@@ -41,7 +47,7 @@ SIGNAL_CATALOG: dict[str, SignalSpec] = {
     "SIG_FEATURE_ADOPTION_LOW": SignalSpec(
         "risk", "The account uses only a small share of the product's features, so it sees little of its value."
     ),
-    "SIG_PAYMENT_OVERDUE": SignalSpec("risk", "An invoice is unpaid well past its due date."),
+    "SIG_PAYMENT_OVERDUE": SignalSpec("risk", "An invoice is unpaid well past its due date.", live_only=False),
     "SIG_RENEWAL_SOON": SignalSpec("risk", "An active subscription renews soon, so any risk is now urgent."),
     "SIG_STAKEHOLDER_CHANGE": SignalSpec(
         "risk", "A champion, executive sponsor or economic buyer recently left or started."
@@ -90,6 +96,14 @@ SIGNALS_SCHEMA: dict[str, Any] = _section(
         ),
     }
 )
+
+
+@dataclass(frozen=True)
+class SharedMeasures:
+    """What several rules read, computed once per detection."""
+
+    usage: pl.DataFrame  # `_usage_periods`
+    renewal_booked: pl.Series  # ids of subscriptions whose successor is already recorded
 
 
 @dataclass(frozen=True)
@@ -179,10 +193,10 @@ def _period_dates(as_of: dt.date, days: int) -> list[pl.Expr]:
     ]
 
 
-def _usage_slide(view: Customer360, config: SignalsConfig, usage: pl.DataFrame) -> pl.DataFrame:
+def _usage_slide(view: Customer360, config: SignalsConfig, shared: SharedMeasures) -> pl.DataFrame:
     prior, recent = pl.col("prior_avg_active_users"), pl.col("recent_avg_active_users")
     drop = 100 * (prior - recent) / prior
-    return usage.filter((prior > 0) & (drop > config.slide_drop_pct_over)).select(
+    return shared.usage.filter((prior > 0) & (drop > config.slide_drop_pct_over)).select(
         "account_id",
         pl.struct(
             round2(prior).alias("prior_avg_active_users"),
@@ -193,7 +207,7 @@ def _usage_slide(view: Customer360, config: SignalsConfig, usage: pl.DataFrame) 
     )
 
 
-def _support_spike(view: Customer360, config: SignalsConfig, usage: pl.DataFrame) -> pl.DataFrame:
+def _support_spike(view: Customer360, config: SignalsConfig, shared: SharedMeasures) -> pl.DataFrame:
     as_of, recent_days, prior_days = view.as_of, config.spike_recent_days, config.spike_prior_days
     recent = in_last_days("opened_on", as_of, recent_days)
     prior = in_last_days("opened_on", as_of - dt.timedelta(days=recent_days), prior_days)
@@ -229,7 +243,7 @@ def _support_spike(view: Customer360, config: SignalsConfig, usage: pl.DataFrame
     )
 
 
-def _payment_overdue(view: Customer360, config: SignalsConfig, usage: pl.DataFrame) -> pl.DataFrame:
+def _payment_overdue(view: Customer360, config: SignalsConfig, shared: SharedMeasures) -> pl.DataFrame:
     as_of = view.as_of
     unpaid = pl.col("paid_on").is_null() | (pl.col("paid_on") > as_of)
     worst_first = [pl.col("days_overdue"), pl.col("invoice_id")]
@@ -260,9 +274,9 @@ def _payment_overdue(view: Customer360, config: SignalsConfig, usage: pl.DataFra
     )
 
 
-def _feature_adoption_low(view: Customer360, config: SignalsConfig, usage: pl.DataFrame) -> pl.DataFrame:
+def _feature_adoption_low(view: Customer360, config: SignalsConfig, shared: SharedMeasures) -> pl.DataFrame:
     breadth = 100 * pl.col("avg_features_used") / config.feature_catalog_size
-    return usage.filter(breadth < config.feature_breadth_pct_under).select(
+    return shared.usage.filter(breadth < config.feature_breadth_pct_under).select(
         "account_id",
         pl.struct(
             round2(pl.col("avg_features_used")).alias("avg_features_used"),
@@ -274,7 +288,7 @@ def _feature_adoption_low(view: Customer360, config: SignalsConfig, usage: pl.Da
     )
 
 
-def _stakeholder_change(view: Customer360, config: SignalsConfig, usage: pl.DataFrame) -> pl.DataFrame:
+def _stakeholder_change(view: Customer360, config: SignalsConfig, shared: SharedMeasures) -> pl.DataFrame:
     as_of, days = view.as_of, config.stakeholder_days
     contacts = view.contacts.filter(pl.col("role").is_in(list(config.stakeholder_roles)))
     changes = pl.concat(
@@ -299,10 +313,11 @@ def _stakeholder_change(view: Customer360, config: SignalsConfig, usage: pl.Data
     )
 
 
-def _renewal_soon(view: Customer360, config: SignalsConfig, usage: pl.DataFrame) -> pl.DataFrame:
+def _renewal_soon(view: Customer360, config: SignalsConfig, shared: SharedMeasures) -> pl.DataFrame:
     soonest_first = [pl.col("days_to_renewal"), pl.col("subscription_id")]
     return (
-        view.subs.filter(pl.col("status") == "active")
+        # A renewal already booked (a successor recorded, docs/renewals.md) is no longer ahead.
+        view.subs.filter((pl.col("status") == "active") & ~pl.col("subscription_id").is_in(shared.renewal_booked.implode()))
         .with_columns(days_to_renewal=(pl.col("renewal_date") - pl.lit(view.as_of)).dt.total_days())
         .filter(pl.col("days_to_renewal").is_between(0, config.renewal_days))
         .group_by("account_id")
@@ -328,7 +343,7 @@ def _renewal_soon(view: Customer360, config: SignalsConfig, usage: pl.DataFrame)
     )
 
 
-def _expansion_trail(view: Customer360, config: SignalsConfig, usage: pl.DataFrame) -> pl.DataFrame:
+def _expansion_trail(view: Customer360, config: SignalsConfig, shared: SharedMeasures) -> pl.DataFrame:
     seats = view.subs.filter(pl.col("status") == "active").group_by("account_id").agg(seats=pl.col("seats").sum())
     earliest_first = [pl.col("close_date"), pl.col("opp_id")]
     opps = (
@@ -346,7 +361,7 @@ def _expansion_trail(view: Customer360, config: SignalsConfig, usage: pl.DataFra
         growth > config.expansion_growth_pct_over
     ).fill_null(False)
     return (
-        usage.join(opps, on="account_id")
+        shared.usage.join(opps, on="account_id")
         .join(seats, on="account_id", how="left")
         .filter(heavy_or_growing)
         .select(
@@ -367,7 +382,7 @@ def _expansion_trail(view: Customer360, config: SignalsConfig, usage: pl.DataFra
     )
 
 
-RULES: dict[str, Callable[[Customer360, SignalsConfig, pl.DataFrame], pl.DataFrame]] = {
+RULES: dict[str, Callable[[Customer360, SignalsConfig, SharedMeasures], pl.DataFrame]] = {
     "SIG_EXPANSION_TRAIL": _expansion_trail,
     "SIG_FEATURE_ADOPTION_LOW": _feature_adoption_low,
     "SIG_PAYMENT_OVERDUE": _payment_overdue,
@@ -393,10 +408,24 @@ def _encoded(code: str, fired: pl.DataFrame) -> pl.DataFrame:
     ).cast(SIGNALS_COLUMNS)  # type: ignore[arg-type]
 
 
-def detect_signals(view: Customer360, config: SignalsConfig) -> pl.DataFrame:
-    """The signals frame of docs/architecture.md: one row per fired signal, sorted by account_id, code."""
-    usage = _usage_periods(view, config.usage_window_days)
-    frames = [_encoded(code, rule(view, config, usage)) for code, rule in RULES.items()]
+def detect_signals(view: Customer360, config: SignalsConfig, lifecycle: LifecycleConfig) -> pl.DataFrame:
+    """The signals frame of docs/architecture.md: one row per fired signal, sorted by account_id, code.
+
+    `lifecycle` (health.yaml) decides which accounts are customers today and which renewals
+    are already booked, by the same rules the health score uses.
+    """
+    shared = SharedMeasures(
+        usage=_usage_periods(view, config.usage_window_days),
+        renewal_booked=successors(view.subs, lifecycle.renewal_grace_days)["subscription_id"],
+    )
+    states = account_states(view, lifecycle)
+    live = states.filter(pl.col("lifecycle").is_in(list(LIVE_STATES)))["account_id"].implode()
+    frames = []
+    for code, rule in RULES.items():
+        fired = rule(view, config, shared)
+        if SIGNAL_CATALOG[code].live_only:
+            fired = fired.filter(pl.col("account_id").is_in(live))
+        frames.append(_encoded(code, fired))
     return pl.concat(frames).sort("account_id", "code")
 
 
