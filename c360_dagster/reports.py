@@ -97,7 +97,7 @@ def tier_counts(summary: Report) -> str:
     Accounts without a score are counted apart, by status, never in a tier.
     """
     tiers = ", ".join(f"{tier} {n}" for tier, n in summary["tiers"].items())
-    unscored = [f"{status} {n}" for status, n in summary["status"].items() if status != "scored" and n]
+    unscored = [f"{status.replace('_', ' ')} {n}" for status, n in summary["status"].items() if status != "scored" and n]
     return tiers + (f"; no score: {', '.join(unscored)}" if unscored else "")
 
 

@@ -110,9 +110,12 @@ def test_ui_metadata_row_counts_schema_and_tier_table(tmp_path, instance):
     assert metadata["dagster/row_count"].value == 12
     assert metadata["metric/c360_accounts_scored_total"].value == 12  # the Prometheus counter, also in the UI
     assert "score" in [column.name for column in metadata["dagster/column_schema"].value.columns]
-    # The fixtures README lists 3 red, 4 amber and 5 green accounts.
+    # The fixtures README: 2 red, 3 amber, 5 green; NEWCO-011 (too little data) and OLDCO-012
+    # (churned) have no tier and are counted apart, so the table still counts all 12 accounts.
     tiers = {record.data["tier"]: record.data["accounts"] for record in metadata["tier_distribution"].value.records}
-    assert tiers == {"red": 3, "amber": 4, "green": 5}
+    assert tiers == {"red": 2, "amber": 3, "green": 5, "insufficient_data": 1, "churned": 1, "not_started": 0}
+    lifecycle = {record.data["lifecycle"]: record.data["accounts"] for record in metadata["lifecycle_distribution"].value.records}
+    assert lifecycle == {"not_started": 0, "onboarding": 1, "active": 10, "churned": 1}
     # A lake table shows its DuckDB name and its contract's columns.
     dg.materialize([lake_table("customer_signals")], instance=instance, resources={"project": _project(tmp_path)})
     lake = instance.get_latest_materialization_event(dg.AssetKey(["lake", "customer_signals"])).asset_materialization

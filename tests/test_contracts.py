@@ -32,7 +32,7 @@ VALID: dict[str, dict[str, Any]] = {
     },
     "account_health": {
         "as_of": AS_OF, "account_id": "ACME-001", "segment": "enterprise", "scorecard": "default",
-        "score": 87, "tier": "green", "status": "scored", "config_hash": HASH,
+        "score": 87, "tier": "green", "status": "scored", "status_reason": None, "lifecycle": "active", "config_hash": HASH,
         "computed_score": 60, "computed_tier": "amber", "override_reason": "sponsor confirmed renewal",
         "override_author": "dana", "override_expires_on": dt.date(2026, 12, 31),
         "components": '{"adoption":{"score":0.9}}',
@@ -56,7 +56,8 @@ TYPES = {
                  "type": pl.Utf8, "stage": pl.Utf8, "amount": pl.Float64, "currency": pl.Utf8,
                  "close_date": pl.Date},
     "account_health": {"as_of": pl.Date, "account_id": pl.Utf8, "segment": pl.Utf8, "scorecard": pl.Utf8,
-                       "score": pl.Int64, "tier": pl.Utf8, "status": pl.Utf8, "config_hash": pl.Utf8,
+                       "score": pl.Int64, "tier": pl.Utf8, "status": pl.Utf8, "status_reason": pl.Utf8,
+                       "lifecycle": pl.Utf8, "config_hash": pl.Utf8,
                        "computed_score": pl.Int64, "computed_tier": pl.Utf8, "override_reason": pl.Utf8,
                        "override_author": pl.Utf8, "override_expires_on": pl.Date, "components": pl.Utf8},
     "customer_signals": {"as_of": pl.Date, "account_id": pl.Utf8, "code": pl.Utf8, "kind": pl.Utf8,
@@ -72,7 +73,7 @@ TYPES = {
 }
 # Values to mix into generated rows, valid and not, by Polars type (dates also as text).
 STRINGS = [None, "", "x", "USD", "usd", "SIG_OK", "sig_bad", "-lead", "A" * 65, "ACME-001", "risk",
-           "enterprise", "Medium", "red", "scored", "{}", "[]", "{x", HASH, "sha256:00", "ünï", "renewal", "won"]
+           "enterprise", "Medium", "red", "scored", "active", "{}", "[]", "{x", HASH, "sha256:00", "ünï", "renewal", "won"]
 NUMBERS = {pl.Int64: [None, -1, 0, 1, 100, 101, 5000], pl.Float64: [None, -0.5, 0.0, 0.6, 1.0, 1.5, 99.0, 1e9]}
 DATES = [None, dt.date(2026, 1, 31), dt.date(1, 1, 1)]
 BOOLEANS = [None, True, False]

@@ -163,7 +163,10 @@ def test_adoption_not_available_without_usage_rows_or_seats(config):
     assert no_usage["adoption_score"] is None
     assert no_usage["adoption_reason"].startswith("no usage data")
     no_seats = only_row(
-        score_health(make_view(accounts=[account()], subs=[sub(seats=0)], usage=[week("A", 0, 5)]), config)
+        score_health(
+            make_view(accounts=[account()], subs=[sub(seats=0)], usage=[week("A", 0, 5)], invoices=[invoice("I1", 60, 10.0, paid_days_ago=61)]),
+            config,
+        )
     )
     assert no_seats["adoption_score"] is None
     assert no_seats["adoption_reason"].startswith("no seats entitled")
@@ -366,8 +369,7 @@ def test_no_cases_say_nothing_until_a_whole_support_window_as_a_customer(config)
 
     assert support(89) == (
         None,
-        "no support cases, and not yet a customer for the 90-day support window; its weight is shared out "
-        "proportionally over the available components",
+        "no support cases, and not yet a customer for the 90-day support window",
     )
     assert support(90) == (100.0, None)
     # A case is data at any tenure: one severity-4 case on 100 seats (0.1 per 10 seats) costs nothing.

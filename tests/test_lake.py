@@ -32,6 +32,8 @@ def health(scores: dict[str, int], config: str = "ab") -> pl.DataFrame:
             "score": [scores[i] for i in ids],
             "tier": tiers,
             "status": ["scored"] * len(ids),
+            "status_reason": pl.Series([None] * len(ids), dtype=pl.Utf8),
+            "lifecycle": ["active"] * len(ids),
             "config_hash": ["sha256:" + config * 32] * len(ids),
             # Not overridden: the computed values are the effective ones.
             "computed_score": [scores[i] for i in ids],

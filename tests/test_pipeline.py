@@ -26,12 +26,16 @@ def _outputs(artifacts: Path) -> dict[str, bytes]:
 def test_run_makes_every_output_and_reruns_byte_identical(project, capsys, tmp_path):
     assert main(["c360:run", "--quiet", *project.args]) == 0
     out = capsys.readouterr().out
-    assert "Playbooks and QBR packs: 12 accounts" in out
+    # OLDCO-012 churned: the run leaves it out, says so, and still succeeds.
+    assert "Playbooks and QBR packs: 11 accounts\n  skipped OLDCO-012: churned, not a customer today\n" in out
 
     customer = project.artifacts / "customer"
     accounts = json.loads((customer / "360.json").read_text())["records"]["accounts"]
+    assert not (customer / "playbooks" / "OLDCO-012.md").exists() and not (customer / "qbr_OLDCO-012").exists()
     for account in accounts:
         account_id = account["account_id"]
+        if account_id == "OLDCO-012":
+            continue
         assert (customer / "playbooks" / f"{account_id}.md").exists()
         assert (customer / f"qbr_{account_id}" / "scorecard.md").exists()
         assert (customer / f"qbr_{account_id}.pptx").exists()

@@ -508,16 +508,16 @@ def _raw_scores(config: HealthConfig) -> list[pl.Expr]:
     }
     reasons = {
         "adoption": pl.when(~pl.col("_has_usage"))
-        .then(pl.lit("no usage data up to as_of" + _SHARED_OUT))
-        .otherwise(pl.lit("no seats entitled by active subscriptions" + _SHARED_OUT)),
-        "value": pl.lit("no usage data up to as_of" + _SHARED_OUT),
+        .then(pl.lit("no usage data up to as_of"))
+        .otherwise(pl.lit("no seats entitled by active subscriptions")),
+        "value": pl.lit("no usage data up to as_of"),
         "support": pl.lit(
-            f"no support cases, and not yet a customer for the {support_days}-day support window" + _SHARED_OUT
+            f"no support cases, and not yet a customer for the {support_days}-day support window"
         ),
         "commercial": pl.when(pl.col("arr") <= 0)
-        .then(pl.lit("no ARR from active subscriptions" + _SHARED_OUT))
-        .otherwise(pl.lit("no invoice has fallen due yet, so payment is not measured" + _SHARED_OUT)),
-        "sentiment": pl.lit("no NPS responses up to as_of" + _SHARED_OUT),
+        .then(pl.lit("no ARR from active subscriptions"))
+        .otherwise(pl.lit("no invoice has fallen due yet, so payment is not measured")),
+        "sentiment": pl.lit("no NPS responses up to as_of"),
     }
     not_live = pl.col("lifecycle").replace_strict(NOT_LIVE_REASONS, default=None, return_dtype=pl.Utf8)
     return [
@@ -624,6 +624,14 @@ def score_health(view: Customer360, config: HealthConfig) -> pl.DataFrame:
         *[round2(pl.col(f"{c}_raw")).alias(f"{c}_score") for c in COMPONENTS],
         *[round2(pl.col(f"_{c}_points")).alias(f"{c}_points") for c in COMPONENTS],
         *[round2(pl.col(f"{c}_weight")).alias(f"{c}_weight") for c in COMPONENTS],
+        # Only a score shares a missing component's weight out; without one there is nothing to share.
+        *[
+            pl.when(scored & pl.col(f"{c}_reason").is_not_null())
+            .then(pl.col(f"{c}_reason") + _SHARED_OUT)
+            .otherwise(pl.col(f"{c}_reason"))
+            .alias(f"{c}_reason")
+            for c in COMPONENTS
+        ],
         *[expr.alias(f"{c}_evidence") for c, expr in _evidence(frame.collect_schema()).items()],
     )
     columns = ["account_id", "segment", "scorecard", "score", "tier", "status", "status_reason", "lifecycle", "config_hash"]
