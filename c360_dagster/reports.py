@@ -92,12 +92,12 @@ def render_view(report: Report) -> list[str]:
 
 
 def tier_counts(summary: Report) -> str:
-    """`amber 4, green 4, red 2; no score: churned 1, insufficient_data 1` from a health summary.
+    """`amber 3, green 5, red 2; no score: churned 1, insufficient data 1` from a health summary (names sorted).
 
     Accounts without a score are counted apart, by status, never in a tier.
     """
-    tiers = ", ".join(f"{tier} {n}" for tier, n in summary["tiers"].items())
-    unscored = [f"{status.replace('_', ' ')} {n}" for status, n in summary["status"].items() if status != "scored" and n]
+    tiers = ", ".join(f"{tier} {n}" for tier, n in sorted(summary["tiers"].items()))
+    unscored = [f"{status.replace('_', ' ')} {n}" for status, n in sorted(summary["status"].items()) if status != "scored" and n]
     return tiers + (f"; no score: {', '.join(unscored)}" if unscored else "")
 
 
