@@ -474,7 +474,8 @@ def _render_backtest(report: Report) -> str:
     lines = [
         (
             f"Backtest {report['from']} to {report['to']} every {report['step']} days, horizon {report['horizon']} days: "
-            f"{report['snapshots']} snapshots, {report['renewals']} renewals observed, {report['churned']} churned"
+            f"{report['snapshots']} snapshots, {report['renewals']} renewals observed, {report['churned']} churned, "
+            f"{report['downsold']} downsold"
         ),
         (
             f"Lift of red over green: {lift if lift is not None else 'n/a'}; "
@@ -486,6 +487,9 @@ def _render_backtest(report: Report) -> str:
         "Renewal rate per bucket (observed vs configured): " + ", ".join(
             f"{row['bucket']} {_rate(row['observed_rate'])} vs {_rate(row['probability'])}" for row in report["calibration"]
         ),
+        "Revenue retention per quarter (GRR, NRR): " + ("; ".join(
+            f"{row['period']} {row['currency']} {_rate(row['grr'])}, {_rate(row['nrr'])}" for row in report["retention"]
+        ) or "no renewal observed"),
     ]
     return reports.text(lines + reports.render_written(report["written"]))
 
@@ -512,6 +516,7 @@ def backtest_command(args: argparse.Namespace) -> Report:
     return {
         "ok": True, "from": args.start, "to": args.end, "step": args.step, "horizon": args.horizon,
         "snapshots": len(result.as_of_dates), "renewals": result.observations.height, "churned": result.churned,
+        "downsold": int(result.tiers["downsold"].sum()), "retention": result.retention.to_dicts(),
         "lift_red_over_green": result.lift_red_over_green, "red_precision": result.red_precision,
         "red_recall": result.red_recall, "tiers": result.tiers.to_dicts(), "calibration": result.calibration.to_dicts(),
         "written": [str(_customer_dir(args) / name) for name in sorted(written)],

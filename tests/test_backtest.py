@@ -37,6 +37,7 @@ from c360_dagster.domain.timetravel import view_as_of
 from c360_dagster.domain.view import Customer360, empty_table
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "customer"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "customer"
 DATA_AS_OF = dt.date(2026, 6, 30)
 SNAPSHOT = dt.date(2026, 1, 1)  # horizon 120 days: renewals in (2026-01-01, 2026-05-01]
 D = dt.date
@@ -131,8 +132,8 @@ def test_renewal_outcomes_follow_the_annual_terms():
             sub("F", D(2025, 9, 1), D(2026, 9, 1), "churned"),  # churn recorded after as_of: not yet an event
         ],
     )
-    got = renewal_outcomes(view)
-    assert got.columns == ["subscription_id", "account_id", "renewal_date", "outcome"]
+    got = renewal_outcomes(view, grace_days=30)
+    assert got.columns == ["subscription_id", "account_id", "renewal_date", "outcome", "arr", "currency", "arr_after"]
     assert got.select("subscription_id", "renewal_date", "outcome").rows() == [
         ("S-A", D(2024, 5, 10), "renewed"),
         ("S-C", D(2025, 1, 15), "renewed"),
@@ -161,9 +162,10 @@ def test_measures_match_the_hand_computation(configs):
     ]
     # red: A1 churned, A2 and A8 renewed; amber: A5 churned; green: A4 churned, A3 A6 A7 renewed.
     assert result.tiers.rows() == [
-        ("red", 3, 1, 2, 0.3333),
-        ("amber", 1, 1, 0, 1.0),
-        ("green", 4, 1, 3, 0.25),
+        ("red", 3, 1, 2, 0, 0.3333),
+        ("amber", 1, 1, 0, 0, 1.0),
+        ("green", 4, 1, 3, 0, 0.25),
+        ("insufficient_data", 0, 0, 0, 0, None),
     ]
     # Lift (1/3) / (1/4) = 1.33; precision 1 of 3 red renewals churned; recall 1 of 3 churns was red.
     assert result.lift_red_over_green == 1.33
@@ -179,17 +181,74 @@ def test_measures_match_the_hand_computation(configs):
     # (A1 A2 A4 A5 A6 A8 renew within 90 days; ignored by the matrix but still risk signals).
     assert result.snapshots.rows(named=True) == [
         {
-            "as_of": SNAPSHOT, "accounts": 9, "red": 3, "amber": 1, "green": 5, "risk_signals": 8,
-            "renewals": 8, "churned": 3, "not_yet_observed": 0,
+            "as_of": SNAPSHOT, "accounts": 9, "red": 3, "amber": 1, "green": 5, "unscored": 0, "risk_signals": 8,
+            "renewals": 8, "churned": 3, "downsold": 0, "not_yet_observed": 0,
         }
     ]  # fmt: skip
     markdown = render_backtest_md(result)
     assert "| Lift of red over green | 1.33 |" in markdown
     assert "| Precision of red | 33.3% |" in markdown
-    assert "| red | 3 | 1 | 2 | 33.3% |" in markdown
+    assert "| red | 3 | 1 | 2 | 0 | 33.3% |" in markdown
     assert "| High | 90.0% | 4 | 3 | 75.0% | -15.0 |" in markdown
     assert "| Low | 25.0% | 2 | 1 | 50.0% | +25.0 |" in markdown
-    assert "| 2026-01-01 | 9 | 3 | 1 | 5 | 8 | 8 | 3 | 0 |" in markdown
+    assert "| 2026-01-01 | 9 | 3 | 1 | 5 | 0 | 8 | 8 | 3 | 0 | 0 |" in markdown
+
+
+def contract(sid: str, account_id: str, start: dt.date, renewal: dt.date, status: str, arr: float, currency: str = "USD") -> dict:
+    return {**sub(account_id, start, renewal, status), "subscription_id": sid, "arr": arr, "currency": currency}
+
+
+def test_a_renewal_recorded_as_a_new_contract_is_not_churn_and_retention_is_per_quarter(configs):
+    # X-S0 (USD 1,000) ends 2026-02-01 and X-S1 (1,200) starts that day: renewed, +200.
+    # Y-S0 (USD 1,000) ends 2026-03-01, Y-S1 (600) starts 9 days later (grace 30): downsold, -400.
+    # Z-S0 (EUR 1,000) churns 2026-04-15 with no successor. NPS 8 makes all three green.
+    subs = [
+        contract("X-S0", "X", D(2025, 2, 1), D(2026, 2, 1), "cancelled", 1000.0),
+        contract("X-S1", "X", D(2026, 2, 1), D(2027, 2, 1), "active", 1200.0),
+        contract("Y-S0", "Y", D(2025, 3, 1), D(2026, 3, 1), "cancelled", 1000.0),
+        contract("Y-S1", "Y", D(2026, 3, 10), D(2027, 3, 10), "active", 600.0),
+        contract("Z-S0", "Z", D(2025, 4, 15), D(2026, 4, 15), "churned", 1000.0, "EUR"),
+    ]
+    view = make_view(
+        DATA_AS_OF,
+        accounts=[{"account_id": a, "name": a, "segment": "enterprise", "created_on": D(2020, 1, 1)} for a in "XYZ"],
+        subs=subs,
+        nps=[nps(a, D(2025, 6, 1), 8) for a in "XYZ"],
+    )
+    assert renewal_outcomes(view, grace_days=30).select("subscription_id", "outcome", "arr", "arr_after").rows() == [
+        ("X-S0", "renewed", 1000.0, 1200.0),
+        ("Y-S0", "downsold", 1000.0, 600.0),
+        ("Z-S0", "churned", 1000.0, 0.0),
+    ]
+    # With a 5-day grace Y-S1 (9 days late) is new business and Y-S0 churned.
+    assert renewal_outcomes(view, grace_days=5)["outcome"].to_list() == ["renewed", "churned", "churned"]
+    result = run_backtest(view, *configs, start=SNAPSHOT, end=SNAPSHOT, step_days=30)
+    assert result.tiers.filter(pl.col("tier") == "green").rows() == [("green", 3, 1, 2, 1, 0.3333)]
+    # 2026-Q1 USD: up 2,000; kept 2,000 - 400 = 1,600 (GRR 80%); after 1,200 + 600 = 1,800 (NRR 90%).
+    # 2026-Q2 EUR: up 1,000, all churned: GRR and NRR 0.
+    assert result.retention.rows(named=True) == [
+        {"period": "2026-Q1", "currency": "USD", "renewals": 2, "arr_up": 2000.0, "churned_arr": 0.0, "downsold_arr": 400.0,
+         "expanded_arr": 200.0, "arr_after": 1800.0, "kept_arr": 1600.0, "grr": 0.8, "nrr": 0.9},
+        {"period": "2026-Q2", "currency": "EUR", "renewals": 1, "arr_up": 1000.0, "churned_arr": 1000.0, "downsold_arr": 0.0,
+         "expanded_arr": 0.0, "arr_after": 0.0, "kept_arr": 0.0, "grr": 0.0, "nrr": 0.0},
+    ]  # fmt: skip
+    markdown = render_backtest_md(result)
+    assert "| 2026-Q1 | 2 | USD 2,000 | USD 0 | USD 400 | USD 200 | USD 1,800 | 80.0% | 90.0% |" in markdown
+    assert "| Downsold (renewed at lower ARR) | 1 |" in markdown
+
+
+def test_the_bundled_fixtures_renewals_are_not_all_churn(default_configs):
+    # ACME-S0, GLOBEX-S0 and UMBRELLA-S0 are cancelled the day their successor starts: renewed.
+    # STARK-S0 (no later add-on) churned; seen from 4 snapshots, it counts 4 times.
+    result = run_backtest(read_customer_360(FIXTURES), *default_configs, start=D(2025, 10, 1), end=D(2026, 5, 31), step_days=30)
+    outcomes = result.observations.unique("subscription_id").sort("subscription_id").select("subscription_id", "outcome")
+    assert outcomes.rows() == [("ACME-S0", "renewed"), ("GLOBEX-S0", "renewed"), ("STARK-S0", "churned"), ("UMBRELLA-S0", "renewed")]
+    assert (result.observations.height, result.churned) == (13, 4)
+    # ACME 180,000 -> 240,000; GLOBEX EUR 300,000 -> 330,000; 2026-Q2 USD: STARK 80,000 lost,
+    # UMBRELLA 430,000 -> 450,000: GRR 430 / 510 = 84.31%, NRR 450 / 510 = 88.24%.
+    assert result.retention.select("period", "currency", "grr", "nrr").rows() == [
+        ("2025-Q4", "USD", 1.0, 1.3333), ("2026-Q1", "EUR", 1.0, 1.1), ("2026-Q2", "USD", 0.8431, 0.8824),
+    ]
 
 
 def test_chart_draws_observed_against_configured(configs):
@@ -270,7 +329,11 @@ def test_generated_data_gives_non_trivial_numbers(generated_view, default_config
     observations = result.observations
     assert observations.height > 100
     assert set(observations["outcome"]) == {"renewed", "churned"}
-    assert observations.select(pl.col("tier", "bucket").null_count()).row(0) == (0, 0)
+    # Usage covers only the last 13 weeks, so early snapshots lack adoption and value: those
+    # accounts have no tier (insufficient data), are counted in their own row, and still get a bucket.
+    assert observations["bucket"].null_count() == 0
+    assert set(observations.filter(pl.col("tier").is_null())["status"]) == {"insufficient_data"}
+    assert result.tiers.filter(pl.col("tier") == "insufficient_data")["renewals"].item() == observations["tier"].null_count() > 0
     horizon = (observations["renewal_date"] - observations["as_of"]).dt.total_days()
     assert horizon.min() > 0 and horizon.max() <= 120  # type: ignore[operator]
     assert 0 < result.churned < observations.height

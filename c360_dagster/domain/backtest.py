@@ -16,8 +16,9 @@ from typing import Any
 
 import polars as pl
 
+from c360_dagster.domain.account_state import CHURNED, DOWNSOLD, RENEWED, succession
 from c360_dagster.domain.errors import C360Error
-from c360_dagster.domain.health import TIERS, HealthConfig, score_health
+from c360_dagster.domain.health import INSUFFICIENT_DATA, TIERS, HealthConfig, score_health
 from c360_dagster.domain.io import write_text_atomic
 from c360_dagster.domain.renewals import BUCKETS, RenewalsConfig, forecast_renewals
 from c360_dagster.domain.signals import SignalsConfig, detect_signals
@@ -25,13 +26,21 @@ from c360_dagster.domain.text import render_template
 from c360_dagster.domain.timetravel import anniversary, view_as_of
 from c360_dagster.domain.view import Customer360
 
-RENEWED, CHURNED = "renewed", "churned"
-ENDED_STATUSES = ("cancelled", "churned")
 MAX_HORIZON_DAYS = 365  # at most one renewal per subscription falls inside a horizon
 MD_TEMPLATE = "backtest.md.j2"
 SVG_TEMPLATE = "backtest_chart.svg.j2"
 MD_FILE, SVG_FILE = "backtest.md", "backtest.svg"
-OUTCOME_COLUMNS = {"subscription_id": pl.Utf8, "account_id": pl.Utf8, "renewal_date": pl.Date, "outcome": pl.Utf8}
+OUTCOME_COLUMNS = {
+    "subscription_id": pl.Utf8,
+    "account_id": pl.Utf8,
+    "renewal_date": pl.Date,
+    "outcome": pl.Utf8,
+    "arr": pl.Float64,  # up for renewal
+    "currency": pl.Utf8,
+    "arr_after": pl.Float64,  # what it renewed at (the successor's share); 0 on churn
+}
+# Rows of the tier table: the tiers, then renewals of accounts that had no score on the snapshot.
+TIER_ROWS = (*TIERS, INSUFFICIENT_DATA)
 RATE_DECIMALS = 4
 
 
@@ -44,12 +53,14 @@ class BacktestResult:
     end: dt.date
     step_days: int
     horizon_days: int
+    grace_days: int  # the succession rule's renewal grace (health.yaml lifecycle.renewal_grace_days)
     as_of_dates: tuple[dt.date, ...]
     config_hashes: Mapping[str, str]  # health, signals, renewals
-    observations: pl.DataFrame  # as_of, subscription_id, account_id, renewal_date, outcome, tier, bucket, probability
-    snapshots: pl.DataFrame  # per as_of: accounts, tier counts, risk signals, renewals, churned, not_yet_observed
-    tiers: pl.DataFrame  # tier, renewals, churned, renewed, churn_rate
+    observations: pl.DataFrame  # as_of, OUTCOME_COLUMNS, tier, status, bucket, probability
+    snapshots: pl.DataFrame  # per as_of: accounts, tier counts, unscored, risk signals, renewals, churned, downsold, not_yet_observed
+    tiers: pl.DataFrame  # tier (TIER_ROWS), renewals, churned, renewed, downsold, churn_rate
     calibration: pl.DataFrame  # bucket, probability, renewals, renewed, observed_rate, gap_points
+    retention: pl.DataFrame  # per quarter and currency: renewals, ARR up, churned, downsold, expanded, after, kept, grr, nrr
     red_flagged: int  # renewals whose account was red
     red_churned: int  # of those, churned
     churned: int  # all churned renewals
@@ -58,28 +69,34 @@ class BacktestResult:
     lift_red_over_green: float | None
 
 
-def renewal_outcomes(view: Customer360) -> pl.DataFrame:
+def renewal_outcomes(view: Customer360, grace_days: int) -> pl.DataFrame:
     """Every renewal event dated on or before the view's as_of, sorted by renewal_date, subscription_id.
 
-    Terms are annual from `start_date`: each anniversary before `renewal_date` was renewed;
-    a cancelled or churned subscription churned at its `renewal_date`; an active one's
+    Terms are annual from `start_date`: each anniversary before `renewal_date` was renewed at
+    the same ARR. A cancelled or churned subscription ended at its `renewal_date`, and the
+    succession rule (`account_state.succession`, grace `grace_days`) says whether a successor
+    renewed it (at a lower ARR: downsold) or it churned. An active subscription's
     `renewal_date` is still ahead (or its outcome unrecorded), so it is no event.
     """
     subs = view.subs
     years = pl.int_ranges(1, pl.col("renewal_date").dt.year() - pl.col("start_date").dt.year() + 1)
-    renewed = (
-        subs.select("subscription_id", "account_id", "start_date", "renewal_date", years=years)
+    anniversaries = (
+        subs.select("subscription_id", "account_id", "start_date", "renewal_date", "arr", "currency", years=years)
         .explode("years")
         .filter(pl.col("years").is_not_null())
         .with_columns(anniversary=anniversary(pl.col("start_date"), pl.col("years")))
         .filter(pl.col("anniversary") < pl.col("renewal_date"))
-        .select("subscription_id", "account_id", renewal_date="anniversary", outcome=pl.lit(RENEWED))
+        .select(
+            "subscription_id", "account_id", "arr", "currency",
+            renewal_date="anniversary", outcome=pl.lit(RENEWED), arr_after="arr",
+        )  # fmt: skip
     )
-    churned = subs.filter(pl.col("status").is_in(ENDED_STATUSES)).select(
-        "subscription_id", "account_id", "renewal_date", outcome=pl.lit(CHURNED)
-    )
+    ended = succession(subs, grace_days).select(
+        "subscription_id", "account_id", "renewal_date", "outcome", "arr", "currency",
+        arr_after=pl.col("successor_arr").fill_null(0.0),
+    )  # fmt: skip
     return (
-        pl.concat([renewed, churned])
+        pl.concat([anniversaries.select(list(OUTCOME_COLUMNS)), ended.select(list(OUTCOME_COLUMNS))])
         .cast(OUTCOME_COLUMNS)  # type: ignore[arg-type]
         .filter(pl.col("renewal_date") <= view.as_of)
         .sort("renewal_date", "subscription_id")
@@ -122,7 +139,7 @@ def _snapshot(
         & pl.col("subscription_id").is_in(cut.subs["subscription_id"].implode())
     )
     observations = (
-        events.join(health.select("account_id", "tier"), on="account_id", how="left")
+        events.join(health.select("account_id", "tier", "status"), on="account_id", how="left")
         .join(
             forecast.select("subscription_id", "renewal_date", "bucket", "probability"),
             on=["subscription_id", "renewal_date"],
@@ -135,9 +152,11 @@ def _snapshot(
             "as_of": [as_of],
             "accounts": [health.height],
             **{tier: [health.filter(pl.col("tier") == tier).height] for tier in TIERS},
+            "unscored": [health.filter(pl.col("tier").is_null()).height],
             "risk_signals": [signals.filter(pl.col("kind") == "risk").height],
             "renewals": [observations.height],
             "churned": [observations.filter(pl.col("outcome") == CHURNED).height],
+            "downsold": [observations.filter(pl.col("outcome") == DOWNSOLD).height],
             # Forecast renewals after the data's as_of: their outcome is not in the data yet.
             "not_yet_observed": [
                 forecast.join(events, on=["subscription_id", "renewal_date"], how="anti").height
@@ -157,27 +176,61 @@ def _rate(numerator: str, denominator: str) -> pl.Expr:
 
 
 def _counts_by(observations: pl.DataFrame, key: str, values: pl.DataFrame) -> pl.DataFrame:
-    """`values` (one row per key value, in display order) with renewals/churned/renewed counts, zeros included."""
+    """`values` (one row per key value, in display order) with renewals/churned/renewed/downsold counts, zeros included.
+
+    `renewed` counts every renewal the customer made, downsells included; `downsold` is that part.
+    """
     counts = observations.group_by(key).agg(
         renewals=pl.len().cast(pl.Int64),
         churned=(pl.col("outcome") == CHURNED).sum().cast(pl.Int64),
-        renewed=(pl.col("outcome") == RENEWED).sum().cast(pl.Int64),
+        renewed=(pl.col("outcome") != CHURNED).sum().cast(pl.Int64),
+        downsold=(pl.col("outcome") == DOWNSOLD).sum().cast(pl.Int64),
     )
     return values.join(counts, on=key, how="left", maintain_order="left").with_columns(
-        pl.col("renewals", "churned", "renewed").fill_null(0)
+        pl.col("renewals", "churned", "renewed", "downsold").fill_null(0)
     )
 
 
 def _tier_rates(observations: pl.DataFrame) -> pl.DataFrame:
-    tiers = pl.DataFrame({"tier": list(TIERS)})
-    return _counts_by(observations, "tier", tiers).with_columns(churn_rate=_rate("churned", "renewals"))
+    """Per tier, and for accounts that had no score then (by status), the renewals and churn rate."""
+    tiers = pl.DataFrame({"tier": list(TIER_ROWS)})
+    keyed = observations.with_columns(tier=pl.coalesce("tier", "status"))
+    return _counts_by(keyed, "tier", tiers).with_columns(churn_rate=_rate("churned", "renewals"))
+
+
+def _retention(observations: pl.DataFrame) -> pl.DataFrame:
+    """Gross and net revenue retention per calendar quarter of the renewal date and currency.
+
+    Each renewal event counts once, however many snapshots saw it. GRR = ARR kept (at most the
+    ARR up for renewal: churn and downsells lost, expansion not counted) / ARR up for renewal;
+    NRR = ARR after renewal (expansion counted) / ARR up for renewal. Amounts are never summed
+    across currencies.
+    """
+    events = observations.unique(["subscription_id", "renewal_date"], keep="first").select(list(OUTCOME_COLUMNS))
+    amounts = ["arr_up", "churned_arr", "downsold_arr", "expanded_arr", "arr_after"]
+    return (
+        events.with_columns(period=pl.format("{}-Q{}", pl.col("renewal_date").dt.year(), pl.col("renewal_date").dt.quarter()))
+        .group_by("period", "currency")
+        .agg(
+            renewals=pl.len().cast(pl.Int64),
+            arr_up=pl.col("arr").sum(),
+            churned_arr=pl.col("arr").filter(pl.col("outcome") == CHURNED).sum(),
+            downsold_arr=(pl.col("arr") - pl.col("arr_after")).filter(pl.col("outcome") == DOWNSOLD).sum(),
+            expanded_arr=(pl.col("arr_after") - pl.col("arr")).clip(lower_bound=0).sum(),
+            arr_after=pl.col("arr_after").sum(),
+        )
+        .with_columns(kept_arr=pl.col("arr_up") - pl.col("churned_arr") - pl.col("downsold_arr"))
+        .with_columns(pl.col(*amounts, "kept_arr").round(2))
+        .with_columns(grr=_rate("kept_arr", "arr_up"), nrr=_rate("arr_after", "arr_up"))
+        .sort("period", "currency")
+    )
 
 
 def _calibration(observations: pl.DataFrame, config: RenewalsConfig) -> pl.DataFrame:
     buckets = pl.DataFrame({"bucket": list(BUCKETS), "probability": [float(config.buckets[b]) for b in BUCKETS]})
     return (
         _counts_by(observations, "bucket", buckets)
-        .drop("churned")
+        .drop("churned", "downsold")
         .with_columns(observed_rate=_rate("renewed", "renewals"))
         # + 0.0 turns a rounded -0.0 into 0.0
         .with_columns(gap_points=((pl.col("observed_rate") - pl.col("probability")) * 100).round(1) + 0.0)
@@ -209,7 +262,7 @@ def run_backtest(
 ) -> BacktestResult:
     """Score every snapshot from `start` to `end` (every `step_days`) and compare with the renewals that followed."""
     dates = _snapshot_dates(view, start, end, step_days, horizon_days)
-    outcomes = renewal_outcomes(view)
+    outcomes = renewal_outcomes(view, health_config.lifecycle.renewal_grace_days)
     configs = (health_config, signals_config, renewals_config)
     parts = [_snapshot(view, outcomes, as_of, configs, horizon_days) for as_of in dates]
     observations = pl.concat([observed for observed, _ in parts]).sort("as_of", "renewal_date", "subscription_id")
@@ -224,6 +277,7 @@ def run_backtest(
         end=end,
         step_days=step_days,
         horizon_days=horizon_days,
+        grace_days=health_config.lifecycle.renewal_grace_days,
         as_of_dates=tuple(dates),
         config_hashes={
             "health": health_config.config_hash,
@@ -234,6 +288,7 @@ def run_backtest(
         snapshots=snapshots,
         tiers=tiers,
         calibration=_calibration(observations, renewals_config),
+        retention=_retention(observations),
         red_flagged=red["renewals"],
         red_churned=red["churned"],
         churned=churned,
@@ -263,10 +318,12 @@ def render_backtest_md(result: BacktestResult) -> str:
         r=result,
         renewals=renewals,
         churn_rate=_ratio(result.churned, renewals, RATE_DECIMALS),
+        downsold=int(result.tiers["downsold"].sum()),
         not_yet_observed=int(result.snapshots["not_yet_observed"].sum()),
         lift_note=_lift_note(result),
         tiers=result.tiers.to_dicts(),
         calibration=result.calibration.to_dicts(),
+        retention=result.retention.to_dicts(),
         snapshots=result.snapshots.to_dicts(),
         chart_file=SVG_FILE,
     )
