@@ -11,13 +11,13 @@ import polars as pl
 import pytest
 
 from c360_dagster.domain import json_text, signals
+from c360_dagster.domain.health import load_health_config
 from c360_dagster.domain.io import (
     canonical_json,
     write_chunks_atomic,
     write_json_stream,
     write_json_stream_text,
 )
-from c360_dagster.domain.health import load_health_config
 from c360_dagster.domain.loader import read_customer_360
 from c360_dagster.domain.signals import (
     detect_signals,

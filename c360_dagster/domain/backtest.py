@@ -87,14 +87,24 @@ def renewal_outcomes(view: Customer360, grace_days: int) -> pl.DataFrame:
         .with_columns(anniversary=anniversary(pl.col("start_date"), pl.col("years")))
         .filter(pl.col("anniversary") < pl.col("renewal_date"))
         .select(
-            "subscription_id", "account_id", "arr", "currency",
-            renewal_date="anniversary", outcome=pl.lit(RENEWED), arr_after="arr",
-        )  # fmt: skip
+            "subscription_id",
+            "account_id",
+            "arr",
+            "currency",
+            renewal_date="anniversary",
+            outcome=pl.lit(RENEWED),
+            arr_after="arr",
+        )
     )
     ended = succession(subs, grace_days).select(
-        "subscription_id", "account_id", "renewal_date", "outcome", "arr", "currency",
+        "subscription_id",
+        "account_id",
+        "renewal_date",
+        "outcome",
+        "arr",
+        "currency",
         arr_after=pl.col("successor_arr").fill_null(0.0),
-    )  # fmt: skip
+    )
     return (
         pl.concat([anniversaries.select(list(OUTCOME_COLUMNS)), ended.select(list(OUTCOME_COLUMNS))])
         .cast(OUTCOME_COLUMNS)  # type: ignore[arg-type]
