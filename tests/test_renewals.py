@@ -435,8 +435,9 @@ def test_format_amount_is_whole_units_grouped_and_rounded_half_up(value, text):
 
 def test_on_the_fixtures_at_risk_is_the_low_bucket_not_all_arr_up_for_renewal(config):
     view = read_customer_360(CONFIGS.parents[1] / "fixtures" / "customer")
-    scored = health.score_health(view, health.load_health_config(CONFIGS / "health.yaml"))
-    fired = signals.detect_signals(view, signals.load_signals_config(CONFIGS / "signals.yaml"))
+    health_config = health.load_health_config(CONFIGS / "health.yaml")
+    scored = health.score_health(view, health_config)
+    fired = signals.detect_signals(view, signals.load_signals_config(CONFIGS / "signals.yaml"), health_config.lifecycle)
     frame = forecast_renewals(view, scored, fired, config)
     summary = renewal_summary(frame, config)
     usd = next(row for row in summary["by_currency"] if row["currency"] == "USD")
