@@ -92,13 +92,6 @@ def unknown_account(account_id: str, known_ids: list[str]) -> C360Error:
     return C360Error(f"unknown account id {account_id!r}{did_you_mean(account_id, known_ids)}", code="UNKNOWN_ACCOUNT")
 
 
-def fmt_amount(value: float | None, decimals: int = 2) -> str:
-    """`1234567.891` → `1,234,567.89`; None → `n/a`."""
-    if value is None:
-        return "n/a"
-    return f"{value:,.{decimals}f}"
-
-
 def format_amount(value: float | None, currency: str) -> str:
     """Every amount in every report: `150000.0, "USD"` → `USD 150,000`; None → `n/a`.
 
@@ -140,7 +133,7 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        md_cell=md_cell, md_text=md_text, amount=fmt_amount, money=format_amount, number=fmt_number,
+        md_cell=md_cell, md_text=md_text, money=format_amount, number=fmt_number,
         percent=fmt_percent,
     )
     return env
