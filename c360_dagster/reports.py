@@ -1,4 +1,4 @@
-"""What the `c360` commands print: reports read back from the artifacts, and their text form."""
+"""What the `c360` commands print: reports from a run's materialization metadata or the persisted view, and their text form."""
 
 from __future__ import annotations
 
