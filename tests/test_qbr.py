@@ -384,6 +384,9 @@ def test_the_health_score_on_the_customer_deck_is_a_config_choice():
     unscored = {**HEALTH, "score": None, "tier": None, "status": "insufficient_data"}
     waiting = "\n".join(_deck_texts(qbr_pptx.render_pptx(_ctx(health=unscored, settings=qbr.QbrSettings(show_health_score=True)))))
     assert "Health score: not enough data yet." in waiting and "None" not in waiting
+    quiet = "\n".join(_deck_texts(qbr_pptx.render_pptx(_ctx(health=unscored))))
+    assert "Not enough data yet for a full picture: this is what we can measure so far." in quiet
+    assert "Not enough data yet for a full picture" not in default
     review = "\n".join(_deck_texts(qbr_pptx.render_pptx(_ctx(health=unscored), audience=qbr_deck.REVIEW)))
     assert "Health no score (not enough data yet); no earlier snapshot" in review
 

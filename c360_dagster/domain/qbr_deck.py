@@ -406,13 +406,10 @@ def component_phrase(component: Component) -> str:
 def _health_in_words(ctx: QbrContext) -> Slide:
     strong = [c for c in ctx.components if c.score is not None and c.score >= ctx.settings.strength_at]
     focus = [c for c in ctx.components if c.score is None or c.score < ctx.settings.strength_at]
-    lead = None
+    scored = ctx.status == "scored" and ctx.score is not None
+    lead = None if scored else "Not enough data yet for a full picture: this is what we can measure so far."
     if ctx.settings.show_health_score:
-        lead = (
-            f"Health score {ctx.score} of {ctx.total}."
-            if ctx.status == "scored" and ctx.score is not None
-            else "Health score: not enough data yet."
-        )
+        lead = f"Health score {ctx.score} of {ctx.total}." if scored else "Health score: not enough data yet."
     columns = (
         Column("Where Things Go Well", tuple(component_phrase(c) for c in strong) or ("We will build on this together",)),
         Column("Where We Will Focus Together", tuple(component_phrase(c) for c in focus) or ("Nothing stands out: keep the momentum",)),
