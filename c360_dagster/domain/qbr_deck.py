@@ -175,7 +175,7 @@ class Geometry:
 INSET_X, INSET_Y = 7.2, 3.6  # a text frame's margins (0.1 in, 0.05 in)
 SIZES = SimpleNamespace(
     title=30, title_min=16, subtitle=22, subtitle_min=12, lead=20, lead_min=14, body=18, body_min=12,
-    table=14, table_min=10, tile_value=36, tile_value_min=16, tile_label=14, tile_label_min=10,
+    table=14, tile_value=36, tile_value_min=16, tile_label=14, tile_label_min=10,
     heading=20, note=12, footer=10,
 )
 TILE_HEIGHT = 96.0

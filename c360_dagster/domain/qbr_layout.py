@@ -54,12 +54,6 @@ def _font(typeface: str, bold: bool, size_tenths: int) -> Any:
     return ImageFont.truetype(str(path), size_tenths) if path else None
 
 
-def has_metric_font(typeface: str = "Calibri") -> bool:
-    """Whether text in `typeface` is measured with a real font file (not the width estimate)."""
-    files = METRIC_FONTS.get(typeface.casefold(), FALLBACK_FONT)
-    return _font_file(files[0]) is not None
-
-
 @dataclass(frozen=True)
 class Font:
     typeface: str = "Calibri"
