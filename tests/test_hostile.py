@@ -339,6 +339,34 @@ def test_a_full_disk_is_one_clean_line_and_the_rerun_after_freeing_space_is_iden
                 assert (disk / "customer" / path.relative_to(clean)).read_bytes() == path.read_bytes(), path
 
 
+def test_a_full_disk_under_the_lake_is_a_clean_error_and_the_snapshot_is_kept(tmp_path):
+    import polars as pl
+
+    from c360_dagster.domain import lake
+    from c360_dagster.domain.errors import C360Error
+
+    def opps(count: int, name: str) -> pl.DataFrame:
+        return pl.DataFrame({
+            "opp_id": [f"O-{i}" for i in range(count)], "account_id": ["A1"] * count, "name": [name] * count,
+            "type": ["renewal"] * count, "stage": ["open"] * count, "amount": [1.0] * count,
+            "currency": ["USD"] * count, "close_date": [dt.date(2024, 1, 1)] * count,
+        })
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    contracts = REPO_ROOT / "contracts" / "schemas"
+    with mounted(disk, "-t", "tmpfs", "-o", "size=512k", "tmpfs"):
+        db = disk / "c360.duckdb"
+        as_of = dt.date(2024, 1, 1)
+        assert lake.write_snapshot(db, "crm_opps", opps(2, "small"), as_of, contracts) == 2
+        with pytest.raises(C360Error) as caught:  # 20,000 distinct 100-byte names: megabytes
+            lake.write_snapshot(db, "crm_opps", opps(20_000, "x" * 100).with_columns(pl.col("opp_id") + pl.col("name")), as_of, contracts)
+        assert caught.value.code == "LAKE_WRITE_FAILED"
+        assert str(caught.value).startswith(f"cannot write the lake {db}, nothing written: ")
+        assert "No space left on device" in str(caught.value)
+        assert lake.read_snapshot(db, "crm_opps", as_of)["name"].to_list() == ["small", "small"]
+
+
 def test_a_window_of_99999999_days_is_a_clean_error(in_loaded, capsys):
     before = in_loaded.snapshot()
     code, out, err = in_loaded.c360(capsys, "c360:renewals", "--quiet", "--window-days", "99999999")

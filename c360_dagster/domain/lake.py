@@ -52,9 +52,16 @@ def write_snapshot(
             con.execute(f'DELETE FROM "{table}" WHERE as_of = ?', [as_of]).fetchall()
             _insert(con, table, rows.select([name for name, _ in columns]))
             con.execute("COMMIT").fetchall()
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(duckdb.Error):
                 con.execute("ROLLBACK").fetchall()
+            if isinstance(exc, duckdb.IOException | duckdb.TransactionException):  # e.g. a full disk
+                reason = str(exc).splitlines()[0]
+                raise C360Error(
+                    f"cannot write the lake {db_path}, nothing written: {reason}; "
+                    "free some space (or make its folder writable) and run the command again",
+                    code="LAKE_WRITE_FAILED",
+                ) from None
             raise
     return rows.height
 
