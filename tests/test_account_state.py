@@ -22,8 +22,10 @@ from c360_dagster.domain.account_state import (
     succession,
 )
 from c360_dagster.domain.errors import GateError
-from c360_dagster.domain.health import load_health_config
+from c360_dagster.domain.generator import generate_dataset
+from c360_dagster.domain.health import load_health_config, score_health
 from c360_dagster.domain.loader import read_customer_360
+from c360_dagster.domain.signals import detect_signals, load_signals_config
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures" / "customer"
@@ -134,6 +136,23 @@ def test_the_bundled_fixtures_lifecycle():
     assert {a: s for a, s in got.items() if s != "active"} == {"NEWCO-011": "onboarding", "OLDCO-012": "churned"}
     assert lifecycle_counts(frame["lifecycle"]) == {"not_started": 0, "onboarding": 1, "active": 10, "churned": 1}
     assert frame.filter(pl.col("account_id") == "ACME-001")["customer_since"].to_list() == [dt.date(2024, 11, 15)]
+
+
+def test_on_generated_data_no_account_that_left_is_scored_or_signalled(tmp_path):
+    # The issue: on generated data most accounts whose subscriptions had all ended scored green.
+    # Here every account with started subscriptions but none active is churned: no score, no
+    # tier, and no signal but an overdue invoice.
+    generate_dataset(tmp_path / "generated", 200, seed=1)
+    view = read_customer_360(tmp_path / "generated")
+    health_config = load_health_config(ROOT / "configs" / "customer" / "health.yaml")
+    frame = score_health(view, health_config)
+    active = view.subs.filter(pl.col("status") == "active")["account_id"].unique()
+    left = view.subs.filter(~pl.col("account_id").is_in(active.implode()))["account_id"].unique()
+    assert left.len() > 10
+    gone = frame.filter(pl.col("account_id").is_in(left.implode()))
+    assert set(gone["status"]) == {"churned"} and gone["score"].null_count() == gone["tier"].null_count() == gone.height
+    fired = detect_signals(view, load_signals_config(ROOT / "configs" / "customer" / "signals.yaml"), health_config.lifecycle)
+    assert set(fired.filter(pl.col("account_id").is_in(left.implode()))["code"]) <= {"SIG_PAYMENT_OVERDUE"}
 
 
 def test_a_churned_or_not_started_account_gets_no_playbook_or_qbr():

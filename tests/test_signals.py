@@ -344,3 +344,44 @@ def test_deterministic_and_independent_of_row_order(config):
         tables={name: table.sample(fraction=1.0, shuffle=True, seed=11) for name, table in view.tables.items()},
     )
     assert detect_signals(shuffled, config, LIFECYCLE).equals(first)
+
+
+def test_a_churned_or_not_started_account_fires_only_money_owed(config):
+    # Both accounts have a stakeholder change, a usage slide and an invoice 31 days overdue.
+    # "GONE" churned in 2025 and "NEW" starts next month: neither is a customer today, so only
+    # SIG_PAYMENT_OVERDUE (money owed is owed after churn) fires; "LIVE" fires all three.
+    subs = [
+        sub("GONE", status="churned", start_date=dt.date(2024, 1, 1), renewal_date=dt.date(2025, 1, 1)),
+        sub("NEW", start_date=days_ago(-30), renewal_date=days_ago(-395)),
+        sub("LIVE"),
+    ]
+    rows: dict[str, list[dict]] = {"usage": [], "contacts": [], "invoices": []}
+    for a in ("GONE", "NEW", "LIVE"):
+        rows["usage"] += four_weeks(a, 100, 28, features=10) + four_weeks(a, 50, features=10)
+        rows["contacts"].append({**contact(f"K-{a}", "champion", 900, 10), "account_id": a})
+        rows["invoices"].append(invoice(f"I-{a}", 31, 500.0, account_id=a))
+    view = make_view(accounts=[account(a) for a in ("GONE", "NEW", "LIVE")], subs=subs, **rows)
+    fired = detect_signals(view, config, LIFECYCLE)
+    assert fired.select("account_id", "code").rows() == [
+        ("GONE", "SIG_PAYMENT_OVERDUE"),
+        ("LIVE", "SIG_PAYMENT_OVERDUE"),
+        ("LIVE", "SIG_STAKEHOLDER_CHANGE"),
+        ("LIVE", "SIG_USAGE_SLIDE_4W"),
+        ("NEW", "SIG_PAYMENT_OVERDUE"),
+    ]
+    assert not SIGNAL_CATALOG["SIG_PAYMENT_OVERDUE"].live_only
+    assert all(spec.live_only for code, spec in SIGNAL_CATALOG.items() if code != "SIG_PAYMENT_OVERDUE")
+
+
+def test_a_renewal_already_booked_is_not_a_renewal_soon(config):
+    # S1 renews in 30 days, but its successor S2 (same product) is already recorded, starting
+    # on that day: the renewal is done, no SIG_RENEWAL_SOON. B's S3 has no successor: it fires.
+    renewal = AS_OF + dt.timedelta(days=30)
+    subs = [
+        sub("A", subscription_id="S1", renewal_date=renewal),
+        sub("A", subscription_id="S2", start_date=renewal, renewal_date=renewal + dt.timedelta(days=365)),
+        sub("B", subscription_id="S3", renewal_date=renewal),
+    ]
+    view = make_view(accounts=[account("A"), account("B")], subs=subs)
+    renewing = detect_signals(view, config, LIFECYCLE).filter(pl.col("code") == "SIG_RENEWAL_SOON")
+    assert renewing["account_id"].to_list() == ["B"]
