@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import replace_in
 
 from c360_dagster.console import main
-from c360_dagster.domain import health
+from c360_dagster.domain import health, loader
 from c360_dagster.domain.config import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH
-from c360_dagster.domain.errors import ConfigError, os_fault
+from c360_dagster.domain.errors import ConfigError, InputError, os_fault
 from c360_dagster.domain.playbooks import build_playbook, load_playbook_library, render_playbook_markdown
 from c360_dagster.domain.text import _environment, md_cell, md_text, visible_text
 
@@ -378,10 +379,6 @@ def test_a_window_of_99999999_days_is_a_clean_error(in_loaded, capsys):
 
 
 # --- 6. Inputs that exhaust memory, and text INPUTS.md refuses ---------------------------------
-from c360_dagster.domain import loader  # noqa: E402
-from c360_dagster.domain.errors import InputError  # noqa: E402
-
-from conftest import replace_in  # noqa: E402
 
 
 def input_error(folder: Path) -> str:
@@ -413,7 +410,7 @@ def test_a_3_mb_line_is_refused_reading_at_most_1_mib_at_a_time(small_dir, monke
             self._handle.close()
 
     # Every open() of the loader (the line scan and the header) goes through the wrapper.
-    monkeypatch.setattr(loader, "open", lambda *a, **k: MeasuredFile(open(*a, **k)), raising=False)
+    monkeypatch.setattr(loader, "open", lambda *a, **k: MeasuredFile(open(*a, **k)), raising=False)  # noqa: SIM115 - closed by the wrapper
     assert input_error(small_dir) == (
         "INPUT_INVALID: file accounts.csv, row 2, column name: expected a value of at most 65536 bytes (64 KiB), got a longer one"
     )

@@ -103,15 +103,16 @@ def parse_yaml(text: str, source: str) -> Any:
     try:
         depth = 0
         for event in yaml.parse(text, Loader=SAFE_LOADER):
+            line = event.start_mark.line + 1 if event.start_mark else "?"
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
                 raise ConfigError(
-                    f"{source}: line {event.start_mark.line + 1}: anchors and aliases (&name, *name) "
+                    f"{source}: line {line}: anchors and aliases (&name, *name) "
                     "are not allowed in a config; write each value out"
                 )
             if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 depth += 1
                 if depth > MAX_CONFIG_DEPTH:
-                    raise ConfigError(f"{source}: line {event.start_mark.line + 1}: nested more than {MAX_CONFIG_DEPTH} levels deep")
+                    raise ConfigError(f"{source}: line {line}: nested more than {MAX_CONFIG_DEPTH} levels deep")
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 depth -= 1
         return yaml.load(text, Loader=SAFE_LOADER)  # a safe loader

@@ -78,6 +78,6 @@ def os_fault(exc: OSError, folder: str) -> C360Error:
 
     A failed write() names no file; then the message names the `folder` being written.
     """
-    code, advice = _OS_FAULTS.get(exc.errno, ("OS_ERROR", "check the path and run the command again"))
+    code, advice = _OS_FAULTS.get(exc.errno or 0, ("OS_ERROR", "check the path and run the command again"))
     where = exc.filename if exc.filename is not None else f"writing under {folder}"
     return C360Error(f"{where}: {exc.strerror or exc}; {advice}", code=code)
