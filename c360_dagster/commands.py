@@ -19,7 +19,15 @@ from c360_dagster.domain import qbr
 from c360_dagster.domain.account_state import LIVE_STATES
 from c360_dagster.domain.errors import C360Error
 from c360_dagster.domain.text import format_amount, visible_text
-from c360_dagster.runner import CPUS, ProjectPaths, account_batches, known_accounts, run_job, run_ranges
+from c360_dagster.runner import (
+    CPUS,
+    ProjectPaths,
+    account_batches,
+    is_known_account,
+    known_accounts,
+    run_job,
+    run_ranges,
+)
 
 
 def _paths(args: argparse.Namespace, fixtures_dir: str | None = None) -> ProjectPaths:
@@ -323,9 +331,8 @@ def _account_arg(parser: argparse.ArgumentParser) -> None:
 def _check_account(args: argparse.Namespace) -> None:
     from c360_dagster.domain.text import unknown_account
 
-    known = known_accounts()
-    if args.account not in known:
-        raise unknown_account(args.account, known)
+    if not is_known_account(args.account):
+        raise unknown_account(args.account, known_accounts())  # all the keys only to suggest close ones
 
 
 def _render_account(report: Report) -> str:

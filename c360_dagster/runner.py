@@ -119,6 +119,16 @@ def known_accounts() -> list[str]:
     return sorted(_account_partitions())
 
 
+def is_known_account(account_id: str) -> bool:
+    """Whether `account_id` is a registered `account` partition: one indexed lookup, where
+    reading every key costs seconds at a million accounts."""
+    ensure_dagster_home()
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        return instance.has_dynamic_partition("account", account_id)
+
+
 def account_batches(account_ids: Iterable[str]) -> list[tuple[str, str]]:
     """The (first, last) partition ranges a batched backfill of these accounts runs."""
     from c360_dagster.defs.partitions import ACCOUNTS_PER_RUN

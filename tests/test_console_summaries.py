@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from c360_dagster import reports
+from c360_dagster import reports, runner
 from c360_dagster.console import main
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "customer"
@@ -40,7 +40,7 @@ def c360(capsys, *argv: str) -> str:
     return capsys.readouterr().out
 
 
-def test_stage_summaries_come_from_the_run_not_the_documents(project, capsys, documents_unreadable):
+def test_stage_summaries_come_from_the_run_not_the_documents(project, capsys, documents_unreadable, monkeypatch):
     loaded = c360(capsys, "c360:load", "--dir", str(FIXTURES), *project.args)
     scored = c360(capsys, "c360:health", *project.args)
     explained = c360(capsys, "c360:health", "--account", "ACME-001", *project.args)
@@ -48,14 +48,20 @@ def test_stage_summaries_come_from_the_run_not_the_documents(project, capsys, do
     renewing = c360(capsys, "c360:renewals", "--window-days", "120", *project.args)
     summary = c360(capsys, "c360:summary", *project.args)
     assert documents_unreadable == []
-    # The figures, checked by hand against the fixtures (the README's demo shows the whole text).
+    # The figures the README's demo shows for the fixtures (tests/test_readme.py keeps the whole text).
     assert "  enterprise   USD 1,350,000  (4 subscriptions)\n" in loaded
-    assert "Health scored for 12 accounts (as_of 2026-09-27)\nTiers: amber 4, green 5, red 3\n" in scored
-    assert "Scores: max 100, mean 69.75, median 76.0, min 0\n" in scored
+    assert "Health scored for 12 accounts (as_of 2026-09-27)\nTiers: amber 3, green 5, red 2; no score: churned 1, insufficient data 1\n" in scored
+    assert "Scores of scored accounts: max 100, mean 73.7, median 76.0, min 28\n" in scored
     assert explained.startswith("Health score 68/100: amber")
     assert "Signals fired (as_of 2026-09-27): 18\n" in fired and "  SIG_RENEWAL_SOON           4\n" in fired
     assert "6 subscriptions of 6 accounts" in renewing and "artifacts/customer/renewals_202609.json" in renewing
-    assert "Health tiers: amber 4, green 5, red 3" in summary
+    assert "Health tiers: amber 3, green 5, red 2; no score: churned 1, insufficient data 1\n" in summary
+    # A known account is checked with one lookup, not by reading every registered account.
+    def every_account():
+        raise AssertionError("read every account partition to check one")
+
+    monkeypatch.setattr(runner, "_account_partitions", every_account)
+    assert c360(capsys, "c360:playbook", "--account", "ACME-001", *project.args).startswith("Playbook for ACME-001:\n")
 
 
 def test_the_summaries_agree_with_the_documents_written(project, capsys):
@@ -80,5 +86,5 @@ def test_the_summaries_agree_with_the_documents_written(project, capsys):
 def test_the_whole_chain_reports_without_reading_its_documents(project, capsys, documents_unreadable):
     out = c360(capsys, "c360:run", "--dir", str(FIXTURES), *project.args)
     assert documents_unreadable == []
-    assert "Health tiers: amber 4, green 5, red 3\n" in out
+    assert "Health tiers: amber 3, green 5, red 2; no score: churned 1, insufficient data 1\n" in out
     assert "  accounts 12 · cases 33 · contacts 21" in out
