@@ -106,10 +106,9 @@ def summary(args: argparse.Namespace) -> Report:
     customer = _customer_dir(args)
     if not (customer / "frames" / "360" / "manifest.json").exists():
         raise C360Error(f"nothing loaded yet under {customer}; run `c360 c360:load` first")
-    report: Report = {"ok": True, "view": reports.view_report(customer / "frames" / "360")}
-    scored = customer / "frames" / "health.parquet"
-    if scored.exists():
-        report["health"] = health.health_summary(pl.read_parquet(scored))
+    report: Report = {"ok": True, "view": reports.view_report(customer)}
+    if (customer / "frames" / "health.parquet").exists():
+        report["health"] = health.health_summary(reports.health_frame(customer))
     return report
 
 
@@ -130,9 +129,9 @@ def run_all(args: argparse.Namespace) -> Report:
     report, metadata = _run(args, "c360_chain", ops=_load_ops(args))
     customer = _customer_dir(args)
     # Churned and not-started accounts get no playbook or QBR pack (the gates would refuse them).
-    states = pl.read_parquet(customer / "frames" / "health.parquet", columns=["account_id", "lifecycle"])
+    states = reports.health_frame(customer).select("account_id", "lifecycle")
     skipped = dict(states.filter(~pl.col("lifecycle").is_in(list(LIVE_STATES))).sort("account_id").iter_rows())
-    ids = sorted(set(reports.account_ids(customer / "frames" / "360")) - set(skipped))
+    ids = sorted(set(reports.account_ids(customer)) - set(skipped))
     failed = run_ranges("c360_account", _paths(args), account_batches(ids))
     blocked = {first if first == last else f"{first}..{last}": error for (first, last), error in failed.items()}
     return {
@@ -199,7 +198,7 @@ def health_command(args: argparse.Namespace) -> Report:
     scored = metadata["account_health"]
     report.update(as_of=scored["as_of"], out=scored["path"], warnings=scored["overrides"]["warnings"], **scored["summary"])
     if args.account:
-        record = reports.health_record(_customer_dir(args) / "frames" / "health.parquet", args.account)
+        record = reports.health_record(_customer_dir(args), args.account)
         report["explanation"] = health.explain_health(record)
     return report
 
@@ -210,19 +209,20 @@ def _check_view_account(args: argparse.Namespace) -> None:
 
     view_dir = _customer_dir(args) / "frames" / "360"
     if (view_dir / "manifest.json").exists():  # without a view the run itself says to load first
-        ids = reports.account_ids(view_dir)
+        ids = reports.account_ids(_customer_dir(args))
         if args.account not in ids:
             raise unknown_account(args.account, ids)
 
 
 def _persisted_view(args: argparse.Namespace):
     """The 360 view `c360:load` persisted, or a clear error saying to run it."""
-    from c360_dagster.domain.view import Customer360
+    from c360_dagster.domain.stages import open_stage
+    from c360_dagster.domain.view import STAGE, Customer360
 
     view_dir = _customer_dir(args) / "frames" / "360"
     if not (view_dir / "manifest.json").exists():
         raise C360Error(f"no Customer 360 view under {view_dir}; run `c360 c360:load` first")
-    return Customer360.open(view_dir)
+    return Customer360.open(open_stage(_customer_dir(args), STAGE))
 
 
 def _compare_configs(args: argparse.Namespace) -> Report:

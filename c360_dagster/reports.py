@@ -9,15 +9,17 @@ from typing import Any
 import polars as pl
 
 from c360_dagster.domain.text import format_amount
-from c360_dagster.domain.view import MANIFEST, active_arr_by_segment, read_view_table
+from c360_dagster.domain.stages import open_stage
+from c360_dagster.domain.view import MANIFEST, STAGE, VIEW_DIR, active_arr_by_segment, read_view_table
 
 Report = dict[str, Any]
 
 
-def view_report(view_dir: Path) -> Report:
-    """Counts, as_of and active ARR of a persisted view: its manifest, accounts and subscriptions."""
-    manifest = json.loads((view_dir / MANIFEST).read_text(encoding="utf-8"))
-    arr = active_arr_by_segment(read_view_table(view_dir, "accounts"), read_view_table(view_dir, "subs"))
+def view_report(customer_dir: Path) -> Report:
+    """Counts, as_of and active ARR of the persisted view: its manifest, accounts and subscriptions, verified."""
+    stored = open_stage(customer_dir, STAGE)
+    manifest = stored.read_json(f"{VIEW_DIR}/{MANIFEST}")
+    arr = active_arr_by_segment(read_view_table(stored, "accounts"), read_view_table(stored, "subs"))
     return {
         "as_of": manifest["as_of"],
         "counts": manifest["counts"],
@@ -109,18 +111,23 @@ def text(lines: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def account_ids(view_dir: Path) -> list[str]:
-    return pl.read_parquet(view_dir / "accounts.parquet", columns=["account_id"])["account_id"].to_list()
+def account_ids(customer_dir: Path) -> list[str]:
+    return read_view_table(open_stage(customer_dir, STAGE), "accounts")["account_id"].to_list()
 
 
-def health_record(health_frame: Path, account_id: str) -> dict[str, Any]:
+def health_frame(customer_dir: Path) -> pl.DataFrame:
+    """The persisted health frame, verified against its stage."""
+    return open_stage(customer_dir, "health").read_frame("frames/health.parquet")
+
+
+def health_record(customer_dir: Path, account_id: str) -> dict[str, Any]:
     """One account's health.json record, built from its row of the health frame alone;
     a clear error that suggests close matches when the account is not there."""
     from c360_dagster.domain.health import health_records
     from c360_dagster.domain.text import unknown_account
 
-    row = pl.scan_parquet(health_frame).filter(pl.col("account_id") == account_id).collect()
+    scored = health_frame(customer_dir)
+    row = scored.filter(pl.col("account_id") == account_id)
     if row.is_empty():
-        known = pl.read_parquet(health_frame, columns=["account_id"])["account_id"].to_list()
-        raise unknown_account(account_id, known)
+        raise unknown_account(account_id, scored["account_id"].to_list())
     return next(health_records(row))[1]

@@ -126,7 +126,7 @@ def test_a_range_run_writes_each_account_as_its_own_run_would(chain):
 
 def test_run_ranges_runs_batches_in_worker_processes_and_returns_user_errors(project, capsys):
     assert main(["c360:run", "--quiet", *project.args]) == 0
-    (project.customer / "playbooks" / "STARK-008.json").unlink()
+    shutil.rmtree(project.customer / "stages" / "playbooks" / "STARK-008")  # its playbook stage
     shutil.rmtree(project.customer / "qbr_ACME-001")
     paths = ProjectPaths(configs_dir=project.configs, artifacts_dir=str(project.artifacts))
     failed = run_ranges("c360_qbr", paths, [("ACME-001", "ACME-001"), ("STARK-008", "STARK-008")], workers=2)

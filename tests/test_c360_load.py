@@ -22,7 +22,8 @@ from c360_dagster.domain import integrity
 from c360_dagster.domain.entities import ENTITIES
 from c360_dagster.domain.integrity import CHECKS, run_integrity_checks
 from c360_dagster.domain.loader import read_customer_360
-from c360_dagster.domain.view_json import customer_360_document, write_customer_360_json
+from c360_dagster.domain.io import write_chunks_atomic
+from c360_dagster.domain.view_json import customer_360_document, customer_360_json_chunks
 
 
 def _native_rows(name: str) -> list[dict]:
@@ -160,9 +161,9 @@ def test_source_hashes_are_the_file_contents(small_dir: Path) -> None:
 def test_360_json_is_byte_deterministic_and_streaming_does_not_change_it(small_dir: Path, tmp_path: Path) -> None:
     view = read_customer_360(small_dir)
     checks = run_integrity_checks(view)
-    first = write_customer_360_json(view, checks, tmp_path / "a" / "360.json")
-    again = write_customer_360_json(read_customer_360(small_dir), checks, tmp_path / "b" / "360.json")
-    streamed = write_customer_360_json(view, checks, tmp_path / "c" / "360.json", chunk_rows=1)
+    first = write_chunks_atomic(tmp_path / "a" / "360.json", customer_360_json_chunks(view, checks))
+    again = write_chunks_atomic(tmp_path / "b" / "360.json", customer_360_json_chunks(read_customer_360(small_dir), checks))
+    streamed = write_chunks_atomic(tmp_path / "c" / "360.json", customer_360_json_chunks(view, checks, chunk_rows=1))
     data = (tmp_path / "a" / "360.json").read_bytes()
     assert first == again == streamed == "sha256:" + hashlib.sha256(data).hexdigest()
     assert data == (tmp_path / "b" / "360.json").read_bytes() == (tmp_path / "c" / "360.json").read_bytes()
@@ -172,7 +173,7 @@ def test_360_json_is_byte_deterministic_and_streaming_does_not_change_it(small_d
 
 def test_360_json_content(small_dir: Path, tmp_path: Path) -> None:
     view = read_customer_360(small_dir)
-    write_customer_360_json(view, run_integrity_checks(view), tmp_path / "360.json")
+    write_chunks_atomic(tmp_path / "360.json", customer_360_json_chunks(view, run_integrity_checks(view)))
     text = (tmp_path / "360.json").read_text(encoding="utf-8")
     document = json.loads(text)
     assert list(document) == ["as_of", "checks", "counts", "records", "source_hashes", "warnings"]
@@ -206,8 +207,8 @@ def test_bundled_fixtures_load_cleanly_and_deterministically(fixtures_dir: Path,
     assert sorted(view.source_hashes) == sorted(p.name for p in fixtures_dir.iterdir() if p.stem in ENTITIES)
     checks = run_integrity_checks(view)
     assert all(check.passed for check in checks if check.severity == "ERROR")
-    write_customer_360_json(view, checks, tmp_path / "one.json")
-    write_customer_360_json(read_customer_360(fixtures_dir), run_integrity_checks(view), tmp_path / "two.json", chunk_rows=7)
+    write_chunks_atomic(tmp_path / "one.json", customer_360_json_chunks(view, checks))
+    write_chunks_atomic(tmp_path / "two.json", customer_360_json_chunks(read_customer_360(fixtures_dir), run_integrity_checks(view), chunk_rows=7))
     assert (tmp_path / "one.json").read_bytes() == (tmp_path / "two.json").read_bytes()
 
 

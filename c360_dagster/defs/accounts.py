@@ -22,7 +22,7 @@ from c360_dagster.defs.resources import C360Project
 from c360_dagster.defs.versions import source_version
 from c360_dagster.domain import account_state, health, lake, playbooks, qbr, qbr_deck, qbr_layout, qbr_pptx, signals
 from c360_dagster.domain.errors import C360Error, GateError
-from c360_dagster.domain.io import sha256_bytes, sha256_file, write_json_atomic, write_text_atomic
+from c360_dagster.domain.io import sha256_bytes, sha256_file
 from c360_dagster.domain.text import unknown_account
 
 
@@ -54,10 +54,13 @@ class RunInputs:
         accounts = {row["account_id"]: row for row in self.view.accounts.iter_rows(named=True)}
         for account_id in account_ids:
             if account_id not in accounts:
-                raise unknown_account(account_id, project.view_table("accounts")["account_id"].to_list())
-        scores = dict(health.health_records(project.read_frame("health", account_ids)))
-        fired = signals.signals_by_account(project.read_frame("signals", account_ids))
-        renewals = project.read_frame("renewals", account_ids).partition_by("account_id", as_dict=True)
+                raise unknown_account(account_id, project.view_table("accounts")[0]["account_id"].to_list())
+        health_frame, health_hash = project.frame_and_hash("health", account_ids)
+        signals_frame, signals_hash = project.frame_and_hash("signals", account_ids)
+        renewals_frame, renewals_hash = project.frame_and_hash("renewals", account_ids)
+        scores = dict(health.health_records(health_frame))
+        fired = signals.signals_by_account(signals_frame)
+        renewals = renewals_frame.partition_by("account_id", as_dict=True)
         contacts = self.view.contacts.partition_by("account_id", as_dict=True)
         next_renewals = dict(
             self.view.subs.filter(pl.col("status") == "active")
@@ -76,11 +79,12 @@ class RunInputs:
             )
             for account_id in account_ids
         }
+        # The hashes of the bytes actually read and verified, which is what the events sign.
         self.input_hashes = {
-            "customer_360": project.view_hash(),
-            "account_health": project.frame_hash("health"),
-            "customer_signals": project.frame_hash("signals"),
-            "renewal_forecasts": project.frame_hash("renewals"),
+            "customer_360": self.view.stored_hash,
+            "account_health": health_hash,
+            "customer_signals": signals_hash,
+            "renewal_forecasts": renewals_hash,
         }
 
     def refuse_not_live(self, what: str) -> None:
@@ -104,9 +108,24 @@ def account_facts(one: AccountInputs) -> dict[str, dg.MetadataValue]:
     return facts
 
 
-def playbook_paths(project: C360Project, account_id: str) -> tuple[Path, Path]:
-    base = project.customer_dir / "playbooks" / account_id
-    return base.with_suffix(".md"), base.with_suffix(".json")
+def playbook_stage(account_id: str) -> str:
+    return f"playbooks/{account_id}"
+
+
+def playbook_paths(account_id: str) -> tuple[str, str]:
+    """The playbook's Markdown and JSON, relative to artifacts/customer."""
+    return f"playbooks/{account_id}.md", f"playbooks/{account_id}.json"
+
+
+def stored_playbook(project: C360Project, account_id: str) -> bytes | None:
+    """The account's playbook JSON, verified against its stage, or None when it has none."""
+    try:
+        stored = project.stored(playbook_stage(account_id))
+    except C360Error as exc:
+        if exc.code == "STAGE_MISSING":
+            return None
+        raise
+    return stored.read_bytes(playbook_paths(account_id)[1])
 
 
 @dg.asset(
@@ -133,25 +152,26 @@ def playbook(context: dg.AssetExecutionContext, project: C360Project) -> dg.Mate
     }
     with project.writing():
         for account_id, result in results.items():
-            md_path, json_path = playbook_paths(project, account_id)
-            md_hash = write_text_atomic(md_path, playbooks.render_playbook_markdown(result))
-            json_hash = write_json_atomic(json_path, result.to_dict())
+            md_path, json_path = playbook_paths(account_id)
+            with project.stage(playbook_stage(account_id)) as out:
+                md_hash = out.write_text(md_path, playbooks.render_playbook_markdown(result))
+                json_hash = out.write_json(json_path, result.to_dict())
             project.record_event(
                 context,
                 as_of=inputs.view.as_of.isoformat(),
                 inputs=inputs_hashes,
-                outputs={md_path.name: md_hash, json_path.name: json_hash},
+                outputs={Path(md_path).name: md_hash, Path(json_path).name: json_hash},
                 partition=account_id,
             )
     # Each partition's materialization carries its own account's plan only, even in a batch.
     for account_id, result in results.items():
-        md_path, json_path = playbook_paths(project, account_id)
+        md_path, _ = playbook_paths(account_id)
         context.add_asset_metadata(
             {
                 **account_facts(inputs.accounts[account_id]),
                 "plays": dg.MetadataValue.json(list(result.plays)),
                 "steps": dg.MetadataValue.int(len(result.steps)),
-                "path": dg.MetadataValue.path(str(md_path)),
+                "path": dg.MetadataValue.path(str(project.customer_dir / md_path)),
             },
             partition_key=account_id,
         )
@@ -221,10 +241,8 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
         settings_hash["qbr_template.pptx"] = sha256_bytes(settings.template)
     inputs = RunInputs(project, context.partition_keys)
     inputs.refuse_not_live("QBR pack")
-    playbook_files = {account_id: playbook_paths(project, account_id)[1] for account_id in inputs.accounts}
-    playbook_texts = {
-        account_id: path.read_text(encoding="utf-8") for account_id, path in playbook_files.items() if path.exists()
-    }
+    stored = {account_id: stored_playbook(project, account_id) for account_id in inputs.accounts}
+    playbook_texts = {account_id: data for account_id, data in stored.items() if data is not None}
     gates = {
         account_id: qbr.check_gates(
             one.health["tier"],
@@ -267,8 +285,9 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
     written: dict[str, dict[str, str]] = {}
     with project.writing():
         for account_id, pack in packs.items():
-            files = qbr.save_qbr_pack(pack, project.customer_dir)
-            playbook_hash = {"playbook": sha256_bytes(playbook_texts[account_id].encode("utf-8"))} if account_id in playbook_texts else {}
+            with project.stage(pack.name) as out:
+                files = qbr.save_qbr_pack(pack, out)
+            playbook_hash = {"playbook": sha256_bytes(playbook_texts[account_id])} if account_id in playbook_texts else {}
             project.record_event(
                 context,
                 as_of=inputs.view.as_of.isoformat(),

@@ -2,6 +2,7 @@
 
 
 import datetime as dt
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import polars as pl
 from c360_dagster.defs.checks import check_result, check_specs
 from c360_dagster.defs.inputs import INPUT_SPECS
 from c360_dagster.defs.partitions import register_accounts
-from c360_dagster.defs.resources import C360Project
+from c360_dagster.defs.resources import C360Project, frame_path
 from c360_dagster.defs.versions import source_version
 from c360_dagster.domain import (
     account_state,
@@ -24,14 +25,10 @@ from c360_dagster.domain import (
     quality,
     renewals,
     signals,
-    view,
     view_json,
 )
-from c360_dagster.domain.io import (
-    sha256_file,
-    write_json_stream_text,
-    write_text_atomic,
-)
+from c360_dagster.domain import view as view_module
+from c360_dagster.domain.io import json_stream, sha256_file, write_chunks_atomic
 from c360_dagster.domain.view import active_arr_by_segment
 
 OWNERS = ["team:customer-success-ops"]
@@ -71,7 +68,7 @@ def _frame_metadata(frame: pl.DataFrame, path: Path) -> dict:
     group_name="customer",
     kinds={"polars", "parquet", "json"},
     owners=OWNERS,
-    code_version=source_version(loader, integrity, view_json, view),
+    code_version=source_version(loader, integrity, view_json, view_module),
     deps=INPUT_SPECS,
     check_specs=[
         dg.AssetCheckSpec(name, asset="customer_360", description=text)
@@ -91,8 +88,10 @@ def customer_360(
     with ThreadPoolExecutor(max_workers=1) as pool:
         registering = pool.submit(register_accounts, context.instance, view.accounts["account_id"].to_list())
         with project.writing():
-            json_hash = view_json.write_customer_360_json(view, checks, project.customer_dir / "360.json")
-            view_hash = view.save(project.view_dir)
+            with project.stage(view_module.STAGE) as out:
+                json_hash = out.write_chunks("360.json", view_json.customer_360_json_chunks(view, checks))
+                view.save(out)
+            view_hash = out.manifest_hash
             project.record_event(
                 context,
                 as_of=view.as_of.isoformat(),
@@ -129,6 +128,20 @@ def _config_file(project: C360Project, override: str | None, name: str) -> Path:
     return Path(override) if override else project.config_path(name)
 
 
+def _write_stage(
+    project: C360Project, stage: str, out: str | None, json_chunks: Iterator[bytes], frame: pl.DataFrame
+) -> tuple[str, Path, str]:
+    """Write a scoring stage's generation: `<stage>.json` (or the JSON at `out`, outside it) and its frame.
+
+    Returns the JSON's hash, where it went and the frame's hash.
+    """
+    json_path = Path(out) if out else project.customer_dir / f"{stage}.json"
+    with project.stage(stage) as stored:
+        json_hash = write_chunks_atomic(json_path, json_chunks) if out else stored.write_chunks(json_path.name, json_chunks)
+        frame_hash = stored.write_frame(frame_path(stage), frame)
+    return json_hash, json_path, frame_hash
+
+
 def _file_hashes(*paths: Path) -> dict[str, str]:
     """Content hashes of the config files a stage read, by file name (absent optional ones skipped)."""
     return {path.name: sha256_file(path) for path in paths if path.exists()}
@@ -161,25 +174,21 @@ def account_health(
     )
     frame = outcome.frame
     summary = health.health_summary(frame)
-    out = Path(config.out) if config.out else project.customer_dir / "health.json"
     override_report = {"applied": len(outcome.applied), "warnings": list(outcome.warnings)}
+    header = {
+        "as_of": view.as_of.isoformat(),
+        "config_hash": frame["config_hash"][0] if frame.height else None,
+        "summary": summary,
+        "overrides": override_report,
+    }
     with project.writing():
-        json_hash = write_json_stream_text(
-            out,
-            {
-                "as_of": view.as_of.isoformat(),
-                "config_hash": frame["config_hash"][0] if frame.height else None,
-                "summary": summary,
-                "overrides": override_report,
-            },
-            "accounts",
-            health.health_json_entries(frame),
+        json_hash, out, frame_hash = _write_stage(
+            project, "health", config.out, json_stream(header, "accounts", health.health_json_entries(frame)), frame
         )
-        frame_hash = project.write_frame("health", frame)
         project.record_event(
             context,
             as_of=view.as_of.isoformat(),
-            inputs={"customer_360": project.view_hash(), **_file_hashes(config_file, overrides_file)},
+            inputs={"customer_360": view.stored_hash, **_file_hashes(config_file, overrides_file)},
             outputs={"health.json": json_hash, "health.parquet": frame_hash},
             config_hash=health_config.config_hash,
             extra={"overrides": list(outcome.applied)} if outcome.applied else None,
@@ -236,19 +245,15 @@ def customer_signals(
     )
     frame = tracked.frame
     counts = {**lifecycle.lifecycle_summary(tracked), "warnings": list(tracked.warnings)}
-    out = Path(config.out) if config.out else project.customer_dir / "signals.json"
+    header = {"as_of": view.as_of.isoformat(), "lifecycle": counts, "resolved": lifecycle.resolved_records(tracked.resolved)}
     with project.writing():
-        json_hash = write_json_stream_text(
-            out,
-            {"as_of": view.as_of.isoformat(), "lifecycle": counts, "resolved": lifecycle.resolved_records(tracked.resolved)},
-            "accounts",
-            signals.signal_json_entries(frame),
+        json_hash, out, frame_hash = _write_stage(
+            project, "signals", config.out, json_stream(header, "accounts", signals.signal_json_entries(frame)), frame
         )
-        frame_hash = project.write_frame("signals", frame)
         project.record_event(
             context,
             as_of=view.as_of.isoformat(),
-            inputs={"customer_360": project.view_hash(), **_file_hashes(config_file, health_file, snoozes_file)},
+            inputs={"customer_360": view.stored_hash, **_file_hashes(config_file, health_file, snoozes_file)},
             outputs={"signals.json": json_hash, "signals.parquet": frame_hash},
             config_hash=signals_config.config_hash,
         )
@@ -280,30 +285,30 @@ def renewal_forecasts(
     config_file = _config_file(project, config.config_path, "renewals")
     renewals_config = renewals.load_renewals_config(config_file)
     view = project.open_view()
-    frame = renewals.forecast_renewals(
-        view,
-        project.read_frame("health"),
-        project.read_frame("signals"),
-        renewals_config,
-        window_days=config.window_days,
-    )
+    health_frame, health_hash = project.frame_and_hash("health")
+    signals_frame, signals_hash = project.frame_and_hash("signals")
+    frame = renewals.forecast_renewals(view, health_frame, signals_frame, renewals_config, window_days=config.window_days)
     summary = renewals.renewal_summary(frame, renewals_config)
     summary_md = renewals.render_renewal_summary_md(summary, view.as_of, config.window_days)
-    out = project.customer_dir / f"renewals_{view.as_of:%Y%m}.json"
+    json_name = f"renewals_{view.as_of:%Y%m}.json"
+    out = project.customer_dir / json_name
     with project.writing():
-        json_hash = write_json_stream_text(out, {"summary": summary}, "renewals", renewals.renewal_json_items(frame), array=True)
-        md_hash = write_text_atomic(project.customer_dir / "summary.md", summary_md)
-        frame_hash = project.write_frame("renewals", frame)
+        with project.stage("renewals") as stage:
+            json_hash = stage.write_chunks(
+                json_name, json_stream({"summary": summary}, "renewals", renewals.renewal_json_items(frame), array=True)
+            )
+            md_hash = stage.write_text("summary.md", summary_md)
+            frame_hash = stage.write_frame(frame_path("renewals"), frame)
         project.record_event(
             context,
             as_of=view.as_of.isoformat(),
             inputs={
-                "customer_360": project.view_hash(),
-                "account_health": project.frame_hash("health"),
-                "customer_signals": project.frame_hash("signals"),
+                "customer_360": view.stored_hash,
+                "account_health": health_hash,
+                "customer_signals": signals_hash,
                 "renewals.yaml": sha256_file(config_file),
             },
-            outputs={out.name: json_hash, "summary.md": md_hash, "renewals.parquet": frame_hash},
+            outputs={json_name: json_hash, "summary.md": md_hash, "renewals.parquet": frame_hash},
             config_hash=renewals_config.config_hash,
         )
     return dg.MaterializeResult(

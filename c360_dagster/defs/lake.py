@@ -28,31 +28,28 @@ class LakeTable:
     """Where a lake table's rows come from."""
 
     upstream: dg.AssetsDefinition
-    source_hash: Callable[[C360Project], str]
-    rows: Callable[[C360Project], pl.DataFrame]
+    # The rows and the hash of the verified bytes they were read from (what the event signs).
+    rows: Callable[[C360Project], tuple[pl.DataFrame, str]]
+
+
+def _from_frame(name: str, to_rows: Callable[[pl.DataFrame], pl.DataFrame]) -> Callable[[C360Project], tuple[pl.DataFrame, str]]:
+    def rows(project: C360Project) -> tuple[pl.DataFrame, str]:
+        frame, digest = project.frame_and_hash(name)
+        return to_rows(frame), digest
+
+    return rows
+
+
+def _opp_rows(project: C360Project) -> tuple[pl.DataFrame, str]:
+    opps, digest = project.view_table("crm_opps")
+    return lake_tables.opp_rows(opps), digest
 
 
 LAKE_TABLES = {
-    "crm_opps": LakeTable(
-        customer_360,
-        lambda p: p.view_hash(),
-        lambda p: lake_tables.opp_rows(p.view_table("crm_opps")),
-    ),
-    "account_health": LakeTable(
-        account_health,
-        lambda p: p.frame_hash("health"),
-        lambda p: lake_tables.health_rows(p.read_frame("health")),
-    ),
-    "customer_signals": LakeTable(
-        customer_signals,
-        lambda p: p.frame_hash("signals"),
-        lambda p: lake_tables.signal_rows(p.read_frame("signals")),
-    ),
-    "renewal_forecasts": LakeTable(
-        renewal_forecasts,
-        lambda p: p.frame_hash("renewals"),
-        lambda p: lake_tables.renewal_rows(p.read_frame("renewals")),
-    ),
+    "crm_opps": LakeTable(customer_360, _opp_rows),
+    "account_health": LakeTable(account_health, _from_frame("health", lake_tables.health_rows)),
+    "customer_signals": LakeTable(customer_signals, _from_frame("signals", lake_tables.signal_rows)),
+    "renewal_forecasts": LakeTable(renewal_forecasts, _from_frame("renewals", lake_tables.renewal_rows)),
 }
 
 
@@ -79,7 +76,7 @@ def _lake_asset(table: str, spec: LakeTable) -> dg.AssetsDefinition:
         metadata={"dagster/table_name": f"{LAKE_CATALOG}.{table}"},
     )
     def write_table(context: dg.AssetExecutionContext, project: C360Project) -> dg.MaterializeResult:
-        frame = spec.rows(project)
+        frame, source_hash = spec.rows(project)
         as_of = project.view_as_of()
         # Hashing the rows (Polars' CSV writer, sha256) overlaps DuckDB compressing them.
         with ThreadPoolExecutor(max_workers=1) as pool, project.writing():
@@ -88,7 +85,7 @@ def _lake_asset(table: str, spec: LakeTable) -> dg.AssetsDefinition:
             project.record_event(
                 context,
                 as_of=as_of.isoformat(),
-                inputs={spec.upstream.key.to_user_string(): spec.source_hash(project)},
+                inputs={spec.upstream.key.to_user_string(): source_hash},
                 outputs={f"{table}@{as_of.isoformat()}": rows_hash.result()},
             )
             counted = project.count("c360_lake_rows_written", written, {"table": table})

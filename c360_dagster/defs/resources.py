@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
-from c360_dagster.domain import anchor, eventlog, locking, metrics
+from c360_dagster.domain import anchor, eventlog, locking, metrics, stages, view
 from c360_dagster.domain.errors import C360Error
-from c360_dagster.domain.io import atomic_writer, sha256_file, write_text_atomic
-from c360_dagster.domain.view import (
-    ROW_GROUP_ROWS,
-    Customer360,
-    read_view_table,
-    view_as_of,
-)
 from c360_dagster.instance import witness_metadata
+
+# The command that makes each whole-project stage (what to run when it is missing).
+COMMANDS = {
+    view.STAGE: "c360:load --dir {self.fixtures_dir}",
+    "health": "c360:health",
+    "signals": "c360:signals",
+    "renewals": "c360:renewals",
+}
 
 
 class C360Project(dg.ConfigurableResource):
@@ -41,10 +43,6 @@ class C360Project(dg.ConfigurableResource):
         return self.customer_dir / "frames"
 
     @property
-    def view_dir(self) -> Path:
-        return self.frames_dir / "360"
-
-    @property
     def lake_path(self) -> Path:
         return self.artifacts / "lake" / "c360.duckdb"
 
@@ -59,59 +57,50 @@ class C360Project(dg.ConfigurableResource):
     def config_path(self, name: str) -> Path:
         return Path(self.configs_dir) / f"{name}.yaml"
 
-    def frame_path(self, name: str) -> Path:
-        return self.frames_dir / f"{name}.parquet"
+    def stage(self, name: str):
+        """Write the next generation of stage `name` (e.g. `health`, `qbr_<id>`), switched live on success.
 
-    def write_frame(self, name: str, frame: pl.DataFrame) -> str:
-        """Persist a stage's frame as Parquet with its content hash beside it; return the hash."""
-        path = self.frame_path(name)
-        with atomic_writer(path, "wb") as handle:
-            frame.write_parquet(handle, statistics=True, row_group_size=ROW_GROUP_ROWS)
-        digest = sha256_file(path)
-        write_text_atomic(path.with_name(path.name + ".sha256"), digest + "\n")
-        return digest
+        `with project.stage("health") as out: out.write_frame(...)`; `out.manifest_hash` afterwards.
+        """
+        return stages.write_stage(self.customer_dir, name)
 
-    def frame_hash(self, name: str) -> str:
-        """A persisted frame's content hash, read from beside it (per-account runs never rehash)."""
-        sidecar = self.frame_path(name).with_name(f"{name}.parquet.sha256")
-        if sidecar.exists():
-            return sidecar.read_text(encoding="utf-8").strip()
-        return sha256_file(self.frame_path(name))  # written before sidecars existed
+    def stored(self, name: str) -> stages.StageReader:
+        """The live generation of stage `name`, for verified reads (or a clear error saying what to run)."""
+        try:
+            return stages.open_stage(self.customer_dir, name)
+        except C360Error as exc:
+            if exc.code != "STAGE_MISSING" or name not in COMMANDS:
+                raise
+            raise C360Error(f"{exc}; run `c360 {COMMANDS[name].format(self=self)}` first", code=exc.code) from None
 
-    def view_hash(self) -> str:
-        """The 360 view's identity: the hash of its manifest, which names every table's hash."""
-        return sha256_file(self.view_dir / "manifest.json")
-
-    def _require_view(self) -> Path:
-        if not (self.view_dir / "manifest.json").exists():
-            raise C360Error(
-                f"no Customer 360 view under {self.view_dir}; run `c360 c360:load --dir "
-                f"{self.fixtures_dir}` first"
-            )
-        return self.view_dir
-
-    def open_view(self, account_ids: list[str] | None = None) -> Customer360:
-        return Customer360.open(self._require_view(), account_ids)
-
-    def view_as_of(self) -> dt.date:
-        return view_as_of(self._require_view())
-
-    def view_table(self, name: str) -> pl.DataFrame:
-        return read_view_table(self._require_view(), name)
+    def frame_and_hash(self, name: str, account_ids: list[str] | None = None) -> tuple[pl.DataFrame, str]:
+        """A stage's frame (optionally only these accounts' rows) and the hash of the bytes read."""
+        stored = self.stored(name)
+        path = frame_path(name)
+        return stored.read_frame(path, account_ids), stored.files[path]
 
     def read_frame(self, name: str, account_ids: list[str] | None = None) -> pl.DataFrame:
-        """A stage's persisted frame, optionally only these accounts' rows."""
-        path = self.frame_path(name)
-        if not path.exists():
-            raise C360Error(f"no {name} output under {path}; run `c360 c360:{name}` first")
-        frame = pl.scan_parquet(path)
-        if account_ids is not None:
-            frame = frame.filter(pl.col("account_id").is_in(account_ids))
-        return frame.collect()
+        """A stage's persisted frame, verified, optionally only these accounts' rows."""
+        return self.frame_and_hash(name, account_ids)[0]
+
+    def open_view(self, account_ids: list[str] | None = None) -> view.Customer360:
+        """The persisted 360 view, verified; its `stored_hash` is what a run that read it signs."""
+        return view.Customer360.open(self.stored(view.STAGE), account_ids)
+
+    def view_as_of(self) -> dt.date:
+        return view.view_as_of(self.stored(view.STAGE))
+
+    def view_table(self, name: str) -> tuple[pl.DataFrame, str]:
+        """One table of the 360 view and the hash of the view's generation it was read from."""
+        stored = self.stored(view.STAGE)
+        return view.read_view_table(stored, name), stored.manifest_hash
 
     def writing(self):
-        """Hold the project's write lock: one c360 process writes artifacts at a time."""
-        return locking.project_lock(self.artifacts)
+        """Hold the project's write lock: one c360 process writes artifacts at a time.
+
+        Whatever a killed writer left in the staging folder is removed first.
+        """
+        return _swept(locking.project_lock(self.artifacts), self.customer_dir)
 
     def record_event(
         self,
@@ -152,3 +141,15 @@ class C360Project(dg.ConfigurableResource):
     def count(self, name: str, value: float = 1, labels: dict[str, str] | None = None) -> dict[str, float]:
         """Add to a declared Prometheus counter; return `{"metric/<name>_total": new total}` for the asset's metadata."""
         return {f"metric/{name}_total": metrics.increment(self.metrics_path, name, value, labels)}
+
+
+def frame_path(name: str) -> str:
+    """Where stage `name` keeps its frame, inside the stage and under artifacts/customer."""
+    return f"frames/{name}.parquet"
+
+
+@contextlib.contextmanager
+def _swept(lock, customer_dir: Path):
+    with lock:
+        stages.sweep_staging(customer_dir)
+        yield

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from c360_dagster.domain.errors import C360Error
+from c360_dagster.domain.failpoints import failpoint
 from c360_dagster.domain.io import canonical_json, sha256_bytes, write_text_atomic
 from c360_dagster.domain.locking import file_lock
 
@@ -82,6 +83,7 @@ def append_event(log_path: Path, event: dict[str, Any], signing_key: Ed25519Priv
         body = {**event, "seq": _seq(last, log_path) + 1 if last else 1, "prev": sha256_bytes(last) if last else GENESIS}
         record = {**body, "signature": _sign(signing_key, body)}
         line = canonical_json(record).encode("utf-8")
+        failpoint(f"event:{event['asset']}")
         fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         start = os.fstat(fd).st_size
         try:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from c360_dagster.domain.failpoints import failpoint
+
 
 def canonical_json(value: Any, *, indent: int | None = None) -> str:
     """JSON with sorted keys and fixed separators, so equal data gives equal bytes."""
@@ -35,16 +37,22 @@ def sha256_file(path: Path) -> str:
 
 @contextlib.contextmanager
 def atomic_writer(path: Path, mode: str = "w") -> Iterator[Any]:
-    """Open a temp file beside `path`; rename it over `path` only if the block succeeds."""
+    """Open a temp file beside `path`; rename it over `path` only if the block succeeds.
+
+    The temp file's name carries the writer's pid, so the next writer of `path` removes the
+    temp files of writers that died (SIGKILL, power cut) before their rename.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_dead_temps(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         encoding = None if "b" in mode else "utf-8"
         newline = None if "b" in mode else "\n"
         with os.fdopen(fd, mode, encoding=encoding, newline=newline) as handle:
             yield handle
             handle.flush()
+            failpoint(f"write:{path.name}")
             os.fsync(handle.fileno())
         os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; outputs are meant to be read
         os.replace(tmp_name, path)
@@ -52,6 +60,28 @@ def atomic_writer(path: Path, mode: str = "w") -> Iterator[Any]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+
+
+def _remove_dead_temps(path: Path) -> None:
+    """Remove `atomic_writer` temp files of `path` whose writing process no longer exists."""
+    prefix = f".{path.name}."
+    with os.scandir(path.parent) as entries:
+        temps = [entry.name for entry in entries if entry.name.startswith(prefix) and entry.name.endswith(".tmp")]
+    for name in temps:
+        pid = name[len(prefix):].partition(".")[0]
+        if pid.isdigit() and not _process_exists(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path.parent / name)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> str:
@@ -155,9 +185,16 @@ def write_json_stream_text(
     chunk holds no item. With `array`, the streamed value is a JSON array and the texts are
     its items, in order.
     """
+    return write_chunks_atomic(path, json_stream(header, streamed_key, item_chunks, array=array))
+
+
+def json_stream(
+    header: Mapping[str, Any], streamed_key: str, item_chunks: Iterator[bytes], *, array: bool = False
+) -> Iterator[bytes]:
+    """The bytes `write_json_stream_text` writes, as chunks (to write them somewhere else)."""
     if streamed_key in header:
         raise ValueError(f"{streamed_key!r} is both streamed and in the header")
-    return write_chunks_atomic(path, _stream_bytes(header, streamed_key, item_chunks, "[]" if array else "{}"))
+    return _stream_bytes(header, streamed_key, item_chunks, "[]" if array else "{}")
 
 
 def _stream_bytes(

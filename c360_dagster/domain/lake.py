@@ -22,6 +22,7 @@ import polars as pl
 
 from c360_dagster.domain.contracts import load_contract, validate_frame
 from c360_dagster.domain.errors import C360Error, ContractError
+from c360_dagster.domain.failpoints import failpoint
 
 SHOWN_VIOLATIONS = 5
 CONNECT_TIMEOUT_S = 10.0
@@ -51,6 +52,7 @@ def write_snapshot(
             _check_columns(con, table, columns)
             con.execute(f'DELETE FROM "{table}" WHERE as_of = ?', [as_of]).fetchall()
             _insert(con, table, rows.select([name for name, _ in columns]))
+            failpoint(f"lake:{table}")
             con.execute("COMMIT").fetchall()
         except BaseException as exc:
             with contextlib.suppress(duckdb.Error):

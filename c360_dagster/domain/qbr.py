@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +19,7 @@ import polars as pl
 from c360_dagster.domain import qbr_deck, qbr_pptx
 from c360_dagster.domain.config import load_yaml_config
 from c360_dagster.domain.errors import ConfigError
-from c360_dagster.domain.io import sha256_bytes, write_bytes_atomic
+from c360_dagster.domain.stages import StageWriter, write_stage
 from c360_dagster.domain.text import fmt_number, render_template, safe_filename
 from c360_dagster.domain.view import Customer360
 
@@ -443,7 +440,6 @@ class RenderedPack:
     name: str
     files: dict[str, bytes]
     beside: dict[str, bytes]
-    owned: tuple[str, ...]  # every name `beside` can hold: one missing now must not linger
 
 
 def pack_names(account_id: str) -> tuple[str, str, str, str]:
@@ -467,54 +463,29 @@ def render_qbr_pack(ctx: QbrContext, *, pptx: bool = True) -> RenderedPack:
     if not with_decks:
         files[SLIDES_MD] = qbr_pptx.render_slides_md(ctx).encode("utf-8")
     beside[review_name] = render_review_markdown(ctx, deck=review_deck_name if with_decks else None).encode("utf-8")
-    return RenderedPack(name, files, dict(sorted(beside.items())), (deck_name, review_name, review_deck_name))
+    return RenderedPack(name, files, dict(sorted(beside.items())))
 
 
 def write_qbr_pack(ctx: QbrContext, artifacts_customer_dir: Path, *, pptx: bool = True) -> dict[str, str]:
-    """Render and write one account's pack; return relative path → content hash."""
-    return save_qbr_pack(render_qbr_pack(ctx, pptx=pptx), artifacts_customer_dir)
+    """Render and write `qbr_<id>/` (and `qbr_<id>.pptx`) as one stage; return relative path → content hash."""
+    pack = render_qbr_pack(ctx, pptx=pptx)
+    with write_stage(artifacts_customer_dir, pack.name) as out:
+        return save_qbr_pack(pack, out)
 
 
-def save_qbr_pack(pack: RenderedPack, artifacts_customer_dir: Path) -> dict[str, str]:
-    """Write a rendered pack as one unit; return relative path → content hash.
+def save_qbr_pack(pack: RenderedPack, out: StageWriter) -> dict[str, str]:
+    """Write a rendered pack into its stage's generation; return relative path → content hash.
 
-    The files go into a temp dir that replaces the old pack by rename, so a failure at any
-    point leaves the previous pack as it was.
+    The stage switches the pack as one unit, so a failure at any point leaves the previous pack
+    (a file of an earlier pack that this one lacks, e.g. the decks under the slides.md
+    fallback, goes with it).
     """
-    base = Path(artifacts_customer_dir)
-    base.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{pack.name}.", suffix=".tmp", dir=base))
-    try:
-        (staging / pack.name).mkdir()
-        for filename in sorted(pack.files):
-            write_bytes_atomic(staging / pack.name / filename, pack.files[filename])
-        for filename in sorted(pack.beside):
-            write_bytes_atomic(staging / filename, pack.beside[filename])
-        _swap_in(staging, base, pack)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    written = {f"{pack.name}/{filename}": sha256_bytes(data) for filename, data in pack.files.items()}
-    written.update((filename, sha256_bytes(data)) for filename, data in pack.beside.items())
+    written = {
+        f"{pack.name}/{filename}": out.write_bytes(f"{pack.name}/{filename}", pack.files[filename])
+        for filename in sorted(pack.files)
+    }
+    written.update((filename, out.write_bytes(filename, data)) for filename, data in sorted(pack.beside.items()))
     return dict(sorted(written.items()))
-
-
-def _swap_in(staging: Path, base: Path, pack: RenderedPack) -> None:
-    """Rename the staged folder and the files beside it into place; on any failure put the old pack back."""
-    old = [name for name in (pack.name, *pack.owned) if (base / name).exists()]
-    for name in old:
-        os.replace(base / name, staging / f".old.{name}")
-    try:
-        os.replace(staging / pack.name, base / pack.name)
-        # A file this pack lacks (the decks under the slides.md fallback) stays retired.
-        for filename in pack.beside:
-            os.replace(staging / filename, base / filename)
-    except BaseException:
-        for name in (pack.name, *pack.owned):
-            if (base / name).exists():
-                os.replace(base / name, staging / f".failed.{name}")
-        for name in old:
-            os.replace(staging / f".old.{name}", base / name)
-        raise
 
 
 def _as_date(value: dt.date | str) -> dt.date:

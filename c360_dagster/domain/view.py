@@ -1,24 +1,23 @@
 """The Customer 360 view: one validated, typed Polars frame per entity plus the run's `as_of`.
 
-It is persisted as one Parquet file per entity beside a small manifest, so downstream stages
-read columns (and, per account, only the rows they need) instead of the whole JSON view.
+It is persisted as one Parquet file per entity beside a small manifest, in the `360` stage's
+generation (domain/stages.py), so downstream stages read columns (and, per account, only the
+rows they need) instead of the whole JSON view, each file verified against its hash.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import polars as pl
 
 from c360_dagster.domain.entities import ENTITIES
-from c360_dagster.domain.io import atomic_writer, sha256_file, write_json_atomic
+from c360_dagster.domain.stages import StageReader, StageWriter
 
+STAGE = "360"
+VIEW_DIR = "frames/360"  # the tables' folder inside the stage (and under artifacts/customer)
 MANIFEST = "manifest.json"
-# Small row groups with statistics let a per-account read skip most of a large table.
-ROW_GROUP_ROWS = 16_384
 
 
 @dataclass(frozen=True)
@@ -29,6 +28,8 @@ class Customer360:
     tables: dict[str, pl.DataFrame]
     source_hashes: dict[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    # The hash of the stage manifest it was read from (what a run that read it signs), if read back.
+    stored_hash: str | None = None
 
     @property
     def accounts(self) -> pl.DataFrame:
@@ -65,51 +66,43 @@ class Customer360:
     def counts(self) -> dict[str, int]:
         return {name: self.tables[name].height for name in sorted(self.tables)}
 
-    def save(self, directory: Path) -> str:
-        """Write each table as Parquet, then the manifest; return the manifest's hash."""
-        directory.mkdir(parents=True, exist_ok=True)
-        table_hashes = {}
+    def save(self, out: StageWriter) -> None:
+        """Write each table as Parquet and the view's manifest into the `360` stage's generation."""
         for name in sorted(self.tables):
-            path = directory / f"{name}.parquet"
-            with atomic_writer(path, "wb") as handle:
-                self.tables[name].write_parquet(handle, statistics=True, row_group_size=ROW_GROUP_ROWS)
-            table_hashes[name] = sha256_file(path)
-        # The manifest names every table's hash, so its own hash identifies the whole view.
+            out.write_frame(f"{VIEW_DIR}/{name}.parquet", self.tables[name])
         manifest = {
             "as_of": self.as_of.isoformat(),
             "counts": self.counts(),
             "source_hashes": self.source_hashes,
-            "table_hashes": table_hashes,
             "warnings": list(self.warnings),
         }
-        return write_json_atomic(directory / MANIFEST, manifest)
+        out.write_json(f"{VIEW_DIR}/{MANIFEST}", manifest)
 
     @classmethod
-    def open(cls, directory: Path, account_ids: list[str] | None = None) -> Customer360:
-        """Read the persisted view; with `account_ids`, only those accounts' rows."""
-        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
-        tables = {}
-        for name, spec in ENTITIES.items():
-            frame = pl.scan_parquet(directory / f"{name}.parquet")
-            if account_ids is not None:
-                frame = frame.filter(pl.col("account_id").is_in(account_ids))
-            tables[name] = frame.collect().cast(spec.polars_schema)  # type: ignore[arg-type]
+    def open(cls, stored: StageReader, account_ids: list[str] | None = None) -> Customer360:
+        """Read the persisted view, every file verified; with `account_ids`, only those accounts' rows."""
+        manifest = stored.read_json(f"{VIEW_DIR}/{MANIFEST}")
+        tables = {
+            name: read_view_table(stored, name, account_ids) for name in ENTITIES
+        }
         return cls(
             as_of=dt.date.fromisoformat(manifest["as_of"]),
             tables=tables,
             source_hashes=manifest["source_hashes"],
             warnings=tuple(manifest["warnings"]),
+            stored_hash=stored.manifest_hash,
         )
 
 
-def view_as_of(directory: Path) -> dt.date:
+def view_as_of(stored: StageReader) -> dt.date:
     """The `as_of` of a persisted view, from its manifest alone."""
-    return dt.date.fromisoformat(json.loads((directory / MANIFEST).read_text(encoding="utf-8"))["as_of"])
+    return dt.date.fromisoformat(stored.read_json(f"{VIEW_DIR}/{MANIFEST}")["as_of"])
 
 
-def read_view_table(directory: Path, name: str) -> pl.DataFrame:
-    """One table of a persisted view, without reading the others."""
-    return pl.read_parquet(directory / f"{name}.parquet").cast(ENTITIES[name].polars_schema)  # type: ignore[arg-type]
+def read_view_table(stored: StageReader, name: str, account_ids: list[str] | None = None) -> pl.DataFrame:
+    """One table of a persisted view (optionally only these accounts' rows), without reading the others."""
+    frame = stored.read_frame(f"{VIEW_DIR}/{name}.parquet", account_ids)
+    return frame.cast(ENTITIES[name].polars_schema)  # type: ignore[arg-type]
 
 
 def empty_table(name: str) -> pl.DataFrame:

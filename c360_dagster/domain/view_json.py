@@ -11,12 +11,10 @@ import dataclasses
 import io
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from c360_dagster.domain.io import write_chunks_atomic
 from c360_dagster.domain.quality import Finding
 from c360_dagster.domain.view import Customer360
 
@@ -53,14 +51,8 @@ def customer_360_document(view: Customer360, checks: list[Finding]) -> dict[str,
     return {**_header(view, checks), "records": records}
 
 
-def write_customer_360_json(
-    view: Customer360, checks: list[Finding], path: Path, *, chunk_rows: int = CHUNK_ROWS
-) -> str:
-    """Write 360.json atomically, records streamed `chunk_rows` at a time; return its content hash."""
-    return write_chunks_atomic(path, _document_bytes(view, checks, chunk_rows))
-
-
-def _document_bytes(view: Customer360, checks: list[Finding], chunk_rows: int) -> Iterator[bytes]:
+def customer_360_json_chunks(view: Customer360, checks: list[Finding], *, chunk_rows: int = CHUNK_ROWS) -> Iterator[bytes]:
+    """The bytes of 360.json, records streamed `chunk_rows` at a time."""
     header = _header(view, checks)
     keys = sorted([*header, "records"])
     yield b"{"

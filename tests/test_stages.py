@@ -1,0 +1,160 @@
+"""Stage generations: outputs switch as one unit, readers verify the bytes they read."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+
+from c360_dagster.domain import stages
+from c360_dagster.domain.errors import C360Error
+from c360_dagster.domain.io import write_text_atomic
+from c360_dagster.domain.loader import read_customer_360
+from c360_dagster.domain.view import STAGE, Customer360
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _write(root, files: dict[str, bytes], stage: str = "pack") -> stages.StageWriter:
+    with stages.write_stage(root, stage) as out:
+        for path, data in files.items():
+            out.write_bytes(path, data)
+    return out
+
+
+def _leftovers(root) -> list[str]:
+    """Everything under `stages/` but the live link and generation of each stage."""
+    found = []
+    for stage_dir in sorted((root / "stages").iterdir()):
+        if stage_dir.name == stages.STAGING:
+            found += [str(p) for p in stage_dir.iterdir()]
+            continue
+        live = os.readlink(stage_dir / stages.LIVE)
+        found += [str(p) for p in stage_dir.iterdir() if p.name not in (stages.LIVE, live)]
+    return found
+
+
+def test_a_generation_is_read_back_verified_through_its_manifest(tmp_path):
+    out = _write(tmp_path, {"pack/a.md": b"alpha\n", "pack.bin": b"\x00\x01"})
+    manifest = (tmp_path / "stages" / "pack" / "live" / "stage.json").read_bytes()
+    assert out.manifest_hash == _sha(manifest)
+    assert os.readlink(tmp_path / "stages" / "pack" / "live") == "g-" + hashlib.sha256(manifest).hexdigest()[:16]
+    assert out.hashes == {"pack/a.md": _sha(b"alpha\n"), "pack.bin": _sha(b"\x00\x01")}
+    # Public paths are links into the live generation.
+    assert os.readlink(tmp_path / "pack" / "a.md") == "../stages/pack/live/pack/a.md"
+    assert (tmp_path / "pack" / "a.md").read_bytes() == b"alpha\n"
+    stored = stages.open_stage(tmp_path, "pack")
+    assert stored.manifest_hash == out.manifest_hash
+    assert stored.read_bytes("pack.bin") == b"\x00\x01"
+    assert _leftovers(tmp_path) == []
+
+
+def test_the_same_outputs_make_the_same_generation_and_switch_nothing(tmp_path):
+    first = _write(tmp_path, {"x.txt": b"same\n"})
+    live = tmp_path / "stages" / "pack" / "live"
+    inode = os.lstat(live).st_ino
+    again = _write(tmp_path, {"x.txt": b"same\n"})
+    assert again.manifest_hash == first.manifest_hash and os.lstat(live).st_ino == inode
+
+
+def test_a_changed_file_is_refused_naming_it(tmp_path):
+    _write(tmp_path, {"frames/t.parquet": b"rows", "t.json": b"{}\n"})
+    (tmp_path / "t.json").write_bytes(b'{"forged": 1}\n')  # through the public link
+    stored = stages.open_stage(tmp_path, "pack")
+    assert stored.read_bytes("frames/t.parquet") == b"rows"
+    with pytest.raises(stages.IntegrityError, match=r"stages/pack/g-[0-9a-f]{16}/t\.json: content hash sha256:") as caught:
+        stored.read_bytes("t.json")
+    assert caught.value.code == "ARTIFACT_CORRUPT" and "Rebuild the pack stage" in str(caught.value)
+
+
+def test_an_edited_manifest_is_refused(tmp_path):
+    _write(tmp_path, {"t.json": b"{}\n"})
+    manifest = tmp_path / "stages" / "pack" / "live" / "stage.json"
+    manifest.write_text(manifest.read_text().replace("sha256:", "sha256:0"))
+    with pytest.raises(stages.IntegrityError, match="does not match its generation's name"):
+        stages.open_stage(tmp_path, "pack")
+
+
+def test_a_failure_mid_write_leaves_the_previous_generation_and_nothing_else(tmp_path):
+    _write(tmp_path, {"pack/a.md": b"old a\n", "pack/b.md": b"old b\n"})
+    with pytest.raises(OSError, match="disk full"), stages.write_stage(tmp_path, "pack") as out:
+        out.write_bytes("pack/a.md", b"new a\n")
+        raise OSError("disk full")
+    assert (tmp_path / "pack" / "a.md").read_bytes() == b"old a\n"
+    assert stages.open_stage(tmp_path, "pack").read_bytes("pack/b.md") == b"old b\n"
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_file_the_new_generation_lacks_loses_its_public_link(tmp_path):
+    _write(tmp_path, {"pack/index.md": b"1\n", "pack.pptx": b"deck"})
+    _write(tmp_path, {"pack/index.md": b"2\n", "pack/slides.md": b"slides\n"})
+    assert not os.path.lexists(tmp_path / "pack.pptx")
+    assert sorted(p.name for p in (tmp_path / "pack").iterdir()) == ["index.md", "slides.md"]
+
+
+def test_what_a_dead_writer_left_is_removed_by_the_next_one(tmp_path):
+    _write(tmp_path, {"x.txt": b"1\n"})
+    dead = tmp_path / "stages" / stages.STAGING / "pack.999999999"
+    (dead / "half").mkdir(parents=True)
+    never_switched = tmp_path / "stages" / "pack" / "g-0123456789abcdef"
+    never_switched.mkdir()
+    stages.sweep_staging(tmp_path)
+    assert not dead.exists()
+    _write(tmp_path, {"x.txt": b"2\n"})
+    assert not never_switched.exists() and _leftovers(tmp_path) == []
+
+
+def test_a_reader_of_a_replaced_generation_refuses_clearly(tmp_path):
+    _write(tmp_path, {"x.txt": b"1\n"})
+    stored = stages.open_stage(tmp_path, "pack")
+    _write(tmp_path, {"x.txt": b"2\n"})  # switches and removes the generation `stored` resolved
+    with pytest.raises(C360Error, match="another run replaced the pack output while this one read it") as caught:
+        stored.read_bytes("x.txt")
+    assert caught.value.code == "STAGE_CHANGED"
+    assert stages.open_stage(tmp_path, "pack").read_bytes("x.txt") == b"2\n"
+
+
+def test_a_missing_stage_says_so(tmp_path):
+    with pytest.raises(C360Error, match="no health output under") as caught:
+        stages.open_stage(tmp_path, "health")
+    assert caught.value.code == "STAGE_MISSING"
+
+
+def test_the_view_round_trips_through_its_stage_with_account_predicates(small_dir, tmp_path):
+    view = read_customer_360(small_dir)
+    with stages.write_stage(tmp_path, STAGE) as out:
+        view.save(out)
+    stored = stages.open_stage(tmp_path, STAGE)
+    back = Customer360.open(stored)
+    assert back.stored_hash == out.manifest_hash
+    assert all(back.tables[name].equals(view.tables[name]) for name in view.tables)
+    one = Customer360.open(stored, ["BETA-002"])
+    assert one.accounts["account_id"].to_list() == ["BETA-002"]
+    assert one.usage.height == 1 and one.usage["account_id"].to_list() == ["BETA-002"]
+
+
+def test_a_frame_written_into_a_stage_is_read_back_by_account_predicate(tmp_path):
+    frame = pl.DataFrame({"account_id": [f"A{i:06d}" for i in range(40_000)], "score": list(range(40_000))})
+    with stages.write_stage(tmp_path, "health") as out:
+        digest = out.write_frame("frames/health.parquet", frame)
+    assert digest == _sha((tmp_path / "frames" / "health.parquet").read_bytes())
+    read = stages.open_stage(tmp_path, "health").read_frame("frames/health.parquet", ["A000007", "A039999"])
+    assert read["score"].to_list() == [7, 39_999]
+
+
+def test_atomic_writes_remove_only_dead_writers_temp_files(tmp_path):
+    target = tmp_path / "c360.prom"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_temp = tmp_path / f".c360.prom.{dead.stdout.strip()}.abc.tmp"
+    live_temp = tmp_path / f".c360.prom.{os.getppid()}.abc.tmp"  # a process that exists
+    dead_temp.write_text("half")
+    live_temp.write_text("busy")
+    write_text_atomic(target, "x 1\n")
+    assert target.read_text() == "x 1\n"
+    assert not dead_temp.exists() and live_temp.exists()
