@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -57,12 +58,14 @@ class C360Project(dg.ConfigurableResource):
     def config_path(self, name: str) -> Path:
         return Path(self.configs_dir) / f"{name}.yaml"
 
-    def stage(self, name: str):
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[stages.StageWriter]:
         """Write the next generation of stage `name` (e.g. `health`, `qbr_<id>`), switched live on success.
 
         `with project.stage("health") as out: out.write_frame(...)`; `out.manifest_hash` afterwards.
         """
-        return stages.write_stage(self.customer_dir, name)
+        with self.writing(), stages.write_stage(self.customer_dir, name) as out:
+            yield out
 
     def stored(self, name: str) -> stages.StageReader:
         """The live generation of stage `name`, for verified reads (or a clear error saying what to run)."""
