@@ -133,7 +133,6 @@ def sweep_staging(root: Path) -> None:
 
 def _commit(root: Path, stage_dir: Path, writer: StageWriter) -> None:
     manifest = canonical_json({"files": dict(sorted(writer.hashes.items())), "stage": writer.stage}, indent=2)
-    failpoint(f"manifest:{writer.stage}")
     manifest_hash = write_text_atomic(writer.staging / MANIFEST, manifest)
     _fsync_dirs(writer.staging)
     generation = GENERATION_PREFIX + manifest_hash.removeprefix("sha256:")[:16]
