@@ -99,8 +99,6 @@ def _render_summary(report: Report) -> str:
 
 @command("summary", "Summarise the current Customer 360 view and scores.", _render_summary)
 def summary(args: argparse.Namespace) -> Report:
-    import polars as pl
-
     from c360_dagster.domain import health
 
     customer = _customer_dir(args)

@@ -8,8 +8,8 @@ from typing import Any
 
 import polars as pl
 
-from c360_dagster.domain.text import format_amount
 from c360_dagster.domain.stages import open_stage
+from c360_dagster.domain.text import format_amount
 from c360_dagster.domain.view import MANIFEST, STAGE, VIEW_DIR, active_arr_by_segment, read_view_table
 
 Report = dict[str, Any]

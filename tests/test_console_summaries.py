@@ -71,8 +71,7 @@ def test_the_summaries_agree_with_the_documents_written(project, capsys):
     assert {key: report[key] for key in document["summary"]} == document["summary"]
     assert report["as_of"] == document["as_of"]
     # Every account's record rebuilt from its row of the health frame is its health.json record.
-    frame = project.customer / "frames" / "health.parquet"
-    assert {account: reports.health_record(frame, account) for account in document["accounts"]} == document["accounts"]
+    assert {account: reports.health_record(project.customer, account) for account in document["accounts"]} == document["accounts"]
     signals = json.loads(c360(capsys, "c360:signals", "--json", *project.args))
     fired = json.loads((project.customer / "signals.json").read_text(encoding="utf-8"))
     codes = [signal["code"] for listed in fired["accounts"].values() for signal in listed]
