@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 import psutil
 
+from c360_dagster.domain.account_state import LIVE_STATES
 from c360_dagster.domain.io import write_json_atomic
 from c360_dagster.runner import CPUS, ProjectPaths, account_batches, run_job, run_ranges
 
@@ -304,8 +305,16 @@ def ensure_dataset(settings: BenchSettings, log: Callable[[str], None]) -> tuple
 
 
 def qbr_samples(health_frame: Path, size: int, red_size: int) -> tuple[list[str], list[str]]:
-    """The first `size` accounts by id (a range backfill) and the first `red_size` red ones by id."""
-    tiers = pl.read_parquet(health_frame, columns=["account_id", "tier"]).sort("account_id")
+    """The first `size` live accounts by id (a range backfill) and the first `red_size` red ones by id.
+
+    Churned and not-started accounts get no playbook or pack (their gate refuses them), so they
+    are left out of the sample, as `c360:run` leaves them out.
+    """
+    tiers = (
+        pl.read_parquet(health_frame, columns=["account_id", "tier", "lifecycle"])
+        .filter(pl.col("lifecycle").is_in(list(LIVE_STATES)))
+        .sort("account_id")
+    )
     red = tiers.filter(pl.col("tier") == "red")["account_id"].head(red_size).to_list()
     return tiers["account_id"].head(size).to_list(), red
 

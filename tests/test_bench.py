@@ -136,14 +136,18 @@ def test_dataset_is_generated_once_then_reused(tmp_path):
     assert regenerated_s is not None
 
 
-def test_qbr_samples_are_the_first_accounts_and_the_first_red_ones_by_id(tmp_path):
+def test_qbr_samples_are_the_first_live_accounts_and_the_first_red_ones_by_id(tmp_path):
     path = tmp_path / "health.parquet"
     pl.DataFrame(
-        {"account_id": ["E", "D", "C", "B", "A"], "tier": ["red", "green", "red", "amber", "green"]}
+        {
+            "account_id": ["F", "E", "D", "C", "B", "A"],
+            "tier": ["red", "red", "green", "red", None, "green"],
+            "lifecycle": ["active", "onboarding", "active", "active", "churned", "active"],
+        }
     ).write_parquet(path)
-    # By hand: by id the accounts are A, B, C, D, E; the red ones are C, E.
-    assert qbr_samples(path, 3, 1) == (["A", "B", "C"], ["C"])
-    assert qbr_samples(path, 9, 9) == (["A", "B", "C", "D", "E"], ["C", "E"])
+    # By hand: B is churned and left out; by id the live accounts are A, C, D, E, F; red: C, E, F.
+    assert qbr_samples(path, 3, 1) == (["A", "C", "D"], ["C"])
+    assert qbr_samples(path, 9, 9) == (["A", "C", "D", "E", "F"], ["C", "E", "F"])
 
 
 def test_columnar_health_json_equals_the_python_encoder(bench_run):
