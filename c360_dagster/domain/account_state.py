@@ -24,7 +24,6 @@ NOT_STARTED, ONBOARDING, ACTIVE, CHURNED = "not_started", "onboarding", "active"
 LIFECYCLE_STATES = (NOT_STARTED, ONBOARDING, ACTIVE, CHURNED)
 LIVE_STATES = (ONBOARDING, ACTIVE)  # a customer today: scored, signalled, planned, presented
 RENEWED, DOWNSOLD = "renewed", "downsold"  # with CHURNED: the outcomes of an ended subscription
-OUTCOMES = (RENEWED, DOWNSOLD, CHURNED)
 ENDED_STATUSES = ("cancelled", "churned")
 
 LIFECYCLE_SCHEMA: dict[str, Any] = {
