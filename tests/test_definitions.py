@@ -94,3 +94,9 @@ def test_code_versions_cover_every_module_an_asset_runs():
     # The QBR pack renders Jinja templates: each template is part of its version.
     qbr_files = source_files(qbr)
     assert PACKAGE_DIR / "templates" / "qbr_index.md.j2" in qbr_files and domain / "text.py" in qbr_files
+
+
+def test_the_jobs_that_load_observe_the_input_files_first():
+    for job in ("c360_load", "c360_chain"):
+        nodes = {node.name for node in defs.resolve_job_def(job).graph.node_defs}
+        assert {"input_files", "customer_360"} <= nodes, job

@@ -1,7 +1,8 @@
 """The Dagster UI end to end, in headless Chromium: assets, groups, checks and a CLI-made run.
 
 One throwaway instance: `c360 c360:load` materializes `customer_360` (and `lake/crm_opps`) on
-it, then `dagster-webserver` serves the project's definitions on a free local port. Screenshots
+it, the scoring stages and ACME-001's playbook follow, then `dagster-webserver` serves the
+project's definitions on a free local port. Screenshots
 land in the test's temporary folder (pytest keeps the last few under its basetemp).
 """
 
@@ -47,6 +48,8 @@ CATALOG = {
     "lake / customer_signals": "lake",
     "lake / renewal_forecasts": "lake",
 }
+# The input files, external assets upstream of customer_360 (INPUTS.md's entities).
+INPUT_FILES = ["accounts", "contacts", "subs", "usage", "cases", "nps", "invoices", "crm_opps"]
 # The integrity checks of domain/integrity.py and their outcome on the bundled fixtures, by hand
 # from fixtures/customer/README.md: OLDCO-012 has no active subscription and SOYLENT-006,
 # NEWCO-011 and OLDCO-012 have no recent usage, so those two WARN checks fail.
@@ -77,16 +80,21 @@ class UI:
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory) -> Iterator[UI]:
     require_browser()
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=TIMEOUT_MS)  # a busy machine draws the graph slowly
 
     tmp = tmp_path_factory.mktemp("ui")
     env = dagster_env(tmp / "dagster_home")
-    report = run_c360(
-        env, "c360:load", "--dir", str(REPO / "fixtures" / "customer"), "--artifacts", str(tmp / "artifacts")
-    )
+    artifacts = ["--artifacts", str(tmp / "artifacts")]
+    report = run_c360(env, "c360:load", "--dir", str(REPO / "fixtures" / "customer"), *artifacts)
+    for stage in ("c360:health", "c360:signals", "c360:renewals"):
+        run_c360(env, stage, *artifacts)
+    run_c360(env, "c360:playbook", "--account", "ACME-001", *artifacts)
     with dagster_webserver(env, tmp / "webserver.log") as base_url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1600, "height": 1200})
+        # Tall enough for the catalog to draw every asset's row without scrolling.
+        context = browser.new_context(viewport={"width": 1600, "height": 1800})
         # A returning user: the one-time "join the community" dialog would cover the page.
         context.add_init_script("window.localStorage.setItem('communityNux', '\"1\"')")
         page = context.new_page()
@@ -107,9 +115,10 @@ def test_asset_graph_draws_every_asset_inside_its_group(ui):
 
     page = ui.page
     page.goto(f"{ui.base_url}/asset-groups")
-    graph = page.locator("svg").filter(has=page.locator("foreignObject.group"))
+    # The graph's canvas: the drawing that names the groups (all start collapsed).
+    graph = page.locator("svg").filter(has=page.get_by_text("customer", exact=True))
     expect(graph.first).to_be_visible()
-    # Several groups start collapsed; expand them the way a user does, from the graph's menu.
+    # Groups start collapsed; expand them the way a user does, from the graph's menu.
     graph.first.click(button="right", position={"x": 20, "y": 20})
     page.get_by_role("menuitem", name="Expand all groups").click()
     page.reload()  # re-lays out the expanded graph to fit the viewport
@@ -123,8 +132,8 @@ def test_asset_graph_draws_every_asset_inside_its_group(ui):
             expect(names.first).to_be_visible()
             boxes = [names.nth(i).bounding_box() for i in range(names.count())]
             assert any(_box_center_inside(box, group_box) for box in boxes), f"{asset} not drawn in group {group}"
-    # The CLI materialized customer_360 and lake/crm_opps: their nodes turn green, unlike the rest.
-    for asset, colour in (("customer_360", "green"), ("crm_opps", "green"), ("playbook", "gray")):
+    # The CLI materialized customer_360 and renewal_forecasts: their nodes turn green, unlike qbr_pack.
+    for asset, colour in (("customer_360", "green"), ("renewal_forecasts", "green"), ("qbr_pack", "gray")):
         node_box = graph.get_by_text(asset, exact=True).first.locator("..")
         expect(node_box).to_have_attribute("style", re.compile(f"--minimal-bg: var\\(--color-background-{colour}\\)"))
     page.screenshot(path=ui.screenshots / "asset_graph.png")
@@ -191,3 +200,45 @@ def test_graphql_lists_the_account_partitions_the_cli_registered(ui):
     # fixtures/customer/accounts.csv has 12 accounts; ACME-001 is the first.
     assert "ACME-001" in node["partitionKeys"]
     assert len(node["partitionKeys"]) == 12
+
+
+def test_lineage_starts_at_the_input_files(ui):
+    from playwright.sync_api import expect
+
+    page = ui.page
+    page.goto(f"{ui.base_url}/assets/customer_360?view=lineage")
+    graph = page.locator("svg").filter(has=page.locator("foreignObject")).first
+    # The lineage view draws each group as a box whose header names it.
+    inputs = graph.get_by_text("inputs", exact=True).first.locator("xpath=ancestor::*[local-name()='foreignObject'][1]")
+    expect(inputs).to_be_visible()
+    inputs_box = inputs.bounding_box()
+    for name in INPUT_FILES:
+        names = graph.get_by_text(name, exact=True)
+        expect(names.first).to_be_visible()
+        boxes = [names.nth(i).bounding_box() for i in range(names.count())]
+        assert any(_box_center_inside(box, inputs_box) for box in boxes), f"input file {name} not in group inputs"
+    page.screenshot(path=ui.screenshots / "customer_360_lineage.png")
+
+
+def test_a_failing_check_shows_its_failing_rows_as_a_table(ui):
+    from playwright.sync_api import expect
+
+    page = ui.page
+    page.goto(f"{ui.base_url}/assets/customer_360?view=checks&checkDetail=accounts_have_recent_usage")
+    expect(page.get_by_text("failing_rows", exact=True)).to_be_visible()
+    # By hand from fixtures/customer/README.md: the three accounts without usage in 28 days.
+    for account_id in ("NEWCO-011", "OLDCO-012", "SOYLENT-006"):
+        expect(page.locator("table td", has_text=account_id).first).to_be_visible()
+    page.screenshot(path=ui.screenshots / "failing_check.png")
+
+
+def test_a_partition_shows_its_own_metadata(ui):
+    from playwright.sync_api import expect
+
+    page = ui.page
+    page.goto(f"{ui.base_url}/assets/playbook?view=partitions&partition=ACME-001")
+    # fixtures/customer/README.md: ACME-001 is amber with score 68.
+    for label, value in (("tier", "amber"), ("score", "68"), ("path", "playbooks/ACME-001.md")):
+        row = page.locator("tr").filter(has=page.get_by_text(label, exact=True))
+        expect(row.first).to_contain_text(value)
+    page.screenshot(path=ui.screenshots / "playbook_partition.png")

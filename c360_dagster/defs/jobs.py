@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from c360_dagster.defs.inputs import input_files
+
 
 def _stage(name: str, asset: str, description: str) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
@@ -13,12 +15,12 @@ def _stage(name: str, asset: str, description: str) -> dg.UnresolvedAssetJobDefi
 
 chain_job = dg.define_asset_job(
     "c360_chain",
-    selection=dg.AssetSelection.groups("inputs", "customer", "lake"),
+    selection=dg.AssetSelection.assets(input_files) | dg.AssetSelection.groups("customer", "lake"),
     description="Observe the input files → load → health and signals → renewals → lake, for all accounts.",
 )
 load_job = dg.define_asset_job(
     "c360_load",
-    selection=dg.AssetSelection.groups("inputs") | dg.AssetSelection.assets("customer_360", ["lake", "crm_opps"]),
+    selection=dg.AssetSelection.assets(input_files, "customer_360", ["lake", "crm_opps"]),
     description="Observe the input files, load them into the Customer 360 view (and the crm_opps lake table).",
 )
 health_job = _stage("c360_health", "account_health", "Score account health.")
