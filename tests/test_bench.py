@@ -109,11 +109,15 @@ def test_floor_computes_the_measures_health_reports(bench_run):
         "account_id",
         pl.col("adoption_evidence").struct.field("usage_windows", "recent_windows", "seats"),
         pl.col("support_evidence").struct.field("cases_in_window", "open_sev1_cases", "sla_breaches"),
-        pl.col("commercial_evidence").struct.field("overdue_invoices", "max_days_overdue", "overdue_amount", "credits", "discount_pct"),
+        pl.col("commercial_evidence").struct.field("overdue_invoices", "max_days_overdue"),
+        *[
+            pl.col("commercial_evidence").struct.field(f"worst_{n}").alias(n)
+            for n in ("overdue_pct_of_arr", "credits_pct_of_arr", "discount_pct")
+        ],
         pl.col("sentiment_evidence").struct.field("nps_responses", "latest_nps", "earlier_responses", "earlier_mean_nps"),
     )
     # The health evidence rounds amounts to 2 decimals; the floor keeps full precision.
-    amounts = ["overdue_amount", "credits", "discount_pct", "earlier_mean_nps"]
+    amounts = ["overdue_pct_of_arr", "credits_pct_of_arr", "discount_pct", "earlier_mean_nps"]
     floor_side = measured.select(
         *[pl.col(c).round(2, mode="half_away_from_zero") if c in amounts else pl.col(c) for c in evidence.columns]
     )

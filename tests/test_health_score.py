@@ -221,9 +221,57 @@ def test_commercial_penalties(config):
     ]
     row = only_row(score_health(make_view(accounts=[account()], subs=subs, invoices=invoices), config))
     evidence = row["commercial_evidence"]
-    assert (evidence["discount_pct"], evidence["max_days_overdue"], evidence["overdue_pct_of_arr"]) == (12.0, 45, 10.0)
-    assert (evidence["credits"], evidence["credits_pct_of_arr"]) == (5000.0, 5.0)
+    assert (evidence["worst_discount_pct"], evidence["max_days_overdue"], evidence["worst_overdue_pct_of_arr"]) == (12.0, 45, 10.0)
+    assert evidence["by_currency"] == [
+        {"currency": "USD", "arr": 100000.0, "overdue_amount": 10000.0, "overdue_pct_of_arr": 10.0,
+         "credits": 5000.0, "credits_pct_of_arr": 5.0, "discount_pct": 12.0},
+    ]  # fmt: skip
     assert row["commercial_score"] == 63.67
+
+
+def test_commercial_compares_each_amount_with_arr_in_its_own_currency(config):
+    # USD 300,000 ARR at 10% discount, EUR 50,000 at 30%. EUR 10,000 unpaid 45 days past due;
+    # a paid USD invoice carried a USD 3,000 credit. Per currency: USD overdue 0%, credits 1%,
+    # discount 10; EUR overdue 10,000/50,000 = 20%, credits 0%, discount 30. Worst: 20 / 1 / 30.
+    # Penalties: days 45/90*30 = 15, overdue 20/20*20 = 20, credits 1/10*20 = 2,
+    # discount (30-10)/(40-10)*20 = 13.3333: 100 - 15 - 20 - 2 - 13.3333 = 49.67.
+    # (Summing the currencies would give overdue 10,000/350,000 = 2.86% and score 78.52.)
+    subs = [
+        sub(subscription_id="S1", arr=300000.0, discount_pct=10.0),
+        sub(subscription_id="S2", arr=50000.0, discount_pct=30.0, currency="EUR", product="Add-on"),
+    ]
+    invoices = [
+        {**invoice("I1", 45, 10000.0), "currency": "EUR"},
+        invoice("I2", 70, 30000.0, paid_days_ago=69, credit=3000.0),
+    ]
+    frame = score_health(make_view(accounts=[account()], subs=subs, invoices=invoices), config)
+    row = only_row(frame)
+    evidence = row["commercial_evidence"]
+    assert evidence["by_currency"] == [
+        {"currency": "EUR", "arr": 50000.0, "overdue_amount": 10000.0, "overdue_pct_of_arr": 20.0,
+         "credits": 0.0, "credits_pct_of_arr": 0.0, "discount_pct": 30.0},
+        {"currency": "USD", "arr": 300000.0, "overdue_amount": 0.0, "overdue_pct_of_arr": 0.0,
+         "credits": 3000.0, "credits_pct_of_arr": 1.0, "discount_pct": 10.0},
+    ]  # fmt: skip
+    worst = ("worst_overdue_pct_of_arr", "worst_credits_pct_of_arr", "worst_discount_pct")
+    assert [evidence[k] for k in worst] == [20.0, 1.0, 30.0]
+    assert (evidence["overdue_amount_penalty"], evidence["credits_penalty"], evidence["discount_penalty"]) == (20.0, 2.0, 13.33)
+    assert row["commercial_score"] == 49.67
+    # Every amount a person reads carries its currency, in the one amount format.
+    line = next(x for x in explain_health(dict(health_records(frame))["A"]).splitlines() if x.startswith("- Commercial"))
+    assert "by currency [EUR: arr EUR 50,000, credits EUR 0, credits pct of arr 0, discount pct 30, " in line
+    assert "overdue amount EUR 10,000, overdue pct of arr 20; USD: arr USD 300,000, credits USD 3,000, " in line
+    assert "worst overdue pct of arr 20" in line
+
+
+def test_an_overdue_amount_in_a_currency_without_arr_counts_as_all_of_it(config):
+    # An unpaid GBP invoice from an ended GBP contract, beside live USD ARR: 100% of GBP ARR (0).
+    ended = sub(subscription_id="S0", currency="GBP", status="cancelled", start_date=dt.date(2025, 1, 1), renewal_date=dt.date(2026, 1, 1))
+    invoices = [{**invoice("I1", 10, 500.0), "currency": "GBP"}]
+    row = only_row(score_health(make_view(accounts=[account()], subs=[sub(), ended], invoices=invoices), config))
+    evidence = row["commercial_evidence"]
+    assert [e["currency"] for e in evidence["by_currency"]] == ["GBP", "USD"]
+    assert evidence["worst_overdue_pct_of_arr"] == 100.0
 
 
 def test_invoice_paid_after_as_of_counts_as_unpaid(config):
@@ -500,6 +548,11 @@ def test_acme_worked_example_numbers(fixture_frame):
         "utilisation_pct": 53.0, "configured_weight": 30.0,
     }  # fmt: skip
     assert parts["commercial"]["evidence"]["max_days_overdue"] == 18
+    # ARR 240,000 + 60,000 USD; INV-ACME-06 (USD 15,000) unpaid: 5% of ARR; credit USD 3,000: 1%.
+    assert parts["commercial"]["evidence"]["by_currency"] == [
+        {"currency": "USD", "arr": 300000.0, "overdue_amount": 15000.0, "overdue_pct_of_arr": 5.0,
+         "credits": 3000.0, "credits_pct_of_arr": 1.0, "discount_pct": 16.0},
+    ]  # fmt: skip
     assert parts["sentiment"]["evidence"]["earlier_mean_nps"] == 8.0
 
 

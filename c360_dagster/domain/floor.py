@@ -31,9 +31,32 @@ FLOOR_ENTITIES = ("accounts", "subs", "usage", "cases", "nps", "invoices")
 MEASURES_SQL = """
 WITH
 entitlements AS (
-    SELECT account_id, count(*) AS active_subscriptions, sum(seats)::BIGINT AS seats, sum(arr) AS arr,
-           CASE WHEN sum(arr) > 0 THEN sum(arr * coalesce(discount_pct, 0)) / sum(arr) ELSE 0 END AS discount_pct
+    SELECT account_id, count(*) AS active_subscriptions, sum(seats)::BIGINT AS seats
     FROM subs WHERE status = 'active' GROUP BY account_id
+),
+contract_money AS (
+    SELECT account_id, currency, sum(arr) AS arr,
+           CASE WHEN sum(arr) > 0 THEN sum(arr * coalesce(discount_pct, 0)) / sum(arr) ELSE 0 END AS discount_pct
+    FROM subs WHERE status = 'active' GROUP BY account_id, currency
+),
+billed_money AS (
+    SELECT account_id, currency,
+           coalesce(sum(amount) FILTER ((paid_on IS NULL OR paid_on > $as_of) AND due_on < $as_of), 0) AS overdue_amount,
+           coalesce(sum(coalesce(credit_amount, 0)) FILTER (issued_on > $as_of - $credits_days), 0) AS credits
+    FROM invoices WHERE issued_on <= $as_of GROUP BY account_id, currency
+),
+money_measures AS (
+    -- Amounts against ARR in their own currency; the worst currency's ratio (health._money_measures).
+    SELECT account_id,
+           max(CASE WHEN arr > 0 THEN 100 * overdue_amount / arr WHEN overdue_amount > 0 THEN 100 ELSE 0 END) AS overdue_pct_of_arr,
+           max(CASE WHEN arr > 0 THEN 100 * credits / arr WHEN credits > 0 THEN 100 ELSE 0 END) AS credits_pct_of_arr,
+           max(discount_pct) AS discount_pct
+    FROM (
+        SELECT account_id, currency, coalesce(c.arr, 0) AS arr, coalesce(c.discount_pct, 0) AS discount_pct,
+               coalesce(b.overdue_amount, 0) AS overdue_amount, coalesce(b.credits, 0) AS credits
+        FROM contract_money c FULL JOIN billed_money b USING (account_id, currency)
+    )
+    GROUP BY account_id
 ),
 usage_measures AS (
     SELECT account_id, count(*) AS usage_windows,
@@ -60,8 +83,7 @@ billing_measures AS (
     SELECT account_id, count(*) AS invoices,
            count(*) FILTER (overdue) AS overdue_invoices,
            max($as_of - due_on) FILTER (overdue) AS max_days_overdue,
-           sum(amount) FILTER (overdue) AS overdue_amount,
-           sum(coalesce(credit_amount, 0)) FILTER (issued_on > $as_of - $credits_days) AS credits
+           sum(amount) FILTER (overdue) AS overdue_amount
     FROM (
         SELECT *, (paid_on IS NULL OR paid_on > $as_of) AND due_on < $as_of AS overdue
         FROM invoices WHERE issued_on <= $as_of
@@ -84,7 +106,8 @@ earlier AS (
 )
 SELECT a.account_id, a.segment,
        coalesce(e.active_subscriptions, 0) AS active_subscriptions, coalesce(e.seats, 0) AS seats,
-       coalesce(e.arr, 0) AS arr, coalesce(e.discount_pct, 0) AS discount_pct,
+       coalesce(mm.overdue_pct_of_arr, 0) AS overdue_pct_of_arr, coalesce(mm.credits_pct_of_arr, 0) AS credits_pct_of_arr,
+       coalesce(mm.discount_pct, 0) AS discount_pct,
        coalesce(u.usage_windows, 0) AS usage_windows, coalesce(u.recent_windows, 0) AS recent_windows,
        coalesce(u.recent_active_users, 0) AS recent_active_users, coalesce(u.recent_features, 0) AS recent_features,
        coalesce(u.recent_release_features, 0) AS recent_release_features,
@@ -94,7 +117,6 @@ SELECT a.account_id, a.segment,
        coalesce(s.sla_breaches, 0) AS sla_breaches, coalesce(s.open_sev1_cases, 0) AS open_sev1_cases,
        coalesce(b.invoices, 0) AS invoices, coalesce(b.overdue_invoices, 0) AS overdue_invoices,
        coalesce(b.max_days_overdue, 0) AS max_days_overdue, coalesce(b.overdue_amount, 0) AS overdue_amount,
-       coalesce(b.credits, 0) AS credits,
        coalesce(l.nps_responses, 0) AS nps_responses, l.latest_nps, l.latest_on,
        coalesce(n.earlier_responses, 0) AS earlier_responses, n.earlier_mean_nps
 FROM accounts a
@@ -102,6 +124,7 @@ LEFT JOIN entitlements e USING (account_id)
 LEFT JOIN usage_measures u USING (account_id)
 LEFT JOIN support_measures s USING (account_id)
 LEFT JOIN billing_measures b USING (account_id)
+LEFT JOIN money_measures mm USING (account_id)
 LEFT JOIN latest l USING (account_id)
 LEFT JOIN earlier n USING (account_id)
 ORDER BY a.account_id

@@ -28,6 +28,7 @@ from c360_dagster.domain.account_state import (
 )
 from c360_dagster.domain.config import config_hash, load_yaml_config, validate_config
 from c360_dagster.domain.errors import ConfigError
+from c360_dagster.domain.text import format_amount
 from c360_dagster.domain.overrides import (
     override_fields,
     override_phrase,
@@ -271,19 +272,11 @@ def round2(expr: pl.Expr) -> pl.Expr:
 
 
 def _entitlements(view: Customer360) -> pl.DataFrame:
-    """Seats, ARR and ARR-weighted discount of each account's active subscriptions."""
-    arr = pl.col("arr").sum()
+    """Active subscriptions and their seats per account (ARR is per currency: `_money_measures`)."""
     return (
         view.subs.filter(pl.col("status") == "active")
         .group_by("account_id")
-        .agg(
-            active_subscriptions=pl.len(),
-            seats=pl.col("seats").sum(),
-            arr=arr,
-            discount_pct=pl.when(arr > 0)
-            .then((pl.col("arr") * pl.col("discount_pct").fill_null(0)).sum() / arr)
-            .otherwise(0.0),
-        )
+        .agg(active_subscriptions=pl.len(), seats=pl.col("seats").sum())
     )
 
 
@@ -321,10 +314,15 @@ def _support_measures(view: Customer360, days: int) -> pl.DataFrame:
     )
 
 
-def _billing_measures(view: Customer360, credits_days: int) -> pl.DataFrame:
-    """Unpaid past-due invoices at as_of (days, amount) and credits granted in the window."""
+def _overdue(as_of: dt.date) -> pl.Expr:
+    """An invoice unpaid at `as_of` and past its due date."""
+    return (pl.col("paid_on").is_null() | (pl.col("paid_on") > as_of)) & (pl.col("due_on") < as_of)
+
+
+def _billing_measures(view: Customer360) -> pl.DataFrame:
+    """Invoices issued up to as_of, those fallen due, and the unpaid past-due ones (count, days)."""
     as_of = view.as_of
-    overdue = (pl.col("paid_on").is_null() | (pl.col("paid_on") > as_of)) & (pl.col("due_on") < as_of)
+    overdue = _overdue(as_of)
     return (
         view.invoices.filter(pl.col("issued_on") <= as_of)
         .group_by("account_id")
@@ -333,9 +331,69 @@ def _billing_measures(view: Customer360, credits_days: int) -> pl.DataFrame:
             invoices_due=(pl.col("due_on") <= as_of).sum(),
             overdue_invoices=overdue.sum(),
             max_days_overdue=(pl.lit(as_of) - pl.col("due_on")).dt.total_days().filter(overdue).max(),
-            overdue_amount=pl.col("amount").filter(overdue).sum(),
+        )
+    )
+
+
+def _pct_of_arr(amount: str) -> pl.Expr:
+    """`amount` as % of ARR (both in one currency); any amount against zero ARR counts as 100%."""
+    return (
+        pl.when(pl.col("arr") > 0)
+        .then(100 * pl.col(amount) / pl.col("arr"))
+        .otherwise(pl.when(pl.col(amount) > 0).then(100.0).otherwise(0.0))
+    )
+
+
+MONEY_FIELDS = ("arr", "overdue_amount", "overdue_pct_of_arr", "credits", "credits_pct_of_arr", "discount_pct")
+# Evidence keys holding an amount in the currency named beside them (the rest are counts and %).
+AMOUNT_KEYS = frozenset({"arr", "overdue_amount", "credits"})
+
+
+def _money_measures(view: Customer360, credits_days: int) -> pl.DataFrame:
+    """Per account: the money measures per currency, and the worst currency's ratios.
+
+    An amount is only ever compared with ARR in its own currency (no conversion): per account
+    and currency, ARR and ARR-weighted discount of the active subscriptions, the unpaid
+    past-due amount and the credits granted in the window. The commercial penalties use the
+    worst currency's overdue %, credits % and discount %, so a small contract in one currency
+    that is badly behind is not diluted by a large one in another.
+    """
+    as_of = view.as_of
+    arr = pl.col("arr").sum()
+    contracts = (
+        view.subs.filter(pl.col("status") == "active")
+        .group_by("account_id", "currency")
+        .agg(
+            arr=arr,
+            discount_pct=pl.when(arr > 0)
+            .then((pl.col("arr") * pl.col("discount_pct").fill_null(0)).sum() / arr)
+            .otherwise(0.0),
+        )
+    )
+    billing = (
+        view.invoices.filter(pl.col("issued_on") <= as_of)
+        .group_by("account_id", "currency")
+        .agg(
+            overdue_amount=pl.col("amount").filter(_overdue(as_of)).sum(),
             credits=pl.col("credit_amount").fill_null(0).filter(in_last_days("issued_on", as_of, credits_days)).sum(),
         )
+    )
+    money = pl.col("arr") + pl.col("overdue_amount") + pl.col("credits")
+    per_currency = (
+        contracts.join(billing, on=["account_id", "currency"], how="full", coalesce=True)
+        .with_columns(pl.col(c).fill_null(0.0).cast(pl.Float64) for c in ("arr", "discount_pct", "overdue_amount", "credits"))
+        .filter(money > 0)
+        .with_columns(
+            overdue_pct_of_arr=_pct_of_arr("overdue_amount"),
+            credits_pct_of_arr=_pct_of_arr("credits"),
+        )
+    )
+    return per_currency.group_by("account_id").agg(
+        has_arr=(pl.col("arr") > 0).any(),
+        overdue_pct_of_arr=pl.col("overdue_pct_of_arr").max(),
+        credits_pct_of_arr=pl.col("credits_pct_of_arr").max(),
+        discount_pct=pl.col("discount_pct").max(),
+        by_currency=pl.struct("currency", *[round2(pl.col(c)).alias(c) for c in MONEY_FIELDS]).sort_by("currency"),
     )
 
 
@@ -368,7 +426,8 @@ def _measures(view: Customer360, config: HealthConfig) -> pl.DataFrame:
         .join(_entitlements(view), on="account_id", how="left")
         .join(_usage_measures(view, windows["usage_days"]), on="account_id", how="left")
         .join(_support_measures(view, windows["support_days"]), on="account_id", how="left")
-        .join(_billing_measures(view, windows["credits_days"]), on="account_id", how="left")
+        .join(_billing_measures(view), on="account_id", how="left")
+        .join(_money_measures(view, windows["credits_days"]), on="account_id", how="left")
         .join(_nps_measures(view, windows["nps_trend_days"]), on="account_id", how="left")
     )
     counts = [
@@ -378,10 +437,13 @@ def _measures(view: Customer360, config: HealthConfig) -> pl.DataFrame:
         "open_sev1_cases", "invoices", "invoices_due", "overdue_invoices", "max_days_overdue", "nps_responses",
         "earlier_responses",
     ]  # fmt: skip
-    amounts = ["arr", "discount_pct", "overdue_amount", "credits"]
+    ratios = ["overdue_pct_of_arr", "credits_pct_of_arr", "discount_pct"]
+    money_dtype = frame.collect_schema()["by_currency"]
     return frame.with_columns(
         *[pl.col(c).fill_null(0).cast(pl.Int64) for c in counts],
-        *[pl.col(c).fill_null(0.0).cast(pl.Float64) for c in amounts],
+        *[pl.col(c).fill_null(0.0).cast(pl.Float64) for c in ratios],
+        pl.col("has_arr").fill_null(False),
+        pl.col("by_currency").fill_null(pl.lit([], money_dtype)),
         customer_days=(pl.lit(view.as_of) - pl.col("customer_since")).dt.total_days().fill_null(0),
     )
 
@@ -389,15 +451,6 @@ def _measures(view: Customer360, config: HealthConfig) -> pl.DataFrame:
 def _per_recent_window(total: str) -> pl.Expr:
     """Average per recent usage window; no recent windows (but older ones) counts as 0."""
     return pl.when(pl.col("recent_windows") > 0).then(pl.col(total) / pl.col("recent_windows")).otherwise(0.0)
-
-
-def _pct_of_arr(amount: str) -> pl.Expr:
-    """`amount` as % of ARR; any amount against zero ARR counts as 100%."""
-    return (
-        pl.when(pl.col("arr") > 0)
-        .then(100 * pl.col(amount) / pl.col("arr"))
-        .otherwise(pl.when(pl.col(amount) > 0).then(100.0).otherwise(0.0))
-    )
 
 
 def _component_columns(config: HealthConfig) -> list[pl.Expr]:
@@ -436,8 +489,6 @@ def _component_columns(config: HealthConfig) -> list[pl.Expr]:
         ).alias("volume_penalty"),
         (pl.col("open_sev1_cases") * _t("support", "open_sev1_penalty")).alias("open_sev1_penalty"),
         (pl.col("sla_breaches") * _t("support", "sla_breach_penalty")).alias("sla_penalty"),
-        _pct_of_arr("overdue_amount").alias("overdue_pct_of_arr"),
-        _pct_of_arr("credits").alias("credits_pct_of_arr"),
         trend.alias("trend"),
         (pl.when(trend.is_not_null()).then(trend * _t("sentiment", "trend_points_per_nps_point")).otherwise(0.0))
         .clip(-trend_cap, trend_cap)
@@ -485,7 +536,7 @@ def _raw_scores(config: HealthConfig) -> list[pl.Expr]:
         "adoption": pl.col("_has_usage") & (pl.col("seats") > 0),
         "value": pl.col("_has_usage"),
         "support": quiet_window | (pl.col("cases_total") > 0),
-        "commercial": (pl.col("arr") > 0) & (pl.col("invoices_due") > 0),
+        "commercial": pl.col("has_arr") & (pl.col("invoices_due") > 0),
         "sentiment": pl.col("nps_responses") > 0,
     }
     scores = {
@@ -514,7 +565,7 @@ def _raw_scores(config: HealthConfig) -> list[pl.Expr]:
         "support": pl.lit(
             f"no support cases, and not yet a customer for the {support_days}-day support window"
         ),
-        "commercial": pl.when(pl.col("arr") <= 0)
+        "commercial": pl.when(~pl.col("has_arr"))
         .then(pl.lit("no ARR from active subscriptions"))
         .otherwise(pl.lit("no invoice has fallen due yet, so payment is not measured")),
         "sentiment": pl.lit("no NPS responses up to as_of"),
@@ -552,9 +603,11 @@ def _evidence(schema: pl.Schema) -> dict[str, pl.Expr]:
             pl.col("w_support").alias("configured_weight"),
         ),
         "commercial": pl.struct(
-            *fields("arr", "overdue_invoices", "max_days_overdue", "overdue_days_penalty"),
-            *fields("overdue_amount", "overdue_pct_of_arr", "overdue_amount_penalty"),
-            *fields("credits", "credits_pct_of_arr", "credits_penalty", "discount_pct", "discount_penalty"),
+            pl.col("by_currency"),
+            *fields("overdue_invoices", "max_days_overdue", "overdue_days_penalty"),
+            # The ratios the penalties use: the worst currency's (see `_money_measures`).
+            *[round2(pl.col(n)).alias(f"worst_{n}") for n in ("overdue_pct_of_arr", "credits_pct_of_arr", "discount_pct")],
+            *fields("overdue_amount_penalty", "credits_penalty", "discount_penalty"),
             pl.col("w_commercial").alias("configured_weight"),
         ),
         "sentiment": pl.struct(
@@ -700,6 +753,27 @@ def _number(value: Any) -> str:
     return "n/a" if value is None else str(value)
 
 
+def _evidence_text(evidence: Mapping[str, Any]) -> str:
+    """`key value` pairs in key order; amounts as `format_amount` prints them, in their currency.
+
+    A list holds one entry per currency: `by currency [EUR: arr EUR 50,000, ...; USD: ...]`.
+    """
+    currency = evidence.get("currency")
+    pairs = []
+    for key, value in sorted(evidence.items()):
+        if key == "currency":
+            continue
+        if isinstance(value, list):
+            text = "[" + "; ".join(_evidence_text(item) for item in value) + "]"
+        elif key in AMOUNT_KEYS and currency is not None:
+            text = format_amount(value, currency)
+        else:
+            text = _number(value)
+        pairs.append(f"{key.replace('_', ' ')} {text}")
+    joined = ", ".join(pairs)
+    return joined if currency is None else f"{currency}: {joined}"
+
+
 def explain_health(record: Mapping[str, Any]) -> str:
     """A health record's breakdown in plain words."""
     components = record["components"]
@@ -723,9 +797,7 @@ def explain_health(record: Mapping[str, Any]) -> str:
         )
     for c in COMPONENTS:
         part = components[c]
-        evidence = ", ".join(
-            f"{key.replace('_', ' ')} {_number(value)}" for key, value in sorted(part["evidence"].items())
-        )
+        evidence = _evidence_text(part["evidence"])
         if part["available"] and part["weight"] is not None:
             lines.append(
                 f"- {c.capitalize()}: {_number(part['score'])}/100 x weight {_number(part['weight'])} "
