@@ -28,12 +28,12 @@ from c360_dagster.domain.account_state import (
 )
 from c360_dagster.domain.config import config_hash, load_yaml_config, validate_config
 from c360_dagster.domain.errors import ConfigError
-from c360_dagster.domain.text import format_amount
 from c360_dagster.domain.overrides import (
     override_fields,
     override_phrase,
     override_record,
 )
+from c360_dagster.domain.text import format_amount
 from c360_dagster.domain.view import Customer360
 
 COMPONENTS = ("adoption", "value", "support", "commercial", "sentiment")
