@@ -146,6 +146,13 @@ def test_payment_overdue(config):
             "currency": "USD", "overdue_invoices": 2, "overdue_amount": 750.0,
         }
     ]  # fmt: skip
+    # A EUR invoice beside them is counted but its amount is not added to USD ones: 750 stays 750.
+    mixed = customer_view(
+        accounts=[account("A")],
+        invoices=[invoice("I1", 31, 500.0), invoice("I2", 5, 250.0), {**invoice("I5", 10, 4000.0), "currency": "EUR"}],
+    )
+    evidence = fired(mixed, config, "SIG_PAYMENT_OVERDUE")[0]
+    assert (evidence["currency"], evidence["overdue_invoices"], evidence["overdue_amount"]) == ("USD", 3, 750.0)
     paid_late = customer_view(accounts=[account()], invoices=[invoice("I1", 40, 100.0, paid_days_ago=-2)])
     assert fired(paid_late, config, "SIG_PAYMENT_OVERDUE")[0]["days_overdue"] == 40
 

@@ -253,7 +253,10 @@ def _payment_overdue(view: Customer360, config: SignalsConfig, shared: SharedMea
         .group_by("account_id")
         .agg(
             overdue_invoices=pl.len().cast(pl.Int64),
-            overdue_amount=pl.col("amount").sum(),
+            # Amounts add up within one currency only: the most overdue invoice's.
+            overdue_amount=pl.col("amount")
+            .filter(pl.col("currency") == pl.col("currency").sort_by(worst_first, descending=[True, False]).first())
+            .sum(),
             *[
                 pl.col(c).sort_by(worst_first, descending=[True, False]).first()
                 for c in ("invoice_id", "due_on", "days_overdue", "amount", "currency")
