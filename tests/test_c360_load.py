@@ -21,8 +21,8 @@ from c360_dagster import load_customer_360
 from c360_dagster.domain import integrity
 from c360_dagster.domain.entities import ENTITIES
 from c360_dagster.domain.integrity import CHECKS, run_integrity_checks
-from c360_dagster.domain.loader import read_customer_360
 from c360_dagster.domain.io import write_chunks_atomic
+from c360_dagster.domain.loader import read_customer_360
 from c360_dagster.domain.view_json import customer_360_document, customer_360_json_chunks
 
 

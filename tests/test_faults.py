@@ -20,9 +20,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import FIXTURES_DIR, SMALL_INPUTS, write_inputs
 
 from c360_dagster.domain import lake, stages
-from conftest import FIXTURES_DIR, SMALL_INPUTS, write_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["configs", "contracts", "pyproject.toml", "workspace.yaml"]
