@@ -28,8 +28,9 @@ class Customer360:
     tables: dict[str, pl.DataFrame]
     source_hashes: dict[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
-    # The hash of the stage manifest it was read from (what a run that read it signs), if read back.
-    stored_hash: str | None = None
+    # The hash of the stage manifest it was read from (what a run that read it signs); empty
+    # when the view was built from the inputs rather than read back.
+    stored_hash: str = ""
 
     @property
     def accounts(self) -> pl.DataFrame:
