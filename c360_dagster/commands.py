@@ -408,7 +408,7 @@ def _verify_args(parser: argparse.ArgumentParser) -> None:
     _render_verify, _verify_args,
 )
 def verify_command(args: argparse.Namespace) -> Report:
-    from c360_dagster.domain import anchor, eventlog
+    from c360_dagster.domain import anchor, eventlog, stages
     from c360_dagster.instance import witnessed_head
 
     log = Path(args.artifacts) / "governance" / "events.jsonl"
@@ -423,7 +423,14 @@ def verify_command(args: argparse.Namespace) -> Report:
     if trusted.public_key is None:
         return {**report, "ok": False, "events": 0, "line": None, "reason": trusted.problem}
     result = eventlog.verify_log(log, trusted.public_key, seq_hash)
-    return {**report, "ok": result.ok, "events": result.events_checked, "line": result.bad_line, "reason": result.reason}
+    report = {**report, "ok": result.ok, "events": result.events_checked, "line": result.bad_line, "reason": result.reason}
+    if result.ok:
+        # The log proves what was written; the live outputs must still be those bytes.
+        try:
+            report["files_checked"] = stages.verify_live_stages(Path(args.artifacts) / "customer")
+        except C360Error as exc:
+            report.update(ok=False, reason=exc.describe())
+    return report
 
 
 def _render_lineage(report: Report) -> str:

@@ -225,3 +225,23 @@ def test_a_key_other_than_the_pinned_one_may_not_sign(tmp_path, monkeypatch):
     with pytest.raises(C360Error, match=r"the signing key \(.*mine.key, sha256:[0-9a-f]{64}\) is not the one .*governance.yaml pins") as caught:
         anchor.signing_key(tmp_path / "artifacts", governance)
     assert caught.value.code == "SIGNING_KEY_NOT_PINNED"
+
+
+def test_a_published_output_edited_in_place_is_reported(project, capsys):
+    # No later stage reads health.json, so only verify can notice that its bytes changed.
+    health_json = (project / "artifacts/customer/health.json").resolve()
+    data = health_json.read_bytes()
+    at = data.index(b'"score": ') + len(b'"score": ')
+    health_json.write_bytes(data[:at] + (b"9" if data[at:at + 1] != b"9" else b"8") + data[at + 1:])
+    code, out = verify(capsys)
+    assert code == 1
+    assert out.startswith("BAD ARTIFACT_CORRUPT: ")
+    assert "health.json: content hash" in out
+
+
+def test_verify_reads_every_live_output(project, capsys):
+    code, out = verify(capsys, "--json")
+    assert code == 0
+    # By hand: the load's stage holds 360.json, the view's manifest and its 8 tables; health and
+    # signals each a JSON document and a frame.
+    assert json.loads(out)["files_checked"] == 10 + 2 + 2

@@ -209,6 +209,25 @@ def open_stage(root: Path, stage: str) -> StageReader:
     return StageReader(root, stage)
 
 
+def verify_live_stages(root: Path) -> int:
+    """Read every file of every live generation under `root` and check it against its manifest.
+
+    Returns the number of files checked; raises `IntegrityError` (or `STAGE_MISSING`) on the
+    first file whose bytes are not the ones its stage recorded, so a published output edited in
+    place is caught even when no later stage reads it.
+    """
+    stages_dir = Path(root) / STAGES
+    checked = 0
+    for live in sorted(stages_dir.rglob(LIVE)):
+        if not live.is_symlink() or STAGING in live.relative_to(stages_dir).parts:
+            continue
+        reader = StageReader(root, live.parent.relative_to(stages_dir).as_posix())
+        for path in sorted(reader.files):
+            reader.read_bytes(path)
+            checked += 1
+    return checked
+
+
 def _staging_root(root: Path) -> Path:
     return root / STAGES / STAGING
 
