@@ -414,7 +414,7 @@ def verify_command(args: argparse.Namespace) -> Report:
     log = Path(args.artifacts) / "governance" / "events.jsonl"
     trusted = anchor.trusted_key(log, args.pubkey, Path(args.configs) / "governance.yaml")
     seq_hash = witnessed_head(log)
-    report = {
+    report: Report = {
         "key": trusted.fingerprint,
         "pinned_by": trusted.pinned_by,
         "key_source": trusted.source,
@@ -423,13 +423,13 @@ def verify_command(args: argparse.Namespace) -> Report:
     if trusted.public_key is None:
         return {**report, "ok": False, "events": 0, "line": None, "reason": trusted.problem}
     result = eventlog.verify_log(log, trusted.public_key, seq_hash)
-    report = {**report, "ok": result.ok, "events": result.events_checked, "line": result.bad_line, "reason": result.reason}
+    report |= {"ok": result.ok, "events": result.events_checked, "line": result.bad_line, "reason": result.reason}
     if result.ok:
         # The log proves what was written; the live outputs must still be those bytes.
         try:
             report["files_checked"] = stages.verify_live_stages(Path(args.artifacts) / "customer")
         except C360Error as exc:
-            report.update(ok=False, reason=exc.describe())
+            report |= {"ok": False, "reason": exc.describe()}
     return report
 
 
