@@ -66,8 +66,7 @@ RSS_METHOD = (
     "by a psutil thread (includes the Python and Dagster baseline)"
 )
 CPU_METHOD = (
-    "CPU seconds of the process (all threads) and its worker processes, interpolated between "
-    "samples at step boundaries"
+    "CPU seconds of the process (all threads) and its worker processes, interpolated between samples at step boundaries"
 )
 
 
@@ -217,7 +216,10 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = lambda line:
             for (stage, _, step, _), run in zip(CHAIN, jobs, strict=True)
         }
         stages["lake"] = _sum_figures(
-            [sampler.figures(*run.steps[f"lake__{table}"], 0) for (_, _, _, table), run in zip(CHAIN, jobs, strict=True)],
+            [
+                sampler.figures(*run.steps[f"lake__{table}"], 0)
+                for (_, _, _, table), run in zip(CHAIN, jobs, strict=True)
+            ],
             rows=sum(lake_rows.values()),
         )
         chain = sampler.figures(jobs[0].start, jobs[-1].end, counts["accounts"])
@@ -226,7 +228,9 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = lambda line:
         sample, red = qbr_samples(customer / "frames" / "health.parquet", settings.qbr_sample, settings.red_sample)
         qbr_start = sampler.mark()
         batches = account_batches(sample)
-        log(f"bench: playbooks and QBR packs for {len(sample)} accounts: {len(batches)} runs, {settings.workers} at a time")
+        log(
+            f"bench: playbooks and QBR packs for {len(sample)} accounts: {len(batches)} runs, {settings.workers} at a time"
+        )
         failed = run_ranges("c360_account", paths, batches, workers=settings.workers)
         if failed:
             raise RuntimeError(f"QBR batches failed: {failed}")
@@ -259,7 +263,10 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = lambda line:
             "counts": dataset["counts"],
             "bytes": sum(dataset["sizes"].values()),
         },
-        "stages": {name: stages[name].to_dict(ROWS_OF[name]) for name in ("load", "health", "signals", "renewals", "lake", "qbr", "qbr_red")},
+        "stages": {
+            name: stages[name].to_dict(ROWS_OF[name])
+            for name in ("load", "health", "signals", "renewals", "lake", "qbr", "qbr_red")
+        },
         "chain": chain.to_dict(ROWS_OF["chain"]),
         "jobs": {job.name: _job_report(job, sampler) for job in jobs},
         "lake_rows": lake_rows,
@@ -290,7 +297,10 @@ def ensure_dataset(settings: BenchSettings, log: Callable[[str], None]) -> tuple
     marker = folder / MARKER
     if marker.exists():
         dataset = json.loads(marker.read_text(encoding="utf-8"))
-        if all((folder / name).is_file() and (folder / name).stat().st_size == size for name, size in dataset["sizes"].items()):
+        if all(
+            (folder / name).is_file() and (folder / name).stat().st_size == size
+            for name, size in dataset["sizes"].items()
+        ):
             log(f"bench: reusing the data set in {folder}")
             return dataset, None
     if folder.exists():
@@ -323,8 +333,14 @@ def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The issue's targets, each with its measured value and whether it is met."""
     gib = 1 << 30
     found = {
-        "chain_within_3x_output_floor": {"target": "chain wall <= 3x output floor", "measured": report["ratio"]["chain_to_output_floor"]},
-        "peak_rss_under_6gb": {"target": "chain peak RSS < 6 GiB", "measured": round(report["chain"]["peak_rss_mb"] * MIB / gib, 2)},
+        "chain_within_3x_output_floor": {
+            "target": "chain wall <= 3x output floor",
+            "measured": report["ratio"]["chain_to_output_floor"],
+        },
+        "peak_rss_under_6gb": {
+            "target": "chain peak RSS < 6 GiB",
+            "measured": round(report["chain"]["peak_rss_mb"] * MIB / gib, 2),
+        },
         "qbr_10_per_s": {"target": ">= 10 QBR packs/s", "measured": report["stages"]["qbr"]["rows_per_s"]},
     }
     found["chain_within_3x_output_floor"]["met"] = report["ratio"]["chain_to_output_floor"] <= 3
@@ -332,16 +348,26 @@ def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     found["qbr_10_per_s"]["met"] = (found["qbr_10_per_s"]["measured"] or 0) >= 10
     overhead = report["console"]["max_overhead_s"]
     found["console_overhead_2s"] = {
-        "target": "each console command's time beyond its steps <= 2 s", "measured": overhead, "met": overhead <= 2,
+        "target": "each console command's time beyond its steps <= 2 s",
+        "measured": overhead,
+        "met": overhead <= 2,
     }
     if report["accounts"] <= 100_000:
         wall = report["chain"]["wall_s"]
         found["chain_under_20s"] = {"target": "chain wall < 20 s (100k accounts)", "measured": wall, "met": wall < 20}
         console = report["console"]["wall_s"]
-        found["console_under_20s"] = {"target": "the four console commands <= 20 s (100k accounts)", "measured": console, "met": console <= 20}
+        found["console_under_20s"] = {
+            "target": "the four console commands <= 20 s (100k accounts)",
+            "measured": console,
+            "met": console <= 20,
+        }
     else:
         ratio = report["ratio"]["console_to_chain"]
-        found["console_within_1_2x_chain"] = {"target": "the four console commands <= 1.2x the chain", "measured": ratio, "met": ratio <= 1.2}
+        found["console_within_1_2x_chain"] = {
+            "target": "the four console commands <= 1.2x the chain",
+            "measured": ratio,
+            "met": ratio <= 1.2,
+        }
     return found
 
 
@@ -351,7 +377,8 @@ def machine() -> dict[str, Any]:
     import duckdb
 
     model = next(
-        (line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")), platform.processor()
+        (line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")),
+        platform.processor(),
     )
     return {
         "nproc": CPUS,
@@ -372,7 +399,12 @@ def render_bench(report: dict[str, Any]) -> str:
         f"data: {report['data']['dir']} ({'generated in ' + str(report['data']['generated_s']) + ' s' if report['data']['generated_s'] is not None else 'reused'})",
         f"{'stage':<10} {'wall s':>9} {'cpu s':>9} {'peak RSS MB':>12} {'rows':>11} {'rows/s':>12}  rows of",
     ]
-    rows = [*report["stages"].items(), ("chain", report["chain"]), ("floor", report["floor"]), ("out floor", report["output_floor"])]
+    rows = [
+        *report["stages"].items(),
+        ("chain", report["chain"]),
+        ("floor", report["floor"]),
+        ("out floor", report["output_floor"]),
+    ]
     for name, figures in rows:
         lines.append(
             f"{name:<10} {figures['wall_s']:>9.2f} {figures['cpu_s']:>9.2f} {figures['peak_rss_mb']:>12.1f} "
@@ -391,9 +423,13 @@ def render_bench(report: dict[str, Any]) -> str:
     written = ", ".join(f"{name} {size / 1e6:.1f}" for name, size in report["json_bytes"].items())
     lines.append(f"JSON written by the chain: {sum(report['json_bytes'].values()) / 1e6:.1f} MB ({written})")
     out = report["output_floor"]
-    lines.append(f"written by the output floor: JSON {out['json_bytes'] / 1e6:.1f} MB, Parquet {out['parquet_bytes'] / 1e6:.1f} MB, lake {out['lake_bytes'] / 1e6:.1f} MB")
+    lines.append(
+        f"written by the output floor: JSON {out['json_bytes'] / 1e6:.1f} MB, Parquet {out['parquet_bytes'] / 1e6:.1f} MB, lake {out['lake_bytes'] / 1e6:.1f} MB"
+    )
     for name, target in report["targets"].items():
-        lines.append(f"target {name}: {'met' if target['met'] else 'MISSED'} ({target['target']}; measured {target['measured']})")
+        lines.append(
+            f"target {name}: {'met' if target['met'] else 'MISSED'} ({target['target']}; measured {target['measured']})"
+        )
     lines.append(f"written: {report['out']}")
     return "\n".join(lines) + "\n"
 
@@ -419,7 +455,10 @@ def _time_floors(
     files = [path for path in sorted(out.rglob("*")) if path.is_file()]
     written = {
         "records": rows,
-        **{f"{kind}_bytes": sum(p.stat().st_size for p in files if p.suffix == f".{ext}") for kind, ext in (("json", "json"), ("parquet", "parquet"), ("lake", "duckdb"))},
+        **{
+            f"{kind}_bytes": sum(p.stat().st_size for p in files if p.suffix == f".{ext}")
+            for kind, ext in (("json", "json"), ("parquet", "parquet"), ("lake", "duckdb"))
+        },
     }
     log(f"bench: floor {compute.wall_s:.2f} s, output floor {output.wall_s:.2f} s")
     return compute, output, written
@@ -431,7 +470,9 @@ def _time_job(job: str, paths: ProjectPaths, sampler: ResourceSampler, log: Call
     result = run_job(job, paths, progress=False)
     end = sampler.mark()
     steps = _step_windows(result.run_id)
-    log(f"bench: {job} {end - start:.2f} s (" + ", ".join(f"{key} {b - a:.2f} s" for key, (a, b) in steps.items()) + ")")
+    log(
+        f"bench: {job} {end - start:.2f} s (" + ", ".join(f"{key} {b - a:.2f} s" for key, (a, b) in steps.items()) + ")"
+    )
     return _JobRun(job, start, end, steps)
 
 
@@ -466,7 +507,10 @@ def _time_console(
         start = sampler.mark()
         completed = subprocess.run(
             [sys.executable, "-m", "c360_dagster.console", *argv, *extra, *common],
-            env={**os.environ, "DAGSTER_HOME": str(home)}, capture_output=True, text=True, check=False,
+            env={**os.environ, "DAGSTER_HOME": str(home)},
+            capture_output=True,
+            text=True,
+            check=False,
         )
         figures = sampler.figures(start, sampler.mark(), rows[stage])
         if completed.returncode != 0:
@@ -478,7 +522,9 @@ def _time_console(
             "steps_s": round(steps_s, 3),
             "overhead_s": round(figures.wall_s - steps_s, 3),
         }
-        log(f"bench: console c360 {' '.join(argv)} {figures.wall_s:.2f} s, {figures.wall_s - steps_s:.2f} s beyond its steps")
+        log(
+            f"bench: console c360 {' '.join(argv)} {figures.wall_s:.2f} s, {figures.wall_s - steps_s:.2f} s beyond its steps"
+        )
     return {
         "wall_s": round(sum(c["wall_s"] for c in commands.values()), 3),
         "max_overhead_s": max(c["overhead_s"] for c in commands.values()),

@@ -115,7 +115,9 @@ def _render_run(report: Report) -> str:
     lines += reports.render_view(report["view"])
     lines.append("Health tiers: " + reports.tier_counts(report["health"]))
     lines.append(f"Playbooks and QBR packs: {len(report['accounts'])} accounts")
-    lines += [f"  skipped {a}: {state.replace('_', ' ')}, not a customer today" for a, state in report["skipped"].items()]
+    lines += [
+        f"  skipped {a}: {state.replace('_', ' ')}, not a customer today" for a, state in report["skipped"].items()
+    ]
     lines += [f"  blocked {a}: {why}" for a, why in report["blocked"].items()]
     return _with_footer(lines, report, report["written"])
 
@@ -161,7 +163,9 @@ def _stage_args(name: str):
         if name == "health":
             parser.add_argument("--account", help="print this account's breakdown in words")
             parser.add_argument(
-                "--compare", metavar="BASELINE", help="preview: list accounts whose tier changes from BASELINE to --config (writes nothing)"
+                "--compare",
+                metavar="BASELINE",
+                help="preview: list accounts whose tier changes from BASELINE to --config (writes nothing)",
             )
 
     return arguments
@@ -184,7 +188,9 @@ def _render_health(report: Report) -> str:
     return _with_footer(lines, report, [report["out"]])
 
 
-@command("health", "Score account health (0–100, red/amber/green) with evidence.", _render_health, _stage_args("health"))
+@command(
+    "health", "Score account health (0–100, red/amber/green) with evidence.", _render_health, _stage_args("health")
+)
 def health_command(args: argparse.Namespace) -> Report:
     from c360_dagster.domain import health
 
@@ -194,7 +200,9 @@ def health_command(args: argparse.Namespace) -> Report:
         _check_view_account(args)
     report, metadata = _run(args, "c360_health", ops={"account_health": _stage_ops(args)})
     scored = metadata["account_health"]
-    report.update(as_of=scored["as_of"], out=scored["path"], warnings=scored["overrides"]["warnings"], **scored["summary"])
+    report.update(
+        as_of=scored["as_of"], out=scored["path"], warnings=scored["overrides"]["warnings"], **scored["summary"]
+    )
     if args.account:
         record = reports.health_record(_customer_dir(args), args.account)
         report["explanation"] = health.explain_health(record)
@@ -232,8 +240,14 @@ def _compare_configs(args: argparse.Namespace) -> Report:
     changes = history.compare_configs(
         view, health.load_health_config(candidate), health.load_health_config(args.compare)
     )
-    return {"ok": True, "as_of": view.as_of.isoformat(), "accounts": view.accounts.height,
-            "candidate": candidate, "baseline": args.compare, "changes": changes.to_dicts()}
+    return {
+        "ok": True,
+        "as_of": view.as_of.isoformat(),
+        "accounts": view.accounts.height,
+        "candidate": candidate,
+        "baseline": args.compare,
+        "changes": changes.to_dicts(),
+    }
 
 
 def _render_compare(report: Report) -> list[str]:
@@ -246,10 +260,18 @@ def _render_compare(report: Report) -> list[str]:
         )
     ]
     for row in report["changes"]:
-        moved = [f"{c} {row[f'{c}_points_before']} -> {row[f'{c}_points_after']}" for c in COMPONENTS
-                 if row[f"{c}_points_before"] != row[f"{c}_points_after"]]
-        before, after = (f"{row[f'tier_{w}']} {'' if row[f'score_{w}'] is None else row[f'score_{w}']}".strip() for w in ("before", "after"))
-        lines.append(f"  {row['account_id']:<16} {before} -> {after}  ({', '.join(moved) or 'same points, other tier cutoffs'})")
+        moved = [
+            f"{c} {row[f'{c}_points_before']} -> {row[f'{c}_points_after']}"
+            for c in COMPONENTS
+            if row[f"{c}_points_before"] != row[f"{c}_points_after"]
+        ]
+        before, after = (
+            f"{row[f'tier_{w}']} {'' if row[f'score_{w}'] is None else row[f'score_{w}']}".strip()
+            for w in ("before", "after")
+        )
+        lines.append(
+            f"  {row['account_id']:<16} {before} -> {after}  ({', '.join(moved) or 'same points, other tier cutoffs'})"
+        )
     return lines
 
 
@@ -345,7 +367,9 @@ def playbook_command(args: argparse.Namespace) -> Report:
     base = _customer_dir(args) / "playbooks" / args.account
     plan = reports.read_json(base.with_suffix(".json"))
     # A playbook's account is a customer today, so a missing score means not enough data yet.
-    health = "no score yet (not enough data)" if plan["score"] is None else f"tier {plan['tier']}, score {plan['score']}"
+    health = (
+        "no score yet (not enough data)" if plan["score"] is None else f"tier {plan['tier']}, score {plan['score']}"
+    )
     lines = [f"  {health}; plays: {', '.join(plan['plays'])}"]
     # The owner can be a name from the inputs: shown on one line, invisible characters made visible.
     lines += [
@@ -355,8 +379,13 @@ def playbook_command(args: argparse.Namespace) -> Report:
     if len(plan["steps"]) > 3:
         done = f", {len(plan['done'])} already done" if plan["done"] else ""
         lines.append(f"  … {len(plan['steps']) - 3} more steps, {len(plan['checkpoints'])} checkpoints{done}")
-    return {**report, "what": "Playbook", "account": args.account, "lines": lines,
-            "written": [str(base.with_suffix(".md")), str(base.with_suffix(".json"))]}
+    return {
+        **report,
+        "what": "Playbook",
+        "account": args.account,
+        "lines": lines,
+        "written": [str(base.with_suffix(".md")), str(base.with_suffix(".json"))],
+    }
 
 
 def _qbr_args(parser: argparse.ArgumentParser) -> None:
@@ -388,7 +417,9 @@ def _render_verify(report: Report) -> str:
         head = "  head: not witnessed (the Dagster instance records no event of this log)"
     else:
         later = report["events"] - witnessed["seq"]
-        head = f"  head: event {witnessed['seq']} witnessed by the Dagster instance" + (f" ({later} later not yet)" if later > 0 else "")
+        head = f"  head: event {witnessed['seq']} witnessed by the Dagster instance" + (
+            f" ({later} later not yet)" if later > 0 else ""
+        )
     if report["ok"]:
         return reports.text([f"OK: {report['events']} events, chain and signatures verified", anchor, head])
     where = f"line {report['line']}: " if report["line"] is not None else ""
@@ -397,15 +428,18 @@ def _render_verify(report: Report) -> str:
 
 def _verify_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--pubkey", metavar="FINGERPRINT",
+        "--pubkey",
+        metavar="FINGERPRINT",
         help="trust only this signing key (sha256:<hex>, as `verify --json` reports it); "
         "default: governance.yaml's signing_key_fingerprint, else the local signing key",
     )
 
 
 @command(
-    "verify", "Verify the signed event log: every hash link and signature, against a pinned key and the witnessed head.",
-    _render_verify, _verify_args,
+    "verify",
+    "Verify the signed event log: every hash link and signature, against a pinned key and the witnessed head.",
+    _render_verify,
+    _verify_args,
 )
 def verify_command(args: argparse.Namespace) -> Report:
     from c360_dagster.domain import anchor, eventlog, stages
@@ -442,7 +476,9 @@ def _render_lineage(report: Report) -> str:
     return reports.text(lines)
 
 
-@command("lineage", "Print the chain fixtures → 360 → … → QBR for an account, from the log.", _render_lineage, _account_arg)
+@command(
+    "lineage", "Print the chain fixtures → 360 → … → QBR for an account, from the log.", _render_lineage, _account_arg
+)
 def lineage_command(args: argparse.Namespace) -> Report:
     from c360_dagster.domain import eventlog
 
@@ -459,7 +495,12 @@ def _render_history(report: Report) -> str:
     return reports.text(render_trend(report["account"], report["trend"]))
 
 
-@command("history", "Print an account's score per lake snapshot: tier, Up/Down/Same, what moved.", _render_history, _account_arg)
+@command(
+    "history",
+    "Print an account's score per lake snapshot: tier, Up/Down/Same, what moved.",
+    _render_history,
+    _account_arg,
+)
 def history_command(args: argparse.Namespace) -> Report:
     from c360_dagster.domain import history, lake
 
@@ -472,9 +513,13 @@ def history_command(args: argparse.Namespace) -> Report:
 
 def _backtest_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="start", type=_iso_date, required=True, help="first snapshot date YYYY-MM-DD")
-    parser.add_argument("--to", dest="end", type=_iso_date, required=True, help="last snapshot date (at most the data's as_of)")
+    parser.add_argument(
+        "--to", dest="end", type=_iso_date, required=True, help="last snapshot date (at most the data's as_of)"
+    )
     parser.add_argument("--step", type=int, default=30, help="days between snapshots (default 30)")
-    parser.add_argument("--horizon", type=int, default=120, help="days after each snapshot to match renewals (default 120)")
+    parser.add_argument(
+        "--horizon", type=int, default=120, help="days after each snapshot to match renewals (default 120)"
+    )
 
 
 def _rate(value: float | None) -> str:
@@ -493,20 +538,33 @@ def _render_backtest(report: Report) -> str:
             f"Lift of red over green: {lift if lift is not None else 'n/a'}; "
             f"red precision {_rate(report['red_precision'])}, recall {_rate(report['red_recall'])}"
         ),
-        "Churn rate per tier: " + ", ".join(
+        "Churn rate per tier: "
+        + ", ".join(
             f"{row['tier']} {_rate(row['churn_rate'])} ({row['churned']}/{row['renewals']})" for row in report["tiers"]
         ),
-        "Renewal rate per bucket (observed vs configured): " + ", ".join(
-            f"{row['bucket']} {_rate(row['observed_rate'])} vs {_rate(row['probability'])}" for row in report["calibration"]
+        "Renewal rate per bucket (observed vs configured): "
+        + ", ".join(
+            f"{row['bucket']} {_rate(row['observed_rate'])} vs {_rate(row['probability'])}"
+            for row in report["calibration"]
         ),
-        "Revenue retention per quarter (GRR, NRR): " + ("; ".join(
-            f"{row['period']} {row['currency']} {_rate(row['grr'])}, {_rate(row['nrr'])}" for row in report["retention"]
-        ) or "no renewal observed"),
+        "Revenue retention per quarter (GRR, NRR): "
+        + (
+            "; ".join(
+                f"{row['period']} {row['currency']} {_rate(row['grr'])}, {_rate(row['nrr'])}"
+                for row in report["retention"]
+            )
+            or "no renewal observed"
+        ),
     ]
     return reports.text(lines + reports.render_written(report["written"]))
 
 
-@command("backtest", "Replay health, signals and renewal buckets at past dates against what renewed.", _render_backtest, _backtest_args)
+@command(
+    "backtest",
+    "Replay health, signals and renewal buckets at past dates against what renewed.",
+    _render_backtest,
+    _backtest_args,
+)
 def backtest_command(args: argparse.Namespace) -> Report:
     from c360_dagster.domain import backtest, health, renewals, signals
     from c360_dagster.domain.locking import project_lock
@@ -526,11 +584,21 @@ def backtest_command(args: argparse.Namespace) -> Report:
     with project_lock(Path(args.artifacts)):
         written = backtest.write_backtest(result, _customer_dir(args))
     return {
-        "ok": True, "from": args.start, "to": args.end, "step": args.step, "horizon": args.horizon,
-        "snapshots": len(result.as_of_dates), "renewals": result.observations.height, "churned": result.churned,
-        "downsold": int(result.tiers["downsold"].sum()), "retention": result.retention.to_dicts(),
-        "lift_red_over_green": result.lift_red_over_green, "red_precision": result.red_precision,
-        "red_recall": result.red_recall, "tiers": result.tiers.to_dicts(), "calibration": result.calibration.to_dicts(),
+        "ok": True,
+        "from": args.start,
+        "to": args.end,
+        "step": args.step,
+        "horizon": args.horizon,
+        "snapshots": len(result.as_of_dates),
+        "renewals": result.observations.height,
+        "churned": result.churned,
+        "downsold": int(result.tiers["downsold"].sum()),
+        "retention": result.retention.to_dicts(),
+        "lift_red_over_green": result.lift_red_over_green,
+        "red_precision": result.red_precision,
+        "red_recall": result.red_recall,
+        "tiers": result.tiers.to_dicts(),
+        "calibration": result.calibration.to_dicts(),
         "written": [str(_customer_dir(args) / name) for name in sorted(written)],
     }
 
@@ -553,23 +621,37 @@ def _render_generate(report: Report) -> str:
     return reports.text(lines)
 
 
-@command("generate", "Generate a deterministic synthetic data set that follows docs/inputs.md.", _render_generate, _generate_args)
+@command(
+    "generate",
+    "Generate a deterministic synthetic data set that follows docs/inputs.md.",
+    _render_generate,
+    _generate_args,
+)
 def generate_command(args: argparse.Namespace) -> Report:
     from c360_dagster.domain.generator import generate_dataset
 
     summary = generate_dataset(
-        Path(args.out), args.accounts, seed=args.seed, weeks=args.weeks,
-        as_of=dt.date.fromisoformat(args.as_of), fmt=args.format,
+        Path(args.out),
+        args.accounts,
+        seed=args.seed,
+        weeks=args.weeks,
+        as_of=dt.date.fromisoformat(args.as_of),
+        fmt=args.format,
     )
-    return {"ok": True, "out": args.out, "accounts": args.accounts, "as_of": args.as_of,
-            "counts": dict(sorted(summary.counts.items()))}
+    return {
+        "ok": True,
+        "out": args.out,
+        "accounts": args.accounts,
+        "as_of": args.as_of,
+        "counts": dict(sorted(summary.counts.items())),
+    }
 
 
 def _require_extra(module: str, extra: str, command_name: str) -> None:
     """A command whose tools come with an optional extra says how to install it, not a traceback."""
     if importlib.util.find_spec(module) is None:
         raise C360Error(
-            f"c360:{command_name} needs the `{extra}` extra: pip install -c constraints.txt -e \".[{extra}]\"",
+            f'c360:{command_name} needs the `{extra}` extra: pip install -c constraints.txt -e ".[{extra}]"',
             code="EXTRA_MISSING",
         )
 
@@ -597,7 +679,8 @@ def ui_command(args: argparse.Namespace) -> Report:
     # on Ctrl-C (or SIGTERM) it asks them to stop, then kills what is left after a short grace.
     server = subprocess.Popen(
         [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(args.port)],
-        env=os.environ.copy(), start_new_session=True,
+        env=os.environ.copy(),
+        start_new_session=True,
     )
     # Handlers set here, not inherited: a shell that started c360 in the background ignores SIGINT.
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -636,15 +719,21 @@ def _bench_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weeks", type=int, default=13, help="weekly usage windows per account (default 13)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--qbr-sample", type=int, default=1000,
+        "--qbr-sample",
+        type=int,
+        default=1000,
         help="the first N accounts by id get playbooks and QBR packs, as a batched range backfill (default 1000)",
     )
     parser.add_argument(
-        "--red-sample", type=int, default=10,
+        "--red-sample",
+        type=int,
+        default=10,
         help="the first N red accounts by id get them again, one run each (default 10)",
     )
     parser.add_argument(
-        "--workers", type=int, default=CPUS,
+        "--workers",
+        type=int,
+        default=CPUS,
         help="QBR batch runs at a time, each in its own process (default: the CPU count)",
     )
 
@@ -655,14 +744,24 @@ def _render_bench(report: Report) -> str:
     return render_bench(report)
 
 
-@command("bench", "Benchmark the chain and QBR packs on generated data against a DuckDB floor.", _render_bench, _bench_args)
+@command(
+    "bench", "Benchmark the chain and QBR packs on generated data against a DuckDB floor.", _render_bench, _bench_args
+)
 def bench_command(args: argparse.Namespace) -> Report:
     _require_extra("psutil", "bench", "bench")
     from c360_dagster.bench import BenchSettings, run_bench
 
     settings = BenchSettings(
-        accounts=args.accounts, weeks=args.weeks, seed=args.seed, qbr_sample=args.qbr_sample, red_sample=args.red_sample, workers=args.workers,
-        artifacts_dir=Path(args.artifacts), configs_dir=args.configs,
+        accounts=args.accounts,
+        weeks=args.weeks,
+        seed=args.seed,
+        qbr_sample=args.qbr_sample,
+        red_sample=args.red_sample,
+        workers=args.workers,
+        artifacts_dir=Path(args.artifacts),
+        configs_dir=args.configs,
     )
     quiet = args.quiet or args.json
-    return run_bench(settings, log=(lambda line: None) if quiet else (lambda line: print(line, file=sys.stderr, flush=True)))
+    return run_bench(
+        settings, log=(lambda line: None) if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    )

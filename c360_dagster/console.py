@@ -93,4 +93,3 @@ if __name__ == "__main__":
     from c360_dagster.console import main as package_main
 
     sys.exit(package_main())
-

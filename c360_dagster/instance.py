@@ -58,13 +58,17 @@ def ensure_dagster_home(project_root: Path | None = None) -> Path:
     if (home / READY_MARKER).exists():
         return home
     home.mkdir(parents=True, exist_ok=True)
-    with file_lock(home / SETUP_LOCK, SETUP_TIMEOUT_S, f"another c360 process is creating the Dagster instance in {home}"):
+    with file_lock(
+        home / SETUP_LOCK, SETUP_TIMEOUT_S, f"another c360 process is creating the Dagster instance in {home}"
+    ):
         if not (home / READY_MARKER).exists():
             config = home / "dagster.yaml"
             if not config.exists():
                 config.write_text(DAGSTER_YAML, encoding="utf-8")
             _create_storages(home)
-            (home / READY_MARKER).write_text("the storages of this Dagster instance are created and migrated\n", encoding="utf-8")
+            (home / READY_MARKER).write_text(
+                "the storages of this Dagster instance are created and migrated\n", encoding="utf-8"
+            )
     return home
 
 

@@ -75,9 +75,7 @@ def render_checks(checks: list[dict[str, Any]]) -> list[str]:
         return []
     failed = [c for c in checks if not c["passed"]]
     lines = [f"Checks: {len(checks) - len(failed)} of {len(checks)} passed"]
-    lines += [
-        f"  {c['severity']:<5} {c['asset']}.{c['check']}: {c['count']} row(s)" for c in failed
-    ]
+    lines += [f"  {c['severity']:<5} {c['asset']}.{c['check']}: {c['count']} row(s)" for c in failed]
     return lines
 
 
@@ -99,7 +97,9 @@ def tier_counts(summary: Report) -> str:
     Accounts without a score are counted apart, by status, never in a tier.
     """
     tiers = ", ".join(f"{tier} {n}" for tier, n in sorted(summary["tiers"].items()))
-    unscored = [f"{status.replace('_', ' ')} {n}" for status, n in sorted(summary["status"].items()) if status != "scored" and n]
+    unscored = [
+        f"{status.replace('_', ' ')} {n}" for status, n in sorted(summary["status"].items()) if status != "scored" and n
+    ]
     return tiers + (f"; no score: {', '.join(unscored)}" if unscored else "")
 
 

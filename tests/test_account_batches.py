@@ -66,8 +66,12 @@ def chain(tmp_path):
 def test_a_range_run_checks_every_account_and_one_block_stops_the_batch(chain):
     instance, project = chain
     blocked = dg.materialize(
-        [playbook, qbr_pack], selection=[qbr_pack], instance=instance, resources={"project": project},
-        tags=_range_tags(*RANGE), raise_on_error=False,
+        [playbook, qbr_pack],
+        selection=[qbr_pack],
+        instance=instance,
+        resources={"project": project},
+        tags=_range_tags(*RANGE),
+        raise_on_error=False,
     )
     assert not blocked.success
     duty = {e.partition: e.passed for e in blocked.get_asset_check_evaluations() if e.check_name == "duty_of_care"}
@@ -112,14 +116,19 @@ def test_a_range_run_writes_each_account_as_its_own_run_would(chain):
         assert files and all(name.startswith((f"qbr_{account_id}", f"review_{account_id}")) for name in files)
         for kind in ("playbook", "qbr_pack"):
             facts = events[(kind, account_id)]
-            assert (facts["tier"].value, facts["score"].value) == (health[account_id]["tier"], health[account_id]["score"])
+            assert (facts["tier"].value, facts["score"].value) == (
+                health[account_id]["tier"],
+                health[account_id]["score"],
+            )
     stark = events[("qbr_pack", "STARK-008")]
     assert (stark["tier"].value, stark["score"].value, stark["next_renewal"].value) == ("red", 28, "2026-10-31")
     assert events[("playbook", "UMBRELLA-005")]["next_renewal"].value == "2027-06-30"
     assert events[("playbook", "SOYLENT-006")]["next_renewal"].value == "2027-01-10"
     from_batch = _pack_bytes(project.customer_dir, "STARK-008")
     shutil.rmtree(project.customer_dir / "qbr_STARK-008")
-    alone = dg.materialize([playbook, qbr_pack], instance=instance, resources={"project": project}, partition_key="STARK-008")
+    alone = dg.materialize(
+        [playbook, qbr_pack], instance=instance, resources={"project": project}, partition_key="STARK-008"
+    )
     assert alone.success
     assert _pack_bytes(project.customer_dir, "STARK-008") == from_batch
 

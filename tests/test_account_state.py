@@ -38,12 +38,16 @@ def ended(sid: str, renewal: dt.date, arr: float = 100.0, product: str = "Core",
 
 
 def starting(sid: str, start: dt.date, arr: float = 100.0, product: str = "Core") -> dict:
-    return sub(subscription_id=sid, product=product, arr=arr, start_date=start, renewal_date=start + dt.timedelta(days=365))
+    return sub(
+        subscription_id=sid, product=product, arr=arr, start_date=start, renewal_date=start + dt.timedelta(days=365)
+    )
 
 
 def outcomes(subs: list[dict], grace_days: int = 30) -> dict[str, tuple]:
     frame = succession(make_view(accounts=[account()], subs=subs).subs, grace_days)
-    return {r["subscription_id"]: (r["outcome"], r["successor_id"], r["successor_arr"]) for r in frame.iter_rows(named=True)}
+    return {
+        r["subscription_id"]: (r["outcome"], r["successor_id"], r["successor_arr"]) for r in frame.iter_rows(named=True)
+    }
 
 
 # ---- the succession rule -------------------------------------------------------------------
@@ -55,7 +59,9 @@ def test_the_bundled_renewals_recorded_as_new_contracts_are_renewals():
     # 2026-06-30: each successor starts on the old renewal_date. STARK-S0 (Analytics add-on) and
     # OLDCO-S1 have no subscription of the same product after them.
     frame = succession(read_customer_360(FIXTURES).subs, grace_days=30)
-    got = {r["subscription_id"]: (r["outcome"], r["successor_id"], r["successor_arr"]) for r in frame.iter_rows(named=True)}
+    got = {
+        r["subscription_id"]: (r["outcome"], r["successor_id"], r["successor_arr"]) for r in frame.iter_rows(named=True)
+    }
     assert got == {
         "OLDCO-S1": ("churned", None, None),
         "ACME-S0": ("renewed", "ACME-S1", 240000.0),
@@ -70,10 +76,17 @@ def test_grace_period_bounds_and_product_and_lower_arr():
     renewal = dt.date(2026, 3, 1)
     # 30 days after (the grace's last day) renews; 31 days after does not.
     assert outcomes([ended("OLD", renewal), starting("NEW", renewal + dt.timedelta(days=30))])["OLD"][0] == "renewed"
-    assert outcomes([ended("OLD", renewal), starting("NEW", renewal + dt.timedelta(days=31))])["OLD"] == ("churned", None, None)
+    assert outcomes([ended("OLD", renewal), starting("NEW", renewal + dt.timedelta(days=31))])["OLD"] == (
+        "churned",
+        None,
+        None,
+    )
     # Signed early, 30 days before the renewal date, also counts; the grace is configurable.
     assert outcomes([ended("OLD", renewal), starting("NEW", renewal - dt.timedelta(days=30))])["OLD"][0] == "renewed"
-    assert outcomes([ended("OLD", renewal), starting("NEW", renewal + dt.timedelta(days=45))], grace_days=45)["OLD"][0] == "renewed"
+    assert (
+        outcomes([ended("OLD", renewal), starting("NEW", renewal + dt.timedelta(days=45))], grace_days=45)["OLD"][0]
+        == "renewed"
+    )
     # Another product is not a successor.
     assert outcomes([ended("OLD", renewal), starting("NEW", renewal, product="Other")])["OLD"][0] == "churned"
     # Lower ARR is a downsell (99.99 < 100), equal ARR a renewal.
@@ -85,7 +98,10 @@ def test_grace_period_bounds_and_product_and_lower_arr():
 
 def test_the_closest_successor_wins_and_a_consolidation_splits_its_arr():
     renewal = dt.date(2026, 3, 1)
-    near, far = starting("NEAR", renewal + dt.timedelta(days=2), arr=50.0), starting("FAR", renewal - dt.timedelta(days=10))
+    near, far = (
+        starting("NEAR", renewal + dt.timedelta(days=2), arr=50.0),
+        starting("FAR", renewal - dt.timedelta(days=10)),
+    )
     assert outcomes([ended("OLD", renewal), near, far])["OLD"] == ("downsold", "NEAR", 50.0)
     # Two contracts (100 + 300) merged into one of 360: shares 90 and 270, both downsells;
     # a merge into 400 is two renewals (100 and 300), so no revenue is counted twice.
@@ -101,7 +117,11 @@ def test_the_closest_successor_wins_and_a_consolidation_splits_its_arr():
 def states(subs_by_account: dict[str, list[dict]], config: LifecycleConfig = CONFIG) -> dict[str, str]:
     view = make_view(
         accounts=[account(a) for a in subs_by_account],
-        subs=[{**s, "account_id": a, "subscription_id": f"{a}-{s['subscription_id']}"} for a, subs in subs_by_account.items() for s in subs],
+        subs=[
+            {**s, "account_id": a, "subscription_id": f"{a}-{s['subscription_id']}"}
+            for a, subs in subs_by_account.items()
+            for s in subs
+        ],
     )
     return dict(account_states(view, config).select("account_id", "lifecycle").iter_rows())
 
@@ -151,7 +171,9 @@ def test_on_generated_data_no_account_that_left_is_scored_or_signalled(tmp_path)
     assert left.len() > 10
     gone = frame.filter(pl.col("account_id").is_in(left.implode()))
     assert set(gone["status"]) == {"churned"} and gone["score"].null_count() == gone["tier"].null_count() == gone.height
-    fired = detect_signals(view, load_signals_config(ROOT / "configs" / "customer" / "signals.yaml"), health_config.lifecycle)
+    fired = detect_signals(
+        view, load_signals_config(ROOT / "configs" / "customer" / "signals.yaml"), health_config.lifecycle
+    )
     assert set(fired.filter(pl.col("account_id").is_in(left.implode()))["code"]) <= {"SIG_PAYMENT_OVERDUE"}
 
 
@@ -177,7 +199,10 @@ def test_the_cli_refuses_a_churned_account_cleanly_and_writes_nothing(project, c
         assert main([command, "--account", "OLDCO-012", "--quiet", *project.args]) == 2
         err = capsys.readouterr().err
         # The user's line is the last one (in-process, Dagster's own step log may precede it).
-        assert err.splitlines()[-1] == f"c360: ACCOUNT_CHURNED: account OLDCO-012 has churned (no active subscription): it gets no {what}"
+        assert (
+            err.splitlines()[-1]
+            == f"c360: ACCOUNT_CHURNED: account OLDCO-012 has churned (no active subscription): it gets no {what}"
+        )
         assert "Traceback" not in err
     assert not (project.customer / "playbooks").exists()
     assert not list(project.customer.glob("qbr_*"))

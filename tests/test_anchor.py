@@ -35,12 +35,23 @@ def signed_project(tmp_path_factory) -> tuple[Path, Path]:
     project, key_file = root / "project", root / "keys" / "signing.key"
     for folder in ("fixtures", "configs", "contracts"):
         shutil.copytree(REPO / folder, project / folder)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "DAGSTER_HOME": str(project / ".dagster_home"),
-           "C360_SIGNING_KEY_FILE": str(key_file)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "DAGSTER_HOME": str(project / ".dagster_home"),
+        "C360_SIGNING_KEY_FILE": str(key_file),
+    }
     env.pop("C360_SIGNING_KEY", None)
     for stage in ("c360:load", "c360:health", "c360:signals"):
-        done = subprocess.run([sys.executable, "-m", "c360_dagster.console", stage, "--quiet"],
-                              cwd=project, env=env, capture_output=True, text=True, timeout=600, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "c360_dagster.console", stage, "--quiet"],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
     assert len((project / LOG).read_bytes().splitlines()) == 6
     return project, key_file
@@ -69,6 +80,7 @@ def real_key(project: Path) -> Ed25519PrivateKey:
 
 def rewrite_log(records: list[dict], key: Ed25519PrivateKey) -> None:
     """Write `records` as a well-formed log, every link, signature and the head signed by `key`."""
+
     def sign(body: dict) -> str:
         return base64.b64encode(key.sign(canonical_json(body).encode())).decode()
 
@@ -129,7 +141,9 @@ def test_a_wiped_log_and_deleted_head_is_reported(project, capsys):
     LOG.with_name("events.head").unlink()
     code, out = verify(capsys)
     assert code == 1
-    assert out.startswith("BAD the Dagster instance witnessed event 6 but the log holds 0: the log was wiped, truncated or rolled back\n")
+    assert out.startswith(
+        "BAD the Dagster instance witnessed event 6 but the log holds 0: the log was wiped, truncated or rolled back\n"
+    )
 
 
 def test_a_deleted_log_is_reported(project, capsys):
@@ -169,7 +183,11 @@ def test_a_pinned_fingerprint_refuses_a_replaced_events_pub(project, capsys):
     assert verify(capsys, "--pubkey", real)[0] == 0
     rewrite_log(records(), Ed25519PrivateKey.generate())
     code, out = verify(capsys, "--pubkey", real)
-    assert code == 1 and out.startswith("BAD the log's key sha256:") and f"is not the pinned key {real} (from --pubkey)" in out
+    assert (
+        code == 1
+        and out.startswith("BAD the log's key sha256:")
+        and f"is not the pinned key {real} (from --pubkey)" in out
+    )
 
 
 def test_governance_yaml_pins_the_key_for_a_reviewer_without_the_private_key(project, capsys, monkeypatch):
@@ -182,7 +200,9 @@ def test_governance_yaml_pins_the_key_for_a_reviewer_without_the_private_key(pro
     assert code == 0 and "trusted key: the one pinned in governance.yaml" in out
     (project / "configs" / "customer" / "governance.yaml").write_text(f"signing_key_fingerprint: {real[:-1]}\n")
     code, out = verify(capsys)
-    assert code == 2 and out.startswith("c360: CONFIG_INVALID: configs/customer/governance.yaml: signing_key_fingerprint:")
+    assert code == 2 and out.startswith(
+        "c360: CONFIG_INVALID: configs/customer/governance.yaml: signing_key_fingerprint:"
+    )
 
 
 def test_the_first_run_creates_the_key_in_the_user_config_folder(tmp_path, monkeypatch):
@@ -201,11 +221,15 @@ def test_a_key_inside_artifacts_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("C360_SIGNING_KEY_FILE", str(tmp_path / "signing.key"))
     (artifacts / "governance").mkdir(parents=True)
     (artifacts / "governance" / "signing.key").write_text("old key")
-    with pytest.raises(C360Error, match=r"a signing key sits beside the log it signs .*`mv .*signing.key .*signing.key`") as caught:
+    with pytest.raises(
+        C360Error, match=r"a signing key sits beside the log it signs .*`mv .*signing.key .*signing.key`"
+    ) as caught:
         anchor.signing_key(artifacts, tmp_path / "governance.yaml")
     assert caught.value.code == "SIGNING_KEY_EXPOSED"
     (tmp_path / "signing.key").write_text("this machine's key")  # the move must not overwrite it
-    with pytest.raises(C360Error, match=r"set C360_SIGNING_KEY_FILE to its new place \(.*signing.key already holds another key\)"):
+    with pytest.raises(
+        C360Error, match=r"set C360_SIGNING_KEY_FILE to its new place \(.*signing.key already holds another key\)"
+    ):
         anchor.signing_key(artifacts, tmp_path / "governance.yaml")
 
 
@@ -222,7 +246,9 @@ def test_a_key_other_than_the_pinned_one_may_not_sign(tmp_path, monkeypatch):
     governance.write_text(f"signing_key_fingerprint: {team}\n")
     assert anchor.fingerprint(anchor.signing_key(tmp_path / "artifacts", governance).public_key()) == team
     monkeypatch.setenv("C360_SIGNING_KEY_FILE", str(tmp_path / "mine.key"))
-    with pytest.raises(C360Error, match=r"the signing key \(.*mine.key, sha256:[0-9a-f]{64}\) is not the one .*governance.yaml pins") as caught:
+    with pytest.raises(
+        C360Error, match=r"the signing key \(.*mine.key, sha256:[0-9a-f]{64}\) is not the one .*governance.yaml pins"
+    ) as caught:
         anchor.signing_key(tmp_path / "artifacts", governance)
     assert caught.value.code == "SIGNING_KEY_NOT_PINNED"
 
@@ -232,7 +258,7 @@ def test_a_published_output_edited_in_place_is_reported(project, capsys):
     health_json = (project / "artifacts/customer/health.json").resolve()
     data = health_json.read_bytes()
     at = data.index(b'"score": ') + len(b'"score": ')
-    health_json.write_bytes(data[:at] + (b"9" if data[at:at + 1] != b"9" else b"8") + data[at + 1:])
+    health_json.write_bytes(data[:at] + (b"9" if data[at : at + 1] != b"9" else b"8") + data[at + 1 :])
     code, out = verify(capsys)
     assert code == 1
     assert out.startswith("BAD ARTIFACT_CORRUPT: ")

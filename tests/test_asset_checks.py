@@ -89,8 +89,12 @@ def test_qbr_gates_are_checks_per_partition(tmp_path, instance):
     dg.materialize(CHAIN, instance=instance, resources={"project": project})
     # STARK-008 is red in the fixtures: without a playbook the duty-of-care gate blocks it.
     blocked = dg.materialize(
-        [playbook, qbr_pack], selection=[qbr_pack], instance=instance, resources={"project": project},
-        partition_key="STARK-008", raise_on_error=False,
+        [playbook, qbr_pack],
+        selection=[qbr_pack],
+        instance=instance,
+        resources={"project": project},
+        partition_key="STARK-008",
+        raise_on_error=False,
     )
     assert not blocked.success
     duty = _evaluations(blocked)[("qbr_pack", "duty_of_care")]
@@ -114,7 +118,9 @@ def test_ui_metadata_row_counts_schema_and_tier_table(tmp_path, instance):
     # (churned) have no tier and are counted apart, so the table still counts all 12 accounts.
     tiers = {record.data["tier"]: record.data["accounts"] for record in metadata["tier_distribution"].value.records}
     assert tiers == {"red": 2, "amber": 3, "green": 5, "insufficient_data": 1, "churned": 1, "not_started": 0}
-    lifecycle = {record.data["lifecycle"]: record.data["accounts"] for record in metadata["lifecycle_distribution"].value.records}
+    lifecycle = {
+        record.data["lifecycle"]: record.data["accounts"] for record in metadata["lifecycle_distribution"].value.records
+    }
     assert lifecycle == {"not_started": 0, "onboarding": 1, "active": 10, "churned": 1}
     # A lake table shows its DuckDB name and its contract's columns.
     dg.materialize([lake_table("customer_signals")], instance=instance, resources={"project": _project(tmp_path)})

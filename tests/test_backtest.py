@@ -103,9 +103,7 @@ SCENARIO = {
 
 
 def scenario_view() -> Customer360:
-    accounts = [
-        {"account_id": a, "name": a, "segment": "enterprise", "created_on": D(2020, 1, 1)} for a in SCENARIO
-    ]
+    accounts = [{"account_id": a, "name": a, "segment": "enterprise", "created_on": D(2020, 1, 1)} for a in SCENARIO]
     return make_view(
         DATA_AS_OF,
         accounts=[*accounts, {"account_id": "A10", "name": "A10", "segment": "smb", "created_on": D(2026, 3, 1)}],
@@ -194,7 +192,9 @@ def test_measures_match_the_hand_computation(configs):
     assert "| 2026-01-01 | 9 | 3 | 1 | 5 | 0 | 8 | 8 | 3 | 0 | 0 |" in markdown
 
 
-def contract(sid: str, account_id: str, start: dt.date, renewal: dt.date, status: str, arr: float, currency: str = "USD") -> dict:
+def contract(
+    sid: str, account_id: str, start: dt.date, renewal: dt.date, status: str, arr: float, currency: str = "USD"
+) -> dict:
     return {**sub(account_id, start, renewal, status), "subscription_id": sid, "arr": arr, "currency": currency}
 
 
@@ -240,14 +240,25 @@ def test_a_renewal_recorded_as_a_new_contract_is_not_churn_and_retention_is_per_
 def test_the_bundled_fixtures_renewals_are_not_all_churn(default_configs):
     # ACME-S0, GLOBEX-S0 and UMBRELLA-S0 are cancelled the day their successor starts: renewed.
     # STARK-S0 (no later add-on) churned; seen from 4 snapshots, it counts 4 times.
-    result = run_backtest(read_customer_360(FIXTURES), *default_configs, start=D(2025, 10, 1), end=D(2026, 5, 31), step_days=30)
-    outcomes = result.observations.unique("subscription_id").sort("subscription_id").select("subscription_id", "outcome")
-    assert outcomes.rows() == [("ACME-S0", "renewed"), ("GLOBEX-S0", "renewed"), ("STARK-S0", "churned"), ("UMBRELLA-S0", "renewed")]
+    result = run_backtest(
+        read_customer_360(FIXTURES), *default_configs, start=D(2025, 10, 1), end=D(2026, 5, 31), step_days=30
+    )
+    outcomes = (
+        result.observations.unique("subscription_id").sort("subscription_id").select("subscription_id", "outcome")
+    )
+    assert outcomes.rows() == [
+        ("ACME-S0", "renewed"),
+        ("GLOBEX-S0", "renewed"),
+        ("STARK-S0", "churned"),
+        ("UMBRELLA-S0", "renewed"),
+    ]
     assert (result.observations.height, result.churned) == (13, 4)
     # ACME 180,000 -> 240,000; GLOBEX EUR 300,000 -> 330,000; 2026-Q2 USD: STARK 80,000 lost,
     # UMBRELLA 430,000 -> 450,000: GRR 430 / 510 = 84.31%, NRR 450 / 510 = 88.24%.
     assert result.retention.select("period", "currency", "grr", "nrr").rows() == [
-        ("2025-Q4", "USD", 1.0, 1.3333), ("2026-Q1", "EUR", 1.0, 1.1), ("2026-Q2", "USD", 0.8431, 0.8824),
+        ("2025-Q4", "USD", 1.0, 1.3333),
+        ("2026-Q1", "EUR", 1.0, 1.1),
+        ("2026-Q2", "USD", 0.8431, 0.8824),
     ]
 
 
@@ -333,7 +344,11 @@ def test_generated_data_gives_non_trivial_numbers(generated_view, default_config
     # accounts have no tier (insufficient data), are counted in their own row, and still get a bucket.
     assert observations["bucket"].null_count() == 0
     assert set(observations.filter(pl.col("tier").is_null())["status"]) == {"insufficient_data"}
-    assert result.tiers.filter(pl.col("tier") == "insufficient_data")["renewals"].item() == observations["tier"].null_count() > 0
+    assert (
+        result.tiers.filter(pl.col("tier") == "insufficient_data")["renewals"].item()
+        == observations["tier"].null_count()
+        > 0
+    )
     horizon = (observations["renewal_date"] - observations["as_of"]).dt.total_days()
     assert horizon.min() > 0 and horizon.max() <= 120  # type: ignore[operator]
     assert 0 < result.churned < observations.height
@@ -345,9 +360,7 @@ def test_generated_data_gives_non_trivial_numbers(generated_view, default_config
 def test_same_inputs_give_the_same_bytes(generated_view, default_configs, tmp_path):
     hashes = []
     for run in ("first", "second"):
-        result = run_backtest(
-            generated_view, *default_configs, start=D(2025, 9, 1), end=D(2026, 3, 1), step_days=90
-        )
+        result = run_backtest(generated_view, *default_configs, start=D(2025, 9, 1), end=D(2026, 3, 1), step_days=90)
         written = write_backtest(result, tmp_path / run)
         assert written == {name: sha256_file(tmp_path / run / name) for name in ("backtest.md", "backtest.svg")}
         hashes.append(written)

@@ -31,7 +31,10 @@ def error_of(folder: Path, as_of: dt.date | None = None) -> InputError:
 
 def test_missing_required_file(small_dir: Path) -> None:
     (small_dir / "subs.csv").unlink()
-    assert str(error_of(small_dir)) == f"file subs.csv: required file subs.csv (or subs.json / subs.jsonl) not found in {small_dir}"
+    assert (
+        str(error_of(small_dir))
+        == f"file subs.csv: required file subs.csv (or subs.json / subs.jsonl) not found in {small_dir}"
+    )
 
 
 def test_missing_input_folder(tmp_path: Path) -> None:
@@ -77,7 +80,9 @@ def test_broken_csv_quoting(small_dir: Path) -> None:
 
 def test_csv_row_with_too_many_fields(small_dir: Path) -> None:
     replace_in(small_dir / "accounts.csv", "Dana,2022-01-15", "Dana,2022-01-15,surplus")
-    assert str(error_of(small_dir)) == "file accounts.csv, row 1: broken CSV: expected 7 fields as in the header, found 8"
+    assert (
+        str(error_of(small_dir)) == "file accounts.csv, row 1: broken CSV: expected 7 fields as in the header, found 8"
+    )
 
 
 def test_the_first_file_in_entity_order_is_reported_while_the_next_one_is_read_ahead(small_dir: Path) -> None:
@@ -129,8 +134,14 @@ def test_json_nested_value(small_dir: Path) -> None:
     (small_dir / "cases.csv").unlink()
     rows = [
         {"case_id": "CS-1", "account_id": "ACME-001", "opened_on": "2024-05-01", "severity": 2, "sla_breached": True},
-        {"case_id": "CS-2", "account_id": "ACME-001", "opened_on": "2024-05-01", "severity": 2, "sla_breached": True,
-         "category": {"name": "billing"}},
+        {
+            "case_id": "CS-2",
+            "account_id": "ACME-001",
+            "opened_on": "2024-05-01",
+            "severity": 2,
+            "sla_breached": True,
+            "category": {"name": "billing"},
+        },
     ]
     (small_dir / "cases.json").write_text(json.dumps(rows))
     assert str(error_of(small_dir)) == (
@@ -166,7 +177,10 @@ def test_empty_non_optional_value(small_dir: Path) -> None:
     replace_in(small_dir / "accounts.csv", "Acme Corp", "")
     error = error_of(small_dir)
     assert (error.file, error.row, error.column) == ("accounts.csv", 1, "name")
-    assert str(error) == "file accounts.csv, row 1, column name: expected a value (this field is not optional), got nothing"
+    assert (
+        str(error)
+        == "file accounts.csv, row 1, column name: expected a value (this field is not optional), got nothing"
+    )
 
 
 def test_json_null_in_non_optional_field(small_dir: Path) -> None:
@@ -209,7 +223,9 @@ def test_wrong_type_decimal(small_dir: Path) -> None:
 
 def test_bad_bool(small_dir: Path) -> None:
     replace_in(small_dir / "subs.csv", "active,FALSE", "active,yes")
-    assert str(error_of(small_dir)) == "file subs.csv, row 2, column auto_renew: expected true or false (or 1/0), got yes"
+    assert (
+        str(error_of(small_dir)) == "file subs.csv, row 2, column auto_renew: expected true or false (or 1/0), got yes"
+    )
 
 
 def test_json_bool_does_not_take_1(small_dir: Path) -> None:
@@ -234,7 +250,9 @@ def test_negative_arr(small_dir: Path) -> None:
 
 def test_discount_over_100(small_dir: Path) -> None:
     replace_in(small_dir / "subs.csv", "true,10", "true,150")
-    assert str(error_of(small_dir)) == "file subs.csv, row 1, column discount_pct: expected a value from 0 to 100, got 150"
+    assert (
+        str(error_of(small_dir)) == "file subs.csv, row 1, column discount_pct: expected a value from 0 to 100, got 150"
+    )
 
 
 def test_unknown_enum(small_dir: Path) -> None:
@@ -256,7 +274,9 @@ def test_bad_currency(small_dir: Path) -> None:
 
 def test_duplicate_id(small_dir: Path) -> None:
     replace_in(small_dir / "contacts.csv", "C-2,BETA-002", "C-1,BETA-002")
-    assert str(error_of(small_dir)) == "file contacts.csv, row 2, column contact_id: expected a unique contact_id, got C-1"
+    assert (
+        str(error_of(small_dir)) == "file contacts.csv, row 2, column contact_id: expected a unique contact_id, got C-1"
+    )
 
 
 def test_duplicate_account_id_differing_only_in_case(small_dir: Path) -> None:

@@ -21,7 +21,22 @@ STAGES = ("load", "health", "signals", "renewals", "lake", "qbr", "qbr_red")
 def bench_run(tmp_path_factory) -> tuple[Path, dict]:
     artifacts = tmp_path_factory.mktemp("bench") / "artifacts"
     home_before = os.environ.get("DAGSTER_HOME")
-    code = main(["c360:bench", "--accounts", "200", "--weeks", "4", "--qbr-sample", "3", "--red-sample", "2", "--artifacts", str(artifacts), "--quiet"])
+    code = main(
+        [
+            "c360:bench",
+            "--accounts",
+            "200",
+            "--weeks",
+            "4",
+            "--qbr-sample",
+            "3",
+            "--red-sample",
+            "2",
+            "--artifacts",
+            str(artifacts),
+            "--quiet",
+        ]
+    )
     assert code == 0
     assert os.environ.get("DAGSTER_HOME") == home_before  # the bench's own home is not left behind
     return artifacts, json.loads((artifacts / "bench" / "bench_200.json").read_text(encoding="utf-8"))
@@ -66,7 +81,9 @@ def test_bench_times_the_readmes_console_sequence(bench_run):
     # The commands really ran, on a project of their own, and made what the chain made.
     work = artifacts / "bench" / "work_200"
     for name in ("health.json", "signals.json"):
-        assert (work / "console" / "artifacts" / "customer" / name).read_bytes() == (work / "artifacts" / "customer" / name).read_bytes()
+        assert (work / "console" / "artifacts" / "customer" / name).read_bytes() == (
+            work / "artifacts" / "customer" / name
+        ).read_bytes()
     assert "console (the README's four commands, one process each): " in render_bench({**report, "out": "x"})
 
 
@@ -77,12 +94,17 @@ def test_output_floor_writes_the_records_the_chain_writes(bench_run):
     # Every input row, a health and a signal record per account, and the chain's renewals.
     assert out["records"] == {
         **{f"360/{name}": counts[name] for name in sorted(counts)},
-        "health": 200, "signals": 200, "renewals": report["lake_rows"]["renewal_forecasts"],
+        "health": 200,
+        "signals": 200,
+        "renewals": report["lake_rows"]["renewal_forecasts"],
     }
     assert out["rows"] == sum(out["records"].values()) and out["wall_s"] > 0
     folder = artifacts / "bench" / "work_200" / "output_floor"
     health_lines = (folder / "health.json").read_text(encoding="utf-8").splitlines()
-    assert len(health_lines) == 200 and json.loads(health_lines[0])["account_id"] < json.loads(health_lines[-1])["account_id"]
+    assert (
+        len(health_lines) == 200
+        and json.loads(health_lines[0])["account_id"] < json.loads(health_lines[-1])["account_id"]
+    )
     assert pl.read_parquet(folder / "renewals.parquet").height == out["records"]["renewals"]
     assert pl.read_parquet(folder / "360" / "usage.parquet").height == counts["usage"]
     assert out["json_bytes"] > 0 and out["parquet_bytes"] > 0 and out["lake_bytes"] > 0
@@ -114,7 +136,9 @@ def test_floor_computes_the_measures_health_reports(bench_run):
             pl.col("commercial_evidence").struct.field(f"worst_{n}").alias(n)
             for n in ("overdue_pct_of_arr", "credits_pct_of_arr", "discount_pct")
         ],
-        pl.col("sentiment_evidence").struct.field("nps_responses", "latest_nps", "earlier_responses", "earlier_mean_nps"),
+        pl.col("sentiment_evidence").struct.field(
+            "nps_responses", "latest_nps", "earlier_responses", "earlier_mean_nps"
+        ),
     )
     # The health evidence rounds amounts to 2 decimals; the floor keeps full precision.
     amounts = ["overdue_pct_of_arr", "credits_pct_of_arr", "discount_pct", "earlier_mean_nps"]

@@ -62,18 +62,30 @@ def _write_as(folder: Path, formats: dict[str, str]) -> Path:
 def test_small_csv_loads_typed_and_sorted_by_key(small_dir: Path) -> None:
     view = read_customer_360(small_dir)
     assert view.counts() == {
-        "accounts": 2, "cases": 2, "contacts": 2, "crm_opps": 1, "invoices": 2, "nps": 2, "subs": 2, "usage": 3,
+        "accounts": 2,
+        "cases": 2,
+        "contacts": 2,
+        "crm_opps": 1,
+        "invoices": 2,
+        "nps": 2,
+        "subs": 2,
+        "usage": 3,
     }
     for name, spec in ENTITIES.items():
         assert view.tables[name].schema == pl.Schema(spec.polars_schema), name
     # usage.csv and cases.csv are written out of key order on purpose.
     assert view.usage.select("account_id", "window_start").rows() == [
-        ("ACME-001", dt.date(2024, 6, 3)), ("ACME-001", dt.date(2024, 6, 10)), ("BETA-002", dt.date(2024, 6, 3)),
+        ("ACME-001", dt.date(2024, 6, 3)),
+        ("ACME-001", dt.date(2024, 6, 10)),
+        ("BETA-002", dt.date(2024, 6, 3)),
     ]
     assert view.cases["case_id"].to_list() == ["CS-1", "CS-2"]
     assert view.cases["sla_breached"].to_list() == [True, False]  # CSV 1 / 0
     assert view.cases["closed_on"].to_list() == [dt.date(2024, 5, 3), None]
-    assert view.subs.select("arr", "auto_renew", "discount_pct").rows() == [(120000.5, True, 10.0), (3000.0, False, None)]
+    assert view.subs.select("arr", "auto_renew", "discount_pct").rows() == [
+        (120000.5, True, 10.0),
+        (3000.0, False, None),
+    ]
     assert view.accounts["industry"].to_list() == ["Manufacturing", None]
     assert view.nps["comment"].to_list() == ['Great, says "thanks"', None]
     assert view.warnings == ()
@@ -94,7 +106,14 @@ def test_mixed_formats_in_one_folder(small_dir: Path, tmp_path: Path) -> None:
     from_csv = read_customer_360(small_dir)
     assert all(mixed.tables[name].equals(from_csv.tables[name]) for name in ENTITIES)
     assert sorted(mixed.source_hashes) == [
-        "accounts.jsonl", "cases.json", "contacts.csv", "crm_opps.csv", "invoices.json", "nps.jsonl", "subs.json", "usage.csv",
+        "accounts.jsonl",
+        "cases.json",
+        "contacts.csv",
+        "crm_opps.csv",
+        "invoices.json",
+        "nps.jsonl",
+        "subs.json",
+        "usage.csv",
     ]
 
 
@@ -108,7 +127,9 @@ def test_as_of_explicit_else_latest_usage_else_latest_date(small_dir: Path, tmp_
 
 
 def test_absent_optional_files_are_empty_tables(tmp_path: Path) -> None:
-    folder = write_inputs(tmp_path / "req", {"accounts.csv": SMALL_INPUTS["accounts.csv"], "subs.csv": SMALL_INPUTS["subs.csv"]})
+    folder = write_inputs(
+        tmp_path / "req", {"accounts.csv": SMALL_INPUTS["accounts.csv"], "subs.csv": SMALL_INPUTS["subs.csv"]}
+    )
     view = read_customer_360(folder)
     for name in ("contacts", "usage", "cases", "nps", "invoices", "crm_opps"):
         assert view.tables[name].is_empty() and view.tables[name].schema == pl.Schema(ENTITIES[name].polars_schema)
@@ -145,16 +166,16 @@ def test_extra_columns_warn_once_and_unknown_files_are_ignored(small_dir: Path) 
 
 
 def test_optional_columns_may_be_left_out(small_dir: Path) -> None:
-    (small_dir / "accounts.csv").write_text("account_id,name,segment,created_on\nACME-001,Acme,smb,2022-01-15\nBETA-002,Beta,smb,2023-03-01\n")
+    (small_dir / "accounts.csv").write_text(
+        "account_id,name,segment,created_on\nACME-001,Acme,smb,2022-01-15\nBETA-002,Beta,smb,2023-03-01\n"
+    )
     view = read_customer_360(small_dir)
     assert view.accounts["region"].to_list() == [None, None]
 
 
 def test_source_hashes_are_the_file_contents(small_dir: Path) -> None:
     view = read_customer_360(small_dir)
-    expected = {
-        name: "sha256:" + hashlib.sha256((small_dir / name).read_bytes()).hexdigest() for name in SMALL_INPUTS
-    }
+    expected = {name: "sha256:" + hashlib.sha256((small_dir / name).read_bytes()).hexdigest() for name in SMALL_INPUTS}
     assert view.source_hashes == expected
 
 
@@ -162,7 +183,9 @@ def test_360_json_is_byte_deterministic_and_streaming_does_not_change_it(small_d
     view = read_customer_360(small_dir)
     checks = run_integrity_checks(view)
     first = write_chunks_atomic(tmp_path / "a" / "360.json", customer_360_json_chunks(view, checks))
-    again = write_chunks_atomic(tmp_path / "b" / "360.json", customer_360_json_chunks(read_customer_360(small_dir), checks))
+    again = write_chunks_atomic(
+        tmp_path / "b" / "360.json", customer_360_json_chunks(read_customer_360(small_dir), checks)
+    )
     streamed = write_chunks_atomic(tmp_path / "c" / "360.json", customer_360_json_chunks(view, checks, chunk_rows=1))
     data = (tmp_path / "a" / "360.json").read_bytes()
     assert first == again == streamed == "sha256:" + hashlib.sha256(data).hexdigest()
@@ -208,7 +231,10 @@ def test_bundled_fixtures_load_cleanly_and_deterministically(fixtures_dir: Path,
     checks = run_integrity_checks(view)
     assert all(check.passed for check in checks if check.severity == "ERROR")
     write_chunks_atomic(tmp_path / "one.json", customer_360_json_chunks(view, checks))
-    write_chunks_atomic(tmp_path / "two.json", customer_360_json_chunks(read_customer_360(fixtures_dir), run_integrity_checks(view), chunk_rows=7))
+    write_chunks_atomic(
+        tmp_path / "two.json",
+        customer_360_json_chunks(read_customer_360(fixtures_dir), run_integrity_checks(view), chunk_rows=7),
+    )
     assert (tmp_path / "one.json").read_bytes() == (tmp_path / "two.json").read_bytes()
 
 
@@ -245,13 +271,19 @@ def test_unique_ids_check_fails_on_a_case_duplicate(small_dir: Path) -> None:
     twin = view.accounts.head(1).with_columns(account_id=pl.lit("acme-001"))
     check = _checks(_with(view, accounts=pl.concat([view.accounts, twin])))["unique_ids"]
     assert (check.passed, check.count, check.severity) == (False, 1, "ERROR")
-    assert check.sample == [{"entity": "accounts", "key": "account_id=acme-001", "column": "account_id", "value": "acme-001"}]
+    assert check.sample == [
+        {"entity": "accounts", "key": "account_id=acme-001", "column": "account_id", "value": "acme-001"}
+    ]
 
 
 def test_references_check_fails_on_orphans_and_foreign_subscriptions(small_dir: Path) -> None:
     view = read_customer_360(small_dir)
-    contacts = view.contacts.with_columns(account_id=pl.when(pl.col("contact_id") == "C-2").then(pl.lit("GONE-9")).otherwise("account_id"))
-    invoices = view.invoices.with_columns(subscription_id=pl.when(pl.col("invoice_id") == "I-2").then(pl.lit("S-1")).otherwise("subscription_id"))
+    contacts = view.contacts.with_columns(
+        account_id=pl.when(pl.col("contact_id") == "C-2").then(pl.lit("GONE-9")).otherwise("account_id")
+    )
+    invoices = view.invoices.with_columns(
+        subscription_id=pl.when(pl.col("invoice_id") == "I-2").then(pl.lit("S-1")).otherwise("subscription_id")
+    )
     check = _checks(_with(view, contacts=contacts, invoices=invoices))["references_resolve"]
     assert (check.passed, check.count) == (False, 2)
     assert check.sample == [
@@ -262,16 +294,22 @@ def test_references_check_fails_on_orphans_and_foreign_subscriptions(small_dir: 
 
 def test_dates_ordered_check_fails_on_renewal_not_after_start(small_dir: Path) -> None:
     view = read_customer_360(small_dir)
-    subs = view.subs.with_columns(renewal_date=pl.when(pl.col("subscription_id") == "S-2").then(pl.col("start_date")).otherwise("renewal_date"))
+    subs = view.subs.with_columns(
+        renewal_date=pl.when(pl.col("subscription_id") == "S-2").then(pl.col("start_date")).otherwise("renewal_date")
+    )
     check = _checks(_with(view, subs=subs))["dates_ordered"]
     assert (check.passed, check.count) == (False, 1)
-    assert check.sample == [{"entity": "subs", "key": "subscription_id=S-2", "column": "renewal_date", "value": "2024-03-01"}]
+    assert check.sample == [
+        {"entity": "subs", "key": "subscription_id=S-2", "column": "renewal_date", "value": "2024-03-01"}
+    ]
 
 
 def test_usage_windows_check_fails_on_overlap(small_dir: Path) -> None:
     view = read_customer_360(small_dir)
     extra = pl.DataFrame(
-        [("ACME-001", dt.date(2024, 6, 5), dt.date(2024, 6, 11), 1, 1, 1, 0)], schema=ENTITIES["usage"].polars_schema, orient="row"
+        [("ACME-001", dt.date(2024, 6, 5), dt.date(2024, 6, 11), 1, 1, 1, 0)],
+        schema=ENTITIES["usage"].polars_schema,
+        orient="row",
     )
     usage = pl.concat([view.usage, extra]).sort("account_id", "window_start")
     check = _checks(_with(view, usage=usage))["usage_windows_disjoint"]
@@ -306,9 +344,12 @@ def test_warn_checks(small_dir: Path) -> None:
         status=pl.when(pl.col("subscription_id") == "S-2").then(pl.lit("churned")).otherwise("status"),
         renewal_date=pl.when(pl.col("subscription_id") == "S-1").then(dt.date(2024, 7, 1)).otherwise("renewal_date"),
     )
-    invoices = view.invoices.with_columns(currency=pl.when(pl.col("invoice_id") == "I-1").then(pl.lit("GBP")).otherwise("currency"))
+    invoices = view.invoices.with_columns(
+        currency=pl.when(pl.col("invoice_id") == "I-1").then(pl.lit("GBP")).otherwise("currency")
+    )
     crafted = dataclasses.replace(
-        _with(view, accounts=pl.concat([view.accounts, gamma]), subs=subs, invoices=invoices), as_of=dt.date(2024, 7, 10)
+        _with(view, accounts=pl.concat([view.accounts, gamma]), subs=subs, invoices=invoices),
+        as_of=dt.date(2024, 7, 10),
     )
     checks = _checks(crafted)
     found = {name: (c.passed, c.count, c.sample) for name, c in checks.items() if c.severity == "WARN"}
@@ -317,13 +358,22 @@ def test_warn_checks(small_dir: Path) -> None:
         "accounts_have_subscriptions": (False, 1, [{"account_id": "GAMMA-003"}]),
         "accounts_have_active_subscription": (False, 1, [{"account_id": "BETA-002"}]),
         "accounts_have_recent_usage": (
-            False, 2, [{"account_id": "BETA-002", "last_window_end": "2024-06-09"}, {"account_id": "GAMMA-003", "last_window_end": None}],
+            False,
+            2,
+            [
+                {"account_id": "BETA-002", "last_window_end": "2024-06-09"},
+                {"account_id": "GAMMA-003", "last_window_end": None},
+            ],
         ),
         "active_renewals_not_past": (
-            False, 1, [{"subscription_id": "S-1", "account_id": "ACME-001", "renewal_date": "2024-07-01"}],
+            False,
+            1,
+            [{"subscription_id": "S-1", "account_id": "ACME-001", "renewal_date": "2024-07-01"}],
         ),
         "invoice_currency_matches_subscription": (
-            False, 1, [{"invoice_id": "I-1", "subscription_id": "S-1", "currency": "GBP", "subscription_currency": "USD"}],
+            False,
+            1,
+            [{"invoice_id": "I-1", "subscription_id": "S-1", "currency": "GBP", "subscription_currency": "USD"}],
         ),
     }
     assert all(c.severity == "WARN" for name, c in checks.items() if name in found)

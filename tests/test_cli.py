@@ -78,7 +78,9 @@ def test_runs_as_a_module_too(project):
 
     completed = subprocess.run(
         [sys.executable, "-m", "c360_dagster.console", "c360:summary", *project.args],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert completed.returncode == 2
     assert "nothing loaded yet" in completed.stderr
@@ -95,11 +97,18 @@ def test_unknown_account_suggests_close_matches(project, capsys):
     assert "did you mean ACME-001?" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("command", "module", "extra"), [("c360:ui", "dagster_webserver", "ui"), ("c360:bench", "psutil", "bench")])
-def test_a_command_whose_extra_is_not_installed_says_which_to_install(project, capsys, monkeypatch, command, module, extra):
+@pytest.mark.parametrize(
+    ("command", "module", "extra"), [("c360:ui", "dagster_webserver", "ui"), ("c360:bench", "psutil", "bench")]
+)
+def test_a_command_whose_extra_is_not_installed_says_which_to_install(
+    project, capsys, monkeypatch, command, module, extra
+):
     # The runtime install leaves the UI and the benchmark's tools out (pyproject.toml's extras).
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else find_spec(name, *a))
     code, out, err = c360(capsys, command, "--accounts", "10") if extra == "bench" else c360(capsys, command)
     assert code == 2 and out == ""
-    assert err == f'c360: EXTRA_MISSING: {command} needs the `{extra}` extra: pip install -c constraints.txt -e ".[{extra}]"\n'
+    assert (
+        err
+        == f'c360: EXTRA_MISSING: {command} needs the `{extra}` extra: pip install -c constraints.txt -e ".[{extra}]"\n'
+    )

@@ -50,7 +50,10 @@ def test_stage_summaries_come_from_the_run_not_the_documents(project, capsys, do
     assert documents_unreadable == []
     # The figures the README's demo shows for the fixtures (tests/test_readme.py keeps the whole text).
     assert "  enterprise   USD 1,350,000  (4 subscriptions)\n" in loaded
-    assert "Health scored for 12 accounts (as_of 2026-09-27)\nTiers: amber 3, green 5, red 2; no score: churned 1, insufficient data 1\n" in scored
+    assert (
+        "Health scored for 12 accounts (as_of 2026-09-27)\nTiers: amber 3, green 5, red 2; no score: churned 1, insufficient data 1\n"
+        in scored
+    )
     assert "Scores of scored accounts: max 100, mean 73.7, median 76.0, min 28\n" in scored
     assert explained.startswith("Health score 68/100: amber")
     # Amounts in the explanation carry their currency in the one report format (USD 15,000 unpaid).
@@ -59,6 +62,7 @@ def test_stage_summaries_come_from_the_run_not_the_documents(project, capsys, do
     assert "Signals fired (as_of 2026-09-27): 18\n" in fired and "  SIG_RENEWAL_SOON           4\n" in fired
     assert "6 subscriptions of 6 accounts" in renewing and "artifacts/customer/renewals_202609.json" in renewing
     assert "Health tiers: amber 3, green 5, red 2; no score: churned 1, insufficient data 1\n" in summary
+
     # A known account is checked with one lookup, not by reading every registered account.
     def every_account():
         raise AssertionError("read every account partition to check one")
@@ -74,7 +78,9 @@ def test_the_summaries_agree_with_the_documents_written(project, capsys):
     assert {key: report[key] for key in document["summary"]} == document["summary"]
     assert report["as_of"] == document["as_of"]
     # Every account's record rebuilt from its row of the health frame is its health.json record.
-    assert {account: reports.health_record(project.customer, account) for account in document["accounts"]} == document["accounts"]
+    assert {account: reports.health_record(project.customer, account) for account in document["accounts"]} == document[
+        "accounts"
+    ]
     signals = json.loads(c360(capsys, "c360:signals", "--json", *project.args))
     fired = json.loads((project.customer / "signals.json").read_text(encoding="utf-8"))
     codes = [signal["code"] for listed in fired["accounts"].values() for signal in listed]

@@ -26,54 +26,157 @@ HASH = "sha256:" + "ab" * 32
 # One valid row per table (the lake row, as_of included) and its Polars column types.
 VALID: dict[str, dict[str, Any]] = {
     "crm_opps": {
-        "as_of": AS_OF, "opp_id": "OPP-1", "account_id": "ACME-001", "name": "Renewal FY27",
-        "type": "renewal", "stage": "open", "amount": 1200.5, "currency": "USD",
+        "as_of": AS_OF,
+        "opp_id": "OPP-1",
+        "account_id": "ACME-001",
+        "name": "Renewal FY27",
+        "type": "renewal",
+        "stage": "open",
+        "amount": 1200.5,
+        "currency": "USD",
         "close_date": dt.date(2026, 11, 1),
     },
     "account_health": {
-        "as_of": AS_OF, "account_id": "ACME-001", "segment": "enterprise", "scorecard": "default",
-        "score": 87, "tier": "green", "status": "scored", "status_reason": None, "lifecycle": "active", "config_hash": HASH,
-        "computed_score": 60, "computed_tier": "amber", "override_reason": "sponsor confirmed renewal",
-        "override_author": "dana", "override_expires_on": dt.date(2026, 12, 31),
+        "as_of": AS_OF,
+        "account_id": "ACME-001",
+        "segment": "enterprise",
+        "scorecard": "default",
+        "score": 87,
+        "tier": "green",
+        "status": "scored",
+        "status_reason": None,
+        "lifecycle": "active",
+        "config_hash": HASH,
+        "computed_score": 60,
+        "computed_tier": "amber",
+        "override_reason": "sponsor confirmed renewal",
+        "override_author": "dana",
+        "override_expires_on": dt.date(2026, 12, 31),
         "components": '{"adoption":{"score":0.9}}',
     },
     "customer_signals": {
-        "as_of": AS_OF, "account_id": "ACME-001", "code": "SIG_USAGE_SLIDE_4W", "kind": "risk",
-        "evidence": '{"drop_pct":32.5}', "signal_id": "0123456789abcdef", "status": "new",
-        "since": AS_OF, "snoozed_until": None,
+        "as_of": AS_OF,
+        "account_id": "ACME-001",
+        "code": "SIG_USAGE_SLIDE_4W",
+        "kind": "risk",
+        "evidence": '{"drop_pct":32.5}',
+        "signal_id": "0123456789abcdef",
+        "status": "new",
+        "since": AS_OF,
+        "snoozed_until": None,
     },
     "renewal_forecasts": {
-        "as_of": AS_OF, "subscription_id": "SUB-1", "account_id": "ACME-001", "account_name": "Acme",
-        "segment": "smb", "csm_owner": None, "product": "core", "plan": "growth",
-        "renewal_date": dt.date(2026, 10, 30), "days_to_renewal": 30, "arr": 50000.0,
-        "currency": "EUR", "auto_renew": False, "tier": "amber", "risk_signal_count": 2,
-        "renewal_prob": '{"bucket":"Medium","probability":0.6}', "expected_arr": 30000.0, "risk_reasons": '[{"code":"SIG_X","text":"t"}]',
+        "as_of": AS_OF,
+        "subscription_id": "SUB-1",
+        "account_id": "ACME-001",
+        "account_name": "Acme",
+        "segment": "smb",
+        "csm_owner": None,
+        "product": "core",
+        "plan": "growth",
+        "renewal_date": dt.date(2026, 10, 30),
+        "days_to_renewal": 30,
+        "arr": 50000.0,
+        "currency": "EUR",
+        "auto_renew": False,
+        "tier": "amber",
+        "risk_signal_count": 2,
+        "renewal_prob": '{"bucket":"Medium","probability":0.6}',
+        "expected_arr": 30000.0,
+        "risk_reasons": '[{"code":"SIG_X","text":"t"}]',
         "suggested_playbook": "adoption_push",
     },
 }
 TYPES = {
-    "crm_opps": {"as_of": pl.Date, "opp_id": pl.Utf8, "account_id": pl.Utf8, "name": pl.Utf8,
-                 "type": pl.Utf8, "stage": pl.Utf8, "amount": pl.Float64, "currency": pl.Utf8,
-                 "close_date": pl.Date},
-    "account_health": {"as_of": pl.Date, "account_id": pl.Utf8, "segment": pl.Utf8, "scorecard": pl.Utf8,
-                       "score": pl.Int64, "tier": pl.Utf8, "status": pl.Utf8, "status_reason": pl.Utf8,
-                       "lifecycle": pl.Utf8, "config_hash": pl.Utf8,
-                       "computed_score": pl.Int64, "computed_tier": pl.Utf8, "override_reason": pl.Utf8,
-                       "override_author": pl.Utf8, "override_expires_on": pl.Date, "components": pl.Utf8},
-    "customer_signals": {"as_of": pl.Date, "account_id": pl.Utf8, "code": pl.Utf8, "kind": pl.Utf8,
-                         "evidence": pl.Utf8, "signal_id": pl.Utf8, "status": pl.Utf8, "since": pl.Date,
-                         "snoozed_until": pl.Date},
-    "renewal_forecasts": {"as_of": pl.Date, "subscription_id": pl.Utf8, "account_id": pl.Utf8,
-                          "account_name": pl.Utf8, "segment": pl.Utf8, "csm_owner": pl.Utf8,
-                          "product": pl.Utf8, "plan": pl.Utf8, "renewal_date": pl.Date,
-                          "days_to_renewal": pl.Int64, "arr": pl.Float64, "currency": pl.Utf8,
-                          "auto_renew": pl.Boolean, "tier": pl.Utf8, "risk_signal_count": pl.Int64, "renewal_prob": pl.Utf8,
-                          "expected_arr": pl.Float64,
-                          "risk_reasons": pl.Utf8, "suggested_playbook": pl.Utf8},
+    "crm_opps": {
+        "as_of": pl.Date,
+        "opp_id": pl.Utf8,
+        "account_id": pl.Utf8,
+        "name": pl.Utf8,
+        "type": pl.Utf8,
+        "stage": pl.Utf8,
+        "amount": pl.Float64,
+        "currency": pl.Utf8,
+        "close_date": pl.Date,
+    },
+    "account_health": {
+        "as_of": pl.Date,
+        "account_id": pl.Utf8,
+        "segment": pl.Utf8,
+        "scorecard": pl.Utf8,
+        "score": pl.Int64,
+        "tier": pl.Utf8,
+        "status": pl.Utf8,
+        "status_reason": pl.Utf8,
+        "lifecycle": pl.Utf8,
+        "config_hash": pl.Utf8,
+        "computed_score": pl.Int64,
+        "computed_tier": pl.Utf8,
+        "override_reason": pl.Utf8,
+        "override_author": pl.Utf8,
+        "override_expires_on": pl.Date,
+        "components": pl.Utf8,
+    },
+    "customer_signals": {
+        "as_of": pl.Date,
+        "account_id": pl.Utf8,
+        "code": pl.Utf8,
+        "kind": pl.Utf8,
+        "evidence": pl.Utf8,
+        "signal_id": pl.Utf8,
+        "status": pl.Utf8,
+        "since": pl.Date,
+        "snoozed_until": pl.Date,
+    },
+    "renewal_forecasts": {
+        "as_of": pl.Date,
+        "subscription_id": pl.Utf8,
+        "account_id": pl.Utf8,
+        "account_name": pl.Utf8,
+        "segment": pl.Utf8,
+        "csm_owner": pl.Utf8,
+        "product": pl.Utf8,
+        "plan": pl.Utf8,
+        "renewal_date": pl.Date,
+        "days_to_renewal": pl.Int64,
+        "arr": pl.Float64,
+        "currency": pl.Utf8,
+        "auto_renew": pl.Boolean,
+        "tier": pl.Utf8,
+        "risk_signal_count": pl.Int64,
+        "renewal_prob": pl.Utf8,
+        "expected_arr": pl.Float64,
+        "risk_reasons": pl.Utf8,
+        "suggested_playbook": pl.Utf8,
+    },
 }
 # Values to mix into generated rows, valid and not, by Polars type (dates also as text).
-STRINGS = [None, "", "x", "USD", "usd", "SIG_OK", "sig_bad", "-lead", "A" * 65, "ACME-001", "risk",
-           "enterprise", "Medium", "red", "scored", "active", "{}", "[]", "{x", HASH, "sha256:00", "ünï", "renewal", "won"]
+STRINGS = [
+    None,
+    "",
+    "x",
+    "USD",
+    "usd",
+    "SIG_OK",
+    "sig_bad",
+    "-lead",
+    "A" * 65,
+    "ACME-001",
+    "risk",
+    "enterprise",
+    "Medium",
+    "red",
+    "scored",
+    "active",
+    "{}",
+    "[]",
+    "{x",
+    HASH,
+    "sha256:00",
+    "ünï",
+    "renewal",
+    "won",
+]
 NUMBERS = {pl.Int64: [None, -1, 0, 1, 100, 101, 5000], pl.Float64: [None, -0.5, 0.0, 0.6, 1.0, 1.5, 99.0, 1e9]}
 DATES = [None, dt.date(2026, 1, 31), dt.date(1, 1, 1)]
 BOOLEANS = [None, True, False]
@@ -139,7 +242,11 @@ def test_agrees_with_jsonschema_on_whole_column_faults(table: str) -> None:
         df.with_columns(pl.lit(7 if df.schema[last] in (pl.Utf8, pl.Date) else "7").alias(last)),  # wrong type
     ]
     for variant in variants:
-        assert {v.row for v in validate_frame(variant, schema, table)} == jsonschema_failing_rows(variant, schema) == {0, 1, 2}
+        assert (
+            {v.row for v in validate_frame(variant, schema, table)}
+            == jsonschema_failing_rows(variant, schema)
+            == {0, 1, 2}
+        )
 
 
 @pytest.mark.parametrize("table", sorted(VALID))
@@ -151,14 +258,30 @@ def test_valid_rows_pass(table: str) -> None:
 # Per table: (field, bad value, expected message fragment). The out-of-range case for
 # customer_signals, which has no numbers, is a code outside the catalog's pattern.
 BREAKS = {
-    "crm_opps": {"missing": "close_date", "wrong_type": ("amount", "12"), "range": ("amount", -0.01, "below the minimum 0"),
-                 "enum": ("stage", "pending")},
-    "account_health": {"missing": "score", "wrong_type": ("score", "87"), "range": ("score", 101, "above the maximum 100"),
-                       "enum": ("tier", "yellow")},
-    "customer_signals": {"missing": "evidence", "wrong_type": ("evidence", 3), "range": ("code", "sig_low", "does not match"),
-                         "enum": ("kind", "churn")},
-    "renewal_forecasts": {"missing": "renewal_prob", "wrong_type": ("days_to_renewal", 1.5),
-                          "range": ("expected_arr", -0.01, "below the minimum 0"), "enum": ("segment", "giant")},
+    "crm_opps": {
+        "missing": "close_date",
+        "wrong_type": ("amount", "12"),
+        "range": ("amount", -0.01, "below the minimum 0"),
+        "enum": ("stage", "pending"),
+    },
+    "account_health": {
+        "missing": "score",
+        "wrong_type": ("score", "87"),
+        "range": ("score", 101, "above the maximum 100"),
+        "enum": ("tier", "yellow"),
+    },
+    "customer_signals": {
+        "missing": "evidence",
+        "wrong_type": ("evidence", 3),
+        "range": ("code", "sig_low", "does not match"),
+        "enum": ("kind", "churn"),
+    },
+    "renewal_forecasts": {
+        "missing": "renewal_prob",
+        "wrong_type": ("days_to_renewal", 1.5),
+        "range": ("expected_arr", -0.01, "below the minimum 0"),
+        "enum": ("segment", "giant"),
+    },
 }
 
 
@@ -201,21 +324,32 @@ def test_each_kind_of_fault_fails_the_row(table: str) -> None:
 )
 def test_renewal_prob_is_canonical_json_of_a_bucket_and_its_probability(renewal_prob: str, valid: bool) -> None:
     schema = load_contract("renewal_forecasts", CONTRACTS)
-    found = validate_frame(frame("renewal_forecasts", [{**VALID["renewal_forecasts"], "renewal_prob": renewal_prob}]), schema, "renewal_forecasts")
+    found = validate_frame(
+        frame("renewal_forecasts", [{**VALID["renewal_forecasts"], "renewal_prob": renewal_prob}]),
+        schema,
+        "renewal_forecasts",
+    )
     assert [v.field for v in found] == ([] if valid else ["renewal_prob"])
 
 
 def test_nullable_field_accepts_null_and_required_field_rejects_it() -> None:
     schema = load_contract("renewal_forecasts", CONTRACTS)
-    rows = [{**VALID["renewal_forecasts"], "csm_owner": None, "tier": None}, {**VALID["renewal_forecasts"], "plan": None}]
+    rows = [
+        {**VALID["renewal_forecasts"], "csm_owner": None, "tier": None},
+        {**VALID["renewal_forecasts"], "plan": None},
+    ]
     found = validate_frame(frame("renewal_forecasts", rows), schema, "renewal_forecasts")
     assert found == [Violation("renewal_forecasts", 1, "plan", "is null but the field is not nullable")]
 
 
 def test_null_fails_an_enum_without_null_even_when_the_type_allows_it() -> None:
     # jsonschema checks type and enum apart: null passes ["string", "null"] but not enum [a, b].
-    schema = {"type": "object", "additionalProperties": False, "required": ["t"],
-              "properties": {"t": {"type": ["string", "null"], "enum": ["a", "b"]}}}
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["t"],
+        "properties": {"t": {"type": ["string", "null"], "enum": ["a", "b"]}},
+    }
     df = pl.DataFrame({"t": ["a", None, "c"]})
     assert [v.row for v in validate_frame(df, schema, "x")] == sorted(jsonschema_failing_rows(df, schema)) == [1, 2]
 
@@ -223,7 +357,11 @@ def test_null_fails_an_enum_without_null_even_when_the_type_allows_it() -> None:
 def test_frame_of_only_unknown_columns_fails_every_row() -> None:
     schema = load_contract("customer_signals", CONTRACTS)
     df = pl.DataFrame({"surplus": [1, 2, 3]})
-    assert {v.row for v in validate_frame(df, schema, "customer_signals")} == jsonschema_failing_rows(df, schema) == {0, 1, 2}
+    assert (
+        {v.row for v in validate_frame(df, schema, "customer_signals")}
+        == jsonschema_failing_rows(df, schema)
+        == {0, 1, 2}
+    )
 
 
 def test_limit_keeps_the_first_violations_in_row_order() -> None:
@@ -239,8 +377,14 @@ def test_unsupported_keyword_is_refused() -> None:
     with pytest.raises(ContractError, match="code: keyword 'maxLength' is not supported"):
         validate_frame(frame("customer_signals", [VALID["customer_signals"]]), schema, "customer_signals")
     with pytest.raises(ContractError, match="format 'email'"):
-        check_supported({"type": "object", "additionalProperties": False,
-                         "properties": {"e": {"type": "string", "format": "email"}}}, "t")
+        check_supported(
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"e": {"type": "string", "format": "email"}},
+            },
+            "t",
+        )
     with pytest.raises(ContractError, match="additionalProperties"):
         check_supported({"type": "object", "properties": {}}, "t")
 

@@ -24,7 +24,10 @@ def test_every_stage_is_an_asset_with_lineage():
         "lake/customer_signals",
         "lake/renewal_forecasts",
         # The input files, external assets (INPUTS.md's entities): the lineage starts there.
-        *(f"inputs/{name}" for name in ("accounts", "contacts", "subs", "usage", "cases", "nps", "invoices", "crm_opps")),
+        *(
+            f"inputs/{name}"
+            for name in ("accounts", "contacts", "subs", "usage", "cases", "nps", "invoices", "crm_opps")
+        ),
     }
     graph = defs.resolve_asset_graph()
 

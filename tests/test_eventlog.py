@@ -52,7 +52,9 @@ def verify(path: Path, seed: bytes = SEED_A) -> eventlog.VerifyResult:
     if seed != SEED_A:  # verifying with another party's public key
         other = path.with_name("other.pub")
         other.write_bytes(
-            key(seed).public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            key(seed)
+            .public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         )
         return eventlog.verify_log(path, other)
     return eventlog.verify_log(path, path.with_name("events.pub"))
@@ -81,7 +83,9 @@ def test_environment_key_wins_as_base64_or_pem(tmp_path: Path, monkeypatch) -> N
     raw = serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
     monkeypatch.setenv("C360_SIGNING_KEY", base64.b64encode(SEED_B).decode())
     assert eventlog.load_or_create_signing_key(key_path).private_bytes(*raw) == SEED_B
-    pem = key(SEED_B).private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    pem = key(SEED_B).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     monkeypatch.setenv("C360_SIGNING_KEY", pem.decode())
     assert eventlog.load_or_create_signing_key(key_path).private_bytes(*raw) == SEED_B
     assert not key_path.exists()  # the environment key never touches the key file
@@ -256,7 +260,9 @@ def test_empty_log_verifies(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     path.touch()
     pub = tmp_path / "events.pub"
-    pub.write_bytes(key().public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    pub.write_bytes(
+        key().public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     assert eventlog.verify_log(path, pub) == eventlog.VerifyResult(True, 0)
 
 
@@ -278,11 +284,29 @@ def test_lineage_takes_the_latest_event_per_asset_and_the_account_partition(tmp_
         event("customer_360", run="r1", inputs={"accounts.csv": "sha256:f1"}, outputs={"view": "sha256:v0"}),
         event("customer_360", run="r2", inputs={"accounts.csv": "sha256:f2"}, outputs=view),
         event("account_health", run="r3", inputs={"customer_360": "sha256:v1"}, outputs={"health.parquet": "sha256:h"}),
-        event("customer_signals", run="r4", inputs={"customer_360": "sha256:v1"}, outputs={"signals.parquet": "sha256:s"}),
-        event("renewal_forecasts", run="r5", inputs={"account_health": "sha256:h", "customer_signals": "sha256:s"},
-              outputs={"renewals.parquet": "sha256:r"}),
-        event("playbook", "ACME-001", run="r6", inputs={"renewal_forecasts": "sha256:r"}, outputs={"ACME-001.json": "sha256:p"}),
-        event("playbook", "OTHER-9", run="r7", inputs={"renewal_forecasts": "sha256:r"}, outputs={"OTHER-9.json": "sha256:o"}),
+        event(
+            "customer_signals", run="r4", inputs={"customer_360": "sha256:v1"}, outputs={"signals.parquet": "sha256:s"}
+        ),
+        event(
+            "renewal_forecasts",
+            run="r5",
+            inputs={"account_health": "sha256:h", "customer_signals": "sha256:s"},
+            outputs={"renewals.parquet": "sha256:r"},
+        ),
+        event(
+            "playbook",
+            "ACME-001",
+            run="r6",
+            inputs={"renewal_forecasts": "sha256:r"},
+            outputs={"ACME-001.json": "sha256:p"},
+        ),
+        event(
+            "playbook",
+            "OTHER-9",
+            run="r7",
+            inputs={"renewal_forecasts": "sha256:r"},
+            outputs={"OTHER-9.json": "sha256:o"},
+        ),
         event("qbr_pack", "ACME-001", run="r8", inputs={"playbook": "sha256:p"}, outputs={"index.md": "sha256:q"}),
         event("lake/account_health", run="r9"),
     ]
@@ -290,8 +314,12 @@ def test_lineage_takes_the_latest_event_per_asset_and_the_account_partition(tmp_
         eventlog.append_event(path, item, key())
     chain = eventlog.lineage(eventlog.read_events(path), "ACME-001")
     assert [(s["asset"], s["run_id"]) for s in chain] == [
-        ("customer_360", "r2"), ("account_health", "r3"), ("customer_signals", "r4"),
-        ("renewal_forecasts", "r5"), ("playbook", "r6"), ("qbr_pack", "r8"),
+        ("customer_360", "r2"),
+        ("account_health", "r3"),
+        ("customer_signals", "r4"),
+        ("renewal_forecasts", "r5"),
+        ("playbook", "r6"),
+        ("qbr_pack", "r8"),
     ]
     assert chain[0]["inputs"] == {"accounts.csv": "sha256:f2"} and chain[0]["upstream"] == {}
     assert chain[1]["upstream"] == {"customer_360": "customer_360"}

@@ -150,7 +150,10 @@ def test_canonical_texts_sorts_fields_at_every_depth_and_prints_what_json_dumps_
     columnar, python = _canonical_column(values, dtype)
     assert columnar == python
     # By hand: keys sorted at both depths, compact separators, text as written (no ASCII escapes).
-    assert columnar[0] == '{"a":"é \\"q\\" \\\\ /\\n\\t","changes":[{"change":"added","on":"2024-01-01"}],"n":null,"ok":true,"z":1.0}'
+    assert (
+        columnar[0]
+        == '{"a":"é \\"q\\" \\\\ /\\n\\t","changes":[{"change":"added","on":"2024-01-01"}],"n":null,"ok":true,"z":1.0}'
+    )
 
 
 @pytest.mark.parametrize("odd", [{"x": 1e-05, "s": "a"}, {"x": 1.0, "s": "bell\x07"}, {"x": float("inf"), "s": "a"}])

@@ -53,8 +53,14 @@ for line in sys.stdin:
 """
 
 # The chain, one command per step; each step's project is the previous one's plus that command.
-OLD = [["c360:load", "--dir", "fixtures/customer"], ["c360:health"], ["c360:signals"], ["c360:renewals"],
-       ["c360:playbook", "--account", "ACME-001"], ["c360:qbr", "--account", "ACME-001"]]
+OLD = [
+    ["c360:load", "--dir", "fixtures/customer"],
+    ["c360:health"],
+    ["c360:signals"],
+    ["c360:renewals"],
+    ["c360:playbook", "--account", "ACME-001"],
+    ["c360:qbr", "--account", "ACME-001"],
+]
 NEW = [["c360:load", "--dir", "new"], *OLD[1:]]  # the same chain on other inputs: every output changes
 
 # (failpoint, index into NEW of the command that hits it).

@@ -77,7 +77,9 @@ def test_files_are_sorted_by_entity_key(base):
 
 def test_usage_windows_are_weekly_aligned_to_as_of_and_within_limits(view):
     usage = view.usage
-    assert usage.select((pl.col("window_end") - pl.col("window_start")).dt.total_days().unique()).to_series().to_list() == [6]
+    assert usage.select(
+        (pl.col("window_end") - pl.col("window_start")).dt.total_days().unique()
+    ).to_series().to_list() == [6]
     ends = usage.select(((pl.lit(AS_OF) - pl.col("window_end")).dt.total_days()).alias("d"))["d"]
     assert ends.min() == 0 and ends.max() == 7 * 12 and (ends % 7 == 0).all()
     assert usage.group_by("account_id").len()["len"].max() == 13
@@ -122,11 +124,15 @@ def test_each_archetype_shows_its_pattern_in_the_data(view):
     over_seat = recent.join(live_seats, on="account_id").filter(pl.col("users") >= pl.col("seats"))
 
     cases = view.cases.filter(pl.col("opened_on") > _days_before(30))
-    spikes = cases.group_by("account_id").agg(
-        n=pl.len(),
-        open_sev1=((pl.col("severity") == 1) & pl.col("closed_on").is_null()).sum(),
-        breaches=pl.col("sla_breached").sum(),
-    ).filter((pl.col("n") >= 4) & (pl.col("open_sev1") >= 1) & (pl.col("breaches") >= 1))
+    spikes = (
+        cases.group_by("account_id")
+        .agg(
+            n=pl.len(),
+            open_sev1=((pl.col("severity") == 1) & pl.col("closed_on").is_null()).sum(),
+            breaches=pl.col("sla_breached").sum(),
+        )
+        .filter((pl.col("n") >= 4) & (pl.col("open_sev1") >= 1) & (pl.col("breaches") >= 1))
+    )
 
     overdue = view.invoices.filter(pl.col("paid_on").is_null() & (pl.col("due_on") < _days_before(14)))
     departed = view.contacts.filter(
@@ -175,7 +181,12 @@ def test_churned_accounts_have_history_before_churn_and_nothing_after(view):
         .filter(~pl.col("live"))
     )
     assert churn.height > 100
-    for table, column in (("usage", "window_end"), ("cases", "opened_on"), ("nps", "responded_on"), ("invoices", "issued_on")):
+    for table, column in (
+        ("usage", "window_end"),
+        ("cases", "opened_on"),
+        ("nps", "responded_on"),
+        ("invoices", "issued_on"),
+    ):
         rows = view.tables[table].join(churn, on="account_id")
         assert rows.height > 0, table
         assert (rows[column] < rows["churned_on"]).all(), table

@@ -39,7 +39,11 @@ def test_every_output_of_a_full_run_has_its_recorded_bytes(project):
         GOLDEN.write_text(json.dumps(actual, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     expected = json.loads(GOLDEN.read_text(encoding="utf-8"))
     changed = sorted(path for path in expected.keys() & actual.keys() if expected[path] != actual[path])
-    assert (changed, sorted(actual.keys() - expected.keys()), sorted(expected.keys() - actual.keys())) == ([], [], []), (
+    assert (changed, sorted(actual.keys() - expected.keys()), sorted(expected.keys() - actual.keys())) == (
+        [],
+        [],
+        [],
+    ), (
         "outputs differ from tests/golden_hashes.json (changed, new, missing); if meant, run "
         f"`{UPDATE}=1 python -m pytest tests/test_golden.py` and commit the file"
     )

@@ -57,7 +57,12 @@ def make_view(as_of: dt.date = AS_OF, **rows: list[dict]) -> Customer360:
 
 
 def account(account_id: str = "A", segment: str = "enterprise") -> dict:
-    return {"account_id": account_id, "name": f"Account {account_id}", "segment": segment, "created_on": dt.date(2020, 1, 1)}
+    return {
+        "account_id": account_id,
+        "name": f"Account {account_id}",
+        "segment": segment,
+        "created_on": dt.date(2020, 1, 1),
+    }
 
 
 def sub(account_id: str = "A", seats: int = 100, arr: float = 100000.0, **kw) -> dict:
@@ -77,7 +82,9 @@ def week(account_id: str, ends_days_ago: int, users: int, features: int = 0, rel
     }  # fmt: skip
 
 
-def case(case_id: str, opened_days_ago: int, severity: int, *, closed_days_ago: int | None = None, sla=False, account_id="A") -> dict:
+def case(
+    case_id: str, opened_days_ago: int, severity: int, *, closed_days_ago: int | None = None, sla=False, account_id="A"
+) -> dict:
     return {
         "case_id": case_id, "account_id": account_id, "opened_on": days_ago(opened_days_ago),
         "closed_on": None if closed_days_ago is None else days_ago(closed_days_ago),
@@ -86,10 +93,17 @@ def case(case_id: str, opened_days_ago: int, severity: int, *, closed_days_ago: 
 
 
 def nps(response_id: str, responded_days_ago: int, score: int, account_id: str = "A") -> dict:
-    return {"response_id": response_id, "account_id": account_id, "responded_on": days_ago(responded_days_ago), "score": score}
+    return {
+        "response_id": response_id,
+        "account_id": account_id,
+        "responded_on": days_ago(responded_days_ago),
+        "score": score,
+    }
 
 
-def invoice(invoice_id: str, due_days_ago: int, amount: float, *, paid_days_ago: int | None = None, credit=None, account_id="A") -> dict:
+def invoice(
+    invoice_id: str, due_days_ago: int, amount: float, *, paid_days_ago: int | None = None, credit=None, account_id="A"
+) -> dict:
     due = days_ago(due_days_ago)
     return {
         "invoice_id": invoice_id, "account_id": account_id, "issued_on": due - dt.timedelta(days=30), "due_on": due,
@@ -124,7 +138,17 @@ def only_row(frame: pl.DataFrame) -> dict:
 
 def test_frame_has_exactly_the_architecture_columns(config):
     frame = score_health(make_view(accounts=[account()], subs=[sub()]), config)
-    expected = ["account_id", "segment", "scorecard", "score", "tier", "status", "status_reason", "lifecycle", "config_hash"]
+    expected = [
+        "account_id",
+        "segment",
+        "scorecard",
+        "score",
+        "tier",
+        "status",
+        "status_reason",
+        "lifecycle",
+        "config_hash",
+    ]
     expected += [f"{c}_{p}" for c in COMPONENTS for p in ("score", "weight", "points", "reason", "evidence")]
     assert frame.columns == expected
     assert frame.schema["score"] == pl.Int64
@@ -164,7 +188,12 @@ def test_adoption_not_available_without_usage_rows_or_seats(config):
     assert no_usage["adoption_reason"].startswith("no usage data")
     no_seats = only_row(
         score_health(
-            make_view(accounts=[account()], subs=[sub(seats=0)], usage=[week("A", 0, 5)], invoices=[invoice("I1", 60, 10.0, paid_days_ago=61)]),
+            make_view(
+                accounts=[account()],
+                subs=[sub(seats=0)],
+                usage=[week("A", 0, 5)],
+                invoices=[invoice("I1", 60, 10.0, paid_days_ago=61)],
+            ),
             config,
         )
     )
@@ -221,7 +250,11 @@ def test_commercial_penalties(config):
     ]
     row = only_row(score_health(make_view(accounts=[account()], subs=subs, invoices=invoices), config))
     evidence = row["commercial_evidence"]
-    assert (evidence["worst_discount_pct"], evidence["max_days_overdue"], evidence["worst_overdue_pct_of_arr"]) == (12.0, 45, 10.0)
+    assert (evidence["worst_discount_pct"], evidence["max_days_overdue"], evidence["worst_overdue_pct_of_arr"]) == (
+        12.0,
+        45,
+        10.0,
+    )
     assert evidence["by_currency"] == [
         {"currency": "USD", "arr": 100000.0, "overdue_amount": 10000.0, "overdue_pct_of_arr": 10.0,
          "credits": 5000.0, "credits_pct_of_arr": 5.0, "discount_pct": 12.0},
@@ -255,10 +288,16 @@ def test_commercial_compares_each_amount_with_arr_in_its_own_currency(config):
     ]  # fmt: skip
     worst = ("worst_overdue_pct_of_arr", "worst_credits_pct_of_arr", "worst_discount_pct")
     assert [evidence[k] for k in worst] == [20.0, 1.0, 30.0]
-    assert (evidence["overdue_amount_penalty"], evidence["credits_penalty"], evidence["discount_penalty"]) == (20.0, 2.0, 13.33)
+    assert (evidence["overdue_amount_penalty"], evidence["credits_penalty"], evidence["discount_penalty"]) == (
+        20.0,
+        2.0,
+        13.33,
+    )
     assert row["commercial_score"] == 49.67
     # Every amount a person reads carries its currency, in the one amount format.
-    line = next(x for x in explain_health(dict(health_records(frame))["A"]).splitlines() if x.startswith("- Commercial"))
+    line = next(
+        x for x in explain_health(dict(health_records(frame))["A"]).splitlines() if x.startswith("- Commercial")
+    )
     assert "by currency [EUR: arr EUR 50,000, credits EUR 0, credits pct of arr 0, discount pct 30, " in line
     assert "overdue amount EUR 10,000, overdue pct of arr 20; USD: arr USD 300,000, credits USD 3,000, " in line
     assert "worst overdue pct of arr 20" in line
@@ -266,7 +305,13 @@ def test_commercial_compares_each_amount_with_arr_in_its_own_currency(config):
 
 def test_an_overdue_amount_in_a_currency_without_arr_counts_as_all_of_it(config):
     # An unpaid GBP invoice from an ended GBP contract, beside live USD ARR: 100% of GBP ARR (0).
-    ended = sub(subscription_id="S0", currency="GBP", status="cancelled", start_date=dt.date(2025, 1, 1), renewal_date=dt.date(2026, 1, 1))
+    ended = sub(
+        subscription_id="S0",
+        currency="GBP",
+        status="cancelled",
+        start_date=dt.date(2025, 1, 1),
+        renewal_date=dt.date(2026, 1, 1),
+    )
     invoices = [{**invoice("I1", 10, 500.0), "currency": "GBP"}]
     row = only_row(score_health(make_view(accounts=[account()], subs=[sub(), ended], invoices=invoices), config))
     evidence = row["commercial_evidence"]
@@ -291,14 +336,16 @@ def test_sentiment_latest_nps_and_trend(config):
     assert row["sentiment_evidence"]["latest_on"] == days_ago(10).isoformat()
     # Latest 5 -> 33.33; earlier 9 -> trend -4 -> -20, capped at -15 -> 18.33.
     falling = [nps("N1", 100, 9), nps("N2", 10, 5)]
-    assert only_row(score_health(make_view(accounts=[account()], subs=[sub()], nps=falling), config))[
-        "sentiment_score"
-    ] == 18.33
+    assert (
+        only_row(score_health(make_view(accounts=[account()], subs=[sub()], nps=falling), config))["sentiment_score"]
+        == 18.33
+    )
     # Same day: the higher response id is the latest (5), so the trend is 5 - 9.
     same_day = [nps("N1", 10, 9), nps("N2", 10, 5)]
-    assert only_row(score_health(make_view(accounts=[account()], subs=[sub()], nps=same_day), config))[
-        "sentiment_score"
-    ] == 18.33
+    assert (
+        only_row(score_health(make_view(accounts=[account()], subs=[sub()], nps=same_day), config))["sentiment_score"]
+        == 18.33
+    )
 
 
 def test_rows_after_as_of_are_ignored(config):
@@ -397,12 +444,23 @@ def test_segment_scorecard_overrides_resolve_segment_then_default(raw_config):
 def test_insufficient_data_has_no_score_or_tier(config):
     # Usage on seats gives adoption and value; 2 < 3 components: no number that looks measured.
     usage = [week("A", d, 50) for d in (0, 7, 14, 21)]
-    row = only_row(score_health(make_view(accounts=[account()], subs=[sub(start_date=days_ago(30))], usage=usage), config))
-    assert (row["score"], row["tier"], row["status"], row["lifecycle"]) == (None, None, "insufficient_data", "onboarding")
+    row = only_row(
+        score_health(make_view(accounts=[account()], subs=[sub(start_date=days_ago(30))], usage=usage), config)
+    )
+    assert (row["score"], row["tier"], row["status"], row["lifecycle"]) == (
+        None,
+        None,
+        "insufficient_data",
+        "onboarding",
+    )
     assert row["status_reason"] == "not enough data yet: 2 of 5 components have data, the scorecard needs 3"
     assert row["adoption_score"] == 50.0  # measured, but not weighted into a score
     assert all(row[f"{c}_weight"] is None and row[f"{c}_points"] is None for c in COMPONENTS)
-    record = dict(health_records(score_health(make_view(accounts=[account()], subs=[sub(start_date=days_ago(30))], usage=usage), config)))["A"]
+    record = dict(
+        health_records(
+            score_health(make_view(accounts=[account()], subs=[sub(start_date=days_ago(30))], usage=usage), config)
+        )
+    )["A"]
     text = explain_health(record)
     assert text.startswith("No health score: not enough data yet: 2 of 5 components have data")
     assert "- Adoption: 50/100, not weighted" in text
@@ -421,7 +479,9 @@ def test_no_cases_say_nothing_until_a_whole_support_window_as_a_customer(config)
     )
     assert support(90) == (100.0, None)
     # A case is data at any tenure: one severity-4 case on 100 seats (0.1 per 10 seats) costs nothing.
-    with_case = make_view(accounts=[account()], subs=[sub(start_date=days_ago(10))], cases=[case("C1", 5, 4, closed_days_ago=4)])
+    with_case = make_view(
+        accounts=[account()], subs=[sub(start_date=days_ago(10))], cases=[case("C1", 5, 4, closed_days_ago=4)]
+    )
     assert only_row(score_health(with_case, config))["support_score"] == 100.0
 
 
@@ -460,7 +520,12 @@ def test_an_account_that_has_not_started_is_not_scored(config):
     later = sub(start_date=dt.date(2026, 10, 1), renewal_date=dt.date(2027, 10, 1))
     for subs in ([], [later]):
         row = only_row(score_health(make_view(accounts=[account()], subs=subs), config))
-        assert (row["score"], row["tier"], row["status"], row["lifecycle"]) == (None, None, "not_started", "not_started")
+        assert (row["score"], row["tier"], row["status"], row["lifecycle"]) == (
+            None,
+            None,
+            "not_started",
+            "not_started",
+        )
 
 
 def test_an_empty_view_gives_an_empty_frame(config):
@@ -514,7 +579,10 @@ def fixture_frame(config):
 
 def test_fixture_scores_and_tiers(fixture_frame):
     # Each computed by hand in fixtures/customer/README.md.
-    got = {r["account_id"]: (r["score"], r["tier"], r["status"], r["scorecard"]) for r in fixture_frame.iter_rows(named=True)}
+    got = {
+        r["account_id"]: (r["score"], r["tier"], r["status"], r["scorecard"])
+        for r in fixture_frame.iter_rows(named=True)
+    }
     assert got == {
         "ACME-001": (68, "amber", "scored", "default"),
         "GLOBEX-002": (100, "green", "scored", "default"),

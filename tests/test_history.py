@@ -24,10 +24,16 @@ CONFIG = REPO / "configs" / "customer" / "health.yaml"
 CONTRACTS = REPO / "contracts" / "schemas"
 
 
-def snapshot(as_of: str, score: int | None, tier: str | None, points: dict[str, float | None], status: str = "scored") -> dict:
+def snapshot(
+    as_of: str, score: int | None, tier: str | None, points: dict[str, float | None], status: str = "scored"
+) -> dict:
     """A row as `lake.score_history` returns it."""
     return {
-        "as_of": dt.date.fromisoformat(as_of), "score": score, "tier": tier, "status": status, "config_hash": "sha256:" + "a" * 64,
+        "as_of": dt.date.fromisoformat(as_of),
+        "score": score,
+        "tier": tier,
+        "status": status,
+        "config_hash": "sha256:" + "a" * 64,
         "components": {c: {"points": p} for c, p in points.items()},
     }
 
@@ -70,7 +76,9 @@ def test_a_snapshot_without_a_score_says_why_and_breaks_the_comparison() -> None
     ]
     trend = history.score_trend(rows)
     assert [(p["score"], p["status"], p["direction"]) for p in trend] == [
-        (None, "insufficient_data", None), (70, "scored", None), (None, "churned", None),
+        (None, "insufficient_data", None),
+        (70, "scored", None),
+        (None, "churned", None),
     ]
     lines = history.render_trend("A", trend)
     assert lines[1].split() == ["2026-08-30", "no", "score:", "insufficient", "data", "first", "snapshot"]
@@ -108,7 +116,12 @@ def test_compare_configs_lists_tier_changes_with_points() -> None:
     changes = history.compare_configs(view, candidate, baseline)
     acme = changes.filter(account_id="ACME-001").row(0, named=True)
     # By hand (docs/customer-360.md): without sentiment, (55x30 + 73.25x15 + 89x20 + 83x20) / 85 = 72.81 -> 73, green.
-    assert (acme["score_before"], acme["tier_before"], acme["score_after"], acme["tier_after"]) == (68, "amber", 73, "green")
+    assert (acme["score_before"], acme["tier_before"], acme["score_after"], acme["tier_after"]) == (
+        68,
+        "amber",
+        73,
+        "green",
+    )
     assert (acme["sentiment_points_before"], acme["sentiment_points_after"]) == (6.0, 0.0)
     assert acme["adoption_points_before"] == 16.5 and acme["adoption_points_after"] == pytest.approx(19.41, abs=0.005)
     assert changes["account_id"].to_list() == sorted(changes["account_id"].to_list())

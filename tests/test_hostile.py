@@ -48,7 +48,11 @@ class LoadedProject:
         env = {**os.environ, "DAGSTER_HOME": str(self.dagster_home), "PYTHONPATH": str(REPO_ROOT)}
         return subprocess.run(
             [sys.executable, "-m", "c360_dagster.console", argv[0], *self.args, *argv[1:]],
-            cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False,
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
         )
 
     def snapshot(self) -> dict[str, bytes]:
@@ -101,7 +105,10 @@ def test_billion_laughs_is_refused_at_once(tmp_path):
     started = time.perf_counter()
     message = config_error(path)
     assert time.perf_counter() - started < 1.0  # expanded, 9**9 items would take minutes
-    assert message == f"CONFIG_INVALID: {path}: line 1: anchors and aliases (&name, *name) are not allowed in a config; write each value out"
+    assert (
+        message
+        == f"CONFIG_INVALID: {path}: line 1: anchors and aliases (&name, *name) are not allowed in a config; write each value out"
+    )
 
 
 def test_an_oversized_config_is_refused_without_being_read(tmp_path, monkeypatch):
@@ -120,7 +127,10 @@ def test_an_oversized_config_is_refused_without_being_read(tmp_path, monkeypatch
         return handle
 
     monkeypatch.setattr(Path, "open", measured_open)
-    assert config_error(path) == f"CONFIG_INVALID: {path}: larger than {MAX_CONFIG_BYTES} bytes; a config is a short YAML file"
+    assert (
+        config_error(path)
+        == f"CONFIG_INVALID: {path}: larger than {MAX_CONFIG_BYTES} bytes; a config is a short YAML file"
+    )
     assert read_sizes == [MAX_CONFIG_BYTES + 1]
 
 
@@ -155,9 +165,14 @@ def test_binary_file_folder_and_unreadable_config_are_config_errors(tmp_path):
 
 def test_a_config_error_never_echoes_the_file(tmp_path):
     secret = tmp_path / "passwd"
-    secret.write_text("root:x:0:0:root:/root:/bin/bash\nsvc:x:999:999:SECRET-TOKEN-123:/srv:/bin/sh\n", encoding="utf-8")
+    secret.write_text(
+        "root:x:0:0:root:/root:/bin/bash\nsvc:x:999:999:SECRET-TOKEN-123:/srv:/bin/sh\n", encoding="utf-8"
+    )
     # YAML folds the two lines into one 31 + 1 + 43 = 75 character text.
-    assert config_error(secret) == f"CONFIG_INVALID: {secret}: (top level): the file holds a text of 75 characters, not a mapping of settings"
+    assert (
+        config_error(secret)
+        == f"CONFIG_INVALID: {secret}: (top level): the file holds a text of 75 characters, not a mapping of settings"
+    )
     message = config_error(with_weight(tmp_path, "SECRET" * 20))
     assert message.endswith(": weights.adoption: a text of 120 characters is not of type 'number'")
     assert config_error(with_weight(tmp_path, "short")).endswith(": weights.adoption: 'short' is not of type 'number'")
@@ -176,6 +191,7 @@ def test_hostile_configs_on_the_command_line_are_one_clean_line(in_loaded, capsy
         assert err.startswith(f"c360: CONFIG_INVALID: {config}: ") and err.count("\n") == 1, err
         assert "root:" not in err
     assert in_loaded.snapshot() == before
+
 
 # --- 9. Text that spoofs -------------------------------------------------------------------
 RLO, PDI, ZWSP, ZWJ, BOM = "\u202e", "\u2069", "\u200b", "\u200d", "\ufeff"
@@ -210,13 +226,19 @@ def test_the_terminal_shows_spoofing_characters_too(monkeypatch, capsys):
             raise ConfigError(f"x.yaml: key {SPOOF}: bad")
         return {"ok": True, "name": SPOOF}
 
-    monkeypatch.setitem(console.COMMANDS, "c360:spoof", console.Command("c360:spoof", "test", lambda p: None, spoofing, lambda r: r["name"] + "\n"))
+    monkeypatch.setitem(
+        console.COMMANDS,
+        "c360:spoof",
+        console.Command("c360:spoof", "test", lambda p: None, spoofing, lambda r: r["name"] + "\n"),
+    )
     assert main(["c360:spoof"]) == 0
     assert capsys.readouterr().out == "Acme<U+200B> Corp <U+202E>gpj.exe<U+2069>\n"
     assert main(["c360:spoof", "--json"]) == 0
     assert '"name": "Acme<U+200B> Corp <U+202E>gpj.exe<U+2069>"' in capsys.readouterr().out
     assert main(["c360:spoof", "--quiet"]) == 2
-    assert capsys.readouterr().err == "c360: CONFIG_INVALID: x.yaml: key Acme<U+200B> Corp <U+202E>gpj.exe<U+2069>: bad\n"
+    assert (
+        capsys.readouterr().err == "c360: CONFIG_INVALID: x.yaml: key Acme<U+200B> Corp <U+202E>gpj.exe<U+2069>: bad\n"
+    )
 
 
 def test_a_spoofing_account_name_is_visible_in_the_playbook_markdown():
@@ -286,7 +308,10 @@ def test_os_faults_name_the_path_and_what_to_do():
     import errno
 
     full = os_fault(OSError(errno.ENOSPC, "No space left on device"), "artifacts")
-    assert full.describe() == "DISK_FULL: writing under artifacts: No space left on device; free some space and run the command again"
+    assert (
+        full.describe()
+        == "DISK_FULL: writing under artifacts: No space left on device; free some space and run the command again"
+    )
     denied = os_fault(PermissionError(errno.EACCES, "Permission denied", "artifacts/lake/c360.duckdb"), "artifacts")
     assert denied.describe() == (
         "PERMISSION_DENIED: artifacts/lake/c360.duckdb: Permission denied; "
@@ -347,11 +372,18 @@ def test_a_full_disk_under_the_lake_is_a_clean_error_and_the_snapshot_is_kept(tm
     from c360_dagster.domain.errors import C360Error
 
     def opps(count: int, name: str) -> pl.DataFrame:
-        return pl.DataFrame({
-            "opp_id": [f"O-{i}" for i in range(count)], "account_id": ["A1"] * count, "name": [name] * count,
-            "type": ["renewal"] * count, "stage": ["open"] * count, "amount": [1.0] * count,
-            "currency": ["USD"] * count, "close_date": [dt.date(2024, 1, 1)] * count,
-        })
+        return pl.DataFrame(
+            {
+                "opp_id": [f"O-{i}" for i in range(count)],
+                "account_id": ["A1"] * count,
+                "name": [name] * count,
+                "type": ["renewal"] * count,
+                "stage": ["open"] * count,
+                "amount": [1.0] * count,
+                "currency": ["USD"] * count,
+                "close_date": [dt.date(2024, 1, 1)] * count,
+            }
+        )
 
     disk = tmp_path / "disk"
     disk.mkdir()
@@ -361,7 +393,13 @@ def test_a_full_disk_under_the_lake_is_a_clean_error_and_the_snapshot_is_kept(tm
         as_of = dt.date(2024, 1, 1)
         assert lake.write_snapshot(db, "crm_opps", opps(2, "small"), as_of, contracts) == 2
         with pytest.raises(C360Error) as caught:  # 20,000 distinct 100-byte names: megabytes
-            lake.write_snapshot(db, "crm_opps", opps(20_000, "x" * 100).with_columns(pl.col("opp_id") + pl.col("name")), as_of, contracts)
+            lake.write_snapshot(
+                db,
+                "crm_opps",
+                opps(20_000, "x" * 100).with_columns(pl.col("opp_id") + pl.col("name")),
+                as_of,
+                contracts,
+            )
         assert caught.value.code == "LAKE_WRITE_FAILED"
         assert str(caught.value).startswith(f"cannot write the lake {db}, nothing written: ")
         assert "No space left on device" in str(caught.value)
@@ -447,7 +485,11 @@ def test_a_field_over_64_kib_in_a_short_line_names_row_and_column(small_dir):
 
 
 def test_a_long_csv_line_names_the_first_over_long_field(small_dir):
-    replace_in(small_dir / "accounts.csv", "BETA-002,Beta LLC,smb,", "BETA-002,Beta LLC,smb," + '"' + "x," * 40_000 + '"' + "y" * 1_100_000)
+    replace_in(
+        small_dir / "accounts.csv",
+        "BETA-002,Beta LLC,smb,",
+        "BETA-002,Beta LLC,smb," + '"' + "x," * 40_000 + '"' + "y" * 1_100_000,
+    )
     assert input_error(small_dir) == (
         "INPUT_INVALID: file accounts.csv, row 2, column industry: expected a value of at most 65536 bytes (64 KiB), got a longer one"
     )
@@ -512,7 +554,10 @@ def test_release_features_may_not_exceed_features_used(small_dir):
 def test_dir_pointing_at_a_file_says_so(tmp_path):
     file = tmp_path / "accounts.csv"
     file.write_text("account_id\n", encoding="utf-8")
-    assert input_error(file) == f"INPUT_INVALID: input folder {file} is a file; give the folder that holds accounts and subs"
+    assert (
+        input_error(file)
+        == f"INPUT_INVALID: input folder {file} is a file; give the folder that holds accounts and subs"
+    )
 
 
 def test_zero_byte_files_bom_and_whitespace_follow_inputs_md(small_dir):
@@ -524,6 +569,11 @@ def test_zero_byte_files_bom_and_whitespace_follow_inputs_md(small_dir):
     view = loader.read_customer_360(small_dir)
     assert view.cases.is_empty() and view.nps.is_empty() and view.accounts.height == 2
     replace_in(small_dir / "subs.csv", ",100,120000.50,", ", 100,120000.50,")  # not trimmed
-    assert input_error(small_dir) == 'INPUT_INVALID: file subs.csv, row 1, column seats: expected an integer, got " 100"'
+    assert (
+        input_error(small_dir) == 'INPUT_INVALID: file subs.csv, row 1, column seats: expected an integer, got " 100"'
+    )
     (small_dir / "subs.csv").write_bytes(b"")  # required: an error
-    assert input_error(small_dir) == "INPUT_INVALID: file subs.csv: the file is empty: expected a header row naming the columns"
+    assert (
+        input_error(small_dir)
+        == "INPUT_INVALID: file subs.csv: the file is empty: expected a header row naming the columns"
+    )

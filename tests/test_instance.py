@@ -37,7 +37,10 @@ def test_concurrent_first_runs_share_one_working_instance(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("DAGSTER_HOME", None)  # the default: the project's own .dagster_home, not there yet
     command = [sys.executable, "-m", "c360_dagster.console", "c360:load", "--quiet"]
-    runs = [subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    runs = [
+        subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
     outcomes = [(run.wait(timeout=300), run.stderr.read().decode()) for run in runs]
     for run in runs:
         run.stdout.close()

@@ -187,7 +187,11 @@ def test_score_history_oldest_first(tmp_path: Path) -> None:
     lake.write_snapshot(db, "account_health", health({"A1": 70}, "aa"), D2, CONTRACTS)
     history = lake.score_history(db, "A1")
     # Oldest first, whatever the order the snapshots were written in.
-    assert [(h["as_of"], h["score"], h["tier"]) for h in history] == [(D1, 80, "green"), (D2, 70, "amber"), (D3, 62, "amber")]
+    assert [(h["as_of"], h["score"], h["tier"]) for h in history] == [
+        (D1, 80, "green"),
+        (D2, 70, "amber"),
+        (D3, 62, "amber"),
+    ]
     assert history[2]["config_hash"] == "sha256:" + "bb" * 32
     assert history[0]["components"] == {"adoption": {"points": 80}}
     assert history[0]["scorecard"] == "default" and history[0]["status"] == "scored"

@@ -55,14 +55,29 @@ def test_ids_are_stable_while_the_condition_goes_on(fired) -> None:
     assert resolved.is_empty()
     # Anchored on the thing itself: the renewing subscription and its date, the overdue invoice.
     renewal = one(second, "ACME-001", "SIG_RENEWAL_SOON")
-    assert (renewal["signal_id"], renewal["status"], renewal["since"]) == (sid("ACME-001|SIG_RENEWAL_SOON|ACME-S1@2026-11-15"), "ongoing", SEP20)
-    assert one(second, "INITECH-003", "SIG_PAYMENT_OVERDUE")["signal_id"] == one(first, "INITECH-003", "SIG_PAYMENT_OVERDUE")["signal_id"]
+    assert (renewal["signal_id"], renewal["status"], renewal["since"]) == (
+        sid("ACME-001|SIG_RENEWAL_SOON|ACME-S1@2026-11-15"),
+        "ongoing",
+        SEP20,
+    )
+    assert (
+        one(second, "INITECH-003", "SIG_PAYMENT_OVERDUE")["signal_id"]
+        == one(first, "INITECH-003", "SIG_PAYMENT_OVERDUE")["signal_id"]
+    )
     # A condition without such a thing is anchored on the first snapshot it fired in.
     slide = one(second, "ACME-001", "SIG_USAGE_SLIDE_4W")
-    assert (slide["signal_id"], slide["status"], slide["since"]) == (sid("ACME-001|SIG_USAGE_SLIDE_4W|2026-09-20"), "ongoing", SEP20)
+    assert (slide["signal_id"], slide["status"], slide["since"]) == (
+        sid("ACME-001|SIG_USAGE_SLIDE_4W|2026-09-20"),
+        "ongoing",
+        SEP20,
+    )
     # SOYLENT-006's invoice became more than 30 days overdue between the two dates.
     soylent = one(second, "SOYLENT-006", "SIG_PAYMENT_OVERDUE")
-    assert (soylent["status"], soylent["since"], soylent["signal_id"]) == ("new", SEP27, sid("SOYLENT-006|SIG_PAYMENT_OVERDUE|INV-SOYLENT-03"))
+    assert (soylent["status"], soylent["since"], soylent["signal_id"]) == (
+        "new",
+        SEP27,
+        sid("SOYLENT-006|SIG_PAYMENT_OVERDUE|INV-SOYLENT-03"),
+    )
     assert second.filter(status="new").height == 1
     assert second.drop("signal_id", "status", "since").equals(fired[SEP27])
 
@@ -76,7 +91,10 @@ def test_gone_signals_are_resolved_and_a_new_change_is_a_new_signal(fired) -> No
         ("SIG_STAKEHOLDER_CHANGE", old, AUG30, AUG30)
     ]
     change = one(second, "ACME-001", "SIG_STAKEHOLDER_CHANGE")
-    assert (change["status"], change["signal_id"]) == ("new", sid("ACME-001|SIG_STAKEHOLDER_CHANGE|2026-09-07 started C-ACME-2"))
+    assert (change["status"], change["signal_id"]) == (
+        "new",
+        sid("ACME-001|SIG_STAKEHOLDER_CHANGE|2026-09-07 started C-ACME-2"),
+    )
     records = lifecycle.resolved_records(resolved)
     assert records["ACME-001"][0]["status"] == "resolved" and records["ACME-001"][0]["last_seen"] == "2026-08-30"
     assert records["ACME-001"][0]["evidence"]["changes"][0]["contact_id"] == "C-ACME-1"
@@ -88,7 +106,11 @@ def test_a_condition_that_comes_back_starts_a_new_run(fired) -> None:
     gap, resolved = lifecycle.track_signals(slide.clear(), before, SEP27, SEP20)
     assert gap.is_empty() and resolved["signal_id"].to_list() == [sid("ACME-001|SIG_USAGE_SLIDE_4W|2026-09-20")]
     again, _ = lifecycle.track_signals(slide, gap, dt.date(2026, 10, 4), SEP27)
-    assert again.select("status", "since", "signal_id").row(0) == ("new", dt.date(2026, 10, 4), sid("ACME-001|SIG_USAGE_SLIDE_4W|2026-10-04"))
+    assert again.select("status", "since", "signal_id").row(0) == (
+        "new",
+        dt.date(2026, 10, 4),
+        sid("ACME-001|SIG_USAGE_SLIDE_4W|2026-10-04"),
+    )
 
 
 def test_previous_snapshot_comes_from_the_lake(tmp_path: Path, fired) -> None:
@@ -100,7 +122,13 @@ def test_previous_snapshot_comes_from_the_lake(tmp_path: Path, fired) -> None:
     lake.write_snapshot(db, "customer_signals", signal_rows(stored), SEP27, CONTRACTS)  # not "before" itself
     result = lifecycle.signal_lifecycle(fired[SEP27], db, SEP27, (), pl.Series(["ACME-001"]))
     assert result.previous_as_of == SEP20
-    assert lifecycle.lifecycle_summary(result) == {"previous_as_of": "2026-09-20", "new": 1, "ongoing": 17, "resolved": 0, "snoozed": 0}
+    assert lifecycle.lifecycle_summary(result) == {
+        "previous_as_of": "2026-09-20",
+        "new": 1,
+        "ongoing": 17,
+        "resolved": 0,
+        "snoozed": 0,
+    }
 
 
 def write_snoozes(tmp_path: Path, text: str) -> Path:
@@ -132,16 +160,23 @@ def test_bad_snoozes_are_config_errors_naming_the_key(tmp_path: Path, text: str,
 
 def test_snoozed_signals_stay_visible_but_do_not_drive_plays_or_risk(tmp_path: Path, view, fired) -> None:
     assert lifecycle.load_snoozes(CONFIGS / "snoozes.yaml") == ()
-    snoozes = lifecycle.load_snoozes(write_snoozes(tmp_path, """- {account: INITECH-003, code: SIG_PAYMENT_OVERDUE, until: 2026-10-31, reason: paid by wire}
+    snoozes = lifecycle.load_snoozes(
+        write_snoozes(
+            tmp_path,
+            """- {account: INITECH-003, code: SIG_PAYMENT_OVERDUE, until: 2026-10-31, reason: paid by wire}
 - {account: INITECH-003, code: SIG_SUPPORT_SPIKE, until: 2026-09-27, reason: outage fixed}
-- {account: WAYNE-009, code: SIG_SUPPORT_SPIKE, until: 2026-09-26, reason: old}"""))
+- {account: WAYNE-009, code: SIG_SUPPORT_SPIKE, until: 2026-09-26, reason: old}""",
+        )
+    )
     tracked, _ = lifecycle.track_signals(fired[SEP27], None, SEP27)
     frame, warnings = lifecycle.apply_snoozes(tracked, snoozes, SEP27, view.accounts["account_id"])
     assert frame.height == fired[SEP27].height  # still visible
     assert one(frame, "INITECH-003", "SIG_PAYMENT_OVERDUE")["snoozed_until"] == dt.date(2026, 10, 31)
     assert one(frame, "INITECH-003", "SIG_SUPPORT_SPIKE")["snooze_reason"] == "outage fixed"  # until as_of: still on
     assert one(frame, "WAYNE-009", "SIG_SUPPORT_SPIKE")["snoozed_until"] is None
-    assert warnings == ("snooze of SIG_SUPPORT_SPIKE for WAYNE-009 (snoozes.2) ended on 2026-09-26, before as_of 2026-09-27: the signal drives plays again",)
+    assert warnings == (
+        "snooze of SIG_SUPPORT_SPIKE for WAYNE-009 (snoozes.2) ended on 2026-09-26, before as_of 2026-09-27: the signal drives plays again",
+    )
     assert lifecycle.driving_signals(frame).filter(account_id="INITECH-003")["code"].to_list() == ["SIG_RENEWAL_SOON"]
 
     # INITECH-003 is red; overdue (2) + spike (1) is "several" -> Low. Both snoozed: none -> Medium.
@@ -151,7 +186,11 @@ def test_snoozed_signals_stay_visible_but_do_not_drive_plays_or_risk(tmp_path: P
     assert (row["bucket"], row["risk_signal_count"], json.loads(row["risk_reasons"])) == ("Medium", 0, [])
     # Not collections: the overdue signal is snoozed; INITECH-S1 renews in 65 days with auto-renew off.
     assert row["suggested_playbook"] == "renewal"
-    baseline = renewals.forecast_renewals(view, scored, fired[SEP27], config).filter(account_id="INITECH-003").row(0, named=True)
+    baseline = (
+        renewals.forecast_renewals(view, scored, fired[SEP27], config)
+        .filter(account_id="INITECH-003")
+        .row(0, named=True)
+    )
     assert (baseline["bucket"], baseline["suggested_playbook"]) == ("Low", "collections")
 
     records = signals.signals_by_account(frame)["INITECH-003"]
@@ -163,6 +202,8 @@ def test_snoozed_signals_stay_visible_but_do_not_drive_plays_or_risk(tmp_path: P
 
 
 def test_snooze_for_an_unknown_account_is_an_error(tmp_path: Path, view, fired) -> None:
-    snoozes = lifecycle.load_snoozes(write_snoozes(tmp_path, "- {account: NOPE-1, code: SIG_SUPPORT_SPIKE, until: 2026-10-31, reason: r}"))
+    snoozes = lifecycle.load_snoozes(
+        write_snoozes(tmp_path, "- {account: NOPE-1, code: SIG_SUPPORT_SPIKE, until: 2026-10-31, reason: r}")
+    )
     with pytest.raises(ConfigError, match=r"snoozes\.0\.account: unknown account 'NOPE-1'"):
         lifecycle.apply_snoozes(fired[SEP27], snoozes, SEP27, view.accounts["account_id"])

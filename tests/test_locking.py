@@ -64,7 +64,8 @@ def run_two_at_once(artifacts: Path, timeout: float, hold: float) -> list[subpro
     workers = [
         subprocess.Popen(
             [sys.executable, "-c", MATERIALIZE, str(artifacts), tag, str(timeout), str(hold)],
-            stderr=subprocess.PIPE, text=True,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for tag in ("P", "Q")
     ]
@@ -170,15 +171,35 @@ def test_crash_mid_write_leaves_lake_log_and_artifacts_intact(tmp_path: Path, mo
     log = tmp_path / "governance" / "events.jsonl"
     summary = tmp_path / "customer" / "summary.md"
     key = Ed25519PrivateKey.from_private_bytes(bytes(32))
-    first = pl.DataFrame({"account_id": ["A1"], "code": ["SIG_X"], "kind": ["risk"], "evidence": ["{}"],
-                          "signal_id": ["0" * 16], "status": ["new"], "since": [AS_OF],
-                          "snoozed_until": pl.Series([None], dtype=pl.Date)})
+    first = pl.DataFrame(
+        {
+            "account_id": ["A1"],
+            "code": ["SIG_X"],
+            "kind": ["risk"],
+            "evidence": ["{}"],
+            "signal_id": ["0" * 16],
+            "status": ["new"],
+            "since": [AS_OF],
+            "snoozed_until": pl.Series([None], dtype=pl.Date),
+        }
+    )
     with locking.project_lock(tmp_path):
         write_text_atomic(summary, "first run\n")
         lake.write_snapshot(db, "customer_signals", first, AS_OF, CONTRACTS)
-        eventlog.append_event(log, {"asset": "lake/customer_signals", "partition": None, "run_id": "r1",
-                                    "as_of": AS_OF.isoformat(), "config_hash": None, "code_version": "1",
-                                    "inputs": {}, "outputs": {}}, key)
+        eventlog.append_event(
+            log,
+            {
+                "asset": "lake/customer_signals",
+                "partition": None,
+                "run_id": "r1",
+                "as_of": AS_OF.isoformat(),
+                "config_hash": None,
+                "code_version": "1",
+                "inputs": {},
+                "outputs": {},
+            },
+            key,
+        )
     log_before = log.read_bytes()
 
     # A crash while writing the artifact: the half-written temp file never replaces it.
@@ -188,7 +209,9 @@ def test_crash_mid_write_leaves_lake_log_and_artifacts_intact(tmp_path: Path, mo
     # A crash inside the lake writer, after its DELETE: the transaction rolls back.
     monkeypatch.setattr(lake, "_insert", lambda *a: (_ for _ in ()).throw(RuntimeError("killed")))
     with pytest.raises(RuntimeError), locking.project_lock(tmp_path):
-        lake.write_snapshot(db, "customer_signals", first.with_columns(pl.lit("B2").alias("account_id")), AS_OF, CONTRACTS)
+        lake.write_snapshot(
+            db, "customer_signals", first.with_columns(pl.lit("B2").alias("account_id")), AS_OF, CONTRACTS
+        )
 
     assert summary.read_text() == "first run\n"
     assert sorted(p.name for p in summary.parent.iterdir()) == ["summary.md"]  # no temp files left

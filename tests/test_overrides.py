@@ -42,7 +42,12 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def entry(account: str, expires_on: str = "2026-12-31", **fields) -> overrides.Override:
     return overrides.Override(
-        "overrides.0", account, fields.get("tier"), fields.get("score"), "sponsor confirmed", "Dana",
+        "overrides.0",
+        account,
+        fields.get("tier"),
+        fields.get("score"),
+        "sponsor confirmed",
+        "Dana",
         dt.date.fromisoformat(expires_on),
     )
 
@@ -53,12 +58,17 @@ def apply(computed, *entries: overrides.Override):
 
 def test_default_file_is_empty_and_entries_load(tmp_path: Path) -> None:
     assert overrides.load_overrides(CONFIGS / "overrides.yaml") == ()
-    path = write(tmp_path, """overrides:
+    path = write(
+        tmp_path,
+        """overrides:
   - {account: ACME-001, tier: red, reason: champion gone, author: Dana, expires_on: 2026-12-31}
   - {account: PIPE-004, score: 80, reason: "pilot won", author: Lee, expires_on: "2027-01-15"}
-""")
+""",
+    )
     loaded = overrides.load_overrides(path)
-    assert loaded[0] == overrides.Override("overrides.0", "ACME-001", "red", None, "champion gone", "Dana", dt.date(2026, 12, 31))
+    assert loaded[0] == overrides.Override(
+        "overrides.0", "ACME-001", "red", None, "champion gone", "Dana", dt.date(2026, 12, 31)
+    )
     assert (loaded[1].tier, loaded[1].score, loaded[1].expires_on) == (None, 80, dt.date(2027, 1, 15))
 
 
@@ -67,11 +77,20 @@ def test_default_file_is_empty_and_entries_load(tmp_path: Path) -> None:
     [
         ("- {account: A, tier: red, author: D, expires_on: 2026-12-31}", r"overrides\.0\.reason: missing required key"),
         ("- {account: A, tier: red, reason: r, author: D}", r"overrides\.0\.expires_on: missing required key"),
-        ("- {account: A, reason: r, author: D, expires_on: 2026-12-31}", r"overrides\.0: needs a tier, a score or both"),
+        (
+            "- {account: A, reason: r, author: D, expires_on: 2026-12-31}",
+            r"overrides\.0: needs a tier, a score or both",
+        ),
         ("- {account: A, tier: pink, reason: r, author: D, expires_on: 2026-12-31}", r"overrides\.0\.tier"),
         ("- {account: A, score: 101, reason: r, author: D, expires_on: 2026-12-31}", r"overrides\.0\.score"),
-        ("- {account: A, tier: red, reason: r, author: D, expires_on: soon}", r"overrides\.0\.expires_on: expected a date"),
-        ("- {account: A, tier: red, reason: r, author: D, expires_on: 2026-12-31, by: x}", r"overrides\.0\.by: unknown key"),
+        (
+            "- {account: A, tier: red, reason: r, author: D, expires_on: soon}",
+            r"overrides\.0\.expires_on: expected a date",
+        ),
+        (
+            "- {account: A, tier: red, reason: r, author: D, expires_on: 2026-12-31, by: x}",
+            r"overrides\.0\.by: unknown key",
+        ),
         (
             (
                 "- {account: A, tier: red, reason: r, author: D, expires_on: 2026-12-31}\n"
@@ -99,8 +118,14 @@ def test_tier_override_keeps_the_computed_values_beside_it(computed) -> None:
     cols = outcome.frame.columns
     assert cols[cols.index("config_hash") + 1 : cols.index("config_hash") + 6] == list(overrides.OVERRIDE_COLUMNS)
     assert outcome.applied == (
-        {"account": "ACME-001", "computed": {"score": 68, "tier": "amber"}, "overridden": {"score": 68, "tier": "red"},
-         "reason": "sponsor confirmed", "author": "Dana", "expires_on": "2026-12-31"},
+        {
+            "account": "ACME-001",
+            "computed": {"score": 68, "tier": "amber"},
+            "overridden": {"score": 68, "tier": "red"},
+            "reason": "sponsor confirmed",
+            "author": "Dana",
+            "expires_on": "2026-12-31",
+        },
     )
     assert outcome.warnings == ()
 
@@ -115,7 +140,12 @@ def test_score_only_override_takes_its_tier_and_expired_ones_are_ignored(compute
         "override of INITECH-003 (overrides.0) expired on 2026-09-26, before as_of 2026-09-27: ignored",
     )
     # Expiring on as_of itself still applies (the last day it applies).
-    assert apply(computed, entry("INITECH-003", "2026-09-27", tier="green")).frame.filter(account_id="INITECH-003")["tier"].item() == "green"
+    assert (
+        apply(computed, entry("INITECH-003", "2026-09-27", tier="green"))
+        .frame.filter(account_id="INITECH-003")["tier"]
+        .item()
+        == "green"
+    )
 
 
 def test_unknown_account_is_a_clear_error(computed) -> None:
@@ -152,15 +182,20 @@ def test_renewals_and_playbooks_use_the_overridden_tier_and_say_so(view, compute
     assert (forecast["tier"], forecast["bucket"], forecast["risk_signal_count"]) == ("green", "High", 1)
     reasons = json.loads(forecast["risk_reasons"])
     assert reasons[0] == {
-        "code": "TIER_OVERRIDE", "text": "Tier overridden from amber to green by Dana: sponsor confirmed, until 2026-12-31",
+        "code": "TIER_OVERRIDE",
+        "text": "Tier overridden from amber to green by Dana: sponsor confirmed, until 2026-12-31",
     }
     assert [r["code"] for r in reasons[1:]] == ["SIG_FEATURE_ADOPTION_LOW"]
-    untouched = renewals.forecast_renewals(view, computed, fired, config).filter(account_id="PIPE-004").row(0, named=True)
+    untouched = (
+        renewals.forecast_renewals(view, computed, fired, config).filter(account_id="PIPE-004").row(0, named=True)
+    )
     assert untouched["bucket"] == "Medium" and "TIER_OVERRIDE" not in untouched["risk_reasons"]
 
     record = dict(health.health_records(frame))["PIPE-004"]
     account = view.accounts.filter(account_id="PIPE-004").row(0, named=True)
-    plan = playbooks.build_playbook(account, record, [], [], playbooks.load_playbook_library(CONFIGS / "playbooks.yaml"), AS_OF)
+    plan = playbooks.build_playbook(
+        account, record, [], [], playbooks.load_playbook_library(CONFIGS / "playbooks.yaml"), AS_OF
+    )
     assert plan.tier == "green"
     assert "Tier overridden from amber to green by Dana: sponsor confirmed, until 2026-12-31." in plan.summary
 
@@ -169,9 +204,13 @@ def test_accounts_without_a_score_cannot_be_overridden(computed) -> None:
     # OLDCO-012 churned and NEWCO-011 has too little data: a person's tier cannot stand in for
     # a customer who is not there or not yet measured; the override is ignored and said so.
     outcome = apply(computed, entry("OLDCO-012", tier="green"), entry("NEWCO-011", score=90))
-    rows = {r["account_id"]: r for r in outcome.frame.filter(pl.col("account_id").is_in(["OLDCO-012", "NEWCO-011"])).iter_rows(named=True)}
+    rows = {
+        r["account_id"]: r
+        for r in outcome.frame.filter(pl.col("account_id").is_in(["OLDCO-012", "NEWCO-011"])).iter_rows(named=True)
+    }
     assert [(rows[a]["score"], rows[a]["tier"], rows[a]["override_author"]) for a in ("OLDCO-012", "NEWCO-011")] == [
-        (None, None, None), (None, None, None)
+        (None, None, None),
+        (None, None, None),
     ]
     assert outcome.applied == ()
     assert outcome.warnings == (

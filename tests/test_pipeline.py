@@ -17,9 +17,7 @@ def _outputs(artifacts: Path) -> dict[str, bytes]:
     return {
         str(path.relative_to(artifacts)): path.read_bytes()
         for path in sorted(artifacts.rglob("*"))
-        if path.is_file()
-        and path.relative_to(artifacts).parts[0] not in RUN_SPECIFIC
-        and not path.name.startswith(".")
+        if path.is_file() and path.relative_to(artifacts).parts[0] not in RUN_SPECIFIC and not path.name.startswith(".")
     }
 
 

@@ -29,8 +29,13 @@ from c360_dagster.domain.text import close_matches, md_cell, md_text, safe_filen
 LIBRARY_PATH = Path(__file__).resolve().parents[1] / "configs" / "customer" / "playbooks.yaml"
 AS_OF = dt.date(2024, 1, 1)
 CODES = (
-    "SIG_USAGE_SLIDE_4W", "SIG_SUPPORT_SPIKE", "SIG_PAYMENT_OVERDUE", "SIG_FEATURE_ADOPTION_LOW",
-    "SIG_STAKEHOLDER_CHANGE", "SIG_RENEWAL_SOON", "SIG_EXPANSION_TRAIL",
+    "SIG_USAGE_SLIDE_4W",
+    "SIG_SUPPORT_SPIKE",
+    "SIG_PAYMENT_OVERDUE",
+    "SIG_FEATURE_ADOPTION_LOW",
+    "SIG_STAKEHOLDER_CHANGE",
+    "SIG_RENEWAL_SOON",
+    "SIG_EXPANSION_TRAIL",
 )
 
 
@@ -41,8 +46,16 @@ def library():
 
 def test_library_covers_the_required_sops(library):
     assert set(library.playbooks) == {
-        "outreach_cadence", "stakeholder_mapping", "adoption_plan", "training_bundle",
-        "exec_sponsor_ask", "collections", "support_recovery", "expansion", "light_touch", "renewal",
+        "outreach_cadence",
+        "stakeholder_mapping",
+        "adoption_plan",
+        "training_bundle",
+        "exec_sponsor_ask",
+        "collections",
+        "support_recovery",
+        "expansion",
+        "light_touch",
+        "renewal",
     }
     for playbook in library.playbooks.values():
         assert playbook.steps and playbook.kpis and playbook.checkpoints and playbook.risks
@@ -53,15 +66,22 @@ RACI = {
     ("collections", 0): ("Finance (AR)", "CS Manager", ("CSM",), ("Account Executive",)),
     ("collections", 2): ("Account Executive", "VP Customer Success", ("Finance (AR)", "CSM"), ("CS Manager",)),
     ("exec_sponsor_ask", 2): (
-        "VP Customer Success", "VP Customer Success",
-        ("CSM", "Account Executive", "Customer Exec Sponsor"), ("CS Manager",),
+        "VP Customer Success",
+        "VP Customer Success",
+        ("CSM", "Account Executive", "Customer Exec Sponsor"),
+        ("CS Manager",),
     ),
     ("support_recovery", 0): ("Support Lead", "CS Manager", ("CSM",), ("Account Executive",)),
     ("stakeholder_mapping", 0): ("CSM", "CS Manager", ("Account Executive",), ()),
     ("adoption_plan", 1): ("CSM", "CS Manager", ("Customer Champion",), ("Account Executive",)),
     ("training_bundle", 1): ("Enablement", "CS Manager", ("CSM", "Customer Admin"), ("Customer Champion",)),
     ("outreach_cadence", 2): ("CS Manager", "VP Customer Success", ("CSM",), ("Account Executive",)),
-    ("expansion", 2): ("Account Executive", "VP Customer Success", ("CSM", "Solutions Engineer"), ("Customer Exec Sponsor",)),
+    ("expansion", 2): (
+        "Account Executive",
+        "VP Customer Success",
+        ("CSM", "Solutions Engineer"),
+        ("Customer Exec Sponsor",),
+    ),
     ("light_touch", 0): ("CSM", "CS Manager", (), ("Account Executive",)),
     ("renewal", 1): ("Account Executive", "VP Customer Success", ("CSM", "Customer Exec Sponsor"), ("CS Manager",)),
 }
@@ -70,8 +90,12 @@ RACI = {
 @pytest.mark.parametrize(("playbook_id", "index"), sorted(RACI))
 def test_raci_content_per_playbook(library, playbook_id, index):
     result = build_playbook(
-        {"account_id": "A1", "name": "Acme"}, health_record("amber", 55), [], [],
-        _forced(library, playbook_id), AS_OF,
+        {"account_id": "A1", "name": "Acme"},
+        health_record("amber", 55),
+        [],
+        [],
+        _forced(library, playbook_id),
+        AS_OF,
     )
     step = library.playbooks[playbook_id].steps[index]
     entry = next(e for e in result.raci if e.step == step.title)
@@ -97,7 +121,14 @@ def _forced(library, playbook_id):
         (
             "red",
             ["SIG_USAGE_SLIDE_4W", "SIG_STAKEHOLDER_CHANGE", "SIG_SUPPORT_SPIKE", "SIG_PAYMENT_OVERDUE"],
-            ["collections", "exec_sponsor_ask", "support_recovery", "stakeholder_mapping", "adoption_plan", "outreach_cadence"],
+            [
+                "collections",
+                "exec_sponsor_ask",
+                "support_recovery",
+                "stakeholder_mapping",
+                "adoption_plan",
+                "outreach_cadence",
+            ],
         ),
         ("green", ["SIG_PAYMENT_OVERDUE"], ["collections"]),
         (None, ["SIG_SUPPORT_SPIKE"], ["support_recovery"]),  # unscored: tier rules never match
@@ -111,7 +142,10 @@ def test_a_due_renewal_adds_the_renewal_play_after_collections(library):
     assert select_playbooks("amber", [], library, renewal_due=True) == ["renewal", "outreach_cadence"]
     assert select_playbooks("green", [], library, renewal_due=True) == ["renewal"]
     assert select_playbooks("red", ["SIG_PAYMENT_OVERDUE"], library, renewal_due=True) == [
-        "collections", "renewal", "exec_sponsor_ask", "outreach_cadence",
+        "collections",
+        "renewal",
+        "exec_sponsor_ask",
+        "outreach_cadence",
     ]
 
 
@@ -170,9 +204,17 @@ def test_steps_are_dated_from_as_of_and_ordered_by_due_date(library):
     # collections 2,5,10,21; exec 3,7,21,24; outreach 7,10,30 from Monday 2024-01-01 → sorted,
     # ties in priority order; +5 is Saturday 2024-01-06, due the Monday after (+7).
     assert [(s.playbook, (s.due_date - AS_OF).days) for s in result.steps] == [
-        ("collections", 2), ("exec_sponsor_ask", 3), ("collections", 7), ("exec_sponsor_ask", 7),
-        ("outreach_cadence", 7), ("collections", 10), ("outreach_cadence", 10), ("collections", 21),
-        ("exec_sponsor_ask", 21), ("exec_sponsor_ask", 24), ("outreach_cadence", 30),
+        ("collections", 2),
+        ("exec_sponsor_ask", 3),
+        ("collections", 7),
+        ("exec_sponsor_ask", 7),
+        ("outreach_cadence", 7),
+        ("collections", 10),
+        ("outreach_cadence", 10),
+        ("collections", 21),
+        ("exec_sponsor_ask", 21),
+        ("exec_sponsor_ask", 24),
+        ("outreach_cadence", 30),
     ]
     assert [e.step for e in result.raci] == [s.title for s in result.steps]
     assert all(s.due_date.weekday() < 5 for s in result.steps)
@@ -201,8 +243,13 @@ ACME_CONTACTS = [
     {"name": "Robin Park", "role": "admin", "started_on": dt.date(2023, 1, 10), "ended_on": None},
 ]
 ACME_RENEWAL = {  # 49 days out, forecast Low, auto-renew off
-    "subscription_id": "ACME-S1", "product": "Platform", "renewal_date": dt.date(2026, 11, 15),
-    "arr": 240000.0, "currency": "USD", "bucket": "Low", "auto_renew": False,
+    "subscription_id": "ACME-S1",
+    "product": "Platform",
+    "renewal_date": dt.date(2026, 11, 15),
+    "arr": 240000.0,
+    "currency": "USD",
+    "bucket": "Low",
+    "auto_renew": False,
 }
 SEP27 = dt.date(2026, 9, 27)
 
@@ -223,7 +270,9 @@ def test_a_step_the_data_shows_as_done_is_left_out_and_listed_as_done(library):
     ]
     assert not any("New champion named" in c.what for c in plan.checkpoints)
     text = render_playbook_markdown(plan)
-    assert "## Already done" in text and "- Identify and enable a new champion (stakeholder\\_mapping): Sam Ortiz" in text
+    assert (
+        "## Already done" in text and "- Identify and enable a new champion (stakeholder\\_mapping): Sam Ortiz" in text
+    )
     # A champion who started long ago is not new: the step stays open.
     old = [{**c, "started_on": dt.date(2025, 1, 1)} if c["name"] == "Sam Ortiz" else c for c in ACME_CONTACTS]
     assert "Identify and enable a new champion" in [s.title for s in acme_plan(library, contacts=old).steps]
@@ -249,13 +298,20 @@ def test_owners_are_the_people_the_data_names(library):
     plan = acme_plan(library)
     owners = {s.title: s.owner for s in plan.steps}
     assert owners["Map current contacts by role, influence and sentiment"] == "Dana Reyes (CSM)"
-    assert owners["Confirm the renewal date, scope and decision process with the customer's sponsor"] == "Account Executive"
+    assert (
+        owners["Confirm the renewal date, scope and decision process with the customer's sponsor"]
+        == "Account Executive"
+    )
     raci = {e.step: e for e in plan.raci}
     assert raci["Confirm the renewal date, scope and decision process with the customer's sponsor"].consulted == (
-        "Dana Reyes (CSM)", "Alex Kim (Customer Exec Sponsor)",
+        "Dana Reyes (CSM)",
+        "Alex Kim (Customer Exec Sponsor)",
     )
     # The current champion, not the one who left.
-    assert "Sam Ortiz (Customer Champion)" in raci["Agree an adoption plan with per-team targets with the champion"].consulted
+    assert (
+        "Sam Ortiz (Customer Champion)"
+        in raci["Agree an adoption plan with per-team targets with the champion"].consulted
+    )
     assert all(s.owner_role in library_roles(library) for s in plan.steps)
     unnamed = build_playbook({"account_id": "A1", "name": "Acme"}, GREEN, [], [], library, AS_OF)
     assert {s.owner for s in unnamed.steps} == {"CSM"}
@@ -269,7 +325,9 @@ def test_kpis_take_current_values_from_health_and_first_play_sets_shared_targets
     health = health_record(
         "red", 31, commercial={"score": 85.0, "evidence": {"max_days_overdue": 45, "overdue_amount": 10.0}}
     )
-    result = build_playbook({"account_id": "A1", "name": "Acme"}, health, [{"code": "SIG_PAYMENT_OVERDUE"}], [], library, AS_OF)
+    result = build_playbook(
+        {"account_id": "A1", "name": "Acme"}, health, [{"code": "SIG_PAYMENT_OVERDUE"}], [], library, AS_OF
+    )
     kpis = [(k.metric, k.current, k.target, k.status) for k in result.kpis]
     # 45 days > 0: not met; commercial 85 ≥ 80: met; score from exec_sponsor_ask (60), not outreach (70).
     assert kpis == [
@@ -278,23 +336,49 @@ def test_kpis_take_current_values_from_health_and_first_play_sets_shared_targets
         ("score", 31.0, 60.0, "not met"),
     ]
     missing = build_playbook(
-        {"account_id": "A1", "name": "Acme"}, health_record("green", None), [{"code": "SIG_EXPANSION_TRAIL"}], [], library, AS_OF
+        {"account_id": "A1", "name": "Acme"},
+        health_record("green", None),
+        [{"code": "SIG_EXPANSION_TRAIL"}],
+        [],
+        library,
+        AS_OF,
     )
     assert [(k.metric, k.current, k.status) for k in missing.kpis] == [
         ("components.adoption.evidence.utilisation_pct", None, "no data")
     ]
-    green = build_playbook({"account_id": "A1", "name": "Acme"}, GREEN, [{"code": "SIG_EXPANSION_TRAIL"}], [], library, AS_OF)
+    green = build_playbook(
+        {"account_id": "A1", "name": "Acme"}, GREEN, [{"code": "SIG_EXPANSION_TRAIL"}], [], library, AS_OF
+    )
     assert [(k.current, k.status) for k in green.kpis] == [(75.5, "not met")]  # 75.5 < 90
 
 
 def test_renewals_become_checkpoints_and_enter_the_summary(library):
     renewals = [
-        {"subscription_id": "S2", "product": "Core", "renewal_date": "2024-03-01", "arr": 1000.0, "currency": "USD", "bucket": "Low"},
-        {"subscription_id": "S1", "product": "Add-on", "renewal_date": dt.date(2024, 2, 1), "arr": 500.0, "currency": "USD", "bucket": "Low"},
+        {
+            "subscription_id": "S2",
+            "product": "Core",
+            "renewal_date": "2024-03-01",
+            "arr": 1000.0,
+            "currency": "USD",
+            "bucket": "Low",
+        },
+        {
+            "subscription_id": "S1",
+            "product": "Add-on",
+            "renewal_date": dt.date(2024, 2, 1),
+            "arr": 500.0,
+            "currency": "USD",
+            "bucket": "Low",
+        },
     ]
     result = build_playbook({"account_id": "A1", "name": "Acme"}, GREEN, [], renewals, library, AS_OF)
-    assert (dt.date(2024, 2, 1), "Renewal of Add-on (S1), forecast Low") in [(c.date, c.what) for c in result.checkpoints]
-    assert "2 subscriptions renew in the forecast window, the first on 2024-02-01 (ARR USD 1,500; forecast Low)" in result.summary
+    assert (dt.date(2024, 2, 1), "Renewal of Add-on (S1), forecast Low") in [
+        (c.date, c.what) for c in result.checkpoints
+    ]
+    assert (
+        "2 subscriptions renew in the forecast window, the first on 2024-02-01 (ARR USD 1,500; forecast Low)"
+        in result.summary
+    )
 
 
 HOSTILE = "Evil | Corp\n# <script>alert(1)</script>"
@@ -302,8 +386,14 @@ HOSTILE = "Evil | Corp\n# <script>alert(1)</script>"
 
 def hostile_plan(library):
     renewals = [
-        {"subscription_id": "S1", "product": "=HYPERLINK(\"http://x\")", "renewal_date": "2024-02-01",
-         "arr": 10.0, "currency": "USD", "bucket": "Low"},
+        {
+            "subscription_id": "S1",
+            "product": '=HYPERLINK("http://x")',
+            "renewal_date": "2024-02-01",
+            "arr": 10.0,
+            "currency": "USD",
+            "bucket": "Low",
+        },
     ]
     return build_playbook({"account_id": "A1", "name": HOSTILE}, GREEN, [], renewals, library, AS_OF)
 
@@ -322,8 +412,11 @@ def test_markdown_and_json_are_byte_identical_on_rerun(library):
     assert json.dumps(first.to_dict(), sort_keys=True) == json.dumps(again.to_dict(), sort_keys=True)
     # Its Low renewal 31 days out picks the renewal play.
     assert first.to_dict()["steps"][0] == {
-        "playbook": "renewal", "title": "Review the renewal's risks, open invoices and terms with the account team",
-        "owner_role": "CSM", "owner": "CSM", "due_date": "2024-01-03",
+        "playbook": "renewal",
+        "title": "Review the renewal's risks, open invoices and terms with the account team",
+        "owner_role": "CSM",
+        "owner": "CSM",
+        "due_date": "2024-01-03",
     }
 
 
@@ -370,7 +463,10 @@ def write_library(tmp_path: Path, edit) -> Path:
         (lambda r: r["people"].update(CSM={"contact_role": "boss"}), "people.CSM"),
         (lambda r: r["selection"]["renewal_due"].update(buckets=["Doubtful"]), "selection.renewal_due.buckets.0"),
         (lambda r: r["selection"]["rules"][1].update(renewal_due=False), "selection.rules.1.renewal_due"),
-        (lambda r: r["playbooks"][3]["steps"][2].update(done_when={"new_contact": "boss"}), "playbooks.3.steps.2.done_when.new_contact"),
+        (
+            lambda r: r["playbooks"][3]["steps"][2].update(done_when={"new_contact": "boss"}),
+            "playbooks.3.steps.2.done_when.new_contact",
+        ),
     ],
 )
 def test_library_errors_name_the_key(tmp_path, edit, key):
@@ -385,7 +481,9 @@ def test_a_hostile_csm_name_stays_one_visible_table_cell(library):
 
 
 def acme_plan_for(library, account):
-    return build_playbook(account, health_record("amber", 68), [], [ACME_RENEWAL], library, SEP27, contacts=ACME_CONTACTS)
+    return build_playbook(
+        account, health_record("amber", 68), [], [ACME_RENEWAL], library, SEP27, contacts=ACME_CONTACTS
+    )
 
 
 def test_renewal_play_dates_stay_before_the_renewal(library):

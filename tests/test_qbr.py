@@ -65,7 +65,9 @@ def _view() -> Customer360:
     return Customer360(
         as_of=AS_OF,
         tables={
-            "accounts": _table("accounts", [("ACME-001", HOSTILE, "enterprise", None, "NA", "Sam Owner", D(2020, 1, 1))]),
+            "accounts": _table(
+                "accounts", [("ACME-001", HOSTILE, "enterprise", None, "NA", "Sam Owner", D(2020, 1, 1))]
+            ),
             "contacts": _table(
                 "contacts",
                 [
@@ -76,9 +78,48 @@ def _view() -> Customer360:
             "subs": _table(
                 "subs",
                 [
-                    ("S1", "ACME-001", FORMULA, "growth", 50, 12000.0, "USD", D(2023, 7, 1), D(2024, 7, 1), "active", True, None),
-                    ("S2", "ACME-001", "Addon", "starter", 10, 2400.0, "USD", D(2024, 6, 10), D(2025, 6, 10), "active", False, None),
-                    ("S3", "ACME-001", "Old", "starter", 99, 100.0, "USD", D(2022, 1, 1), D(2023, 1, 1), "churned", False, None),
+                    (
+                        "S1",
+                        "ACME-001",
+                        FORMULA,
+                        "growth",
+                        50,
+                        12000.0,
+                        "USD",
+                        D(2023, 7, 1),
+                        D(2024, 7, 1),
+                        "active",
+                        True,
+                        None,
+                    ),
+                    (
+                        "S2",
+                        "ACME-001",
+                        "Addon",
+                        "starter",
+                        10,
+                        2400.0,
+                        "USD",
+                        D(2024, 6, 10),
+                        D(2025, 6, 10),
+                        "active",
+                        False,
+                        None,
+                    ),
+                    (
+                        "S3",
+                        "ACME-001",
+                        "Old",
+                        "starter",
+                        99,
+                        100.0,
+                        "USD",
+                        D(2022, 1, 1),
+                        D(2023, 1, 1),
+                        "churned",
+                        False,
+                        None,
+                    ),
                 ],
             ),
             "usage": _table(
@@ -114,13 +155,21 @@ def _view() -> Customer360:
 
 def _component(score, weight, points, evidence=None, reason=None):
     return {
-        "score": score, "weight": weight, "points": points, "available": score is not None,
-        "reason": reason, "evidence": evidence or {},
+        "score": score,
+        "weight": weight,
+        "points": points,
+        "available": score is not None,
+        "reason": reason,
+        "evidence": evidence or {},
     }
 
 
 HEALTH = {
-    "score": 42, "total": 100, "tier": "red", "status": "scored", "scorecard": "enterprise",
+    "score": 42,
+    "total": 100,
+    "tier": "red",
+    "status": "scored",
+    "scorecard": "enterprise",
     "components": {
         "adoption": _component(55.0, 0.3, 16.5, {"active_ratio": 0.5}),
         "value": _component(40.0, 0.2, 8.0),
@@ -133,31 +182,63 @@ SIGNALS = [
     {"code": "SIG_USAGE_SLIDE_4W", "kind": "risk", "evidence": '{"drop_pct":25.0}'},
     {"code": "SIG_EXPANSION_TRAIL", "kind": "expansion", "evidence": {"note": HOSTILE}},
     {
-        "code": "SIG_STAKEHOLDER_CHANGE", "kind": "risk",
+        "code": "SIG_STAKEHOLDER_CHANGE",
+        "kind": "risk",
         "evidence": {"changes": [{"change": "left", "contact_id": "C1", "on": "2024-05-01", "role": "champion"}]},
     },
 ]
 RENEWALS = [
     {
-        "subscription_id": "S1", "account_id": "ACME-001", "account_name": HOSTILE, "segment": "enterprise",
-        "csm_owner": "Sam Owner", "product": FORMULA, "plan": "growth", "renewal_date": D(2024, 7, 1),
-        "days_to_renewal": 1, "arr": 12000.0, "currency": "USD", "tier": "red", "risk_signal_count": 1,
-        "bucket": "Low", "probability": 0.35, "expected_arr": 4200.0,
-        "risk_reasons": '[{"code":"SIG_USAGE_SLIDE_4W","text":"usage fell 25%"}]', "suggested_playbook": "save",
+        "subscription_id": "S1",
+        "account_id": "ACME-001",
+        "account_name": HOSTILE,
+        "segment": "enterprise",
+        "csm_owner": "Sam Owner",
+        "product": FORMULA,
+        "plan": "growth",
+        "renewal_date": D(2024, 7, 1),
+        "days_to_renewal": 1,
+        "arr": 12000.0,
+        "currency": "USD",
+        "tier": "red",
+        "risk_signal_count": 1,
+        "bucket": "Low",
+        "probability": 0.35,
+        "expected_arr": 4200.0,
+        "risk_reasons": '[{"code":"SIG_USAGE_SLIDE_4W","text":"usage fell 25%"}]',
+        "suggested_playbook": "save",
     }
 ]
 PLAYBOOK = {
-    "account_id": "ACME-001", "account_name": HOSTILE, "tier": "red", "plays": ["save"],
+    "account_id": "ACME-001",
+    "account_name": HOSTILE,
+    "tier": "red",
+    "plays": ["save"],
     "summary": "Save the account.",
     "steps": [
         {"playbook": "save", "title": "Exec call\nwith | sponsor", "owner_role": "csm", "due_date": "2024-07-07"},
         {"playbook": "save", "title": "Year-end review", "owner_role": "csm", "due_date": "2024-12-31"},
     ],
-    "kpis": [{"name": "Adoption", "metric": "x", "current": 55.0, "target": 70.0, "unit": "score", "status": "not met"}],
+    "kpis": [
+        {"name": "Adoption", "metric": "x", "current": 55.0, "target": 70.0, "unit": "score", "status": "not met"}
+    ],
     "raci": [
-        {"playbook": "save", "step": "Exec call\nwith | sponsor", "responsible": "csm", "accountable": "csm",
-         "consulted": ["Customer Exec Sponsor"], "informed": []},
-        {"playbook": "save", "step": "Year-end review", "responsible": "csm", "accountable": "csm", "consulted": [], "informed": []},
+        {
+            "playbook": "save",
+            "step": "Exec call\nwith | sponsor",
+            "responsible": "csm",
+            "accountable": "csm",
+            "consulted": ["Customer Exec Sponsor"],
+            "informed": [],
+        },
+        {
+            "playbook": "save",
+            "step": "Year-end review",
+            "responsible": "csm",
+            "accountable": "csm",
+            "consulted": [],
+            "informed": [],
+        },
     ],
     "checkpoints": [{"date": "2024-07-01", "what": "Renewal of S1"}],
     "risks": ["Champion left"],
@@ -166,7 +247,16 @@ DEFAULT_SETTINGS = qbr.QbrSettings()
 HISTORY = [{"as_of": "2024-03-31", "score": 50, "tier": "amber"}, {"as_of": D(2024, 6, 30), "score": 42, "tier": "red"}]
 
 
-def _ctx(*, include_contacts=False, history=HISTORY, playbook=PLAYBOOK, health=HEALTH, settings=DEFAULT_SETTINGS, view=None, account=ACCOUNT) -> qbr.QbrContext:
+def _ctx(
+    *,
+    include_contacts=False,
+    history=HISTORY,
+    playbook=PLAYBOOK,
+    health=HEALTH,
+    settings=DEFAULT_SETTINGS,
+    view=None,
+    account=ACCOUNT,
+) -> qbr.QbrContext:
     return qbr.build_qbr_context(
         account, view or _view(), health, SIGNALS, RENEWALS, playbook, history, include_contacts, AS_OF, settings
     )
@@ -207,7 +297,9 @@ def _charts(data: bytes) -> dict[str, object]:
 def test_weekly_usage_counts_last_quarter_against_seats_of_active_subs():
     # By hand: the January window is older than 13 weeks; S1 (50 seats) is active throughout,
     # S2 (10 seats) from 2024-06-10, S3 is churned and never counts.
-    assert [(w.week_end, w.active_users, w.seats, w.features_used, w.release_features_used) for w in _ctx().weekly_usage] == [
+    assert [
+        (w.week_end, w.active_users, w.seats, w.features_used, w.release_features_used) for w in _ctx().weekly_usage
+    ] == [
         (D(2024, 6, 9), 40, 50, 12, 2),
         (D(2024, 6, 16), 42, 60, 12, 3),
         (D(2024, 6, 23), 38, 60, 11, 2),
@@ -223,16 +315,35 @@ def test_support_nps_and_renewals_of_the_quarter():
     assert ctx.support == qbr.SupportSummary(opened=2, closed=1, open_now=1, median_days_to_close=2.0, sla_met_pct=50.0)
     assert ctx.nps == (qbr.NpsPoint(D(2024, 4, 15), 9),)
     # Active subscriptions renewing within a year, soonest first; S3 is churned.
-    assert [(r.product, r.renewal_date) for r in ctx.upcoming_renewals] == [(FORMULA, D(2024, 7, 1)), ("Addon", D(2025, 6, 10))]
+    assert [(r.product, r.renewal_date) for r in ctx.upcoming_renewals] == [
+        (FORMULA, D(2024, 7, 1)),
+        ("Addon", D(2025, 6, 10)),
+    ]
 
 
 def test_named_people_on_both_sides_of_a_joint_step_customer_names_only_with_contacts():
     # As the playbook names people where the data does: `Name (Role)`.
     named = {
         **PLAYBOOK,
-        "steps": [{"playbook": "save", "title": "Agree outcomes", "owner": "Dana Reyes (CSM)", "owner_role": "CSM", "due_date": "2024-07-08"}],
-        "raci": [{"playbook": "save", "step": "Agree outcomes", "responsible": "Dana Reyes (CSM)", "accountable": "CS Manager",
-                  "consulted": ["Alex Kim (Customer Exec Sponsor)"], "informed": ["Customer Champion"]}],
+        "steps": [
+            {
+                "playbook": "save",
+                "title": "Agree outcomes",
+                "owner": "Dana Reyes (CSM)",
+                "owner_role": "CSM",
+                "due_date": "2024-07-08",
+            }
+        ],
+        "raci": [
+            {
+                "playbook": "save",
+                "step": "Agree outcomes",
+                "responsible": "Dana Reyes (CSM)",
+                "accountable": "CS Manager",
+                "consulted": ["Alex Kim (Customer Exec Sponsor)"],
+                "informed": ["Customer Champion"],
+            }
+        ],
     }
     (step,) = _ctx(playbook=named).plan_steps
     assert (step.owner, step.your_owner) == ("Dana Reyes (CSM)", "Exec Sponsor, Champion")
@@ -330,34 +441,76 @@ def test_pack_writes_the_customer_pack_and_the_internal_review_with_hashes(tmp_p
     assert sorted(written) == PACK_FILES
     assert all(sha256_file(tmp_path / rel) == digest for rel, digest in written.items())
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "qbr_ACME-001", "qbr_ACME-001.pptx", "review_ACME-001.md", "review_ACME-001.pptx", "stages"
+        "qbr_ACME-001",
+        "qbr_ACME-001.pptx",
+        "review_ACME-001.md",
+        "review_ACME-001.pptx",
+        "stages",
     ]  # no temp left
     pack = tmp_path / "qbr_ACME-001"
     sections = {
-        "index.md": ["## Outcomes and value delivered", "## Contents", "## Stakeholders", "[Slides](../qbr_ACME-001.pptx)",
-                     "30 people used the product in the week to 30 Jun 2024, against 40 in the week to 9 Jun 2024: 50% of 60 seats."],
-        "scorecard.md": ["## Where things go well", "## Where we will focus together", "## Support summary",
-                         "| Answered within the agreed time | 50% |", "| 15 Apr 2024 | 9 |"],
+        "index.md": [
+            "## Outcomes and value delivered",
+            "## Contents",
+            "## Stakeholders",
+            "[Slides](../qbr_ACME-001.pptx)",
+            "30 people used the product in the week to 30 Jun 2024, against 40 in the week to 9 Jun 2024: 50% of 60 seats.",
+        ],
+        "scorecard.md": [
+            "## Where things go well",
+            "## Where we will focus together",
+            "## Support summary",
+            "| Answered within the agreed time | 50% |",
+            "| 15 Apr 2024 | 9 |",
+        ],
         "timeline.md": ["| Date | Event | Detail |", "| 20 Jun 2024 | Case opened | severity 1, "],
-        "roadmap.md": ["## Our joint success plan", "| 7 Jul 2024 | Exec call with \\| sponsor | csm | Exec Sponsor |",
-                       "## The road ahead", "- Your Addon subscription renews on 10 Jun 2025."],
+        "roadmap.md": [
+            "## Our joint success plan",
+            "| 7 Jul 2024 | Exec call with \\| sponsor | csm | Exec Sponsor |",
+            "## The road ahead",
+            "- Your Addon subscription renews on 10 Jun 2025.",
+        ],
     }
     for name, expected in sections.items():
         text = (pack / name).read_text(encoding="utf-8")
         assert all(line in text for line in expected), (name, [line for line in expected if line not in text])
     review = (tmp_path / "review_ACME-001.md").read_text(encoding="utf-8")
-    for line in ["## Health score", "## Components", "## Signals", "## Renewal forecast", "## The whole plan", "## Plan risks",
-                 "| Change since last snapshot | down 8 since 2024-03-31 |", "| support | n/a | 0 | 0 |  |",
-                 "- support: no cases in the window", "| 2024-06-01 | invoice overdue | I2 | 1200.00 USD |",
-                 "| USD 12,000 | Low | 35% | USD 4,200 |", "| 7 Jul 2024 | step | Exec call with \\| sponsor | csm | joint | planned |"]:
+    for line in [
+        "## Health score",
+        "## Components",
+        "## Signals",
+        "## Renewal forecast",
+        "## The whole plan",
+        "## Plan risks",
+        "| Change since last snapshot | down 8 since 2024-03-31 |",
+        "| support | n/a | 0 | 0 |  |",
+        "- support: no cases in the window",
+        "| 2024-06-01 | invoice overdue | I2 | 1200.00 USD |",
+        "| USD 12,000 | Low | 35% | USD 4,200 |",
+        "| 7 Jul 2024 | step | Exec call with \\| sponsor | csm | joint | planned |",
+    ]:
         assert line in review, line
 
 
 # Text that is ours to know: signal codes and evidence, the forecast, invoice and
 # subscription ids, plan risks, the plays and steps the customer takes no part in.
 INTERNAL = [
-    r"SIG_", r"SIG\\_", r"drop_pct", r"drop\\_pct", r"\bLow\b", r"35%", r"4,200", r"\bI[12]\b", r"\bS[123]\b",
-    r"Champion left", r"Year-end review", r"usage fell", r"\bsave\b", r"forecast", r"probability", r"\bred\b",
+    r"SIG_",
+    r"SIG\\_",
+    r"drop_pct",
+    r"drop\\_pct",
+    r"\bLow\b",
+    r"35%",
+    r"4,200",
+    r"\bI[12]\b",
+    r"\bS[123]\b",
+    r"Champion left",
+    r"Year-end review",
+    r"usage fell",
+    r"\bsave\b",
+    r"forecast",
+    r"probability",
+    r"\bred\b",
 ]
 
 
@@ -373,7 +526,15 @@ def test_the_customer_pack_shows_nothing_internal_and_the_review_has_it_all(tmp_
     review = (tmp_path / "review_ACME-001.md").read_text(encoding="utf-8") + "\n".join(
         _deck_texts((tmp_path / "review_ACME-001.pptx").read_bytes())
     )
-    for pattern in [r"SIG_USAGE_SLIDE_4W", r"drop_pct=25", r"\bLow\b", r"35%", r"Champion left", r"Year-end review", r"usage fell 25%"]:
+    for pattern in [
+        r"SIG_USAGE_SLIDE_4W",
+        r"drop_pct=25",
+        r"\bLow\b",
+        r"35%",
+        r"Champion left",
+        r"Year-end review",
+        r"usage fell 25%",
+    ]:
         assert re.search(pattern, review), pattern
 
 
@@ -383,11 +544,16 @@ def test_the_health_score_on_the_customer_deck_is_a_config_choice():
     # Components in words, no score: each below 70 is a focus area; unmeasured support says so;
     # a component without the measures its phrase needs is named alone.
     assert "Adoption: n/a weekly active users" not in default and "\nAdoption\n" in default
-    assert "Support Experience: not enough data yet" in default and "Where Things Go Well\nWe will build on this together" in default
+    assert (
+        "Support Experience: not enough data yet" in default
+        and "Where Things Go Well\nWe will build on this together" in default
+    )
     shown = "\n".join(_deck_texts(qbr_pptx.render_pptx(_ctx(settings=qbr.QbrSettings(show_health_score=True)))))
     assert "Health score 42 of 100." in shown
     unscored = {**HEALTH, "score": None, "tier": None, "status": "insufficient_data"}
-    waiting = "\n".join(_deck_texts(qbr_pptx.render_pptx(_ctx(health=unscored, settings=qbr.QbrSettings(show_health_score=True)))))
+    waiting = "\n".join(
+        _deck_texts(qbr_pptx.render_pptx(_ctx(health=unscored, settings=qbr.QbrSettings(show_health_score=True))))
+    )
     assert "Health score: not enough data yet." in waiting and "None" not in waiting
     quiet = "\n".join(_deck_texts(qbr_pptx.render_pptx(_ctx(health=unscored))))
     assert "Not enough data yet for a full picture: this is what we can measure so far." in quiet
@@ -400,7 +566,11 @@ def test_the_customer_deck_tells_the_story_in_order_on_a_16_9_theme():
     prs = Presentation(io.BytesIO(qbr_pptx.render_pptx(_ctx())))
     assert (prs.slide_width, prs.slide_height) == (12192000, 6858000)
     assert [slide.shapes.title.text for slide in prs.slides] == CUSTOMER_TITLES
-    agenda = [shape.text_frame.text for shape in prs.slides[1].shapes if shape.has_text_frame and shape.text_frame.text and shape != prs.slides[1].shapes.title]
+    agenda = [
+        shape.text_frame.text
+        for shape in prs.slides[1].shapes
+        if shape.has_text_frame and shape.text_frame.text and shape != prs.slides[1].shapes.title
+    ]
     assert agenda[0].split("\n") == CUSTOMER_TITLES[2:]
     for number, slide in enumerate(prs.slides, 1):
         texts = [shape.text_frame.text for shape in slide.shapes if shape.has_text_frame]
@@ -409,13 +579,43 @@ def test_the_customer_deck_tells_the_story_in_order_on_a_16_9_theme():
         if number > 1:  # every slide after the title: its number and the customer and date
             assert str(number) in texts and f"{NAME_ON_SLIDE} · 30 Jun 2024" in texts
     plan = _table_rows(prs.slides[CUSTOMER_TITLES.index("Our Joint Success Plan")])
-    assert plan == [["Due", "Step", "Our Owner", "Your Owner"], ["7 Jul 2024", "Exec call with | sponsor", "csm", "Exec Sponsor"]]
-    support = [shape.text_frame.text for shape in prs.slides[CUSTOMER_TITLES.index("Support Summary")].shapes if shape.has_text_frame]
+    assert plan == [
+        ["Due", "Step", "Our Owner", "Your Owner"],
+        ["7 Jul 2024", "Exec call with | sponsor", "csm", "Exec Sponsor"],
+    ]
+    support = [
+        shape.text_frame.text
+        for shape in prs.slides[CUSTOMER_TITLES.index("Support Summary")].shapes
+        if shape.has_text_frame
+    ]
     assert [
-        t for t in support if t in {"2", "1", "50%", "Cases Opened", "Cases Resolved", "Median Days to Resolve", "Answered Within the Agreed Time"}
-    ] == ["2", "Cases Opened", "1", "Cases Resolved", "2", "Median Days to Resolve", "50%", "Answered Within the Agreed Time"]
+        t
+        for t in support
+        if t
+        in {
+            "2",
+            "1",
+            "50%",
+            "Cases Opened",
+            "Cases Resolved",
+            "Median Days to Resolve",
+            "Answered Within the Agreed Time",
+        }
+    ] == [
+        "2",
+        "Cases Opened",
+        "1",
+        "Cases Resolved",
+        "2",
+        "Median Days to Resolve",
+        "50%",
+        "Answered Within the Agreed Time",
+    ]
     next_steps = "\n".join(_deck_texts(qbr_pptx.render_pptx(_ctx())))
-    assert "7 Jul 2024: Exec call with | sponsor" in next_steps and "Our next business review: the week of 29 Sep 2024" in next_steps
+    assert (
+        "7 Jul 2024: Exec call with | sponsor" in next_steps
+        and "Our next business review: the week of 29 Sep 2024" in next_steps
+    )
 
 
 def _table_rows(slide) -> list[list[str]]:
@@ -428,7 +628,10 @@ def test_charts_say_what_they_show_with_axis_titles_and_real_numbers():
     usage = charts["Adoption Against Seats"]
     assert usage.chart_type == XL_CHART_TYPE.LINE_MARKERS
     assert usage.chart_title.text_frame.text == "Weekly Active Users and Seats, by Week Ending"
-    assert (usage.category_axis.axis_title.text_frame.text, usage.value_axis.axis_title.text_frame.text) == ("Week Ending", "People")
+    assert (usage.category_axis.axis_title.text_frame.text, usage.value_axis.axis_title.text_frame.text) == (
+        "Week Ending",
+        "People",
+    )
     assert list(usage.plots[0].categories) == ["9 Jun", "16 Jun", "23 Jun", "30 Jun"]
     assert {s.name: list(s.values) for s in usage.plots[0].series} == {
         "Active Users": [40.0, 42.0, 38.0, 30.0],
@@ -436,7 +639,8 @@ def test_charts_say_what_they_show_with_axis_titles_and_real_numbers():
     }
     features = charts["Feature Breadth and New Releases"]
     assert {s.name: list(s.values) for s in features.plots[0].series} == {
-        "Features Used": [12.0, 12.0, 11.0, 10.0], "From Recent Releases": [2.0, 3.0, 2.0, 1.0]
+        "Features Used": [12.0, 12.0, 11.0, 10.0],
+        "From Recent Releases": [2.0, 3.0, 2.0, 1.0],
     }
     assert features.plots[0].has_data_labels
     heard = charts["What We Heard"]
@@ -449,7 +653,9 @@ def test_charts_say_what_they_show_with_axis_titles_and_real_numbers():
 
 def test_an_nps_answer_of_zero_is_labelled_not_missing():
     view = _view()
-    view.tables["nps"] = _table("nps", [("N1", "ACME-001", None, D(2024, 5, 1), 0, None), ("N2", "ACME-001", None, D(2024, 6, 1), 7, None)])
+    view.tables["nps"] = _table(
+        "nps", [("N1", "ACME-001", None, D(2024, 5, 1), 0, None), ("N2", "ACME-001", None, D(2024, 6, 1), 7, None)]
+    )
     data = qbr_pptx.render_pptx(_ctx(view=view))
     heard = _charts(data)["What We Heard"]
     assert list(heard.plots[0].series[0].values) == [0.0, 7.0]
@@ -475,14 +681,26 @@ def test_the_review_deck_holds_the_numbers_for_the_account_team():
     prs = Presentation(io.BytesIO(qbr_pptx.render_pptx(_ctx(), audience=qbr_deck.REVIEW)))
     assert [slide.shapes.title.text for slide in prs.slides] == REVIEW_TITLES
     forecast = _table_rows(prs.slides[REVIEW_TITLES.index("Renewal Forecast")])
-    assert forecast[1] == ["S1", "'=HYPERLINK(\"http://evil.test\",\"click\")", "1 Jul 2024", "USD 12,000", "Low", "35%", "USD 4,200", "usage fell 25%"]
+    assert forecast[1] == [
+        "S1",
+        '\'=HYPERLINK("http://evil.test","click")',
+        "1 Jul 2024",
+        "USD 12,000",
+        "Low",
+        "35%",
+        "USD 4,200",
+        "usage fell 25%",
+    ]
     texts = _deck_texts(qbr_pptx.render_pptx(_ctx(), audience=qbr_deck.REVIEW))
     assert f"Internal, for the account team only · {NAME_ON_SLIDE} · 30 Jun 2024" in texts
 
 
 def test_formats_for_people():
-    assert [qbr_deck.fmt_date(D(2026, 11, 15)), qbr_deck.fmt_period(D(2026, 6, 29), D(2026, 9, 27)),
-            qbr_deck.fmt_period(D(2025, 12, 29), D(2026, 3, 29))] == ["15 Nov 2026", "29 Jun – 27 Sep 2026", "29 Dec 2025 – 29 Mar 2026"]
+    assert [
+        qbr_deck.fmt_date(D(2026, 11, 15)),
+        qbr_deck.fmt_period(D(2026, 6, 29), D(2026, 9, 27)),
+        qbr_deck.fmt_period(D(2025, 12, 29), D(2026, 3, 29)),
+    ] == ["15 Nov 2026", "29 Jun – 27 Sep 2026", "29 Dec 2025 – 29 Mar 2026"]
     assert [qbr_deck.fmt_one(v) for v in (53.0, 37.5, 1234.56, 0.04)] == ["53", "37.5", "1,234.6", "0"]
     assert [qbr_deck.fmt_count(1234567), qbr_deck.fmt_pct(80.0)] == ["1,234,567", "80%"]
     assert qbr_deck.fmt_label("stakeholder_mapping") == "Stakeholder Mapping"
@@ -510,7 +728,9 @@ def test_slides_md_replaces_the_decks_when_python_pptx_is_missing(tmp_path, monk
     monkeypatch.setitem(sys.modules, "pptx", None)  # `import pptx` now raises ImportError
     assert not qbr.pptx_available()
     written = qbr.write_qbr_pack(_ctx(), tmp_path)
-    assert sorted(written) == [f"qbr_ACME-001/{name}" for name in sorted([*MD_FILES, "slides.md"])] + ["review_ACME-001.md"]
+    assert sorted(written) == [f"qbr_ACME-001/{name}" for name in sorted([*MD_FILES, "slides.md"])] + [
+        "review_ACME-001.md"
+    ]
     assert not (tmp_path / "qbr_ACME-001.pptx").exists() and not (tmp_path / "review_ACME-001.pptx").exists()
     pack = tmp_path / "qbr_ACME-001"
     assert "[Slides](slides.md)" in (pack / "index.md").read_text(encoding="utf-8")
@@ -529,6 +749,7 @@ def test_pptx_false_writes_slides_md_too(tmp_path):
 
 # --- privacy -----------------------------------------------------------------------------
 
+
 def _all_text(root: Path) -> str:
     parts = []
     for path in sorted(root.rglob("*")):
@@ -544,7 +765,9 @@ def test_contacts_are_roles_only_by_default(tmp_path):
     qbr.write_qbr_pack(_ctx(), tmp_path / "md", pptx=False)
     text = _all_text(tmp_path)
     assert not [word for word in ("Jane Doe", "jane@acme.test", "bob@acme.test", "calc") if word in text]
-    assert "| Champion | 1 Jan 2023 | 1 May 2024 |" in text and "| 15 Apr 2024 | NPS answer | score 9, champion |" in text
+    assert (
+        "| Champion | 1 Jan 2023 | 1 May 2024 |" in text and "| 15 Apr 2024 | NPS answer | score 9, champion |" in text
+    )
     assert "contact\\_id" not in text
     assert "| SIG\\_STAKEHOLDER\\_CHANGE | risk | changes=(change=left, on=2024-05-01, role=champion) |" in text
 
@@ -578,9 +801,9 @@ def test_hostile_text_cannot_break_markdown(tmp_path):
             assert len(counts) == 1, (path.name, block)
     index = (tmp_path / "qbr_ACME-001" / "index.md").read_text(encoding="utf-8")
     assert index.startswith("# Quarterly business review: Evil \\| Corp &lt;script&gt;alert(1)&lt;/script&gt;\n")
-    assert "| Exec Sponsor | 2 May 2024 | Current | '@SUM(1+1)\\*cmd\\|\"/C calc\"!A0 | bob@acme.test |" in index
+    assert '| Exec Sponsor | 2 May 2024 | Current | \'@SUM(1+1)\\*cmd\\|"/C calc"!A0 | bob@acme.test |' in index
     review = (tmp_path / "review_ACME-001.md").read_text(encoding="utf-8")
-    assert "| S1 | '=HYPERLINK(\"http://evil.test\",\"click\") | growth |" in review
+    assert '| S1 | \'=HYPERLINK("http://evil.test","click") | growth |' in review
     assert "| 7 Jul 2024 | step | Exec call with \\| sponsor | csm | joint | planned |" in review
     roadmap = (tmp_path / "qbr_ACME-001" / "roadmap.md").read_text(encoding="utf-8")
     assert "| 7 Jul 2024 | Exec call with \\| sponsor | csm | Exec Sponsor |" in roadmap
@@ -591,14 +814,17 @@ def test_hostile_text_cannot_break_a_slide():
     review = qbr_pptx.render_pptx(_ctx(include_contacts=True), audience=qbr_deck.REVIEW)
     for data in (customer, review):
         paragraphs = [
-            p.text for slide in Presentation(io.BytesIO(data)).slides for shape in slide.shapes if shape.has_text_frame
+            p.text
+            for slide in Presentation(io.BytesIO(data)).slides
+            for shape in slide.shapes
+            if shape.has_text_frame
             for p in shape.text_frame.paragraphs
         ]
         assert not [text for text in paragraphs if "\v" in text or "\n" in text]  # no input text broke a line
     texts = _deck_texts(customer)
     assert "Quarterly Business Review: Evil | Corp <script>alert(1)</script>" in texts
     assert "Exec call with | sponsor" in texts  # joint plan table: newline folded
-    assert "'=HYPERLINK(\"http://evil.test\",\"click\")" in _deck_texts(review)  # forecast table: product cell
+    assert '\'=HYPERLINK("http://evil.test","click")' in _deck_texts(review)  # forecast table: product cell
 
 
 def test_slide_text_folds_lines_drops_xml_invalid_chars_and_guards_formulas():
@@ -640,7 +866,9 @@ def test_a_company_template_gives_its_size_layouts_and_fonts(tmp_path):
 
 
 def test_a_template_that_is_not_a_deck_is_a_config_error(tmp_path):
-    (tmp_path / "qbr.yaml").write_text("show_health_score: true\nstrength_at: 70\ncustomer_roles: []\ntemplate: brand.pptx\n")
+    (tmp_path / "qbr.yaml").write_text(
+        "show_health_score: true\nstrength_at: 70\ncustomer_roles: []\ntemplate: brand.pptx\n"
+    )
     (tmp_path / "brand.pptx").write_bytes(b"not a zip")
     with pytest.raises(qbr.ConfigError, match=r"qbr.yaml: template: .*brand.pptx: not a PowerPoint template"):
         qbr.load_qbr_settings(tmp_path / "qbr.yaml")
@@ -658,14 +886,31 @@ def _hostile_ctx() -> qbr.QbrContext:
     """An account made to overflow: a 10,000-character name, 40 long joint steps, long signals."""
     name = "\u202eEvil\u200b | " + "W" * 10000
     steps = [
-        {"playbook": "save", "title": f"{i:02d} {LONG}", "owner_role": "CSM " + "x" * 300, "due_date": f"2024-07-{1 + i % 28:02d}"}
+        {
+            "playbook": "save",
+            "title": f"{i:02d} {LONG}",
+            "owner_role": "CSM " + "x" * 300,
+            "due_date": f"2024-07-{1 + i % 28:02d}",
+        }
         for i in range(40)
     ]
-    raci = [{"playbook": "save", "step": step["title"], "responsible": "CSM", "accountable": "CSM",
-             "consulted": ["Customer Champion"], "informed": []} for step in steps]
+    raci = [
+        {
+            "playbook": "save",
+            "step": step["title"],
+            "responsible": "CSM",
+            "accountable": "CSM",
+            "consulted": ["Customer Champion"],
+            "informed": [],
+        }
+        for step in steps
+    ]
     playbook = {**PLAYBOOK, "steps": steps, "raci": raci, "risks": [LONG] * 30, "summary": LONG}
-    return _ctx(playbook=playbook, account={**ACCOUNT, "name": name},
-                settings=qbr.QbrSettings(roadmap_topics=tuple(f"Topic {i} {LONG}" for i in range(12))))
+    return _ctx(
+        playbook=playbook,
+        account={**ACCOUNT, "name": name},
+        settings=qbr.QbrSettings(roadmap_topics=tuple(f"Topic {i} {LONG}" for i in range(12))),
+    )
 
 
 def _measured_overflows(data: bytes) -> list[str]:
@@ -685,8 +930,11 @@ def _measured_overflows(data: bytes) -> list[str]:
                 problems.append(f"slide {number}: {shape.name} outside the slide")
             frames = [(shape.text_frame, shape.width, shape.height)] if shape.has_text_frame else []
             if shape.has_table:
-                frames = [(cell.text_frame, col.width, row.height)
-                          for row in shape.table.rows for cell, col in zip(row.cells, shape.table.columns, strict=True)]
+                frames = [
+                    (cell.text_frame, col.width, row.height)
+                    for row in shape.table.rows
+                    for cell, col in zip(row.cells, shape.table.columns, strict=True)
+                ]
             for frame, frame_width, frame_height in frames:
                 used = 0.0
                 for paragraph in frame.paragraphs:
@@ -695,9 +943,13 @@ def _measured_overflows(data: bytes) -> list[str]:
                         continue
                     bullet = paragraph._p.pPr is not None and paragraph._p.pPr.get("marL") is not None
                     room = frame_width / 12700 - 14.4 - (BULLET_INDENT if bullet else 0)
-                    used += len(wrap(paragraph.text, Font("Calibri", size), room)) * size * 1.22 + (PARAGRAPH_GAP if bullet else 0)
+                    used += len(wrap(paragraph.text, Font("Calibri", size), room)) * size * 1.22 + (
+                        PARAGRAPH_GAP if bullet else 0
+                    )
                 if used and used > frame_height / 12700 - 7.2 + 0.01:
-                    problems.append(f"slide {number}: {shape.name} holds {used:.1f} pt of text in {frame_height / 12700 - 7.2:.1f}")
+                    problems.append(
+                        f"slide {number}: {shape.name} holds {used:.1f} pt of text in {frame_height / 12700 - 7.2:.1f}"
+                    )
     return problems
 
 
@@ -710,6 +962,9 @@ def test_hostile_long_text_fits_every_box_of_both_decks():
         assert len(prs.core_properties.title) <= 255 and "<U+202E>Evil<U+200B>" in prs.core_properties.title
     titles = [s.shapes.title.text for s in Presentation(io.BytesIO(qbr_pptx.render_pptx(ctx))).slides]
     # 40 joint steps: two plan slides, then the rest is counted with a pointer to roadmap.md.
-    assert [t for t in titles if t.startswith("Our Joint Success Plan")] == ["Our Joint Success Plan (1 of 2)", "Our Joint Success Plan (2 of 2)"]
+    assert [t for t in titles if t.startswith("Our Joint Success Plan")] == [
+        "Our Joint Success Plan (1 of 2)",
+        "Our Joint Success Plan (2 of 2)",
+    ]
     texts = _deck_texts(qbr_pptx.render_pptx(ctx))
     assert any(re.fullmatch(r"\d+ more rows in roadmap\.md\.", t) for t in texts)

@@ -33,6 +33,7 @@ TOLERANCE = 2.0  # points: anti-aliasing and rounding of the PDF's word boxes
 _WORD = re.compile(r'<word xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="([\d.]+)">([^<]*)</word>')
 _PAGE = re.compile(r'<page width="([\d.]+)" height="([\d.]+)">')
 
+
 @pytest.fixture(scope="module")
 def decks(tmp_path_factory) -> dict[str, Path]:
     """Every deck of a full run on the fixtures, PIPE-004 renamed to the hostile name."""
@@ -55,9 +56,19 @@ def decks(tmp_path_factory) -> dict[str, Path]:
         assert f"qbr_{account_id}" in found and f"review_{account_id}" in found, account_id
     pdfs = root / "pdf"
     subprocess.run(
-        ["soffice", f"-env:UserInstallation=file://{root / 'lo_profile'}", "--headless", "--convert-to", "pdf",
-         "--outdir", str(pdfs), *map(str, found.values())],
-        check=True, capture_output=True, timeout=900,
+        [
+            "soffice",
+            f"-env:UserInstallation=file://{root / 'lo_profile'}",
+            "--headless",
+            "--convert-to",
+            "pdf",
+            "--outdir",
+            str(pdfs),
+            *map(str, found.values()),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=900,
     )
     return {stem: pdfs / f"{stem}.pdf" for stem in found} | {f"{stem}.pptx": path for stem, path in found.items()}
 
@@ -72,8 +83,10 @@ def _frames(slide) -> list[tuple[float, float, float, float]]:
 
 def _inside(word: tuple[float, float, float, float], frame: tuple[float, float, float, float]) -> bool:
     return (
-        word[0] >= frame[0] - TOLERANCE and word[1] >= frame[1] - TOLERANCE
-        and word[2] <= frame[2] + TOLERANCE and word[3] <= frame[3] + TOLERANCE
+        word[0] >= frame[0] - TOLERANCE
+        and word[1] >= frame[1] - TOLERANCE
+        and word[2] <= frame[2] + TOLERANCE
+        and word[3] <= frame[3] + TOLERANCE
     )
 
 
@@ -81,7 +94,9 @@ def test_every_word_of_every_deck_stays_inside_the_slide_and_its_frame(decks):
     pdf_stems = sorted(stem for stem in decks if not stem.endswith(".pptx"))
     assert len(pdf_stems) >= 2 * 11  # both decks of (at least) every account that is not churned
     for stem in pdf_stems:
-        layout = subprocess.run(["pdftotext", "-bbox", str(decks[stem]), "-"], capture_output=True, text=True, check=True).stdout
+        layout = subprocess.run(
+            ["pdftotext", "-bbox", str(decks[stem]), "-"], capture_output=True, text=True, check=True
+        ).stdout
         pages = layout.split("<page ")[1:]
         slides = list(Presentation(decks[f"{stem}.pptx"]).slides)
         assert len(pages) == len(slides), stem
@@ -100,7 +115,9 @@ def test_the_looked_at_decks_are_saved_as_pngs(decks):
     PNG_DIR.mkdir(parents=True)
     for account_id in LOOKED_AT:
         for stem in (f"qbr_{account_id}", f"review_{account_id}"):
-            subprocess.run(["pdftoppm", "-r", "60", "-png", str(decks[stem]), str(PNG_DIR / stem)], check=True, timeout=300)
+            subprocess.run(
+                ["pdftoppm", "-r", "60", "-png", str(decks[stem]), str(PNG_DIR / stem)], check=True, timeout=300
+            )
             pngs = sorted(PNG_DIR.glob(f"{stem}-*.png"))
             assert len(pngs) == len(Presentation(decks[f"{stem}.pptx"]).slides)
 
@@ -108,7 +125,9 @@ def test_the_looked_at_decks_are_saved_as_pngs(decks):
 def test_a_10000_character_name_is_fitted_everywhere_and_shown_not_obeyed(decks):
     for stem in (f"qbr_{HOSTILE_ID}", f"review_{HOSTILE_ID}"):
         prs = Presentation(decks[f"{stem}.pptx"])
-        assert len(prs.core_properties.title) <= 255 and prs.core_properties.title.startswith(("QBR: '=Pipe", "Account review: '=Pipe"))
+        assert len(prs.core_properties.title) <= 255 and prs.core_properties.title.startswith(
+            ("QBR: '=Pipe", "Account review: '=Pipe")
+        )
         assert "\u202e" not in prs.core_properties.title and "<U+202E>" in prs.core_properties.title
         title = prs.slides[0].shapes.title.text_frame.text
         assert title.endswith("…") and "<U+202E>Works<U+200B>" in title and len(title) < 1000
@@ -123,7 +142,11 @@ def chain(tmp_path):
         artifacts_dir=str(tmp_path / "artifacts"),
     )
     with dg.instance_for_test() as instance:
-        dg.materialize([customer_360, account_health, customer_signals, renewal_forecasts], instance=instance, resources={"project": project})
+        dg.materialize(
+            [customer_360, account_health, customer_signals, renewal_forecasts],
+            instance=instance,
+            resources={"project": project},
+        )
         yield instance, project
 
 
@@ -147,5 +170,7 @@ def test_one_account_that_cannot_be_rendered_does_not_sink_its_batch(chain, monk
     failure = error.cause.message  # under Dagster's step error: the C360Error the CLI prints
     assert "QBR_RENDER_FAILED" in failure and "SOYLENT-006: ValueError: a deck that cannot be drawn" in failure
     # The others of the batch are written; the failed one is not.
-    assert (project.customer_dir / "qbr_PIPE-004.pptx").exists() and (project.customer_dir / "review_STARK-008.md").exists()
+    assert (project.customer_dir / "qbr_PIPE-004.pptx").exists() and (
+        project.customer_dir / "review_STARK-008.md"
+    ).exists()
     assert not (project.customer_dir / "qbr_SOYLENT-006").exists()

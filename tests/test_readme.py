@@ -76,7 +76,20 @@ def test_readme_names_the_spec_command_equivalent():
 
 
 @pytest.mark.parametrize(
-    "doc", ["architecture", "customer-360", "renewals", "qbr", "governance", "operations", "trust", "backtest", "performance", "inputs", "development"]
+    "doc",
+    [
+        "architecture",
+        "customer-360",
+        "renewals",
+        "qbr",
+        "governance",
+        "operations",
+        "trust",
+        "backtest",
+        "performance",
+        "inputs",
+        "development",
+    ],
 )
 def test_documents_the_readme_links_exist(doc):
     assert f"docs/{doc}.md" in README

@@ -20,7 +20,12 @@ def test_two_c360_processes_at_once_leave_lake_log_and_artifacts_whole(project, 
     assert main(["c360:load", "--quiet", *project.args]) == 0
     capsys.readouterr()
     processes = [
-        subprocess.Popen([C360, command, "--quiet", "--json", *project.args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [C360, command, "--quiet", "--json", *project.args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for command in ("c360:health", "c360:health", "c360:signals")
     ]
     results = [(p.wait(timeout=240), *p.communicate()) for p in processes]
@@ -56,7 +61,10 @@ def test_privacy_signoff_is_required_and_recorded(project, capsys):
     capsys.readouterr()
     assert main(["c360:qbr", "--account", "ACME-001", "--include-contacts", *project.args]) == 2
     assert "PRIVACY_SIGNOFF_REQUIRED" in capsys.readouterr().err
-    assert main(["c360:qbr", "--account", "ACME-001", "--include-contacts", "--privacy-signoff", "--quiet", *project.args]) == 0
+    assert (
+        main(["c360:qbr", "--account", "ACME-001", "--include-contacts", "--privacy-signoff", "--quiet", *project.args])
+        == 0
+    )
     events = eventlog.read_events(project.artifacts / "governance" / "events.jsonl")
     last = [e for e in events if e["asset"] == "qbr_pack" and e["partition"] == "ACME-001"][-1]
     assert last["extra"] == {"privacy_signoff": "granted"}

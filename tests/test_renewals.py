@@ -49,17 +49,30 @@ def config():
 
 def account(account_id, name=None, segment="enterprise", csm_owner="Ann"):
     return {
-        "account_id": account_id, "name": name or f"Account {account_id}", "segment": segment,
-        "industry": None, "region": None, "csm_owner": csm_owner, "created_on": dt.date(2020, 1, 1),
+        "account_id": account_id,
+        "name": name or f"Account {account_id}",
+        "segment": segment,
+        "industry": None,
+        "region": None,
+        "csm_owner": csm_owner,
+        "created_on": dt.date(2020, 1, 1),
     }
 
 
 def sub(subscription_id, account_id, days=30, arr=1000.0, currency="USD", status="active"):
     return {
-        "subscription_id": subscription_id, "account_id": account_id, "product": "Core",
-        "plan": "growth", "seats": 10, "arr": arr, "currency": currency,
-        "start_date": dt.date(2023, 1, 1), "renewal_date": AS_OF + dt.timedelta(days=days),
-        "status": status, "auto_renew": True, "discount_pct": None,
+        "subscription_id": subscription_id,
+        "account_id": account_id,
+        "product": "Core",
+        "plan": "growth",
+        "seats": 10,
+        "arr": arr,
+        "currency": currency,
+        "start_date": dt.date(2023, 1, 1),
+        "renewal_date": AS_OF + dt.timedelta(days=days),
+        "status": status,
+        "auto_renew": True,
+        "discount_pct": None,
     }
 
 
@@ -113,7 +126,10 @@ PROBABILITY = {"High": 0.9, "Medium": 0.6, "Low": 0.25}
 def test_every_matrix_cell(config, tier, band, bucket, count):
     view = make_view([account("A1")], [sub("S1", "A1", arr=1000.0)])
     signals = make_signals(
-        [signal("A1", code, kind="expansion" if code == "SIG_EXPANSION_TRAIL" else "risk") for code in BAND_SIGNALS[band]]
+        [
+            signal("A1", code, kind="expansion" if code == "SIG_EXPANSION_TRAIL" else "risk")
+            for code in BAND_SIGNALS[band]
+        ]
     )
     row = forecast_renewals(view, make_health({"A1": tier}), signals, config).to_dicts()[0]
     assert (row["tier"], row["bucket"], row["risk_signal_count"]) == (tier, bucket, count)
@@ -171,12 +187,22 @@ def reasons_for(config, rows):
 
 
 USAGE_SLIDE = {  # evidence keys as domain/signals.py writes them
-    "drop_pct": 41.666, "prior_avg_active_users": 120.0, "recent_avg_active_users": 70.0,
-    "recent_from": "2023-12-05", "recent_to": "2024-01-01", "prior_from": "2023-11-07", "prior_to": "2023-12-04",
+    "drop_pct": 41.666,
+    "prior_avg_active_users": 120.0,
+    "recent_avg_active_users": 70.0,
+    "recent_from": "2023-12-05",
+    "recent_to": "2024-01-01",
+    "prior_from": "2023-11-07",
+    "prior_to": "2023-12-04",
 }
 OVERDUE = {
-    "invoice_id": "INV-9", "due_on": "2023-11-17", "days_overdue": 45, "amount": 1200.0, "currency": "EUR",
-    "overdue_invoices": 2, "overdue_amount": 1500.5,
+    "invoice_id": "INV-9",
+    "due_on": "2023-11-17",
+    "days_overdue": 45,
+    "amount": 1200.0,
+    "currency": "EUR",
+    "overdue_invoices": 2,
+    "overdue_amount": 1500.5,
 }
 
 
@@ -185,9 +211,22 @@ def test_reason_phrases_use_the_evidence_numbers(config):
         config,
         [
             signal("A1", "SIG_USAGE_SLIDE_4W", USAGE_SLIDE),
-            signal("A1", "SIG_FEATURE_ADOPTION_LOW", {"avg_features_used": 6.0, "feature_catalog_size": 40, "breadth_pct": 15.0, "recent_from": "2023-12-05"}),
+            signal(
+                "A1",
+                "SIG_FEATURE_ADOPTION_LOW",
+                {
+                    "avg_features_used": 6.0,
+                    "feature_catalog_size": 40,
+                    "breadth_pct": 15.0,
+                    "recent_from": "2023-12-05",
+                },
+            ),
             signal("A1", "SIG_PAYMENT_OVERDUE", OVERDUE),
-            signal("A1", "SIG_STAKEHOLDER_CHANGE", {"changes": [{"role": "champion"}, {"role": "admin"}], "since": "2023-10-04"}),
+            signal(
+                "A1",
+                "SIG_STAKEHOLDER_CHANGE",
+                {"changes": [{"role": "champion"}, {"role": "admin"}], "since": "2023-10-04"},
+            ),
             signal("A1", "SIG_RENEWAL_SOON", {"days_to_renewal": 30}),
             signal("A1", "SIG_EXPANSION_TRAIL", {"utilisation_pct": 98.0}, kind="expansion"),
         ],
@@ -272,13 +311,36 @@ def test_summary_is_per_currency_and_at_risk_is_the_configured_bucket(config):
     assert summary["probabilities"] == {"High": 0.9, "Medium": 0.6, "Low": 0.25}
     assert summary["subscriptions"] == 4 and summary["accounts"] == 3
     assert summary["by_currency"] == [
-        {"currency": "EUR", "subscriptions": 1, "accounts": 1, "arr": 2000.0, "expected_arr": 500.0,
-         "arr_at_risk": 2000.0, "expected_loss": 1500.0, "buckets": bucket_rows(low=(1, 2000.0, 500.0))},
-        {"currency": "USD", "subscriptions": 2, "accounts": 2, "arr": 4000.0, "expected_arr": 2700.0,
-         "arr_at_risk": 0.0, "expected_loss": 1300.0,
-         "buckets": bucket_rows(high=(1, 1000.0, 900.0), medium=(1, 3000.0, 1800.0))},
-        {"currency": "XYZ", "subscriptions": 1, "accounts": 1, "arr": 500.0, "expected_arr": 125.0,
-         "arr_at_risk": 500.0, "expected_loss": 375.0, "buckets": bucket_rows(low=(1, 500.0, 125.0))},
+        {
+            "currency": "EUR",
+            "subscriptions": 1,
+            "accounts": 1,
+            "arr": 2000.0,
+            "expected_arr": 500.0,
+            "arr_at_risk": 2000.0,
+            "expected_loss": 1500.0,
+            "buckets": bucket_rows(low=(1, 2000.0, 500.0)),
+        },
+        {
+            "currency": "USD",
+            "subscriptions": 2,
+            "accounts": 2,
+            "arr": 4000.0,
+            "expected_arr": 2700.0,
+            "arr_at_risk": 0.0,
+            "expected_loss": 1300.0,
+            "buckets": bucket_rows(high=(1, 1000.0, 900.0), medium=(1, 3000.0, 1800.0)),
+        },
+        {
+            "currency": "XYZ",
+            "subscriptions": 1,
+            "accounts": 1,
+            "arr": 500.0,
+            "expected_arr": 125.0,
+            "arr_at_risk": 500.0,
+            "expected_loss": 375.0,
+            "buckets": bucket_rows(low=(1, 500.0, 125.0)),
+        },
     ]
     assert "totals" not in summary  # nothing is ever added across currencies
 
@@ -292,23 +354,82 @@ def test_at_risk_buckets_come_from_the_config(config):
 def test_summary_rollups_by_segment_and_owner_keep_currencies_apart(config):
     summary = renewal_summary(multi_currency_frame(config), config)
     assert summary["by_segment"] == [
-        {"segment": "enterprise", "currency": "USD", "subscriptions": 1, "arr": 1000.0, "expected_arr": 900.0, "arr_at_risk": 0.0},
-        {"segment": "smb", "currency": "EUR", "subscriptions": 1, "arr": 2000.0, "expected_arr": 500.0, "arr_at_risk": 2000.0},
-        {"segment": "smb", "currency": "USD", "subscriptions": 1, "arr": 3000.0, "expected_arr": 1800.0, "arr_at_risk": 0.0},
-        {"segment": "smb", "currency": "XYZ", "subscriptions": 1, "arr": 500.0, "expected_arr": 125.0, "arr_at_risk": 500.0},
+        {
+            "segment": "enterprise",
+            "currency": "USD",
+            "subscriptions": 1,
+            "arr": 1000.0,
+            "expected_arr": 900.0,
+            "arr_at_risk": 0.0,
+        },
+        {
+            "segment": "smb",
+            "currency": "EUR",
+            "subscriptions": 1,
+            "arr": 2000.0,
+            "expected_arr": 500.0,
+            "arr_at_risk": 2000.0,
+        },
+        {
+            "segment": "smb",
+            "currency": "USD",
+            "subscriptions": 1,
+            "arr": 3000.0,
+            "expected_arr": 1800.0,
+            "arr_at_risk": 0.0,
+        },
+        {
+            "segment": "smb",
+            "currency": "XYZ",
+            "subscriptions": 1,
+            "arr": 500.0,
+            "expected_arr": 125.0,
+            "arr_at_risk": 500.0,
+        },
     ]
     assert summary["by_csm_owner"] == [
-        {"csm_owner": "(unassigned)", "currency": "EUR", "subscriptions": 1, "arr": 2000.0, "expected_arr": 500.0, "arr_at_risk": 2000.0},
-        {"csm_owner": "(unassigned)", "currency": "XYZ", "subscriptions": 1, "arr": 500.0, "expected_arr": 125.0, "arr_at_risk": 500.0},
-        {"csm_owner": "Ann", "currency": "USD", "subscriptions": 1, "arr": 1000.0, "expected_arr": 900.0, "arr_at_risk": 0.0},
-        {"csm_owner": "Bob", "currency": "USD", "subscriptions": 1, "arr": 3000.0, "expected_arr": 1800.0, "arr_at_risk": 0.0},
+        {
+            "csm_owner": "(unassigned)",
+            "currency": "EUR",
+            "subscriptions": 1,
+            "arr": 2000.0,
+            "expected_arr": 500.0,
+            "arr_at_risk": 2000.0,
+        },
+        {
+            "csm_owner": "(unassigned)",
+            "currency": "XYZ",
+            "subscriptions": 1,
+            "arr": 500.0,
+            "expected_arr": 125.0,
+            "arr_at_risk": 500.0,
+        },
+        {
+            "csm_owner": "Ann",
+            "currency": "USD",
+            "subscriptions": 1,
+            "arr": 1000.0,
+            "expected_arr": 900.0,
+            "arr_at_risk": 0.0,
+        },
+        {
+            "csm_owner": "Bob",
+            "currency": "USD",
+            "subscriptions": 1,
+            "arr": 3000.0,
+            "expected_arr": 1800.0,
+            "arr_at_risk": 0.0,
+        },
     ]
 
 
 def test_top_risks_are_at_risk_rows_largest_first_within_each_currency_and_limited(config):
     frame = multi_currency_frame(config)
     top = renewal_summary(frame, config)["top_risks"]
-    assert [(r["currency"], r["subscription_id"], r["arr"]) for r in top] == [("EUR", "S2", 2000.0), ("XYZ", "S3", 500.0)]
+    assert [(r["currency"], r["subscription_id"], r["arr"]) for r in top] == [
+        ("EUR", "S2", 2000.0),
+        ("XYZ", "S3", 500.0),
+    ]
     assert top[0]["main_reason"] == "Payment overdue"  # the label: a phrase for the table cell
     assert top[0]["reasons"] == ["Invoice INV-9 (EUR 10) is 40 days past due; overdue invoices: 2"]
     assert top[0]["suggested_playbook"] == "collections"
@@ -328,7 +449,10 @@ def test_summary_markdown_tables_hold_phrases_and_formatted_amounts(config):
     assert "<script>" not in first
     assert "| USD | 2 | USD 4,000 | USD 2,700 | USD 1,000 | USD 3,000 | USD 0 | USD 3,000 |" in first
     assert "**At risk** is the ARR in the Medium and Low buckets" in first
-    assert "| 2 | Evil \\| Corp &lt;script&gt; | S4 | 2024-02-10 | amber | Medium | USD 3,000 | no risk signal | outreach\\_cadence |" in first
+    assert (
+        "| 2 | Evil \\| Corp &lt;script&gt; | S4 | 2024-02-10 | amber | Medium | USD 3,000 | no risk signal | outreach\\_cadence |"
+        in first
+    )
     assert "| 1 | Account A2 | S2 | 2024-01-21 | red | Low | EUR 2,000 | Payment overdue | collections |" in first
     # The sentence goes below the table, in prose.
     assert "1. Account A2 (S2):\n   - Invoice INV-9 (EUR 10) is 40 days past due; overdue invoices: 2.\n" in first
@@ -339,7 +463,9 @@ def test_summary_markdown_tables_hold_phrases_and_formatted_amounts(config):
 
 def _renewals_file(tmp_path: Path, frame: pl.DataFrame, summary) -> tuple[bytes, str]:
     path = tmp_path / "renewals.json"
-    digest = write_json_stream_text(path, {"summary": summary}, "renewals", renewal_json_items(frame, chunk_rows=3), array=True)
+    digest = write_json_stream_text(
+        path, {"summary": summary}, "renewals", renewal_json_items(frame, chunk_rows=3), array=True
+    )
     return path.read_bytes(), digest
 
 
@@ -360,12 +486,17 @@ def test_renewals_json_holds_rows_with_decoded_reasons_in_json_dumps_bytes(confi
     assert "bucket" not in rows[1] and "probability" not in rows[1]
     assert rows[3]["account_name"] == "Evil | Corp\n<script>"
     # By hand: an item one level into the array (4 spaces), its keys at 6, sorted.
-    assert '\n    {\n      "account_id": "A1",\n      "account_name": "Account A1",\n      "arr": 1000.0,' in data.decode()
+    assert (
+        '\n    {\n      "account_id": "A1",\n      "account_name": "Account A1",\n      "arr": 1000.0,' in data.decode()
+    )
 
 
 def test_lake_rows_carry_renewal_prob_and_meet_the_contract(config):
     rows = lake_tables.renewal_rows(multi_currency_frame(config))
-    assert rows["renewal_prob"].to_list()[:2] == ['{"bucket":"High","probability":0.9}', '{"bucket":"Low","probability":0.25}']
+    assert rows["renewal_prob"].to_list()[:2] == [
+        '{"bucket":"High","probability":0.9}',
+        '{"bucket":"Low","probability":0.25}',
+    ]
     schema = load_contract("renewal_forecasts", CONTRACTS)
     assert validate_frame(rows.with_columns(as_of=pl.lit(AS_OF)), schema, "renewal_forecasts") == []
 
@@ -375,7 +506,10 @@ def test_renewals_json_falls_back_to_json_dumps_where_a_reason_would_re_encode_d
     frame = multi_currency_frame(config).with_columns(risk_reasons=pl.lit('[{"text":"x \\u00e9","code":"SIG_A"}]'))
     data, _ = _renewals_file(tmp_path, frame, {})
     assert data.decode() == canonical_json({"summary": {}, "renewals": list(renewal_records(frame))}, indent=2)
-    assert '"risk_reasons": [\n        {\n          "code": "SIG_A",\n          "text": "x é"\n        }\n      ]' in data.decode()
+    assert (
+        '"risk_reasons": [\n        {\n          "code": "SIG_A",\n          "text": "x é"\n        }\n      ]'
+        in data.decode()
+    )
 
 
 def test_renewals_json_of_no_renewals_is_an_empty_array(config, tmp_path):
@@ -405,9 +539,18 @@ def write_config(tmp_path: Path, edit) -> Path:
         (lambda r: r.update(at_risk_buckets=[]), "at_risk_buckets"),
         (lambda r: r.update(at_risk_buckets=["Doubtful"]), "at_risk_buckets"),
         (lambda r: r.pop("at_risk_buckets"), "at_risk_buckets"),
-        (lambda r: r["reasons"]["SIG_PAYMENT_OVERDUE"].update(amounts={"Amount": "currency"}), "reasons.SIG_PAYMENT_OVERDUE.amounts"),
-        (lambda r: r["risk_signals"]["weights"].update(SIG_PAYMENT_OVERDUE=0), "risk_signals.weights.SIG_PAYMENT_OVERDUE"),
-        (lambda r: r["reasons"]["SIG_SUPPORT_SPIKE"].update(template="{n:.1f} cases"), "reasons.SIG_SUPPORT_SPIKE.template"),
+        (
+            lambda r: r["reasons"]["SIG_PAYMENT_OVERDUE"].update(amounts={"Amount": "currency"}),
+            "reasons.SIG_PAYMENT_OVERDUE.amounts",
+        ),
+        (
+            lambda r: r["risk_signals"]["weights"].update(SIG_PAYMENT_OVERDUE=0),
+            "risk_signals.weights.SIG_PAYMENT_OVERDUE",
+        ),
+        (
+            lambda r: r["reasons"]["SIG_SUPPORT_SPIKE"].update(template="{n:.1f} cases"),
+            "reasons.SIG_SUPPORT_SPIKE.template",
+        ),
         (lambda r: r.update(playbook_library="missing.yaml"), "missing.yaml"),
     ],
 )
@@ -426,8 +569,15 @@ def test_config_hash_covers_the_playbook_library(tmp_path, config):
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(150000.0, "USD 150,000"), (1234567.891, "USD 1,234,568"), (0.5, "USD 1"), (2.5, "USD 3"),
-     (-0.4, "USD 0"), (0, "USD 0"), (None, "n/a")],
+    [
+        (150000.0, "USD 150,000"),
+        (1234567.891, "USD 1,234,568"),
+        (0.5, "USD 1"),
+        (2.5, "USD 3"),
+        (-0.4, "USD 0"),
+        (0, "USD 0"),
+        (None, "n/a"),
+    ],
 )
 def test_format_amount_is_whole_units_grouped_and_rounded_half_up(value, text):
     assert format_amount(value, "USD") == text
@@ -444,7 +594,9 @@ def test_on_the_fixtures_at_risk_is_the_low_bucket_not_all_arr_up_for_renewal(co
     # subs.csv, active and renewing by 2027-01-25: STARK-S1 600,000, ACME-S1 240,000,
     # INITECH-S1 96,000, SOYLENT-S1 72,000 (USD); WAYNE-S1 EUR 120,000; PIPE-S1 GBP 15,000.
     assert [(row["currency"], row["arr"]) for row in summary["by_currency"]] == [
-        ("EUR", 120000.0), ("GBP", 15000.0), ("USD", 1008000.0),
+        ("EUR", 120000.0),
+        ("GBP", 15000.0),
+        ("USD", 1008000.0),
     ]
     low = frame.filter((pl.col("bucket") == "Low") & (pl.col("currency") == "USD"))["arr"].sum()
     assert usd["arr_at_risk"] == low == 936000.0 < usd["arr"]  # Medium SOYLENT-S1 is not at risk

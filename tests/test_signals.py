@@ -123,7 +123,9 @@ def test_support_spike_by_open_sev1(config):
     # One open sev-1 (opened 200 days ago) fires on its own; one closed on as_of does not.
     open_sev1 = customer_view(accounts=[account()], cases=[case("C1", 200, 1)])
     evidence = fired(open_sev1, config, "SIG_SUPPORT_SPIKE")
-    assert [(e["open_sev1_cases"], e["oldest_open_sev1_opened_on"]) for e in evidence] == [(1, days_ago(200).isoformat())]
+    assert [(e["open_sev1_cases"], e["oldest_open_sev1_opened_on"]) for e in evidence] == [
+        (1, days_ago(200).isoformat())
+    ]
     closed = customer_view(accounts=[account()], cases=[case("C1", 200, 1, closed_days_ago=0), case("C2", 5, 2)])
     assert fired(closed, config, "SIG_SUPPORT_SPIKE") == []
 
@@ -139,7 +141,9 @@ def test_payment_overdue(config):
             invoice("I4", 90, 900.0, paid_days_ago=60, account_id="B"),
         ],
     )
-    assert detect_signals(view, config, LIFECYCLE).filter(pl.col("code") == "SIG_PAYMENT_OVERDUE")["account_id"].to_list() == ["A"]
+    assert detect_signals(view, config, LIFECYCLE).filter(pl.col("code") == "SIG_PAYMENT_OVERDUE")[
+        "account_id"
+    ].to_list() == ["A"]
     assert fired(view, config, "SIG_PAYMENT_OVERDUE") == [
         {
             "invoice_id": "I1", "due_on": days_ago(31).isoformat(), "days_overdue": 31, "amount": 500.0,
@@ -161,7 +165,13 @@ def test_feature_adoption_low(config):
     # 7 of 40 features = 17.5% < 20 fires; 8 of 40 = exactly 20% does not; no usage: nothing to judge.
     low = customer_view(accounts=[account()], usage=four_weeks("A", 10, features=7))
     assert fired(low, config, "SIG_FEATURE_ADOPTION_LOW") == [
-        {"avg_features_used": 7.0, "feature_catalog_size": 40, "breadth_pct": 17.5, "recent_windows": 4, "recent_from": "2026-08-31"}
+        {
+            "avg_features_used": 7.0,
+            "feature_catalog_size": 40,
+            "breadth_pct": 17.5,
+            "recent_windows": 4,
+            "recent_from": "2026-08-31",
+        }
     ]
     at = customer_view(accounts=[account()], usage=four_weeks("A", 10, features=8))
     assert fired(at, config, "SIG_FEATURE_ADOPTION_LOW") == []
@@ -197,7 +207,9 @@ def test_stakeholder_change(config):
             "since": "2026-07-30",
         }
     ]
-    quiet = customer_view(accounts=[account()], contacts=[contact("K3", "champion", 900, 60), contact("K4", "admin", 900, 1)])
+    quiet = customer_view(
+        accounts=[account()], contacts=[contact("K3", "champion", 900, 60), contact("K4", "admin", 900, 1)]
+    )
     assert fired(quiet, config, "SIG_STAKEHOLDER_CHANGE") == []
 
 

@@ -68,7 +68,9 @@ def test_a_changed_file_is_refused_naming_it(tmp_path):
     (tmp_path / "t.json").write_bytes(b'{"forged": 1}\n')  # through the public link
     stored = stages.open_stage(tmp_path, "pack")
     assert stored.read_bytes("frames/t.parquet") == b"rows"
-    with pytest.raises(stages.IntegrityError, match=r"stages/pack/g-[0-9a-f]{16}/t\.json: content hash sha256:") as caught:
+    with pytest.raises(
+        stages.IntegrityError, match=r"stages/pack/g-[0-9a-f]{16}/t\.json: content hash sha256:"
+    ) as caught:
         stored.read_bytes("t.json")
     assert caught.value.code == "ARTIFACT_CORRUPT" and "Rebuild the pack stage" in str(caught.value)
 

@@ -50,11 +50,21 @@ def make_view(as_of: dt.date, **rows: list[dict]) -> Customer360:
 
 
 def account(account_id: str, created_on: dt.date = D(2020, 1, 1)) -> dict:
-    return {"account_id": account_id, "name": f"Account {account_id}", "segment": "enterprise", "created_on": created_on}
+    return {
+        "account_id": account_id,
+        "name": f"Account {account_id}",
+        "segment": "enterprise",
+        "created_on": created_on,
+    }
 
 
 def sub(
-    subscription_id: str, start: dt.date, renewal: dt.date, status: str = "active", account_id: str = "A", seats: int = 50
+    subscription_id: str,
+    start: dt.date,
+    renewal: dt.date,
+    status: str = "active",
+    account_id: str = "A",
+    seats: int = 50,
 ) -> dict:
     return {
         "subscription_id": subscription_id, "account_id": account_id, "product": "Core", "plan": "growth",
@@ -196,8 +206,10 @@ def test_scores_and_signals_on_the_cut_equal_those_on_the_past_view():
     naive = Customer360(CUT, full_view().tables)
     assert "SIG_RENEWAL_SOON" in detect_signals(cut, signals_config, lifecycle)["code"].to_list()
     assert "SIG_RENEWAL_SOON" not in detect_signals(naive, signals_config, lifecycle)["code"].to_list()
-    assert not score_health(naive, health_config).filter(pl.col("account_id") == "A").equals(
-        score_health(cut, health_config)
+    assert (
+        not score_health(naive, health_config)
+        .filter(pl.col("account_id") == "A")
+        .equals(score_health(cut, health_config))
     )
 
 
@@ -218,7 +230,9 @@ def test_scores_and_signals_on_the_cut_equal_those_on_the_past_view():
         (D(2026, 1, 1), D(2026, 7, 1), "cancelled", D(2026, 3, 1), "active", D(2026, 7, 1)),
     ],
 )
-def test_subscription_status_and_renewal_date_at_the_cut(start, renewal, status, as_of, expected_status, expected_renewal):
+def test_subscription_status_and_renewal_date_at_the_cut(
+    start, renewal, status, as_of, expected_status, expected_renewal
+):
     view = make_view(D(2026, 9, 30), accounts=[account("A")], subs=[sub("S", start, renewal, status)])
     row = view_as_of(view, as_of).subs.row(0, named=True)
     assert (row["status"], row["renewal_date"]) == (expected_status, expected_renewal)

@@ -32,7 +32,8 @@ def configs_with(project, tmp_path: Path, overrides: str, snoozes: str) -> list[
 
 def test_history_overrides_snoozes_and_compare(project, capsys, tmp_path: Path) -> None:
     args = configs_with(
-        project, tmp_path,
+        project,
+        tmp_path,
         """overrides:
   - {account: ACME-001, tier: red, reason: champion gone, author: Dana, expires_on: 2026-12-31}
   - {account: PIPE-004, tier: green, reason: old call, author: Lee, expires_on: 2026-09-01}
@@ -56,8 +57,14 @@ def test_history_overrides_snoozes_and_compare(project, capsys, tmp_path: Path) 
     events = eventlog.read_events(project.artifacts / "governance" / "events.jsonl")
     health_event = [e for e in events if e["asset"] == "account_health"][-1]
     assert health_event["extra"]["overrides"] == [
-        {"account": "ACME-001", "computed": {"score": 68, "tier": "amber"}, "overridden": {"score": 68, "tier": "red"},
-         "reason": "champion gone", "author": "Dana", "expires_on": "2026-12-31"}
+        {
+            "account": "ACME-001",
+            "computed": {"score": 68, "tier": "amber"},
+            "overridden": {"score": 68, "tier": "red"},
+            "reason": "champion gone",
+            "author": "Dana",
+            "expires_on": "2026-12-31",
+        }
     ]
     log = project.artifacts / "governance" / "events.jsonl"
     assert eventlog.verify_log(log, log.with_name("events.pub")).ok
@@ -68,7 +75,11 @@ def test_history_overrides_snoozes_and_compare(project, capsys, tmp_path: Path) 
     assert document["lifecycle"]["snoozed"] == 1
     assert [s["code"] for s in document["resolved"]["ACME-001"]] == ["SIG_STAKEHOLDER_CHANGE"]
     wayne = document["accounts"]["WAYNE-009"][0]
-    assert (wayne["code"], wayne["snoozed_until"], wayne["snooze_reason"]) == ("SIG_SUPPORT_SPIKE", "2026-10-31", "migration tickets")
+    assert (wayne["code"], wayne["snoozed_until"], wayne["snooze_reason"]) == (
+        "SIG_SUPPORT_SPIKE",
+        "2026-10-31",
+        "migration tickets",
+    )
     code, out, _ = c360(capsys, "c360:signals", "--quiet", *args)
     assert "Against 2026-08-30: new " in out and "snoozed 1" in out
 
@@ -91,7 +102,15 @@ def test_history_overrides_snoozes_and_compare(project, capsys, tmp_path: Path) 
     candidate.write_text(yaml.safe_dump(data), encoding="utf-8")
     health_json = (customer / "health.json").read_bytes()
     snapshots = lake.snapshots(project.artifacts / "lake" / "c360.duckdb", "account_health")
-    code, out, _ = c360(capsys, "c360:health", "--config", str(candidate), "--compare", str(Path(project.configs) / "health.yaml"), *args)
+    code, out, _ = c360(
+        capsys,
+        "c360:health",
+        "--config",
+        str(candidate),
+        "--compare",
+        str(Path(project.configs) / "health.yaml"),
+        *args,
+    )
     assert code == 0
     assert "nothing written" in out.splitlines()[0]
     # By hand (docs/customer-360.md): ACME-001 without sentiment is 72.81 -> 73, green.
@@ -106,12 +125,27 @@ def test_backtest_command(project, capsys, tmp_path: Path) -> None:
     data = tmp_path / "generated"
     assert c360(capsys, "c360:generate", "--out", str(data), "--accounts", "40", "--weeks", "60", *project.args)[0] == 0
     assert c360(capsys, "c360:load", "--dir", str(data), "--quiet", *project.args)[0] == 0
-    code, out, _ = c360(capsys, "c360:backtest", "--from", "2025-10-01", "--to", "2026-05-31", "--step", "60", *project.args)
+    code, out, _ = c360(
+        capsys, "c360:backtest", "--from", "2025-10-01", "--to", "2026-05-31", "--step", "60", *project.args
+    )
     assert code == 0
     assert out.startswith("Backtest 2025-10-01 to 2026-05-31 every 60 days, horizon 120 days: 5 snapshots, ")
     assert "Lift of red over green:" in out and "Renewal rate per bucket" in out
     assert (project.customer / "backtest.md").exists() and (project.customer / "backtest.svg").exists()
-    report = json.loads(c360(capsys, "c360:backtest", "--from", "2025-10-01", "--to", "2026-05-31", "--step", "60", "--json", *project.args)[1])
+    report = json.loads(
+        c360(
+            capsys,
+            "c360:backtest",
+            "--from",
+            "2025-10-01",
+            "--to",
+            "2026-05-31",
+            "--step",
+            "60",
+            "--json",
+            *project.args,
+        )[1]
+    )
     assert report["snapshots"] == 5 and report["renewals"] >= report["churned"] > 0
     code, _, err = c360(capsys, "c360:backtest", "--from", "2026-01-01", "--to", "2026-12-31", *project.args)
     assert code == 2 and "after the data's as_of" in err

@@ -18,8 +18,11 @@ def test_ctrl_c_stops_the_ui_and_every_process_it_started(tmp_path):
     env = dagster_env(tmp_path / "dagster_home")
     port = free_port()
     c360 = subprocess.Popen(
-        [str(Path(sys.executable).with_name("c360")), "c360:ui", "--port", str(port)], cwd=REPO, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [str(Path(sys.executable).with_name("c360")), "c360:ui", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + SERVER_START_SECONDS

@@ -60,7 +60,12 @@ def run_c360(env: Mapping[str, str], *args: str) -> dict[str, Any]:
     assert c360.exists(), f"{c360} missing: install the project with pip install -e ."
     completed = subprocess.run(
         [str(c360), *args, "--json", "--quiet"],
-        cwd=REPO, env=dict(env), capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert completed.returncode == 0, f"c360 {' '.join(args)} failed:\n{completed.stderr}"
     return json.loads(completed.stdout)
@@ -86,12 +91,22 @@ def dagster_webserver(env: Mapping[str, str], log_path: Path) -> Iterator[str]:
     """Serve the project's definitions on a free local port; yield the base URL; always stop it."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(port),
-               "-m", "c360_dagster.definitions"]
+    command = [
+        sys.executable,
+        "-m",
+        "dagster_webserver",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-m",
+        "c360_dagster.definitions",
+    ]
     with log_path.open("w", encoding="utf-8") as log:
         # Own process group, so the code server it spawns is stopped with it.
-        server = subprocess.Popen(command, cwd=REPO, env=dict(env), stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        server = subprocess.Popen(
+            command, cwd=REPO, env=dict(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             deadline = time.monotonic() + SERVER_START_SECONDS
             while not answers(f"{base_url}/server_info"):

@@ -1,6 +1,5 @@
 """Per-account assets, partitioned by `account`: the success playbook and the QBR pack."""
 
-
 import datetime as dt
 import json
 from collections.abc import Iterator
@@ -178,7 +177,6 @@ def playbook(context: dg.AssetExecutionContext, project: C360Project) -> dg.Mate
     return dg.MaterializeResult()
 
 
-
 QBR_GATES = [
     ("duty_of_care", "A red account's QBR needs a materialized playbook (DUTY_PLAYBOOK_MISSING)."),
     ("privacy_signoff", "Contact-level data in a QBR needs the privacy sign-off (PRIVACY_SIGNOFF_REQUIRED)."),
@@ -226,7 +224,14 @@ def _gate_metadata(gate: qbr.Gate) -> dict[str, dg.MetadataValue]:
     partitions_def=ACCOUNT_PARTITIONS,
     backfill_policy=ACCOUNT_BACKFILL,
     # Everything it reads, so the graph is the lineage: the lake's score history included.
-    deps=[customer_360, account_health, customer_signals, renewal_forecasts, playbook, dg.AssetKey(["lake", "account_health"])],
+    deps=[
+        customer_360,
+        account_health,
+        customer_signals,
+        renewal_forecasts,
+        playbook,
+        dg.AssetKey(["lake", "account_health"]),
+    ],
     check_specs=[
         dg.AssetCheckSpec(name, asset="qbr_pack", description=text, partitions_def=ACCOUNT_PARTITIONS)
         for name, text in QBR_GATES
@@ -287,7 +292,9 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
         for account_id, pack in packs.items():
             with project.stage(pack.name) as out:
                 files = qbr.save_qbr_pack(pack, out)
-            playbook_hash = {"playbook": sha256_bytes(playbook_texts[account_id])} if account_id in playbook_texts else {}
+            playbook_hash = (
+                {"playbook": sha256_bytes(playbook_texts[account_id])} if account_id in playbook_texts else {}
+            )
             project.record_event(
                 context,
                 as_of=inputs.view.as_of.isoformat(),
@@ -310,6 +317,4 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
             f"({len(packs)} other(s) written): " + "; ".join(f"{key}: {why}" for key, why in sorted(failed.items())),
             code="QBR_RENDER_FAILED",
         )
-    yield dg.MaterializeResult(
-        metadata={**counted, "path": dg.MetadataValue.path(str(project.customer_dir))}
-    )
+    yield dg.MaterializeResult(metadata={**counted, "path": dg.MetadataValue.path(str(project.customer_dir))})

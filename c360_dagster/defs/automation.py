@@ -1,6 +1,5 @@
 """Schedule and sensors: rerun the chain on new input files; refresh only changed accounts."""
 
-
 from pathlib import Path
 
 import dagster as dg
@@ -21,9 +20,7 @@ chain_schedule = dg.ScheduleDefinition(
 
 def input_folder_state(folder: Path) -> str:
     """A digest of the input files' names, sizes and modification times (a cheap change test)."""
-    entries = sorted(
-        (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.glob("*") if p.is_file()
-    )
+    entries = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.glob("*") if p.is_file())
     return sha256_bytes(canonical_json(entries).encode("utf-8"))
 
 

@@ -33,11 +33,15 @@ def failing_rows(sample: Sequence[Mapping[str, Any]]) -> dg.TableMetadataValue:
     """The first rows that broke a check, as a table the UI draws on the check's page."""
     columns = list(dict.fromkeys(key for row in sample for key in row))
     types = {
-        column: COLUMN_TYPES.get(type(next((row[column] for row in sample if row.get(column) is not None), "")), "string")
+        column: COLUMN_TYPES.get(
+            type(next((row[column] for row in sample if row.get(column) is not None), "")), "string"
+        )
         for column in columns
     }
     return dg.MetadataValue.table(
-        records=[dg.TableRecord({column: _cell(row.get(column), types[column]) for column in columns}) for row in sample],
+        records=[
+            dg.TableRecord({column: _cell(row.get(column), types[column]) for column in columns}) for row in sample
+        ],
         schema=dg.TableSchema(columns=[dg.TableColumn(column, types[column]) for column in columns]),
     )
 

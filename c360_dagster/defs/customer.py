@@ -1,6 +1,5 @@
 """The account-level chain: Customer 360 → health and signals → renewal forecasts."""
 
-
 import datetime as dt
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -70,14 +69,9 @@ def _frame_metadata(frame: pl.DataFrame, path: Path) -> dict:
     owners=OWNERS,
     code_version=source_version(loader, integrity, view_json, view_module),
     deps=INPUT_SPECS,
-    check_specs=[
-        dg.AssetCheckSpec(name, asset="customer_360", description=text)
-        for name, _, text in integrity.CHECKS
-    ],
+    check_specs=[dg.AssetCheckSpec(name, asset="customer_360", description=text) for name, _, text in integrity.CHECKS],
 )
-def customer_360(
-    context: dg.AssetExecutionContext, config: LoadConfig, project: C360Project
-) -> dg.MaterializeResult:
+def customer_360(context: dg.AssetExecutionContext, config: LoadConfig, project: C360Project) -> dg.MaterializeResult:
     """Validated, normalized Customer 360 view of the exported customer data."""
     as_of = dt.date.fromisoformat(config.as_of) if config.as_of else None
     view = loader.read_customer_360(Path(project.fixtures_dir), as_of=as_of)
@@ -137,7 +131,9 @@ def _write_stage(
     """
     json_path = Path(out) if out else project.customer_dir / f"{stage}.json"
     with project.stage(stage) as stored:
-        json_hash = write_chunks_atomic(json_path, json_chunks) if out else stored.write_chunks(json_path.name, json_chunks)
+        json_hash = (
+            write_chunks_atomic(json_path, json_chunks) if out else stored.write_chunks(json_path.name, json_chunks)
+        )
         frame_hash = stored.write_frame(frame_path(stage), frame)
     return json_hash, json_path, frame_hash
 
@@ -245,7 +241,11 @@ def customer_signals(
     )
     frame = tracked.frame
     counts = {**lifecycle.lifecycle_summary(tracked), "warnings": list(tracked.warnings)}
-    header = {"as_of": view.as_of.isoformat(), "lifecycle": counts, "resolved": lifecycle.resolved_records(tracked.resolved)}
+    header = {
+        "as_of": view.as_of.isoformat(),
+        "lifecycle": counts,
+        "resolved": lifecycle.resolved_records(tracked.resolved),
+    }
     with project.writing():
         json_hash, out, frame_hash = _write_stage(
             project, "signals", config.out, json_stream(header, "accounts", signals.signal_json_entries(frame)), frame
@@ -264,9 +264,7 @@ def customer_signals(
             "signal_counts": dg.MetadataValue.json(signals.signals_summary(frame)),
             "lifecycle": dg.MetadataValue.json(counts),
         },
-        check_results=[
-            check_result(found) for found in quality.signal_findings(frame, set(signals.SIGNAL_CATALOG))
-        ],
+        check_results=[check_result(found) for found in quality.signal_findings(frame, set(signals.SIGNAL_CATALOG))],
         data_version=dg.DataVersion(frame_hash),
     )
 
@@ -287,7 +285,9 @@ def renewal_forecasts(
     view = project.open_view()
     health_frame, health_hash = project.frame_and_hash("health")
     signals_frame, signals_hash = project.frame_and_hash("signals")
-    frame = renewals.forecast_renewals(view, health_frame, signals_frame, renewals_config, window_days=config.window_days)
+    frame = renewals.forecast_renewals(
+        view, health_frame, signals_frame, renewals_config, window_days=config.window_days
+    )
     summary = renewals.renewal_summary(frame, renewals_config)
     summary_md = renewals.render_renewal_summary_md(summary, view.as_of, config.window_days)
     json_name = f"renewals_{view.as_of:%Y%m}.json"

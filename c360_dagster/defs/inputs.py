@@ -48,4 +48,3 @@ def input_files(context: dg.AssetExecutionContext, project: C360Project) -> Iter
             yield dg.ObserveResult(
                 asset_key=key, data_version=dg.DataVersion(digest), metadata={"file": path.name, "sha256": digest}
             )
-

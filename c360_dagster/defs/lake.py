@@ -1,6 +1,5 @@
 """Lake tables in DuckDB (key prefix `lake`): each write validated against its contract."""
 
-
 import io
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +31,9 @@ class LakeTable:
     rows: Callable[[C360Project], tuple[pl.DataFrame, str]]
 
 
-def _from_frame(name: str, to_rows: Callable[[pl.DataFrame], pl.DataFrame]) -> Callable[[C360Project], tuple[pl.DataFrame, str]]:
+def _from_frame(
+    name: str, to_rows: Callable[[pl.DataFrame], pl.DataFrame]
+) -> Callable[[C360Project], tuple[pl.DataFrame, str]]:
     def rows(project: C360Project) -> tuple[pl.DataFrame, str]:
         frame, digest = project.frame_and_hash(name)
         return to_rows(frame), digest

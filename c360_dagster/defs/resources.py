@@ -134,7 +134,9 @@ class C360Project(dg.ConfigurableResource):
         }
         if extra:
             event["extra"] = extra
-        record = eventlog.append_event(self.events_path, event, anchor.signing_key(self.artifacts, self.config_path("governance")))
+        record = eventlog.append_event(
+            self.events_path, event, anchor.signing_key(self.artifacts, self.config_path("governance"))
+        )
         context.add_asset_metadata(
             witness_metadata(self.events_path, record["seq"], eventlog.line_hash(record)),
             partition_key=event["partition"],

@@ -85,7 +85,12 @@ def signing_key(artifacts_dir: Path, governance_file: Path) -> Ed25519PrivateKey
     except FileNotFoundError:
         pin_version = None
     return _signing_key(
-        os.getcwd(), str(artifacts_dir), str(governance_file), pin_version, os.environ.get(KEY_ENV, ""), str(signing_key_path())
+        os.getcwd(),
+        str(artifacts_dir),
+        str(governance_file),
+        pin_version,
+        os.environ.get(KEY_ENV, ""),
+        str(signing_key_path()),
     )
 
 

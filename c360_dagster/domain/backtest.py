@@ -57,10 +57,14 @@ class BacktestResult:
     as_of_dates: tuple[dt.date, ...]
     config_hashes: Mapping[str, str]  # health, signals, renewals
     observations: pl.DataFrame  # as_of, OUTCOME_COLUMNS, tier, status, bucket, probability
-    snapshots: pl.DataFrame  # per as_of: accounts, tier counts, unscored, risk signals, renewals, churned, downsold, not_yet_observed
+    snapshots: (
+        pl.DataFrame
+    )  # per as_of: accounts, tier counts, unscored, risk signals, renewals, churned, downsold, not_yet_observed
     tiers: pl.DataFrame  # tier (TIER_ROWS), renewals, churned, renewed, downsold, churn_rate
     calibration: pl.DataFrame  # bucket, probability, renewals, renewed, observed_rate, gap_points
-    retention: pl.DataFrame  # per quarter and currency: renewals, ARR up, churned, downsold, expanded, after, kept, grr, nrr
+    retention: (
+        pl.DataFrame
+    )  # per quarter and currency: renewals, ARR up, churned, downsold, expanded, after, kept, grr, nrr
     red_flagged: int  # renewals whose account was red
     red_churned: int  # of those, churned
     churned: int  # all churned renewals
@@ -113,7 +117,9 @@ def renewal_outcomes(view: Customer360, grace_days: int) -> pl.DataFrame:
     )
 
 
-def _snapshot_dates(view: Customer360, start: dt.date, end: dt.date, step_days: int, horizon_days: int) -> list[dt.date]:
+def _snapshot_dates(
+    view: Customer360, start: dt.date, end: dt.date, step_days: int, horizon_days: int
+) -> list[dt.date]:
     def fail(message: str) -> None:
         raise C360Error(message, code="BACKTEST_INVALID")
 
@@ -168,9 +174,7 @@ def _snapshot(
             "churned": [observations.filter(pl.col("outcome") == CHURNED).height],
             "downsold": [observations.filter(pl.col("outcome") == DOWNSOLD).height],
             # Forecast renewals after the data's as_of: their outcome is not in the data yet.
-            "not_yet_observed": [
-                forecast.join(events, on=["subscription_id", "renewal_date"], how="anti").height
-            ],
+            "not_yet_observed": [forecast.join(events, on=["subscription_id", "renewal_date"], how="anti").height],
         }
     )
     return observations, summary
@@ -219,7 +223,9 @@ def _retention(observations: pl.DataFrame) -> pl.DataFrame:
     events = observations.unique(["subscription_id", "renewal_date"], keep="first").select(list(OUTCOME_COLUMNS))
     amounts = ["arr_up", "churned_arr", "downsold_arr", "expanded_arr", "arr_after"]
     return (
-        events.with_columns(period=pl.format("{}-Q{}", pl.col("renewal_date").dt.year(), pl.col("renewal_date").dt.quarter()))
+        events.with_columns(
+            period=pl.format("{}-Q{}", pl.col("renewal_date").dt.year(), pl.col("renewal_date").dt.quarter())
+        )
         .group_by("period", "currency")
         .agg(
             renewals=pl.len().cast(pl.Int64),

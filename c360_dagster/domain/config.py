@@ -68,7 +68,7 @@ def validate_config(data: Any, schema: Mapping[str, Any], source: str) -> dict[s
             shown = repr(first.instance)
             message = first.message
             if message.startswith(shown):
-                message = _short(first.instance) + message[len(shown):]
+                message = _short(first.instance) + message[len(shown) :]
         raise ConfigError(f"{source}: {key_path(path)}: {message}")
     return data
 

@@ -20,11 +20,26 @@ import polars as pl
 from c360_dagster.domain.errors import ContractError
 
 TOP_LEVEL_KEYWORDS = {
-    "$schema", "$id", "title", "description", "type", "required", "additionalProperties", "properties",
+    "$schema",
+    "$id",
+    "title",
+    "description",
+    "type",
+    "required",
+    "additionalProperties",
+    "properties",
 }
 PROPERTY_KEYWORDS = {
-    "description", "title", "type", "enum", "minimum", "maximum", "exclusiveMinimum", "pattern",
-    "minLength", "format",
+    "description",
+    "title",
+    "type",
+    "enum",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "pattern",
+    "minLength",
+    "format",
 }
 JSON_TYPES = {"string", "integer", "number", "boolean", "null"}
 ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
@@ -62,6 +77,7 @@ def load_contract(table: str, contracts_dir: Path | str) -> dict[str, Any]:
 
 def check_supported(schema: Mapping[str, Any], table: str) -> None:
     """Refuse a contract that uses a keyword (or value) the columnar validator cannot enforce."""
+
     def refuse(where: str, what: str) -> ContractError:
         return ContractError(f"contract {table}: {where}: {what} is not supported by the validator")
 
@@ -166,8 +182,12 @@ def _property_rules(name: str, dtype: pl.DataType, spec: Mapping[str, Any]) -> l
         if "pattern" in spec:
             rules.append((present & ~value.str.contains(spec["pattern"]), f"does not match {spec['pattern']}"))
         if "minLength" in spec:
-            rules.append((present & (value.str.len_chars() < spec["minLength"]),
-                          f"is shorter than {spec['minLength']} characters"))
+            rules.append(
+                (
+                    present & (value.str.len_chars() < spec["minLength"]),
+                    f"is shorter than {spec['minLength']} characters",
+                )
+            )
         if spec.get("format") == "date" and kind == "string":
             parsed = value.str.to_date("%Y-%m-%d", strict=False)
             valid = value.str.contains(ISO_DATE) & parsed.is_not_null() & (parsed.dt.year() >= 1)

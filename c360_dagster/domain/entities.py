@@ -172,9 +172,7 @@ ENTITIES: dict[str, EntitySpec] = {
             (
                 _id("response_id"),
                 _account_ref(),
-                FieldSpec(
-                    "contact_id", "str", optional=True, references="contacts.contact_id"
-                ),
+                FieldSpec("contact_id", "str", optional=True, references="contacts.contact_id"),
                 FieldSpec("responded_on", "date"),
                 FieldSpec("score", "int", minimum=0, maximum=10),
                 FieldSpec("comment", "str", optional=True),

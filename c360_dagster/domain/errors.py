@@ -68,8 +68,14 @@ _OS_FAULTS = {
     errno.ENOSPC: ("DISK_FULL", "free some space and run the command again"),
     errno.EDQUOT: ("DISK_FULL", "free some space and run the command again"),
     errno.EROFS: ("READ_ONLY", "remount it read-write or point --artifacts (or DAGSTER_HOME) at a writable folder"),
-    errno.EACCES: ("PERMISSION_DENIED", "make it writable for this user or point --artifacts (or DAGSTER_HOME) elsewhere"),
-    errno.EPERM: ("PERMISSION_DENIED", "make it writable for this user or point --artifacts (or DAGSTER_HOME) elsewhere"),
+    errno.EACCES: (
+        "PERMISSION_DENIED",
+        "make it writable for this user or point --artifacts (or DAGSTER_HOME) elsewhere",
+    ),
+    errno.EPERM: (
+        "PERMISSION_DENIED",
+        "make it writable for this user or point --artifacts (or DAGSTER_HOME) elsewhere",
+    ),
 }
 
 

@@ -77,10 +77,16 @@ def append_event(log_path: Path, event: dict[str, Any], signing_key: Ed25519Priv
     _check_event_fields(event)
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(log_path.with_name(log_path.name + ".lock"), LOCK_TIMEOUT_S, f"another process is appending to {log_path}"):
+    with file_lock(
+        log_path.with_name(log_path.name + ".lock"), LOCK_TIMEOUT_S, f"another process is appending to {log_path}"
+    ):
         _ensure_public_key(log_path, signing_key.public_key())
         last = _last_line(log_path)
-        body = {**event, "seq": _seq(last, log_path) + 1 if last else 1, "prev": sha256_bytes(last) if last else GENESIS}
+        body = {
+            **event,
+            "seq": _seq(last, log_path) + 1 if last else 1,
+            "prev": sha256_bytes(last) if last else GENESIS,
+        }
         record = {**body, "signature": _sign(signing_key, body)}
         line = canonical_json(record).encode("utf-8")
         failpoint(f"event:{event['asset']}")
@@ -89,10 +95,12 @@ def append_event(log_path: Path, event: dict[str, Any], signing_key: Ed25519Priv
         try:
             pending = memoryview(line + b"\n")
             while pending:  # one O_APPEND write; loop only if the kernel takes part of it
-                pending = pending[os.write(fd, pending):]
+                pending = pending[os.write(fd, pending) :]
             os.fsync(fd)
             head = {"kind": "head", "seq": record["seq"], "line": sha256_bytes(line)}
-            write_text_atomic(head_path(log_path), canonical_json({**head, "signature": _sign(signing_key, head)}) + "\n")
+            write_text_atomic(
+                head_path(log_path), canonical_json({**head, "signature": _sign(signing_key, head)}) + "\n"
+            )
         except OSError:
             # A full disk must not leave half a line, or a line the head does not name: undo it.
             os.ftruncate(fd, start)
@@ -143,7 +151,9 @@ def verify_log(
         return VerifyResult(False, checked, None, f"the head file {name} is damaged or its signature does not verify")
     if head["seq"] > checked:
         return VerifyResult(
-            False, checked, checked + 1,
+            False,
+            checked,
+            checked + 1,
             f"the signed head records {head['seq']} events but the log ends after {checked}: lines were removed from the end",
         )
     if head_line_hash != head["line"]:

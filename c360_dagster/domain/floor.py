@@ -24,7 +24,14 @@ import polars as pl
 from c360_dagster.domain.entities import ENTITIES
 from c360_dagster.domain.errors import InputError
 
-SQL_TYPES = {"str": "VARCHAR", "enum": "VARCHAR", "date": "DATE", "int": "BIGINT", "decimal": "DOUBLE", "bool": "BOOLEAN"}
+SQL_TYPES = {
+    "str": "VARCHAR",
+    "enum": "VARCHAR",
+    "date": "DATE",
+    "int": "BIGINT",
+    "decimal": "DOUBLE",
+    "bool": "BOOLEAN",
+}
 FLOOR_ENTITIES = ("accounts", "subs", "usage", "cases", "nps", "invoices")
 
 # Each CTE mirrors one measure group of health.py; "last N days" is (as_of - N, as_of].
@@ -189,7 +196,12 @@ OUTPUT_RECORDS = {
     "signals": ("SELECT * FROM signal_inputs", "account_id"),
     "renewals": ("SELECT * FROM renewals", "renewal_date, subscription_id"),
 }
-LAKE_TABLES = {"crm_opps": "crm_opps", "account_health": "measures", "customer_signals": "signal_inputs", "renewal_forecasts": "renewals"}
+LAKE_TABLES = {
+    "crm_opps": "crm_opps",
+    "account_health": "measures",
+    "customer_signals": "signal_inputs",
+    "renewal_forecasts": "renewals",
+}
 
 
 def floor_measures(input_dir: Path | str, as_of: dt.date, windows: Mapping[str, int]) -> pl.DataFrame:
@@ -208,9 +220,15 @@ def write_output_floor(
     params = {**_params(as_of, windows), "window_days": window_days}
     rows: dict[str, int] = {}
     with _inputs(Path(input_dir), tuple(ENTITIES)) as con:
-        for table, sql in (("measures", MEASURES_SQL), ("signal_inputs", SIGNAL_INPUTS_SQL), ("renewals", RENEWALS_SQL)):
+        for table, sql in (
+            ("measures", MEASURES_SQL),
+            ("signal_inputs", SIGNAL_INPUTS_SQL),
+            ("renewals", RENEWALS_SQL),
+        ):
             # DuckDB takes exactly the parameters a statement names.
-            con.execute(f"CREATE TEMP TABLE {table} AS {sql}", {key: value for key, value in params.items() if f"${key}" in sql})
+            con.execute(
+                f"CREATE TEMP TABLE {table} AS {sql}", {key: value for key, value in params.items() if f"${key}" in sql}
+            )
         written = {f"360/{name}": (f"SELECT * FROM {name}", ", ".join(ENTITIES[name].key)) for name in ENTITIES}
         for name, (query, order) in {**written, **OUTPUT_RECORDS}.items():
             for fmt in ("json", "parquet"):
@@ -225,7 +243,10 @@ def write_output_floor(
 
 
 def _params(as_of: dt.date, windows: Mapping[str, int]) -> dict:
-    return {"as_of": as_of, **{key: int(windows[key]) for key in ("usage_days", "support_days", "credits_days", "nps_trend_days")}}
+    return {
+        "as_of": as_of,
+        **{key: int(windows[key]) for key in ("usage_days", "support_days", "credits_days", "nps_trend_days")},
+    }
 
 
 @contextlib.contextmanager

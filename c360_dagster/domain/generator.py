@@ -100,44 +100,144 @@ DAYS_TO_CLOSE = np.array([2.0, 5.0, 9.0, 15.0])  # mean, by severity 1..4
 SLA_BREACH_RATE = np.array([0.25, 0.12, 0.05, 0.03])
 
 INDUSTRIES = (
-    "Software", "Financial Services", "Healthcare", "Retail", "Manufacturing",
-    "Logistics", "Education", "Media", "Energy", "Public Sector",
+    "Software",
+    "Financial Services",
+    "Healthcare",
+    "Retail",
+    "Manufacturing",
+    "Logistics",
+    "Education",
+    "Media",
+    "Energy",
+    "Public Sector",
 )
 CSM_OWNERS = tuple(
     f"{first} {last}"
     for first, last in (
-        ("Avery", "Stone"), ("Blake", "Moreno"), ("Casey", "Lindqvist"), ("Dana", "Okafor"),
-        ("Eli", "Nakamura"), ("Farah", "Haddad"), ("Gus", "Petrov"), ("Hana", "Kim"),
-        ("Ines", "Duarte"), ("Jon", "Whitfield"), ("Kira", "Novak"), ("Luis", "Ortega"),
-        ("Mei", "Chen"), ("Nils", "Berg"), ("Omar", "Rahman"), ("Priya", "Iyer"),
-        ("Quinn", "Byrne"), ("Rosa", "Fischer"), ("Sam", "Adeyemi"), ("Tess", "Laurent"),
+        ("Avery", "Stone"),
+        ("Blake", "Moreno"),
+        ("Casey", "Lindqvist"),
+        ("Dana", "Okafor"),
+        ("Eli", "Nakamura"),
+        ("Farah", "Haddad"),
+        ("Gus", "Petrov"),
+        ("Hana", "Kim"),
+        ("Ines", "Duarte"),
+        ("Jon", "Whitfield"),
+        ("Kira", "Novak"),
+        ("Luis", "Ortega"),
+        ("Mei", "Chen"),
+        ("Nils", "Berg"),
+        ("Omar", "Rahman"),
+        ("Priya", "Iyer"),
+        ("Quinn", "Byrne"),
+        ("Rosa", "Fischer"),
+        ("Sam", "Adeyemi"),
+        ("Tess", "Laurent"),
     )
 )
 NAME_PREFIXES = (
-    "North", "Blue", "Silver", "Iron", "Bright", "Clear", "Swift", "Green", "High", "Deep",
-    "Red", "Cedar", "Summit", "Harbor", "Granite", "Golden", "Maple", "Lumen", "Polar", "Vista",
+    "North",
+    "Blue",
+    "Silver",
+    "Iron",
+    "Bright",
+    "Clear",
+    "Swift",
+    "Green",
+    "High",
+    "Deep",
+    "Red",
+    "Cedar",
+    "Summit",
+    "Harbor",
+    "Granite",
+    "Golden",
+    "Maple",
+    "Lumen",
+    "Polar",
+    "Vista",
 )
 NAME_ROOTS = (
-    "wind", "peak", "stone", "field", "bridge", "wave", "leaf", "forge", "line", "point",
-    "gate", "works", "path", "spring", "crest", "rock", "light", "mark", "ridge", "vale",
+    "wind",
+    "peak",
+    "stone",
+    "field",
+    "bridge",
+    "wave",
+    "leaf",
+    "forge",
+    "line",
+    "point",
+    "gate",
+    "works",
+    "path",
+    "spring",
+    "crest",
+    "rock",
+    "light",
+    "mark",
+    "ridge",
+    "vale",
 )
 # A few suffixes carry commas, quotes, '&' and non-ASCII, so CSV quoting and escaping get exercised.
 NAME_SUFFIXES = (
-    "Systems", "Labs", "Analytics", "Logistics", "Health", "Foods", "Energy", "Capital",
-    "Media", "Robotics", "& Co.", "Holdings, Inc.", "GmbH", "S.A.", "Ltd.", "Ventures",
-    'Freight "Express"', "Software", "Partners, LLC", "Fabrik & Söhne",
+    "Systems",
+    "Labs",
+    "Analytics",
+    "Logistics",
+    "Health",
+    "Foods",
+    "Energy",
+    "Capital",
+    "Media",
+    "Robotics",
+    "& Co.",
+    "Holdings, Inc.",
+    "GmbH",
+    "S.A.",
+    "Ltd.",
+    "Ventures",
+    'Freight "Express"',
+    "Software",
+    "Partners, LLC",
+    "Fabrik & Söhne",
 )
 FIRST_NAMES = (
-    ("Alex", "alex"), ("Maria", "maria"), ("José", "jose"), ("Wei", "wei"), ("Fatima", "fatima"),
-    ("John", "john"), ("Zoë", "zoe"), ("Liam", "liam"), ("Aiko", "aiko"), ("Olga", "olga"),
-    ("Noah", "noah"), ("Emma", "emma"), ("Ravi", "ravi"), ("Sofia", "sofia"), ("Kwame", "kwame"),
+    ("Alex", "alex"),
+    ("Maria", "maria"),
+    ("José", "jose"),
+    ("Wei", "wei"),
+    ("Fatima", "fatima"),
+    ("John", "john"),
+    ("Zoë", "zoe"),
+    ("Liam", "liam"),
+    ("Aiko", "aiko"),
+    ("Olga", "olga"),
+    ("Noah", "noah"),
+    ("Emma", "emma"),
+    ("Ravi", "ravi"),
+    ("Sofia", "sofia"),
+    ("Kwame", "kwame"),
     ("Chloé", "chloe"),
 )
 LAST_NAMES = (
-    ("Smith", "smith"), ("García", "garcia"), ("Müller", "mueller"), ("O'Brien", "obrien"),
-    ("Nguyễn", "nguyen"), ("Patel", "patel"), ("Johansson", "johansson"), ("Rossi", "rossi"),
-    ("Kowalski", "kowalski"), ("Tanaka", "tanaka"), ("Silva", "silva"), ("Dubois", "dubois"),
-    ("Mensah", "mensah"), ("Cohen", "cohen"), ("Ivanova", "ivanova"), ("Brown", "brown"),
+    ("Smith", "smith"),
+    ("García", "garcia"),
+    ("Müller", "mueller"),
+    ("O'Brien", "obrien"),
+    ("Nguyễn", "nguyen"),
+    ("Patel", "patel"),
+    ("Johansson", "johansson"),
+    ("Rossi", "rossi"),
+    ("Kowalski", "kowalski"),
+    ("Tanaka", "tanaka"),
+    ("Silva", "silva"),
+    ("Dubois", "dubois"),
+    ("Mensah", "mensah"),
+    ("Cohen", "cohen"),
+    ("Ivanova", "ivanova"),
+    ("Brown", "brown"),
 )
 CASE_CATEGORIES = ("bug", "how_to", "billing", "integration", "performance", "access", "feature_request")
 SPIKE_CATEGORIES = ("bug", "performance", "integration")
@@ -366,9 +466,7 @@ class _AccountDraw:
     auto_renew: np.ndarray
 
 
-def _draw_accounts(
-    rng: np.random.Generator, first: int, n: int, run: _Run, next_seq: dict[str, int]
-) -> _AccountDraw:
+def _draw_accounts(rng: np.random.Generator, first: int, n: int, run: _Run, next_seq: dict[str, int]) -> _AccountDraw:
     """Draw the account-level facts of one chunk; reserves its contact and subscription ids."""
     as_of = run.as_of
     archetype = rng.choice(len(ARCHETYPES), size=n, p=ARCHETYPE_SHARES)
@@ -811,9 +909,7 @@ def _invoices(rng: np.random.Generator, draw: _AccountDraw, run: _Run, terms: _T
     )
 
 
-def _opportunities(
-    rng: np.random.Generator, draw: _AccountDraw, run: _Run, subs: _Subs, terms: _Terms
-) -> pl.DataFrame:
+def _opportunities(rng: np.random.Generator, draw: _AccountDraw, run: _Run, subs: _Subs, terms: _Terms) -> pl.DataFrame:
     """New business at the start, renewals won/lost/open, and expansions for growing accounts."""
     n = len(draw.index)
     won_renewal = (terms.term >= 1) & (terms.term_start >= run.as_of - HISTORY_DAYS)

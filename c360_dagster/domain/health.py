@@ -221,14 +221,20 @@ def _check_scorecard(card: Scorecard, override: Mapping[str, Any], prefix: str, 
     if sum(card.weights.values()) <= 0:
         raise ConfigError(f"{source}: {prefix}weights: at least one weight must be positive")
     if card.thresholds["value"]["breadth_weight"] + card.thresholds["value"]["release_weight"] <= 0:
-        raise ConfigError(f"{source}: {prefix}thresholds.value.breadth_weight: breadth or release weight must be positive")
+        raise ConfigError(
+            f"{source}: {prefix}thresholds.value.breadth_weight: breadth or release weight must be positive"
+        )
     overridden = override.get("thresholds", {})
     for component, pairs in ORDERED_PAIRS.items():
         values = card.thresholds[component]
         for lower, upper in pairs:
             if values[upper] > values[lower]:
                 continue
-            key = lower if lower in overridden.get(component, {}) and upper not in overridden.get(component, {}) else upper
+            key = (
+                lower
+                if lower in overridden.get(component, {}) and upper not in overridden.get(component, {})
+                else upper
+            )
             raise ConfigError(
                 f"{source}: {prefix}thresholds.{component}.{key}: {upper} ({values[upper]}) must be "
                 f"greater than {lower} ({values[lower]})"
@@ -381,7 +387,9 @@ def _money_measures(view: Customer360, credits_days: int) -> pl.DataFrame:
     money = pl.col("arr") + pl.col("overdue_amount") + pl.col("credits")
     per_currency = (
         contracts.join(billing, on=["account_id", "currency"], how="full", coalesce=True)
-        .with_columns(pl.col(c).fill_null(0.0).cast(pl.Float64) for c in ("arr", "discount_pct", "overdue_amount", "credits"))
+        .with_columns(
+            pl.col(c).fill_null(0.0).cast(pl.Float64) for c in ("arr", "discount_pct", "overdue_amount", "credits")
+        )
         .filter(money > 0)
         .with_columns(
             overdue_pct_of_arr=_pct_of_arr("overdue_amount"),
@@ -465,7 +473,9 @@ def _component_columns(config: HealthConfig) -> list[pl.Expr]:
         .then(100 * pl.col("recent_release_features") / pl.col("recent_features"))
         .otherwise(0.0)
     )
-    weighted_cases = sum((pl.col(f"severity{s}_cases") * _t("support", f"severity{s}_weight") for s in (1, 2, 3, 4)), pl.lit(0))
+    weighted_cases = sum(
+        (pl.col(f"severity{s}_cases") * _t("support", f"severity{s}_weight") for s in (1, 2, 3, 4)), pl.lit(0)
+    )
     # Accounts under 10 seats count as 10, so one case at a tiny account is not a crisis.
     per_10_seats = weighted_cases * 10 / pl.max_horizontal(pl.col("seats"), pl.lit(10))
     trend = pl.when(pl.col("earlier_responses") > 0).then(pl.col("latest_nps") - pl.col("earlier_mean_nps"))
@@ -478,7 +488,9 @@ def _component_columns(config: HealthConfig) -> list[pl.Expr]:
         breadth.alias("breadth_pct"),
         release_share.alias("release_share_pct"),
         _ramp(breadth, _t("value", "breadth_floor_pct"), _t("value", "breadth_target_pct")).alias("breadth_score"),
-        _ramp(release_share, _t("value", "release_floor_pct"), _t("value", "release_target_pct")).alias("release_score"),
+        _ramp(release_share, _t("value", "release_floor_pct"), _t("value", "release_target_pct")).alias(
+            "release_score"
+        ),
         weighted_cases.cast(pl.Float64).alias("weighted_cases"),
         per_10_seats.alias("cases_per_10_seats"),
         _penalty(
@@ -503,7 +515,10 @@ def _commercial_penalties() -> list[pl.Expr]:
     t = "commercial"
     return [
         _penalty(
-            pl.col("max_days_overdue"), _t(t, "overdue_days_start"), _t(t, "overdue_days_full"), _t(t, "overdue_days_max_penalty")
+            pl.col("max_days_overdue"),
+            _t(t, "overdue_days_start"),
+            _t(t, "overdue_days_full"),
+            _t(t, "overdue_days_max_penalty"),
         ).alias("overdue_days_penalty"),
         _penalty(
             pl.col("overdue_pct_of_arr"),
@@ -512,10 +527,16 @@ def _commercial_penalties() -> list[pl.Expr]:
             _t(t, "overdue_amount_max_penalty"),
         ).alias("overdue_amount_penalty"),
         _penalty(
-            pl.col("credits_pct_of_arr"), _t(t, "credits_start_pct"), _t(t, "credits_full_pct"), _t(t, "credits_max_penalty")
+            pl.col("credits_pct_of_arr"),
+            _t(t, "credits_start_pct"),
+            _t(t, "credits_full_pct"),
+            _t(t, "credits_max_penalty"),
         ).alias("credits_penalty"),
         _penalty(
-            pl.col("discount_pct"), _t(t, "discount_start_pct"), _t(t, "discount_full_pct"), _t(t, "discount_max_penalty")
+            pl.col("discount_pct"),
+            _t(t, "discount_start_pct"),
+            _t(t, "discount_full_pct"),
+            _t(t, "discount_max_penalty"),
         ).alias("discount_penalty"),
     ]
 
@@ -544,7 +565,8 @@ def _raw_scores(config: HealthConfig) -> list[pl.Expr]:
             pl.col("utilisation_pct"), _t("adoption", "utilisation_floor_pct"), _t("adoption", "utilisation_target_pct")
         ),
         "value": (
-            _t("value", "breadth_weight") * pl.col("breadth_score") + _t("value", "release_weight") * pl.col("release_score")
+            _t("value", "breadth_weight") * pl.col("breadth_score")
+            + _t("value", "release_weight") * pl.col("release_score")
         )
         / value_weights,
         "support": (100 - pl.col("volume_penalty") - pl.col("open_sev1_penalty") - pl.col("sla_penalty")).clip(0, 100),
@@ -562,9 +584,7 @@ def _raw_scores(config: HealthConfig) -> list[pl.Expr]:
         .then(pl.lit("no usage data up to as_of"))
         .otherwise(pl.lit("no seats entitled by active subscriptions")),
         "value": pl.lit("no usage data up to as_of"),
-        "support": pl.lit(
-            f"no support cases, and not yet a customer for the {support_days}-day support window"
-        ),
+        "support": pl.lit(f"no support cases, and not yet a customer for the {support_days}-day support window"),
         "commercial": pl.when(~pl.col("has_arr"))
         .then(pl.lit("no ARR from active subscriptions"))
         .otherwise(pl.lit("no invoice has fallen due yet, so payment is not measured")),
@@ -576,7 +596,13 @@ def _raw_scores(config: HealthConfig) -> list[pl.Expr]:
         for c in COMPONENTS
         for expr in (
             pl.when(live & available[c]).then(scores[c]).alias(f"{c}_raw"),
-            pl.when(~live).then(not_live).when(available[c]).then(None).otherwise(reasons[c]).cast(pl.Utf8).alias(f"{c}_reason"),
+            pl.when(~live)
+            .then(not_live)
+            .when(available[c])
+            .then(None)
+            .otherwise(reasons[c])
+            .cast(pl.Utf8)
+            .alias(f"{c}_reason"),
         )
     ]
 
@@ -606,7 +632,10 @@ def _evidence(schema: pl.Schema) -> dict[str, pl.Expr]:
             pl.col("by_currency"),
             *fields("overdue_invoices", "max_days_overdue", "overdue_days_penalty"),
             # The ratios the penalties use: the worst currency's (see `_money_measures`).
-            *[round2(pl.col(n)).alias(f"worst_{n}") for n in ("overdue_pct_of_arr", "credits_pct_of_arr", "discount_pct")],
+            *[
+                round2(pl.col(n)).alias(f"worst_{n}")
+                for n in ("overdue_pct_of_arr", "credits_pct_of_arr", "discount_pct")
+            ],
             *fields("overdue_amount_penalty", "credits_penalty", "discount_penalty"),
             pl.col("w_commercial").alias("configured_weight"),
         ),
@@ -644,7 +673,9 @@ def score_health(view: Customer360, config: HealthConfig) -> pl.DataFrame:
         ),
     )
     scored = pl.col("status") == SCORED
-    available_weight = pl.sum_horizontal(pl.when(a).then(pl.col(f"w_{c}")).otherwise(0.0) for a, c in zip(available, COMPONENTS, strict=True))
+    available_weight = pl.sum_horizontal(
+        pl.when(a).then(pl.col(f"w_{c}")).otherwise(0.0) for a, c in zip(available, COMPONENTS, strict=True)
+    )
     frame = frame.with_columns(
         # Effective weights of the available components sum to 100; unavailable ones get 0.
         # An account without a score has no weights at all (null).
@@ -687,7 +718,17 @@ def score_health(view: Customer360, config: HealthConfig) -> pl.DataFrame:
         ],
         *[expr.alias(f"{c}_evidence") for c, expr in _evidence(frame.collect_schema()).items()],
     )
-    columns = ["account_id", "segment", "scorecard", "score", "tier", "status", "status_reason", "lifecycle", "config_hash"]
+    columns = [
+        "account_id",
+        "segment",
+        "scorecard",
+        "score",
+        "tier",
+        "status",
+        "status_reason",
+        "lifecycle",
+        "config_hash",
+    ]
     columns += [f"{c}_{part}" for c in COMPONENTS for part in ("score", "weight", "points", "reason", "evidence")]
     return frame.select(columns).sort("account_id")
 
@@ -698,27 +739,30 @@ def health_records(frame: pl.DataFrame) -> Iterator[tuple[str, dict[str, Any]]]:
     The frame's floats are already rounded to 2 decimals, so the records are JSON-ready as is.
     """
     for row in frame.iter_rows(named=True):
-        yield row["account_id"], {
-            "score": row["score"],
-            "total": 100,
-            "tier": row["tier"],
-            "status": row["status"],
-            "status_reason": row["status_reason"],
-            "lifecycle": row["lifecycle"],
-            "scorecard": row["scorecard"],
-            "components": {
-                c: {
-                    "score": row[f"{c}_score"],
-                    "weight": row[f"{c}_weight"],
-                    "points": row[f"{c}_points"],
-                    "available": row[f"{c}_score"] is not None,
-                    "reason": row[f"{c}_reason"],
-                    "evidence": row[f"{c}_evidence"],
-                }
-                for c in COMPONENTS
+        yield (
+            row["account_id"],
+            {
+                "score": row["score"],
+                "total": 100,
+                "tier": row["tier"],
+                "status": row["status"],
+                "status_reason": row["status_reason"],
+                "lifecycle": row["lifecycle"],
+                "scorecard": row["scorecard"],
+                "components": {
+                    c: {
+                        "score": row[f"{c}_score"],
+                        "weight": row[f"{c}_weight"],
+                        "points": row[f"{c}_points"],
+                        "available": row[f"{c}_score"] is not None,
+                        "reason": row[f"{c}_reason"],
+                        "evidence": row[f"{c}_evidence"],
+                    }
+                    for c in COMPONENTS
+                },
+                **(override_record(row) if "computed_score" in row else {}),
             },
-            **(override_record(row) if "computed_score" in row else {}),
-        }
+        )
 
 
 def health_json_entries(frame: pl.DataFrame, chunk_rows: int = 20_000) -> Iterator[bytes]:
@@ -779,7 +823,9 @@ def explain_health(record: Mapping[str, Any]) -> str:
     components = record["components"]
     lifecycle = record["lifecycle"].replace("_", " ")
     if record["score"] is None:
-        lines = [f"No health score: {record['status_reason']} (lifecycle {lifecycle}, {record['scorecard']} scorecard)."]
+        lines = [
+            f"No health score: {record['status_reason']} (lifecycle {lifecycle}, {record['scorecard']} scorecard)."
+        ]
     else:
         lines = [
             f"Health score {record['score']}/{record['total']}: {record['tier']} "

@@ -83,6 +83,7 @@ def compare_configs(view: Customer360, candidate: HealthConfig, baseline: Health
     `<component>_points_before`/`_after` for each component. An account without a score has
     its status (e.g. insufficient_data) in place of the tier and a null score.
     """
+
     def scored(config: HealthConfig, suffix: str) -> pl.DataFrame:
         frame = score_health(view, config).with_columns(tier=pl.coalesce("tier", "status"))
         columns = ["score", "tier", *(f"{c}_points" for c in COMPONENTS)]

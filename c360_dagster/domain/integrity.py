@@ -29,7 +29,11 @@ RECENT_USAGE_DAYS = 28
 
 CHECKS: tuple[tuple[str, Severity, str], ...] = (
     ("unique_ids", "ERROR", "Every id is unique; account ids are unique even ignoring case."),
-    ("references_resolve", "ERROR", "Every reference names an existing row (invoice subscriptions: of the same account)."),
+    (
+        "references_resolve",
+        "ERROR",
+        "Every reference names an existing row (invoice subscriptions: of the same account).",
+    ),
     ("dates_ordered", "ERROR", "End dates are not before start dates; renewals are after the start."),
     ("usage_windows_disjoint", "ERROR", "Usage windows of one account do not overlap."),
     ("values_in_range", "ERROR", "Required values are present, in range, in their allowed set and well formed."),
@@ -216,8 +220,9 @@ def _warn_offenders(view: Customer360) -> dict[str, pl.DataFrame]:
         "accounts_have_recent_usage": accounts.join(recent, on="account_id", how="anti")
         .join(last_usage, on="account_id", how="left")
         .sort("account_id"),
-        "active_renewals_not_past": subs.filter((pl.col("status") == "active") & (pl.col("renewal_date") < view.as_of))
-        .select("subscription_id", "account_id", "renewal_date"),
+        "active_renewals_not_past": subs.filter(
+            (pl.col("status") == "active") & (pl.col("renewal_date") < view.as_of)
+        ).select("subscription_id", "account_id", "renewal_date"),
         "invoice_currency_matches_subscription": view.invoices.join(sub_currency, on="subscription_id", how="inner")
         .filter(pl.col("currency") != pl.col("subscription_currency"))
         .select("invoice_id", "subscription_id", "currency", "subscription_currency")

@@ -68,7 +68,7 @@ def _remove_dead_temps(path: Path) -> None:
     with os.scandir(path.parent) as entries:
         temps = [entry.name for entry in entries if entry.name.startswith(prefix) and entry.name.endswith(".tmp")]
     for name in temps:
-        pid = name[len(prefix):].partition(".")[0]
+        pid = name[len(prefix) :].partition(".")[0]
         if pid.isdigit() and not _process_exists(int(pid)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path.parent / name)

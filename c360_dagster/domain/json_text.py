@@ -56,7 +56,9 @@ def json_text(expr: pl.Expr, dtype: PolarsDataType, depth: int) -> pl.Expr:
         inner = "\n" + " " * (depth + _INDENT)
         items = expr.list.eval(json_text(pl.element(), dtype.inner, depth + _INDENT)).list.join("," + inner)
         empty = pl.when(expr.list.len() == 0).then(pl.lit("[]"))
-        return empty.otherwise(pl.concat_str(pl.lit("[" + inner), items, pl.lit("\n" + " " * depth + "]"))).fill_null("null")
+        return empty.otherwise(pl.concat_str(pl.lit("[" + inner), items, pl.lit("\n" + " " * depth + "]"))).fill_null(
+            "null"
+        )
     text: pl.Expr
     if dtype == pl.Utf8:
         text = json_string(expr)
@@ -126,7 +128,11 @@ def entries(
     """
     prefix = pl.concat_str(json_string(pl.col(key)), pl.lit(": "))
     return _texts(
-        frame.select(pl.col(key), value.alias("_value"), pl.col(key).str.contains(_OTHER_CONTROL).fill_null(False).alias("_unsafe")),
+        frame.select(
+            pl.col(key),
+            value.alias("_value"),
+            pl.col(key).str.contains(_OTHER_CONTROL).fill_null(False).alias("_unsafe"),
+        ),
         prefix,
         depth,
         chunk_rows,

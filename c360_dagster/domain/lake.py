@@ -30,9 +30,7 @@ TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 SQL_TYPES = {"string": "VARCHAR", "integer": "BIGINT", "number": "DOUBLE", "boolean": "BOOLEAN"}
 
 
-def write_snapshot(
-    db_path: Path, table: str, frame: pl.DataFrame, as_of: dt.date, contracts_dir: Path
-) -> int:
+def write_snapshot(db_path: Path, table: str, frame: pl.DataFrame, as_of: dt.date, contracts_dir: Path) -> int:
     """Validate `frame` (the table's columns without `as_of`), then replace `as_of`'s rows; return rows written."""
     schema = load_contract(table, contracts_dir)
     if "as_of" in frame.columns:

@@ -16,14 +16,21 @@ def health_rows(health: pl.DataFrame) -> pl.DataFrame:
     """account_health: the (overridden) score and tier, the computed ones, plus each component as canonical JSON."""
     components = pl.struct(
         [
-            pl.struct(
-                [pl.col(f"{c}_{field}").alias(field) for field in COMPONENT_FIELDS]
-            ).alias(c)
+            pl.struct([pl.col(f"{c}_{field}").alias(field) for field in COMPONENT_FIELDS]).alias(c)
             for c in sorted(COMPONENTS)
         ]
     ).struct.json_encode()
     return health.select(
-        "account_id", "segment", "scorecard", "score", "tier", "status", "status_reason", "lifecycle", "config_hash", *OVERRIDE_COLUMNS,
+        "account_id",
+        "segment",
+        "scorecard",
+        "score",
+        "tier",
+        "status",
+        "status_reason",
+        "lifecycle",
+        "config_hash",
+        *OVERRIDE_COLUMNS,
         components.alias("components"),
     )
 

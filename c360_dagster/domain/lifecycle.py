@@ -43,7 +43,10 @@ ANCHORS: dict[str, pl.Expr] = {
     "SIG_PAYMENT_OVERDUE": _evidence("$.invoice_id"),
     "SIG_RENEWAL_SOON": pl.format("{}@{}", _evidence("$.subscription_id"), _evidence("$.renewal_date")),
     "SIG_STAKEHOLDER_CHANGE": pl.format(
-        "{} {} {}", _evidence("$.changes[-1].on"), _evidence("$.changes[-1].change"), _evidence("$.changes[-1].contact_id")
+        "{} {} {}",
+        _evidence("$.changes[-1].on"),
+        _evidence("$.changes[-1].change"),
+        _evidence("$.changes[-1].contact_id"),
     ),
 }
 
@@ -156,14 +159,26 @@ def track_signals(
     frame = current.with_columns(signal_id=_sha16(id_keys)).select(*signals.columns, "signal_id", "status", "since")
     resolved = (
         before.join(current.select(keys), on=keys, how="anti")
-        .select("account_id", "code", "kind", "signal_id", "since", pl.lit(previous_as_of, pl.Date).alias("last_seen"), "evidence")
+        .select(
+            "account_id",
+            "code",
+            "kind",
+            "signal_id",
+            "since",
+            pl.lit(previous_as_of, pl.Date).alias("last_seen"),
+            "evidence",
+        )
         .sort("account_id", "code", "signal_id")
     )
     return frame, resolved
 
 
 def apply_snoozes(
-    signals: pl.DataFrame, snoozes: Sequence[Snooze], as_of: dt.date, account_ids: pl.Series, source: str = "snoozes.yaml"
+    signals: pl.DataFrame,
+    snoozes: Sequence[Snooze],
+    as_of: dt.date,
+    account_ids: pl.Series,
+    source: str = "snoozes.yaml",
 ) -> tuple[pl.DataFrame, tuple[str, ...]]:
     """`snoozed_until`/`snooze_reason` on signals snoozed on `as_of` (until ≥ as_of); warnings for ended snoozes."""
     check_accounts(snoozes, account_ids, source)

@@ -71,7 +71,9 @@ def read_customer_360(fixtures_dir: Path | str, as_of: dt.date | None = None) ->
             raw, extra, source_hashes[path.name] = upcoming.result()
             if position + 1 < len(present):
                 upcoming = read(position + 1)
-            warnings += [f"file {path.name}: column {column} is not in the contract and was ignored" for column in extra]
+            warnings += [
+                f"file {path.name}: column {column} is not in the contract and was ignored" for column in extra
+            ]
             tables[name] = _validate(path, spec, raw, tables)
             del raw
     source_hashes = dict(sorted(source_hashes.items()))
@@ -133,7 +135,9 @@ def _read_raw(path: Path, spec: EntitySpec) -> tuple[pl.DataFrame, list[str], st
                     column=field_spec.name,
                 )
     frame = frame.select(
-        pl.col(f.name).replace("", None) if f.name in columns else pl.repeat(None, frame.height, dtype=pl.Utf8).alias(f.name)
+        pl.col(f.name).replace("", None)
+        if f.name in columns
+        else pl.repeat(None, frame.height, dtype=pl.Utf8).alias(f.name)
         for f in spec.fields
     ).with_row_index(ROW, offset=0 if fmt == "json" else 1)
     return frame, sorted(set(columns) - set(spec.field_names)), digest
@@ -302,7 +306,8 @@ def _json_error(path: Path, text: str, *, lines: bool, fallback: str) -> InputEr
             values = json.loads(text)
         except json.JSONDecodeError as exc:
             return InputError(
-                f"not valid JSON at line {exc.lineno}, column {exc.colno} (character {exc.pos}): {exc.msg}", file=path.name
+                f"not valid JSON at line {exc.lineno}, column {exc.colno} (character {exc.pos}): {exc.msg}",
+                file=path.name,
             )
         for index, value in enumerate(values):
             problem = _object_problem(value)
@@ -329,7 +334,12 @@ def _validate(path: Path, spec: EntitySpec, raw: pl.DataFrame, tables: dict[str,
     # `given_x` beside the parsed `x` tells a text that did not parse from an empty cell.
     checked = typed.hstack(raw.select(pl.col(f.name).is_not_null().alias(f"given_{f.name}") for f in parsed))
     parse_rules = [
-        Rule("values_in_range", f.name, pl.col(f"given_{f.name}") & pl.col(f.name).is_null(), _parse_expected(f, csv_bools))
+        Rule(
+            "values_in_range",
+            f.name,
+            pl.col(f"given_{f.name}") & pl.col(f.name).is_null(),
+            _parse_expected(f, csv_bools),
+        )
         for f in parsed
     ]
     candidates = _first_failures(checked, _text_rules(spec) + parse_rules + contract_rules(spec.file, typed, tables))
@@ -349,8 +359,12 @@ def _text_rules(spec: EntitySpec) -> list[Rule]:
             text = pl.col(field.name)
             too_long = (text.str.len_bytes() > MAX_FIELD_BYTES).fill_null(False)
             control = text.str.contains(_CONTROL_CHARS).fill_null(False)
-            rules.append(Rule("values_in_range", field.name, too_long, f"a value of at most {MAX_FIELD_BYTES} bytes (64 KiB)"))
-            rules.append(Rule("values_in_range", field.name, control, "text without control characters (NUL, ESC, ...)"))
+            rules.append(
+                Rule("values_in_range", field.name, too_long, f"a value of at most {MAX_FIELD_BYTES} bytes (64 KiB)")
+            )
+            rules.append(
+                Rule("values_in_range", field.name, control, "text without control characters (NUL, ESC, ...)")
+            )
     return rules
 
 

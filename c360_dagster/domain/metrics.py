@@ -96,7 +96,9 @@ def _read(path: Path) -> Samples:
     try:
         families = list(text_string_to_metric_families(path.read_text(encoding="utf-8")))
     except ValueError as exc:
-        raise C360Error(f"{path} is not a Prometheus text exposition ({exc}); move it aside", code="METRICS_INVALID") from exc
+        raise C360Error(
+            f"{path} is not a Prometheus text exposition ({exc}); move it aside", code="METRICS_INVALID"
+        ) from exc
     return {
         (family.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in families

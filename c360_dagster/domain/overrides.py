@@ -120,7 +120,13 @@ def check_accounts(overrides: Sequence[Any], account_ids: pl.Series, source: str
 
 def _tier_of(score: pl.Expr, red_below: float, green_from: float) -> pl.Expr:
     """The tier a score falls in (the thresholds of health.yaml)."""
-    return pl.when(score < red_below).then(pl.lit("red")).when(score >= green_from).then(pl.lit("green")).otherwise(pl.lit("amber"))
+    return (
+        pl.when(score < red_below)
+        .then(pl.lit("red"))
+        .when(score >= green_from)
+        .then(pl.lit("green"))
+        .otherwise(pl.lit("amber"))
+    )
 
 
 def apply_overrides(
@@ -139,7 +145,11 @@ def apply_overrides(
     insufficient data), because a person's view cannot stand in for a customer who is not there.
     """
     check_accounts(overrides, health["account_id"], source)
-    status = dict(health.filter(pl.col("account_id").is_in([o.account for o in overrides])).select("account_id", "status").iter_rows())
+    status = dict(
+        health.filter(pl.col("account_id").is_in([o.account for o in overrides]))
+        .select("account_id", "status")
+        .iter_rows()
+    )
     expired = [o for o in overrides if o.expires_on < as_of]
     unscored = [o for o in overrides if o.expires_on >= as_of and status[o.account] != "scored"]
     active = [o for o in overrides if o.expires_on >= as_of and status[o.account] == "scored"]
@@ -153,8 +163,12 @@ def apply_overrides(
             "override_expires_on": [o.expires_on for o in active],
         },
         schema={
-            "account_id": pl.Utf8, "_score": pl.Int64, "_tier": pl.Utf8, "override_reason": pl.Utf8,
-            "override_author": pl.Utf8, "override_expires_on": pl.Date,
+            "account_id": pl.Utf8,
+            "_score": pl.Int64,
+            "_tier": pl.Utf8,
+            "override_reason": pl.Utf8,
+            "override_author": pl.Utf8,
+            "override_expires_on": pl.Date,
         },
     )
     columns = list(health.columns)
@@ -189,8 +203,7 @@ def apply_overrides(
         f"{as_of.isoformat()}: ignored"
         for o in expired
     ) + tuple(
-        f"override of {o.account} ({o.key}) ignored: the account has no score to override "
-        f"(status {status[o.account]})"
+        f"override of {o.account} ({o.key}) ignored: the account has no score to override (status {status[o.account]})"
         for o in unscored
     )
     return OverrideOutcome(frame, tuple(applied), warnings)
@@ -214,7 +227,11 @@ def override_record(row: dict[str, Any]) -> dict[str, Any]:
     expires_on = row["override_expires_on"]
     override = None
     if row["override_author"] is not None:
-        override = {"author": row["override_author"], "reason": row["override_reason"], "expires_on": expires_on.isoformat()}
+        override = {
+            "author": row["override_author"],
+            "reason": row["override_reason"],
+            "expires_on": expires_on.isoformat(),
+        }
     return {"computed_score": row["computed_score"], "computed_tier": row["computed_tier"], "override": override}
 
 

@@ -44,10 +44,18 @@ SCHEMA: dict[str, Any] = {
             "type": "object",
             "additionalProperties": {
                 "oneOf": [
-                    {"type": "object", "additionalProperties": False, "required": ["account"],
-                     "properties": {"account": {"enum": ["csm_owner"]}}},
-                    {"type": "object", "additionalProperties": False, "required": ["contact_role"],
-                     "properties": {"contact_role": {"enum": list(CONTACT_ROLES)}}},
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["account"],
+                        "properties": {"account": {"enum": ["csm_owner"]}},
+                    },
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["contact_role"],
+                        "properties": {"contact_role": {"enum": list(CONTACT_ROLES)}},
+                    },
                 ]
             },
         },
@@ -353,14 +361,18 @@ def load_playbook_library(path: Path | str) -> PlaybookLibrary:
             summary=item["summary"],
             steps=tuple(
                 StepSpec(
-                    s["title"], s["owner"], s["due_days"], s["accountable"],
-                    tuple(s["consulted"]), tuple(s["informed"]), s.get("done_when", {}).get("new_contact"),
+                    s["title"],
+                    s["owner"],
+                    s["due_days"],
+                    s["accountable"],
+                    tuple(s["consulted"]),
+                    tuple(s["informed"]),
+                    s.get("done_when", {}).get("new_contact"),
                 )
                 for s in item["steps"]
             ),
             kpis=tuple(
-                KpiSpec(k["name"], k["metric"], float(k["target"]), k["unit"], k["direction"])
-                for k in item["kpis"]
+                KpiSpec(k["name"], k["metric"], float(k["target"]), k["unit"], k["direction"]) for k in item["kpis"]
             ),
             checkpoints=tuple(
                 CheckpointSpec(c["offset_days"], c["what"], c.get("done_when", {}).get("new_contact"))
@@ -376,7 +388,9 @@ def load_playbook_library(path: Path | str) -> PlaybookLibrary:
         tiers, codes = rule.get("tiers"), rule.get("codes_any")
         rules.append(
             SelectionRule(
-                rule["playbook"], tuple(tiers) if tiers else None, tuple(codes) if codes else None,
+                rule["playbook"],
+                tuple(tiers) if tiers else None,
+                tuple(codes) if codes else None,
                 rule.get("renewal_due", False),
             )
         )
@@ -421,9 +435,7 @@ def _with_code_flags(accounts: pl.DataFrame, signals: pl.DataFrame, library: Pla
     if "renewal_due" not in accounts.columns:
         accounts = accounts.with_columns(renewal_due=pl.lit(False))
     return accounts.with_columns(
-        pl.col("account_id")
-        .is_in(signals.filter(pl.col("code") == code)["account_id"].implode())
-        .alias(f"has:{code}")
+        pl.col("account_id").is_in(signals.filter(pl.col("code") == code)["account_id"].implode()).alias(f"has:{code}")
         for code in _rule_codes(library)
     )
 
@@ -436,18 +448,20 @@ def select_playbooks(
         {"account_id": ["-"], "tier": [tier], "renewal_due": [renewal_due]},
         schema={"account_id": pl.Utf8, "tier": pl.Utf8, "renewal_due": pl.Boolean},
     )
-    signals = pl.DataFrame({"account_id": "-", "code": sorted(set(signal_codes))}, schema={"account_id": pl.Utf8, "code": pl.Utf8})
+    signals = pl.DataFrame(
+        {"account_id": "-", "code": sorted(set(signal_codes))}, schema={"account_id": pl.Utf8, "code": pl.Utf8}
+    )
     conditions = _rule_conditions(library)
-    matched = _with_code_flags(account, signals, library).select(
-        condition.alias(str(index)) for index, (_, condition) in enumerate(conditions)
-    ).row(0)
+    matched = (
+        _with_code_flags(account, signals, library)
+        .select(condition.alias(str(index)) for index, (_, condition) in enumerate(conditions))
+        .row(0)
+    )
     plays = list(dict.fromkeys(playbook for (playbook, _), hit in zip(conditions, matched, strict=True) if hit))
     return plays or [library.fallback]
 
 
-def suggested_playbook_ids(
-    health: pl.DataFrame, signals: pl.DataFrame, library: PlaybookLibrary
-) -> pl.DataFrame:
+def suggested_playbook_ids(health: pl.DataFrame, signals: pl.DataFrame, library: PlaybookLibrary) -> pl.DataFrame:
     """`account_id`, `suggested_playbook` (the top play) for every row of `health` (account_id,
     tier and, when known, renewal_due), columnar."""
     top = pl.coalesce(
@@ -455,7 +469,11 @@ def suggested_playbook_ids(
         pl.lit(library.fallback),
     )
     return (
-        _with_code_flags(health.select("account_id", "tier", *(["renewal_due"] if "renewal_due" in health.columns else [])), signals, library)
+        _with_code_flags(
+            health.select("account_id", "tier", *(["renewal_due"] if "renewal_due" in health.columns else [])),
+            signals,
+            library,
+        )
         .select("account_id", top.alias("suggested_playbook"))
         .sort("account_id")
     )
@@ -500,7 +518,8 @@ def _current_contacts(contacts: Sequence[Mapping[str, Any]], as_of: dt.date) -> 
     """Per role, the contact in it at as_of; the latest to start wins (ties: by name)."""
     current: dict[str, Mapping[str, Any]] = {}
     in_role = [
-        c for c in contacts
+        c
+        for c in contacts
         if _as_date(c["started_on"]) <= as_of and (c.get("ended_on") is None or _as_date(c["ended_on"]) > as_of)
     ]
     for contact in sorted(in_role, key=lambda c: (_as_date(c["started_on"]), str(c["name"]))):
@@ -508,7 +527,9 @@ def _current_contacts(contacts: Sequence[Mapping[str, Any]], as_of: dt.date) -> 
     return current
 
 
-def _people(account: Mapping[str, Any], current: Mapping[str, Mapping[str, Any]], library: PlaybookLibrary) -> dict[str, str]:
+def _people(
+    account: Mapping[str, Any], current: Mapping[str, Mapping[str, Any]], library: PlaybookLibrary
+) -> dict[str, str]:
     """Role → "Name (Role)" for the roles the data names (accounts.csv's CSM, contacts by role)."""
     named = {}
     for role, (source, key) in library.people.items():
@@ -518,7 +539,9 @@ def _people(account: Mapping[str, Any], current: Mapping[str, Mapping[str, Any]]
     return named
 
 
-def _done_evidence(role: str | None, current: Mapping[str, Mapping[str, Any]], library: PlaybookLibrary, as_of: dt.date) -> str | None:
+def _done_evidence(
+    role: str | None, current: Mapping[str, Mapping[str, Any]], library: PlaybookLibrary, as_of: dt.date
+) -> str | None:
     """Why a `done_when: {new_contact: role}` item is done (None when it is not)."""
     if role is None:
         return None
@@ -547,8 +570,13 @@ def _due_renewal(renewals: Sequence[Mapping[str, Any]], library: PlaybookLibrary
 
 
 def _summary(
-    name: str, tier: str | None, score: int | None, codes: list[str],
-    renewals: Sequence[Mapping[str, Any]], plays: list[Playbook], notes: Sequence[str] = (),
+    name: str,
+    tier: str | None,
+    score: int | None,
+    codes: list[str],
+    renewals: Sequence[Mapping[str, Any]],
+    plays: list[Playbook],
+    notes: Sequence[str] = (),
 ) -> str:
     health = f"{tier or 'unscored'}" + (f" with a health score of {score}/100" if score is not None else "")
     fired = f"{_plural(len(codes), 'active signal')} ({', '.join(codes)})" if codes else "no active signals"
@@ -603,8 +631,7 @@ def build_playbook(
     renewal_rows = sorted(renewals, key=lambda r: (_as_date(r["renewal_date"]), r["subscription_id"]))
     due_renewal = _due_renewal(renewal_rows, library, as_of)
     plays = [
-        library.playbooks[pid]
-        for pid in select_playbooks(tier, codes, library, renewal_due=due_renewal is not None)
+        library.playbooks[pid] for pid in select_playbooks(tier, codes, library, renewal_due=due_renewal is not None)
     ]
     current = _current_contacts(contacts, as_of)
     people = _people(account, current, library)
@@ -622,7 +649,8 @@ def build_playbook(
     done = [
         DoneItem(play.id, what, evidence)
         for play in plays
-        for what, role in [(s.title, s.done_when) for s in play.steps] + [(c.what, c.done_when) for c in play.checkpoints]
+        for what, role in [(s.title, s.done_when) for s in play.steps]
+        + [(c.what, c.done_when) for c in play.checkpoints]
         if (evidence := _done_evidence(role, current, library, as_of))
     ]
     done_titles = {(item.playbook, item.what) for item in done}
@@ -639,8 +667,12 @@ def build_playbook(
     steps = tuple(PlanStep(play.id, step.title, step.owner, day, who(step.owner)) for day, play, step in dated)
     raci = tuple(
         RaciEntry(
-            play.id, step.title, who(step.owner), who(step.accountable),
-            tuple(map(who, step.consulted)), tuple(map(who, step.informed)),
+            play.id,
+            step.title,
+            who(step.owner),
+            who(step.accountable),
+            tuple(map(who, step.consulted)),
+            tuple(map(who, step.informed)),
         )
         for _, play, step in dated
     )
@@ -650,7 +682,12 @@ def build_playbook(
             if spec.metric not in kpis:  # the highest-priority play sets a shared metric's target
                 current_value = _metric(health_record, spec.metric)
                 kpis[spec.metric] = KpiStatus(
-                    spec.name, spec.metric, current_value, spec.target, spec.unit, spec.direction,
+                    spec.name,
+                    spec.metric,
+                    current_value,
+                    spec.target,
+                    spec.unit,
+                    spec.direction,
                     _kpi_status(spec, current_value),
                 )
     checkpoints = {
@@ -687,4 +724,3 @@ def build_playbook(
 def render_playbook_markdown(result: PlaybookResult) -> str:
     """The plan as Markdown: tables of phrases and numbers, the summary in prose."""
     return render_template(TEMPLATE, plan=result)
-

@@ -48,11 +48,15 @@ SETTINGS_SCHEMA: dict[str, Any] = {
         "show_health_score": {"type": "boolean"},
         "strength_at": {"type": "number", "minimum": 0, "maximum": 100},
         "customer_roles": {
-            "type": "array", "uniqueItems": True, "maxItems": 20,
+            "type": "array",
+            "uniqueItems": True,
+            "maxItems": 20,
             "items": {"type": "string", "minLength": 1, "maxLength": 64},
         },
         "roadmap_topics": {
-            "type": "array", "maxItems": 12, "items": {"type": "string", "minLength": 1, "maxLength": 200},
+            "type": "array",
+            "maxItems": 12,
+            "items": {"type": "string", "minLength": 1, "maxLength": 200},
         },
         "template": {"type": "string", "minLength": 1, "maxLength": 1024},
     },
@@ -411,7 +415,9 @@ def build_qbr_context(
 def render_qbr_markdown(ctx: QbrContext, *, deck: str | None = None) -> dict[str, str]:
     """The customer pack's Markdown files by name; `deck` is the relative link to the slides, if any."""
     pages = {name: f"qbr_{name.removesuffix('.md')}.md.j2" for name in MARKDOWN_FILES}
-    return {name: render_template(template, ctx=ctx, deck=deck, fmt=qbr_deck.FORMATS) for name, template in pages.items()}
+    return {
+        name: render_template(template, ctx=ctx, deck=deck, fmt=qbr_deck.FORMATS) for name, template in pages.items()
+    }
 
 
 def render_review_markdown(ctx: QbrContext, *, deck: str | None = None) -> str:
@@ -591,13 +597,11 @@ def _weekly_usage(view: Customer360, account_id: str, as_of: dt.date) -> tuple[W
     """Active users per usage window of the last quarter against the seats of active subs then."""
     first_end = as_of - dt.timedelta(weeks=USAGE_WEEKS)
     usage = view.usage.filter(
-        (pl.col("account_id") == account_id)
-        & (pl.col("window_end") > first_end)
-        & (pl.col("window_end") <= as_of)
+        (pl.col("account_id") == account_id) & (pl.col("window_end") > first_end) & (pl.col("window_end") <= as_of)
     ).select("window_end", "active_users", "features_used", "release_features_used")
-    subs = view.subs.filter(
-        (pl.col("account_id") == account_id) & (pl.col("status") == "active")
-    ).select("start_date", "seats")
+    subs = view.subs.filter((pl.col("account_id") == account_id) & (pl.col("status") == "active")).select(
+        "start_date", "seats"
+    )
     # A subscription entitles its seats from its start date on.
     seats = (
         usage.join(subs, how="cross")
@@ -606,9 +610,7 @@ def _weekly_usage(view: Customer360, account_id: str, as_of: dt.date) -> tuple[W
         .agg(pl.col("seats").sum())
     )
     series = (
-        usage.join(seats, on="window_end", how="left")
-        .with_columns(pl.col("seats").fill_null(0))
-        .sort("window_end")
+        usage.join(seats, on="window_end", how="left").with_columns(pl.col("seats").fill_null(0)).sort("window_end")
     )
     columns = ("window_end", "active_users", "seats", "features_used", "release_features_used")
     return tuple(WeekPoint(*row) for row in series.select(columns).iter_rows())
@@ -667,9 +669,7 @@ def _money(amount: str) -> pl.Expr:
     return pl.format("{}.{} {}", cents // 100, (cents % 100).cast(pl.Utf8).str.zfill(2), pl.col("currency"))
 
 
-def _timeline(
-    view: Customer360, account_id: str, as_of: dt.date, include_contacts: bool
-) -> tuple[TimelineEvent, ...]:
+def _timeline(view: Customer360, account_id: str, as_of: dt.date, include_contacts: bool) -> tuple[TimelineEvent, ...]:
     """Dated events of the past year (and renewals of the next), by date, then kind, then id."""
     reach = dt.timedelta(days=TIMELINE_LOOKBACK_DAYS)
     mine = pl.col("account_id") == account_id
@@ -681,9 +681,7 @@ def _timeline(
         else pl.col("role")
     )
     contact_ref = pl.col("contact_id") if include_contacts else pl.lit("")
-    nps = view.nps.filter(mine).join(
-        contacts.select("contact_id", person.alias("person")), on="contact_id", how="left"
-    )
+    nps = view.nps.filter(mine).join(contacts.select("contact_id", person.alias("person")), on="contact_id", how="left")
     case_detail = _phrase(pl.format("severity {}", pl.col("severity")), pl.col("category"))
     overdue = pl.col("due_on") < pl.coalesce(pl.col("paid_on"), pl.lit(as_of))
     paid, closed, ended = (pl.col(name).is_not_null() for name in ("paid_on", "closed_on", "ended_on"))
@@ -692,8 +690,12 @@ def _timeline(
             cases.select(_event("opened_on", "case_opened", "case_id", case_detail)),
             cases.filter(closed).select(_event("closed_on", "case_closed", "case_id", case_detail)),
             nps.select(
-                _event("responded_on", "nps_answer", "response_id",
-                       _phrase(pl.format("score {}", pl.col("score")), pl.col("person")))
+                _event(
+                    "responded_on",
+                    "nps_answer",
+                    "response_id",
+                    _phrase(pl.format("score {}", pl.col("score")), pl.col("person")),
+                )
             ),
             invoices.select(_event("issued_on", "invoice_issued", "invoice_id", _money("amount"))),
             invoices.filter(paid).select(_event("paid_on", "invoice_paid", "invoice_id", _money("amount"))),
@@ -717,9 +719,9 @@ def _timeline(
 def _stakeholders(
     view: Customer360, account_id: str, as_of: dt.date, include_contacts: bool
 ) -> tuple[Stakeholder, ...]:
-    contacts = view.contacts.filter(
-        (pl.col("account_id") == account_id) & (pl.col("started_on") <= as_of)
-    ).sort("role", "started_on", "contact_id")
+    contacts = view.contacts.filter((pl.col("account_id") == account_id) & (pl.col("started_on") <= as_of)).sort(
+        "role", "started_on", "contact_id"
+    )
     return tuple(
         Stakeholder(
             role=row["role"],
@@ -763,7 +765,12 @@ def _plan(
 
     involved = {
         (entry.get("playbook", ""), entry.get("step", "")): theirs(
-            [entry.get("responsible"), entry.get("accountable"), *entry.get("consulted", ()), *entry.get("informed", ())]
+            [
+                entry.get("responsible"),
+                entry.get("accountable"),
+                *entry.get("consulted", ()),
+                *entry.get("informed", ()),
+            ]
         )
         for entry in playbook.get("raci", ())
     }
@@ -777,7 +784,9 @@ def _plan(
                 "step",
                 step["title"],
                 (step.get("owner") or role) if ours else "",
-                theirs([step.get("owner") or role]) if not ours else involved.get((step.get("playbook", ""), step["title"]), ()),
+                theirs([step.get("owner") or role])
+                if not ours
+                else involved.get((step.get("playbook", ""), step["title"]), ()),
             )
         )
     checkpoints = tuple(

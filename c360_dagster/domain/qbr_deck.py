@@ -83,8 +83,6 @@ def fmt_label(value: str) -> str:
     return " ".join(word[:1].upper() + word[1:] for word in value.replace("_", " ").split())
 
 
-
-
 def slide_text(value: Any) -> str:
     """Input text made safe for a slide: one line, XML-safe, spoofing characters shown, no formula start."""
     if value is None:
@@ -174,9 +172,22 @@ class Geometry:
 
 INSET_X, INSET_Y = 7.2, 3.6  # a text frame's margins (0.1 in, 0.05 in)
 SIZES = SimpleNamespace(
-    title=30, title_min=16, subtitle=22, subtitle_min=12, lead=20, lead_min=14, body=18, body_min=12,
-    table=14, tile_value=36, tile_value_min=16, tile_label=14, tile_label_min=10,
-    heading=20, note=12, footer=10,
+    title=30,
+    title_min=16,
+    subtitle=22,
+    subtitle_min=12,
+    lead=20,
+    lead_min=14,
+    body=18,
+    body_min=12,
+    table=14,
+    tile_value=36,
+    tile_value_min=16,
+    tile_label=14,
+    tile_label_min=10,
+    heading=20,
+    note=12,
+    footer=10,
 )
 TILE_HEIGHT = 96.0
 LEAD_GAP = 8.0
@@ -278,7 +289,9 @@ def _split(slide: Slide, spans: list[tuple[int, int]], total: int, kind: str, pa
         if page > 1:
             one = replace(one, lead=None, tiles=())
         last = page == len(spans)
-        slides.append(_with_note(one, total - end if last else 0, kind) if last else replace(one, note=None, more_in=None))
+        slides.append(
+            _with_note(one, total - end if last else 0, kind) if last else replace(one, note=None, more_in=None)
+        )
     return slides
 
 
@@ -294,7 +307,10 @@ def _paginate_table(slide: Slide, geom: Geometry, max_pages: int) -> list[Slide]
     capacity = main.height - row_height(header, widths, bold)
     spans = _pages([row_height(row, widths, font) for row in rows], capacity, max_pages)
     return _split(
-        slide, spans, len(rows), "rows",
+        slide,
+        spans,
+        len(rows),
+        "rows",
         lambda start, end: replace(slide, table=replace(table, header=header, rows=tuple(rows[start:end]))),
     )
 
@@ -305,7 +321,9 @@ def _paginate_bullets(slide: Slide, geom: Geometry, max_pages: int) -> list[Slid
     width = inner_width(main.width) - BULLET_INDENT
     bullets = [truncate(b, font, width, MAX_BULLET_LINES) for b in slide.bullets]
     spans = _pages([bullet_height(b, font, main.width) for b in bullets], main.height, max_pages)
-    return _split(slide, spans, len(bullets), "items", lambda start, end: replace(slide, bullets=tuple(bullets[start:end])))
+    return _split(
+        slide, spans, len(bullets), "items", lambda start, end: replace(slide, bullets=tuple(bullets[start:end]))
+    )
 
 
 # --- the customer's story ----------------------------------------------------------------------
@@ -369,19 +387,39 @@ def _outcomes(ctx: QbrContext) -> Slide:
         )
         releases = sum(w.release_features_used for w in weeks)
         if releases:
-            bullets.append(f"Features from recent releases were used in {sum(1 for w in weeks if w.release_features_used)} of {len(weeks)} weeks")
+            bullets.append(
+                f"Features from recent releases were used in {sum(1 for w in weeks if w.release_features_used)} of {len(weeks)} weeks"
+            )
     if ctx.support.opened or ctx.support.closed:
         bullets.append(f"{fmt_count(ctx.support.closed)} support cases resolved this quarter")
     if not tiles:
-        return Slide("Outcomes and Value Delivered", lead="Not enough data yet to show this quarter's outcomes.", bullets=("Usage, support and survey data will fill this page as it arrives",))
-    return Slide("Outcomes and Value Delivered", lead=f"The quarter {fmt_period(ctx.period_start, ctx.as_of)} in numbers.", tiles=tuple(tiles[:4]), bullets=tuple(bullets))
+        return Slide(
+            "Outcomes and Value Delivered",
+            lead="Not enough data yet to show this quarter's outcomes.",
+            bullets=("Usage, support and survey data will fill this page as it arrives",),
+        )
+    return Slide(
+        "Outcomes and Value Delivered",
+        lead=f"The quarter {fmt_period(ctx.period_start, ctx.as_of)} in numbers.",
+        tiles=tuple(tiles[:4]),
+        bullets=tuple(bullets),
+    )
 
 
 # What each component measured, in words: (phrase, the evidence keys it needs).
 COMPONENT_PHRASES = {
-    "adoption": ("{avg_active_users:count} weekly active users, {utilisation_pct:pct} of {seats:count} seats", ("avg_active_users", "utilisation_pct", "seats")),
-    "value": ("{avg_features_used:one} features used each week, {breadth_pct:pct} of the product", ("avg_features_used", "breadth_pct")),
-    "support": ("{cases_in_window:count} cases in the last period, {open_sev1_cases:count} critical open", ("cases_in_window", "open_sev1_cases")),
+    "adoption": (
+        "{avg_active_users:count} weekly active users, {utilisation_pct:pct} of {seats:count} seats",
+        ("avg_active_users", "utilisation_pct", "seats"),
+    ),
+    "value": (
+        "{avg_features_used:one} features used each week, {breadth_pct:pct} of the product",
+        ("avg_features_used", "breadth_pct"),
+    ),
+    "support": (
+        "{cases_in_window:count} cases in the last period, {open_sev1_cases:count} critical open",
+        ("cases_in_window", "open_sev1_cases"),
+    ),
     "sentiment": ("latest NPS answer {latest_nps:one} of 10", ("latest_nps",)),
 }
 _FIELD = re.compile(r"\{(\w+):(\w+)\}")
@@ -411,8 +449,13 @@ def _health_in_words(ctx: QbrContext) -> Slide:
     if ctx.settings.show_health_score:
         lead = f"Health score {ctx.score} of {ctx.total}." if scored else "Health score: not enough data yet."
     columns = (
-        Column("Where Things Go Well", tuple(component_phrase(c) for c in strong) or ("We will build on this together",)),
-        Column("Where We Will Focus Together", tuple(component_phrase(c) for c in focus) or ("Nothing stands out: keep the momentum",)),
+        Column(
+            "Where Things Go Well", tuple(component_phrase(c) for c in strong) or ("We will build on this together",)
+        ),
+        Column(
+            "Where We Will Focus Together",
+            tuple(component_phrase(c) for c in focus) or ("Nothing stands out: keep the momentum",),
+        ),
     )
     return Slide("How Things Are Going", lead=lead, columns=columns)
 
@@ -429,7 +472,10 @@ def _adoption_chart(ctx: QbrContext) -> Slide | None:
             "line",
             "Weekly Active Users and Seats, by Week Ending",
             tuple(fmt_short_date(w.week_end) for w in weeks),
-            (("Active Users", tuple(float(w.active_users) for w in weeks)), ("Seats", tuple(float(w.seats) for w in weeks))),
+            (
+                ("Active Users", tuple(float(w.active_users) for w in weeks)),
+                ("Seats", tuple(float(w.seats) for w in weeks)),
+            ),
             "Week Ending",
             "People",
         ),
@@ -466,7 +512,11 @@ def _support(ctx: QbrContext) -> Slide:
         tiles.append(Tile(fmt_one(s.median_days_to_close), "Median Days to Resolve"))
     if s.sla_met_pct is not None:
         tiles.append(Tile(fmt_pct(s.sla_met_pct), "Answered Within the Agreed Time"))
-    lead = "No support cases this quarter." if not s.opened and not s.closed else f"Support this quarter; {fmt_count(s.open_now)} case{'s' if s.open_now != 1 else ''} open today."
+    lead = (
+        "No support cases this quarter."
+        if not s.opened and not s.closed
+        else f"Support this quarter; {fmt_count(s.open_now)} case{'s' if s.open_now != 1 else ''} open today."
+    )
     return Slide("Support Summary", lead=lead, tiles=tuple(tiles))
 
 
@@ -525,8 +575,14 @@ def _next_steps(ctx: QbrContext) -> Slide:
 
 # The phrasing helpers the Markdown templates share with the slides.
 FORMATS = SimpleNamespace(
-    date=fmt_date, period=fmt_period, count=fmt_count, one=fmt_one, pct=fmt_pct, money=format_amount,
-    label=fmt_label, component=component_phrase,
+    date=fmt_date,
+    period=fmt_period,
+    count=fmt_count,
+    one=fmt_one,
+    pct=fmt_pct,
+    money=format_amount,
+    label=fmt_label,
+    component=component_phrase,
 )
 
 
@@ -536,7 +592,10 @@ FORMATS = SimpleNamespace(
 def review_slides(ctx: QbrContext, geom: Geometry = Geometry()) -> tuple[Slide, ...]:
     """The internal account review: the numbers and judgement the customer deck leaves out."""
     slides = [
-        Slide(f"Account Review: {ctx.account_name}", subtitle=f"Internal, for the account team · {slide_text(ctx.account_id)} · {fmt_date(ctx.as_of)}"),
+        Slide(
+            f"Account Review: {ctx.account_name}",
+            subtitle=f"Internal, for the account team · {slide_text(ctx.account_id)} · {fmt_date(ctx.as_of)}",
+        ),
         _review_summary(ctx),
         _review_scorecard(ctx),
         _review_signals(ctx),
@@ -574,12 +633,16 @@ def score_phrase(ctx: QbrContext) -> str:
 def _review_summary(ctx: QbrContext) -> Slide:
     bullets = [
         f"Health {score_phrase(ctx)}; {ctx.change_phrase}",
-        f"Status {ctx.status}" + (f", lifecycle {ctx.lifecycle}" if ctx.lifecycle else "") + f"; scorecard {slide_text(ctx.scorecard)}",
+        f"Status {ctx.status}"
+        + (f", lifecycle {ctx.lifecycle}" if ctx.lifecycle else "")
+        + f"; scorecard {slide_text(ctx.scorecard)}",
         f"Signals: {len(ctx.risk_signals)} risk, {len(ctx.expansion_signals)} expansion",
     ]
     if ctx.renewals:
         first = ctx.renewals[0]
-        bullets.append(f"{len(ctx.renewals)} renewing in the forecast window; first {slide_text(first.product)} on {fmt_date(first.renewal_date)}, forecast {first.bucket}")
+        bullets.append(
+            f"{len(ctx.renewals)} renewing in the forecast window; first {slide_text(first.product)} on {fmt_date(first.renewal_date)}, forecast {first.bucket}"
+        )
     else:
         bullets.append("No subscription renews in the forecast window")
     bullets.append(f"Plan: {slide_text(ctx.plan_summary)}" if ctx.plan_summary else "No playbook attached")
@@ -611,7 +674,9 @@ def _review_signals(ctx: QbrContext) -> Slide:
     if not ctx.signals:
         return Slide("Signals", bullets=("No signals fired",), more_in=None)
     rows = tuple((s.code, s.kind, slide_text(s.evidence)) for s in ctx.signals)
-    return Slide("Signals", table=Table(("Signal", "Kind", "Evidence"), rows, (2.6, 1.1, 5.0)), more_in="the review page")
+    return Slide(
+        "Signals", table=Table(("Signal", "Kind", "Evidence"), rows, (2.6, 1.1, 5.0)), more_in="the review page"
+    )
 
 
 def _review_renewals(ctx: QbrContext) -> Slide:
@@ -632,14 +697,22 @@ def _review_renewals(ctx: QbrContext) -> Slide:
     )
     return Slide(
         "Renewal Forecast",
-        table=Table(("Subscription", "Product", "Renews", "ARR", "Forecast", "Probability", "Expected", "Risk Reasons"), rows, (1.5, 1.5, 1.3, 1.4, 1.0, 1.1, 1.4, 2.6)),
+        table=Table(
+            ("Subscription", "Product", "Renews", "ARR", "Forecast", "Probability", "Expected", "Risk Reasons"),
+            rows,
+            (1.5, 1.5, 1.3, 1.4, 1.0, 1.1, 1.4, 2.6),
+        ),
         more_in="the review page",
     )
 
 
 def _review_plan(ctx: QbrContext) -> Slide:
     if not ctx.plan_steps:
-        return Slide("The Whole Plan", bullets=(f"No playbook steps; run `c360 c360:playbook --account {slide_text(ctx.account_id)}`",), more_in=None)
+        return Slide(
+            "The Whole Plan",
+            bullets=(f"No playbook steps; run `c360 c360:playbook --account {slide_text(ctx.account_id)}`",),
+            more_in=None,
+        )
     rows = tuple(
         (fmt_date(step.due_on), slide_text(step.what), slide_text(step.owner), "joint" if step.joint else "ours")
         for step in ctx.plan_steps

@@ -112,7 +112,9 @@ def _layout(prs: Any, name: str) -> Any:
         if PP_PLACEHOLDER.TITLE in kinds or PP_PLACEHOLDER.CENTER_TITLE in kinds:
             if layout.name == name:
                 return layout
-            content = [k for k in kinds if k not in (PP_PLACEHOLDER.DATE, PP_PLACEHOLDER.FOOTER, PP_PLACEHOLDER.SLIDE_NUMBER)]
+            content = [
+                k for k in kinds if k not in (PP_PLACEHOLDER.DATE, PP_PLACEHOLDER.FOOTER, PP_PLACEHOLDER.SLIDE_NUMBER)
+            ]
             titled.append((len(content), layout))
     return min(titled, key=lambda pair: pair[0])[1] if titled else None
 
@@ -141,12 +143,19 @@ def _geometry(prs: Any, layout: Any) -> Geometry:
         foot_top = min(foot_top, placed.top)
     body_top = title.top + title.height + 0.02 * height
     body = Rect(margin, body_top, width - 2 * margin, max(0.0, foot_top - 0.015 * height - body_top))
-    fonts = {kind.decode(): name.decode() for kind, name in _THEME_FONT.findall(
-        prs.slide_master.part.part_related_by(THEME_REL).blob
-    )}
+    fonts = {
+        kind.decode(): name.decode()
+        for kind, name in _THEME_FONT.findall(prs.slide_master.part.part_related_by(THEME_REL).blob)
+    }
     return Geometry(
-        width=width, height=height, title=title, body=body, footer=footer, number=number,
-        body_font=fonts.get("minor", "Calibri"), title_font=fonts.get("major", "Calibri"),
+        width=width,
+        height=height,
+        title=title,
+        body=body,
+        footer=footer,
+        number=number,
+        body_font=fonts.get("minor", "Calibri"),
+        title_font=fonts.get("major", "Calibri"),
     )
 
 
@@ -171,8 +180,11 @@ def _plan(template: bytes) -> _Plan:
     placeholders = {ph.placeholder_format.idx: _rect(ph) for ph in title_layout.placeholders}
     subtitle = placeholders.get(1)
     return _Plan(
-        layouts.index(title_layout), layouts.index(content_layout), _geometry(prs, content_layout),
-        placeholders[0], subtitle,
+        layouts.index(title_layout),
+        layouts.index(content_layout),
+        _geometry(prs, content_layout),
+        placeholders[0],
+        subtitle,
     )
 
 
@@ -259,7 +271,7 @@ def _paragraph_xml(text: str, font: Font, bullet: bool, *, accent: bool = False,
     size = f'lang="en-US" sz="{round(font.size * 100)}" b="{int(font.bold)}" dirty="0"'
     run = f"<a:r><a:rPr {size}>{colour}</a:rPr><a:t>{_xml_text(text)}</a:t></a:r>" if text else ""
     # The end mark carries the size too: an empty cell is then one line of this size, not of 18 pt.
-    return f'<a:p><a:pPr {" ".join(props)}>{spacing}{marker}</a:pPr>{run}<a:endParaRPr {size}/></a:p>'
+    return f"<a:p><a:pPr {' '.join(props)}>{spacing}{marker}</a:pPr>{run}<a:endParaRPr {size}/></a:p>"
 
 
 def _body_pr() -> str:
@@ -397,11 +409,15 @@ def _fit_items(heading: str | None, items: list[str], rect: Rect, geom: Geometry
 
     def lay_out(size: float, max_lines: int | None) -> list[Paragraph]:
         font = Font(geom.body_font, size)
-        return head + [(truncate(item, font, width - BULLET_INDENT, max_lines) if max_lines else item, font, True) for item in items]
+        return head + [
+            (truncate(item, font, width - BULLET_INDENT, max_lines) if max_lines else item, font, True)
+            for item in items
+        ]
 
     def height(laid: list[Paragraph]) -> float:
         return sum(
-            len(wrap(text, font, width - (BULLET_INDENT if is_bullet else 0))) * font.line_height + (PARAGRAPH_GAP if is_bullet else 0)
+            len(wrap(text, font, width - (BULLET_INDENT if is_bullet else 0))) * font.line_height
+            + (PARAGRAPH_GAP if is_bullet else 0)
             for text, font, is_bullet in laid
         )
 
@@ -437,8 +453,12 @@ def _tiles(shapes: _Shapes, spec: Slide, rect: Rect, geom: Geometry) -> None:
         shapes.bar(Rect(left, rect.top, width, 3))
         value_rect = Rect(left, rect.top + 6, width, SIZES.tile_value * 1.22 + 2 * INSET_Y)
         label_rect = Rect(left, value_rect.bottom, width, rect.bottom - value_rect.bottom)
-        value, value_font = _fitted(tile.value, Font(geom.body_font, SIZES.tile_value, True), value_rect, SIZES.tile_value_min)
-        label, label_font = _fitted(tile.label, Font(geom.body_font, SIZES.tile_label), label_rect, SIZES.tile_label_min)
+        value, value_font = _fitted(
+            tile.value, Font(geom.body_font, SIZES.tile_value, True), value_rect, SIZES.tile_value_min
+        )
+        label, label_font = _fitted(
+            tile.label, Font(geom.body_font, SIZES.tile_label), label_rect, SIZES.tile_label_min
+        )
         shapes.text(value_rect, [(value, value_font, False)], accent=True, align="ctr")
         shapes.text(label_rect, [(label, label_font, False)], align="ctr")
 
@@ -537,4 +557,3 @@ def _normalized_zip(data: bytes, fixed: dt.datetime) -> bytes:
             info.external_attr = 0o600 << 16
             target.writestr(info, content)
     return out.getvalue()
-

@@ -47,9 +47,7 @@ def rule_finding(name: str, offending: pl.DataFrame) -> Finding:
     return finding(name, offending, RULES[name])
 
 
-def health_findings(
-    health: pl.DataFrame, account_ids: pl.Series, components: tuple[str, ...]
-) -> list[Finding]:
+def health_findings(health: pl.DataFrame, account_ids: pl.Series, components: tuple[str, ...]) -> list[Finding]:
     """Every account scored exactly once; scores in 0–100; component points sum to the score."""
     counts = health.group_by("account_id").len()
     scored = pl.DataFrame({"account_id": account_ids}).join(counts, on="account_id", how="left")
@@ -70,10 +68,7 @@ def health_findings(
         rule_finding(
             "points_sum_to_score",
             health.with_columns(points_total=points)
-            .filter(
-                (pl.col("status") == "scored")
-                & ((pl.col("points_total") - pl.col("score")).abs() > 1.0)
-            )
+            .filter((pl.col("status") == "scored") & ((pl.col("points_total") - pl.col("score")).abs() > 1.0))
             .select("account_id", "score", "points_total"),
         ),
     ]

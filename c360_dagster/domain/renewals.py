@@ -42,9 +42,25 @@ UNASSIGNED = "(unassigned)"
 OVERRIDE_CODE = "TIER_OVERRIDE"  # the first risk reason of an account whose health was overridden
 OVERRIDE_LABEL = "Tier overridden"
 FRAME_COLUMNS = (
-    "subscription_id", "account_id", "account_name", "segment", "csm_owner", "product", "plan",
-    "renewal_date", "days_to_renewal", "arr", "currency", "auto_renew", "tier", "risk_signal_count", "bucket",
-    "probability", "expected_arr", "risk_reasons", "suggested_playbook",
+    "subscription_id",
+    "account_id",
+    "account_name",
+    "segment",
+    "csm_owner",
+    "product",
+    "plan",
+    "renewal_date",
+    "days_to_renewal",
+    "arr",
+    "currency",
+    "auto_renew",
+    "tier",
+    "risk_signal_count",
+    "bucket",
+    "probability",
+    "expected_arr",
+    "risk_reasons",
+    "suggested_playbook",
 )
 # A row as the JSON and the lake publish it (the spec's field names): `bucket` and
 # `probability` travel together as `renewal_prob`.
@@ -60,8 +76,15 @@ SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "required": [
-        "playbook_library", "buckets", "at_risk_buckets", "unscored_bucket", "risk_signals",
-        "risk_bands", "matrix", "top_risks", "reasons",
+        "playbook_library",
+        "buckets",
+        "at_risk_buckets",
+        "unscored_bucket",
+        "risk_signals",
+        "risk_bands",
+        "matrix",
+        "top_risks",
+        "reasons",
     ],
     "properties": {
         "playbook_library": {"type": "string", "minLength": 1},
@@ -103,9 +126,7 @@ SCHEMA: dict[str, Any] = {
             "type": "object",
             "additionalProperties": False,
             "required": list(TIERS),
-            "properties": {
-                tier: {"type": "object", "additionalProperties": {"enum": list(BUCKETS)}} for tier in TIERS
-            },
+            "properties": {tier: {"type": "object", "additionalProperties": {"enum": list(BUCKETS)}} for tier in TIERS},
         },
         "top_risks": {"type": "integer", "minimum": 1},
         "reasons": {
@@ -161,9 +182,7 @@ class RenewalsConfig:
         return self.reasons[code].label if code in self.reasons else code
 
 
-def _reason_template(
-    label: str, template: str, amounts: Mapping[str, str], key: str, source: str
-) -> ReasonTemplate:
+def _reason_template(label: str, template: str, amounts: Mapping[str, str], key: str, source: str) -> ReasonTemplate:
     """Parse a reason template; only plain `{evidence_key}` placeholders are allowed."""
     try:
         parsed = list(string.Formatter().parse(template))
@@ -237,9 +256,7 @@ def load_renewals_config(path: Path | str) -> RenewalsConfig:
 
 def _counted_risk_signals(signals: pl.DataFrame, config: RenewalsConfig) -> pl.DataFrame:
     """Risk signals that count toward the band, with their weight."""
-    return signals.filter(
-        (pl.col("kind") == "risk") & ~pl.col("code").is_in(list(config.ignored_codes))
-    ).with_columns(
+    return signals.filter((pl.col("kind") == "risk") & ~pl.col("code").is_in(list(config.ignored_codes))).with_columns(
         weight=pl.col("code").replace_strict(dict(config.weights), default=1, return_dtype=pl.Int64)
     )
 
@@ -319,7 +336,10 @@ def _override_reasons(health: pl.DataFrame) -> pl.DataFrame:
     )
     return pl.DataFrame(
         [
-            (row["account_id"], canonical_json({"code": OVERRIDE_CODE, "text": override_phrase(row | override_record(row))}))
+            (
+                row["account_id"],
+                canonical_json({"code": OVERRIDE_CODE, "text": override_phrase(row | override_record(row))}),
+            )
             for row in overridden.iter_rows(named=True)
         ],
         schema=schema,
@@ -397,19 +417,17 @@ def forecast_renewals(
         .with_columns(band=_band_expr(config))
         .join(cells, on=["tier", "band"], how="left")
         .with_columns(pl.col("bucket").fill_null(config.unscored_bucket))
-        .with_columns(
-            probability=pl.col("bucket").replace_strict(dict(config.buckets), return_dtype=pl.Float64)
-        )
+        .with_columns(probability=pl.col("bucket").replace_strict(dict(config.buckets), return_dtype=pl.Float64))
         .with_columns(expected_arr=(pl.col("arr") * pl.col("probability")).round(2))
     )
-    accounts = frame.select("account_id", "tier").unique("account_id").join(
-        config.library.renewal_due.accounts(frame), on="account_id", how="left"
+    accounts = (
+        frame.select("account_id", "tier")
+        .unique("account_id")
+        .join(config.library.renewal_due.accounts(frame), on="account_id", how="left")
     )
     suggested = suggested_playbook_ids(accounts, signals, config.library)
     return (
-        frame.join(suggested, on="account_id", how="left")
-        .select(FRAME_COLUMNS)
-        .sort("renewal_date", "subscription_id")
+        frame.join(suggested, on="account_id", how="left").select(FRAME_COLUMNS).sort("renewal_date", "subscription_id")
     )
 
 
@@ -438,9 +456,7 @@ def renewal_summary(frame: pl.DataFrame, config: RenewalsConfig) -> dict[str, An
         at_risk_arr=pl.when(at_risk).then(pl.col("arr")).otherwise(0.0),
         csm_owner=pl.col("csm_owner").fill_null(UNASSIGNED),
     )
-    per_bucket = {
-        (row["currency"], row["bucket"]): row for row in _sums(flagged, ["currency", "bucket"]).to_dicts()
-    }
+    per_bucket = {(row["currency"], row["bucket"]): row for row in _sums(flagged, ["currency", "bucket"]).to_dicts()}
     accounts = flagged.group_by("currency").agg(accounts=pl.col("account_id").n_unique())
     by_currency = [
         {
@@ -498,9 +514,7 @@ def renewal_summary(frame: pl.DataFrame, config: RenewalsConfig) -> dict[str, An
 def render_renewal_summary_md(summary: Mapping[str, Any], as_of: dt.date, window_days: int) -> str:
     """`summary.md`: bucket, currency, segment, owner and top-risk tables with prose around them."""
     window_end = as_of + dt.timedelta(days=window_days)
-    return render_template(
-        SUMMARY_TEMPLATE, s=summary, as_of=as_of, window_days=window_days, window_end=window_end
-    )
+    return render_template(SUMMARY_TEMPLATE, s=summary, as_of=as_of, window_days=window_days, window_end=window_end)
 
 
 def published(frame: pl.DataFrame) -> pl.DataFrame:

@@ -92,7 +92,10 @@ SIGNALS_SCHEMA: dict[str, Any] = _section(
         ),
         "renewal_soon": _section({"days": {"type": "integer", "minimum": 0}}),
         "expansion_trail": _section(
-            {"utilisation_pct_over": {"type": "number", "minimum": 0}, "growth_pct_over": {"type": "number", "minimum": 0}}
+            {
+                "utilisation_pct_over": {"type": "number", "minimum": 0},
+                "growth_pct_over": {"type": "number", "minimum": 0},
+            }
         ),
     }
 )
@@ -320,7 +323,9 @@ def _renewal_soon(view: Customer360, config: SignalsConfig, shared: SharedMeasur
     soonest_first = [pl.col("days_to_renewal"), pl.col("subscription_id")]
     return (
         # A renewal already booked (a successor recorded, docs/renewals.md) is no longer ahead.
-        view.subs.filter((pl.col("status") == "active") & ~pl.col("subscription_id").is_in(shared.renewal_booked.implode()))
+        view.subs.filter(
+            (pl.col("status") == "active") & ~pl.col("subscription_id").is_in(shared.renewal_booked.implode())
+        )
         .with_columns(days_to_renewal=(pl.col("renewal_date") - pl.lit(view.as_of)).dt.total_days())
         .filter(pl.col("days_to_renewal").is_between(0, config.renewal_days))
         .group_by("account_id")
@@ -457,7 +462,9 @@ def signal_json_entries(frame: pl.DataFrame, chunk_rows: int = 20_000) -> Iterat
         "account_id",
         *(pl.col(name).dt.to_string("%Y-%m-%d") if ordered.schema[name] == pl.Date else pl.col(name) for name in shown),
     )
-    unsafe = [check for name in ("account_id", *shown) for check in json_text.unsafe_leaves(pl.col(name), plain.schema[name])]
+    unsafe = [
+        check for name in ("account_id", *shown) for check in json_text.unsafe_leaves(pl.col(name), plain.schema[name])
+    ]
     # isoformat() pads years to four digits; strftime does not.
     years = [~pl.col(n).dt.year().is_between(1000, 9999).fill_null(True) for n in shown if ordered.schema[n] == pl.Date]
     if (
@@ -476,7 +483,9 @@ def signal_json_entries(frame: pl.DataFrame, chunk_rows: int = 20_000) -> Iterat
         .group_by("account_id", maintain_order=True)
         .agg(pl.col("signal").str.join(",\n      "))
     )
-    line = pl.concat_str(json_text.json_string(pl.col("account_id")), pl.lit(": [\n      "), "signal", pl.lit("\n    ]"))
+    line = pl.concat_str(
+        json_text.json_string(pl.col("account_id")), pl.lit(": [\n      "), "signal", pl.lit("\n    ]")
+    )
     yield from json_text.joined_chunks(accounts, line, chunk_rows)
 
 
@@ -521,7 +530,5 @@ def signals_summary(frame: pl.DataFrame) -> dict[str, Any]:
         "signals": frame.height,
         "accounts_with_signals": frame["account_id"].n_unique(),
         "by_code": counts,
-        "by_kind": {
-            kind: sum(n for code, n in counts.items() if SIGNAL_CATALOG[code].kind == kind) for kind in KINDS
-        },
+        "by_kind": {kind: sum(n for code, n in counts.items() if SIGNAL_CATALOG[code].kind == kind) for kind in KINDS},
     }

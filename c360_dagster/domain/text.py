@@ -133,7 +133,10 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        md_cell=md_cell, md_text=md_text, money=format_amount, number=fmt_number,
+        md_cell=md_cell,
+        md_text=md_text,
+        money=format_amount,
+        number=fmt_number,
         percent=fmt_percent,
     )
     return env

@@ -62,8 +62,7 @@ def view_as_of(view: Customer360, as_of: dt.date) -> Customer360:
     """The view as it could have been seen on `as_of`, from data dated on or before it."""
     if as_of > view.as_of:
         raise C360Error(
-            f"cannot cut the view at {as_of.isoformat()}: it is after the data's as_of "
-            f"({view.as_of.isoformat()})",
+            f"cannot cut the view at {as_of.isoformat()}: it is after the data's as_of ({view.as_of.isoformat()})",
             code="AS_OF_INVALID",
         )
     accounts = view.accounts.filter(pl.col("created_on") <= as_of)

@@ -83,9 +83,7 @@ class Customer360:
     def open(cls, stored: StageReader, account_ids: list[str] | None = None) -> Customer360:
         """Read the persisted view, every file verified; with `account_ids`, only those accounts' rows."""
         manifest = stored.read_json(f"{VIEW_DIR}/{MANIFEST}")
-        tables = {
-            name: read_view_table(stored, name, account_ids) for name in ENTITIES
-        }
+        tables = {name: read_view_table(stored, name, account_ids) for name in ENTITIES}
         return cls(
             as_of=dt.date.fromisoformat(manifest["as_of"]),
             tables=tables,

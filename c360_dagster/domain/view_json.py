@@ -51,7 +51,9 @@ def customer_360_document(view: Customer360, checks: list[Finding]) -> dict[str,
     return {**_header(view, checks), "records": records}
 
 
-def customer_360_json_chunks(view: Customer360, checks: list[Finding], *, chunk_rows: int = CHUNK_ROWS) -> Iterator[bytes]:
+def customer_360_json_chunks(
+    view: Customer360, checks: list[Finding], *, chunk_rows: int = CHUNK_ROWS
+) -> Iterator[bytes]:
     """The bytes of 360.json, records streamed `chunk_rows` at a time."""
     header = _header(view, checks)
     keys = sorted([*header, "records"])
