@@ -100,6 +100,20 @@ NOT_LIVE_REASONS = {
 _SHARED_OUT = "; its weight is shared out proportionally over the available components"
 
 
+# The health frame: these account columns, then each component's parts (docs/architecture.md).
+ACCOUNT_COLUMNS = (
+    "account_id",
+    "segment",
+    "scorecard",
+    "score",
+    "tier",
+    "status",
+    "status_reason",
+    "lifecycle",
+    "config_hash",
+)
+COMPONENT_PARTS = ("score", "weight", "points", "reason", "evidence")
+
 def _object(properties: Mapping[str, Any], *, required: bool = True) -> dict[str, Any]:
     return {
         "type": "object",
@@ -718,18 +732,7 @@ def score_health(view: Customer360, config: HealthConfig) -> pl.DataFrame:
         ],
         *[expr.alias(f"{c}_evidence") for c, expr in _evidence(frame.collect_schema()).items()],
     )
-    columns = [
-        "account_id",
-        "segment",
-        "scorecard",
-        "score",
-        "tier",
-        "status",
-        "status_reason",
-        "lifecycle",
-        "config_hash",
-    ]
-    columns += [f"{c}_{part}" for c in COMPONENTS for part in ("score", "weight", "points", "reason", "evidence")]
+    columns = [*ACCOUNT_COLUMNS, *(f"{c}_{part}" for c in COMPONENTS for part in COMPONENT_PARTS)]
     return frame.select(columns).sort("account_id")
 
 

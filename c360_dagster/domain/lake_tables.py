@@ -4,32 +4,22 @@ from __future__ import annotations
 
 import polars as pl
 
-from c360_dagster.domain.health import COMPONENTS
+from c360_dagster.domain.health import ACCOUNT_COLUMNS, COMPONENT_PARTS, COMPONENTS
 from c360_dagster.domain.json_text import canonical_texts
 from c360_dagster.domain.overrides import OVERRIDE_COLUMNS
 from c360_dagster.domain.renewals import published
-
-COMPONENT_FIELDS = ("evidence", "points", "reason", "score", "weight")
 
 
 def health_rows(health: pl.DataFrame) -> pl.DataFrame:
     """account_health: the (overridden) score and tier, the computed ones, plus each component as canonical JSON."""
     components = pl.struct(
         [
-            pl.struct([pl.col(f"{c}_{field}").alias(field) for field in COMPONENT_FIELDS]).alias(c)
+            pl.struct([pl.col(f"{c}_{field}").alias(field) for field in sorted(COMPONENT_PARTS)]).alias(c)
             for c in sorted(COMPONENTS)
         ]
     ).struct.json_encode()
     return health.select(
-        "account_id",
-        "segment",
-        "scorecard",
-        "score",
-        "tier",
-        "status",
-        "status_reason",
-        "lifecycle",
-        "config_hash",
+        *ACCOUNT_COLUMNS,
         *OVERRIDE_COLUMNS,
         components.alias("components"),
     )
