@@ -114,6 +114,7 @@ ACCOUNT_COLUMNS = (
 )
 COMPONENT_PARTS = ("score", "weight", "points", "reason", "evidence")
 
+
 def _object(properties: Mapping[str, Any], *, required: bool = True) -> dict[str, Any]:
     return {
         "type": "object",
