@@ -110,8 +110,8 @@ HOLDER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from c360_dagster.domain import locking
-    artifacts = Path(sys.argv[1])
-    with locking.project_lock(artifacts, timeout_s=5):
+    artifacts, shard = Path(sys.argv[1]), (sys.argv[2] if len(sys.argv) > 2 else None)
+    with locking.project_lock(artifacts, timeout_s=5, shard=shard):
         (artifacts / "held").touch()
         while not (artifacts / "stop").exists():
             time.sleep(0.01)
@@ -120,9 +120,9 @@ HOLDER = textwrap.dedent(
 )
 
 
-def start_holder(artifacts: Path) -> subprocess.Popen:
+def start_holder(artifacts: Path, *shard: str) -> subprocess.Popen:
     artifacts.mkdir(parents=True, exist_ok=True)
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(artifacts)])
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(artifacts), *shard])
     deadline = time.monotonic() + 60
     while not (artifacts / "held").exists():
         assert time.monotonic() < deadline and holder.poll() is None
@@ -148,6 +148,25 @@ def test_timeout_names_the_project_and_the_holder(tmp_path: Path) -> None:
     finally:
         (tmp_path / "stop").touch()
         holder.wait(timeout=30)
+
+
+def test_a_shard_lock_holds_off_only_that_shards_writers(tmp_path: Path) -> None:
+    holder = start_holder(tmp_path, "3")
+    try:
+        with locking.project_lock(tmp_path, timeout_s=0.2, shard="1"), locking.project_lock(tmp_path, timeout_s=0.2):
+            pass  # shard 1 and the unsharded writers go ahead while shard 3 writes
+        with pytest.raises(locking.LockTimeout) as caught, locking.project_lock(tmp_path, timeout_s=0.2, shard="3"):
+            pass
+        assert str(caught.value).startswith(f"another c360 process is writing shard 3 of {tmp_path} (pid {holder.pid})")
+    finally:
+        (tmp_path / "stop").touch()
+        holder.wait(timeout=30)
+
+
+def test_a_shard_key_that_is_not_a_number_cannot_name_a_lock(tmp_path: Path) -> None:
+    for bad in ("../x", "", "01", "-1", "a", 3):
+        with pytest.raises(ValueError, match="is not a shard key"):
+            locking.project_lock(tmp_path, shard=bad)  # type: ignore[arg-type]
 
 
 def test_lock_of_a_killed_process_is_released(tmp_path: Path) -> None:

@@ -112,6 +112,27 @@ def test_what_a_dead_writer_left_is_removed_by_the_next_one(tmp_path):
     assert not never_switched.exists() and _leftovers(tmp_path) == []
 
 
+def test_each_lock_sweeps_only_its_own_staging_folder(tmp_path):
+    staging = tmp_path / "stages" / stages.STAGING
+    live = {
+        None: staging / "pack.999999998",
+        "0": staging / stages.SHARD_STAGING / "0" / "pack~0.999999998",
+        "1": staging / stages.SHARD_STAGING / "1" / "pack~1.999999998",
+    }
+    for folder in live.values():
+        (folder / "half").mkdir(parents=True)
+    stages.sweep_staging(tmp_path, "0")  # shard 0's writer: the project's and shard 1's writers are alive
+    assert not live["0"].exists() and live[None].exists() and live["1"].exists()
+    stages.sweep_staging(tmp_path)  # the project's writer: the shards' writers hold their own locks
+    assert not live[None].exists() and live["1"].exists()
+    with stages.write_stage(tmp_path, "shards/1/pack", shard="1") as out:
+        out.write_bytes("shards/1/x.txt", b"1\n")
+    assert (tmp_path / "shards" / "1" / "x.txt").read_bytes() == b"1\n"
+    assert live["1"].exists()  # a writer leaves the staging folder of its own lock's other processes to the sweep
+    stages.sweep_staging(tmp_path, "1")
+    assert list((staging / stages.SHARD_STAGING / "1").iterdir()) == []
+
+
 def test_a_reader_of_a_replaced_generation_refuses_clearly(tmp_path):
     _write(tmp_path, {"x.txt": b"1\n"})
     stored = stages.open_stage(tmp_path, "pack")

@@ -59,12 +59,14 @@ class C360Project(dg.ConfigurableResource):
         return Path(self.configs_dir) / f"{name}.yaml"
 
     @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator[stages.StageWriter]:
+    def stage(self, name: str, shard: str | None = None) -> Iterator[stages.StageWriter]:
         """Write the next generation of stage `name` (e.g. `health`, `qbr_<id>`), switched live on success.
 
         `with project.stage("health") as out: out.write_frame(...)`; `out.manifest_hash` afterwards.
+        A shard's stage (`shard="3"`) is written under that shard's lock only; its name must be
+        that shard's own (no other lock ever writes it).
         """
-        with self.writing(), stages.write_stage(self.customer_dir, name) as out:
+        with self.writing(shard), stages.write_stage(self.customer_dir, name, shard) as out:
             yield out
 
     def stored(self, name: str) -> stages.StageReader:
@@ -98,12 +100,14 @@ class C360Project(dg.ConfigurableResource):
         stored = self.stored(view.STAGE)
         return view.read_view_table(stored, name), stored.manifest_hash
 
-    def writing(self):
-        """Hold the project's write lock: one c360 process writes artifacts at a time.
+    def writing(self, shard: str | None = None):
+        """Hold the project's write lock (one unsharded c360 writer at a time), or with `shard`
+        only that shard's lock: shards write in parallel with each other and with unsharded
+        writers (which read a shard's outputs only through its live generations).
 
-        Whatever a killed writer left in the staging folder is removed first.
+        Whatever a killed writer under the same lock left in its staging folder is removed first.
         """
-        return _swept(locking.project_lock(self.artifacts), self.customer_dir)
+        return _swept(locking.project_lock(self.artifacts, shard=shard), self.customer_dir, shard)
 
     def record_event(
         self,
@@ -154,7 +158,7 @@ def frame_path(name: str) -> str:
 
 
 @contextlib.contextmanager
-def _swept(lock, customer_dir: Path):
+def _swept(lock, customer_dir: Path, shard: str | None):
     with lock:
-        stages.sweep_staging(customer_dir)
+        stages.sweep_staging(customer_dir, shard)
         yield

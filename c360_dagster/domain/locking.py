@@ -1,4 +1,4 @@
-"""Inter-process locks (fcntl.flock): one c360 writer per project, no interleaved appends.
+"""Inter-process locks (fcntl.flock): one c360 writer per project (or per shard), no interleaved appends.
 
 A lock is held by an open file description, so it is released by the kernel when its
 process dies: a crash never leaves a stale lock behind. Locks are reentrant within a thread,
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from pathlib import Path
 from c360_dagster.domain.errors import C360Error
 
 PROJECT_LOCK_NAME = ".c360.lock"
+SHARD_LOCKS_DIR = ".c360-shards"
 PROJECT_LOCK_TIMEOUT_S = 120.0
 POLL_S = 0.05
 
@@ -59,13 +61,27 @@ def file_lock(lock_path: Path, timeout_s: float, busy_message: str) -> Iterator[
         os.close(fd)
 
 
-def project_lock(artifacts_dir: Path, timeout_s: float = PROJECT_LOCK_TIMEOUT_S):
-    """The project's write lock, `artifacts/.c360.lock`: one c360 process writes at a time."""
+def project_lock(artifacts_dir: Path, timeout_s: float = PROJECT_LOCK_TIMEOUT_S, shard: str | None = None):
+    """A write lock: the project's (`artifacts/.c360.lock`, one unsharded writer at a time), or with
+    `shard` that shard's own (`artifacts/.c360-shards/<shard>.lock`), so shards write in parallel."""
+    if shard is None:
+        return file_lock(
+            Path(artifacts_dir) / PROJECT_LOCK_NAME,
+            timeout_s,
+            f"another c360 process is writing to {artifacts_dir}",
+        )
     return file_lock(
-        Path(artifacts_dir) / PROJECT_LOCK_NAME,
+        Path(artifacts_dir) / SHARD_LOCKS_DIR / f"{checked_shard(shard)}.lock",
         timeout_s,
-        f"another c360 process is writing to {artifacts_dir}",
+        f"another c360 process is writing shard {shard} of {artifacts_dir}",
     )
+
+
+def checked_shard(shard: str) -> str:
+    """A shard key ("0".."N-1"): it names folders, so nothing else may pass (a caller's bug)."""
+    if not isinstance(shard, str) or not re.fullmatch(r"0|[1-9][0-9]{0,3}", shard):
+        raise ValueError(f"{shard!r} is not a shard key (a decimal number as text, e.g. '0')")
+    return shard
 
 
 def _acquire(fd: int, lock_path: Path, timeout_s: float, busy_message: str) -> None:

@@ -8,13 +8,16 @@ and goes live by ONE atomic step: a symlink swapped with `os.replace`. Under a r
     stages/<stage>/live -> g-<hash16>         the live generation (the only thing that changes)
     stages/<stage>/g-<hash16>/stage.json      {"files": {path: sha256}, "stage": <stage>}
     stages/<stage>/g-<hash16>/<path>          each file, at its public path
-    stages/.staging/<stage>.<pid>/            a generation being written
+    stages/.staging/<stage>.<pid>/            a generation being written (under the project lock)
+    stages/.staging/shards/<k>/<stage>.<pid>/ one being written under shard k's lock
     <path> -> stages/<stage>/live/<path>      each file's public path: a relative symlink
 
 A generation is named by its manifest's hash, so the same outputs give the same folder and a
 rerun that changes nothing switches nothing. A process killed at any instant leaves the old
 generation live or the new one, never a mix; what it left behind (a staging folder, a
-generation never switched to) is removed by the next writer. A reader resolves `live` once,
+generation never switched to) is removed by the next writer holding the same lock: each lock
+(the project's, or one shard's) owns its own staging folder, so shards writing in parallel
+never sweep each other's work. A reader resolves `live` once,
 reads each file's bytes once, hashes them and refuses a mismatch with the manifest.
 """
 
@@ -42,11 +45,13 @@ from c360_dagster.domain.io import (
     write_json_atomic,
     write_text_atomic,
 )
+from c360_dagster.domain.locking import checked_shard
 
 STAGES = "stages"
 LIVE = "live"
 MANIFEST = "stage.json"
 STAGING = ".staging"
+SHARD_STAGING = "shards"  # under STAGING; no stage's staging folder is named so (theirs end in .<pid>)
 GENERATION_PREFIX = "g-"
 # Small row groups with statistics let a per-account read skip most of a large table.
 ROW_GROUP_ROWS = 16_384
@@ -99,15 +104,16 @@ class StageWriter:
 
 
 @contextmanager
-def write_stage(root: Path, stage: str) -> Iterator[StageWriter]:
+def write_stage(root: Path, stage: str, shard: str | None = None) -> Iterator[StageWriter]:
     """Write the next generation of `stage` under `root`; switch it live if the block succeeds.
 
-    The caller holds the project's write lock (one writer at a time), which is what makes
-    removing another process's staging folder or an unswitched generation safe.
+    The caller holds the write lock of `shard` (None: the project's), and every write of this
+    stage happens under that one lock; that is what makes removing a staging folder of that
+    lock's other (dead) processes, or an unswitched generation of this stage, safe.
     """
     root = Path(root)
     stage_dir = root / STAGES / stage
-    staging = _staging_root(root) / f"{stage.replace('/', '~')}.{os.getpid()}"
+    staging = _staging_root(root, shard) / f"{stage.replace('/', '~')}.{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     _prune(stage_dir)
@@ -119,15 +125,18 @@ def write_stage(root: Path, stage: str) -> Iterator[StageWriter]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def sweep_staging(root: Path) -> None:
-    """Remove what dead writers left in the staging folder (called under the write lock)."""
+def sweep_staging(root: Path, shard: str | None = None) -> None:
+    """Remove what dead writers left in the staging folder of `shard`'s lock (called under that lock).
+
+    The project lock's sweep leaves the shards' staging folders alone: their writers hold other locks.
+    """
     mine = f".{os.getpid()}"
     try:
-        entries = list(os.scandir(_staging_root(Path(root))))
+        entries = list(os.scandir(_staging_root(Path(root), shard)))
     except FileNotFoundError:
         return
     for entry in entries:
-        if not entry.name.endswith(mine):
+        if not entry.name.endswith(mine) and not (shard is None and entry.name == SHARD_STAGING):
             _remove(Path(entry.path))
 
 
@@ -228,8 +237,9 @@ def verify_live_stages(root: Path) -> int:
     return checked
 
 
-def _staging_root(root: Path) -> Path:
-    return root / STAGES / STAGING
+def _staging_root(root: Path, shard: str | None = None) -> Path:
+    staging = root / STAGES / STAGING
+    return staging if shard is None else staging / SHARD_STAGING / checked_shard(shard)
 
 
 def _live_generation(live: Path) -> str | None:
