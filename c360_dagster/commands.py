@@ -420,10 +420,33 @@ def _render_verify(report: Report) -> str:
         head = f"  head: event {witnessed['seq']} witnessed by the Dagster instance" + (
             f" ({later} later not yet)" if later > 0 else ""
         )
+    shards = _render_shard_chains(report)
     if report["ok"]:
-        return reports.text([f"OK: {report['events']} events, chain and signatures verified", anchor, head])
-    where = f"line {report['line']}: " if report["line"] is not None else ""
-    return reports.text([f"BAD {where}{report['reason']}", anchor, head])
+        return reports.text([f"OK: {report['events']} events, chain and signatures verified", anchor, head, *shards])
+    place = [f"shard {report['bad_shard']}"] if report.get("bad_shard") is not None else []
+    place += [f"line {report['line']}"] if report["line"] is not None else []
+    where = " ".join(place) + ": " if place else ""
+    return reports.text([f"BAD {where}{report['reason']}", anchor, head, *shards])
+
+
+def _render_shard_chains(report: Report) -> list[str]:
+    """One line for the shard chains, and one per chain ahead of the roll-up or not in it (none unsharded)."""
+    chains = report["shards"]
+    if not chains:
+        return []
+    events = sum(chain["events"] for chain in chains.values())
+    rollup = (
+        f"each holding the head the roll-up in event {report['rollup']} recorded"
+        if report["rollup"] is not None
+        else "no roll-up recorded yet"
+    )
+    lines = [f"  shards: {len(chains)} chains, {events} events, {rollup}"]
+    for shard, chain in chains.items():
+        if chain["ok"] and chain["rolled_up"] is None and report["rollup"] is not None:
+            lines.append(f"  shard {shard}: not in the latest roll-up")
+        elif chain["ahead"]:
+            lines.append(f"  shard {shard}: {chain['ahead']} event{'s' * (chain['ahead'] > 1)} ahead of the roll-up")
+    return lines
 
 
 def _verify_args(parser: argparse.ArgumentParser) -> None:
@@ -443,22 +466,42 @@ def _verify_args(parser: argparse.ArgumentParser) -> None:
 )
 def verify_command(args: argparse.Namespace) -> Report:
     from c360_dagster.domain import anchor, eventlog, stages
-    from c360_dagster.instance import witnessed_head
+    from c360_dagster.instance import witnessed_heads
 
     log = Path(args.artifacts) / "governance" / "events.jsonl"
     trusted = anchor.trusted_key(log, args.pubkey, Path(args.configs) / "governance.yaml")
-    seq_hash = witnessed_head(log)
+    witnessed = witnessed_heads()
+    seq_hash = witnessed.get(str(log))
     report: Report = {
         "key": trusted.fingerprint,
         "pinned_by": trusted.pinned_by,
         "key_source": trusted.source,
         "witnessed": None if seq_hash is None else {"seq": seq_hash[0], "hash": seq_hash[1]},
+        "rollup": None,
+        "shards": {},
     }
     if trusted.public_key is None:
         return {**report, "ok": False, "events": 0, "line": None, "reason": trusted.problem}
-    result = eventlog.verify_log(log, trusted.public_key, seq_hash)
-    report |= {"ok": result.ok, "events": result.events_checked, "line": result.bad_line, "reason": result.reason}
-    if result.ok:
+    ledger = eventlog.verify_ledger(log, trusted.public_key, witnessed)
+    main = ledger.main
+    report |= {"ok": main.ok, "events": main.events_checked, "line": main.bad_line, "reason": main.reason}
+    report["rollup"] = ledger.rollup_seq
+    report["shards"] = {
+        shard: {
+            "ok": chain.result.ok,
+            "events": chain.result.events_checked,
+            "line": chain.result.bad_line,
+            "reason": chain.result.reason,
+            "rolled_up": chain.rolled_up,
+            "ahead": chain.ahead,
+        }
+        for shard, chain in ledger.shards.items()
+    }
+    bad_shard = next((shard for shard, chain in ledger.shards.items() if not chain.result.ok), None)
+    if main.ok and bad_shard is not None:
+        chain = ledger.shards[bad_shard].result
+        report |= {"ok": False, "bad_shard": bad_shard, "line": chain.bad_line, "reason": chain.reason}
+    if report["ok"]:
         # The log proves what was written; the live outputs must still be those bytes.
         try:
             report["files_checked"] = stages.verify_live_stages(Path(args.artifacts) / "customer")

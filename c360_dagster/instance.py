@@ -96,24 +96,26 @@ def witness_metadata(log_path: Path, seq: int, line_hash: str) -> dict[str, obje
     return {WITNESS_LOG: str(log_path), WITNESS_SEQ: seq, WITNESS_HASH: line_hash}
 
 
-def witnessed_head(log_path: Path) -> tuple[int, str] | None:
-    """The latest (seq, line hash) of this log that the instance's materializations recorded.
+def witnessed_heads() -> dict[str, tuple[int, str]]:
+    """The latest (seq, line hash) of each signed log (the main one, each shard's) the instance's
+    materializations recorded, by the log's path as the project names it.
 
-    A run of many account partitions stores their materializations in no particular order, so
-    the highest seq is taken over each asset's latest WITNESS_WINDOW materializations (more than
-    the runs of one batched backfill wave). None when there is no instance or no such record.
+    A run of many partitions stores their materializations in no particular order, so the
+    highest seq is taken over each asset's latest WITNESS_WINDOW materializations (more than
+    the runs of one batched backfill wave). Empty when there is no instance or no such record.
     """
     if not dagster_home().exists():
-        return None
+        return {}
     ensure_dagster_home()
     import dagster as dg
 
-    log = str(log_path)  # as the project names it, so a moved project keeps its witness
-    witnessed = []
+    witnessed: dict[str, tuple[int, str]] = {}
     with dg.DagsterInstance.get() as instance:
         for key in instance.get_asset_keys():
             for record in instance.fetch_materializations(key, limit=WITNESS_WINDOW).records:
                 metadata = record.asset_materialization.metadata if record.asset_materialization else {}
-                if WITNESS_SEQ in metadata and metadata[WITNESS_LOG].value == log:
-                    witnessed.append((cast(int, metadata[WITNESS_SEQ].value), str(metadata[WITNESS_HASH].value)))
-    return max(witnessed, default=None)
+                if WITNESS_SEQ in metadata:
+                    log = str(metadata[WITNESS_LOG].value)
+                    seen = (cast(int, metadata[WITNESS_SEQ].value), str(metadata[WITNESS_HASH].value))
+                    witnessed[log] = max(witnessed.get(log, seen), seen)
+    return witnessed

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from c360_dagster.console import main
-from c360_dagster.domain import anchor
+from c360_dagster.domain import anchor, eventlog
 from c360_dagster.domain.errors import C360Error
 from c360_dagster.domain.io import canonical_json, sha256_bytes
 
@@ -271,3 +271,52 @@ def test_verify_reads_every_live_output(project, capsys):
     # By hand: the load's stage holds 360.json, the view's manifest and its 8 tables; health and
     # signals each a JSON document and a frame.
     assert json.loads(out)["files_checked"] == 10 + 2 + 2
+
+
+def shard_event(asset: str, shard: str) -> dict:
+    return {
+        "asset": asset,
+        "partition": shard,
+        "run_id": f"run-{shard}",
+        "as_of": "2026-09-30",
+        "config_hash": None,
+        "code_version": "1",
+        "inputs": {},
+        "outputs": {f"{asset}.json": sha256_bytes(f"{asset}{shard}".encode())},
+        "shard": shard,
+    }
+
+
+def test_verify_checks_every_shard_chain_against_the_roll_up(project, capsys):
+    key = real_key(project)
+    for shard in ("0", "1"):
+        eventlog.append_event(eventlog.shard_log_path(LOG, shard), shard_event("account_health", shard), key)
+    rollup = {**shard_event("health_rollup", "0"), "partition": None, "shards": eventlog.shard_heads(LOG, 2)}
+    eventlog.append_event(LOG, {k: v for k, v in rollup.items() if k != "shard"}, key)
+    eventlog.append_event(eventlog.shard_log_path(LOG, "1"), shard_event("customer_signals", "1"), key)
+    code, out = verify(capsys)
+    assert code == 0, out
+    assert out.endswith(
+        "  head: event 6 witnessed by the Dagster instance (1 later not yet)\n"
+        "  shards: 2 chains, 3 events, each holding the head the roll-up in event 7 recorded\n"
+        "  shard 1: 1 event ahead of the roll-up\n"
+    )
+    code = main(["c360:verify", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["rollup"] == 7
+    assert report["shards"]["1"] == {
+        "ok": True,
+        "events": 2,
+        "line": None,
+        "reason": None,
+        "rolled_up": 1,
+        "ahead": 1,
+    }
+    # Shard 0's chain rolled back to nothing (its files removed): the roll-up's head names what it held.
+    shutil.rmtree(eventlog.shard_log_path(LOG, "0").parent)
+    code, out = verify(capsys)
+    assert code == 1
+    assert out.startswith(
+        "BAD shard 0: the roll-up (main log event 7) witnessed event 1 but the log holds 0: "
+        "the log was wiped, truncated or rolled back\n"
+    )

@@ -109,6 +109,14 @@ class C360Project(dg.ConfigurableResource):
         """
         return _swept(locking.project_lock(self.artifacts, shard=shard), self.customer_dir, shard)
 
+    def shard_log_path(self, shard: str) -> Path:
+        """Shard `shard`'s own signed chain, `artifacts/governance/shards/<shard>/events.jsonl`."""
+        return eventlog.shard_log_path(self.events_path, shard)
+
+    def shard_heads(self, shards: int) -> dict[str, dict]:
+        """The heads (`{"seq", "hash"}`) of shards 0..shards-1's chains, as a roll-up event carries them."""
+        return eventlog.shard_heads(self.events_path, shards)
+
     def record_event(
         self,
         context: dg.AssetExecutionContext,
@@ -119,9 +127,14 @@ class C360Project(dg.ConfigurableResource):
         config_hash: str | None = None,
         extra: dict | None = None,
         partition: str | None = None,
+        shard: str | None = None,
+        rollup_of: int | None = None,
     ) -> dict:
         """Append this materialization (of `partition`, in a run of several) to the signed log.
 
+        With `shard`, to that shard's own chain (shards append in parallel). A roll-up of
+        `rollup_of` shards appends to the main log and carries each shard chain's head, so that
+        verify holds every shard chain to what the roll-up saw.
         The event's seq and line hash go into the materialization's metadata too: the Dagster
         instance witnesses the log's head, so verify notices a wiped or rolled-back log.
         """
@@ -138,11 +151,16 @@ class C360Project(dg.ConfigurableResource):
         }
         if extra:
             event["extra"] = extra
+        if shard is not None:
+            event["shard"] = shard
+        if rollup_of is not None:
+            event["shards"] = self.shard_heads(rollup_of)
+        log_path = self.events_path if shard is None else self.shard_log_path(shard)
         record = eventlog.append_event(
-            self.events_path, event, anchor.signing_key(self.artifacts, self.config_path("governance"))
+            log_path, event, anchor.signing_key(self.artifacts, self.config_path("governance"))
         )
         context.add_asset_metadata(
-            witness_metadata(self.events_path, record["seq"], eventlog.line_hash(record)),
+            witness_metadata(log_path, record["seq"], eventlog.line_hash(record)),
             partition_key=event["partition"],
         )
         return record

@@ -6,6 +6,11 @@ the first) and an Ed25519 `signature` over the canonical line without the signat
 signed head file (`events.head`) names the last line, so lines cut from the end are noticed
 too. `events.pub` (PEM) beside the log names its key; verify trusts it only when it matches a
 pinned fingerprint (domain/anchor.py: the trust anchor outside the log's folder).
+
+A sharded chain keeps one such log per shard, `shards/<k>/events.jsonl` beside the main one
+(same key, same format, each line naming its `shard`), so shards append in parallel. A roll-up
+event in the main log carries every shard chain's head (`shards`: {k: {seq, hash}}): signed
+there, it pins each shard chain as it was when the roll-up was built (`verify_ledger`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import base64
 import binascii
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,11 +34,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from c360_dagster.domain.errors import C360Error
 from c360_dagster.domain.failpoints import failpoint
 from c360_dagster.domain.io import canonical_json, sha256_bytes, write_text_atomic
-from c360_dagster.domain.locking import file_lock
+from c360_dagster.domain.locking import checked_shard, file_lock
 
 GENESIS = "sha256:" + "0" * 64
 EVENT_FIELDS = {"asset", "partition", "run_id", "as_of", "config_hash", "code_version", "inputs", "outputs"}
-OPTIONAL_FIELDS = {"extra"}
+# `shard`: the shard whose chain holds the event; `shards`: a roll-up's shard chain heads.
+OPTIONAL_FIELDS = {"extra", "shard", "shards"}
+SHARDS_DIR = "shards"
+INSTANCE = "the Dagster instance"
 CHAIN_FIELDS = {"seq", "prev", "signature"}
 LOCK_TIMEOUT_S = 60.0
 TAIL_BLOCK = 1 << 16
@@ -51,12 +60,65 @@ class VerifyResult:
     reason: str | None = None
 
 
+@dataclass(frozen=True)
+class ShardVerdict:
+    """One shard chain's verdict, and how it stands against the latest roll-up."""
+
+    result: VerifyResult
+    rolled_up: int | None  # the seq the latest roll-up recorded (None: not in that roll-up)
+
+    @property
+    def ahead(self) -> int:
+        """Events appended after the roll-up recorded the chain's head."""
+        return self.result.events_checked - self.rolled_up if self.rolled_up is not None and self.result.ok else 0
+
+
+@dataclass(frozen=True)
+class LedgerVerdict:
+    """The main log's verdict, the latest roll-up event's seq, and each shard chain's verdict."""
+
+    main: VerifyResult
+    rollup_seq: int | None
+    shards: dict[str, ShardVerdict]
+
+    @property
+    def ok(self) -> bool:
+        return self.main.ok and all(shard.result.ok for shard in self.shards.values())
+
+
 def pub_path(log_path: Path) -> Path:
     return Path(log_path).with_name("events.pub")
 
 
 def head_path(log_path: Path) -> Path:
     return Path(log_path).with_name("events.head")
+
+
+def shard_log_path(log_path: Path, shard: str) -> Path:
+    """Shard `shard`'s own chain beside the main log: `<folder>/shards/<shard>/events.jsonl`."""
+    return Path(log_path).parent / SHARDS_DIR / checked_shard(shard) / Path(log_path).name
+
+
+def shard_logs(log_path: Path) -> dict[str, Path]:
+    """Every shard chain on disk, by shard key, in shard order."""
+    folder = Path(log_path).parent / SHARDS_DIR
+    found = folder.glob(f"*/{Path(log_path).name}") if folder.is_dir() else []
+    return {path.parent.name: path for path in sorted(found, key=lambda path: int(path.parent.name))}
+
+
+def chain_head(log_path: Path) -> dict[str, Any]:
+    """The log's last event as `{"seq", "hash"}` (seq 0 and GENESIS when empty), read under its append lock."""
+    log_path = Path(log_path)
+    if not log_path.exists():
+        return {"seq": 0, "hash": GENESIS}
+    with _append_lock(log_path):
+        last = _last_line(log_path)
+    return {"seq": _seq(last, log_path), "hash": sha256_bytes(last)} if last else {"seq": 0, "hash": GENESIS}
+
+
+def shard_heads(log_path: Path, shards: int) -> dict[str, dict[str, Any]]:
+    """The heads of shards 0..shards-1's chains, as a roll-up event's `shards` carries them."""
+    return {str(shard): chain_head(shard_log_path(log_path, str(shard))) for shard in range(shards)}
 
 
 def load_or_create_signing_key(key_path: Path, env_var: str = "C360_SIGNING_KEY") -> Ed25519PrivateKey:
@@ -77,9 +139,7 @@ def append_event(log_path: Path, event: dict[str, Any], signing_key: Ed25519Priv
     _check_event_fields(event)
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(
-        log_path.with_name(log_path.name + ".lock"), LOCK_TIMEOUT_S, f"another process is appending to {log_path}"
-    ):
+    with _append_lock(log_path):
         _ensure_public_key(log_path, signing_key.public_key())
         last = _last_line(log_path)
         body = {
@@ -111,36 +171,47 @@ def append_event(log_path: Path, event: dict[str, Any], signing_key: Ed25519Priv
 
 
 def verify_log(
-    log_path: Path, public_key: Ed25519PublicKey | Path, witnessed: tuple[int, str] | None = None
+    log_path: Path,
+    public_key: Ed25519PublicKey | Path,
+    witnessed: Mapping[str, tuple[int, str] | None] | None = None,
+    shard: str | None = None,
 ) -> VerifyResult:
-    """Check every line's form, signature, sequence and hash link, then the signed head.
+    """Check every line's form, signature, sequence, hash link and shard, then the signed head.
 
-    `public_key` is the trusted key (or a PEM file of it); `witnessed` is the (seq, line hash)
-    of an event recorded outside the log, which the log must still hold unchanged.
+    `public_key` is the trusted key (or a PEM file of it); `witnessed` maps who recorded an event
+    outside the log (the Dagster instance, a roll-up) to its (seq, line hash), which the log must
+    still hold unchanged. `shard` is the shard whose chain this is (None: the main log).
     """
     log_path = Path(log_path)
+    witnesses = {by: seen for by, seen in (witnessed or {}).items() if seen and seen[0] > 0}
     if not log_path.exists():
-        if witnessed:
-            return VerifyResult(False, 0, None, _witness_problem(witnessed, 0))
+        if witnesses:
+            by, seen = next(iter(witnesses.items()))
+            return VerifyResult(False, 0, None, _witness_problem(by, seen, 0))
+        if shard is not None:
+            return VerifyResult(True, 0)  # a shard that has recorded nothing yet
         raise C360Error(f"no event log at {log_path}: nothing has been materialized yet")
     if not isinstance(public_key, Ed25519PublicKey):
         public_key = load_public_key(Path(public_key))
     head = _read_head(log_path)
-    prev, checked, head_line_hash, witnessed_hash = GENESIS, 0, None, None
+    prev, checked, head_line_hash = GENESIS, 0, None
+    hashes_seen: dict[int, str] = {}
+    wanted = {seen[0] for seen in witnesses.values()}
     with open(log_path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             line = raw.rstrip(b"\n")
-            reason = _line_problem(raw, line, number, prev, public_key)
+            reason = _line_problem(raw, line, number, prev, public_key, shard)
             if reason:
                 return VerifyResult(False, checked, number, reason)
             prev, checked = sha256_bytes(line), number
             if head and number == head["seq"]:
                 head_line_hash = prev
-            if witnessed and number == witnessed[0]:
-                witnessed_hash = prev
-    if witnessed and witnessed_hash != witnessed[1]:
-        bad_line = witnessed[0] if witnessed[0] <= checked else None
-        return VerifyResult(False, checked, bad_line, _witness_problem(witnessed, checked))
+            if number in wanted:
+                hashes_seen[number] = prev
+    for by, seen in witnesses.items():
+        if hashes_seen.get(seen[0]) != seen[1]:
+            bad_line = seen[0] if seen[0] <= checked else None
+            return VerifyResult(False, checked, bad_line, _witness_problem(by, seen, checked))
     name = head_path(log_path).name
     if head is None:
         if checked:
@@ -161,19 +232,47 @@ def verify_log(
     return VerifyResult(True, checked)
 
 
+def verify_ledger(
+    log_path: Path, public_key: Ed25519PublicKey, witnessed: Mapping[str, tuple[int, str]] | None = None
+) -> LedgerVerdict:
+    """Verify the main log, then every shard chain against the latest roll-up event's heads.
+
+    `witnessed` maps each log's path (as the project names it) to the (seq, line hash) the
+    Dagster instance recorded for it. A shard chain must still hold, unchanged, the head the
+    latest roll-up recorded (a chain cut short, rolled back, rewritten or swapped with another
+    shard's fails); events appended after it are fine (`ShardVerdict.ahead`).
+    """
+    witnessed = witnessed or {}
+    main = verify_log(log_path, public_key, {INSTANCE: witnessed.get(str(log_path))})
+    rollup_seq, heads = _latest_rollup(log_path) if main.ok else (None, {})
+    shards: dict[str, ShardVerdict] = {}
+    for shard in sorted(heads.keys() | shard_logs(log_path).keys(), key=int):
+        path = shard_log_path(log_path, shard)
+        head = heads.get(shard)
+        witnesses = {INSTANCE: witnessed.get(str(path))}
+        if head is not None:
+            witnesses[f"the roll-up (main log event {rollup_seq})"] = (head["seq"], head["hash"])
+        result = verify_log(path, public_key, witnesses, shard=shard)
+        shards[shard] = ShardVerdict(result, None if head is None else head["seq"])
+    return LedgerVerdict(main, rollup_seq, shards)
+
+
 def line_hash(record: dict[str, Any]) -> str:
     """The hash of a stored record's line, as the next line's `prev` and the head name it."""
     return sha256_bytes(canonical_json(record).encode("utf-8"))
 
 
-def _witness_problem(witnessed: tuple[int, str], checked: int) -> str:
+def _witness_problem(by: str, witnessed: tuple[int, str], checked: int) -> str:
     seq = witnessed[0]
     if seq > checked:
-        return (
-            f"the Dagster instance witnessed event {seq} but the log holds {checked}: "
-            "the log was wiped, truncated or rolled back"
-        )
-    return f"event {seq} is not the one the Dagster instance witnessed: the log was rewritten"
+        return f"{by} witnessed event {seq} but the log holds {checked}: the log was wiped, truncated or rolled back"
+    return f"event {seq} is not the one {by} witnessed: the log was rewritten"
+
+
+def _latest_rollup(log_path: Path) -> tuple[int | None, dict[str, dict[str, Any]]]:
+    """The seq and shard heads of the last roll-up event in a (verified) main log."""
+    rollups = [event for event in read_events(log_path) if "shards" in event]
+    return (rollups[-1]["seq"], rollups[-1]["shards"]) if rollups else (None, {})
 
 
 def read_events(log_path: Path) -> list[dict[str, Any]]:
@@ -239,7 +338,9 @@ def _check_event_fields(event: dict[str, Any]) -> None:
             raise ValueError(f"event {name} must map names to content hashes (strings)")
 
 
-def _line_problem(raw: bytes, line: bytes, number: int, prev: str, public_key: Ed25519PublicKey) -> str | None:
+def _line_problem(
+    raw: bytes, line: bytes, number: int, prev: str, public_key: Ed25519PublicKey, shard: str | None
+) -> str | None:
     """Why line `number` is bad, or None."""
     if not raw.endswith(b"\n"):
         return "truncated: the last line is incomplete (no newline at its end)"
@@ -262,7 +363,17 @@ def _line_problem(raw: bytes, line: bytes, number: int, prev: str, public_key: E
         return f"seq is {record['seq']} on line {number} (a line was deleted, inserted or moved)"
     if record["prev"] != prev:
         return "prev does not match the hash of the line before (the chain is broken here)"
+    if record.get("shard") != shard:
+        found = "the main log" if record.get("shard") is None else f"shard {record['shard']}'s chain"
+        this = "the main log" if shard is None else f"shard {shard}'s chain"
+        return f"the event belongs to {found}, not {this} (chains swapped, or a line moved between them)"
     return None
+
+
+def _append_lock(log_path: Path):
+    return file_lock(
+        log_path.with_name(log_path.name + ".lock"), LOCK_TIMEOUT_S, f"another process is appending to {log_path}"
+    )
 
 
 def _read_head(log_path: Path) -> dict[str, Any] | None:

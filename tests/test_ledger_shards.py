@@ -1,0 +1,216 @@
+"""One signed chain per shard, pinned by the roll-up event's shard heads: each attack fails verify.
+
+The main log holds the split and the roll-up; shards 0, 1 and 2 each append to their own chain
+(`shards/<k>/events.jsonl`); the roll-up event carries each shard chain's head (seq, line hash).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from c360_dagster.domain import eventlog
+from c360_dagster.domain.io import canonical_json, sha256_bytes
+
+KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+OTHER_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+SHARDS = 3
+
+
+def event(asset: str, partition: str | None = None, **fields) -> dict:
+    return {
+        "asset": asset,
+        "partition": partition,
+        "run_id": "run-1",
+        "as_of": "2026-09-30",
+        "config_hash": None,
+        "code_version": "1",
+        "inputs": {},
+        "outputs": {f"{asset}.json": sha256_bytes(f"{asset}{partition}".encode())},
+        **fields,
+    }
+
+
+@pytest.fixture
+def main_log(tmp_path: Path) -> Path:
+    """A split event, two events in each of 3 shard chains, then the roll-up (main log event 2)."""
+    path = tmp_path / "governance" / "events.jsonl"
+    eventlog.append_event(path, event("shard_inputs"), KEY)
+    for shard in map(str, range(SHARDS)):
+        for asset in ("customer_360", "account_health"):
+            eventlog.append_event(eventlog.shard_log_path(path, shard), event(asset, shard, shard=shard), KEY)
+    eventlog.append_event(path, event("health_rollup", shards=eventlog.shard_heads(path, SHARDS)), KEY)
+    return path
+
+
+def verify(main_log: Path, witnessed: dict | None = None) -> eventlog.LedgerVerdict:
+    return eventlog.verify_ledger(main_log, KEY.public_key(), witnessed)
+
+
+def shard_problem(verdict: eventlog.LedgerVerdict, shard: str) -> tuple[int | None, str | None]:
+    assert verdict.main.ok and not verdict.ok
+    return verdict.shards[shard].result.bad_line, verdict.shards[shard].result.reason
+
+
+def test_the_roll_up_carries_each_shard_chains_head_and_the_ledger_verifies(main_log: Path) -> None:
+    rollup = eventlog.read_events(main_log)[-1]
+    chain_1 = eventlog.shard_log_path(main_log, "1")
+    assert chain_1 == main_log.parent / "shards" / "1" / "events.jsonl"
+    last_line = chain_1.read_bytes().splitlines()[-1]
+    assert rollup["shards"]["1"] == {"seq": 2, "hash": sha256_bytes(last_line)}
+    assert sorted(rollup["shards"]) == ["0", "1", "2"]
+    assert [e["shard"] for e in eventlog.read_events(chain_1)] == ["1", "1"]
+    verdict = verify(main_log)
+    assert verdict.ok and verdict.main == eventlog.VerifyResult(True, 2) and verdict.rollup_seq == 2
+    assert {k: (v.result, v.rolled_up, v.ahead) for k, v in verdict.shards.items()} == {
+        k: (eventlog.VerifyResult(True, 2), 2, 0) for k in ("0", "1", "2")
+    }
+
+
+def test_a_shard_chain_extended_after_the_roll_up_is_fine_and_reported_ahead(main_log: Path) -> None:
+    eventlog.append_event(eventlog.shard_log_path(main_log, "2"), event("customer_signals", "2", shard="2"), KEY)
+    verdict = verify(main_log)
+    assert verdict.ok and verdict.shards["2"].ahead == 1 and verdict.shards["0"].ahead == 0
+
+
+def test_an_edited_shard_line_is_reported(main_log: Path) -> None:
+    chain = eventlog.shard_log_path(main_log, "1")
+    lines = chain.read_bytes().splitlines(keepends=True)
+    record = json.loads(lines[0])
+    record["as_of"] = "2026-10-01"
+    lines[0] = canonical_json(record).encode() + b"\n"
+    chain.write_bytes(b"".join(lines))
+    assert shard_problem(verify(main_log), "1") == (
+        1,
+        "signature does not verify (the line was edited, or signed with a key other than the trusted one)",
+    )
+
+
+def test_a_shard_chains_last_line_dropped_is_reported_even_with_its_older_head_put_back(main_log: Path) -> None:
+    chain = eventlog.shard_log_path(main_log, "0")
+    head = eventlog.head_path(chain)
+    # The attacker kept the head file from when the chain held one event: chain and head agree.
+    lines = chain.read_bytes().splitlines(keepends=True)
+    scratch = main_log.parent.parent / "scratch" / "events.jsonl"
+    eventlog.append_event(scratch, event("customer_360", "0", shard="0"), KEY)
+    assert scratch.read_bytes() == lines[0]  # the same first event, so its head is chain 0's older head
+    chain.write_bytes(lines[0])
+    shutil.copy(eventlog.head_path(scratch), head)
+    assert eventlog.verify_log(chain, KEY.public_key(), shard="0").ok  # alone, the chain looks whole
+    assert shard_problem(verify(main_log), "0") == (
+        None,
+        "the roll-up (main log event 2) witnessed event 2 but the log holds 1: "
+        "the log was wiped, truncated or rolled back",
+    )
+
+
+def test_a_deleted_shard_chain_is_reported(main_log: Path) -> None:
+    shutil.rmtree(eventlog.shard_log_path(main_log, "2").parent)
+    assert shard_problem(verify(main_log), "2") == (
+        None,
+        "the roll-up (main log event 2) witnessed event 2 but the log holds 0: "
+        "the log was wiped, truncated or rolled back",
+    )
+
+
+def test_two_shards_logs_swapped_are_reported(main_log: Path) -> None:
+    folder_0, folder_1 = (eventlog.shard_log_path(main_log, k).parent for k in ("0", "1"))
+    folder_0.rename(folder_0.with_name("tmp"))
+    folder_1.rename(folder_0)
+    folder_0.with_name("tmp").rename(folder_1)
+    verdict = verify(main_log)
+    expected = (
+        "the event belongs to shard {}'s chain, not shard {}'s chain (chains swapped, or a line moved between them)"
+    )
+    assert shard_problem(verdict, "0") == (1, expected.format("1", "0"))
+    assert shard_problem(verdict, "1") == (1, expected.format("0", "1"))
+
+
+def test_a_shard_event_moved_into_the_main_log_is_reported(main_log: Path) -> None:
+    records = eventlog.read_events(eventlog.shard_log_path(main_log, "0"))
+    fresh = main_log.parent.parent / "fresh" / "events.jsonl"
+    eventlog.append_event(fresh, {k: records[0][k] for k in eventlog.EVENT_FIELDS | {"shard"}}, KEY)
+    verdict = eventlog.verify_ledger(fresh, KEY.public_key())
+    assert verdict.main.reason == (
+        "the event belongs to shard 0's chain, not the main log (chains swapped, or a line moved between them)"
+    )
+
+
+def test_a_forged_roll_up_head_is_reported(main_log: Path) -> None:
+    # Roll shard 1 back to one event, and make the roll-up say that is all it held.
+    chain = eventlog.shard_log_path(main_log, "1")
+    first = chain.read_bytes().splitlines(keepends=True)[0]
+    chain.write_bytes(first)
+    lines = main_log.read_bytes().splitlines(keepends=True)
+    rollup = json.loads(lines[-1])
+    rollup["shards"]["1"] = {"seq": 1, "hash": sha256_bytes(first.rstrip(b"\n"))}
+    lines[-1] = canonical_json(rollup).encode() + b"\n"
+    main_log.write_bytes(b"".join(lines))
+    verdict = verify(main_log)
+    assert not verdict.ok and verdict.main.bad_line == 2
+    assert verdict.main.reason.startswith("signature does not verify")
+    # Re-signed with a key other than the trusted one, it fails just the same.
+    body = {k: v for k, v in rollup.items() if k != "signature"}
+    lines[-1] = canonical_json({**body, "signature": eventlog._sign(OTHER_KEY, body)}).encode() + b"\n"
+    main_log.write_bytes(b"".join(lines))
+    assert verify(main_log).main.bad_line == 2 and not verify(main_log).ok
+
+
+def test_the_instance_witnesses_each_shard_chain_too(tmp_path: Path) -> None:
+    """Before any roll-up, a shard chain cut back with its older head is caught by the instance's witness."""
+    path = tmp_path / "events.jsonl"
+    eventlog.append_event(path, event("shard_inputs"), KEY)
+    chain = eventlog.shard_log_path(path, "2")
+    first = eventlog.append_event(chain, event("customer_360", "2", shard="2"), KEY)
+    older_head = eventlog.head_path(chain).read_bytes()
+    second = eventlog.append_event(chain, event("account_health", "2", shard="2"), KEY)
+    witnessed = {str(chain): (2, eventlog.line_hash(second))}
+    assert verify(path, witnessed).ok and verify(path).rollup_seq is None
+    chain.write_bytes(canonical_json(first).encode() + b"\n")
+    eventlog.head_path(chain).write_bytes(older_head)
+    assert verify(path).ok  # alone, the cut chain and its older head agree
+    assert shard_problem(verify(path, witnessed), "2") == (
+        None,
+        "the Dagster instance witnessed event 2 but the log holds 1: the log was wiped, truncated or rolled back",
+    )
+
+
+def test_a_shard_without_events_has_the_genesis_head_and_verifies(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    eventlog.append_event(path, event("health_rollup", shards=eventlog.shard_heads(path, 2)), KEY)
+    assert eventlog.read_events(path)[0]["shards"] == {k: {"seq": 0, "hash": eventlog.GENESIS} for k in ("0", "1")}
+    verdict = verify(path)
+    assert verdict.ok and verdict.shards == {
+        k: eventlog.ShardVerdict(eventlog.VerifyResult(True, 0), 0) for k in ("0", "1")
+    }
+
+
+def test_shards_append_to_their_own_chains_in_parallel(tmp_path: Path) -> None:
+    path = tmp_path / "governance" / "events.jsonl"
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from c360_dagster.domain import eventlog
+        key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+        shard = sys.argv[1]
+        for i in range(10):
+            eventlog.append_event(eventlog.shard_log_path(Path({str(path)!r}), shard), {{"asset": "account_health",
+                "partition": shard, "run_id": str(i), "as_of": "2026-09-30", "config_hash": None,
+                "code_version": "1", "inputs": {{}}, "outputs": {{}}, "shard": shard}}, key)
+        """
+    )
+    workers = [subprocess.Popen([sys.executable, "-c", script, str(k)]) for k in range(4)]
+    assert [w.wait(timeout=60) for w in workers] == [0] * 4
+    eventlog.append_event(path, event("health_rollup", shards=eventlog.shard_heads(path, 4)), KEY)
+    verdict = verify(path)
+    assert verdict.ok and [v.result.events_checked for v in verdict.shards.values()] == [10] * 4
+    assert [v.rolled_up for v in verdict.shards.values()] == [10] * 4
