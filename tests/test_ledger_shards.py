@@ -13,15 +13,20 @@ import sys
 import textwrap
 from pathlib import Path
 
+import dagster as dg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from c360_dagster.console import main
+from c360_dagster.defs.resources import C360Project
 from c360_dagster.domain import eventlog
 from c360_dagster.domain.io import canonical_json, sha256_bytes
+from c360_dagster.instance import ensure_dagster_home, witnessed_heads
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 OTHER_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
 SHARDS = 3
+REPO = Path(__file__).resolve().parents[1]
 
 
 def event(asset: str, partition: str | None = None, **fields) -> dict:
@@ -199,7 +204,9 @@ def test_shards_append_to_their_own_chains_in_parallel(tmp_path: Path) -> None:
         import sys
         from pathlib import Path
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-        from c360_dagster.domain import eventlog
+        from c360_dagster.console import main
+from c360_dagster.defs.resources import C360Project
+from c360_dagster.domain import eventlog
         key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
         shard = sys.argv[1]
         for i in range(10):
@@ -214,3 +221,45 @@ def test_shards_append_to_their_own_chains_in_parallel(tmp_path: Path) -> None:
     verdict = verify(path)
     assert verdict.ok and [v.result.events_checked for v in verdict.shards.values()] == [10] * 4
     assert [v.rolled_up for v in verdict.shards.values()] == [10] * 4
+
+
+@dg.asset(partitions_def=dg.StaticPartitionsDefinition(["0", "1"]))
+def toy_shard(context, project: C360Project) -> None:
+    shard = context.partition_key
+    with project.writing(shard), project.stage(f"shards/{shard}/toy", shard) as out:
+        digest = out.write_text(f"shards/{shard}/toy.txt", shard)
+    project.record_event(context, as_of="2026-09-30", inputs={}, outputs={"toy.txt": digest}, shard=shard)
+
+
+@dg.asset(deps=[toy_shard])
+def toy_rollup(context, project: C360Project) -> None:
+    with project.writing():
+        project.record_event(context, as_of="2026-09-30", inputs={}, outputs={}, rollup_of=2)
+
+
+def test_shard_assets_sign_their_own_chains_and_the_roll_up_pins_them(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Through Dagster: shard partitions append to their chains (witnessed by the instance), the roll-up to the main log."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    project = C360Project(artifacts_dir=str(tmp_path / "artifacts"), configs_dir=str(REPO / "configs" / "customer"))
+
+    ensure_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        for shard in ("0", "1"):
+            assert dg.materialize([toy_shard], partition_key=shard, instance=instance, resources={"project": project})
+        assert dg.materialize(
+            [toy_shard, toy_rollup], selection=[toy_rollup], instance=instance, resources={"project": project}
+        )
+    main_log = project.events_path
+    (rollup,) = eventlog.read_events(main_log)
+    assert rollup["asset"] == "toy_rollup" and "shard" not in rollup
+    assert rollup["shards"] == {k: eventlog.chain_head(project.shard_log_path(k)) for k in ("0", "1")}
+    assert [e["shard"] for e in eventlog.read_events(project.shard_log_path("1"))] == ["1"]
+    witnessed = witnessed_heads()
+    assert witnessed[str(project.shard_log_path("0"))] == (1, rollup["shards"]["0"]["hash"])
+    assert witnessed[str(main_log)][0] == 1
+    code = main(["c360:verify", "--artifacts", project.artifacts_dir, "--configs", project.configs_dir])
+    assert code == 0
+    assert capsys.readouterr().out.splitlines()[2:] == [
+        "  head: event 1 witnessed by the Dagster instance",
+        "  shards: 2 chains, 2 events, each holding the head the roll-up in event 1 recorded",
+    ]
