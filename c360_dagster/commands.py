@@ -18,7 +18,7 @@ from c360_dagster.console import Report, command
 from c360_dagster.domain import qbr
 from c360_dagster.domain.account_state import LIVE_STATES
 from c360_dagster.domain.errors import C360Error
-from c360_dagster.domain.text import format_amount, visible_text
+from c360_dagster.domain.text import format_amount, plural, visible_text
 from c360_dagster.runner import (
     CPUS,
     ProjectPaths,
@@ -440,12 +440,12 @@ def _render_shard_chains(report: Report) -> list[str]:
         if report["rollup"] is not None
         else "no roll-up recorded yet"
     )
-    lines = [f"  shards: {len(chains)} chains, {events} events, {rollup}"]
+    lines = [f"  shards: {plural(len(chains), 'chain')}, {plural(events, 'event')}, {rollup}"]
     for shard, chain in chains.items():
         if chain["ok"] and chain["rolled_up"] is None and report["rollup"] is not None:
             lines.append(f"  shard {shard}: not in the latest roll-up")
         elif chain["ahead"]:
-            lines.append(f"  shard {shard}: {chain['ahead']} event{'s' * (chain['ahead'] > 1)} ahead of the roll-up")
+            lines.append(f"  shard {shard}: {plural(chain['ahead'], 'event')} ahead of the roll-up")
     return lines
 
 

@@ -19,7 +19,7 @@ import polars as pl
 from c360_dagster.domain.config import config_hash, load_yaml_config
 from c360_dagster.domain.errors import ConfigError
 from c360_dagster.domain.overrides import override_phrase
-from c360_dagster.domain.text import format_amount, render_template
+from c360_dagster.domain.text import format_amount, plural, render_template
 
 TIERS = ("red", "amber", "green")
 TEMPLATE = "playbook.md.j2"
@@ -499,10 +499,6 @@ def _as_date(value: dt.date | str) -> dt.date:
     return value if isinstance(value, dt.date) else dt.date.fromisoformat(value)
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" + ("" if count == 1 else "s")
-
-
 def business_day(day: dt.date) -> dt.date:
     """`day`, or the Monday after it when it falls on a weekend: due dates are working days."""
     return day + dt.timedelta(days=max(0, 7 - day.weekday()) if day.weekday() >= 5 else 0)
@@ -579,7 +575,7 @@ def _summary(
     notes: Sequence[str] = (),
 ) -> str:
     health = f"{tier or 'unscored'}" + (f" with a health score of {score}/100" if score is not None else "")
-    fired = f"{_plural(len(codes), 'active signal')} ({', '.join(codes)})" if codes else "no active signals"
+    fired = f"{plural(len(codes), 'active signal')} ({', '.join(codes)})" if codes else "no active signals"
     parts = [f"{name} is {health} and has {fired}.", *notes]
     if renewals:
         by_currency: dict[str, float] = {}
@@ -590,7 +586,7 @@ def _summary(
         buckets = ", ".join(sorted({row["bucket"] for row in renewals}))
         off = [row["subscription_id"] for row in renewals if row.get("auto_renew") is False]
         parts.append(
-            f"{_plural(len(renewals), 'subscription')} {'renews' if len(renewals) == 1 else 'renew'} "
+            f"{plural(len(renewals), 'subscription')} {'renews' if len(renewals) == 1 else 'renew'} "
             f"in the forecast window, the first on "
             f"{first.isoformat()} (ARR {amounts}; forecast {buckets})."
             + (f" Auto-renew is off for {', '.join(off)}." if off else "")

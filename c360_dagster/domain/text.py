@@ -112,6 +112,11 @@ def fmt_number(value: float | None) -> str:
     return "0" if text == "-0" else text
 
 
+def plural(count: int, word: str) -> str:
+    """`1 event`, `3 events`."""
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
 def fmt_percent(value: float | None, decimals: int = 0) -> str:
     """`0.25` → `25%`; None → `n/a`."""
     if value is None:
