@@ -21,7 +21,7 @@ from c360_dagster.domain import health, loader
 from c360_dagster.domain.config import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH
 from c360_dagster.domain.errors import ConfigError, InputError, os_fault
 from c360_dagster.domain.playbooks import build_playbook, load_playbook_library, render_playbook_markdown
-from c360_dagster.domain.text import _environment, md_cell, md_text, visible_text
+from c360_dagster.domain.text import _environment, md_escape, visible_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = REPO_ROOT / "configs" / "customer"
@@ -206,16 +206,22 @@ def test_visible_text_shows_bidi_controls_and_zero_width_characters():
     assert visible_text("plain") == "plain" and visible_text(None) == "" and visible_text(7) == "7"
 
 
-def test_markdown_helpers_neutralise_spoofing_characters():
-    assert md_text(SPOOF) == "Acme&lt;U+200B&gt; Corp &lt;U+202E&gt;gpj.exe&lt;U+2069&gt;"
-    assert md_cell(SPOOF) == md_text(SPOOF)
-    assert RLO not in md_cell(f"={RLO}x") and md_cell(f"={RLO}x").startswith("'=")
+def test_markdown_escaping_neutralises_spoofing_characters():
+    assert md_escape(SPOOF) == "Acme&lt;U+200B&gt; Corp &lt;U+202E&gt;gpj.exe&lt;U+2069&gt;"
+    assert RLO not in md_escape(f"={RLO}x") and md_escape(f"={RLO}x").startswith("'=")
 
 
-def test_every_template_value_is_neutralised_even_without_a_filter():
-    # The one Jinja environment every Markdown/SVG renderer uses finalizes every printed value.
-    rendered = _environment().from_string("{{ name }}|{{ n }}|{{ none }}").render(name=SPOOF, n=3, none=None)
-    assert rendered == "Acme<U+200B> Corp <U+202E>gpj.exe<U+2069>|3|None"
+def test_every_template_value_is_escaped_without_a_filter():
+    # The one Jinja environment of the Markdown reports finalizes every printed value: escaped
+    # once for Markdown, spoofing characters shown; only what a template marks `| safe` passes.
+    template = _environment().from_string("{{ name }}|{{ n }}|{{ none }}|{{ cell }}|{{ built | safe }}")
+    rendered = template.render(name=SPOOF, n=3, none=None, cell="=1+1 | *x*", built="**bold** | cell")
+    assert rendered == (
+        "Acme&lt;U+200B&gt; Corp &lt;U+202E&gt;gpj.exe&lt;U+2069&gt;|3||'=1+1 \\| \\*x\\*|**bold** | cell"
+    )
+    # SVG templates escape for XML instead, with spoofing characters shown.
+    svg = _environment(markdown=False).from_string("<t>{{ name }}</t>").render(name=f"<b>&{RLO}")
+    assert svg == "<t>&lt;b&gt;&amp;&lt;U+202E&gt;</t>"
 
 
 def test_the_terminal_shows_spoofing_characters_too(monkeypatch, capsys):

@@ -24,7 +24,7 @@ from c360_dagster.domain.playbooks import (
     select_playbooks,
     suggested_playbook_ids,
 )
-from c360_dagster.domain.text import close_matches, md_cell, md_text, safe_filename
+from c360_dagster.domain.text import close_matches, md_escape, safe_filename
 
 LIBRARY_PATH = Path(__file__).resolve().parents[1] / "configs" / "customer" / "playbooks.yaml"
 AS_OF = dt.date(2024, 1, 1)
@@ -270,9 +270,7 @@ def test_a_step_the_data_shows_as_done_is_left_out_and_listed_as_done(library):
     ]
     assert not any("New champion named" in c.what for c in plan.checkpoints)
     text = render_playbook_markdown(plan)
-    assert (
-        "## Already done" in text and "- Identify and enable a new champion (stakeholder\\_mapping): Sam Ortiz" in text
-    )
+    assert "## Already done" in text and "- Identify and enable a new champion (stakeholder_mapping): Sam Ortiz" in text
     # A champion who started long ago is not new: the step stays open.
     old = [{**c, "started_on": dt.date(2025, 1, 1)} if c["name"] == "Sam Ortiz" else c for c in ACME_CONTACTS]
     assert "Identify and enable a new champion" in [s.title for s in acme_plan(library, contacts=old).steps]
@@ -421,12 +419,17 @@ def test_markdown_and_json_are_byte_identical_on_rerun(library):
 
 
 def test_escaping_helpers():
-    assert md_cell("a|b\nc") == "a\\|b c"
-    assert md_cell("=SUM(A1)") == "'=SUM(A1)"
-    assert md_cell("@cmd") == "'@cmd" and md_cell("-1+1") == "'-1+1" and md_cell("+x") == "'+x"
-    assert md_cell(-5) == "-5" and md_cell(None) == ""
-    assert md_cell("<b>[x](y) *z* _w_ `c`</b>") == "&lt;b&gt;\\[x\\](y) \\*z\\* \\_w\\_ \\`c\\`&lt;/b&gt;"
-    assert md_text("# title\r\n- item") == "\\# title - item"
+    assert md_escape("a|b\nc") == "a\\|b c"
+    assert md_escape("=SUM(A1)") == "'=SUM(A1)"
+    assert md_escape("@cmd") == "'@cmd" and md_escape("-1+1") == "'-1+1" and md_escape("+x") == "'+x"
+    # A plain number is no formula, and our own signed figures print as they are.
+    assert md_escape("-5") == "-5" and md_escape("+3.5%") == "+3.5%" and md_escape("-1,200.5") == "-1,200.5"
+    assert md_escape(-5) == "-5" and md_escape(None) == ""
+    assert md_escape("<b>[x](y) *z* _w_ `c`</b>") == "&lt;b&gt;\\[x\\](y) \\*z\\* \\_w\\_ \\`c\\`&lt;/b&gt;"
+    assert md_escape("# title\r\n- item") == "\\# title - item"
+    # An underscore inside a word is never emphasis in Markdown: it stays as written.
+    assert md_escape("mid_market outreach_cadence") == "mid_market outreach_cadence"
+    assert md_escape("_x a__b c_") == "\\_x a\\_\\_b c\\_"
     assert safe_filename("../etc/pass wd") == "_etc_pass_wd"
     assert safe_filename("...") == "_" and safe_filename("ACME-001") == "ACME-001"
     assert len(safe_filename("x" * 100)) == 64

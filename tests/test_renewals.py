@@ -450,7 +450,7 @@ def test_summary_markdown_tables_hold_phrases_and_formatted_amounts(config):
     assert "| USD | 2 | USD 4,000 | USD 2,700 | USD 1,000 | USD 3,000 | USD 0 | USD 3,000 |" in first
     assert "**At risk** is the ARR in the Medium and Low buckets" in first
     assert (
-        "| 2 | Evil \\| Corp &lt;script&gt; | S4 | 2024-02-10 | amber | Medium | USD 3,000 | no risk signal | outreach\\_cadence |"
+        "| 2 | Evil \\| Corp &lt;script&gt; | S4 | 2024-02-10 | amber | Medium | USD 3,000 | no risk signal | outreach_cadence |"
         in first
     )
     assert "| 1 | Account A2 | S2 | 2024-01-21 | red | Low | EUR 2,000 | Payment overdue | collections |" in first

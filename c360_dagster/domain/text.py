@@ -15,12 +15,15 @@ import unicodedata
 from typing import Any
 
 import jinja2
+import markupsafe
 
 from c360_dagster.domain.errors import C360Error
 
 _WHITESPACE_RUN = re.compile(r"\s+")
 # Markdown punctuation that can start emphasis, code, links, tables or escapes inline.
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
+_INTRAWORD_UNDERSCORE = re.compile(r"(?<=[^\W_])\\_(?=[^\W_])")
+_PLAIN_NUMBER = re.compile(r"[+-]?[0-9][0-9,.]*%?")
 # A cell starting with one of these is run as a formula when pasted into a spreadsheet.
 _FORMULA_START = ("=", "+", "-", "@")
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
@@ -42,28 +45,28 @@ def visible_text(value: Any) -> str:
     return "".join(f"<U+{ord(ch):04X}>" if unicodedata.category(ch) == "Cf" else ch for ch in text)
 
 
-def md_text(value: Any) -> str:
-    """Input text made safe for Markdown prose: one line, HTML and Markdown markup neutralised."""
+def md_escape(value: Any) -> str:
+    """Text made safe to print anywhere in a Markdown report, prose or table cell.
+
+    One line (each whitespace run one space); `&`, `<`, `>` as entities; Markdown punctuation
+    that could start emphasis, code, links or a table cell escaped (an `_` inside a word, as in `mid_market`, is not: Markdown
+    never reads it as emphasis, so it stays readable as plain text); a leading `#` escaped so
+    prose stays prose; a value starting with `=`, `+`, `-` or `@` prefixed with `'` (the OWASP
+    defence against formula injection when a table is pasted into a spreadsheet) unless it is
+    a plain number such as `-2` or `+3.5%`. Numbers pass through; None prints nothing.
+    """
     if value is None:
         return ""
-    text = _WHITESPACE_RUN.sub(" ", visible_text(value)).strip()
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    text = _MARKDOWN_SPECIAL.sub(r"\\\1", text)
-    # A leading `#`, `>` (already an entity) or list marker would turn prose into structure.
-    return "\\" + text if text[:1] in ("#", "+", "-", "=") else text
-
-
-def md_cell(value: Any) -> str:
-    """A value made safe for a Markdown table cell (numbers pass through unchanged)."""
-    if value is None:
-        return ""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if not isinstance(value, str):
         return str(value)
-    text = _WHITESPACE_RUN.sub(" ", visible_text(value)).strip()
-    if text.startswith(_FORMULA_START):
-        text = "'" + text  # the OWASP defence against CSV/formula injection
+    text = _WHITESPACE_RUN.sub(" ", visible_text(value))  # not stripped: `", "` prints its space
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    text = _INTRAWORD_UNDERSCORE.sub("_", _MARKDOWN_SPECIAL.sub(r"\\\1", text))
+    body = text.lstrip(" ")
+    space = text[: len(text) - len(body)]
+    if body.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(body.rstrip(" ")):
+        return f"{space}'{body}"
+    return f"{space}\\{body}" if body.startswith("#") else text
 
 
 def safe_filename(value: Any) -> str:
@@ -124,29 +127,36 @@ def fmt_percent(value: float | None, decimals: int = 0) -> str:
     return f"{value * 100:.{decimals}f}%"
 
 
+def _finalize_markdown(value: Any) -> Any:
+    """Every value a Markdown template prints is escaped, unless marked as Markdown already."""
+    return value if isinstance(value, markupsafe.Markup) else md_escape(value)
+
+
+def _finalize_markup(value: Any) -> Any:
+    # Autoescape makes the value XML-safe afterwards; spoofing characters are shown first.
+    return visible_text(value) if isinstance(value, str) and not isinstance(value, markupsafe.Markup) else value
+
+
 @functools.cache
-def _environment() -> jinja2.Environment:
-    # Markdown, not HTML: no autoescape; templates escape input text explicitly with the filters.
-    # `finalize` runs on every printed value, so no template can print a spoofing character.
+def _environment(markdown: bool = True) -> jinja2.Environment:
+    """The one place templates are built: `.md.j2` escape for Markdown, the others (SVG) for XML.
+
+    `finalize` runs on every printed value, so no template has to remember to escape input text
+    and none can print a spoofing character; a template marks Markdown it built itself `| safe`.
+    """
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("c360_dagster", "templates"),
-        autoescape=False,
-        finalize=lambda value: visible_text(value) if isinstance(value, str) else value,
+        autoescape=not markdown,
+        finalize=_finalize_markdown if markdown else _finalize_markup,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(
-        md_cell=md_cell,
-        md_text=md_text,
-        money=format_amount,
-        number=fmt_number,
-        percent=fmt_percent,
-    )
+    env.filters.update(money=format_amount, number=fmt_number, percent=fmt_percent)
     return env
 
 
 def render_template(name: str, **context: Any) -> str:
-    """Render a package template with the escaping and number filters available."""
-    return _environment().get_template(name).render(**context)
+    """Render a package template with its escaping and the number filters available."""
+    return _environment(markdown=name.endswith(".md.j2")).get_template(name).render(**context)
