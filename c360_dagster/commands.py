@@ -24,7 +24,7 @@ from c360_dagster.runner import (
     ProjectPaths,
     account_batches,
     is_known_account,
-    known_accounts,
+    register_accounts,
     run_job,
     run_ranges,
 )
@@ -220,14 +220,20 @@ def _check_view_account(args: argparse.Namespace) -> None:
             raise unknown_account(args.account, ids)
 
 
+def _loaded_view_dir(args: argparse.Namespace) -> Path:
+    """The folder of the 360 view `c360:load` persisted, or a clear error saying to run it."""
+    view_dir = _customer_dir(args) / "frames" / "360"
+    if not (view_dir / "manifest.json").exists():
+        raise C360Error(f"no Customer 360 view under {view_dir}; run `c360 c360:load` first")
+    return view_dir
+
+
 def _persisted_view(args: argparse.Namespace):
     """The 360 view `c360:load` persisted, or a clear error saying to run it."""
     from c360_dagster.domain.stages import open_stage
     from c360_dagster.domain.view import STAGE, Customer360
 
-    view_dir = _customer_dir(args) / "frames" / "360"
-    if not (view_dir / "manifest.json").exists():
-        raise C360Error(f"no Customer 360 view under {view_dir}; run `c360 c360:load` first")
+    _loaded_view_dir(args)
     return Customer360.open(open_stage(_customer_dir(args), STAGE))
 
 
@@ -349,10 +355,13 @@ def _account_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_account(args: argparse.Namespace) -> None:
-    from c360_dagster.domain.text import unknown_account
-
-    if not is_known_account(args.account):
-        raise unknown_account(args.account, known_accounts())  # all the keys only to suggest close ones
+    """An account asked for by name: refused before any run when the loaded view does not hold
+    it; registered as an `account` partition when no stage has (a green account, say)."""
+    if is_known_account(args.account):  # one indexed lookup, the common case
+        return
+    _loaded_view_dir(args)
+    _check_view_account(args)
+    register_accounts([args.account])
 
 
 def _render_account(report: Report) -> str:

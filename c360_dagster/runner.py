@@ -114,11 +114,6 @@ def _run_range(job_name: str, paths: ProjectPaths, partition_range: tuple[str, s
     return None
 
 
-def known_accounts() -> list[str]:
-    """Account ids registered as `account` partitions on the project's instance, sorted."""
-    return sorted(_account_partitions())
-
-
 def is_known_account(account_id: str) -> bool:
     """Whether `account_id` is a registered `account` partition: one indexed lookup, where
     reading every key costs seconds at a million accounts."""
@@ -129,20 +124,31 @@ def is_known_account(account_id: str) -> bool:
         return instance.has_dynamic_partition("account", account_id)
 
 
-def account_batches(account_ids: Iterable[str]) -> list[tuple[str, str]]:
-    """The (first, last) partition ranges a batched backfill of these accounts runs."""
-    from c360_dagster.defs.partitions import ACCOUNTS_PER_RUN
-
-    return partition_ranges(_account_partitions(), account_ids, ACCOUNTS_PER_RUN)
-
-
-def _account_partitions() -> list[str]:
-    """The `account` partition keys in the instance's order (the order ranges follow)."""
+def register_accounts(account_ids: Iterable[str]) -> None:
+    """Make the accounts a user asks for `account` partitions (Dagster runs no unknown partition)."""
     _writable_dagster_home()
     import dagster as dg
 
+    from c360_dagster.defs import partitions
+
     with dg.DagsterInstance.get() as instance:
-        return list(instance.get_dynamic_partitions("account"))
+        partitions.register_accounts(instance, account_ids)
+
+
+def account_batches(account_ids: Iterable[str]) -> list[tuple[str, str]]:
+    """The (first, last) partition ranges a batched backfill of these accounts runs, after
+    registering those that are not partitions yet: a backfill asks for its accounts."""
+    _writable_dagster_home()
+    import dagster as dg
+
+    from c360_dagster.defs import partitions
+
+    wanted = list(account_ids)
+    with dg.DagsterInstance.get() as instance:
+        partitions.register_accounts(instance, wanted)
+        # The instance's order of the keys is the order a partition range follows.
+        ordered = instance.get_dynamic_partitions(partitions.ACCOUNT_PARTITIONS_NAME)
+    return partition_ranges(ordered, wanted, partitions.ACCOUNTS_PER_RUN)
 
 
 def partition_ranges(ordered: Sequence[str], wanted: Iterable[str], size: int) -> list[tuple[str, str]]:

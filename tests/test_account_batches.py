@@ -18,9 +18,10 @@ from c360_dagster.runner import ProjectPaths, partition_ranges, run_ranges
 
 REPO = Path(__file__).resolve().parents[1]
 CHAIN = [customer_360, account_health, customer_signals, renewal_forecasts]
-# Fixture accounts adjacent by id: STARK-008 is red, the other two are not.
-RANGE = ("SOYLENT-006", "UMBRELLA-005")
-IN_RANGE = ["SOYLENT-006", "STARK-008", "UMBRELLA-005"]
+# Accounts adjacent among the chain's partitions (the acted-on ones: red, or amber and renewing,
+# registered sorted by id): STARK-008 is red, PIPE-004 and WAYNE-009 amber.
+RANGE = ("PIPE-004", "WAYNE-009")
+IN_RANGE = ["PIPE-004", "STARK-008", "WAYNE-009"]
 
 
 def _range_tags(first: str, last: str) -> dict[str, str]:
@@ -75,7 +76,7 @@ def test_a_range_run_checks_every_account_and_one_block_stops_the_batch(chain):
     )
     assert not blocked.success
     duty = {e.partition: e.passed for e in blocked.get_asset_check_evaluations() if e.check_name == "duty_of_care"}
-    assert duty == {"SOYLENT-006": True, "STARK-008": False, "UMBRELLA-005": True}
+    assert duty == {"PIPE-004": True, "STARK-008": False, "WAYNE-009": True}
     privacy = [e for e in blocked.get_asset_check_evaluations() if e.check_name == "privacy_signoff"]
     assert sorted(e.partition for e in privacy) == IN_RANGE and all(e.passed for e in privacy)
     # Blocked before writing: no account of the batch got a pack.
@@ -122,8 +123,9 @@ def test_a_range_run_writes_each_account_as_its_own_run_would(chain):
             )
     stark = events[("qbr_pack", "STARK-008")]
     assert (stark["tier"].value, stark["score"].value, stark["next_renewal"].value) == ("red", 28, "2026-10-31")
-    assert events[("playbook", "UMBRELLA-005")]["next_renewal"].value == "2027-06-30"
-    assert events[("playbook", "SOYLENT-006")]["next_renewal"].value == "2027-01-10"
+    # fixtures/customer/subs.csv: PIPE-S1 renews 2026-10-20, WAYNE-S1 2027-01-20.
+    assert events[("playbook", "PIPE-004")]["next_renewal"].value == "2026-10-20"
+    assert events[("playbook", "WAYNE-009")]["next_renewal"].value == "2027-01-20"
     from_batch = _pack_bytes(project.customer_dir, "STARK-008")
     shutil.rmtree(project.customer_dir / "qbr_STARK-008")
     alone = dg.materialize(

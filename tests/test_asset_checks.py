@@ -64,12 +64,6 @@ def test_checks_pass_on_the_bundled_fixtures(tmp_path, instance):
     assert "SOYLENT-006" in [record.data["account_id"] for record in rows.records]
 
 
-def test_account_partitions_are_registered(tmp_path, instance):
-    dg.materialize([customer_360], instance=instance, resources={"project": _project(tmp_path)})
-    partitions = instance.get_dynamic_partitions("account")
-    assert "ACME-001" in partitions and len(partitions) == 12
-
-
 def test_warn_check_fails_with_metadata_on_crafted_input(tmp_path, instance):
     crafted = tmp_path / "crafted"
     shutil.copytree(FIXTURES, crafted)

@@ -77,9 +77,16 @@ def test_account_refresh_sensor_requests_only_changed_partitions(tmp_path):
             result = account_refresh_sensor(context)
             return sorted(request.partition_key for request in result.run_requests)
 
-        assert len(tick()) == 12  # first sight: every account
+        # First sight: every account with a partition (the acted-on ones, red or amber renewing).
+        assert tick() == ["ACME-001", "INITECH-003", "PIPE-004", "STARK-008", "WAYNE-009"]
         # ACME's NPS answers vanish: only ACME's health changes.
         nps = json.loads((folder / "nps.json").read_text())
         (folder / "nps.json").write_text(json.dumps([r for r in nps if r["account_id"] != "ACME-001"]))
         dg.materialize(chain, instance=instance, resources={"project": project})
         assert tick() == ["ACME-001"]
+        # GLOBEX-002 (green, renewing after the window) changes too, but has no partition and no pack.
+        (folder / "nps.json").write_text(
+            json.dumps([r for r in nps if r["account_id"] not in {"ACME-001", "GLOBEX-002"}])
+        )
+        dg.materialize(chain, instance=instance, resources={"project": project})
+        assert tick() == []

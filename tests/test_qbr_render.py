@@ -155,22 +155,22 @@ def test_one_account_that_cannot_be_rendered_does_not_sink_its_batch(chain, monk
     real = qbr_pptx.render_pptx
 
     def render(ctx, audience=qbr_pptx.CUSTOMER):
-        if ctx.account_id == "SOYLENT-006":
+        if ctx.account_id == "STARK-008":
             raise ValueError("a deck that cannot be drawn")
         return real(ctx, audience)
 
     monkeypatch.setattr(qbr_pptx, "render_pptx", render)
-    # The accounts PIPE-004, SOYLENT-006 and STARK-008, adjacent by id, in one run.
-    tags = {"dagster/asset_partition_range_start": "PIPE-004", "dagster/asset_partition_range_end": "STARK-008"}
+    # The accounts PIPE-004, STARK-008 and WAYNE-009, adjacent among the chain's partitions, in one run.
+    tags = {"dagster/asset_partition_range_start": "PIPE-004", "dagster/asset_partition_range_end": "WAYNE-009"}
     result = dg.materialize(
         [playbook, qbr_pack], instance=instance, resources={"project": project}, tags=tags, raise_on_error=False
     )
     assert not result.success
     error = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error
     failure = error.cause.message  # under Dagster's step error: the C360Error the CLI prints
-    assert "QBR_RENDER_FAILED" in failure and "SOYLENT-006: ValueError: a deck that cannot be drawn" in failure
+    assert "QBR_RENDER_FAILED" in failure and "STARK-008: ValueError: a deck that cannot be drawn" in failure
     # The others of the batch are written; the failed one is not.
     assert (project.customer_dir / "qbr_PIPE-004.pptx").exists() and (
-        project.customer_dir / "review_STARK-008.md"
+        project.customer_dir / "review_WAYNE-009.md"
     ).exists()
-    assert not (project.customer_dir / "qbr_SOYLENT-006").exists()
+    assert not (project.customer_dir / "qbr_STARK-008").exists()

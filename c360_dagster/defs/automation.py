@@ -5,6 +5,7 @@ from pathlib import Path
 import dagster as dg
 
 from c360_dagster.defs.jobs import account_job, chain_job
+from c360_dagster.defs.partitions import ACCOUNT_PARTITIONS_NAME
 from c360_dagster.defs.resources import C360Project
 from c360_dagster.domain.changes import account_digests, changed_accounts
 from c360_dagster.domain.io import atomic_writer, canonical_json, sha256_bytes
@@ -45,7 +46,10 @@ def input_files_sensor(context: dg.SensorEvaluationContext, project: C360Project
     job=account_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="After a new renewal forecast, refreshes the playbook and QBR of only the accounts that changed.",
+    description=(
+        "After a new renewal forecast, refreshes the playbook and QBR of only the accounts that changed "
+        "and have an `account` partition."
+    ),
 )
 def account_refresh_sensor(context: dg.SensorEvaluationContext, project: C360Project):
     records = context.instance.fetch_materializations(dg.AssetKey("renewal_forecasts"), limit=1).records
@@ -62,9 +66,12 @@ def account_refresh_sensor(context: dg.SensorEvaluationContext, project: C360Pro
     with atomic_writer(recorded, "wb") as handle:
         digests.write_parquet(handle)
     context.update_cursor(str(latest.storage_id))
+    # Only accounts with a partition (the ones a team acts on or someone asked for) have packs to refresh.
+    registered = set(context.instance.get_dynamic_partitions(ACCOUNT_PARTITIONS_NAME))
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(run_key=f"{latest.event_log_entry.run_id}:{account_id}", partition_key=account_id)
             for account_id in changed
+            if account_id in registered
         ]
     )

@@ -2,7 +2,6 @@
 
 import datetime as dt
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
@@ -76,31 +75,24 @@ def customer_360(context: dg.AssetExecutionContext, config: LoadConfig, project:
     as_of = dt.date.fromisoformat(config.as_of) if config.as_of else None
     view = loader.read_customer_360(Path(project.fixtures_dir), as_of=as_of)
     checks = integrity.run_integrity_checks(view, contract_enforced=True)
-    # Registering a million partitions is seconds of SQLite inserts (Python-bound); they run
-    # beside the file writes (Polars and the kernel). An account absent from the view is
-    # already a state every partition handles: ids are only ever added.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        registering = pool.submit(register_accounts, context.instance, view.accounts["account_id"].to_list())
-        with project.writing():
-            with project.stage(view_module.STAGE) as out:
-                json_hash = out.write_chunks("360.json", view_json.customer_360_json_chunks(view, checks))
-                view.save(out)
-            view_hash = out.manifest_hash
-            project.record_event(
-                context,
-                as_of=view.as_of.isoformat(),
-                inputs=dict(sorted(view.source_hashes.items())),
-                outputs={"360.json": json_hash, "view": view_hash},
-            )
-            counted = project.count("c360_accounts_loaded", view.accounts.height)
-        added = registering.result()
+    with project.writing():
+        with project.stage(view_module.STAGE) as out:
+            json_hash = out.write_chunks("360.json", view_json.customer_360_json_chunks(view, checks))
+            view.save(out)
+        view_hash = out.manifest_hash
+        project.record_event(
+            context,
+            as_of=view.as_of.isoformat(),
+            inputs=dict(sorted(view.source_hashes.items())),
+            outputs={"360.json": json_hash, "view": view_hash},
+        )
+        counted = project.count("c360_accounts_loaded", view.accounts.height)
     return dg.MaterializeResult(
         metadata={
             **counted,
             "as_of": view.as_of.isoformat(),
             "counts": dg.MetadataValue.json(view.counts()),
             "active_arr_by_segment": dg.MetadataValue.json(active_arr_by_segment(view.accounts, view.subs)),
-            "accounts_registered": added,
             "warnings": dg.MetadataValue.json(list(view.warnings)),
             "path": dg.MetadataValue.path(str(project.customer_dir / "360.json")),
             "dagster/row_count": view.accounts.height,
@@ -311,11 +303,18 @@ def renewal_forecasts(
             outputs={json_name: json_hash, "summary.md": md_hash, "renewals.parquet": frame_hash},
             config_hash=renewals_config.config_hash,
         )
+    # Only the accounts a team acts on become `account` partitions here; any other one does
+    # when a user asks for it. Ids are only ever added: an account that left the set keeps its
+    # partition and its packs.
+    acted_on = renewals.acted_on_accounts(health_frame, frame)
+    registered = register_accounts(context.instance, acted_on)
     return dg.MaterializeResult(
         metadata={
             **_frame_metadata(frame, out),
             "as_of": view.as_of.isoformat(),
             "window_days": config.window_days,
+            "accounts_acted_on": len(acted_on),
+            "accounts_registered": registered,
             "forecast": dg.MetadataValue.json(summary),
             "summary": dg.MetadataValue.md(summary_md),
         },

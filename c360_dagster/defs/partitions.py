@@ -1,4 +1,8 @@
-"""The `account` dynamic partitions that per-account assets (playbook, QBR pack) use."""
+"""The `account` dynamic partitions that per-account assets (playbook, QBR pack) use.
+
+Not every account is one: `renewal_forecasts` registers the accounts a team acts on, and the
+CLI registers any account a user asks for (docs/operations.md "Account partitions").
+"""
 
 from __future__ import annotations
 

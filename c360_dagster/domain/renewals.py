@@ -554,3 +554,16 @@ def renewal_json_items(frame: pl.DataFrame, chunk_rows: int = 20_000) -> Iterato
         fallback=lambda _published: renewal_records(frame),
         unsafe=pl.struct(reasons.alias("r")).struct.json_encode() != as_written,
     )
+
+
+def acted_on_accounts(health: pl.DataFrame, forecast: pl.DataFrame) -> list[str]:
+    """The accounts a team acts on this cycle, sorted: every red one (its QBR needs a playbook)
+    and every amber one with a renewal in the forecast's window (a renewal at stake).
+
+    These get their `account` partition at once (docs/operations.md "Account partitions"); at
+    the generator's mix they are about 8% of a book, so a million accounts stay under Dagster's
+    advised 100k partitions per asset. Unscored accounts have no tier, so never count.
+    """
+    red = health.filter(pl.col("tier") == "red")["account_id"]
+    amber_renewing = forecast.filter(pl.col("tier") == "amber")["account_id"]
+    return sorted(set(red.to_list()) | set(amber_renewing.to_list()))
