@@ -16,6 +16,7 @@ from c360_dagster.defs.customer import (
     customer_signals,
     renewal_forecasts,
 )
+from c360_dagster.defs.executors import chosen_executor
 from c360_dagster.defs.inputs import input_files
 from c360_dagster.defs.jobs import JOBS
 from c360_dagster.defs.lake import lake_assets
@@ -37,6 +38,6 @@ defs = dg.Definitions(
     schedules=[chain_schedule],
     sensors=[input_files_sensor, account_refresh_sensor],
     resources={"project": C360Project()},
-    executor=dg.in_process_executor,
+    executor=chosen_executor(),
     loggers={"console": dg.colored_console_logger, "progress": progress_logger},
 )
