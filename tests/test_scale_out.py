@@ -1,0 +1,263 @@
+"""The chain on Dagster's distributed machinery, for real: the instance in PostgreSQL, the steps
+on two Celery workers with Redis as broker, the outputs byte for byte those of an in-process run.
+
+PostgreSQL and Redis are Debian's (`postgresql`, `redis-server`; .ci/run installs them), started
+here on free local ports in throwaway folders and stopped afterwards; no system service is used.
+The test fails (never skips) when they are missing: CI is meant to have them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_golden import output_hashes
+from ui_support import REPO, _stop_group, free_port
+
+from c360_dagster.console import main
+from c360_dagster.defs.executors import BROKER_ENV, EXECUTOR_ENV, chosen_executor
+from c360_dagster.domain.errors import C360Error
+from c360_dagster.instance import ensure_dagster_home
+from c360_dagster.runner import ProjectPaths, run_job
+
+POSTGRES_ROOT = Path("/usr/lib/postgresql")
+START_SECONDS = 60
+RUN_SECONDS = 300
+
+
+def postgres_bin() -> Path:
+    """The newest Debian PostgreSQL's bin folder; fails the test when there is none."""
+    versions = sorted(POSTGRES_ROOT.glob("*/bin/initdb"), key=lambda path: int(path.parts[-3]))
+    if not versions:
+        pytest.fail(
+            f"PostgreSQL is not installed under {POSTGRES_ROOT}: run `apt-get install -y postgresql` "
+            "(.ci/run installs it) to run the scale-out test"
+        )
+    return versions[-1].parent
+
+
+def redis_server() -> str:
+    found = shutil.which("redis-server")
+    if found is None:
+        pytest.fail("redis-server is not installed: run `apt-get install -y redis-server` (.ci/run installs it)")
+    return found
+
+
+def as_postgres_user(command: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root (CI's user): run it as Debian's `postgres` user then."""
+    if os.geteuid() != 0:
+        return command
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.fail(
+            "running as root, and there is no `postgres` user to run PostgreSQL as (Debian's package makes one)"
+        )
+    return ["runuser", "-u", "postgres", "--", *command]
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[str]:
+    """A fresh PostgreSQL cluster on a free port; yields its SQLAlchemy URL; always stopped and removed."""
+    binaries = postgres_bin()
+    # Not under pytest's tmp_path: its folders are private to this user, and the server may run as another.
+    folder = Path(tempfile.mkdtemp(prefix="c360-postgres-"))
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+    data, port = folder / "data", free_port()
+    subprocess.run(
+        as_postgres_user([str(binaries / "initdb"), "-D", str(data), "-U", "c360", "--auth=trust", "--no-sync"]),
+        check=True,
+        capture_output=True,
+    )
+    server_options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+    pg_ctl = [str(binaries / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log")]
+    try:
+        subprocess.run(
+            as_postgres_user([*pg_ctl, "-w", "-t", str(START_SECONDS), "-o", server_options, "start"]),
+            check=True,
+            capture_output=True,
+        )
+        # psycopg2 named: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which dagster-postgres does not use.
+        yield f"postgresql+psycopg2://c360@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(as_postgres_user([*pg_ctl, "-m", "immediate", "stop"]), check=False, capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def redis() -> Iterator[str]:
+    """A Redis on a free port, in memory only; yields its URL; always stopped."""
+    import redis as redis_client
+
+    port = free_port()
+    server = subprocess.Popen(
+        [redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        client = redis_client.Redis(port=port)
+        deadline = time.monotonic() + START_SECONDS
+        while True:
+            with contextlib.suppress(redis_client.ConnectionError):
+                if client.ping():
+                    break
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"redis-server did not answer on port {port}")
+            time.sleep(0.1)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        _stop_group(server)
+
+
+@contextlib.contextmanager
+def celery_workers(names: list[str], env: dict[str, str], cwd: Path, logs: Path) -> Iterator[None]:
+    """Start one `dagster-celery worker` per name (one task at a time each); wait until all answer."""
+    from celery import Celery
+
+    command = [str(Path(sys.executable).with_name("dagster-celery")), "worker", "start", "-A", "dagster_celery.app"]
+    workers = []
+    try:
+        for name in names:
+            with (logs / f"worker-{name}.log").open("w", encoding="utf-8") as log:
+                workers.append(
+                    subprocess.Popen(
+                        [*command, "-y", str(REPO / "deploy" / "celery.yaml"), "-n", name, "--", "--concurrency=1"],
+                        cwd=cwd,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,  # its own group: the celery process and its pool go with it
+                    )
+                )
+        app = Celery(broker=env[BROKER_ENV], backend=env[BROKER_ENV])
+        deadline = time.monotonic() + START_SECONDS
+        while len(app.control.ping(timeout=1.0)) < len(names):
+            if any(worker.poll() is not None for worker in workers) or time.monotonic() > deadline:
+                pytest.fail("the Celery workers did not come up:\n" + _tails(logs))
+        yield
+    finally:
+        for worker in workers:
+            _stop_group(worker)
+
+
+def _tails(logs: Path) -> str:
+    return "\n".join(f"{path.name}:\n{path.read_text(encoding='utf-8')[-2000:]}" for path in sorted(logs.glob("*.log")))
+
+
+def scratch_project(root: Path) -> Path:
+    """A project folder as a user has it: inputs, configs, contracts; the runs write artifacts/ into it."""
+    root.mkdir(parents=True)
+    for folder in ("fixtures", "configs", "contracts"):
+        shutil.copytree(REPO / folder, root / folder)
+    return root
+
+
+@pytest.mark.scale
+def test_the_chain_on_celery_workers_and_postgres_writes_the_bytes_of_an_in_process_run(tmp_path, monkeypatch):
+    started = time.monotonic()
+    distributed, reference, logs = tmp_path / "distributed", tmp_path / "in_process", tmp_path / "logs"
+    scratch_project(distributed)
+    scratch_project(reference)
+    logs.mkdir()
+
+    # The reference: the same job in this process, on a SQLite instance.
+    monkeypatch.chdir(reference)
+    run_job("c360_chain", ProjectPaths(), progress=False)
+
+    with postgres() as postgres_url, redis() as broker_url:
+        home = tmp_path / "dagster_home"
+        home.mkdir()
+        shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        monkeypatch.setenv("C360_POSTGRES_URL", postgres_url)
+        # The instance's tables made once, before several processes open it at the same time.
+        ensure_dagster_home()
+        env = {
+            **os.environ,
+            EXECUTOR_ENV: "celery",
+            BROKER_ENV: broker_url,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        }
+        with celery_workers(["c360-a", "c360-b"], env, distributed, logs):
+            launched = subprocess.run(
+                [
+                    str(Path(sys.executable).with_name("dagster")),
+                    *("job", "execute", "-m", "c360_dagster.definitions", "-j", "c360_chain"),
+                ],
+                cwd=distributed,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=RUN_SECONDS,
+                check=False,
+            )
+            assert launched.returncode == 0, launched.stderr[-4000:] + _tails(logs)
+        storage, steps_by_worker = run_record()
+        # The signed log, appended to by steps in several worker processes, verifies against the
+        # head the PostgreSQL instance witnessed.
+        monkeypatch.chdir(distributed)
+        assert main(["c360:verify", "--quiet"]) == 0
+
+    assert storage == "PostgresRunStorage"
+    # Both workers took steps: the run really was spread over them.
+    assert sorted(steps_by_worker) == ["c360-a", "c360-b"], steps_by_worker
+    assert sum(len(steps) for steps in steps_by_worker.values()) >= 8  # the 360, 3 stages, 4 lake tables
+
+    expected = output_hashes(reference / "artifacts")
+    chain_documents = {"customer/360.json", "customer/health.json", "customer/signals.json", "customer/summary.md"}
+    assert chain_documents <= set(expected)
+    assert output_hashes(distributed / "artifacts") == expected
+    print(f"scale-out test: {time.monotonic() - started:.1f} s wall")
+
+
+def run_record() -> tuple[str, dict[str, list[str]]]:
+    """The instance's storage class and, for its one run (successful), the steps each Celery worker ran."""
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        (run,) = instance.get_runs()
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        steps_by_worker: dict[str, list[str]] = {}
+        for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+            metadata = entry.dagster_event.engine_event_data.metadata if entry.dagster_event else {}
+            if "Celery worker" in metadata:
+                worker = str(metadata["Celery worker"].value).split("@")[0]
+                steps_by_worker.setdefault(worker, []).append(str(metadata["step_keys"].value))
+        return type(instance.run_storage).__name__, steps_by_worker
+
+
+def test_the_executor_is_named_by_the_environment(monkeypatch):
+    monkeypatch.delenv(EXECUTOR_ENV, raising=False)
+    assert chosen_executor().name == "in_process"
+    for name in ("in_process", "multiprocess", "celery"):
+        monkeypatch.setenv(EXECUTOR_ENV, name)
+        assert chosen_executor().name == name
+
+
+def test_an_unknown_executor_is_a_clean_config_error(monkeypatch):
+    monkeypatch.setenv(EXECUTOR_ENV, "kubernetes")
+    with pytest.raises(C360Error) as raised:
+        chosen_executor()
+    assert raised.value.code == "CONFIG_INVALID"
+    assert "C360_EXECUTOR='kubernetes'" in str(raised.value)
+    assert "in_process, multiprocess, celery" in str(raised.value)
+
+
+def test_celery_without_the_scale_extra_says_how_to_install_it(monkeypatch):
+    monkeypatch.setenv(EXECUTOR_ENV, "celery")
+    monkeypatch.setitem(sys.modules, "dagster_celery", None)  # as if not installed: importing it fails
+    with pytest.raises(C360Error) as raised:
+        chosen_executor()
+    assert raised.value.code == "EXTRA_MISSING"
+    assert 'pip install -c constraints.txt -e ".[scale]"' in str(raised.value)
