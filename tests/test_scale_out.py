@@ -251,13 +251,20 @@ def test_an_unknown_executor_is_a_clean_config_error(monkeypatch):
         chosen_executor()
     assert raised.value.code == "CONFIG_INVALID"
     assert "C360_EXECUTOR='kubernetes'" in str(raised.value)
-    assert "in_process, multiprocess, celery" in str(raised.value)
+    assert "in_process, multiprocess, celery, k8s" in str(raised.value)
 
 
-def test_celery_without_the_scale_extra_says_how_to_install_it(monkeypatch):
-    monkeypatch.setenv(EXECUTOR_ENV, "celery")
-    monkeypatch.setitem(sys.modules, "dagster_celery", None)  # as if not installed: importing it fails
+@pytest.mark.parametrize(
+    ("name", "module", "install"),
+    [
+        ("celery", "dagster_celery", 'pip install -c constraints.txt -e ".[scale]"'),
+        ("k8s", "dagster_k8s", "pip install dagster-k8s==0.29.27"),
+    ],
+)
+def test_an_executor_whose_library_is_missing_says_how_to_install_it(monkeypatch, name, module, install):
+    monkeypatch.setenv(EXECUTOR_ENV, name)
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed: importing it fails
     with pytest.raises(C360Error) as raised:
         chosen_executor()
     assert raised.value.code == "EXTRA_MISSING"
-    assert 'pip install -c constraints.txt -e ".[scale]"' in str(raised.value)
+    assert install in str(raised.value)
