@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import cast
 
@@ -52,10 +53,14 @@ def ensure_dagster_home(project_root: Path | None = None) -> Path:
     Dagster creates its SQLite storages and stamps their schema version on first use; two
     processes doing that at once stamp two versions, and the instance never opens again. So the
     first use happens here, under an exclusive lock, and the processes that waited find it done.
+
+    An instance configured otherwise (a deployment's `dagster.yaml`, e.g. PostgreSQL:
+    docs/deployment.md) lives elsewhere and may be down: it is opened once per process instead,
+    so a database out of reach is one clean error, not a traceback from deep inside a run.
     """
     home = dagster_home(project_root)
     os.environ["DAGSTER_HOME"] = str(home)
-    if (home / READY_MARKER).exists():
+    if (home / READY_MARKER).exists() or home in _OPENED:
         return home
     home.mkdir(parents=True, exist_ok=True)
     with file_lock(
@@ -65,15 +70,23 @@ def ensure_dagster_home(project_root: Path | None = None) -> Path:
             config = home / "dagster.yaml"
             if not config.exists():
                 config.write_text(DAGSTER_YAML, encoding="utf-8")
-            _create_storages(home)
-            (home / READY_MARKER).write_text(
-                "the storages of this Dagster instance are created and migrated\n", encoding="utf-8"
-            )
+            _create_storages(home, own=config.read_text(encoding="utf-8") == DAGSTER_YAML)
+            if home not in _OPENED:
+                (home / READY_MARKER).write_text(
+                    "the storages of this Dagster instance are created and migrated\n", encoding="utf-8"
+                )
     return home
 
 
-def _create_storages(home: Path) -> None:
-    """Open the instance once (this creates or upgrades its storages), or say how to recover."""
+# Deployment instances this process has opened (they get no READY_MARKER: they are checked per process).
+_OPENED: set[Path] = set()
+
+
+def _create_storages(home: Path, own: bool) -> None:
+    """Open the instance (this creates or upgrades its storages), or say how to recover.
+
+    `own`: the project's SQLite instance (made once), else a deployment's (opened each process).
+    """
     import dagster as dg
 
     try:
@@ -81,14 +94,32 @@ def _create_storages(home: Path) -> None:
             instance.get_run_records(limit=1)
             instance.get_dynamic_partitions("account")
             instance.all_instigator_state()
-    except Exception as exc:  # Dagster and alembic raise many kinds; each means the same to the user
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except Exception as exc:  # Dagster, alembic and database drivers raise many kinds; one meaning to the user
+        reason = _reason(exc)
+        if not own:
+            raise C360Error(
+                f"the Dagster instance configured in {home / 'dagster.yaml'} cannot be opened ({reason}); "
+                "check the storage it names: its database reachable, the environment variables it reads set "
+                "(docs/deployment.md)",
+                code="INSTANCE_UNREACHABLE",
+            ) from None
         raise C360Error(
             f"the Dagster instance in {home} cannot be opened ({reason}). It keeps only run history "
             f"(the artifacts and the signed log are elsewhere): move it aside with `mv {home} {home}.broken` "
             "and run the command again to start a fresh one",
             code="INSTANCE_BROKEN",
         ) from None
+    if not own:
+        _OPENED.add(home)
+
+
+def _reason(exc: Exception) -> str:
+    """What went wrong, in one line: Dagster's config errors bury an unset variable in a stack trace."""
+    text = " ".join(str(getattr(error, "message", "")) for error in getattr(exc, "errors", [])) or str(exc)
+    unset = re.search(r'environment variable "([^"]+)" which is not set', text)
+    if unset:
+        return f"environment variable {unset.group(1)} is not set"
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
 def witness_metadata(log_path: Path, seq: int, line_hash: str) -> dict[str, object]:

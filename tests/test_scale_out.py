@@ -26,7 +26,7 @@ from ui_support import REPO, _stop_group, free_port
 from c360_dagster.console import main
 from c360_dagster.defs.executors import BROKER_ENV, EXECUTOR_ENV, chosen_executor
 from c360_dagster.domain.errors import C360Error
-from c360_dagster.instance import ensure_dagster_home
+from c360_dagster.instance import READY_MARKER, ensure_dagster_home
 from c360_dagster.runner import ProjectPaths, run_job
 
 POSTGRES_ROOT = Path("/usr/lib/postgresql")
@@ -183,6 +183,8 @@ def test_the_chain_on_celery_workers_and_postgres_writes_the_bytes_of_an_in_proc
         monkeypatch.setenv("C360_POSTGRES_URL", postgres_url)
         # The instance's tables made once, before several processes open it at the same time.
         ensure_dagster_home()
+        # Not marked as made once, as the project's SQLite instance is: each process checks the database is there.
+        assert not (home / READY_MARKER).exists()
         env = {
             **os.environ,
             EXECUTOR_ENV: "celery",
@@ -268,3 +270,38 @@ def test_an_executor_whose_library_is_missing_says_how_to_install_it(monkeypatch
         chosen_executor()
     assert raised.value.code == "EXTRA_MISSING"
     assert install in str(raised.value)
+
+
+def deployment_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A DAGSTER_HOME holding deploy/dagster.yaml (the PostgreSQL instance), as docs/deployment.md sets it up."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.chdir(scratch_project(tmp_path / "project"))
+    return home
+
+
+def test_an_unset_database_url_is_one_clean_line_and_nothing_is_written(tmp_path, monkeypatch, capsys):
+    home = deployment_home(tmp_path, monkeypatch)
+    monkeypatch.delenv("C360_POSTGRES_URL", raising=False)
+
+    assert main(["c360:load", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"c360: INSTANCE_UNREACHABLE: the Dagster instance configured in {home / 'dagster.yaml'} cannot be opened "
+        "(environment variable C360_POSTGRES_URL is not set); check the storage it names: its database reachable, "
+        "the environment variables it reads set (docs/deployment.md)\n"
+    )
+    assert not Path("artifacts").exists()
+
+
+def test_a_database_out_of_reach_is_one_clean_line_and_nothing_is_written(tmp_path, monkeypatch, capsys):
+    deployment_home(tmp_path, monkeypatch)
+    monkeypatch.setenv("C360_POSTGRES_URL", f"postgresql+psycopg2://c360@127.0.0.1:{free_port()}/postgres")
+
+    assert main(["c360:load", "--quiet"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]  # after the driver's retry warnings
+    assert err.startswith("c360: INSTANCE_UNREACHABLE: ")
+    assert "too many retries for DB connection" in err
+    assert not Path("artifacts").exists()
