@@ -187,6 +187,13 @@ def test_the_instance_witnesses_each_shard_chain_too(tmp_path: Path) -> None:
     )
 
 
+def test_a_folder_beside_the_shard_chains_is_not_taken_for_one(main_log: Path) -> None:
+    stray = main_log.parent / "shards" / "old" / "events.jsonl"
+    stray.parent.mkdir()
+    stray.write_text("not an event\n")
+    assert list(eventlog.shard_logs(main_log)) == ["0", "1", "2"] and verify(main_log).ok
+
+
 def test_a_shard_without_events_has_the_genesis_head_and_verifies(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     eventlog.append_event(path, event("health_rollup", shards=eventlog.shard_heads(path, 2)), KEY)

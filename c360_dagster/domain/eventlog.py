@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from c360_dagster.domain.errors import C360Error
 from c360_dagster.domain.failpoints import failpoint
 from c360_dagster.domain.io import canonical_json, sha256_bytes, write_text_atomic
-from c360_dagster.domain.locking import checked_shard, file_lock
+from c360_dagster.domain.locking import checked_shard, file_lock, is_shard_key
 
 GENESIS = "sha256:" + "0" * 64
 EVENT_FIELDS = {"asset", "partition", "run_id", "as_of", "config_hash", "code_version", "inputs", "outputs"}
@@ -100,9 +100,9 @@ def shard_log_path(log_path: Path, shard: str) -> Path:
 
 
 def shard_logs(log_path: Path) -> dict[str, Path]:
-    """Every shard chain on disk, by shard key, in shard order."""
+    """Every shard chain on disk, by shard key, in shard order (a folder not named as a shard is none)."""
     folder = Path(log_path).parent / SHARDS_DIR
-    found = folder.glob(f"*/{Path(log_path).name}") if folder.is_dir() else []
+    found = [path for path in folder.glob(f"*/{Path(log_path).name}") if is_shard_key(path.parent.name)]
     return {path.parent.name: path for path in sorted(found, key=lambda path: int(path.parent.name))}
 
 

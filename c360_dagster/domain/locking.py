@@ -77,9 +77,14 @@ def project_lock(artifacts_dir: Path, timeout_s: float = PROJECT_LOCK_TIMEOUT_S,
     )
 
 
+def is_shard_key(name: object) -> bool:
+    """Whether `name` is a shard key: "0".."N-1", decimal without leading zeros."""
+    return isinstance(name, str) and re.fullmatch(r"0|[1-9][0-9]{0,3}", name) is not None
+
+
 def checked_shard(shard: str) -> str:
     """A shard key ("0".."N-1"): it names folders, so nothing else may pass (a caller's bug)."""
-    if not isinstance(shard, str) or not re.fullmatch(r"0|[1-9][0-9]{0,3}", shard):
+    if not is_shard_key(shard):
         raise ValueError(f"{shard!r} is not a shard key (a decimal number as text, e.g. '0')")
     return shard
 
