@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from c360_dagster import reports
 from c360_dagster.console import Report, command
@@ -29,6 +30,9 @@ from c360_dagster.runner import (
     run_ranges,
 )
 
+if TYPE_CHECKING:
+    from c360_dagster.domain.lake import Lake
+
 
 def _paths(args: argparse.Namespace, fixtures_dir: str | None = None) -> ProjectPaths:
     return ProjectPaths(
@@ -36,6 +40,13 @@ def _paths(args: argparse.Namespace, fixtures_dir: str | None = None) -> Project
         configs_dir=args.configs,
         artifacts_dir=args.artifacts,
     )
+
+
+def _lake(args: argparse.Namespace) -> Lake:
+    """The project's lake, as scale.yaml in --configs names it."""
+    from c360_dagster.domain.lake import open_lake
+
+    return open_lake(args.configs, args.artifacts, ProjectPaths.contracts_dir)
 
 
 def _iso_date(value: str) -> str:
@@ -147,7 +158,7 @@ def run_all(args: argparse.Namespace) -> Report:
             str(customer / "summary.md"),
             f"{customer / 'playbooks'}/ ({len(ids)} playbooks)",
             f"{customer}/qbr_<account>/, qbr_<account>.pptx, review_<account>.md and .pptx ({len(ids) - len(blocked)} QBR packs)",
-            str(Path(args.artifacts) / "lake" / "c360.duckdb"),
+            _lake(args).where,
             str(Path(args.artifacts) / "governance" / "events.jsonl"),
         ],
     }
@@ -554,12 +565,15 @@ def _render_history(report: Report) -> str:
     _account_arg,
 )
 def history_command(args: argparse.Namespace) -> Report:
-    from c360_dagster.domain import history, lake
+    from c360_dagster.domain import history
 
-    db = Path(args.artifacts) / "lake" / "c360.duckdb"
-    rows = lake.score_history(db, args.account)
+    project_lake = _lake(args)
+    rows = project_lake.score_history(args.account)
     if not rows:
-        raise C360Error(f"no health snapshot of {args.account!r} in {db}; run `c360 c360:run` first", code="NO_HISTORY")
+        raise C360Error(
+            f"no health snapshot of {args.account!r} in {project_lake.where}; run `c360 c360:run` first",
+            code="NO_HISTORY",
+        )
     return {"ok": True, "account": args.account, "trend": history.score_trend(rows)}
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from c360_dagster.domain.lake import Lake, open_lake
+
 FIXTURES_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "customer"
 
 # Two accounts, every entity, every optional field both set and empty. Row numbers in tests
@@ -103,6 +105,11 @@ class Project:
         self.customer = self.artifacts / "customer"
         self.configs = str(REPO_ROOT / "configs" / "customer")
         self.args = ["--artifacts", str(self.artifacts), "--configs", self.configs]
+
+    @property
+    def lake(self) -> Lake:
+        """The project's lake, as its scale.yaml (if any) configures it."""
+        return open_lake(self.configs, self.artifacts, REPO_ROOT / "contracts" / "schemas")
 
 
 @pytest.fixture

@@ -116,13 +116,16 @@ def test_ui_metadata_row_counts_schema_and_tier_table(tmp_path, instance):
         record.data["lifecycle"]: record.data["accounts"] for record in metadata["lifecycle_distribution"].value.records
     }
     assert lifecycle == {"not_started": 0, "onboarding": 1, "active": 10, "churned": 1}
-    # A lake table shows its DuckDB name and its contract's columns.
+    # A lake table shows its DuckDB name, where the lake is, and its contract's columns.
     dg.materialize([lake_table("customer_signals")], instance=instance, resources={"project": _project(tmp_path)})
     lake = instance.get_latest_materialization_event(dg.AssetKey(["lake", "customer_signals"])).asset_materialization
     assert lake.metadata["dagster/table_name"].value == "c360.main.customer_signals"
     columns = {column.name: column for column in lake.metadata["dagster/column_schema"].value.columns}
-    assert list(columns)[:3] == ["as_of", "account_id", "code"]
+    assert lake.metadata["lake_format"].value == "duckdb"
+    assert lake.metadata["lake"].value == str(tmp_path / "artifacts" / "lake" / "c360.duckdb")
+    assert list(columns)[:4] == ["as_of", "shard", "account_id", "code"]
     assert columns["as_of"].type == "DATE NOT NULL" and columns["snoozed_until"].type == "DATE"
+    assert columns["shard"].type == "BIGINT NOT NULL"
     assert columns["code"].description == "Signal code from the catalog."
     renewals = instance.get_latest_materialization_event(dg.AssetKey("renewal_forecasts"))
     assert "# Renewal forecast" in renewals.asset_materialization.metadata["summary"].value

@@ -18,6 +18,7 @@ from c360_dagster.domain.contracts import (
     validate_frame,
 )
 from c360_dagster.domain.errors import ContractError
+from c360_dagster.domain.lake import DeltaLake, DuckDBLake
 
 CONTRACTS = Path(__file__).resolve().parents[1] / "contracts" / "schemas"
 AS_OF = dt.date(2026, 9, 30)
@@ -27,6 +28,7 @@ HASH = "sha256:" + "ab" * 32
 VALID: dict[str, dict[str, Any]] = {
     "crm_opps": {
         "as_of": AS_OF,
+        "shard": 2,
         "opp_id": "OPP-1",
         "account_id": "ACME-001",
         "name": "Renewal FY27",
@@ -38,6 +40,7 @@ VALID: dict[str, dict[str, Any]] = {
     },
     "account_health": {
         "as_of": AS_OF,
+        "shard": 2,
         "account_id": "ACME-001",
         "segment": "enterprise",
         "scorecard": "default",
@@ -56,6 +59,7 @@ VALID: dict[str, dict[str, Any]] = {
     },
     "customer_signals": {
         "as_of": AS_OF,
+        "shard": 2,
         "account_id": "ACME-001",
         "code": "SIG_USAGE_SLIDE_4W",
         "kind": "risk",
@@ -67,6 +71,7 @@ VALID: dict[str, dict[str, Any]] = {
     },
     "renewal_forecasts": {
         "as_of": AS_OF,
+        "shard": 2,
         "subscription_id": "SUB-1",
         "account_id": "ACME-001",
         "account_name": "Acme",
@@ -90,6 +95,7 @@ VALID: dict[str, dict[str, Any]] = {
 TYPES = {
     "crm_opps": {
         "as_of": pl.Date,
+        "shard": pl.Int64,
         "opp_id": pl.Utf8,
         "account_id": pl.Utf8,
         "name": pl.Utf8,
@@ -101,6 +107,7 @@ TYPES = {
     },
     "account_health": {
         "as_of": pl.Date,
+        "shard": pl.Int64,
         "account_id": pl.Utf8,
         "segment": pl.Utf8,
         "scorecard": pl.Utf8,
@@ -119,6 +126,7 @@ TYPES = {
     },
     "customer_signals": {
         "as_of": pl.Date,
+        "shard": pl.Int64,
         "account_id": pl.Utf8,
         "code": pl.Utf8,
         "kind": pl.Utf8,
@@ -130,6 +138,7 @@ TYPES = {
     },
     "renewal_forecasts": {
         "as_of": pl.Date,
+        "shard": pl.Int64,
         "subscription_id": pl.Utf8,
         "account_id": pl.Utf8,
         "account_name": pl.Utf8,
@@ -403,3 +412,17 @@ def test_every_contract_describes_one_row_with_every_column_required() -> None:
         assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
         assert schema["additionalProperties"] is False
         assert schema["required"] == list(schema["properties"]) == list(TYPES[table])
+
+
+@pytest.mark.parametrize("backend", [DuckDBLake, DeltaLake])
+@pytest.mark.parametrize("table", sorted(VALID))
+def test_each_lake_backend_stores_a_valid_row_as_is_and_refuses_a_broken_one(tmp_path: Path, backend, table) -> None:
+    lake = backend(str(tmp_path / "lake"), CONTRACTS)
+    row = frame(table, [VALID[table]])
+    assert lake.write_snapshot(table, row.drop("as_of", "shard"), AS_OF, shard=2, shards=3) == 1
+    assert lake.read_snapshot(table).equals(row)  # every value and type, as_of and shard included
+    field, value, message = BREAKS[table]["range"]
+    broken = frame(table, [{**VALID[table], field: value}]).drop("as_of", "shard")
+    with pytest.raises(ContractError, match=f"row 0 \\(0-based\\), field {field}: (is )?{message}"):
+        lake.write_snapshot(table, broken, AS_OF, shard=2, shards=3)
+    assert lake.read_snapshot(table).equals(row)

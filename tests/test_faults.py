@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES_DIR, SMALL_INPUTS, write_inputs
 
-from c360_dagster.domain import lake, stages
+from c360_dagster.domain import stages
+from c360_dagster.domain.lake import open_lake
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["configs", "contracts", "pyproject.toml", "workspace.yaml"]
@@ -171,10 +172,10 @@ def _artifacts(project: Path) -> dict[str, object]:
                 found[key] = "-> " + os.readlink(path)
             elif path.is_file():
                 found[key] = path.read_bytes()
-    db = project / "artifacts" / "lake" / "c360.duckdb"
+    db = open_lake(project / "configs" / "customer", project / "artifacts", project / "contracts" / "schemas")
     for table in ("crm_opps", "account_health", "customer_signals", "renewal_forecasts"):
-        for as_of in lake.snapshots(db, table):
-            found[f"lake:{table}@{as_of}"] = lake.read_snapshot(db, table, as_of).to_dicts()
+        for as_of in db.snapshots(table):
+            found[f"lake:{table}@{as_of}"] = db.read_snapshot(table, as_of).to_dicts()
     return found
 
 

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from c360_dagster.domain import history, lake
+from c360_dagster.domain import history
 from c360_dagster.domain.health import (
     health_config_from_dict,
     load_health_config,
     score_health,
 )
+from c360_dagster.domain.lake import DuckDBLake
 from c360_dagster.domain.lake_tables import health_rows
 from c360_dagster.domain.loader import read_customer_360
 from c360_dagster.domain.overrides import apply_overrides
@@ -27,7 +28,7 @@ CONTRACTS = REPO / "contracts" / "schemas"
 def snapshot(
     as_of: str, score: int | None, tier: str | None, points: dict[str, float | None], status: str = "scored"
 ) -> dict:
-    """A row as `lake.score_history` returns it."""
+    """A row as `Lake.score_history` returns it."""
     return {
         "as_of": dt.date.fromisoformat(as_of),
         "score": score,
@@ -88,14 +89,14 @@ def test_a_snapshot_without_a_score_says_why_and_breaks_the_comparison() -> None
 
 def test_trend_over_two_real_lake_snapshots(tmp_path: Path) -> None:
     """ACME-001 on 2026-08-30 and on 2026-09-27 (the fixtures' as_of), stored and read back."""
-    db = tmp_path / "c360.duckdb"
+    db = DuckDBLake(str(tmp_path / "lake"), CONTRACTS)
     view = read_customer_360(REPO / "fixtures" / "customer")
     config = load_health_config(CONFIG)
     for as_of in (dt.date(2026, 8, 30), view.as_of):
         scored = score_health(view_as_of(view, as_of), config)
         frame = apply_overrides(scored, (), as_of, config.red_below, config.green_from).frame
-        lake.write_snapshot(db, "account_health", health_rows(frame), as_of, CONTRACTS)
-    trend = history.score_trend(lake.score_history(db, "ACME-001"))
+        db.write_snapshot("account_health", health_rows(frame), as_of)
+    trend = history.score_trend(db.score_history("ACME-001"))
     assert [p["as_of"] for p in trend] == ["2026-08-30", "2026-09-27"]
     # 2026-09-27 is the worked example of docs/customer-360.md: 68 amber.
     assert (trend[1]["score"], trend[1]["tier"]) == (68, "amber")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import os
 import subprocess
 import sys
@@ -371,11 +372,12 @@ def test_a_full_disk_is_one_clean_line_and_the_rerun_after_freeing_space_is_iden
                 assert (disk / "customer" / path.relative_to(clean)).read_bytes() == path.read_bytes(), path
 
 
-def test_a_full_disk_under_the_lake_is_a_clean_error_and_the_snapshot_is_kept(tmp_path):
+@pytest.mark.parametrize("backend", ["duckdb", "delta"])
+def test_a_full_disk_under_the_lake_is_a_clean_error_and_the_snapshot_is_kept(tmp_path, backend):
     import polars as pl
 
-    from c360_dagster.domain import lake
     from c360_dagster.domain.errors import C360Error
+    from c360_dagster.domain.lake import DeltaLake, DuckDBLake
 
     def opps(count: int, name: str) -> pl.DataFrame:
         return pl.DataFrame(
@@ -395,21 +397,18 @@ def test_a_full_disk_under_the_lake_is_a_clean_error_and_the_snapshot_is_kept(tm
     disk.mkdir()
     contracts = REPO_ROOT / "contracts" / "schemas"
     with mounted(disk, "-t", "tmpfs", "-o", "size=512k", "tmpfs"):
-        db = disk / "c360.duckdb"
+        db = (DuckDBLake if backend == "duckdb" else DeltaLake)(str(disk), contracts)
+        where = db.where if backend == "duckdb" else f"{disk}/crm_opps"
         as_of = dt.date(2024, 1, 1)
-        assert lake.write_snapshot(db, "crm_opps", opps(2, "small"), as_of, contracts) == 2
-        with pytest.raises(C360Error) as caught:  # 20,000 distinct 100-byte names: megabytes
-            lake.write_snapshot(
-                db,
-                "crm_opps",
-                opps(20_000, "x" * 100).with_columns(pl.col("opp_id") + pl.col("name")),
-                as_of,
-                contracts,
-            )
+        assert db.write_snapshot("crm_opps", opps(2, "small"), as_of) == 2
+        # 20,000 distinct 128-byte names no compression can shrink: megabytes.
+        names = [hashlib.sha512(str(i).encode()).hexdigest() for i in range(20_000)]
+        with pytest.raises(C360Error) as caught:
+            db.write_snapshot("crm_opps", opps(20_000, "").with_columns(name=pl.Series(names)), as_of)
         assert caught.value.code == "LAKE_WRITE_FAILED"
-        assert str(caught.value).startswith(f"cannot write the lake {db}, nothing written: ")
+        assert str(caught.value).startswith(f"cannot write the lake {where}, nothing written: ")
         assert "No space left on device" in str(caught.value)
-        assert lake.read_snapshot(db, "crm_opps", as_of)["name"].to_list() == ["small", "small"]
+        assert db.read_snapshot("crm_opps", as_of)["name"].to_list() == ["small", "small"]
 
 
 def test_a_window_of_99999999_days_is_a_clean_error(in_loaded, capsys):

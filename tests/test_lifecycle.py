@@ -15,8 +15,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from c360_dagster.domain import health, lake, lifecycle, playbooks, renewals, signals
+from c360_dagster.domain import health, lifecycle, playbooks, renewals, signals
 from c360_dagster.domain.errors import ConfigError
+from c360_dagster.domain.lake import DeltaLake, DuckDBLake
 from c360_dagster.domain.lake_tables import signal_rows
 from c360_dagster.domain.loader import read_customer_360
 from c360_dagster.domain.timetravel import view_as_of
@@ -113,13 +114,14 @@ def test_a_condition_that_comes_back_starts_a_new_run(fired) -> None:
     )
 
 
-def test_previous_snapshot_comes_from_the_lake(tmp_path: Path, fired) -> None:
-    db = tmp_path / "c360.duckdb"
+@pytest.mark.parametrize("backend", [DuckDBLake, DeltaLake])
+def test_previous_snapshot_comes_from_the_lake(tmp_path: Path, fired, backend) -> None:
+    db = backend(str(tmp_path / "lake"), CONTRACTS)
     assert lifecycle.previous_signals(db, SEP27) == (None, None)
     tracked, _ = lifecycle.track_signals(fired[SEP20], None, SEP20)
     stored, _ = lifecycle.apply_snoozes(tracked, (), SEP20, pl.Series(["ACME-001"]))
-    lake.write_snapshot(db, "customer_signals", signal_rows(stored), SEP20, CONTRACTS)
-    lake.write_snapshot(db, "customer_signals", signal_rows(stored), SEP27, CONTRACTS)  # not "before" itself
+    db.write_snapshot("customer_signals", signal_rows(stored), SEP20)
+    db.write_snapshot("customer_signals", signal_rows(stored), SEP27)  # not "before" itself
     result = lifecycle.signal_lifecycle(fired[SEP27], db, SEP27, (), pl.Series(["ACME-001"]))
     assert result.previous_as_of == SEP20
     assert lifecycle.lifecycle_summary(result) == {

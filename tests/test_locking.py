@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from c360_dagster.domain import eventlog, lake, locking, metrics
 from c360_dagster.domain.io import atomic_writer, write_text_atomic
+from c360_dagster.domain.lake import DuckDBLake
 
 CONTRACTS = Path(__file__).resolve().parents[1] / "contracts" / "schemas"
 AS_OF = dt.date(2026, 9, 30)
@@ -30,8 +31,9 @@ MATERIALIZE = textwrap.dedent(
     from pathlib import Path
     import polars as pl
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from c360_dagster.domain import eventlog, lake, locking, metrics
+    from c360_dagster.domain import eventlog, locking, metrics
     from c360_dagster.domain.errors import C360Error
+    from c360_dagster.domain.lake import DuckDBLake
     from c360_dagster.domain.io import write_text_atomic
 
     artifacts, tag, timeout, hold = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
@@ -45,8 +47,8 @@ MATERIALIZE = textwrap.dedent(
     try:
         with locking.project_lock(artifacts, timeout_s=timeout):
             digest = write_text_atomic(artifacts / "customer" / "summary.md", (tag + "\\n") * 10000)
-            written = lake.write_snapshot(artifacts / "lake" / "c360.duckdb", "customer_signals", rows,
-                                          dt.date(2026, 9, 30), Path({str(CONTRACTS)!r}))
+            written = DuckDBLake(str(artifacts / "lake"), Path({str(CONTRACTS)!r})).write_snapshot(
+                "customer_signals", rows, dt.date(2026, 9, 30))
             time.sleep(hold)
             eventlog.append_event(artifacts / "governance" / "events.jsonl", {{"asset": "lake/customer_signals",
                 "partition": None, "run_id": tag, "as_of": "2026-09-30", "config_hash": None, "code_version": "1",
@@ -78,7 +80,7 @@ def run_two_at_once(artifacts: Path, timeout: float, hold: float) -> list[subpro
 
 def assert_intact(artifacts: Path, winners: list[str]) -> None:
     """The lake holds one snapshot of one writer, the log verifies, the artifact is whole."""
-    snapshot = lake.read_snapshot(artifacts / "lake" / "c360.duckdb", "customer_signals")
+    snapshot = DuckDBLake(str(artifacts / "lake"), CONTRACTS).read_snapshot("customer_signals")
     assert snapshot.height == 50 and snapshot["account_id"].str.slice(0, 1).n_unique() == 1
     assert snapshot["account_id"][0][0] in winners
     log = artifacts / "governance" / "events.jsonl"
@@ -186,7 +188,7 @@ def test_lock_is_reentrant_within_a_thread(tmp_path: Path) -> None:
 
 
 def test_crash_mid_write_leaves_lake_log_and_artifacts_intact(tmp_path: Path, monkeypatch) -> None:
-    db = tmp_path / "lake" / "c360.duckdb"
+    db = DuckDBLake(str(tmp_path / "lake"), CONTRACTS)
     log = tmp_path / "governance" / "events.jsonl"
     summary = tmp_path / "customer" / "summary.md"
     key = Ed25519PrivateKey.from_private_bytes(bytes(32))
@@ -204,7 +206,7 @@ def test_crash_mid_write_leaves_lake_log_and_artifacts_intact(tmp_path: Path, mo
     )
     with locking.project_lock(tmp_path):
         write_text_atomic(summary, "first run\n")
-        lake.write_snapshot(db, "customer_signals", first, AS_OF, CONTRACTS)
+        db.write_snapshot("customer_signals", first, AS_OF)
         eventlog.append_event(
             log,
             {
@@ -228,13 +230,11 @@ def test_crash_mid_write_leaves_lake_log_and_artifacts_intact(tmp_path: Path, mo
     # A crash inside the lake writer, after its DELETE: the transaction rolls back.
     monkeypatch.setattr(lake, "_insert", lambda *a: (_ for _ in ()).throw(RuntimeError("killed")))
     with pytest.raises(RuntimeError), locking.project_lock(tmp_path):
-        lake.write_snapshot(
-            db, "customer_signals", first.with_columns(pl.lit("B2").alias("account_id")), AS_OF, CONTRACTS
-        )
+        db.write_snapshot("customer_signals", first.with_columns(pl.lit("B2").alias("account_id")), AS_OF)
 
     assert summary.read_text() == "first run\n"
     assert sorted(p.name for p in summary.parent.iterdir()) == ["summary.md"]  # no temp files left
-    assert lake.read_snapshot(db, "customer_signals")["account_id"].to_list() == ["A1"]
+    assert db.read_snapshot("customer_signals")["account_id"].to_list() == ["A1"]
     assert log.read_bytes() == log_before
     assert eventlog.verify_log(log, log.with_name("events.pub")).ok
     with locking.project_lock(tmp_path, timeout_s=0.2):  # the crash released the lock

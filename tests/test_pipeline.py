@@ -1,16 +1,19 @@
-"""The whole chain through the `c360` shim: every output made, and byte-identical on a rerun."""
+"""The whole chain through the `c360` shim: every output made, and byte-identical on a rerun (on either lake)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from c360_dagster.console import main
-from c360_dagster.domain import eventlog, lake, metrics
+from c360_dagster.domain import eventlog, metrics
+from c360_dagster.domain.lake import DeltaLake, open_lake
 
 # Outputs that legitimately differ between two runs: the run ids in the signed log, the random
 # signing key, counters that accumulate, and the DuckDB file's page layout.
 RUN_SPECIFIC = {"governance", "metrics", "lake"}
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _outputs(artifacts: Path) -> dict[str, bytes]:
@@ -21,7 +24,7 @@ def _outputs(artifacts: Path) -> dict[str, bytes]:
     }
 
 
-def test_run_makes_every_output_and_reruns_byte_identical(project, capsys, tmp_path):
+def test_run_makes_every_output_and_reruns_byte_identical_on_either_lake(project, capsys, tmp_path):
     assert main(["c360:run", "--quiet", *project.args]) == 0
     out = capsys.readouterr().out
     # OLDCO-012 churned: the run leaves it out, says so, and still succeeds.
@@ -39,7 +42,7 @@ def test_run_makes_every_output_and_reruns_byte_identical(project, capsys, tmp_p
         assert (customer / f"qbr_{account_id}.pptx").exists()
     as_of = json.loads((customer / "360.json").read_text())["as_of"]
     for table in ("crm_opps", "account_health", "customer_signals", "renewal_forecasts"):
-        assert [d.isoformat() for d in lake.snapshots(project.artifacts / "lake" / "c360.duckdb", table)] == [as_of]
+        assert [d.isoformat() for d in project.lake.snapshots(table)] == [as_of]
     log = project.artifacts / "governance" / "events.jsonl"
     assert eventlog.verify_log(log, log.with_name("events.pub")).ok
     counters = metrics.read_metrics(project.artifacts / "metrics" / "c360.prom")
@@ -47,8 +50,17 @@ def test_run_makes_every_output_and_reruns_byte_identical(project, capsys, tmp_p
     assert counters["c360_qbr_packs_generated_total"] == len(list(customer.glob("qbr_*.pptx")))
 
     first = _outputs(project.artifacts)
+    # The rerun keeps its lake in Delta Lake tables (scale.yaml): the same outputs, the same lake rows.
+    configs = tmp_path / "delta-configs"
+    shutil.copytree(project.configs, configs)
+    (configs / "scale.yaml").write_text(f"lake:\n  format: delta\n  location: {tmp_path / 'delta'}\n")
     other = tmp_path / "again"
-    assert main(["c360:run", "--quiet", "--artifacts", str(other), "--configs", project.configs]) == 0
+    assert main(["c360:run", "--quiet", "--artifacts", str(other), "--configs", str(configs)]) == 0
     second = _outputs(other)
     assert sorted(first) == sorted(second)
     assert [name for name in first if first[name] != second[name]] == []
+    delta = open_lake(configs, other, REPO / "contracts" / "schemas")
+    assert isinstance(delta, DeltaLake) and not (other / "lake").exists()
+    for table in ("crm_opps", "account_health", "customer_signals", "renewal_forecasts"):
+        rows = project.lake.read_snapshot(table)
+        assert rows.height > 0 and delta.read_snapshot(table).equals(rows), table

@@ -11,7 +11,7 @@ import dagster as dg
 
 from c360_dagster.console import main
 from c360_dagster.definitions import defs
-from c360_dagster.domain import eventlog, lake
+from c360_dagster.domain import eventlog
 
 C360 = str(Path(sys.executable).with_name("c360"))
 
@@ -35,7 +35,7 @@ def test_two_c360_processes_at_once_leave_lake_log_and_artifacts_whole(project, 
     assert any(code == 0 for code, _, _ in results)
     log = project.artifacts / "governance" / "events.jsonl"
     assert eventlog.verify_log(log, log.with_name("events.pub")).ok
-    rows = lake.read_snapshot(project.artifacts / "lake" / "c360.duckdb", "account_health")
+    rows = project.lake.read_snapshot("account_health")
     assert rows.height == 12 and rows["account_id"].n_unique() == 12
     health = json.loads((project.customer / "health.json").read_text())
     assert len(health["accounts"]) == 12

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from c360_dagster.console import main
-from c360_dagster.domain import eventlog, lake
+from c360_dagster.domain import eventlog
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "customer"
 
@@ -101,7 +101,7 @@ def test_history_overrides_snoozes_and_compare(project, capsys, tmp_path: Path) 
     data["weights"]["sentiment"] = 0
     candidate.write_text(yaml.safe_dump(data), encoding="utf-8")
     health_json = (customer / "health.json").read_bytes()
-    snapshots = lake.snapshots(project.artifacts / "lake" / "c360.duckdb", "account_health")
+    snapshots = project.lake.snapshots("account_health")
     code, out, _ = c360(
         capsys,
         "c360:health",
@@ -116,7 +116,7 @@ def test_history_overrides_snoozes_and_compare(project, capsys, tmp_path: Path) 
     # By hand (docs/customer-360.md): ACME-001 without sentiment is 72.81 -> 73, green.
     assert any(line.split()[:6] == ["ACME-001", "amber", "68", "->", "green", "73"] for line in out.splitlines())
     assert (customer / "health.json").read_bytes() == health_json
-    assert lake.snapshots(project.artifacts / "lake" / "c360.duckdb", "account_health") == snapshots
+    assert project.lake.snapshots("account_health") == snapshots
 
 
 def test_backtest_command(project, capsys, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from c360_dagster.defs.customer import (
 from c360_dagster.defs.partitions import ACCOUNT_BACKFILL, ACCOUNT_PARTITIONS
 from c360_dagster.defs.resources import C360Project
 from c360_dagster.defs.versions import source_version
-from c360_dagster.domain import account_state, health, lake, playbooks, qbr, qbr_deck, qbr_layout, qbr_pptx, signals
+from c360_dagster.domain import account_state, health, playbooks, qbr, qbr_deck, qbr_layout, qbr_pptx, signals
 from c360_dagster.domain.errors import C360Error, GateError
 from c360_dagster.domain.io import sha256_bytes, sha256_file
 from c360_dagster.domain.text import unknown_account
@@ -263,7 +263,7 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
     blocked = [gate for account_gates in gates.values() for gate in account_gates if not gate.passed]
     if blocked:
         raise GateError("; ".join(gate.message for gate in blocked), code=blocked[0].code)
-    histories = lake.score_histories(project.lake_path, list(inputs.accounts))
+    histories = project.lake.score_histories(list(inputs.accounts))
     # Rendered before taking the write lock, so runs of other batches render at the same time.
     # One account that cannot be rendered does not sink the batch: the others are written and
     # the run then fails naming it.

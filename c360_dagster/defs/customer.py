@@ -225,7 +225,7 @@ def customer_signals(
     snoozes_file = project.config_path("snoozes")
     tracked = lifecycle.signal_lifecycle(
         signals.detect_signals(view, signals_config, lifecycle_config),
-        project.lake_path,
+        project.lake,
         view.as_of,
         lifecycle.load_snoozes(snoozes_file) if snoozes_file.exists() else (),
         view.accounts["account_id"],

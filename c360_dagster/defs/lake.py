@@ -1,10 +1,9 @@
-"""Lake tables in DuckDB (key prefix `lake`): each write validated against its contract."""
+"""Lake tables (key prefix `lake`) in DuckDB or Delta Lake, as scale.yaml says: each write validated against its contract."""
 
 import io
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -20,6 +19,7 @@ from c360_dagster.defs.resources import C360Project
 from c360_dagster.defs.versions import source_version
 from c360_dagster.domain import contracts, lake, lake_tables
 from c360_dagster.domain.io import sha256_bytes
+from c360_dagster.domain.lake import DuckDBLake
 
 
 @dataclass(frozen=True)
@@ -61,28 +61,29 @@ def _rows_hash(frame: pl.DataFrame) -> str:
     return sha256_bytes(buffer.getvalue())
 
 
-# The lake is one DuckDB file, `c360.duckdb`: DuckDB names its catalog after the file.
-LAKE_CATALOG = "c360.main"
-
-
 def _lake_asset(table: str, spec: LakeTable) -> dg.AssetsDefinition:
     @dg.asset(
         key=["lake", table],
         group_name="lake",
-        kinds={"duckdb"},
+        kinds={"duckdb", "delta"},
         owners=OWNERS,
         code_version=source_version(lake, contracts, lake_tables),
         deps=[spec.upstream],
-        description=f"The `{table}` lake table (DuckDB): one snapshot per as_of, written under its contract.",
-        metadata={"dagster/table_name": f"{LAKE_CATALOG}.{table}"},
+        description=(
+            f"The `{table}` lake table (DuckDB file by default, Delta Lake per scale.yaml): "
+            "one snapshot per as_of and shard, written under its contract."
+        ),
+        # The default lake's name; each materialization records the configured one.
+        metadata={"dagster/table_name": f"{DuckDBLake.CATALOG}.{table}"},
     )
     def write_table(context: dg.AssetExecutionContext, project: C360Project) -> dg.MaterializeResult:
         frame, source_hash = spec.rows(project)
         as_of = project.view_as_of()
-        # Hashing the rows (Polars' CSV writer, sha256) overlaps DuckDB compressing them.
+        target = project.lake
+        # Hashing the rows (Polars' CSV writer, sha256) overlaps the lake compressing them.
         with ThreadPoolExecutor(max_workers=1) as pool, project.writing():
             rows_hash = pool.submit(_rows_hash, frame)
-            written = lake.write_snapshot(project.lake_path, table, frame, as_of, Path(project.contracts_dir))
+            written = target.write_snapshot(table, frame, as_of)
             project.record_event(
                 context,
                 as_of=as_of.isoformat(),
@@ -94,15 +95,16 @@ def _lake_asset(table: str, spec: LakeTable) -> dg.AssetsDefinition:
             metadata={
                 **counted,
                 "dagster/row_count": written,
-                "dagster/table_name": f"{LAKE_CATALOG}.{table}",
+                "dagster/table_name": target.table_name(table),
                 "dagster/column_schema": dg.TableSchema(
                     columns=[
-                        dg.TableColumn(name, sql_type, description=text)
-                        for name, sql_type, text in lake.table_columns(table, Path(project.contracts_dir))
+                        dg.TableColumn(name, column_type, description=text)
+                        for name, column_type, text in target.table_columns(table)
                     ]
                 ),
                 "as_of": as_of.isoformat(),
-                "database": dg.MetadataValue.path(str(project.lake_path)),
+                "lake_format": target.FORMAT,
+                "lake": dg.MetadataValue.path(target.where),
             }
         )
 

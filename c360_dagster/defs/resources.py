@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from c360_dagster.domain import anchor, eventlog, locking, metrics, stages, view
+from c360_dagster.domain import anchor, eventlog, lake, locking, metrics, stages, view
 from c360_dagster.domain.errors import C360Error
 from c360_dagster.instance import witness_metadata
 
@@ -44,8 +44,9 @@ class C360Project(dg.ConfigurableResource):
         return self.customer_dir / "frames"
 
     @property
-    def lake_path(self) -> Path:
-        return self.artifacts / "lake" / "c360.duckdb"
+    def lake(self) -> lake.Lake:
+        """The lake scale.yaml names (DuckDB under artifacts/lake by default)."""
+        return lake.open_lake(self.configs_dir, self.artifacts, self.contracts_dir)
 
     @property
     def events_path(self) -> Path:

@@ -139,3 +139,33 @@ def require_finite(data: Any, source: str, path: tuple[Any, ...] = ()) -> None:
 def config_hash(config: Mapping[str, Any]) -> str:
     """Content hash of a parsed config, independent of YAML formatting and key order."""
     return sha256_bytes(canonical_json(config).encode("utf-8"))
+
+
+# configs/customer/scale.yaml: how the book is split and where the lake lives (docs/architecture.md).
+SCALE_FILE = "scale.yaml"
+SCALE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "shards": {"type": "integer", "minimum": 1, "maximum": 256},
+        "lake": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "format": {"enum": ["duckdb", "delta"]},
+                "location": {"type": "string", "minLength": 1},
+                "storage_options": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        },
+    },
+}
+SCALE_DEFAULTS: dict[str, Any] = {"shards": 1, "lake": {}}
+
+
+def load_scale_config(configs_dir: Path | str) -> dict[str, Any]:
+    """`scale.yaml` in `configs_dir`, defaults filled in; an absent file means all defaults."""
+    path = Path(configs_dir) / SCALE_FILE
+    if not path.exists():
+        return dict(SCALE_DEFAULTS)
+    data = parse_yaml(read_config_text(path), str(path))
+    return {**SCALE_DEFAULTS, **validate_config({} if data is None else data, SCALE_SCHEMA, str(path))}

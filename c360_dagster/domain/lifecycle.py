@@ -21,9 +21,9 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from c360_dagster.domain import lake
 from c360_dagster.domain.config import load_yaml_config
 from c360_dagster.domain.errors import ConfigError, ContractError
+from c360_dagster.domain.lake import Lake
 from c360_dagster.domain.overrides import check_accounts, config_date
 from c360_dagster.domain.signals import SIGNAL_CATALOG
 from c360_dagster.domain.signals import SIGNALS_COLUMNS as SIGNAL_SCHEMA
@@ -125,15 +125,15 @@ def _anchor() -> pl.Expr:
     return expr.alias("anchor")
 
 
-def previous_signals(db_path: Path, as_of: dt.date) -> tuple[dt.date | None, pl.DataFrame | None]:
+def previous_signals(lake: Lake, as_of: dt.date) -> tuple[dt.date | None, pl.DataFrame | None]:
     """The lake's latest customer_signals snapshot strictly before `as_of` (None, None when there is none)."""
-    earlier = [d for d in lake.snapshots(db_path, "customer_signals") if d < as_of]
+    earlier = [d for d in lake.snapshots("customer_signals") if d < as_of]
     if not earlier:
         return None, None
-    previous = lake.read_snapshot(db_path, "customer_signals", earlier[-1])
+    previous = lake.read_snapshot("customer_signals", earlier[-1])
     if "since" not in previous.columns:
         raise ContractError(
-            f"lake table customer_signals in {db_path} predates signal lifecycles (no since column); "
+            f"lake table customer_signals in {lake.where} predates signal lifecycles (no since column); "
             "migrate the table or start a new lake file"
         )
     return earlier[-1], previous
@@ -203,14 +203,14 @@ def apply_snoozes(
 
 def signal_lifecycle(
     signals: pl.DataFrame,
-    db_path: Path,
+    lake: Lake,
     as_of: dt.date,
     snoozes: Sequence[Snooze],
     account_ids: pl.Series,
     snoozes_source: str = "snoozes.yaml",
 ) -> Lifecycle:
     """Track `signals` against the lake's previous snapshot and apply the snoozes."""
-    previous_as_of, previous = previous_signals(db_path, as_of)
+    previous_as_of, previous = previous_signals(lake, as_of)
     tracked, resolved = track_signals(signals, previous, as_of, previous_as_of)
     frame, warnings = apply_snoozes(tracked, snoozes, as_of, account_ids, snoozes_source)
     return Lifecycle(frame, resolved, previous_as_of, warnings)
