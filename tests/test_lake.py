@@ -356,6 +356,14 @@ def test_an_object_store_url_is_a_config_change(tmp_path: Path) -> None:
     assert found.storage_options == {"AWS_REGION": "eu-west-1", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
 
 
+def test_delta_without_its_library_says_which_extra_to_install(tmp_path: Path, monkeypatch) -> None:
+    configs = scale(tmp_path, "lake:\n  format: delta\n")
+    monkeypatch.setitem(sys.modules, "deltalake", None)  # as if not installed
+    with pytest.raises(C360Error) as caught:
+        open_lake(configs, tmp_path / "artifacts", CONTRACTS)
+    assert caught.value.code == "EXTRA_MISSING" and 'pip install -c constraints.txt -e ".[scale]"' in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

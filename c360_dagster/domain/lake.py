@@ -71,11 +71,19 @@ def open_lake(configs_dir: Path | str, artifacts_dir: Path | str, contracts_dir:
     settings = load_scale_config(configs_dir)["lake"]
     backend = DeltaLake if settings.get("format") == "delta" else DuckDBLake
     location = settings.get("location") or str(Path(artifacts_dir) / "lake")
+    source = Path(configs_dir) / SCALE_FILE
     if backend is DuckDBLake and is_url(location):
         raise ConfigError(
-            f"{Path(configs_dir) / SCALE_FILE}: lake.location: the duckdb lake is one local file; "
-            "an object-store URL needs format: delta"
+            f"{source}: lake.location: the duckdb lake is one local file; an object-store URL needs format: delta"
         )
+    if backend is DeltaLake:
+        try:
+            import deltalake  # noqa: F401
+        except ImportError:
+            raise C360Error(
+                f'{source}: lake.format: delta needs the `scale` extra: pip install -c constraints.txt -e ".[scale]"',
+                code="EXTRA_MISSING",
+            ) from None
     return backend(location, Path(contracts_dir), dict(settings.get("storage_options", {})))
 
 
