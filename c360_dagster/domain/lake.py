@@ -35,7 +35,8 @@ from c360_dagster.domain.errors import C360Error, ConfigError, ContractError
 from c360_dagster.domain.failpoints import failpoint
 
 SHOWN_VIOLATIONS = 5
-CONNECT_TIMEOUT_S = 10.0
+# DuckDB lets one process at a time open the file for writing: the shards of a run take turns.
+CONNECT_TIMEOUT_S = 120.0
 TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 # Columns the writer adds to every row; the Delta tables are partitioned by them.
 KEYS = ("as_of", "shard")
