@@ -253,6 +253,21 @@ def test_process_killed_before_the_commit_keeps_the_previous_snapshot(lake: Lake
     assert stored_rows(lake, "customer_signals") == {(D1, 0): 4}
 
 
+def test_delta_reads_only_committed_data_files(tmp_path: Path) -> None:
+    delta = DeltaLake(str(tmp_path / "lake"), CONTRACTS)
+    delta.write_snapshot("customer_signals", signals(3), D1)
+    # What a writer killed before its commit leaves: a data file beside the committed one.
+    partition = tmp_path / "lake" / "customer_signals" / "as_of=2026-07-31" / "shard=0"
+    orphan = (
+        delta.read_snapshot("customer_signals")
+        .drop("as_of", "shard")
+        .with_columns(pl.lit("ORPHAN").alias("account_id"))
+    )
+    orphan.write_parquet(partition / "part-00000-orphan.parquet")
+    assert delta.read_snapshot("customer_signals")["account_id"].to_list() == ["A000", "A001", "A002"]
+    assert delta.snapshots("customer_signals") == [D1]
+
+
 def test_shards_written_by_parallel_processes_all_land(lake: Lake) -> None:
     script = worker_script(
         lake,
