@@ -16,6 +16,7 @@ from pptx import Presentation
 from pptx.enum.chart import XL_CHART_TYPE
 from pptx.util import Emu
 
+from c360_dagster.domain import health as health_score
 from c360_dagster.domain import qbr, qbr_deck, qbr_pptx
 from c360_dagster.domain.entities import ENTITIES
 from c360_dagster.domain.io import sha256_file
@@ -244,6 +245,7 @@ PLAYBOOK = {
     "risks": ["Champion left"],
 }
 DEFAULT_SETTINGS = qbr.QbrSettings()
+HEALTH_CONFIG = health_score.load_health_config(Path(__file__).parents[1] / "configs" / "customer" / "health.yaml")
 HISTORY = [{"as_of": "2024-03-31", "score": 50, "tier": "amber"}, {"as_of": D(2024, 6, 30), "score": 42, "tier": "red"}]
 
 
@@ -258,7 +260,17 @@ def _ctx(
     account=ACCOUNT,
 ) -> qbr.QbrContext:
     return qbr.build_qbr_context(
-        account, view or _view(), health, SIGNALS, RENEWALS, playbook, history, include_contacts, AS_OF, settings
+        account,
+        view or _view(),
+        health,
+        SIGNALS,
+        RENEWALS,
+        playbook,
+        history,
+        include_contacts,
+        AS_OF,
+        HEALTH_CONFIG,
+        settings,
     )
 
 
@@ -538,6 +550,166 @@ def test_the_customer_pack_shows_nothing_internal_and_the_review_has_it_all(tmp_
         assert re.search(pattern, review), pattern
 
 
+# Scores at or above strength_at (70) for every component, with the health score's evidence.
+STRONG = {
+    "adoption": _component(90.0, 30, 27, {"avg_active_users": 45.0, "utilisation_pct": 75.0, "seats": 60}),
+    "value": _component(80.0, 15, 12, {"avg_features_used": 11.5, "breadth_pct": 28.75}),
+    "support": _component(85.0, 20, 17, {"cases_in_window": 2, "open_sev1_cases": 1}),
+    "commercial": _component(88.0, 20, 17.6, {"overdue_invoices": 1, "max_days_overdue": 29}),
+    "sentiment": _component(90.0, 15, 13.5, {"latest_nps": 9, "latest_on": "2024-04-15"}),
+}
+
+
+def _columns(ctx) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    slide = next(s for s in qbr_deck.customer_slides(ctx) if s.title == "How Things Are Going")
+    return slide.columns[0].bullets, slide.columns[1].bullets
+
+
+def test_an_overdue_invoice_or_an_open_critical_case_is_never_a_strength(tmp_path):
+    # Commercial scored 88 and support 85, above the strength line, yet an invoice is overdue
+    # and a critical case is open: their text follows the evidence, in the focus column.
+    ctx = _ctx(health={**HEALTH, "components": STRONG})
+    assert [c.name for c in ctx.strengths] == ["adoption", "value", "sentiment"]
+    assert [c.name for c in ctx.focus_areas] == ["support", "commercial"]
+    well, focus = _columns(ctx)
+    assert focus == (
+        "Support Experience: 2 cases opened in the 90 days to 30 Jun 2024, 1 critical still open",
+        "Billing and Contract: 1 invoice is open past the due date on 30 Jun 2024",
+    )
+    assert not [line for line in well if "invoice" in line or "critical" in line]
+    qbr.write_qbr_pack(ctx, tmp_path)
+    scorecard = (tmp_path / "qbr_ACME-001" / "scorecard.md").read_text(encoding="utf-8")
+    strengths = scorecard.split("## Where things go well")[1].split("## Where we will focus together")
+    assert "invoice" not in strengths[0] and "- Billing and Contract: 1 invoice is open past" in strengths[1]
+    # Paid up and no critical case open: the same scores are strengths, said as the evidence says.
+    settled = {
+        **STRONG,
+        "support": _component(85.0, 20, 17, {"cases_in_window": 2, "open_sev1_cases": 0}),
+        "commercial": _component(88.0, 20, 17.6, {"overdue_invoices": 0}),
+    }
+    well, focus = _columns(_ctx(health={**HEALTH, "components": settled}))
+    assert "Billing and Contract: no invoice overdue on 30 Jun 2024, contract in good order" in well
+    assert "Support Experience: 2 cases opened in the 90 days to 30 Jun 2024, no critical case open" in well
+    assert focus == ("Nothing stands out: keep the momentum",)
+    # Below the line with nothing overdue (credits, discount): a focus area that claims no overdue invoice.
+    weak = {**settled, "commercial": _component(55.0, 20, 11, {"overdue_invoices": 0})}
+    assert _columns(_ctx(health={**HEALTH, "components": weak}))[1] == (
+        "Billing and Contract: no invoice overdue on 30 Jun 2024; contract terms to review together",
+    )
+
+
+def test_every_figure_the_customer_reads_names_its_period(tmp_path):
+    # The health components cover health.yaml's windows (usage 28 days, support 90 days), the
+    # outcome tiles the quarter's weekly windows (4 here, by hand: 40, 42, 38, 30 users; 12, 12,
+    # 11, 10 features; 30 of 60 seats in the last week); each says which.
+    ctx = _ctx(health={**HEALTH, "components": STRONG})
+    well, _ = _columns(ctx)
+    assert well == (
+        "Adoption: 45 weekly active users on average in the 4 weeks to 30 Jun 2024, 75% of 60 seats",
+        "Value From Features: 11.5 features used each week on average in the 4 weeks to 30 Jun 2024, "
+        "28.8% of the product",
+        "Satisfaction: latest NPS answer 9 of 10, on 15 Apr 2024",
+    )
+    slides = {s.title: s for s in qbr_deck.customer_slides(ctx)}
+    assert [(t.label, t.value) for t in slides["Outcomes and Value Delivered"].tiles] == [
+        ("Weekly Active Users, 4-Week Average", "38"),
+        ("Of Seats Active, Week to 30 Jun", "50%"),
+        ("Features Used per Week, 4-Week Average", "11.2"),
+        ("Support Cases Resolved in the Quarter", "1"),
+    ]
+    assert slides["Support Summary"].lead == "Support in the quarter 1 Apr – 30 Jun 2024; 1 case open on 30 Jun 2024."
+    assert slides["What We Heard"].lead.startswith("1 survey answer in the year to 30 Jun 2024,")
+    qbr.write_qbr_pack(ctx, tmp_path)
+    pack = tmp_path / "qbr_ACME-001"
+    scorecard = (pack / "scorecard.md").read_text(encoding="utf-8")
+    assert "- Adoption: 45 weekly active users on average in the 4 weeks to 30 Jun 2024, 75% of 60 seats" in scorecard
+    assert "| Measure | 1 Apr – 30 Jun 2024 |" in scorecard and "| Open on 30 Jun 2024 | 1 |" in scorecard
+    # The timeline covers a year and the roadmap the quarter ahead: neither is headed by the quarter under review.
+    assert "\nAs of 30 Jun 2024\n" in (pack / "timeline.md").read_text(encoding="utf-8")
+    assert "\nThe quarter ahead, from 30 Jun 2024\n" in (pack / "roadmap.md").read_text(encoding="utf-8")
+
+
+def test_customer_files_say_roles_and_renewals_in_words_never_codes(tmp_path):
+    # S4 was cancelled and renewed as the new contract S5 (same product, same day); S6 churned.
+    view = _view()
+    extra = _table(
+        "subs",
+        [
+            (
+                "S4",
+                "ACME-001",
+                "Platform",
+                "growth",
+                50,
+                900.0,
+                "USD",
+                D(2023, 2, 1),
+                D(2024, 2, 1),
+                "cancelled",
+                False,
+                None,
+            ),
+            (
+                "S5",
+                "ACME-001",
+                "Platform",
+                "growth",
+                50,
+                1000.0,
+                "USD",
+                D(2024, 2, 1),
+                D(2025, 2, 1),
+                "active",
+                False,
+                None,
+            ),
+            (
+                "S6",
+                "ACME-001",
+                "Reports",
+                "starter",
+                0,
+                300.0,
+                "USD",
+                D(2023, 3, 1),
+                D(2024, 3, 1),
+                "churned",
+                False,
+                None,
+            ),
+        ],
+    )
+    view = Customer360(as_of=AS_OF, tables={**view.tables, "subs": pl.concat([view.tables["subs"], extra])})
+    ctx = _ctx(view=view)
+    renewals = [(e.on, e.detail) for e in ctx.customer_timeline if e.kind == "renewal_due"]
+    assert renewals == [
+        (D(2024, 2, 1), "Platform, Growth plan, 50 seats, renewed"),
+        (D(2024, 3, 1), "Reports, Starter plan, ended"),
+        (D(2024, 7, 1), f"{FORMULA}, Growth plan, 50 seats, renews"),
+        (D(2025, 2, 1), "Platform, Growth plan, 50 seats, renews"),
+        (D(2025, 6, 10), "Addon, Starter plan, 10 seats, renews"),
+    ]
+    qbr.write_qbr_pack(ctx, tmp_path)
+    qbr.write_qbr_pack(ctx, tmp_path / "md", pptx=False)
+    customer = "\n".join(
+        [path.read_text(encoding="utf-8") for path in sorted(tmp_path.rglob("qbr_ACME-001/*.md"))]
+        + [text for path in sorted(tmp_path.rglob("qbr_ACME-001.pptx")) for text in _deck_texts(path.read_bytes())]
+    )
+    codes = [r"exec\\?_sponsor", r"economic\\?_buyer", r"\bchampion\b", r"\bcancelled\b", r"\bchurned\b", r"\badmin\b"]
+    assert [code for code in codes if re.search(code, customer)] == []
+    assert "| 15 Apr 2024 | NPS answer | score 9, Champion |" in customer
+    assert "| 2 May 2024 | Stakeholder started | Executive Sponsor |" in customer
+    assert "| Executive Sponsor | 2 May 2024 | Current |" in customer
+    roles = next(field.choices for field in ENTITIES["contacts"].fields if field.name == "role")
+    assert {qbr_deck.fmt_role(role) for role in roles} == {
+        "Administrator",
+        "Champion",
+        "Economic Buyer",
+        "Executive Sponsor",
+        "User",
+    }
+
+
 def test_the_health_score_on_the_customer_deck_is_a_config_choice():
     default = "\n".join(_deck_texts(qbr_pptx.render_pptx(_ctx())))
     assert "Health score" not in default
@@ -766,7 +938,7 @@ def test_contacts_are_roles_only_by_default(tmp_path):
     text = _all_text(tmp_path)
     assert not [word for word in ("Jane Doe", "jane@acme.test", "bob@acme.test", "calc") if word in text]
     assert (
-        "| Champion | 1 Jan 2023 | 1 May 2024 |" in text and "| 15 Apr 2024 | NPS answer | score 9, champion |" in text
+        "| Champion | 1 Jan 2023 | 1 May 2024 |" in text and "| 15 Apr 2024 | NPS answer | score 9, Champion |" in text
     )
     assert "contact_id" not in text and "contact\\_id" not in text
     assert "| SIG_STAKEHOLDER_CHANGE | risk | changes=(change=left, on=2024-05-01, role=champion) |" in text
@@ -778,9 +950,9 @@ def test_contacts_appear_with_include_contacts(tmp_path):
     assert "| Role | Since | Until | Name | Email |" in index
     assert "| Champion | 1 Jan 2023 | 1 May 2024 | Jane Doe | jane@acme.test |" in index
     timeline = (tmp_path / "qbr_ACME-001" / "timeline.md").read_text(encoding="utf-8")
-    assert "| 15 Apr 2024 | NPS answer | score 9, champion Jane Doe jane@acme.test |" in timeline
+    assert "| 15 Apr 2024 | NPS answer | score 9, Champion Jane Doe jane@acme.test |" in timeline
     review = (tmp_path / "review_ACME-001.md").read_text(encoding="utf-8")
-    assert "| 2024-04-15 | NPS answer | N1 | score 9, champion Jane Doe jane@acme.test |" in review
+    assert "| 2024-04-15 | NPS answer | N1 | score 9, Champion Jane Doe jane@acme.test |" in review
     assert "changes=(change=left, contact_id=C1, on=2024-05-01, role=champion)" in review
 
 
@@ -801,7 +973,7 @@ def test_hostile_text_cannot_break_markdown(tmp_path):
             assert len(counts) == 1, (path.name, block)
     index = (tmp_path / "qbr_ACME-001" / "index.md").read_text(encoding="utf-8")
     assert index.startswith("# Quarterly business review: Evil \\| Corp &lt;script&gt;alert(1)&lt;/script&gt;\n")
-    assert '| Exec Sponsor | 2 May 2024 | Current | \'@SUM(1+1)\\*cmd\\|"/C calc"!A0 | bob@acme.test |' in index
+    assert '| Executive Sponsor | 2 May 2024 | Current | \'@SUM(1+1)\\*cmd\\|"/C calc"!A0 | bob@acme.test |' in index
     review = (tmp_path / "review_ACME-001.md").read_text(encoding="utf-8")
     assert '| S1 | \'=HYPERLINK("http://evil.test","click") | growth |' in review
     assert "| 7 Jul 2024 | step | Exec call with \\| sponsor | csm | joint | planned |" in review

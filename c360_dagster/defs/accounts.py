@@ -241,6 +241,7 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
     """Exec-ready QBR pack per account (Markdown and PowerPoint), behind governance gates."""
     settings_file = project.config_path("qbr")
     settings = qbr.load_qbr_settings(settings_file)
+    health_config = health.load_health_config(project.config_path("health"))  # its windows name the periods
     settings_hash = {"qbr.yaml": sha256_file(settings_file)} if settings_file.exists() else {}
     if settings.template is not None:
         settings_hash["qbr_template.pptx"] = sha256_bytes(settings.template)
@@ -281,6 +282,7 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
                     score_history=histories[account_id],
                     include_contacts=config.include_contacts,
                     as_of=inputs.view.as_of,
+                    health_config=health_config,
                     settings=settings,
                 ),
                 pptx=config.pptx,

@@ -17,8 +17,10 @@ from typing import Any, cast
 import polars as pl
 
 from c360_dagster.domain import qbr_deck, qbr_pptx
+from c360_dagster.domain.account_state import CHURNED, DOWNSOLD, RENEWED, succession
 from c360_dagster.domain.config import load_yaml_config
 from c360_dagster.domain.errors import ConfigError
+from c360_dagster.domain.health import HealthConfig
 from c360_dagster.domain.stages import StageWriter, write_stage
 from c360_dagster.domain.text import fmt_number, render_template, safe_filename
 from c360_dagster.domain.view import Customer360
@@ -32,10 +34,14 @@ ADOPTION_GAP_BELOW = 70  # an adoption component score under this is a gap worth
 SEAT_USE_GAP_BELOW = 0.8  # active users / seats in the latest week under this is a gap
 CONTACT_KEYS = frozenset({"contact_id", "contact_name", "email", "name"})
 COMPONENTS = ("adoption", "value", "support", "commercial", "sentiment")
+# The evidence count that keeps a component out of the strengths, however well it scored.
+CONCERNS = {"commercial": "overdue_invoices", "support": "open_sev1_cases"}
 MARKDOWN_FILES = ("index.md", "scorecard.md", "timeline.md", "roadmap.md")
 SLIDES_MD = "slides.md"
 REVIEW_TEMPLATE = "qbr_review.md.j2"
 # Timeline events a customer sees; invoices and their ids stay in the internal review.
+# A renewal's outcome as the customer lived it: a downsell is still a renewal to them.
+RENEWAL_OUTCOMES = {RENEWED: "renewed", DOWNSOLD: "renewed", CHURNED: "ended"}
 CUSTOMER_EVENTS = frozenset(
     {"case_closed", "case_opened", "nps_answer", "renewal_due", "stakeholder_ended", "stakeholder_started"}
 )
@@ -68,7 +74,7 @@ EVENT_LABELS = {
     "invoice_overdue": "invoice overdue",
     "invoice_paid": "invoice paid",
     "nps_answer": "NPS answer",
-    "renewal_due": "renewal due",
+    "renewal_due": "renewal date",
     "stakeholder_ended": "stakeholder left role",
     "stakeholder_started": "stakeholder started",
 }
@@ -125,6 +131,12 @@ class Component:
     reason: str | None
     evidence: str
     measured: Mapping[str, Any]  # the evidence's values, for phrases in words
+
+    @property
+    def concern(self) -> bool:
+        """Evidence that is never a strength whatever the score: an overdue invoice, an open critical case."""
+        key = CONCERNS.get(self.name)
+        return key is not None and bool(self.measured.get(key))
 
 
 @dataclass(frozen=True)
@@ -248,6 +260,8 @@ class QbrContext:
     csm_owner: str | None
     as_of: dt.date
     period_start: dt.date  # the first day of the quarter under review
+    usage_days: int  # the health score's windows (health.yaml), which its evidence covers
+    support_days: int
     score: int | None
     total: int
     tier: str
@@ -311,6 +325,16 @@ class QbrContext:
         return tuple(s for s in self.signals if s.kind != "risk")
 
     @property
+    def strengths(self) -> tuple[Component, ...]:
+        """Measured components at or above `strength_at` whose evidence holds no concern."""
+        return tuple(c for c in self.components if c.score is not None and c not in self.focus_areas)
+
+    @property
+    def focus_areas(self) -> tuple[Component, ...]:
+        at = self.settings.strength_at
+        return tuple(c for c in self.components if c.score is None or c.score < at or c.concern)
+
+    @property
     def unavailable(self) -> tuple[Component, ...]:
         return tuple(c for c in self.components if c.score is None)
 
@@ -358,6 +382,7 @@ def build_qbr_context(
     score_history: Sequence[Mapping[str, Any]],
     include_contacts: bool,
     as_of: dt.date,
+    health_config: HealthConfig,
     settings: QbrSettings = QbrSettings(),
 ) -> QbrContext:
     """Gather one account's QBR content from its 360 rows and the stage outputs."""
@@ -380,6 +405,8 @@ def build_qbr_context(
         csm_owner=account.get("csm_owner"),
         as_of=as_of,
         period_start=period_start,
+        usage_days=health_config.windows["usage_days"],
+        support_days=health_config.windows["support_days"],
         score=health.get("score"),
         total=health.get("total", 100),
         tier=health.get("tier") or "unscored",
@@ -394,7 +421,7 @@ def build_qbr_context(
         support=_support(view, account_id, period_start, as_of),
         nps=_nps(view, account_id, as_of),
         upcoming_renewals=_upcoming_renewals(view, account_id, as_of),
-        timeline=_timeline(view, account_id, as_of, include_contacts),
+        timeline=_timeline(view, account_id, as_of, include_contacts, health_config.lifecycle.renewal_grace_days),
         roadmap=_roadmap(plan_steps, checkpoints, components, signal_lines, weekly, as_of),
         stakeholders=_stakeholders(view, account_id, as_of, include_contacts),
         score_history=tuple(history),
@@ -669,16 +696,19 @@ def _money(amount: str) -> pl.Expr:
     return pl.format("{}.{} {}", cents // 100, (cents % 100).cast(pl.Utf8).str.zfill(2), pl.col("currency"))
 
 
-def _timeline(view: Customer360, account_id: str, as_of: dt.date, include_contacts: bool) -> tuple[TimelineEvent, ...]:
+def _timeline(
+    view: Customer360, account_id: str, as_of: dt.date, include_contacts: bool, grace_days: int
+) -> tuple[TimelineEvent, ...]:
     """Dated events of the past year (and renewals of the next), by date, then kind, then id."""
     reach = dt.timedelta(days=TIMELINE_LOOKBACK_DAYS)
     mine = pl.col("account_id") == account_id
     cases, invoices, contacts = (view.tables[name].filter(mine) for name in ("cases", "invoices", "contacts"))
-    # People are told by role; names, emails and contact ids only with include_contacts.
+    # People are told by role, in words; names, emails and contact ids only with include_contacts.
+    role = pl.col("role").replace(qbr_deck.ROLE_LABELS)
     person = (
-        pl.concat_str([pl.col("role"), pl.col("name"), pl.col("email")], separator=" ", ignore_nulls=True)
+        pl.concat_str([role, pl.col("name"), pl.col("email")], separator=" ", ignore_nulls=True)
         if include_contacts
-        else pl.col("role")
+        else role
     )
     contact_ref = pl.col("contact_id") if include_contacts else pl.lit("")
     nps = view.nps.filter(mine).join(contacts.select("contact_id", person.alias("person")), on="contact_id", how="left")
@@ -704,11 +734,26 @@ def _timeline(view: Customer360, account_id: str, as_of: dt.date, include_contac
             contacts.filter(ended).select(_event("ended_on", "stakeholder_ended", contact_ref, person)),
         ]
     ).filter(pl.col("on").is_between(as_of - reach, as_of))
+    subs = view.subs.filter(mine)
+    # What became of each renewal, in words (the succession rule, docs/renewals.md); never a status code.
+    outcomes = succession(subs, grace_days).select(
+        "subscription_id", pl.col("outcome").replace_strict(RENEWAL_OUTCOMES, return_dtype=pl.Utf8)
+    )
+    outcome = (
+        pl.when(pl.col("outcome").is_not_null())
+        .then(pl.col("outcome"))
+        .when(pl.col("renewal_date") > as_of)
+        .then(pl.lit("renews"))
+        .otherwise(pl.lit("renewal not yet recorded"))
+    )
     renewal_detail = _phrase(
-        pl.col("product"), pl.col("plan"), pl.format("{} seats", pl.col("seats")), pl.col("status")
+        pl.col("product"),
+        pl.format("{} plan", pl.col("plan").str.to_titlecase()),
+        pl.when(pl.col("seats") > 0).then(pl.format("{} seats", pl.col("seats"))),
+        outcome,
     )
     renewals = (
-        view.subs.filter(mine)
+        subs.join(outcomes, on="subscription_id", how="left")
         .select(_event("renewal_date", "renewal_due", "subscription_id", renewal_detail))
         .filter(pl.col("on").is_between(as_of - reach, as_of + reach))
     )

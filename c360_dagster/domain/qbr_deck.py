@@ -38,7 +38,14 @@ COMPONENT_LABELS = {
     "commercial": "Billing and Contract",
     "sentiment": "Satisfaction",
 }
-ROLE_LABELS = {"champion": "Champion", "exec_sponsor": "Executive Sponsor", "economic_buyer": "Economic Buyer"}
+# Every contact role of the input contract, as a customer reads it.
+ROLE_LABELS = {
+    "admin": "Administrator",
+    "champion": "Champion",
+    "economic_buyer": "Economic Buyer",
+    "exec_sponsor": "Executive Sponsor",
+    "user": "User",
+}
 
 
 # --- formatting for people -------------------------------------------------------------------
@@ -81,6 +88,11 @@ def fmt_pct(value: float | None) -> str:
 def fmt_label(value: str) -> str:
     """`stakeholder_mapping` → `Stakeholder Mapping`."""
     return " ".join(word[:1].upper() + word[1:] for word in value.replace("_", " ").split())
+
+
+def fmt_role(role: str) -> str:
+    """`exec_sponsor` → `Executive Sponsor`: a contact's role in words, never its code."""
+    return ROLE_LABELS.get(role, fmt_label(role))
 
 
 def slide_text(value: Any) -> str:
@@ -367,15 +379,24 @@ def _outcomes(ctx: QbrContext) -> Slide:
     weeks = ctx.weekly_usage
     if weeks:
         users = _avg([w.active_users for w in weeks])
-        tiles.append(Tile(fmt_count(users), "Weekly Active Users (Average)"))
+        tiles.append(Tile(fmt_count(users), f"Weekly Active Users, {_weeks(len(weeks))} Average"))
         seats = weeks[-1].seats
         if seats:
-            tiles.append(Tile(fmt_pct(100.0 * weeks[-1].active_users / seats), "Of Seats Active Last Week"))
-        tiles.append(Tile(fmt_one(_avg([w.features_used for w in weeks])), "Features Used Each Week"))
+            tiles.append(
+                Tile(
+                    fmt_pct(100.0 * weeks[-1].active_users / seats),
+                    f"Of Seats Active, Week to {fmt_short_date(weeks[-1].week_end)}",
+                )
+            )
+        tiles.append(
+            Tile(
+                fmt_one(_avg([w.features_used for w in weeks])), f"Features Used per Week, {_weeks(len(weeks))} Average"
+            )
+        )
     if ctx.support.closed:
-        tiles.append(Tile(fmt_count(ctx.support.closed), "Support Cases Resolved"))
+        tiles.append(Tile(fmt_count(ctx.support.closed), "Support Cases Resolved in the Quarter"))
     if ctx.nps:
-        tiles.append(Tile(str(ctx.nps[-1].score), "Latest NPS Answer (0–10)"))
+        tiles.append(Tile(str(ctx.nps[-1].score), f"Latest NPS Answer (0–10), {fmt_date(ctx.nps[-1].on)}"))
     bullets = []
     if weeks:
         first, last = weeks[0], weeks[-1]
@@ -388,10 +409,11 @@ def _outcomes(ctx: QbrContext) -> Slide:
         releases = sum(w.release_features_used for w in weeks)
         if releases:
             bullets.append(
-                f"Features from recent releases were used in {sum(1 for w in weeks if w.release_features_used)} of {len(weeks)} weeks"
+                f"Features from recent releases were used in {sum(1 for w in weeks if w.release_features_used)} "
+                f"of the quarter's {len(weeks)} weeks"
             )
     if ctx.support.opened or ctx.support.closed:
-        bullets.append(f"{fmt_count(ctx.support.closed)} support cases resolved this quarter")
+        bullets.append(f"{fmt_count(ctx.support.closed)} support cases resolved in the quarter")
     if not tiles:
         return Slide(
             "Outcomes and Value Delivered",
@@ -406,55 +428,79 @@ def _outcomes(ctx: QbrContext) -> Slide:
     )
 
 
-# What each component measured, in words: (phrase, the evidence keys it needs).
+# What each component measured, in words, over the health score's own windows: (phrase, the
+# evidence keys it needs). `{usage}` and `{support}` name those windows, so a figure never reads
+# as the quarter's.
 COMPONENT_PHRASES = {
     "adoption": (
-        "{avg_active_users:count} weekly active users, {utilisation_pct:pct} of {seats:count} seats",
+        "{avg_active_users:count} weekly active users on average in {usage}, {utilisation_pct:pct} of {seats:count} seats",
         ("avg_active_users", "utilisation_pct", "seats"),
     ),
     "value": (
-        "{avg_features_used:one} features used each week, {breadth_pct:pct} of the product",
+        "{avg_features_used:one} features used each week on average in {usage}, {breadth_pct:pct} of the product",
         ("avg_features_used", "breadth_pct"),
     ),
     "support": (
-        "{cases_in_window:count} cases in the last period, {open_sev1_cases:count} critical open",
+        "{cases_in_window:count} cases opened in {support}, {open_sev1_cases:critical}",
         ("cases_in_window", "open_sev1_cases"),
     ),
-    "sentiment": ("latest NPS answer {latest_nps:one} of 10", ("latest_nps",)),
+    "sentiment": ("latest NPS answer {latest_nps:one} of 10, on {latest_on:date}", ("latest_nps", "latest_on")),
 }
 _FIELD = re.compile(r"\{(\w+):(\w+)\}")
 
 
-def component_phrase(component: Component) -> str:
-    """What a health component measured, in words a customer reads (no internal codes)."""
+def _weeks(count: int) -> str:
+    return f"{count}-Week"
+
+
+def _window(days: int, as_of: dt.date) -> str:
+    """`the 4 weeks to 27 Sep 2026` (or `the 90 days to ...`): the period a figure covers."""
+    span = f"{days // 7} weeks" if days % 7 == 0 else f"{days} days"
+    return f"the {span} to {fmt_date(as_of)}"
+
+
+def component_phrase(component: Component, ctx: QbrContext) -> str:
+    """What a health component measured, in words a customer reads (no internal codes), with its period."""
     label = COMPONENT_LABELS.get(component.name, fmt_label(component.name))
     if component.score is None:
         return f"{label}: not enough data yet"
     measured = component.measured
     if component.name == "commercial":
-        overdue = measured.get("overdue_invoices")
-        return f"{label}: {'some invoices are open past their due date' if overdue else 'invoices and contract in good order'}"
+        overdue = measured.get("overdue_invoices") or 0
+        if overdue:
+            invoices = "1 invoice is" if overdue == 1 else f"{fmt_count(overdue)} invoices are"
+            return f"{label}: {invoices} open past the due date on {fmt_date(ctx.as_of)}"
+        if component in ctx.strengths:
+            return f"{label}: no invoice overdue on {fmt_date(ctx.as_of)}, contract in good order"
+        return f"{label}: no invoice overdue on {fmt_date(ctx.as_of)}; contract terms to review together"
     phrase, keys = COMPONENT_PHRASES.get(component.name, ("", ()))
-    if not phrase or any(not isinstance(measured.get(key), (int, float)) for key in keys):
+    if not phrase or any(measured.get(key) is None or isinstance(measured.get(key), bool) for key in keys):
         return label
-    formats = {"count": fmt_count, "one": fmt_one, "pct": fmt_pct}
-    return f"{label}: " + _FIELD.sub(lambda m: formats[m.group(2)](measured[m.group(1)]), phrase)
+    formats = {
+        "count": fmt_count,
+        "one": fmt_one,
+        "pct": fmt_pct,
+        "critical": lambda value: f"{fmt_count(value)} critical still open" if value else "no critical case open",
+        "date": lambda value: fmt_date(dt.date.fromisoformat(str(value)[:10])),
+    }
+    windows = {"usage": _window(ctx.usage_days, ctx.as_of), "support": _window(ctx.support_days, ctx.as_of)}
+    text = phrase.replace("{usage}", windows["usage"]).replace("{support}", windows["support"])
+    return f"{label}: " + _FIELD.sub(lambda m: formats[m.group(2)](measured[m.group(1)]), text)
 
 
 def _health_in_words(ctx: QbrContext) -> Slide:
-    strong = [c for c in ctx.components if c.score is not None and c.score >= ctx.settings.strength_at]
-    focus = [c for c in ctx.components if c.score is None or c.score < ctx.settings.strength_at]
     scored = ctx.status == "scored" and ctx.score is not None
     lead = None if scored else "Not enough data yet for a full picture: this is what we can measure so far."
     if ctx.settings.show_health_score:
         lead = f"Health score {ctx.score} of {ctx.total}." if scored else "Health score: not enough data yet."
     columns = (
         Column(
-            "Where Things Go Well", tuple(component_phrase(c) for c in strong) or ("We will build on this together",)
+            "Where Things Go Well",
+            tuple(component_phrase(c, ctx) for c in ctx.strengths) or ("We will build on this together",),
         ),
         Column(
             "Where We Will Focus Together",
-            tuple(component_phrase(c) for c in focus) or ("Nothing stands out: keep the momentum",),
+            tuple(component_phrase(c, ctx) for c in ctx.focus_areas) or ("Nothing stands out: keep the momentum",),
         ),
     )
     return Slide("How Things Are Going", lead=lead, columns=columns)
@@ -488,7 +534,7 @@ def _features_chart(ctx: QbrContext) -> Slide | None:
         return None
     return Slide(
         "Feature Breadth and New Releases",
-        lead=f"{fmt_one(_avg([w.features_used for w in weeks]))} features used each week on average, "
+        lead=f"{fmt_one(_avg([w.features_used for w in weeks]))} features used each week on average in the quarter, "
         f"{fmt_one(_avg([w.release_features_used for w in weeks]))} of them from recent releases.",
         chart=Chart(
             "bar",
@@ -513,9 +559,10 @@ def _support(ctx: QbrContext) -> Slide:
     if s.sla_met_pct is not None:
         tiles.append(Tile(fmt_pct(s.sla_met_pct), "Answered Within the Agreed Time"))
     lead = (
-        "No support cases this quarter."
+        f"No support cases in the quarter {fmt_period(ctx.period_start, ctx.as_of)}."
         if not s.opened and not s.closed
-        else f"Support this quarter; {fmt_count(s.open_now)} case{'s' if s.open_now != 1 else ''} open today."
+        else f"Support in the quarter {fmt_period(ctx.period_start, ctx.as_of)}; "
+        f"{fmt_count(s.open_now)} case{'s' if s.open_now != 1 else ''} open on {fmt_date(ctx.as_of)}."
     )
     return Slide("Support Summary", lead=lead, tiles=tuple(tiles))
 
@@ -526,7 +573,7 @@ def _what_we_heard(ctx: QbrContext) -> Slide | None:
     scores = [p.score for p in ctx.nps]
     return Slide(
         "What We Heard",
-        lead=f"{len(scores)} survey answer{'s' if len(scores) != 1 else ''} in the past year, averaging {fmt_one(_avg(scores))} of 10; the latest {scores[-1]} on {fmt_date(ctx.nps[-1].on)}.",
+        lead=f"{len(scores)} survey answer{'s' if len(scores) != 1 else ''} in the year to {fmt_date(ctx.as_of)}, averaging {fmt_one(_avg(scores))} of 10; the latest {scores[-1]} on {fmt_date(ctx.nps[-1].on)}.",
         chart=Chart(
             "line",
             "Net Promoter Score Answers, 0 to 10, by Date",
@@ -582,6 +629,7 @@ FORMATS = SimpleNamespace(
     pct=fmt_pct,
     money=format_amount,
     label=fmt_label,
+    role=fmt_role,
     component=component_phrase,
 )
 
