@@ -25,7 +25,10 @@ from ui_support import REPO, _stop_group, free_port
 
 from c360_dagster.console import main
 from c360_dagster.defs.executors import BROKER_ENV, EXECUTOR_ENV, chosen_executor
+from c360_dagster.defs.lake import LAKE_TABLES
+from c360_dagster.domain.config import SCALE_FILE
 from c360_dagster.domain.errors import C360Error
+from c360_dagster.domain.lake import Lake, open_lake
 from c360_dagster.instance import READY_MARKER, ensure_dagster_home
 from c360_dagster.runner import ProjectPaths, run_job
 
@@ -170,6 +173,9 @@ def test_the_chain_on_celery_workers_and_postgres_writes_the_bytes_of_an_in_proc
     scratch_project(distributed)
     scratch_project(reference)
     logs.mkdir()
+    # The lake many machines can share (Delta Lake tables) where the workers write; the default
+    # DuckDB file in-process.
+    (distributed / "configs" / "customer" / SCALE_FILE).write_text("lake:\n  format: delta\n", encoding="utf-8")
 
     # The reference: the same job in this process, on a SQLite instance.
     monkeypatch.chdir(reference)
@@ -220,7 +226,18 @@ def test_the_chain_on_celery_workers_and_postgres_writes_the_bytes_of_an_in_proc
     chain_documents = {"customer/360.json", "customer/health.json", "customer/signals.json", "customer/summary.md"}
     assert chain_documents <= set(expected)
     assert output_hashes(distributed / "artifacts") == expected
+    delta, duckdb = project_lake(distributed), project_lake(reference)
+    assert (delta.FORMAT, duckdb.FORMAT) == ("delta", "duckdb")
+    for table in LAKE_TABLES:
+        rows = delta.read_snapshot(table)
+        assert rows.height > 0, table
+        assert rows.equals(duckdb.read_snapshot(table)), table
     print(f"scale-out test: {time.monotonic() - started:.1f} s wall")
+
+
+def project_lake(project: Path) -> Lake:
+    """The lake of `project`, in whichever backend its scale.yaml names."""
+    return open_lake(project / "configs" / "customer", project / "artifacts", project / "contracts" / "schemas")
 
 
 def run_record() -> tuple[str, dict[str, list[str]]]:
