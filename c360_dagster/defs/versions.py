@@ -6,6 +6,7 @@ import ast
 import functools
 import hashlib
 import importlib.util
+import re
 from pathlib import Path
 from types import ModuleType
 
@@ -14,6 +15,10 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # The module that renders the Jinja templates: where it runs, the templates shape the bytes too.
 TEMPLATE_RENDERER = f"{PACKAGE}.domain.text"
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
+# An import statement, at any indent: `import a.b, c` or `from a.b import c` (parenthesized
+# names may span lines). Only these are parsed: parsing whole modules cost every command about
+# half a second at start.
+IMPORT_STATEMENT = re.compile(r"^[ \t]*(?:from[ \t]+[\w.]+[ \t]+import[ \t]+(?:\([^)]*\)|.*)|import[ \t]+.*)", re.M)
 
 
 def source_version(*modules: ModuleType) -> str:
@@ -51,16 +56,26 @@ def _closure(name: str) -> frozenset[str]:
 def _imports(name: str) -> frozenset[str]:
     """The c360_dagster modules that module `name` imports anywhere in its source."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(_source_file(name).read_bytes())):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            # `from package import module` names a module; `from module import thing` does not.
-            found.update(
-                f"{node.module}.{alias.name}" if _is_module(f"{node.module}.{alias.name}") else node.module
-                for alias in node.names
-            )
-    return frozenset(module for module in found if module.split(".")[0] == PACKAGE and _is_module(module))
+    for statement in IMPORT_STATEMENT.findall(_source_file(name).read_text(encoding="utf-8")):
+        try:
+            nodes = ast.parse(statement.strip()).body
+        except SyntaxError:  # text in a string that only looks like an import
+            continue
+        for node in nodes:
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and _is_ours(node.module):
+                # `from package import module` names a module; `from module import thing` does not.
+                found.update(
+                    f"{node.module}.{alias.name}" if _is_module(f"{node.module}.{alias.name}") else node.module
+                    for alias in node.names
+                )
+    return frozenset(module for module in found if _is_ours(module) and _is_module(module))
+
+
+def _is_ours(module: str) -> bool:
+    # Asked before `_is_module`, which imports a module's parents: `pptx.util.Emu` would import python-pptx.
+    return module.split(".")[0] == PACKAGE
 
 
 def _is_module(name: str) -> bool:
