@@ -30,7 +30,7 @@ import psutil
 
 from c360_dagster.domain.account_state import LIVE_STATES
 from c360_dagster.domain.io import write_json_atomic
-from c360_dagster.runner import CPUS, ProjectPaths, account_batches, run_job, run_ranges
+from c360_dagster.runner import CPUS, ProjectPaths, account_batches, run_batches, run_job
 
 SAMPLE_INTERVAL_S = 0.02
 MARKER = "dataset.json"  # written last by a complete generation
@@ -56,7 +56,7 @@ ROWS_OF = {
     "renewals": "subscriptions",
     "lake": "lake rows written",
     "qbr": "accounts (range backfill, batched runs)",
-    "qbr_red": "red accounts (one run each)",
+    "qbr_red": "red accounts (scattered backfill, batched runs)",
     "chain": "accounts",
     "floor": "accounts",
     "output_floor": "records written (each as JSON and Parquet)",
@@ -78,7 +78,7 @@ class BenchSettings:
     weeks: int = 13
     seed: int = 0
     qbr_sample: int = 1000
-    red_sample: int = 10
+    red_sample: int = 400
     workers: int = CPUS
     artifacts_dir: Path = Path("artifacts")
     configs_dir: str = "configs/customer"
@@ -231,14 +231,12 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = lambda line:
         log(
             f"bench: playbooks and QBR packs for {len(sample)} accounts: {len(batches)} runs, {settings.workers} at a time"
         )
-        failed = run_ranges("c360_account", paths, batches, workers=settings.workers)
-        if failed:
-            raise RuntimeError(f"QBR batches failed: {failed}")
+        _run_account_batches(paths, batches, settings.workers)
         stages["qbr"] = sampler.figures(qbr_start, sampler.mark(), len(sample))
         red_start = sampler.mark()
-        for account_id in red:
-            run_job("c360_account", paths, partition_key=account_id, progress=False)
-            log(f"bench: playbook and QBR pack {account_id} (one run)")
+        red_batches = account_batches(red)
+        log(f"bench: playbooks and QBR packs for {len(red)} red accounts, not adjacent: {len(red_batches)} runs")
+        _run_account_batches(paths, red_batches, settings.workers)
         stages["qbr_red"] = sampler.figures(red_start, sampler.mark(), len(red))
         console = _time_console(settings, stage_rows, sampler, log)
     scoring_s = sum(job.end - job.start for job in jobs[:2])
@@ -289,6 +287,12 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = lambda line:
     return {**report, "out": str(out)}
 
 
+def _run_account_batches(paths: ProjectPaths, batches: list[list[str]], workers: int) -> None:
+    failed = run_batches("c360_account", paths, batches, workers=workers)
+    if failed:
+        raise RuntimeError(f"QBR batches failed: {failed}")
+
+
 def ensure_dataset(settings: BenchSettings, log: Callable[[str], None]) -> tuple[dict[str, Any], float | None]:
     """The cached data set's description; generate it first unless a complete one is there."""
     from c360_dagster.domain.generator import generate_dataset
@@ -315,7 +319,8 @@ def ensure_dataset(settings: BenchSettings, log: Callable[[str], None]) -> tuple
 
 
 def qbr_samples(health_frame: Path, size: int, red_size: int) -> tuple[list[str], list[str]]:
-    """The first `size` live accounts by id (a range backfill) and the first `red_size` red ones by id.
+    """The first `size` live accounts by id (a range backfill) and the first `red_size` red ones by id
+    (a backfill of accounts that are not adjacent).
 
     Churned and not-started accounts get no playbook or pack (their gate refuses them), so they
     are left out of the sample, as `c360:run` leaves them out.
@@ -342,10 +347,15 @@ def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "measured": round(report["chain"]["peak_rss_mb"] * MIB / gib, 2),
         },
         "qbr_10_per_s": {"target": ">= 10 QBR packs/s", "measured": report["stages"]["qbr"]["rows_per_s"]},
+        "qbr_scattered_10_per_s": {
+            "target": ">= 10 QBR packs/s, red accounts (not adjacent)",
+            "measured": report["stages"]["qbr_red"]["rows_per_s"],
+        },
     }
     found["chain_within_3x_output_floor"]["met"] = report["ratio"]["chain_to_output_floor"] <= 3
     found["peak_rss_under_6gb"]["met"] = found["peak_rss_under_6gb"]["measured"] < 6
-    found["qbr_10_per_s"]["met"] = (found["qbr_10_per_s"]["measured"] or 0) >= 10
+    for name in ("qbr_10_per_s", "qbr_scattered_10_per_s"):
+        found[name]["met"] = (found[name]["measured"] or 0) >= 10
     overhead = report["console"]["max_overhead_s"]
     found["console_overhead_2s"] = {
         "target": "each console command's time beyond its steps <= 2 s",

@@ -26,8 +26,8 @@ from c360_dagster.runner import (
     account_batches,
     is_known_account,
     register_accounts,
+    run_batches,
     run_job,
-    run_ranges,
 )
 
 if TYPE_CHECKING:
@@ -143,8 +143,11 @@ def run_all(args: argparse.Namespace) -> Report:
     states = reports.health_frame(customer).select("account_id", "lifecycle")
     skipped = dict(states.filter(~pl.col("lifecycle").is_in(list(LIVE_STATES))).sort("account_id").iter_rows())
     ids = sorted(set(reports.account_ids(customer)) - set(skipped))
-    failed = run_ranges("c360_account", _paths(args), account_batches(ids))
-    blocked = {first if first == last else f"{first}..{last}": error for (first, last), error in failed.items()}
+    failed = run_batches("c360_account", _paths(args), account_batches(ids))
+    blocked = {
+        batch[0] if len(batch) == 1 else f"{batch[0]}..{batch[-1]} ({len(batch)} accounts)": error
+        for batch, error in failed.items()
+    }
     return {
         **report,
         "ok": not blocked,
@@ -793,8 +796,9 @@ def _bench_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--red-sample",
         type=int,
-        default=10,
-        help="the first N red accounts by id get them again, one run each (default 10)",
+        default=400,
+        help="the first N red accounts by id get them again, as a backfill of accounts that are not adjacent "
+        "(batched runs; default 400)",
     )
     parser.add_argument(
         "--workers",

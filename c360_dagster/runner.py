@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import itertools
 import multiprocessing
 import os
@@ -33,12 +32,13 @@ def run_job(
     *,
     ops: Mapping[str, Mapping[str, Any]] | None = None,
     partition_key: str | None = None,
-    partition_range: tuple[str, str] | None = None,
+    accounts: Sequence[str] | None = None,
     progress: bool = True,
     tags: Mapping[str, str] | None = None,
 ) -> Any:
-    """Execute `job_name` in-process, for one partition or a (first, last) range of them.
+    """Execute `job_name` in-process, for one partition or one run over a batch of `accounts`.
 
+    The accounts of a batch need not be adjacent (every red account, say): see `_run_over`.
     A user error raised by an asset propagates as itself.
     """
     _writable_dagster_home()
@@ -55,16 +55,42 @@ def run_job(
         },
     }
     with dg.DagsterInstance.get() as instance:
-        if partition_range:
-            # Dagster 1.13 reads every account key about ten times in a run of a partition range
-            # (a second each at a million accounts); they are fixed for the run, so read them once.
-            instance.get_dynamic_partitions = functools.cache(instance.get_dynamic_partitions)  # type: ignore[method-assign]
+        batch_tags = _run_over(instance, accounts) if accounts else {}
         return defs.resolve_job_def(job_name).execute_in_process(
             run_config=run_config,
             instance=instance,
             partition_key=partition_key,
-            tags={**(tags or {}), **(_range_tags(*partition_range) if partition_range else {})},
+            tags={**(tags or {}), **batch_tags},
         )
+
+
+def _run_over(instance: Any, accounts: Sequence[str]) -> dict[str, str]:
+    """Make the run on `instance` cover exactly `accounts`; return the run's tags that say so.
+
+    Dagster 1.13 runs a range of partitions (first to last key, in the keys' order), never a set.
+    So this run sees the `account` keys as the batch's own: its range from the batch's first to
+    its last account holds these accounts and no other, however far apart they are among all the
+    keys. Dagster plans, materializes and checks exactly these partitions, and no longer reads
+    every account key about ten times per run (a second each at a million accounts). The accounts
+    must be registered partitions, as `account_batches` gives them (Dagster checks the first and
+    the last). The `c360/accounts` tag names them: the range tags alone read as every key between
+    the two.
+    """
+    from c360_dagster.defs.partitions import ACCOUNT_PARTITIONS_NAME
+
+    keys = list(accounts)
+    every_key = instance.get_dynamic_partitions
+
+    def batch_keys(partitions_def_name: str) -> Sequence[str]:
+        return keys if partitions_def_name == ACCOUNT_PARTITIONS_NAME else every_key(partitions_def_name)
+
+    instance.get_dynamic_partitions = batch_keys
+    return {
+        # The tags a backfill puts on a run of several partitions (Dagster has no public constant).
+        "dagster/asset_partition_range_start": keys[0],
+        "dagster/asset_partition_range_end": keys[-1],
+        "c360/accounts": " ".join(keys),
+    }
 
 
 def _writable_dagster_home() -> None:
@@ -80,35 +106,31 @@ def _writable_dagster_home() -> None:
         )
 
 
-def _range_tags(first: str, last: str) -> dict[str, str]:
-    # The tags a backfill puts on a run of several partitions (Dagster has no public constant).
-    return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
-
-
-def run_ranges(
+def run_batches(
     job_name: str,
     paths: ProjectPaths,
-    ranges: Sequence[tuple[str, str]],
+    batches: Sequence[Sequence[str]],
     *,
     workers: int = CPUS,
-) -> dict[tuple[str, str], str]:
-    """Run `job_name` once per (first, last) partition range, up to `workers` runs at a time.
+) -> dict[tuple[str, ...], str]:
+    """Run `job_name` once per batch of accounts, up to `workers` runs at a time.
 
     Each concurrent run has its own process, as under Dagster's run launcher. Returns the user
-    error (`CODE: message`) of each range whose run it stopped, by range.
+    error (`CODE: message`) of each batch whose run it stopped, by batch.
     """
-    if workers <= 1 or len(ranges) <= 1:
-        outcomes = [_run_range(job_name, paths, one) for one in ranges]
+    runs = [tuple(batch) for batch in batches]
+    if workers <= 1 or len(runs) <= 1:
+        outcomes = [_run_batch(job_name, paths, batch) for batch in runs]
     else:
         spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked Dagster state
-        with ProcessPoolExecutor(max_workers=min(workers, len(ranges)), mp_context=spawn) as pool:
-            outcomes = list(pool.map(_run_range, itertools.repeat(job_name), itertools.repeat(paths), ranges))
-    return {one: error for one, error in zip(ranges, outcomes, strict=True) if error is not None}
+        with ProcessPoolExecutor(max_workers=min(workers, len(runs)), mp_context=spawn) as pool:
+            outcomes = list(pool.map(_run_batch, itertools.repeat(job_name), itertools.repeat(paths), runs))
+    return {batch: error for batch, error in zip(runs, outcomes, strict=True) if error is not None}
 
 
-def _run_range(job_name: str, paths: ProjectPaths, partition_range: tuple[str, str]) -> str | None:
+def _run_batch(job_name: str, paths: ProjectPaths, batch: tuple[str, ...]) -> str | None:
     try:
-        run_job(job_name, paths, partition_range=partition_range, progress=False)
+        run_job(job_name, paths, accounts=batch, progress=False)
     except C360Error as exc:
         return exc.describe()
     return None
@@ -135,9 +157,10 @@ def register_accounts(account_ids: Iterable[str]) -> None:
         partitions.register_accounts(instance, account_ids)
 
 
-def account_batches(account_ids: Iterable[str]) -> list[tuple[str, str]]:
-    """The (first, last) partition ranges a batched backfill of these accounts runs, after
-    registering those that are not partitions yet: a backfill asks for its accounts."""
+def account_batches(account_ids: Iterable[str]) -> list[list[str]]:
+    """The batches a backfill of these accounts runs, after registering those that are not
+    partitions yet (a backfill asks for its accounts): at most ACCOUNTS_PER_RUN accounts each,
+    in the partitions' order, adjacent or not."""
     _writable_dagster_home()
     import dagster as dg
 
@@ -146,23 +169,12 @@ def account_batches(account_ids: Iterable[str]) -> list[tuple[str, str]]:
     wanted = list(account_ids)
     with dg.DagsterInstance.get() as instance:
         partitions.register_accounts(instance, wanted)
-        # The instance's order of the keys is the order a partition range follows.
         ordered = instance.get_dynamic_partitions(partitions.ACCOUNT_PARTITIONS_NAME)
-    return partition_ranges(ordered, wanted, partitions.ACCOUNTS_PER_RUN)
+    return batches_of(ordered, wanted, partitions.ACCOUNTS_PER_RUN)
 
 
-def partition_ranges(ordered: Sequence[str], wanted: Iterable[str], size: int) -> list[tuple[str, str]]:
-    """Runs of `wanted` keys adjacent in the partitions' `ordered` keys, at most `size` each."""
+def batches_of(ordered: Sequence[str], wanted: Iterable[str], size: int) -> list[list[str]]:
+    """The `wanted` keys found in `ordered`, in that order, cut into batches of at most `size`."""
     chosen = set(wanted)
-    ranges: list[tuple[str, str]] = []
-    batch: list[str] = []
-    for key in ordered:
-        if key in chosen and len(batch) < size:
-            batch.append(key)
-            continue
-        if batch:
-            ranges.append((batch[0], batch[-1]))
-        batch = [key] if key in chosen else []
-    if batch:
-        ranges.append((batch[0], batch[-1]))
-    return ranges
+    keys = [key for key in ordered if key in chosen]
+    return [keys[start : start + size] for start in range(0, len(keys), size)]

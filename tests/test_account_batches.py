@@ -14,7 +14,7 @@ from c360_dagster.defs.accounts import playbook, qbr_pack
 from c360_dagster.defs.customer import account_health, customer_360, customer_signals, renewal_forecasts
 from c360_dagster.defs.resources import C360Project
 from c360_dagster.domain import eventlog, metrics
-from c360_dagster.runner import ProjectPaths, partition_ranges, run_ranges
+from c360_dagster.runner import ProjectPaths, batches_of, run_batches
 
 REPO = Path(__file__).resolve().parents[1]
 CHAIN = [customer_360, account_health, customer_signals, renewal_forecasts]
@@ -37,18 +37,18 @@ def _pack_bytes(customer: Path, account_id: str) -> dict[str, bytes]:
 @pytest.mark.parametrize(
     ("ordered", "wanted", "size", "expected"),
     [
-        # By hand: B, C adjacent; E alone because D is not wanted; F, G adjacent.
-        (list("ABCDEFG"), "BCEFG", 5, [("B", "C"), ("E", "G")]),
-        (list("ABCDEFG"), "BCEG", 5, [("B", "C"), ("E", "E"), ("G", "G")]),
-        # A run is cut at `size` keys.
-        (list("ABCDEFG"), "ABCDEFG", 3, [("A", "C"), ("D", "F"), ("G", "G")]),
+        # By hand: wanted keys in the partitions' order, adjacent or not (D is not wanted).
+        (list("ABCDEFG"), "GEBCF", 5, [list("BCEFG")]),
+        # A batch is cut at `size` keys.
+        (list("ABCDEFG"), "BCEG", 2, [["B", "C"], ["E", "G"]]),
+        (list("ABCDEFG"), "ABCDEFG", 3, [list("ABC"), list("DEF"), ["G"]]),
         (list("ABC"), "", 3, []),
         # Wanted keys that are not partitions are not run.
-        (list("ABC"), "CZ", 3, [("C", "C")]),
+        (list("ABC"), "CZ", 3, [["C"]]),
     ],
 )
-def test_partition_ranges_are_runs_of_adjacent_wanted_keys(ordered, wanted, size, expected):
-    assert partition_ranges(ordered, wanted, size) == expected
+def test_batches_are_the_wanted_keys_in_partition_order(ordered, wanted, size, expected):
+    assert batches_of(ordered, wanted, size) == expected
 
 
 @pytest.fixture
@@ -135,12 +135,41 @@ def test_a_range_run_writes_each_account_as_its_own_run_would(chain):
     assert _pack_bytes(project.customer_dir, "STARK-008") == from_batch
 
 
-def test_run_ranges_runs_batches_in_worker_processes_and_returns_user_errors(project, capsys):
+def test_run_batches_runs_scattered_accounts_in_one_run_in_worker_processes_and_returns_user_errors(project):
     assert main(["c360:run", "--quiet", *project.args]) == 0
     shutil.rmtree(project.customer / "stages" / "playbooks" / "STARK-008")  # its playbook stage
     shutil.rmtree(project.customer / "qbr_ACME-001")
     paths = ProjectPaths(configs_dir=project.configs, artifacts_dir=str(project.artifacts))
-    failed = run_ranges("c360_qbr", paths, [("ACME-001", "ACME-001"), ("STARK-008", "STARK-008")], workers=2)
-    assert list(failed) == [("STARK-008", "STARK-008")]
-    assert failed[("STARK-008", "STARK-008")].startswith("DUTY_PLAYBOOK_MISSING: account STARK-008 is red")
+    scattered = ("ACME-001", "PIPE-004", "UMBRELLA-005")
+    failed = run_batches("c360_qbr", paths, [scattered, ("STARK-008",)], workers=2)
+    assert list(failed) == [("STARK-008",)]
+    assert failed[("STARK-008",)].startswith("DUTY_PLAYBOOK_MISSING: account STARK-008 is red")
     assert (project.customer / "qbr_ACME-001" / "scorecard.md").exists()
+    with dg.DagsterInstance.get() as instance:
+        ordered = instance.get_dynamic_partitions("account")
+        (run,) = instance.get_runs(filters=dg.RunsFilter(tags={"c360/accounts": " ".join(scattered)}))
+        assert run.is_success
+        records = instance.get_records_for_run(run.run_id).records
+    # Not adjacent: other accounts lie between them among the partitions, which a plain range would run.
+    where = sorted(ordered.index(account) for account in scattered)
+    assert where[-1] - where[0] + 1 > len(scattered)
+    # One run planned, materialized and checked exactly these accounts, none of those between them.
+    planned = [
+        r.event_log_entry.dagster_event.event_specific_data
+        for r in records
+        if r.event_log_entry.dagster_event_type == "ASSET_MATERIALIZATION_PLANNED"
+    ]
+    assert sorted(data.partition for data in planned) == list(scattered)
+    materialized = [
+        r.event_log_entry.dagster_event.partition
+        for r in records
+        if r.event_log_entry.dagster_event_type == "ASSET_MATERIALIZATION"
+    ]
+    assert sorted(materialized) == list(scattered)
+    checks = [
+        r.event_log_entry.dagster_event.event_specific_data
+        for r in records
+        if r.event_log_entry.dagster_event_type == "ASSET_CHECK_EVALUATION"
+    ]
+    checked = {(check.check_name, check.partition) for check in checks}
+    assert checked == {(gate, account) for gate in ("duty_of_care", "privacy_signoff") for account in scattered}
