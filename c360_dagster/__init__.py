@@ -1,6 +1,6 @@
 """c360: an offline, deterministic Customer 360 & Renewals pipeline on Dagster."""
 
-from c360_dagster.domain.entities import (
+from c360_dagster.domain.ingest.entities import (
     Account,
     Contact,
     Invoice,
@@ -25,7 +25,7 @@ __all__ = [
 
 
 def load_customer_360(fixtures_dir, as_of=None):
-    """Load and validate a folder of customer data; see `c360_dagster.domain.loader`."""
-    from c360_dagster.domain.loader import load_customer_360 as _load
+    """Load and validate a folder of customer data; see `c360_dagster.domain.ingest.loader`."""
+    from c360_dagster.domain.ingest.loader import load_customer_360 as _load
 
     return _load(fixtures_dir, as_of=as_of)

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 from c360_dagster import reports
 from c360_dagster.console import Report, command
-from c360_dagster.domain import qbr
-from c360_dagster.domain.account_state import LIVE_STATES
-from c360_dagster.domain.errors import C360Error
-from c360_dagster.domain.text import format_amount, plural, visible_text
+from c360_dagster.domain.core.errors import C360Error
+from c360_dagster.domain.core.text import format_amount, plural, visible_text
+from c360_dagster.domain.qbr import pack as qbr
+from c360_dagster.domain.scoring.account_state import LIVE_STATES
 from c360_dagster.runner import (
     CPUS,
     ProjectPaths,
@@ -31,7 +31,7 @@ from c360_dagster.runner import (
 )
 
 if TYPE_CHECKING:
-    from c360_dagster.domain.lake import Lake
+    from c360_dagster.domain.governance.lake import Lake
 
 
 def _paths(args: argparse.Namespace, fixtures_dir: str | None = None) -> ProjectPaths:
@@ -44,7 +44,7 @@ def _paths(args: argparse.Namespace, fixtures_dir: str | None = None) -> Project
 
 def _lake(args: argparse.Namespace) -> Lake:
     """The project's lake, as scale.yaml in --configs names it."""
-    from c360_dagster.domain.lake import open_lake
+    from c360_dagster.domain.governance.lake import open_lake
 
     return open_lake(args.configs, args.artifacts, ProjectPaths.contracts_dir)
 
@@ -110,7 +110,7 @@ def _render_summary(report: Report) -> str:
 
 @command("summary", "Summarise the current Customer 360 view and scores.", _render_summary)
 def summary(args: argparse.Namespace) -> Report:
-    from c360_dagster.domain import health
+    from c360_dagster.domain.scoring import health
 
     customer = _customer_dir(args)
     if not (customer / "frames" / "360" / "manifest.json").exists():
@@ -206,7 +206,7 @@ def _render_health(report: Report) -> str:
     "health", "Score account health (0–100, red/amber/green) with evidence.", _render_health, _stage_args("health")
 )
 def health_command(args: argparse.Namespace) -> Report:
-    from c360_dagster.domain import health
+    from c360_dagster.domain.scoring import health
 
     if args.compare:
         return _compare_configs(args)
@@ -225,7 +225,7 @@ def health_command(args: argparse.Namespace) -> Report:
 
 def _check_view_account(args: argparse.Namespace) -> None:
     """Refuse an --account the loaded view does not hold before any job runs (nothing changes)."""
-    from c360_dagster.domain.text import unknown_account
+    from c360_dagster.domain.core.text import unknown_account
 
     view_dir = _customer_dir(args) / "frames" / "360"
     if (view_dir / "manifest.json").exists():  # without a view the run itself says to load first
@@ -244,8 +244,8 @@ def _loaded_view_dir(args: argparse.Namespace) -> Path:
 
 def _persisted_view(args: argparse.Namespace):
     """The 360 view `c360:load` persisted, or a clear error saying to run it."""
-    from c360_dagster.domain.stages import open_stage
-    from c360_dagster.domain.view import STAGE, Customer360
+    from c360_dagster.domain.core.stages import open_stage
+    from c360_dagster.domain.ingest.view import STAGE, Customer360
 
     _loaded_view_dir(args)
     return Customer360.open(open_stage(_customer_dir(args), STAGE))
@@ -253,7 +253,7 @@ def _persisted_view(args: argparse.Namespace):
 
 def _compare_configs(args: argparse.Namespace) -> Report:
     """Score the persisted view with both configs; nothing is written (a preview)."""
-    from c360_dagster.domain import health, history
+    from c360_dagster.domain.scoring import health, history
 
     view = _persisted_view(args)
     candidate = args.config or str(Path(args.configs) / "health.yaml")
@@ -271,7 +271,7 @@ def _compare_configs(args: argparse.Namespace) -> Report:
 
 
 def _render_compare(report: Report) -> list[str]:
-    from c360_dagster.domain.health import COMPONENTS
+    from c360_dagster.domain.scoring.health import COMPONENTS
 
     lines = [
         (
@@ -488,7 +488,8 @@ def _verify_args(parser: argparse.ArgumentParser) -> None:
     _verify_args,
 )
 def verify_command(args: argparse.Namespace) -> Report:
-    from c360_dagster.domain import anchor, eventlog, stages
+    from c360_dagster.domain.core import stages
+    from c360_dagster.domain.governance import anchor, eventlog
     from c360_dagster.instance import witnessed_heads
 
     log = Path(args.artifacts) / "governance" / "events.jsonl"
@@ -546,7 +547,7 @@ def _render_lineage(report: Report) -> str:
     "lineage", "Print the chain fixtures → 360 → … → QBR for an account, from the log.", _render_lineage, _account_arg
 )
 def lineage_command(args: argparse.Namespace) -> Report:
-    from c360_dagster.domain import eventlog
+    from c360_dagster.domain.governance import eventlog
 
     events = eventlog.read_events(Path(args.artifacts) / "governance" / "events.jsonl")
     return {"ok": True, "account": args.account, "chain": eventlog.lineage(events, args.account)}
@@ -556,7 +557,7 @@ def lineage_command(args: argparse.Namespace) -> Report:
 
 
 def _render_history(report: Report) -> str:
-    from c360_dagster.domain.history import render_trend
+    from c360_dagster.domain.scoring.history import render_trend
 
     return reports.text(render_trend(report["account"], report["trend"]))
 
@@ -568,7 +569,7 @@ def _render_history(report: Report) -> str:
     _account_arg,
 )
 def history_command(args: argparse.Namespace) -> Report:
-    from c360_dagster.domain import history
+    from c360_dagster.domain.scoring import history
 
     project_lake = _lake(args)
     rows = project_lake.score_history(args.account)
@@ -635,8 +636,10 @@ def _render_backtest(report: Report) -> str:
     _backtest_args,
 )
 def backtest_command(args: argparse.Namespace) -> Report:
-    from c360_dagster.domain import backtest, health, renewals, signals
-    from c360_dagster.domain.locking import project_lock
+    from c360_dagster.domain.core.locking import project_lock
+    from c360_dagster.domain.renewals import backtest
+    from c360_dagster.domain.renewals import forecast as renewals
+    from c360_dagster.domain.scoring import health, signals
 
     view = _persisted_view(args)
     configs = Path(args.configs)
@@ -697,7 +700,7 @@ def _render_generate(report: Report) -> str:
     _generate_args,
 )
 def generate_command(args: argparse.Namespace) -> Report:
-    from c360_dagster.domain.generator import generate_dataset
+    from c360_dagster.bench.generator import generate_dataset
 
     summary = generate_dataset(
         Path(args.out),
@@ -809,7 +812,7 @@ def _bench_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _render_bench(report: Report) -> str:
-    from c360_dagster.bench import render_bench
+    from c360_dagster.bench.benchmark import render_bench
 
     return render_bench(report)
 
@@ -819,7 +822,7 @@ def _render_bench(report: Report) -> str:
 )
 def bench_command(args: argparse.Namespace) -> Report:
     _require_extra("psutil", "bench", "bench")
-    from c360_dagster.bench import BenchSettings, run_bench
+    from c360_dagster.bench.benchmark import BenchSettings, run_bench
 
     settings = BenchSettings(
         accounts=args.accounts,

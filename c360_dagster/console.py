@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from c360_dagster.domain.errors import C360Error, os_fault
-from c360_dagster.domain.io import canonical_json
-from c360_dagster.domain.text import visible_text
+from c360_dagster.domain.core.errors import C360Error, os_fault
+from c360_dagster.domain.core.io import canonical_json
+from c360_dagster.domain.core.text import visible_text
 
 Report = dict[str, Any]
 

@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 from typing import cast
 
-from c360_dagster.domain.errors import C360Error
-from c360_dagster.domain.locking import file_lock
+from c360_dagster.domain.core.errors import C360Error
+from c360_dagster.domain.core.locking import file_lock
 
 DEFAULT_HOME = ".dagster_home"
 # Written once the instance's storages exist and are migrated; later runs skip the setup.

@@ -8,9 +8,9 @@ from typing import Any
 
 import polars as pl
 
-from c360_dagster.domain.stages import open_stage
-from c360_dagster.domain.text import format_amount
-from c360_dagster.domain.view import MANIFEST, STAGE, VIEW_DIR, active_arr_by_segment, read_view_table
+from c360_dagster.domain.core.stages import open_stage
+from c360_dagster.domain.core.text import format_amount
+from c360_dagster.domain.ingest.view import MANIFEST, STAGE, VIEW_DIR, active_arr_by_segment, read_view_table
 
 Report = dict[str, Any]
 
@@ -123,8 +123,8 @@ def health_frame(customer_dir: Path) -> pl.DataFrame:
 def health_record(customer_dir: Path, account_id: str) -> dict[str, Any]:
     """One account's health.json record, built from its row of the health frame alone;
     a clear error that suggests close matches when the account is not there."""
-    from c360_dagster.domain.health import health_records
-    from c360_dagster.domain.text import unknown_account
+    from c360_dagster.domain.core.text import unknown_account
+    from c360_dagster.domain.scoring.health import health_records
 
     scored = health_frame(customer_dir)
     row = scored.filter(pl.col("account_id") == account_id)

@@ -10,7 +10,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from c360_dagster.domain.errors import C360Error
+from c360_dagster.domain.core.errors import C360Error
 from c360_dagster.instance import ensure_dagster_home
 
 CPUS = len(os.sched_getaffinity(0))  # the default number of concurrent runs

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from c360_dagster.domain.lake import Lake, open_lake
+from c360_dagster.domain.governance.lake import Lake, open_lake
 
 FIXTURES_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "customer"
 

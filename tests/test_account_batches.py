@@ -13,7 +13,7 @@ from c360_dagster.console import main
 from c360_dagster.defs.accounts import playbook, qbr_pack
 from c360_dagster.defs.customer import account_health, customer_360, customer_signals, renewal_forecasts
 from c360_dagster.defs.resources import C360Project
-from c360_dagster.domain import eventlog, metrics
+from c360_dagster.domain.governance import eventlog, metrics
 from c360_dagster.runner import ProjectPaths, batches_of, run_batches
 
 REPO = Path(__file__).resolve().parents[1]

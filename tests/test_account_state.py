@@ -1,4 +1,4 @@
-"""The account lifecycle and the renewal succession rule (domain/account_state.py), by hand.
+"""The account lifecycle and the renewal succession rule (domain/scoring/account_state.py), by hand.
 
 Each expected value is worked out from the rows written here or in fixtures/customer/subs.csv.
 """
@@ -13,19 +13,19 @@ import polars as pl
 import pytest
 from test_health_score import account, days_ago, make_view, sub
 
+from c360_dagster.bench.generator import generate_dataset
 from c360_dagster.console import main
-from c360_dagster.domain.account_state import (
+from c360_dagster.domain.core.errors import GateError
+from c360_dagster.domain.ingest.loader import read_customer_360
+from c360_dagster.domain.scoring.account_state import (
     LifecycleConfig,
     account_states,
     lifecycle_counts,
     refuse_not_live,
     succession,
 )
-from c360_dagster.domain.errors import GateError
-from c360_dagster.domain.generator import generate_dataset
-from c360_dagster.domain.health import load_health_config, score_health
-from c360_dagster.domain.loader import read_customer_360
-from c360_dagster.domain.signals import detect_signals, load_signals_config
+from c360_dagster.domain.scoring.health import load_health_config, score_health
+from c360_dagster.domain.scoring.signals import detect_signals, load_signals_config
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures" / "customer"

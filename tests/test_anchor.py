@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from c360_dagster.console import main
-from c360_dagster.domain import anchor, eventlog
-from c360_dagster.domain.errors import C360Error
-from c360_dagster.domain.io import canonical_json, sha256_bytes
+from c360_dagster.domain.core.errors import C360Error
+from c360_dagster.domain.core.io import canonical_json, sha256_bytes
+from c360_dagster.domain.governance import anchor, eventlog
 
 REPO = Path(__file__).resolve().parents[1]
 LOG = Path("artifacts/governance/events.jsonl")

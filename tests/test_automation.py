@@ -17,7 +17,7 @@ from c360_dagster.defs.customer import (
     renewal_forecasts,
 )
 from c360_dagster.defs.resources import C360Project
-from c360_dagster.domain.changes import account_digests, changed_accounts
+from c360_dagster.domain.scoring.changes import account_digests, changed_accounts
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,23 +18,23 @@ import pytest
 import yaml
 from polars.testing import assert_frame_equal
 
-from c360_dagster.domain.backtest import (
+from c360_dagster.bench.generator import generate_dataset
+from c360_dagster.domain.core.errors import C360Error
+from c360_dagster.domain.core.io import sha256_file
+from c360_dagster.domain.ingest.entities import ENTITIES
+from c360_dagster.domain.ingest.loader import read_customer_360
+from c360_dagster.domain.ingest.timetravel import view_as_of
+from c360_dagster.domain.ingest.view import Customer360, empty_table
+from c360_dagster.domain.renewals.backtest import (
     render_backtest_chart_svg,
     render_backtest_md,
     renewal_outcomes,
     run_backtest,
     write_backtest,
 )
-from c360_dagster.domain.entities import ENTITIES
-from c360_dagster.domain.errors import C360Error
-from c360_dagster.domain.generator import generate_dataset
-from c360_dagster.domain.health import health_config_from_dict, load_health_config
-from c360_dagster.domain.io import sha256_file
-from c360_dagster.domain.loader import read_customer_360
-from c360_dagster.domain.renewals import load_renewals_config
-from c360_dagster.domain.signals import load_signals_config
-from c360_dagster.domain.timetravel import view_as_of
-from c360_dagster.domain.view import Customer360, empty_table
+from c360_dagster.domain.renewals.forecast import load_renewals_config
+from c360_dagster.domain.scoring.health import health_config_from_dict, load_health_config
+from c360_dagster.domain.scoring.signals import load_signals_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "customer"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "customer"

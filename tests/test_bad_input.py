@@ -15,8 +15,8 @@ import pytest
 from conftest import replace_in
 
 from c360_dagster import load_customer_360
-from c360_dagster.domain.errors import C360Error, InputError
-from c360_dagster.domain.loader import read_customer_360
+from c360_dagster.domain.core.errors import C360Error, InputError
+from c360_dagster.domain.ingest.loader import read_customer_360
 
 
 def error_of(folder: Path, as_of: dt.date | None = None) -> InputError:

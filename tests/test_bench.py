@@ -9,10 +9,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from c360_dagster.bench import BenchSettings, ensure_dataset, qbr_samples, render_bench
+from c360_dagster.bench import floor
+from c360_dagster.bench.benchmark import BenchSettings, ensure_dataset, qbr_samples, render_bench
 from c360_dagster.console import main
-from c360_dagster.domain import floor, health
-from c360_dagster.domain.io import ITEM_SEPARATOR
+from c360_dagster.domain.core.io import ITEM_SEPARATOR
+from c360_dagster.domain.scoring import health
 
 STAGES = ("load", "health", "signals", "renewals", "lake", "qbr", "qbr_red")
 
@@ -179,7 +180,7 @@ def test_qbr_samples_are_the_first_live_accounts_and_the_first_red_ones_by_id(tm
 
 
 def test_columnar_health_json_equals_the_python_encoder(bench_run):
-    from c360_dagster.domain.json_text import python_text
+    from c360_dagster.domain.core.json_text import python_text
 
     artifacts, _ = bench_run
     frame = pl.read_parquet(artifacts / "bench" / "work_200" / "artifacts" / "customer" / "frames" / "health.parquet")
@@ -190,7 +191,7 @@ def test_columnar_health_json_equals_the_python_encoder(bench_run):
 
 
 def test_json_entries_fall_back_where_polars_would_print_differently():
-    from c360_dagster.domain.json_text import entries
+    from c360_dagster.domain.core.json_text import entries
 
     frame = pl.DataFrame({"id": ["a", "b"], "x": [0.5, 1e-05], "t": ["tab\there", "bell\x07"]})
     value = pl.struct("x", "t")

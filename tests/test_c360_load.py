@@ -18,12 +18,12 @@ import pytest
 from conftest import SMALL_INPUTS, write_inputs
 
 from c360_dagster import load_customer_360
-from c360_dagster.domain import integrity
-from c360_dagster.domain.entities import ENTITIES
-from c360_dagster.domain.integrity import CHECKS, run_integrity_checks
-from c360_dagster.domain.io import write_chunks_atomic
-from c360_dagster.domain.loader import read_customer_360
-from c360_dagster.domain.view_json import customer_360_document, customer_360_json_chunks
+from c360_dagster.domain.core.io import write_chunks_atomic
+from c360_dagster.domain.ingest import integrity
+from c360_dagster.domain.ingest.entities import ENTITIES
+from c360_dagster.domain.ingest.integrity import CHECKS, run_integrity_checks
+from c360_dagster.domain.ingest.loader import read_customer_360
+from c360_dagster.domain.ingest.view_json import customer_360_document, customer_360_json_chunks
 
 
 def _native_rows(name: str) -> list[dict]:

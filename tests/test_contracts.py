@@ -11,14 +11,14 @@ import jsonschema
 import polars as pl
 import pytest
 
-from c360_dagster.domain.contracts import (
+from c360_dagster.domain.core.errors import ContractError
+from c360_dagster.domain.governance.contracts import (
     Violation,
     check_supported,
     load_contract,
     validate_frame,
 )
-from c360_dagster.domain.errors import ContractError
-from c360_dagster.domain.lake import DeltaLake, DuckDBLake
+from c360_dagster.domain.governance.lake import DeltaLake, DuckDBLake
 
 CONTRACTS = Path(__file__).resolve().parents[1] / "contracts" / "schemas"
 AS_OF = dt.date(2026, 9, 30)

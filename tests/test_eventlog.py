@@ -15,9 +15,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from c360_dagster.domain import eventlog
-from c360_dagster.domain.errors import C360Error
-from c360_dagster.domain.io import canonical_json, sha256_bytes
+from c360_dagster.domain.core.errors import C360Error
+from c360_dagster.domain.core.io import canonical_json, sha256_bytes
+from c360_dagster.domain.governance import eventlog
 
 SEED_A = bytes(range(32))
 SEED_B = bytes(range(1, 33))
@@ -155,7 +155,7 @@ def test_concurrent_appends_from_processes_keep_the_chain(tmp_path: Path) -> Non
         import sys
         from pathlib import Path
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-        from c360_dagster.domain import eventlog
+        from c360_dagster.domain.governance import eventlog
         key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
         for i in range(15):
             eventlog.append_event(Path({str(path)!r}), {{"asset": "playbook", "partition": sys.argv[1] + str(i),

@@ -10,16 +10,17 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from c360_dagster.domain import json_text, signals
-from c360_dagster.domain.health import load_health_config
-from c360_dagster.domain.io import (
+from c360_dagster.domain.core import json_text
+from c360_dagster.domain.core.io import (
     canonical_json,
     write_chunks_atomic,
     write_json_stream,
     write_json_stream_text,
 )
-from c360_dagster.domain.loader import read_customer_360
-from c360_dagster.domain.signals import (
+from c360_dagster.domain.ingest.loader import read_customer_360
+from c360_dagster.domain.scoring import signals
+from c360_dagster.domain.scoring.health import load_health_config
+from c360_dagster.domain.scoring.signals import (
     detect_signals,
     load_signals_config,
     signal_json_entries,

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES_DIR, SMALL_INPUTS, write_inputs
 
-from c360_dagster.domain import stages
-from c360_dagster.domain.lake import open_lake
+from c360_dagster.domain.core import stages
+from c360_dagster.domain.governance.lake import open_lake
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["configs", "contracts", "pyproject.toml", "workspace.yaml"]

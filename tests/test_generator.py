@@ -15,12 +15,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from c360_dagster.domain import generator
-from c360_dagster.domain.entities import ENTITIES
-from c360_dagster.domain.errors import C360Error
-from c360_dagster.domain.generator import ARCHETYPES, generate_dataset
-from c360_dagster.domain.io import sha256_file
-from c360_dagster.domain.loader import read_customer_360
+from c360_dagster.bench import generator
+from c360_dagster.bench.generator import ARCHETYPES, generate_dataset
+from c360_dagster.domain.core.errors import C360Error
+from c360_dagster.domain.core.io import sha256_file
+from c360_dagster.domain.ingest.entities import ENTITIES
+from c360_dagster.domain.ingest.loader import read_customer_360
 
 AS_OF = dt.date(2026, 9, 30)
 N = 2000

@@ -17,10 +17,13 @@ import polars as pl
 import pytest
 import yaml
 
-from c360_dagster.domain.config import config_hash
-from c360_dagster.domain.entities import ENTITIES
-from c360_dagster.domain.errors import ConfigError
-from c360_dagster.domain.health import (
+from c360_dagster.domain.core.config import config_hash
+from c360_dagster.domain.core.errors import ConfigError
+from c360_dagster.domain.core.io import canonical_json
+from c360_dagster.domain.ingest.entities import ENTITIES
+from c360_dagster.domain.ingest.loader import read_customer_360
+from c360_dagster.domain.ingest.view import Customer360, empty_table
+from c360_dagster.domain.scoring.health import (
     COMPONENTS,
     explain_health,
     health_config_from_dict,
@@ -29,9 +32,6 @@ from c360_dagster.domain.health import (
     load_health_config,
     score_health,
 )
-from c360_dagster.domain.io import canonical_json
-from c360_dagster.domain.loader import read_customer_360
-from c360_dagster.domain.view import Customer360, empty_table
 
 ROOT = Path(__file__).resolve().parents[1]
 HEALTH_YAML = ROOT / "configs" / "customer" / "health.yaml"

@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from c360_dagster.domain import history
-from c360_dagster.domain.health import (
+from c360_dagster.domain.governance.lake import DuckDBLake
+from c360_dagster.domain.governance.lake_tables import health_rows
+from c360_dagster.domain.ingest.loader import read_customer_360
+from c360_dagster.domain.ingest.timetravel import view_as_of
+from c360_dagster.domain.scoring import history
+from c360_dagster.domain.scoring.health import (
     health_config_from_dict,
     load_health_config,
     score_health,
 )
-from c360_dagster.domain.lake import DuckDBLake
-from c360_dagster.domain.lake_tables import health_rows
-from c360_dagster.domain.loader import read_customer_360
-from c360_dagster.domain.overrides import apply_overrides
-from c360_dagster.domain.timetravel import view_as_of
+from c360_dagster.domain.scoring.overrides import apply_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "customer" / "health.yaml"

@@ -18,11 +18,12 @@ import pytest
 from conftest import replace_in
 
 from c360_dagster.console import main
-from c360_dagster.domain import health, loader
-from c360_dagster.domain.config import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH
-from c360_dagster.domain.errors import ConfigError, InputError, os_fault
-from c360_dagster.domain.playbooks import build_playbook, load_playbook_library, render_playbook_markdown
-from c360_dagster.domain.text import _environment, md_escape, visible_text
+from c360_dagster.domain.core.config import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH
+from c360_dagster.domain.core.errors import ConfigError, InputError, os_fault
+from c360_dagster.domain.core.text import _environment, md_escape, visible_text
+from c360_dagster.domain.ingest import loader
+from c360_dagster.domain.renewals.playbooks import build_playbook, load_playbook_library, render_playbook_markdown
+from c360_dagster.domain.scoring import health
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = REPO_ROOT / "configs" / "customer"
@@ -376,8 +377,8 @@ def test_a_full_disk_is_one_clean_line_and_the_rerun_after_freeing_space_is_iden
 def test_a_full_disk_under_the_lake_is_a_clean_error_and_the_snapshot_is_kept(tmp_path, backend):
     import polars as pl
 
-    from c360_dagster.domain.errors import C360Error
-    from c360_dagster.domain.lake import DeltaLake, DuckDBLake
+    from c360_dagster.domain.core.errors import C360Error
+    from c360_dagster.domain.governance.lake import DeltaLake, DuckDBLake
 
     def opps(count: int, name: str) -> pl.DataFrame:
         return pl.DataFrame(

@@ -16,9 +16,9 @@ import duckdb
 import polars as pl
 import pytest
 
-from c360_dagster.domain import lake as lake_module
-from c360_dagster.domain.errors import C360Error, ConfigError, ContractError
-from c360_dagster.domain.lake import DeltaLake, DuckDBLake, Lake, open_lake
+from c360_dagster.domain.core.errors import C360Error, ConfigError, ContractError
+from c360_dagster.domain.governance import lake as lake_module
+from c360_dagster.domain.governance.lake import DeltaLake, DuckDBLake, Lake, open_lake
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRACTS = REPO / "contracts" / "schemas"
@@ -106,7 +106,7 @@ def worker_script(lake: Lake, statements: str) -> str:
         from pathlib import Path
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_lake import signals
-        from c360_dagster.domain.lake import {type(lake).__name__}
+        from c360_dagster.domain.governance.lake import {type(lake).__name__}
         lake = {type(lake).__name__}({lake.location!r}, Path({str(CONTRACTS)!r}))
         """
         )

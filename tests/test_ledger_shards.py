@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from c360_dagster.console import main
 from c360_dagster.defs.resources import C360Project
-from c360_dagster.domain import eventlog
-from c360_dagster.domain.io import canonical_json, sha256_bytes
+from c360_dagster.domain.core.io import canonical_json, sha256_bytes
+from c360_dagster.domain.governance import eventlog
 from c360_dagster.instance import ensure_dagster_home, witnessed_heads
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
@@ -211,7 +211,7 @@ def test_shards_append_to_their_own_chains_in_parallel(tmp_path: Path) -> None:
         import sys
         from pathlib import Path
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-        from c360_dagster.domain import eventlog
+        from c360_dagster.domain.governance import eventlog
         key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
         shard = sys.argv[1]
         for i in range(10):

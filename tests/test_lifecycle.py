@@ -15,12 +15,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from c360_dagster.domain import health, lifecycle, playbooks, renewals, signals
-from c360_dagster.domain.errors import ConfigError
-from c360_dagster.domain.lake import DeltaLake, DuckDBLake
-from c360_dagster.domain.lake_tables import signal_rows
-from c360_dagster.domain.loader import read_customer_360
-from c360_dagster.domain.timetravel import view_as_of
+from c360_dagster.domain.core.errors import ConfigError
+from c360_dagster.domain.governance.lake import DeltaLake, DuckDBLake
+from c360_dagster.domain.governance.lake_tables import signal_rows
+from c360_dagster.domain.ingest.loader import read_customer_360
+from c360_dagster.domain.ingest.timetravel import view_as_of
+from c360_dagster.domain.renewals import forecast as renewals
+from c360_dagster.domain.renewals import playbooks
+from c360_dagster.domain.scoring import health, lifecycle, signals
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs" / "customer"

@@ -15,9 +15,10 @@ import polars as pl
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from c360_dagster.domain import eventlog, lake, locking, metrics
-from c360_dagster.domain.io import atomic_writer, write_text_atomic
-from c360_dagster.domain.lake import DuckDBLake
+from c360_dagster.domain.core import locking
+from c360_dagster.domain.core.io import atomic_writer, write_text_atomic
+from c360_dagster.domain.governance import eventlog, lake, metrics
+from c360_dagster.domain.governance.lake import DuckDBLake
 
 CONTRACTS = Path(__file__).resolve().parents[1] / "contracts" / "schemas"
 AS_OF = dt.date(2026, 9, 30)
@@ -31,10 +32,11 @@ MATERIALIZE = textwrap.dedent(
     from pathlib import Path
     import polars as pl
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from c360_dagster.domain import eventlog, locking, metrics
-    from c360_dagster.domain.errors import C360Error
-    from c360_dagster.domain.lake import DuckDBLake
-    from c360_dagster.domain.io import write_text_atomic
+    from c360_dagster.domain.core import locking
+    from c360_dagster.domain.governance import eventlog, metrics
+    from c360_dagster.domain.core.errors import C360Error
+    from c360_dagster.domain.governance.lake import DuckDBLake
+    from c360_dagster.domain.core.io import write_text_atomic
 
     artifacts, tag, timeout, hold = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
     rows = pl.DataFrame({{"account_id": [f"{{tag}}{{i}}" for i in range(50)], "code": ["SIG_RENEWAL_SOON"] * 50,
@@ -111,7 +113,7 @@ HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from c360_dagster.domain import locking
+    from c360_dagster.domain.core import locking
     artifacts, shard = Path(sys.argv[1]), (sys.argv[2] if len(sys.argv) > 2 else None)
     with locking.project_lock(artifacts, timeout_s=5, shard=shard):
         (artifacts / "held").touch()

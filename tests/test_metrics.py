@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from c360_dagster.domain import metrics
-from c360_dagster.domain.errors import C360Error
+from c360_dagster.domain.core.errors import C360Error
+from c360_dagster.domain.governance import metrics
 
 
 def test_counters_accumulate_and_render_sorted_with_help_and_type(tmp_path: Path) -> None:
@@ -98,7 +98,7 @@ def test_concurrent_increments_are_not_lost(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         from pathlib import Path
-        from c360_dagster.domain import metrics
+        from c360_dagster.domain.governance import metrics
         for _ in range(25):
             metrics.increment(Path({str(path)!r}), "c360_lake_rows_written", 2, {{"table": "renewal_forecasts"}})
         """

@@ -13,11 +13,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from c360_dagster.domain import health, overrides, playbooks, renewals, signals
-from c360_dagster.domain.errors import ConfigError
-from c360_dagster.domain.io import ITEM_SEPARATOR
-from c360_dagster.domain.json_text import python_text
-from c360_dagster.domain.loader import read_customer_360
+from c360_dagster.domain.core.errors import ConfigError
+from c360_dagster.domain.core.io import ITEM_SEPARATOR
+from c360_dagster.domain.core.json_text import python_text
+from c360_dagster.domain.ingest.loader import read_customer_360
+from c360_dagster.domain.renewals import forecast as renewals
+from c360_dagster.domain.renewals import playbooks
+from c360_dagster.domain.scoring import health, overrides, signals
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs" / "customer"

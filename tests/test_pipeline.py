@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 
 from c360_dagster.console import main
-from c360_dagster.domain import eventlog, metrics
-from c360_dagster.domain.lake import DeltaLake, open_lake
+from c360_dagster.domain.governance import eventlog, metrics
+from c360_dagster.domain.governance.lake import DeltaLake, open_lake
 
 # Outputs that legitimately differ between two runs: the run ids in the signed log, the random
 # signing key, counters that accumulate, and the DuckDB file's page layout.

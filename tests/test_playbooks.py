@@ -15,8 +15,9 @@ import polars as pl
 import pytest
 import yaml
 
-from c360_dagster.domain.errors import ConfigError
-from c360_dagster.domain.playbooks import (
+from c360_dagster.domain.core.errors import ConfigError
+from c360_dagster.domain.core.text import close_matches, md_escape, safe_filename
+from c360_dagster.domain.renewals.playbooks import (
     SelectionRule,
     build_playbook,
     load_playbook_library,
@@ -24,7 +25,6 @@ from c360_dagster.domain.playbooks import (
     select_playbooks,
     suggested_playbook_ids,
 )
-from c360_dagster.domain.text import close_matches, md_escape, safe_filename
 
 LIBRARY_PATH = Path(__file__).resolve().parents[1] / "configs" / "customer" / "playbooks.yaml"
 AS_OF = dt.date(2024, 1, 1)

@@ -16,11 +16,13 @@ from pptx import Presentation
 from pptx.enum.chart import XL_CHART_TYPE
 from pptx.util import Emu
 
-from c360_dagster.domain import health as health_score
-from c360_dagster.domain import qbr, qbr_deck, qbr_pptx
-from c360_dagster.domain.entities import ENTITIES
-from c360_dagster.domain.io import sha256_file
-from c360_dagster.domain.view import Customer360
+from c360_dagster.domain.core.io import sha256_file
+from c360_dagster.domain.ingest.entities import ENTITIES
+from c360_dagster.domain.ingest.view import Customer360
+from c360_dagster.domain.qbr import deck as qbr_deck
+from c360_dagster.domain.qbr import pack as qbr
+from c360_dagster.domain.qbr import powerpoint as qbr_pptx
+from c360_dagster.domain.scoring import health as health_score
 
 D = dt.date
 AS_OF = D(2024, 6, 30)
@@ -1088,8 +1090,8 @@ def _hostile_ctx() -> qbr.QbrContext:
 def _measured_overflows(data: bytes) -> list[str]:
     """Each text frame whose text, wrapped with the font's real metrics, is taller than the frame,
     and each shape outside the slide."""
-    from c360_dagster.domain.qbr_deck import BULLET_INDENT, PARAGRAPH_GAP
-    from c360_dagster.domain.qbr_layout import Font, wrap
+    from c360_dagster.domain.qbr.deck import BULLET_INDENT, PARAGRAPH_GAP
+    from c360_dagster.domain.qbr.layout import Font, wrap
 
     prs = Presentation(io.BytesIO(data))
     width, height = prs.slide_width / 12700, prs.slide_height / 12700

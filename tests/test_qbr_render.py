@@ -20,7 +20,7 @@ from c360_dagster.console import main
 from c360_dagster.defs.accounts import playbook, qbr_pack
 from c360_dagster.defs.customer import account_health, customer_360, customer_signals, renewal_forecasts
 from c360_dagster.defs.resources import C360Project
-from c360_dagster.domain import qbr_pptx
+from c360_dagster.domain.qbr import powerpoint as qbr_pptx
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_DIR = REPO / "artifacts" / "test-renders" / "qbr"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from c360_dagster.domain.quality import RULES, health_findings, signal_findings
+from c360_dagster.domain.scoring.quality import RULES, health_findings, signal_findings
 
 COMPONENTS = ("adoption", "support")
 

@@ -11,7 +11,7 @@ import dagster as dg
 
 from c360_dagster.console import main
 from c360_dagster.definitions import defs
-from c360_dagster.domain import eventlog
+from c360_dagster.domain.governance import eventlog
 
 C360 = str(Path(sys.executable).with_name("c360"))
 

@@ -17,14 +17,16 @@ import polars as pl
 import pytest
 import yaml
 
-from c360_dagster.domain import health, lake_tables, renewals, signals
-from c360_dagster.domain.contracts import load_contract, validate_frame
-from c360_dagster.domain.entities import ENTITIES
-from c360_dagster.domain.errors import C360Error, ConfigError
-from c360_dagster.domain.io import canonical_json, write_json_stream_text
-from c360_dagster.domain.loader import read_customer_360
-from c360_dagster.domain.playbooks import select_playbooks
-from c360_dagster.domain.renewals import (
+from c360_dagster.domain.core.errors import C360Error, ConfigError
+from c360_dagster.domain.core.io import canonical_json, write_json_stream_text
+from c360_dagster.domain.core.text import format_amount
+from c360_dagster.domain.governance import lake_tables
+from c360_dagster.domain.governance.contracts import load_contract, validate_frame
+from c360_dagster.domain.ingest.entities import ENTITIES
+from c360_dagster.domain.ingest.loader import read_customer_360
+from c360_dagster.domain.ingest.view import Customer360, empty_table
+from c360_dagster.domain.renewals import forecast as renewals
+from c360_dagster.domain.renewals.forecast import (
     FRAME_COLUMNS,
     forecast_renewals,
     load_renewals_config,
@@ -33,8 +35,8 @@ from c360_dagster.domain.renewals import (
     renewal_records,
     renewal_summary,
 )
-from c360_dagster.domain.text import format_amount
-from c360_dagster.domain.view import Customer360, empty_table
+from c360_dagster.domain.renewals.playbooks import select_playbooks
+from c360_dagster.domain.scoring import health, signals
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "customer"
 CONTRACTS = CONFIGS.parents[1] / "contracts" / "schemas"
@@ -186,7 +188,7 @@ def reasons_for(config, rows):
     return frame["risk_reasons"][0]
 
 
-USAGE_SLIDE = {  # evidence keys as domain/signals.py writes them
+USAGE_SLIDE = {  # evidence keys as domain/scoring/signals.py writes them
     "drop_pct": 41.666,
     "prior_avg_active_users": 120.0,
     "recent_avg_active_users": 70.0,

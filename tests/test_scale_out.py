@@ -26,9 +26,9 @@ from ui_support import REPO, _stop_group, free_port
 from c360_dagster.console import main
 from c360_dagster.defs.executors import BROKER_ENV, EXECUTOR_ENV, chosen_executor
 from c360_dagster.defs.lake import LAKE_TABLES
-from c360_dagster.domain.config import SCALE_FILE
-from c360_dagster.domain.errors import C360Error
-from c360_dagster.domain.lake import Lake, open_lake
+from c360_dagster.domain.core.config import SCALE_FILE
+from c360_dagster.domain.core.errors import C360Error
+from c360_dagster.domain.governance.lake import Lake, open_lake
 from c360_dagster.instance import READY_MARKER, ensure_dagster_home
 from c360_dagster.runner import ProjectPaths, run_job
 

@@ -27,11 +27,12 @@ from test_health_score import (
     week,
 )
 
-from c360_dagster.domain.errors import ConfigError
-from c360_dagster.domain.health import load_health_config
-from c360_dagster.domain.io import canonical_json
-from c360_dagster.domain.loader import read_customer_360
-from c360_dagster.domain.signals import (
+from c360_dagster.domain.core.errors import ConfigError
+from c360_dagster.domain.core.io import canonical_json
+from c360_dagster.domain.ingest.loader import read_customer_360
+from c360_dagster.domain.ingest.view import Customer360
+from c360_dagster.domain.scoring.health import load_health_config
+from c360_dagster.domain.scoring.signals import (
     SIGNAL_CATALOG,
     detect_signals,
     load_signals_config,
@@ -39,7 +40,6 @@ from c360_dagster.domain.signals import (
     signals_config_from_dict,
     signals_summary,
 )
-from c360_dagster.domain.view import Customer360
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGNALS_YAML = ROOT / "configs" / "customer" / "signals.yaml"

@@ -10,11 +10,11 @@ import sys
 import polars as pl
 import pytest
 
-from c360_dagster.domain import stages
-from c360_dagster.domain.errors import C360Error
-from c360_dagster.domain.io import write_text_atomic
-from c360_dagster.domain.loader import read_customer_360
-from c360_dagster.domain.view import STAGE, Customer360
+from c360_dagster.domain.core import stages
+from c360_dagster.domain.core.errors import C360Error
+from c360_dagster.domain.core.io import write_text_atomic
+from c360_dagster.domain.ingest.loader import read_customer_360
+from c360_dagster.domain.ingest.view import STAGE, Customer360
 
 
 def _sha(data: bytes) -> str:

@@ -12,13 +12,13 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from c360_dagster.domain.entities import ENTITIES
-from c360_dagster.domain.errors import C360Error
-from c360_dagster.domain.health import load_health_config, score_health
-from c360_dagster.domain.loader import read_customer_360
-from c360_dagster.domain.signals import detect_signals, load_signals_config
-from c360_dagster.domain.timetravel import view_as_of
-from c360_dagster.domain.view import Customer360, empty_table
+from c360_dagster.domain.core.errors import C360Error
+from c360_dagster.domain.ingest.entities import ENTITIES
+from c360_dagster.domain.ingest.loader import read_customer_360
+from c360_dagster.domain.ingest.timetravel import view_as_of
+from c360_dagster.domain.ingest.view import Customer360, empty_table
+from c360_dagster.domain.scoring.health import load_health_config, score_health
+from c360_dagster.domain.scoring.signals import detect_signals, load_signals_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "customer"

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from c360_dagster.console import main
-from c360_dagster.domain import eventlog
+from c360_dagster.domain.governance import eventlog
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "customer"
 

@@ -50,7 +50,7 @@ CATALOG = {
 }
 # The input files, external assets upstream of customer_360 (INPUTS.md's entities).
 INPUT_FILES = ["accounts", "contacts", "subs", "usage", "cases", "nps", "invoices", "crm_opps"]
-# The integrity checks of domain/integrity.py and their outcome on the bundled fixtures, by hand
+# The integrity checks of domain/ingest/integrity.py and their outcome on the bundled fixtures, by hand
 # from fixtures/customer/README.md: OLDCO-012 has no active subscription and SOYLENT-006,
 # NEWCO-011 and OLDCO-012 have no recent usage, so those two WARN checks fail.
 CUSTOMER_360_CHECKS = {

@@ -19,10 +19,15 @@ from c360_dagster.defs.customer import (
 from c360_dagster.defs.partitions import ACCOUNT_BACKFILL, ACCOUNT_PARTITIONS
 from c360_dagster.defs.resources import C360Project
 from c360_dagster.defs.versions import source_version
-from c360_dagster.domain import account_state, health, playbooks, qbr, qbr_deck, qbr_layout, qbr_pptx, signals
-from c360_dagster.domain.errors import C360Error, GateError
-from c360_dagster.domain.io import sha256_bytes, sha256_file
-from c360_dagster.domain.text import unknown_account
+from c360_dagster.domain.core.errors import C360Error, GateError
+from c360_dagster.domain.core.io import sha256_bytes, sha256_file
+from c360_dagster.domain.core.text import unknown_account
+from c360_dagster.domain.qbr import deck as qbr_deck
+from c360_dagster.domain.qbr import layout as qbr_layout
+from c360_dagster.domain.qbr import pack as qbr
+from c360_dagster.domain.qbr import powerpoint as qbr_pptx
+from c360_dagster.domain.renewals import playbooks
+from c360_dagster.domain.scoring import account_state, health, signals
 
 
 class QbrConfig(dg.Config):

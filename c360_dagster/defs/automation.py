@@ -7,8 +7,8 @@ import dagster as dg
 from c360_dagster.defs.jobs import account_job, chain_job
 from c360_dagster.defs.partitions import ACCOUNT_PARTITIONS_NAME
 from c360_dagster.defs.resources import C360Project
-from c360_dagster.domain.changes import account_digests, changed_accounts
-from c360_dagster.domain.io import atomic_writer, canonical_json, sha256_bytes
+from c360_dagster.domain.core.io import atomic_writer, canonical_json, sha256_bytes
+from c360_dagster.domain.scoring.changes import account_digests, changed_accounts
 
 chain_schedule = dg.ScheduleDefinition(
     name="c360_daily",

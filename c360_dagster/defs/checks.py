@@ -7,8 +7,8 @@ from typing import Any
 
 import dagster as dg
 
-from c360_dagster.domain.io import canonical_json
-from c360_dagster.domain.quality import RULES, Finding
+from c360_dagster.domain.core.io import canonical_json
+from c360_dagster.domain.scoring.quality import RULES, Finding
 
 # How the UI's table shows a cell of each Python type; anything else shows as text.
 COLUMN_TYPES = {bool: "bool", int: "int", float: "float"}

@@ -12,22 +12,13 @@ from c360_dagster.defs.inputs import INPUT_SPECS
 from c360_dagster.defs.partitions import register_accounts
 from c360_dagster.defs.resources import C360Project, frame_path
 from c360_dagster.defs.versions import source_version
-from c360_dagster.domain import (
-    account_state,
-    health,
-    integrity,
-    lifecycle,
-    loader,
-    overrides,
-    playbooks,
-    quality,
-    renewals,
-    signals,
-    view_json,
-)
-from c360_dagster.domain import view as view_module
-from c360_dagster.domain.io import json_stream, sha256_file, write_chunks_atomic
-from c360_dagster.domain.view import active_arr_by_segment
+from c360_dagster.domain.core.io import json_stream, sha256_file, write_chunks_atomic
+from c360_dagster.domain.ingest import integrity, loader, view_json
+from c360_dagster.domain.ingest import view as view_module
+from c360_dagster.domain.ingest.view import active_arr_by_segment
+from c360_dagster.domain.renewals import forecast as renewals
+from c360_dagster.domain.renewals import playbooks
+from c360_dagster.domain.scoring import account_state, health, lifecycle, overrides, quality, signals
 
 OWNERS = ["team:customer-success-ops"]
 

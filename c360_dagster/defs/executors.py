@@ -15,7 +15,7 @@ import os
 
 import dagster as dg
 
-from c360_dagster.domain.errors import C360Error
+from c360_dagster.domain.core.errors import C360Error
 
 EXECUTOR_ENV = "C360_EXECUTOR"
 BROKER_ENV = "C360_CELERY_BROKER"

@@ -13,9 +13,9 @@ from pathlib import Path
 import dagster as dg
 
 from c360_dagster.defs.resources import C360Project
-from c360_dagster.domain.entities import ENTITIES
-from c360_dagster.domain.io import sha256_file
-from c360_dagster.domain.loader import FORMATS, find_sources
+from c360_dagster.domain.core.io import sha256_file
+from c360_dagster.domain.ingest.entities import ENTITIES
+from c360_dagster.domain.ingest.loader import FORMATS, find_sources
 
 INPUTS_GROUP = "inputs"
 # Observable source assets are what gives external files a data version in Dagster 1.13 (beta).

@@ -17,9 +17,9 @@ from c360_dagster.defs.customer import (
 )
 from c360_dagster.defs.resources import C360Project
 from c360_dagster.defs.versions import source_version
-from c360_dagster.domain import contracts, lake, lake_tables
-from c360_dagster.domain.io import sha256_bytes
-from c360_dagster.domain.lake import DuckDBLake
+from c360_dagster.domain.core.io import sha256_bytes
+from c360_dagster.domain.governance import contracts, lake, lake_tables
+from c360_dagster.domain.governance.lake import DuckDBLake
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,10 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from c360_dagster.domain import anchor, eventlog, lake, locking, metrics, stages, view
-from c360_dagster.domain.errors import C360Error
+from c360_dagster.domain.core import locking, stages
+from c360_dagster.domain.core.errors import C360Error
+from c360_dagster.domain.governance import anchor, eventlog, lake, metrics
+from c360_dagster.domain.ingest import view
 from c360_dagster.instance import witness_metadata
 
 # The command that makes each whole-project stage (what to run when it is missing).

@@ -13,7 +13,7 @@ from types import ModuleType
 PACKAGE = "c360_dagster"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # The module that renders the Jinja templates: where it runs, the templates shape the bytes too.
-TEMPLATE_RENDERER = f"{PACKAGE}.domain.text"
+TEMPLATE_RENDERER = f"{PACKAGE}.domain.core.text"
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
 # An import statement, at any indent: `import a.b, c` or `from a.b import c` (parenthesized
 # names may span lines). Only these are parsed: parsing whole modules cost every command about

@@ -1,0 +1,593 @@
+"""`c360:bench`: time the chain and a sample of QBR packs on a generated data set, against a floor.
+
+Timings are what a benchmark outputs, not pipeline results, so this module (alone) reads the
+wall clock. Every stage runs in this process, so one sampler thread sees them all: it records
+(wall time, process CPU seconds, RSS) every `SAMPLE_INTERVAL_S`, and each Dagster step's
+start and end (from the run's event log) pick out that step's CPU and peak RSS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import gc
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import psutil
+
+from c360_dagster.domain.core.io import write_json_atomic
+from c360_dagster.domain.scoring.account_state import LIVE_STATES
+from c360_dagster.runner import CPUS, ProjectPaths, account_batches, run_batches, run_job
+
+SAMPLE_INTERVAL_S = 0.02
+MARKER = "dataset.json"  # written last by a complete generation
+MIB = 1 << 20
+# (stage, job, its main asset's step key, its lake table)
+CHAIN = (
+    ("load", "c360_load", "customer_360", "crm_opps"),
+    ("health", "c360_health", "account_health", "account_health"),
+    ("signals", "c360_signals", "customer_signals", "customer_signals"),
+    ("renewals", "c360_renewals", "renewal_forecasts", "renewal_forecasts"),
+)
+# The README's console sequence, each command in its own process as a user runs it.
+CONSOLE = (
+    ("load", ("c360:load",)),
+    ("health", ("c360:health",)),
+    ("signals", ("c360:signals",)),
+    ("renewals", ("c360:renewals", "--window-days", "120")),
+)
+ROWS_OF = {
+    "load": "input rows",
+    "health": "accounts",
+    "signals": "accounts",
+    "renewals": "subscriptions",
+    "lake": "lake rows written",
+    "qbr": "accounts (range backfill, batched runs)",
+    "qbr_red": "red accounts (scattered backfill, batched runs)",
+    "chain": "accounts",
+    "floor": "accounts",
+    "output_floor": "records written (each as JSON and Parquet)",
+}
+RSS_METHOD = (
+    f"RSS of the process and its worker processes, summed, sampled every {int(SAMPLE_INTERVAL_S * 1000)} ms "
+    "by a psutil thread (includes the Python and Dagster baseline)"
+)
+CPU_METHOD = (
+    "CPU seconds of the process (all threads) and its worker processes, interpolated between samples at step boundaries"
+)
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What to benchmark and where: the data set's parameters and the project folders."""
+
+    accounts: int
+    weeks: int = 13
+    seed: int = 0
+    qbr_sample: int = 1000
+    red_sample: int = 400
+    workers: int = CPUS
+    artifacts_dir: Path = Path("artifacts")
+    configs_dir: str = "configs/customer"
+    contracts_dir: str = "contracts/schemas"
+
+    @property
+    def bench_dir(self) -> Path:
+        return Path(self.artifacts_dir) / "bench"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.bench_dir / "data" / f"{self.accounts}_{self.weeks}_{self.seed}"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.bench_dir / f"work_{self.accounts}"
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One stage's measurement."""
+
+    wall_s: float
+    cpu_s: float
+    peak_rss_bytes: int
+    rows: int
+
+    def to_dict(self, rows_of: str) -> dict[str, Any]:
+        return {
+            "wall_s": round(self.wall_s, 3),
+            "cpu_s": round(self.cpu_s, 3),
+            "peak_rss_mb": round(self.peak_rss_bytes / MIB, 1),
+            "rows": self.rows,
+            "rows_of": rows_of,
+            "rows_per_s": round(self.rows / self.wall_s, 1) if self.wall_s > 0 else None,
+        }
+
+
+class ResourceSampler:
+    """A daemon thread sampling (wall time, CPU seconds, RSS bytes) of this process and its children.
+
+    Children are the worker processes of concurrent runs: their RSS adds to this process's,
+    and their CPU counts while they live and, once reaped, through `os.times()`.
+    """
+
+    def __init__(self, interval_s: float = SAMPLE_INTERVAL_S) -> None:
+        self._interval_s = interval_s
+        self._process = psutil.Process()
+        self._samples: list[tuple[float, float, int]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="c360-bench-sampler", daemon=True)
+
+    def __enter__(self) -> ResourceSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def mark(self) -> float:
+        """Take a sample now; return its wall time."""
+        # Wall time on purpose: samples are matched to Dagster's event timestamps (epoch
+        # seconds). Benchmark figures are the one output allowed to depend on the clock.
+        cpu, rss = time.process_time(), self._process.memory_info().rss
+        reaped = os.times()
+        cpu += reaped.children_user + reaped.children_system
+        for child in self._process.children(recursive=True):
+            with contextlib.suppress(psutil.Error):  # a child may exit while it is read
+                child_cpu, child_rss = child.cpu_times(), child.memory_info().rss
+                cpu, rss = cpu + child_cpu.user + child_cpu.system, rss + child_rss
+        sample = (time.time(), cpu, rss)
+        with self._lock:
+            self._samples.append(sample)
+        return sample[0]
+
+    def figures(self, start: float, end: float, rows: int) -> Figures:
+        """The CPU seconds and peak RSS between two wall times (as marked or logged by Dagster)."""
+        with self._lock:
+            samples = sorted(self._samples)
+        times = np.array([s[0] for s in samples])
+        cpu = np.array([s[1] for s in samples])
+        rss = np.array([s[2] for s in samples])
+        inside = rss[(times >= start) & (times <= end)]
+        # A step shorter than one interval holds no sample: the nearest one stands in.
+        peak = int(inside.max()) if inside.size else int(rss[np.abs(times - (start + end) / 2).argmin()])
+        cpu_s = float(np.interp(end, times, cpu) - np.interp(start, times, cpu))
+        return Figures(end - start, cpu_s, peak, rows)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self.mark()
+
+
+@dataclass(frozen=True)
+class _JobRun:
+    """One job's wall window and its steps' windows (step key -> (start, end))."""
+
+    name: str
+    start: float
+    end: float
+    steps: dict[str, tuple[float, float]]
+
+
+def run_bench(settings: BenchSettings, log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+    """Generate (or reuse) the data set, time floor, chain and QBR sample; write bench_<N>.json."""
+    dataset, generate_s = ensure_dataset(settings, log)
+    work = settings.work_dir
+    if work.exists():
+        shutil.rmtree(work)
+    paths = ProjectPaths(
+        fixtures_dir=str(settings.data_dir),
+        configs_dir=settings.configs_dir,
+        contracts_dir=settings.contracts_dir,
+        artifacts_dir=str(work / "artifacts"),
+    )
+    customer = Path(paths.artifacts_dir) / "customer"
+    # Importing the asset graph (about a second) is a fixed start-up cost, not the load stage's.
+    import c360_dagster.definitions  # noqa: F401
+
+    with _dagster_home(work / "dagster_home"), ResourceSampler() as sampler:
+        floor, output_floor, output_records = _time_floors(settings, dataset, sampler, log)
+        jobs = [_time_job(job, paths, sampler, log) for _, job, _, _ in CHAIN]
+        counts = json.loads((customer / "frames" / "360" / "manifest.json").read_text(encoding="utf-8"))["counts"]
+        lake_rows = _lake_rows(customer / "frames", counts)
+        stage_rows = {
+            "load": sum(counts.values()),
+            "health": counts["accounts"],
+            "signals": counts["accounts"],
+            "renewals": counts["subs"],
+        }
+        stages = {
+            stage: sampler.figures(*run.steps[step], stage_rows[stage])
+            for (stage, _, step, _), run in zip(CHAIN, jobs, strict=True)
+        }
+        stages["lake"] = _sum_figures(
+            [
+                sampler.figures(*run.steps[f"lake__{table}"], 0)
+                for (_, _, _, table), run in zip(CHAIN, jobs, strict=True)
+            ],
+            rows=sum(lake_rows.values()),
+        )
+        chain = sampler.figures(jobs[0].start, jobs[-1].end, counts["accounts"])
+        # The JSON artifacts the chain wrote: bytes the floor never writes (docs/performance.md).
+        json_bytes = {path.name: path.stat().st_size for path in sorted(customer.glob("*.json"))}
+        sample, red = qbr_samples(customer / "frames" / "health.parquet", settings.qbr_sample, settings.red_sample)
+        qbr_start = sampler.mark()
+        batches = account_batches(sample)
+        log(
+            f"bench: playbooks and QBR packs for {len(sample)} accounts: {len(batches)} runs, {settings.workers} at a time"
+        )
+        _run_account_batches(paths, batches, settings.workers)
+        stages["qbr"] = sampler.figures(qbr_start, sampler.mark(), len(sample))
+        red_start = sampler.mark()
+        red_batches = account_batches(red)
+        log(f"bench: playbooks and QBR packs for {len(red)} red accounts, not adjacent: {len(red_batches)} runs")
+        _run_account_batches(paths, red_batches, settings.workers)
+        stages["qbr_red"] = sampler.figures(red_start, sampler.mark(), len(red))
+        console = _time_console(settings, stage_rows, sampler, log)
+    scoring_s = sum(job.end - job.start for job in jobs[:2])
+    report = {
+        "ok": True,
+        "accounts": settings.accounts,
+        "weeks": settings.weeks,
+        "seed": settings.seed,
+        "as_of": dataset["as_of"],
+        "machine": machine(),
+        "method": {
+            "rss": RSS_METHOD,
+            "cpu": CPU_METHOD,
+            "floor": "bench/floor.py: one DuckDB SQL pass over the input files",
+            "output_floor": "bench/floor.py: the same pass also writing the 360 rows, a health and a signal record per "
+            "account and the renewals with DuckDB's JSON and Parquet writers, and the lake tables",
+            "console": "the README's four commands, each a `python -m c360_dagster.console` process on a project of its own",
+        },
+        "data": {
+            "dir": str(settings.data_dir),
+            "generated_s": None if generate_s is None else round(generate_s, 3),
+            "counts": dataset["counts"],
+            "bytes": sum(dataset["sizes"].values()),
+        },
+        "stages": {
+            name: stages[name].to_dict(ROWS_OF[name])
+            for name in ("load", "health", "signals", "renewals", "lake", "qbr", "qbr_red")
+        },
+        "chain": chain.to_dict(ROWS_OF["chain"]),
+        "jobs": {job.name: _job_report(job, sampler) for job in jobs},
+        "lake_rows": lake_rows,
+        "json_bytes": json_bytes,
+        "floor": floor.to_dict(ROWS_OF["floor"]),
+        "output_floor": {**output_floor.to_dict(ROWS_OF["output_floor"]), **output_records},
+        "console": console,
+        "ratio": {
+            "scoring": round(scoring_s / floor.wall_s, 2),
+            "chain": round(chain.wall_s / floor.wall_s, 2),
+            "chain_to_output_floor": round(chain.wall_s / output_floor.wall_s, 2),
+            "console_to_chain": round(console["wall_s"] / chain.wall_s, 2),
+        },
+        "qbr_accounts": sample,
+        "qbr_red_accounts": red,
+    }
+    report["targets"] = targets(report)
+    out = settings.bench_dir / f"bench_{settings.accounts}.json"
+    write_json_atomic(out, report)
+    return {**report, "out": str(out)}
+
+
+def _run_account_batches(paths: ProjectPaths, batches: list[list[str]], workers: int) -> None:
+    failed = run_batches("c360_account", paths, batches, workers=workers)
+    if failed:
+        raise RuntimeError(f"QBR batches failed: {failed}")
+
+
+def ensure_dataset(settings: BenchSettings, log: Callable[[str], None]) -> tuple[dict[str, Any], float | None]:
+    """The cached data set's description; generate it first unless a complete one is there."""
+    from c360_dagster.bench.generator import generate_dataset
+
+    folder = settings.data_dir
+    marker = folder / MARKER
+    if marker.exists():
+        dataset = json.loads(marker.read_text(encoding="utf-8"))
+        if all(
+            (folder / name).is_file() and (folder / name).stat().st_size == size
+            for name, size in dataset["sizes"].items()
+        ):
+            log(f"bench: reusing the data set in {folder}")
+            return dataset, None
+    if folder.exists():
+        shutil.rmtree(folder)
+    log(f"bench: generating {settings.accounts} accounts x {settings.weeks} weeks into {folder}")
+    started = time.perf_counter()
+    summary = generate_dataset(folder, settings.accounts, seed=settings.seed, weeks=settings.weeks)
+    took = time.perf_counter() - started
+    dataset = {**summary.to_dict(), "sizes": {name: (folder / name).stat().st_size for name in summary.files.values()}}
+    write_json_atomic(marker, dataset)
+    return dataset, took
+
+
+def qbr_samples(health_frame: Path, size: int, red_size: int) -> tuple[list[str], list[str]]:
+    """The first `size` live accounts by id (a range backfill) and the first `red_size` red ones by id
+    (a backfill of accounts that are not adjacent).
+
+    Churned and not-started accounts get no playbook or pack (their gate refuses them), so they
+    are left out of the sample, as `c360:run` leaves them out.
+    """
+    tiers = (
+        pl.read_parquet(health_frame, columns=["account_id", "tier", "lifecycle"])
+        .filter(pl.col("lifecycle").is_in(list(LIVE_STATES)))
+        .sort("account_id")
+    )
+    red = tiers.filter(pl.col("tier") == "red")["account_id"].head(red_size).to_list()
+    return tiers["account_id"].head(size).to_list(), red
+
+
+def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The issue's targets, each with its measured value and whether it is met."""
+    gib = 1 << 30
+    found = {
+        "chain_within_3x_output_floor": {
+            "target": "chain wall <= 3x output floor",
+            "measured": report["ratio"]["chain_to_output_floor"],
+        },
+        "peak_rss_under_6gb": {
+            "target": "chain peak RSS < 6 GiB",
+            "measured": round(report["chain"]["peak_rss_mb"] * MIB / gib, 2),
+        },
+        "qbr_10_per_s": {"target": ">= 10 QBR packs/s", "measured": report["stages"]["qbr"]["rows_per_s"]},
+        "qbr_scattered_10_per_s": {
+            "target": ">= 10 QBR packs/s, red accounts (not adjacent)",
+            "measured": report["stages"]["qbr_red"]["rows_per_s"],
+        },
+    }
+    found["chain_within_3x_output_floor"]["met"] = report["ratio"]["chain_to_output_floor"] <= 3
+    found["peak_rss_under_6gb"]["met"] = found["peak_rss_under_6gb"]["measured"] < 6
+    for name in ("qbr_10_per_s", "qbr_scattered_10_per_s"):
+        found[name]["met"] = (found[name]["measured"] or 0) >= 10
+    overhead = report["console"]["max_overhead_s"]
+    found["console_overhead_2s"] = {
+        "target": "each console command's time beyond its steps <= 2 s",
+        "measured": overhead,
+        "met": overhead <= 2,
+    }
+    if report["accounts"] <= 100_000:
+        wall = report["chain"]["wall_s"]
+        found["chain_under_20s"] = {"target": "chain wall < 20 s (100k accounts)", "measured": wall, "met": wall < 20}
+        console = report["console"]["wall_s"]
+        found["console_under_20s"] = {
+            "target": "the four console commands <= 20 s (100k accounts)",
+            "measured": console,
+            "met": console <= 20,
+        }
+    else:
+        ratio = report["ratio"]["console_to_chain"]
+        found["console_within_1_2x_chain"] = {
+            "target": "the four console commands <= 1.2x the chain",
+            "measured": ratio,
+            "met": ratio <= 1.2,
+        }
+    return found
+
+
+def machine() -> dict[str, Any]:
+    """The machine the figures were taken on."""
+    import dagster
+    import duckdb
+
+    model = next(
+        (line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")),
+        platform.processor(),
+    )
+    return {
+        "nproc": CPUS,
+        "memory_gb": round(psutil.virtual_memory().total / (1 << 30), 1),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "polars": pl.__version__,
+        "duckdb": duckdb.__version__,
+        "dagster": dagster.__version__,
+    }
+
+
+def render_bench(report: dict[str, Any]) -> str:
+    """The bench report as a table."""
+    lines = [
+        f"c360 bench: {report['accounts']} accounts x {report['weeks']} weeks (seed {report['seed']}, as_of {report['as_of']}), "
+        f"{report['machine']['nproc']} cores, {report['machine']['memory_gb']} GB",
+        f"data: {report['data']['dir']} ({'generated in ' + str(report['data']['generated_s']) + ' s' if report['data']['generated_s'] is not None else 'reused'})",
+        f"{'stage':<10} {'wall s':>9} {'cpu s':>9} {'peak RSS MB':>12} {'rows':>11} {'rows/s':>12}  rows of",
+    ]
+    rows = [
+        *report["stages"].items(),
+        ("chain", report["chain"]),
+        ("floor", report["floor"]),
+        ("out floor", report["output_floor"]),
+    ]
+    for name, figures in rows:
+        lines.append(
+            f"{name:<10} {figures['wall_s']:>9.2f} {figures['cpu_s']:>9.2f} {figures['peak_rss_mb']:>12.1f} "
+            f"{figures['rows']:>11} {figures['rows_per_s'] or 0:>12.1f}  {figures['rows_of']}"
+        )
+    lines.append(
+        f"pipeline ÷ floor: scoring (load + health) {report['ratio']['scoring']}x, chain (load → lake) {report['ratio']['chain']}x; "
+        f"chain ÷ output floor {report['ratio']['chain_to_output_floor']}x (the ratio that counts)"
+    )
+    console = report["console"]
+    lines.append(
+        f"console (the README's four commands, one process each): {console['wall_s']:.2f} s, "
+        f"{report['ratio']['console_to_chain']}x the chain; beyond the steps: "
+        + ", ".join(f"{name} {figures['overhead_s']:.2f} s" for name, figures in console["commands"].items())
+    )
+    written = ", ".join(f"{name} {size / 1e6:.1f}" for name, size in report["json_bytes"].items())
+    lines.append(f"JSON written by the chain: {sum(report['json_bytes'].values()) / 1e6:.1f} MB ({written})")
+    out = report["output_floor"]
+    lines.append(
+        f"written by the output floor: JSON {out['json_bytes'] / 1e6:.1f} MB, Parquet {out['parquet_bytes'] / 1e6:.1f} MB, lake {out['lake_bytes'] / 1e6:.1f} MB"
+    )
+    for name, target in report["targets"].items():
+        lines.append(
+            f"target {name}: {'met' if target['met'] else 'MISSED'} ({target['target']}; measured {target['measured']})"
+        )
+    lines.append(f"written: {report['out']}")
+    return "\n".join(lines) + "\n"
+
+
+def _time_floors(
+    settings: BenchSettings, dataset: dict[str, Any], sampler: ResourceSampler, log: Callable[[str], None]
+) -> tuple[Figures, Figures, dict[str, Any]]:
+    """The compute floor, then the output floor (with what it wrote: rows per record set, bytes)."""
+    from c360_dagster.bench.floor import floor_measures, write_output_floor
+    from c360_dagster.domain.scoring.health import load_health_config
+
+    windows = load_health_config(Path(settings.configs_dir) / "health.yaml").windows
+    as_of = dt.date.fromisoformat(dataset["as_of"])
+    gc.collect()
+    start = sampler.mark()
+    measures = floor_measures(settings.data_dir, as_of, windows)
+    compute = sampler.figures(start, sampler.mark(), measures.height)
+    out = settings.work_dir / "output_floor"
+    gc.collect()
+    start = sampler.mark()
+    rows = write_output_floor(settings.data_dir, as_of, windows, 120, out)  # the README's renewal window
+    output = sampler.figures(start, sampler.mark(), sum(rows.values()))
+    files = [path for path in sorted(out.rglob("*")) if path.is_file()]
+    written = {
+        "records": rows,
+        **{
+            f"{kind}_bytes": sum(p.stat().st_size for p in files if p.suffix == f".{ext}")
+            for kind, ext in (("json", "json"), ("parquet", "parquet"), ("lake", "duckdb"))
+        },
+    }
+    log(f"bench: floor {compute.wall_s:.2f} s, output floor {output.wall_s:.2f} s")
+    return compute, output, written
+
+
+def _time_job(job: str, paths: ProjectPaths, sampler: ResourceSampler, log: Callable[[str], None]) -> _JobRun:
+    gc.collect()
+    start = sampler.mark()
+    result = run_job(job, paths, progress=False)
+    end = sampler.mark()
+    steps = _step_windows(result.run_id)
+    log(
+        f"bench: {job} {end - start:.2f} s (" + ", ".join(f"{key} {b - a:.2f} s" for key, (a, b) in steps.items()) + ")"
+    )
+    return _JobRun(job, start, end, steps)
+
+
+def _step_windows(run_id: str) -> dict[str, tuple[float, float]]:
+    """Each step's (start, end) wall time in a run, from the instance's event log."""
+    import dagster as dg
+
+    kinds = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}
+    with dg.DagsterInstance.get() as instance:
+        records = instance.all_logs(run_id, of_type=kinds)
+    starts = {r.step_key: r.timestamp for r in records if r.dagster_event_type == dg.DagsterEventType.STEP_START}
+    return {
+        r.step_key: (starts[r.step_key], r.timestamp)
+        for r in records
+        if r.step_key is not None and r.dagster_event_type == dg.DagsterEventType.STEP_SUCCESS
+    }
+
+
+def _time_console(
+    settings: BenchSettings, rows: dict[str, int], sampler: ResourceSampler, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """The README's console sequence on the same data, each command a `python -m c360_dagster.console`
+    process (import, instance, definitions and all) on a project of its own: its wall time, and
+    the part of it beyond the run's steps (what the console itself costs)."""
+    project = settings.work_dir / "console"
+    home = (project / "dagster_home").resolve()
+    common = ["--json", "--artifacts", str(project / "artifacts"), "--configs", settings.configs_dir]
+    commands = {}
+    for stage, argv in CONSOLE:
+        extra = ["--dir", str(settings.data_dir)] if stage == "load" else []
+        gc.collect()
+        start = sampler.mark()
+        completed = subprocess.run(
+            [sys.executable, "-m", "c360_dagster.console", *argv, *extra, *common],
+            env={**os.environ, "DAGSTER_HOME": str(home)},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        figures = sampler.figures(start, sampler.mark(), rows[stage])
+        if completed.returncode != 0:
+            raise RuntimeError(f"`c360 {' '.join(argv)}` failed: {completed.stderr.strip()}")
+        with _dagster_home(home):
+            steps_s = sum(end - begin for begin, end in _step_windows(json.loads(completed.stdout)["run_id"]).values())
+        commands[stage] = {
+            **figures.to_dict(ROWS_OF[stage]),
+            "steps_s": round(steps_s, 3),
+            "overhead_s": round(figures.wall_s - steps_s, 3),
+        }
+        log(
+            f"bench: console c360 {' '.join(argv)} {figures.wall_s:.2f} s, {figures.wall_s - steps_s:.2f} s beyond its steps"
+        )
+    return {
+        "wall_s": round(sum(c["wall_s"] for c in commands.values()), 3),
+        "max_overhead_s": max(c["overhead_s"] for c in commands.values()),
+        "commands": commands,
+    }
+
+
+def _job_report(job: _JobRun, sampler: ResourceSampler) -> dict[str, Any]:
+    figures = sampler.figures(job.start, job.end, 0)
+    step_walls = {key: round(end - start, 3) for key, (start, end) in sorted(job.steps.items())}
+    return {
+        "wall_s": round(figures.wall_s, 3),
+        "cpu_s": round(figures.cpu_s, 3),
+        "peak_rss_mb": round(figures.peak_rss_bytes / MIB, 1),
+        "steps_s": step_walls,
+        "orchestration_s": round(figures.wall_s - sum(step_walls.values()), 3),
+    }
+
+
+def _sum_figures(parts: list[Figures], rows: int) -> Figures:
+    return Figures(
+        sum(p.wall_s for p in parts), sum(p.cpu_s for p in parts), max(p.peak_rss_bytes for p in parts), rows
+    )
+
+
+def _lake_rows(frames: Path, counts: dict[str, int]) -> dict[str, int]:
+    def height(name: str) -> int:
+        return int(pl.scan_parquet(frames / f"{name}.parquet").select(pl.len()).collect().item())
+
+    return {
+        "crm_opps": counts["crm_opps"],
+        "account_health": height("health"),
+        "customer_signals": height("signals"),
+        "renewal_forecasts": height("renewals"),
+    }
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
+@contextlib.contextmanager
+def _dagster_home(home: Path) -> Iterator[None]:
+    """Run the bench on its own Dagster instance, so its partitions never reach the project's."""
+    before = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home.resolve())
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = before

@@ -1,0 +1,1 @@
+"""Shared plumbing: errors, deterministic IO, configs, text, stage generations, locks."""

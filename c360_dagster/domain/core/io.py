@@ -1,0 +1,222 @@
+"""Deterministic, atomic file output: canonical JSON, content hashes, write-then-rename."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import queue
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from c360_dagster.domain.core.failpoints import failpoint
+
+
+def canonical_json(value: Any, *, indent: int | None = None) -> str:
+    """JSON with sorted keys and fixed separators, so equal data gives equal bytes."""
+    if indent is None:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(value, sort_keys=True, indent=indent, ensure_ascii=False) + "\n"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path, mode: str = "w") -> Iterator[Any]:
+    """Open a temp file beside `path`; rename it over `path` only if the block succeeds.
+
+    The temp file's name carries the writer's pid, so the next writer of `path` removes the
+    temp files of writers that died (SIGKILL, power cut) before their rename.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_temps(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        encoding = None if "b" in mode else "utf-8"
+        newline = None if "b" in mode else "\n"
+        with os.fdopen(fd, mode, encoding=encoding, newline=newline) as handle:
+            yield handle
+            handle.flush()
+            failpoint(f"write:{path.name}")
+            os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; outputs are meant to be read
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def _remove_dead_temps(path: Path) -> None:
+    """Remove `atomic_writer` temp files of `path` whose writing process no longer exists."""
+    prefix = f".{path.name}."
+    with os.scandir(path.parent) as entries:
+        temps = [entry.name for entry in entries if entry.name.startswith(prefix) and entry.name.endswith(".tmp")]
+    for name in temps:
+        pid = name[len(prefix) :].partition(".")[0]
+        if pid.isdigit() and not _process_exists(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path.parent / name)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> str:
+    """Write `data` atomically and return its content hash."""
+    with atomic_writer(path, "wb") as handle:
+        handle.write(data)
+    return sha256_bytes(data)
+
+
+def write_chunks_atomic(path: Path, chunks: Iterable[bytes], *, queued: int = 4) -> str:
+    """Write byte chunks atomically and return their content hash."""
+    digest = hashlib.sha256()
+    with atomic_writer(path, "wb") as handle:
+        _fan_out(chunks, [handle.write, digest.update], queued)
+    return "sha256:" + digest.hexdigest()
+
+
+def _fan_out(chunks: Iterable[bytes], consumers: list[Callable[[bytes], object]], queued: int) -> None:
+    """Hand every chunk to each consumer, each on its own thread, in order.
+
+    File writes and sha256 release the GIL, so copying a chunk into the page cache, hashing
+    it and producing the next one overlap. The first error in a consumer stops the producer
+    and is raised here.
+    """
+    queues: list[queue.Queue[bytes | None]] = [queue.Queue(maxsize=queued) for _ in consumers]
+    failed: list[BaseException] = []
+
+    def drain(pending: queue.Queue[bytes | None], consume: Callable[[bytes], object]) -> None:
+        while (chunk := pending.get()) is not None:
+            if not failed:  # after a failure keep draining, so the producer never blocks
+                try:
+                    consume(chunk)
+                except Exception as exc:  # any: re-raised in the caller's thread
+                    failed.append(exc)
+
+    threads = [
+        threading.Thread(target=drain, args=(pending, consume), name="c360-chunk-consumer", daemon=True)
+        for pending, consume in zip(queues, consumers, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for chunk in chunks:
+            if failed:
+                break
+            for pending in queues:
+                pending.put(chunk)
+    finally:
+        for pending in queues:
+            pending.put(None)
+        for thread in threads:
+            thread.join()
+    if failed:
+        raise failed[0]
+
+
+def write_text_atomic(path: Path, text: str) -> str:
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: Path, value: Mapping[str, Any] | list[Any]) -> str:
+    """Pretty, canonical JSON (sorted keys, 2-space indent, trailing newline)."""
+    return write_text_atomic(path, canonical_json(value, indent=2))
+
+
+# Between two items of the streamed object or array, both at depth 4 (see `write_json_stream_text`).
+ITEM_SEPARATOR = ",\n    "
+
+
+def write_json_stream(
+    path: Path,
+    header: Mapping[str, Any],
+    streamed_key: str,
+    items: Iterator[tuple[str, Any]],
+) -> str:
+    """Write `{**header, streamed_key: dict(items)}` as `write_json_atomic` would, one item at a time.
+
+    `items` must come sorted by key. The bytes equal the non-streamed output, so a million
+    accounts never have to sit in memory as one Python object.
+    """
+    entries = (joined_items([json.dumps(key, ensure_ascii=False) + ": " + _indented(value, 4)]) for key, value in items)
+    return write_json_stream_text(path, header, streamed_key, entries)
+
+
+def joined_items(texts: list[str]) -> bytes:
+    """One chunk for `write_json_stream_text` from item texts."""
+    return ITEM_SEPARATOR.join(texts).encode("utf-8")
+
+
+def write_json_stream_text(
+    path: Path,
+    header: Mapping[str, Any],
+    streamed_key: str,
+    item_chunks: Iterator[bytes],
+    *,
+    array: bool = False,
+) -> str:
+    """`write_json_stream` with the items already encoded: `"key": value` texts (value indented
+    for depth 4), sorted by key, so a columnar encoder can write a chunk at a time. Each chunk
+    is UTF-8 text of one or more items joined by `ITEM_SEPARATOR` (`joined_items`); an empty
+    chunk holds no item. With `array`, the streamed value is a JSON array and the texts are
+    its items, in order.
+    """
+    return write_chunks_atomic(path, json_stream(header, streamed_key, item_chunks, array=array))
+
+
+def json_stream(
+    header: Mapping[str, Any], streamed_key: str, item_chunks: Iterator[bytes], *, array: bool = False
+) -> Iterator[bytes]:
+    """The bytes `write_json_stream_text` writes, as chunks (to write them somewhere else)."""
+    if streamed_key in header:
+        raise ValueError(f"{streamed_key!r} is both streamed and in the header")
+    return _stream_bytes(header, streamed_key, item_chunks, "[]" if array else "{}")
+
+
+def _stream_bytes(
+    header: Mapping[str, Any], streamed_key: str, item_chunks: Iterator[bytes], brackets: str
+) -> Iterator[bytes]:
+    opening, closing = brackets[0], brackets[1]
+    yield b"{"
+    for position, key in enumerate(sorted([*header, streamed_key])):
+        yield (("," if position else "") + "\n  " + json.dumps(key, ensure_ascii=False) + ": ").encode("utf-8")
+        if key != streamed_key:
+            yield _indented(header[key], 2).encode("utf-8")
+            continue
+        first = True
+        for chunk in item_chunks:
+            if chunk:
+                yield (opening + "\n    " if first else ITEM_SEPARATOR).encode("utf-8")
+                yield chunk
+                first = False
+        yield (brackets if first else "\n  " + closing).encode("utf-8")
+    yield b"\n}\n"
+
+
+def _indented(value: Any, depth: int) -> str:
+    text = json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False)
+    return text.replace("\n", "\n" + " " * depth)

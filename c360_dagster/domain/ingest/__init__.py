@@ -1,0 +1,1 @@
+"""Reading the exported data: the input contract, the loader, the Customer 360 view and its checks."""

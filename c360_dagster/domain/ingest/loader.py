@@ -1,0 +1,442 @@
+"""Read a folder of exported customer data into a validated Customer 360 view (docs/inputs.md).
+
+Every file is read as text first, then parsed and checked column by column with Polars
+expressions, so a million accounts cost a few vectorised passes, not a Python loop per row.
+
+Row numbers in errors: CSV rows count from 1 after the header, JSON Lines rows are the
+1-based line, and JSON rows are the 0-based array index, as docs/inputs.md says. CSV syntax errors are reported on the physical line's row, which differs only
+after a quoted value spanning several lines.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+import re
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from c360_dagster.domain.core.errors import InputError
+from c360_dagster.domain.core.text import visible_text
+from c360_dagster.domain.ingest.entities import ENTITIES, EntitySpec, FieldSpec
+from c360_dagster.domain.ingest.integrity import Rule, contract_rules, run_integrity_checks
+from c360_dagster.domain.ingest.view import Customer360, empty_table
+from c360_dagster.domain.ingest.view_json import customer_360_document
+
+FORMATS = ("csv", "json", "jsonl")
+ROW = "__row"  # the row number the user sees, carried beside the data
+
+# INPUTS.md "Text and limits": bounds that keep a hostile file from exhausting memory.
+MAX_FIELD_BYTES = 64 * 1024
+MAX_LINE_BYTES = 1024 * 1024
+# C0 and C1 control characters and DEL, except tab, LF and CR (which only a quoted CSV field
+# or a JSON string can hold: anywhere else they end the line).
+_CONTROL_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+
+_DATE_SHAPE = r"^\d{4}-\d{2}-\d{2}$"
+_INT_SHAPE = r"^[+-]?\d+$"
+_DECIMAL_SHAPE = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+
+
+def read_customer_360(fixtures_dir: Path | str, as_of: dt.date | None = None) -> Customer360:
+    """Load, validate and type every entity file in `fixtures_dir`; raise InputError on the first defect."""
+    folder = Path(fixtures_dir)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"input folder {folder} is a file; give the folder that holds accounts and subs")
+    if not folder.is_dir():
+        raise InputError(f"input folder {folder} not found")
+    sources = find_sources(folder)
+    tables = {name: empty_table(name) for name in ENTITIES if name not in sources}
+    warnings: list[str] = []
+    present = [(name, spec, sources[name]) for name, spec in ENTITIES.items() if name in sources]
+    source_hashes: dict[str, str] = {}
+    # A thread reads (and hashes) the next file with DuckDB while this one is validated with
+    # Polars; both release the GIL. One file ahead at most keeps memory bounded, and defects
+    # are still raised in entity order.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+
+        def read(position: int) -> Future[tuple[pl.DataFrame, list[str], str]]:
+            _, spec, path = present[position]
+            return pool.submit(_read_raw, path, spec)
+
+        upcoming = read(0)  # the accounts file is required, so there is one
+        for position, (name, spec, path) in enumerate(present):
+            raw, extra, source_hashes[path.name] = upcoming.result()
+            if position + 1 < len(present):
+                upcoming = read(position + 1)
+            warnings += [
+                f"file {path.name}: column {column} is not in the contract and was ignored" for column in extra
+            ]
+            tables[name] = _validate(path, spec, raw, tables)
+            del raw
+    source_hashes = dict(sorted(source_hashes.items()))
+    tables = {name: tables[name] for name in ENTITIES}
+    return Customer360(
+        as_of=as_of or _derive_as_of(tables),
+        tables=tables,
+        source_hashes=source_hashes,
+        warnings=tuple(sorted(warnings)),
+    )
+
+
+def load_customer_360(fixtures_dir: Path | str, as_of: dt.date | str | None = None) -> dict[str, Any]:
+    """The public API: the 360.json document (as_of, counts, checks, hashes, warnings, records)."""
+    if isinstance(as_of, str):
+        try:
+            as_of = dt.date.fromisoformat(as_of)
+        except ValueError:
+            raise InputError(f"as_of: expected a date YYYY-MM-DD, got {as_of}") from None
+    view = read_customer_360(fixtures_dir, as_of=as_of)
+    return customer_360_document(view, run_integrity_checks(view, contract_enforced=True))
+
+
+def find_sources(folder: Path) -> dict[str, Path]:
+    """The input file of each entity in `folder`, by entity; InputError for a missing or doubled one."""
+    sources = {}
+    for name, spec in ENTITIES.items():
+        found = [folder / f"{name}.{ext}" for ext in FORMATS if (folder / f"{name}.{ext}").is_file()]
+        if len(found) > 1:
+            raise InputError(
+                f"{' and '.join(p.name for p in found)} both hold {name}: keep exactly one format per entity",
+                file=found[0].name,
+            )
+        if found:
+            sources[name] = found[0]
+        elif spec.required:
+            raise InputError(
+                f"required file {name}.csv (or {name}.json / {name}.jsonl) not found in {folder}", file=f"{name}.csv"
+            )
+    return sources
+
+
+def _read_raw(path: Path, spec: EntitySpec) -> tuple[pl.DataFrame, list[str], str]:
+    """The entity's columns as text (empty = null) plus the row number; the extra column names; the file's hash."""
+    fmt = path.suffix[1:]
+    digest = _scan_lines_and_hash(path, fmt)
+    if path.stat().st_size == 0:  # INPUTS.md: no rows, unless the entity is required
+        if spec.required:
+            raise InputError("the file is empty: expected a header row naming the columns", file=path.name)
+        return pl.DataFrame(schema=dict.fromkeys(spec.field_names, pl.Utf8)).with_row_index(ROW), [], digest
+    frame = _read_csv(path) if fmt == "csv" else _read_json(path, lines=fmt == "jsonl")
+    columns = frame.columns
+    if frame.height or fmt == "csv":  # an empty JSON array names no columns
+        for field_spec in spec.fields:
+            if field_spec.name not in columns and not field_spec.optional:
+                raise InputError(
+                    f"missing required column (the file has: {', '.join(columns) or 'no columns'})",
+                    file=path.name,
+                    column=field_spec.name,
+                )
+    frame = frame.select(
+        pl.col(f.name).replace("", None)
+        if f.name in columns
+        else pl.repeat(None, frame.height, dtype=pl.Utf8).alias(f.name)
+        for f in spec.fields
+    ).with_row_index(ROW, offset=0 if fmt == "json" else 1)
+    return frame, sorted(set(columns) - set(spec.field_names)), digest
+
+
+def _scan_lines_and_hash(path: Path, fmt: str) -> str:
+    """The file's sha256, refusing a physical line longer than MAX_LINE_BYTES on the way.
+
+    The file is read in chunks of MAX_LINE_BYTES: a line that starts and ends inside one chunk
+    is short enough, so only the run of bytes across chunk borders needs counting, and memory
+    stays at one chunk however long a line is.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        run = lines_before = offset = 0  # bytes since the last newline; newlines before this chunk
+        while chunk := handle.read(MAX_LINE_BYTES):
+            digest.update(chunk)
+            first = chunk.find(b"\n")
+            if run + (len(chunk) if first < 0 else first) > MAX_LINE_BYTES:
+                raise _long_line_error(handle, path, fmt, line=lines_before + 1, start=offset - run)
+            if first >= 0:
+                lines_before += chunk.count(b"\n")
+                run = len(chunk) - chunk.rfind(b"\n") - 1
+            else:
+                run += len(chunk)
+            offset += len(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def _long_line_error(handle: Any, path: Path, fmt: str, *, line: int, start: int) -> InputError:
+    """The error for the over-long line starting at byte `start`, from its first MAX_LINE_BYTES only."""
+    handle.seek(start)
+    prefix = handle.read(MAX_LINE_BYTES).decode("utf-8", errors="replace").lstrip("\ufeff")
+    limit = f"a line of at most {MAX_LINE_BYTES} bytes (1 MiB), got a longer one"
+    if fmt == "csv":
+        if line == 1:
+            return InputError(f"the header row: expected {limit}", file=path.name)
+        header = next(csv.reader([_first_line(path)]), [])
+        index, field_too_long = _csv_field_index(prefix)
+        if field_too_long:
+            limit = f"a value of at most {MAX_FIELD_BYTES} bytes (64 KiB), got a longer one"
+        column = header[index] if index < len(header) else f"field {index + 1}"
+        return InputError(f"expected {limit}", file=path.name, row=line - 1, column=column)
+    keys = re.findall(r'(?<!\\)"((?:[^"\\]|\\.){1,200})"\s*:', prefix)  # the last key named before the end
+    row = line if fmt == "jsonl" else None
+    where = "" if row else f" (line {line})"
+    return InputError(f"expected {limit}{where}", file=path.name, row=row, column=keys[-1] if keys else None)
+
+
+def _first_line(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return handle.readline(MAX_LINE_BYTES).decode("utf-8-sig", errors="replace").rstrip("\r\n")
+
+
+def _csv_field_index(prefix: str) -> tuple[int, bool]:
+    """(0-based field, True) of the first field longer than MAX_FIELD_BYTES in a CSV line's
+    prefix, else (the field the prefix ends in, False)."""
+    index, quoted, field_start = 0, False, 0
+    for match in re.finditer(r'[",]', prefix):  # only quotes and commas change the field; "" toggles twice
+        if match.group() == '"':
+            quoted = not quoted
+        elif not quoted:
+            if len(prefix[field_start : match.start()].encode("utf-8")) > MAX_FIELD_BYTES:
+                return index, True
+            index, field_start = index + 1, match.end()
+    return index, len(prefix[field_start:].encode("utf-8")) > MAX_FIELD_BYTES
+
+
+def _read_csv(path: Path) -> pl.DataFrame:
+    with open(path, "rb") as handle:
+        first_line = handle.readline()
+    try:
+        header_text = first_line.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError("the header row is not valid UTF-8", file=path.name) from None
+    header = next(csv.reader([header_text.rstrip("\r\n")]), [])
+    if not header:
+        raise InputError("the file is empty: expected a header row naming the columns", file=path.name)
+    duplicates = sorted({c for c in header if header.count(c) > 1})
+    if duplicates:
+        raise InputError("the header names this column more than once", file=path.name, column=duplicates[0])
+    # Positional names keep any header text away from DuckDB's SQL; strict mode enforces RFC 4180.
+    positional = {f"c{i}": "VARCHAR" for i in range(len(header))}
+    try:
+        with duckdb.connect() as con:
+            con.execute("SET enable_progress_bar = false")
+            frame = con.sql(
+                "SELECT * FROM read_csv($path, columns=$columns, header=true, auto_detect=false, delim=',',"
+                " quote='\"', escape='\"', strict_mode=true, null_padding=false, encoding='utf-8')",
+                params={"path": str(path), "columns": positional},
+            ).pl()
+    except duckdb.Error as exc:
+        raise _csv_error(path, str(exc)) from None
+    return frame.rename(dict(zip(positional, header, strict=True)))
+
+
+def _csv_error(path: Path, message: str) -> InputError:
+    """Translate DuckDB's CSV error into the file's row and a plain reason."""
+    line = re.search(r"CSV Error on Line: (\d+)", message)
+    row = int(line.group(1)) - 1 if line else None
+    columns = re.search(r"Expected Number of Columns: (\d+) Found: (\d+)", message)
+    if "unicode" in message.lower() or "utf-8" in message.lower():
+        reason = "not valid UTF-8 (the file must be UTF-8 encoded)"
+    elif columns:
+        reason = f"broken CSV: expected {columns.group(1)} fields as in the header, found {columns.group(2)}"
+    elif "quote" in message.lower():
+        reason = (
+            "broken CSV quoting: a quoted value is not closed or has text after its closing quote"
+            ' (write a quote inside a quoted value as "")'
+        )
+    else:
+        reason = "not valid CSV (RFC 4180): " + message.splitlines()[0]
+    return InputError(reason, file=path.name, row=row)
+
+
+def _read_json(path: Path, *, lines: bool) -> pl.DataFrame:
+    data = path.read_bytes()
+    text = _decode(path, data, lines=lines)
+    body = text.lstrip("\ufeff \t\r\n")
+    if not lines and not body.startswith("["):
+        raise InputError("expected a JSON array of objects ([{...}, ...])", file=path.name)
+    blank = re.search(r"(?:^|\n)[ \t\r]*(?=\n)", text.rstrip()) if lines else None
+    if blank:
+        # Polars skips blank lines, which would shift every row number after them.
+        row = text[: blank.end()].count("\n") + 1
+        raise InputError("blank line in JSON Lines: write one object per line", file=path.name, row=row)
+    if not body.strip() or (not lines and re.fullmatch(r"\[\s*\]\s*", body)):
+        return pl.DataFrame()
+    reader = pl.read_ndjson if lines else pl.read_json
+    try:
+        # Pass 1 finds every key of every object; pass 2 reads them all as text.
+        keys = reader(io.BytesIO(data), infer_schema_length=None).columns
+        frame = reader(io.BytesIO(data), schema=dict.fromkeys(keys, pl.Utf8))
+    except pl.exceptions.PolarsError as exc:
+        raise _json_error(path, text, lines=lines, fallback=str(exc)) from None
+    return frame
+
+
+def _decode(path: Path, data: bytes, *, lines: bool) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        if lines:
+            raise InputError("not valid UTF-8 (the file must be UTF-8 encoded)", file=path.name, row=line) from None
+        where = f" at line {line}, byte {exc.start}"
+        raise InputError(f"not valid UTF-8{where} (the file must be UTF-8 encoded)", file=path.name) from None
+
+
+def _json_error(path: Path, text: str, *, lines: bool, fallback: str) -> InputError:
+    """Find what Polars refused, with Python's JSON parser for the position (error path only)."""
+    if lines:
+        for number, line in enumerate(text.split("\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                reason = f"not valid JSON at line {number}, column {exc.colno}: {exc.msg}"
+                return InputError(reason, file=path.name, row=number)
+            problem = _object_problem(value)
+            if problem:
+                return InputError(problem[1], file=path.name, row=number, column=problem[0])
+    else:
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return InputError(
+                f"not valid JSON at line {exc.lineno}, column {exc.colno} (character {exc.pos}): {exc.msg}",
+                file=path.name,
+            )
+        for index, value in enumerate(values):
+            problem = _object_problem(value)
+            if problem:
+                return InputError(problem[1], file=path.name, row=index, column=problem[0])
+    return InputError(f"not readable as JSON rows: {fallback.splitlines()[0]}", file=path.name)
+
+
+def _object_problem(value: Any) -> tuple[str | None, str] | None:
+    if not isinstance(value, dict):
+        return None, f"expected a JSON object, got {json.dumps(value)[:60]}"
+    for key, item in value.items():
+        if isinstance(item, dict | list):
+            kind = "object" if isinstance(item, dict) else "array"
+            return key, f"expected a plain value (text, number, true/false or null), got a JSON {kind}"
+    return None
+
+
+def _validate(path: Path, spec: EntitySpec, raw: pl.DataFrame, tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """Parse and check every column; raise the first defect by row, then column, then rule."""
+    csv_bools = path.suffix == ".csv"
+    typed = raw.select(ROW, *(_typed(f, csv_bools=csv_bools) for f in spec.fields))
+    parsed = [f for f in spec.fields if f.type in _PARSE_EXPECTED]
+    # `given_x` beside the parsed `x` tells a text that did not parse from an empty cell.
+    checked = typed.hstack(raw.select(pl.col(f.name).is_not_null().alias(f"given_{f.name}") for f in parsed))
+    parse_rules = [
+        Rule(
+            "values_in_range",
+            f.name,
+            pl.col(f"given_{f.name}") & pl.col(f.name).is_null(),
+            _parse_expected(f, csv_bools),
+        )
+        for f in parsed
+    ]
+    candidates = _first_failures(checked, _text_rules(spec) + parse_rules + contract_rules(spec.file, typed, tables))
+    if candidates:
+        # An unparseable text comes before the rules judging its (null) parsed value: lower index.
+        column_order = {name: position for position, name in enumerate(spec.field_names)}
+        row, _, rule = min(candidates, key=lambda c: (c[0], column_order[c[2].column], c[1]))
+        raise _rule_error(path, raw, row, rule)
+    return typed.drop(ROW).sort(list(spec.key)).cast(spec.polars_schema)  # type: ignore[arg-type]
+
+
+def _text_rules(spec: EntitySpec) -> list[Rule]:
+    """INPUTS.md "Text and limits" on every text field (other types must parse, which refuses both)."""
+    rules = []
+    for field in spec.fields:
+        if field.type in ("str", "enum"):
+            text = pl.col(field.name)
+            too_long = (text.str.len_bytes() > MAX_FIELD_BYTES).fill_null(False)
+            control = text.str.contains(_CONTROL_CHARS).fill_null(False)
+            rules.append(
+                Rule("values_in_range", field.name, too_long, f"a value of at most {MAX_FIELD_BYTES} bytes (64 KiB)")
+            )
+            rules.append(
+                Rule("values_in_range", field.name, control, "text without control characters (NUL, ESC, ...)")
+            )
+    return rules
+
+
+def _first_failures(frame: pl.DataFrame, rules: list[Rule]) -> list[tuple[int, int, Rule]]:
+    """(row, rule index, rule) of the first offending row of every broken rule, in one pass."""
+    if frame.is_empty():
+        return []
+    firsts = frame.select(pl.col(ROW).filter(rule.failing).min().alias(f"r{i}") for i, rule in enumerate(rules)).row(0)
+    return [(row, i, rules[i]) for i, row in enumerate(firsts) if row is not None]
+
+
+def _rule_error(path: Path, raw: pl.DataFrame, row: int, rule: Rule) -> InputError:
+    values = raw.filter(pl.col(ROW) == row).row(0, named=True)
+    shown = "".join(f" ({values[column] if values[column] is not None else 'empty'})" for column in rule.shows)
+    return InputError(
+        f"expected {rule.expected}{shown}, got {_show(values[rule.column])}",
+        file=path.name,
+        row=row,
+        column=rule.column,
+    )
+
+
+def _show(value: str | None) -> str:
+    if value is None:
+        return "nothing"
+    text = value if len(value) <= 80 else value[:77] + "..."
+    if re.fullmatch(r"[\w.:@+/-]+", text):
+        return text
+    # Quoted, with control characters escaped and invisible ones shown, so the terminal shows what the file holds.
+    quoted = json.dumps(visible_text(text), ensure_ascii=False)
+    return re.sub(_CONTROL_CHARS, lambda match: f"\\u{ord(match.group()):04x}", quoted)
+
+
+_PARSE_EXPECTED = {
+    "date": "a date YYYY-MM-DD (a real calendar date)",
+    "int": "an integer",
+    "decimal": "a decimal number",
+    "bool": "true or false",
+}
+
+
+def _parse_expected(spec: FieldSpec, csv_bools: bool) -> str:
+    return _PARSE_EXPECTED[spec.type] + (" (or 1/0)" if csv_bools and spec.type == "bool" else "")
+
+
+def _typed(spec: FieldSpec, *, csv_bools: bool) -> pl.Expr:
+    """The column parsed to its contract type; null where the text does not parse."""
+    text = pl.col(spec.name)
+    if spec.type == "date":
+        value = text.str.strptime(pl.Date, "%Y-%m-%d", strict=False)
+        # strptime also takes `2024-1-5`; year 0 has no calendar date in Python.
+        return pl.when(text.str.contains(_DATE_SHAPE) & (value.dt.year() > 0)).then(value).alias(spec.name)
+    if spec.type == "int":
+        return pl.when(text.str.contains(_INT_SHAPE)).then(text.cast(pl.Int64, strict=False)).alias(spec.name)
+    if spec.type == "decimal":
+        value = pl.when(text.str.contains(_DECIMAL_SHAPE)).then(text.cast(pl.Float64, strict=False))
+        return pl.when(value.is_finite()).then(value).alias(spec.name)
+    if spec.type == "bool":
+        word = text.str.to_lowercase()
+        true, false = (["true", "1"], ["false", "0"]) if csv_bools else (["true"], ["false"])
+        return pl.when(word.is_in(true)).then(True).when(word.is_in(false)).then(False).alias(spec.name)
+    return text
+
+
+def _derive_as_of(tables: dict[str, pl.DataFrame]) -> dt.date:
+    """docs/inputs.md "Time": the latest usage window_end, else the latest date in any input."""
+    latest = tables["usage"]["window_end"].max()
+    if latest is None:
+        dates = [
+            frame[f.name].max() for name, frame in tables.items() for f in ENTITIES[name].fields if f.type == "date"
+        ]
+        latest = max((d for d in dates if d is not None), default=None)
+    if latest is None:
+        raise InputError("as_of cannot be derived: the inputs hold no dates; pass as_of explicitly")
+    return latest  # type: ignore[return-value]

@@ -1,0 +1,1 @@
+"""QBR packs: the customer's deck and pack, the internal review, their layout and PowerPoint drawing."""

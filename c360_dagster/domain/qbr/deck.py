@@ -1,0 +1,773 @@
+"""The two QBR decks as slide models: the customer's story and the account team's internal review.
+
+Both renderers (python-pptx and the Markdown fallback) draw exactly these slides. Lists and
+tables longer than a slide holds are split over continuation slides and, past a few, cut with
+a pointer to the Markdown file that has every row; the sizes come from real font metrics
+(`qbr_layout`), so what is on a slide fits it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+from c360_dagster.domain.core.text import format_amount, visible_text
+from c360_dagster.domain.qbr.layout import Font, truncate, wrap
+
+if TYPE_CHECKING:
+    from c360_dagster.domain.qbr.pack import Component, QbrContext
+
+CUSTOMER, REVIEW = "customer", "review"
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+NEXT_STEPS = 3  # the closing slide names the first few joint steps
+MAX_CELL_LINES = 3  # a table cell holds at most this many lines; longer input text is cut
+MAX_BULLET_LINES = 4
+MAX_PAGES = {CUSTOMER: 2, REVIEW: 3}  # continuation slides per list before the rest is cut
+# Characters XML 1.0 cannot hold: python-pptx would fail on them, so they are dropped.
+XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_WHITESPACE_RUN = re.compile(r"\s+")
+_FORMULA_START = ("=", "+", "-", "@")
+COMPONENT_LABELS = {
+    "adoption": "Adoption",
+    "value": "Value From Features",
+    "support": "Support Experience",
+    "commercial": "Billing and Contract",
+    "sentiment": "Satisfaction",
+}
+# Every contact role of the input contract, as a customer reads it.
+ROLE_LABELS = {
+    "admin": "Administrator",
+    "champion": "Champion",
+    "economic_buyer": "Economic Buyer",
+    "exec_sponsor": "Executive Sponsor",
+    "user": "User",
+}
+
+
+# --- formatting for people -------------------------------------------------------------------
+
+
+def fmt_date(day: dt.date | None) -> str:
+    """`15 Nov 2026` (month names fixed in English, never from the locale)."""
+    return "n/a" if day is None else f"{day.day} {MONTHS[day.month - 1]} {day.year}"
+
+
+def fmt_short_date(day: dt.date) -> str:
+    """`15 Nov`: a chart's date axis label."""
+    return f"{day.day} {MONTHS[day.month - 1]}"
+
+
+def fmt_period(start: dt.date, end: dt.date) -> str:
+    """`29 Jun – 27 Sep 2026`, the year once when both ends share it."""
+    first = fmt_short_date(start) if start.year == end.year else fmt_date(start)
+    return f"{first} – {fmt_date(end)}"
+
+
+def fmt_count(value: float | None) -> str:
+    """`1,234`: a whole number with thousands separators."""
+    return "n/a" if value is None else f"{round(value):,}"
+
+
+def fmt_one(value: float | None) -> str:
+    """A whole number, or one decimal when it has a fraction: `53`, `37.5`, `1,234.5`."""
+    if value is None:
+        return "n/a"
+    rounded = round(float(value), 1)
+    return f"{rounded:,.0f}" if rounded == int(rounded) else f"{rounded:,.1f}"
+
+
+def fmt_pct(value: float | None) -> str:
+    """A percentage already in percent: `53%`, `37.5%`."""
+    return "n/a" if value is None else f"{fmt_one(value)}%"
+
+
+def fmt_label(value: str) -> str:
+    """`stakeholder_mapping` → `Stakeholder Mapping`."""
+    return " ".join(word[:1].upper() + word[1:] for word in value.replace("_", " ").split())
+
+
+def fmt_role(role: str) -> str:
+    """`exec_sponsor` → `Executive Sponsor`: a contact's role in words, never its code."""
+    return ROLE_LABELS.get(role, fmt_label(role))
+
+
+def slide_text(value: Any) -> str:
+    """Input text made safe for a slide: one line, XML-safe, spoofing characters shown, no formula start."""
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    text = _WHITESPACE_RUN.sub(" ", visible_text(XML_INVALID.sub("", str(value)))).strip()
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+# --- the slide model -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Chart:
+    kind: str  # line / bar
+    title: str  # what the chart shows
+    categories: tuple[str, ...]
+    series: tuple[tuple[str, tuple[float, ...]], ...]
+    x_title: str
+    y_title: str
+    labels: bool = False  # data labels on every point: where each value matters
+    y_max: float | None = None
+
+
+@dataclass(frozen=True)
+class Table:
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    widths: tuple[float, ...]  # relative column widths
+
+
+@dataclass(frozen=True)
+class Tile:
+    value: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Column:
+    heading: str
+    bullets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Slide:
+    title: str
+    subtitle: str | None = None  # the title slide only
+    lead: str | None = None  # one sentence above the body: the slide's message
+    bullets: tuple[str, ...] = ()
+    tiles: tuple[Tile, ...] = ()
+    columns: tuple[Column, ...] = ()
+    table: Table | None = None
+    chart: Chart | None = None
+    note: str | None = None  # a pointer at the foot of the body (e.g. where the other rows are)
+    more_in: str | None = field(default=None, compare=False)  # the file that holds every row
+
+
+# --- geometry (points) -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rect:
+    left: float
+    top: float
+    width: float
+    height: float
+
+    @property
+    def bottom(self) -> float:
+        return self.top + self.height
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where things go on a slide of the deck's template, in points."""
+
+    width: float = 960.0  # 13.333 in: 16:9
+    height: float = 540.0
+    title: Rect = Rect(36, 18, 888, 70)
+    body: Rect = Rect(36, 100, 888, 386)
+    footer: Rect = Rect(36, 502, 700, 24)
+    number: Rect = Rect(840, 502, 84, 24)
+    body_font: str = "Calibri"
+    title_font: str = "Calibri"
+
+
+INSET_X, INSET_Y = 7.2, 3.6  # a text frame's margins (0.1 in, 0.05 in)
+SIZES = SimpleNamespace(
+    title=30,
+    title_min=16,
+    subtitle=22,
+    subtitle_min=12,
+    lead=20,
+    lead_min=14,
+    body=18,
+    body_min=12,
+    table=14,
+    tile_value=36,
+    tile_value_min=16,
+    tile_label=14,
+    tile_label_min=10,
+    heading=20,
+    note=12,
+    footer=10,
+)
+TILE_HEIGHT = 96.0
+LEAD_GAP = 8.0
+NOTE_HEIGHT = 2 * SIZES.note * 1.22 + 2 * INSET_Y
+BULLET_INDENT = 18.0
+PARAGRAPH_GAP = 6.0
+
+
+def inner_width(width: float) -> float:
+    return width - 2 * INSET_X
+
+
+def body_regions(slide: Slide, geom: Geometry) -> dict[str, Rect]:
+    """The body split into the slide's parts, top to bottom: lead, tiles, main part, note."""
+    body = geom.body
+    top, bottom = body.top, body.bottom
+    regions = {}
+    if slide.note or slide.more_in:
+        regions["note"] = Rect(body.left, bottom - NOTE_HEIGHT, body.width, NOTE_HEIGHT)
+        bottom -= NOTE_HEIGHT + 4
+    if slide.lead:
+        font = Font(geom.body_font, SIZES.lead)
+        height = min(2, len(wrap(slide.lead, font, inner_width(body.width)))) * font.line_height + 2 * INSET_Y
+        regions["lead"] = Rect(body.left, top, body.width, height)
+        top += height + LEAD_GAP
+    if slide.tiles:
+        regions["tiles"] = Rect(body.left, top, body.width, TILE_HEIGHT)
+        top += TILE_HEIGHT + LEAD_GAP
+    regions["main"] = Rect(body.left, top, body.width, max(0.0, bottom - top))
+    return regions
+
+
+# --- pagination --------------------------------------------------------------------------------
+
+
+def table_font(geom: Geometry) -> Font:
+    return Font(geom.body_font, SIZES.table)
+
+
+def column_widths(table: Table, width: float) -> list[float]:
+    total = sum(table.widths)
+    return [width * share / total for share in table.widths]
+
+
+def fitted_cells(row: tuple[str, ...], widths: list[float], font: Font) -> tuple[str, ...]:
+    return tuple(truncate(cell, font, inner_width(w), MAX_CELL_LINES) for cell, w in zip(row, widths, strict=True))
+
+
+def row_height(row: tuple[str, ...], widths: list[float], font: Font) -> float:
+    lines = max(len(wrap(cell, font, inner_width(w))) for cell, w in zip(row, widths, strict=True))
+    return lines * font.line_height + 2 * INSET_Y
+
+
+def bullet_height(text: str, font: Font, width: float) -> float:
+    return len(wrap(text, font, inner_width(width) - BULLET_INDENT)) * font.line_height + PARAGRAPH_GAP
+
+
+def paginate(slides: list[Slide], geom: Geometry, audience: str) -> tuple[Slide, ...]:
+    """Each slide whose table or bullets overflow becomes continuation slides; past the last
+    allowed one the rest is cut with a note naming how many rows and where they are."""
+    out: list[Slide] = []
+    for slide in slides:
+        if slide.table is not None:
+            out += _paginate_table(slide, geom, MAX_PAGES[audience])
+        elif slide.bullets and not slide.chart:
+            out += _paginate_bullets(slide, geom, MAX_PAGES[audience])
+        else:
+            out.append(_with_note(slide, 0, "items"))
+    return tuple(out)
+
+
+def _with_note(slide: Slide, cut: int, kind: str) -> Slide:
+    """The slide with its pointer resolved: how many rows were cut and where they all are."""
+    note = slide.note
+    if cut:
+        pointer = f"{cut} more {kind} in {slide.more_in}" if slide.more_in else f"{cut} more {kind} not shown"
+        note = f"{note} {pointer}." if note else f"{pointer}."
+    return replace(slide, note=note, more_in=None)
+
+
+def _pages(heights: list[float], capacity: float, max_pages: int) -> list[tuple[int, int]]:
+    """(start, end) of the items on each page, at most `max_pages` pages."""
+    pages, start, used = [], 0, 0.0
+    for index, height in enumerate(heights):
+        if used + height > capacity and index > start:
+            pages.append((start, index))
+            start, used = index, 0.0
+        used += height
+    pages.append((start, len(heights)))
+    return pages[:max_pages]
+
+
+def _split(slide: Slide, spans: list[tuple[int, int]], total: int, kind: str, part) -> list[Slide]:
+    """One slide per span; continuations drop the lead, the last one says what was cut."""
+    slides = []
+    for page, (start, end) in enumerate(spans, 1):
+        title = slide.title if len(spans) == 1 else f"{slide.title} ({page} of {len(spans)})"
+        one = replace(part(start, end), title=title)
+        if page > 1:
+            one = replace(one, lead=None, tiles=())
+        last = page == len(spans)
+        slides.append(
+            _with_note(one, total - end if last else 0, kind) if last else replace(one, note=None, more_in=None)
+        )
+    return slides
+
+
+def _paginate_table(slide: Slide, geom: Geometry, max_pages: int) -> list[Slide]:
+    table = slide.table
+    assert table is not None
+    font = table_font(geom)
+    bold = Font(font.typeface, font.size, True)
+    main = body_regions(slide, geom)["main"]
+    widths = column_widths(table, main.width)
+    header = fitted_cells(table.header, widths, bold)
+    rows = [fitted_cells(row, widths, font) for row in table.rows]
+    capacity = main.height - row_height(header, widths, bold)
+    spans = _pages([row_height(row, widths, font) for row in rows], capacity, max_pages)
+    return _split(
+        slide,
+        spans,
+        len(rows),
+        "rows",
+        lambda start, end: replace(slide, table=replace(table, header=header, rows=tuple(rows[start:end]))),
+    )
+
+
+def _paginate_bullets(slide: Slide, geom: Geometry, max_pages: int) -> list[Slide]:
+    main = body_regions(slide, geom)["main"]
+    font = Font(geom.body_font, SIZES.body)
+    width = inner_width(main.width) - BULLET_INDENT
+    bullets = [truncate(b, font, width, MAX_BULLET_LINES) for b in slide.bullets]
+    spans = _pages([bullet_height(b, font, main.width) for b in bullets], main.height, max_pages)
+    return _split(
+        slide, spans, len(bullets), "items", lambda start, end: replace(slide, bullets=tuple(bullets[start:end]))
+    )
+
+
+# --- the customer's story ----------------------------------------------------------------------
+
+
+def customer_slides(ctx: QbrContext, geom: Geometry = Geometry()) -> tuple[Slide, ...]:
+    """Title, agenda, then the quarter as an executive follows it, ending with next steps."""
+    story = [
+        s
+        for s in (
+            _outcomes(ctx),
+            _health_in_words(ctx),
+            _adoption_chart(ctx),
+            _features_chart(ctx),
+            _support(ctx),
+            _what_we_heard(ctx),
+            _success_plan(ctx),
+            _road_ahead(ctx),
+            _next_steps(ctx),
+        )
+        if s is not None
+    ]
+    title = Slide(
+        f"Quarterly Business Review: {ctx.account_name}",
+        subtitle=f"{fmt_period(ctx.period_start, ctx.as_of)}",
+    )
+    agenda = Slide("Agenda", bullets=tuple(s.title for s in story))
+    return paginate([title, agenda, *story], geom, CUSTOMER)
+
+
+def _latest_week(ctx: QbrContext):
+    return ctx.weekly_usage[-1] if ctx.weekly_usage else None
+
+
+def _avg(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _outcomes(ctx: QbrContext) -> Slide:
+    tiles = []
+    weeks = ctx.weekly_usage
+    if weeks:
+        users = _avg([w.active_users for w in weeks])
+        tiles.append(Tile(fmt_count(users), f"Weekly Active Users, {_weeks(len(weeks))} Average"))
+        seats = weeks[-1].seats
+        if seats:
+            tiles.append(
+                Tile(
+                    fmt_pct(100.0 * weeks[-1].active_users / seats),
+                    f"Of Seats Active, Week to {fmt_short_date(weeks[-1].week_end)}",
+                )
+            )
+        tiles.append(
+            Tile(
+                fmt_one(_avg([w.features_used for w in weeks])), f"Features Used per Week, {_weeks(len(weeks))} Average"
+            )
+        )
+    if ctx.support.closed:
+        tiles.append(Tile(fmt_count(ctx.support.closed), "Support Cases Resolved in the Quarter"))
+    if ctx.nps:
+        tiles.append(Tile(str(ctx.nps[-1].score), f"Latest NPS Answer (0–10), {fmt_date(ctx.nps[-1].on)}"))
+    bullets = []
+    if weeks:
+        first, last = weeks[0], weeks[-1]
+        change = last.active_users - first.active_users
+        trend = "steady" if change == 0 else f"{'up' if change > 0 else 'down'} {fmt_count(abs(change))}"
+        bullets.append(
+            f"{fmt_count(last.active_users)} people used the product in the week to {fmt_date(last.week_end)}, "
+            f"{trend} from {fmt_count(first.active_users)} in the week to {fmt_date(first.week_end)}"
+        )
+        releases = sum(w.release_features_used for w in weeks)
+        if releases:
+            bullets.append(
+                f"Features from recent releases were used in {sum(1 for w in weeks if w.release_features_used)} "
+                f"of the quarter's {len(weeks)} weeks"
+            )
+    if ctx.support.opened or ctx.support.closed:
+        bullets.append(f"{fmt_count(ctx.support.closed)} support cases resolved in the quarter")
+    if not tiles:
+        return Slide(
+            "Outcomes and Value Delivered",
+            lead="Not enough data yet to show this quarter's outcomes.",
+            bullets=("Usage, support and survey data will fill this page as it arrives",),
+        )
+    return Slide(
+        "Outcomes and Value Delivered",
+        lead=f"The quarter {fmt_period(ctx.period_start, ctx.as_of)} in numbers.",
+        tiles=tuple(tiles[:4]),
+        bullets=tuple(bullets),
+    )
+
+
+# What each component measured, in words, over the health score's own windows: (phrase, the
+# evidence keys it needs). `{usage}` and `{support}` name those windows, so a figure never reads
+# as the quarter's.
+COMPONENT_PHRASES = {
+    "adoption": (
+        "{avg_active_users:count} weekly active users on average in {usage}, {utilisation_pct:pct} of {seats:count} seats",
+        ("avg_active_users", "utilisation_pct", "seats"),
+    ),
+    "value": (
+        "{avg_features_used:one} features used each week on average in {usage}, {breadth_pct:pct} of the product",
+        ("avg_features_used", "breadth_pct"),
+    ),
+    "support": (
+        "{cases_in_window:count} cases opened in {support}, {open_sev1_cases:critical}",
+        ("cases_in_window", "open_sev1_cases"),
+    ),
+    "sentiment": ("latest NPS answer {latest_nps:one} of 10, on {latest_on:date}", ("latest_nps", "latest_on")),
+}
+_FIELD = re.compile(r"\{(\w+):(\w+)\}")
+
+
+def _weeks(count: int) -> str:
+    return f"{count}-Week"
+
+
+def _window(days: int, as_of: dt.date) -> str:
+    """`the 4 weeks to 27 Sep 2026` (or `the 90 days to ...`): the period a figure covers."""
+    span = f"{days // 7} weeks" if days % 7 == 0 else f"{days} days"
+    return f"the {span} to {fmt_date(as_of)}"
+
+
+def component_phrase(component: Component, ctx: QbrContext) -> str:
+    """What a health component measured, in words a customer reads (no internal codes), with its period."""
+    label = COMPONENT_LABELS.get(component.name, fmt_label(component.name))
+    if component.score is None:
+        return f"{label}: not enough data yet"
+    measured = component.measured
+    if component.name == "commercial":
+        overdue = measured.get("overdue_invoices") or 0
+        if overdue:
+            invoices = "1 invoice is" if overdue == 1 else f"{fmt_count(overdue)} invoices are"
+            return f"{label}: {invoices} open past the due date on {fmt_date(ctx.as_of)}"
+        if component in ctx.strengths:
+            return f"{label}: no invoice overdue on {fmt_date(ctx.as_of)}, contract in good order"
+        return f"{label}: no invoice overdue on {fmt_date(ctx.as_of)}; contract terms to review together"
+    phrase, keys = COMPONENT_PHRASES.get(component.name, ("", ()))
+    if not phrase or any(measured.get(key) is None or isinstance(measured.get(key), bool) for key in keys):
+        return label
+    formats = {
+        "count": fmt_count,
+        "one": fmt_one,
+        "pct": fmt_pct,
+        "critical": lambda value: f"{fmt_count(value)} critical still open" if value else "no critical case open",
+        "date": lambda value: fmt_date(dt.date.fromisoformat(str(value)[:10])),
+    }
+    windows = {"usage": _window(ctx.usage_days, ctx.as_of), "support": _window(ctx.support_days, ctx.as_of)}
+    text = phrase.replace("{usage}", windows["usage"]).replace("{support}", windows["support"])
+    return f"{label}: " + _FIELD.sub(lambda m: formats[m.group(2)](measured[m.group(1)]), text)
+
+
+def _health_in_words(ctx: QbrContext) -> Slide:
+    scored = ctx.status == "scored" and ctx.score is not None
+    lead = None if scored else "Not enough data yet for a full picture: this is what we can measure so far."
+    if ctx.settings.show_health_score:
+        lead = f"Health score {ctx.score} of {ctx.total}." if scored else "Health score: not enough data yet."
+    columns = (
+        Column(
+            "Where Things Go Well",
+            tuple(component_phrase(c, ctx) for c in ctx.strengths) or ("We will build on this together",),
+        ),
+        Column(
+            "Where We Will Focus Together",
+            tuple(component_phrase(c, ctx) for c in ctx.focus_areas) or ("Nothing stands out: keep the momentum",),
+        ),
+    )
+    return Slide("How Things Are Going", lead=lead, columns=columns)
+
+
+def _adoption_chart(ctx: QbrContext) -> Slide | None:
+    weeks = ctx.weekly_usage
+    if not weeks:
+        return None
+    last = weeks[-1]
+    return Slide(
+        "Adoption Against Seats",
+        lead=f"{fmt_count(last.active_users)} of {fmt_count(last.seats)} seats were active in the week to {fmt_date(last.week_end)}.",
+        chart=Chart(
+            "line",
+            "Weekly Active Users and Seats, by Week Ending",
+            tuple(fmt_short_date(w.week_end) for w in weeks),
+            (
+                ("Active Users", tuple(float(w.active_users) for w in weeks)),
+                ("Seats", tuple(float(w.seats) for w in weeks)),
+            ),
+            "Week Ending",
+            "People",
+        ),
+    )
+
+
+def _features_chart(ctx: QbrContext) -> Slide | None:
+    weeks = ctx.weekly_usage
+    if not weeks or not any(w.features_used for w in weeks):
+        return None
+    return Slide(
+        "Feature Breadth and New Releases",
+        lead=f"{fmt_one(_avg([w.features_used for w in weeks]))} features used each week on average in the quarter, "
+        f"{fmt_one(_avg([w.release_features_used for w in weeks]))} of them from recent releases.",
+        chart=Chart(
+            "bar",
+            "Features Used per Week, and Those From Recent Releases",
+            tuple(fmt_short_date(w.week_end) for w in weeks),
+            (
+                ("Features Used", tuple(float(w.features_used) for w in weeks)),
+                ("From Recent Releases", tuple(float(w.release_features_used) for w in weeks)),
+            ),
+            "Week Ending",
+            "Features",
+            labels=True,
+        ),
+    )
+
+
+def _support(ctx: QbrContext) -> Slide:
+    s = ctx.support
+    tiles = [Tile(fmt_count(s.opened), "Cases Opened"), Tile(fmt_count(s.closed), "Cases Resolved")]
+    if s.median_days_to_close is not None:
+        tiles.append(Tile(fmt_one(s.median_days_to_close), "Median Days to Resolve"))
+    if s.sla_met_pct is not None:
+        tiles.append(Tile(fmt_pct(s.sla_met_pct), "Answered Within the Agreed Time"))
+    lead = (
+        f"No support cases in the quarter {fmt_period(ctx.period_start, ctx.as_of)}."
+        if not s.opened and not s.closed
+        else f"Support in the quarter {fmt_period(ctx.period_start, ctx.as_of)}; "
+        f"{fmt_count(s.open_now)} case{'s' if s.open_now != 1 else ''} open on {fmt_date(ctx.as_of)}."
+    )
+    return Slide("Support Summary", lead=lead, tiles=tuple(tiles))
+
+
+def _what_we_heard(ctx: QbrContext) -> Slide | None:
+    if not ctx.nps:
+        return None
+    scores = [p.score for p in ctx.nps]
+    return Slide(
+        "What We Heard",
+        lead=f"{len(scores)} survey answer{'s' if len(scores) != 1 else ''} in the year to {fmt_date(ctx.as_of)}, averaging {fmt_one(_avg(scores))} of 10; the latest {scores[-1]} on {fmt_date(ctx.nps[-1].on)}.",
+        chart=Chart(
+            "line",
+            "Net Promoter Score Answers, 0 to 10, by Date",
+            tuple(fmt_date(p.on) for p in ctx.nps),
+            (("NPS Answer", tuple(float(s) for s in scores)),),
+            "Date Answered",
+            "Score (0–10)",
+            labels=True,
+            y_max=10,
+        ),
+    )
+
+
+def _success_plan(ctx: QbrContext) -> Slide | None:
+    steps = ctx.joint_steps
+    if not steps:
+        return None
+    rows = tuple(
+        (fmt_date(step.due_on), slide_text(step.what), slide_text(step.owner), slide_text(step.your_owner))
+        for step in steps
+    )
+    return Slide(
+        "Our Joint Success Plan",
+        lead="What we do together this quarter, with an owner on each side.",
+        table=Table(("Due", "Step", "Our Owner", "Your Owner"), rows, (1.3, 4.2, 1.6, 1.6)),
+        more_in="roadmap.md",
+    )
+
+
+def _road_ahead(ctx: QbrContext) -> Slide:
+    bullets = [
+        f"Your {slide_text(r.product)} subscription renews on {fmt_date(r.renewal_date)}" for r in ctx.upcoming_renewals
+    ]
+    bullets += [slide_text(topic) for topic in ctx.settings.roadmap_topics]
+    if not bullets:
+        bullets = [f"Our next business review: the week of {fmt_date(ctx.next_review)}"]
+    return Slide("The Road Ahead", bullets=tuple(bullets), more_in="roadmap.md")
+
+
+def _next_steps(ctx: QbrContext) -> Slide:
+    upcoming = [step for step in ctx.joint_steps if step.due_on is not None and step.due_on >= ctx.as_of][:NEXT_STEPS]
+    bullets = [f"{fmt_date(step.due_on)}: {slide_text(step.what)}" for step in upcoming]
+    bullets.append(f"Our next business review: the week of {fmt_date(ctx.next_review)}")
+    return Slide("Next Steps", bullets=tuple(bullets))
+
+
+# The phrasing helpers the Markdown templates share with the slides.
+FORMATS = SimpleNamespace(
+    date=fmt_date,
+    period=fmt_period,
+    count=fmt_count,
+    one=fmt_one,
+    pct=fmt_pct,
+    money=format_amount,
+    label=fmt_label,
+    role=fmt_role,
+    component=component_phrase,
+)
+
+
+# --- the account team's internal review ----------------------------------------------------------
+
+
+def review_slides(ctx: QbrContext, geom: Geometry = Geometry()) -> tuple[Slide, ...]:
+    """The internal account review: the numbers and judgement the customer deck leaves out."""
+    slides = [
+        Slide(
+            f"Account Review: {ctx.account_name}",
+            subtitle=f"Internal, for the account team · {slide_text(ctx.account_id)} · {fmt_date(ctx.as_of)}",
+        ),
+        _review_summary(ctx),
+        _review_scorecard(ctx),
+        _review_signals(ctx),
+        _review_renewals(ctx),
+        _review_plan(ctx),
+    ]
+    if ctx.risks:
+        slides.append(Slide("Plan Risks", bullets=tuple(slide_text(r) for r in ctx.risks), more_in=None))
+    if len(ctx.score_history) >= 2:
+        slides.append(
+            Slide(
+                "Health Score Over Time",
+                chart=Chart(
+                    "line",
+                    "Health Score per Snapshot, 0 to 100",
+                    tuple(fmt_date(p.as_of) for p in ctx.score_history),
+                    (("Health Score", tuple(float(p.score) for p in ctx.score_history)),),
+                    "Snapshot Date",
+                    "Score (0–100)",
+                    labels=True,
+                    y_max=100,
+                ),
+            )
+        )
+    return paginate(slides, geom, REVIEW)
+
+
+def score_phrase(ctx: QbrContext) -> str:
+    if ctx.score is None or ctx.status != "scored":
+        reason = "churned" if ctx.status == "churned" else "not enough data yet"
+        return f"no score ({reason})"
+    return f"{ctx.score}/{ctx.total}, {ctx.tier}"
+
+
+def _review_summary(ctx: QbrContext) -> Slide:
+    bullets = [
+        f"Health {score_phrase(ctx)}; {ctx.change_phrase}",
+        f"Status {ctx.status}"
+        + (f", lifecycle {ctx.lifecycle}" if ctx.lifecycle else "")
+        + f"; scorecard {slide_text(ctx.scorecard)}",
+        f"Signals: {len(ctx.risk_signals)} risk, {len(ctx.expansion_signals)} expansion",
+    ]
+    if ctx.renewals:
+        first = ctx.renewals[0]
+        bullets.append(
+            f"{len(ctx.renewals)} renewing in the forecast window; first {slide_text(first.product)} on {fmt_date(first.renewal_date)}, forecast {first.bucket}"
+        )
+    else:
+        bullets.append("No subscription renews in the forecast window")
+    bullets.append(f"Plan: {slide_text(ctx.plan_summary)}" if ctx.plan_summary else "No playbook attached")
+    if ctx.csm_owner:
+        bullets.append(f"CSM {slide_text(ctx.csm_owner)}")
+    return Slide("Summary", bullets=tuple(bullets), more_in=None)
+
+
+def _review_scorecard(ctx: QbrContext) -> Slide:
+    rows = tuple(
+        (
+            COMPONENT_LABELS.get(c.name, fmt_label(c.name)),
+            "n/a" if c.score is None else fmt_one(c.score),
+            fmt_one(c.weight),
+            fmt_one(c.points),
+            slide_text(c.reason) if c.score is None else "",
+        )
+        for c in ctx.components
+    )
+    return Slide(
+        "Health Scorecard",
+        lead=f"Health {score_phrase(ctx)}; {ctx.change_phrase}.",
+        table=Table(("Component", "Score", "Weight", "Points", "Not Measured Because"), rows, (2.2, 1, 1, 1, 3.2)),
+        more_in=None,
+    )
+
+
+def _review_signals(ctx: QbrContext) -> Slide:
+    if not ctx.signals:
+        return Slide("Signals", bullets=("No signals fired",), more_in=None)
+    rows = tuple((s.code, s.kind, slide_text(s.evidence)) for s in ctx.signals)
+    return Slide(
+        "Signals", table=Table(("Signal", "Kind", "Evidence"), rows, (2.6, 1.1, 5.0)), more_in="the review page"
+    )
+
+
+def _review_renewals(ctx: QbrContext) -> Slide:
+    if not ctx.renewals:
+        return Slide("Renewal Forecast", bullets=("No subscription renews in the forecast window",), more_in=None)
+    rows = tuple(
+        (
+            slide_text(r.subscription_id),
+            slide_text(r.product),
+            fmt_date(r.renewal_date),
+            format_amount(r.arr, r.currency),
+            r.bucket,
+            f"{round(r.probability * 100)}%",
+            format_amount(r.expected_arr, r.currency),
+            slide_text("; ".join(r.risk_reasons)),
+        )
+        for r in ctx.renewals
+    )
+    return Slide(
+        "Renewal Forecast",
+        table=Table(
+            ("Subscription", "Product", "Renews", "ARR", "Forecast", "Probability", "Expected", "Risk Reasons"),
+            rows,
+            (1.5, 1.5, 1.3, 1.4, 1.0, 1.1, 1.4, 2.6),
+        ),
+        more_in="the review page",
+    )
+
+
+def _review_plan(ctx: QbrContext) -> Slide:
+    if not ctx.plan_steps:
+        return Slide(
+            "The Whole Plan",
+            bullets=(f"No playbook steps; run `c360 c360:playbook --account {slide_text(ctx.account_id)}`",),
+            more_in=None,
+        )
+    rows = tuple(
+        (fmt_date(step.due_on), slide_text(step.what), slide_text(step.owner), "joint" if step.joint else "ours")
+        for step in ctx.plan_steps
+    )
+    return Slide(
+        "The Whole Plan",
+        lead=f"Plays: {', '.join(fmt_label(p) for p in ctx.plays)}." if ctx.plays else None,
+        table=Table(("Due", "Step", "Owner", "With Customer"), rows, (1.3, 5.0, 1.7, 1.3)),
+        more_in="the review page",
+    )

@@ -1,0 +1,876 @@
+"""QBR packs: one account's quarter in Markdown (and a deck), behind duty-of-care and privacy gates.
+
+`build_qbr_context` gathers everything a pack shows into plain frozen data; the renderers only
+format it, so the Markdown files and the slides always tell the same story.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import polars as pl
+
+from c360_dagster.domain.core.config import load_yaml_config
+from c360_dagster.domain.core.errors import ConfigError
+from c360_dagster.domain.core.stages import StageWriter, write_stage
+from c360_dagster.domain.core.text import fmt_number, render_template, safe_filename
+from c360_dagster.domain.ingest.view import Customer360
+from c360_dagster.domain.qbr import deck as qbr_deck
+from c360_dagster.domain.qbr import powerpoint as qbr_pptx
+from c360_dagster.domain.scoring.account_state import CHURNED, DOWNSOLD, RENEWED, succession
+from c360_dagster.domain.scoring.health import HealthConfig
+
+DUTY_PLAYBOOK_MISSING = "DUTY_PLAYBOOK_MISSING"
+PRIVACY_SIGNOFF_REQUIRED = "PRIVACY_SIGNOFF_REQUIRED"
+USAGE_WEEKS = 13  # the quarter under review
+TIMELINE_LOOKBACK_DAYS = 365
+ROADMAP_DAYS = 90  # "the next quarter"
+ADOPTION_GAP_BELOW = 70  # an adoption component score under this is a gap worth a roadmap line
+SEAT_USE_GAP_BELOW = 0.8  # active users / seats in the latest week under this is a gap
+CONTACT_KEYS = frozenset({"contact_id", "contact_name", "email", "name"})
+COMPONENTS = ("adoption", "value", "support", "commercial", "sentiment")
+# The evidence count that keeps a component out of the strengths, however well it scored.
+CONCERNS = {"commercial": "overdue_invoices", "support": "open_sev1_cases"}
+MARKDOWN_FILES = ("index.md", "scorecard.md", "timeline.md", "roadmap.md")
+SLIDES_MD = "slides.md"
+REVIEW_TEMPLATE = "qbr_review.md.j2"
+# Timeline events a customer sees; invoices and their ids stay in the internal review.
+# A renewal's outcome as the customer lived it: a downsell is still a renewal to them.
+RENEWAL_OUTCOMES = {RENEWED: "renewed", DOWNSOLD: "renewed", CHURNED: "ended"}
+CUSTOMER_EVENTS = frozenset(
+    {"case_closed", "case_opened", "nps_answer", "renewal_due", "stakeholder_ended", "stakeholder_started"}
+)
+DEFAULT_TEMPLATE = "qbr_template.pptx"  # the company's own deck template, beside qbr.yaml
+SETTINGS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["show_health_score", "strength_at", "customer_roles"],
+    "properties": {
+        "show_health_score": {"type": "boolean"},
+        "strength_at": {"type": "number", "minimum": 0, "maximum": 100},
+        "customer_roles": {
+            "type": "array",
+            "uniqueItems": True,
+            "maxItems": 20,
+            "items": {"type": "string", "minLength": 1, "maxLength": 64},
+        },
+        "roadmap_topics": {
+            "type": "array",
+            "maxItems": 12,
+            "items": {"type": "string", "minLength": 1, "maxLength": 200},
+        },
+        "template": {"type": "string", "minLength": 1, "maxLength": 1024},
+    },
+}
+EVENT_LABELS = {
+    "case_closed": "case closed",
+    "case_opened": "case opened",
+    "invoice_issued": "invoice issued",
+    "invoice_overdue": "invoice overdue",
+    "invoice_paid": "invoice paid",
+    "nps_answer": "NPS answer",
+    "renewal_due": "renewal date",
+    "stakeholder_ended": "stakeholder left role",
+    "stakeholder_started": "stakeholder started",
+}
+
+
+@dataclass(frozen=True)
+class QbrSettings:
+    """`configs/customer/qbr.yaml`: what the customer deck shows and which template it uses."""
+
+    show_health_score: bool = False  # default: strengths and focus areas in words, no number
+    strength_at: float = 70.0  # a component scoring at least this is a strength, else a focus area
+    customer_roles: tuple[str, ...] = ("Customer Champion", "Customer Exec Sponsor", "Customer Admin")
+    roadmap_topics: tuple[str, ...] = ()
+    template: bytes | None = None  # the company's .pptx template; None: the bundled default theme
+
+
+def load_qbr_settings(path: Path | str) -> QbrSettings:
+    """Read and validate qbr.yaml (defaults when absent) and the deck template it points at."""
+    path = Path(path)
+    raw = load_yaml_config(path, SETTINGS_SCHEMA) if path.exists() else {}
+    named = raw.get("template")
+    template_path = path.parent / (named or DEFAULT_TEMPLATE)
+    template = None
+    if named or template_path.exists():
+        try:
+            template = template_path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{path}: template: cannot read {template_path} ({exc.strerror or exc})") from None
+        qbr_pptx.check_template(template, f"{path}: template: {template_path}")
+    return QbrSettings(
+        show_health_score=raw.get("show_health_score", False),
+        strength_at=float(raw.get("strength_at", 70.0)),
+        customer_roles=tuple(raw.get("customer_roles", QbrSettings.customer_roles)),
+        roadmap_topics=tuple(raw.get("roadmap_topics", ())),
+        template=template,
+    )
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One governance gate's verdict; `code` names the rule whether or not it passed."""
+
+    code: str
+    passed: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    score: float | None  # None when the component could not be measured
+    weight: float
+    points: float
+    reason: str | None
+    evidence: str
+    measured: Mapping[str, Any]  # the evidence's values, for phrases in words
+
+    @property
+    def concern(self) -> bool:
+        """Evidence that is never a strength whatever the score: an overdue invoice, an open critical case."""
+        key = CONCERNS.get(self.name)
+        return key is not None and bool(self.measured.get(key))
+
+
+@dataclass(frozen=True)
+class SignalLine:
+    code: str
+    kind: str
+    evidence: str
+
+
+@dataclass(frozen=True)
+class RenewalLine:
+    subscription_id: str
+    product: str
+    plan: str
+    renewal_date: dt.date
+    days_to_renewal: int
+    arr: float
+    currency: str
+    bucket: str
+    probability: float
+    expected_arr: float
+    risk_reasons: tuple[str, ...]
+    suggested_playbook: str | None
+
+
+@dataclass(frozen=True)
+class WeekPoint:
+    week_end: dt.date
+    active_users: int
+    seats: int
+    features_used: int
+    release_features_used: int
+
+
+@dataclass(frozen=True)
+class SupportSummary:
+    """The quarter's support cases: opened, closed, how fast, within the agreed response time."""
+
+    opened: int
+    closed: int
+    open_now: int
+    median_days_to_close: float | None  # None when no case closed in the quarter
+    sla_met_pct: float | None  # of the cases opened in the quarter; None when none was opened
+
+
+@dataclass(frozen=True)
+class NpsPoint:
+    on: dt.date
+    score: int
+
+
+@dataclass(frozen=True)
+class UpcomingRenewal:
+    product: str
+    renewal_date: dt.date
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    on: dt.date
+    kind: str
+    ref: str
+    detail: str
+
+    @property
+    def label(self) -> str:
+        return EVENT_LABELS[self.kind]
+
+
+@dataclass(frozen=True)
+class RoadmapItem:
+    due_on: dt.date | None  # None: an adoption gap to close during the quarter
+    kind: str  # step / checkpoint / adoption_gap
+    what: str
+    owner: str
+    customer_roles: tuple[str, ...] = ()  # the customer's roles in the step's RACI: a joint step
+
+    @property
+    def joint(self) -> bool:
+        """A step the customer takes part in: it belongs in the customer deck's success plan."""
+        return bool(self.customer_roles)
+
+    @property
+    def your_owner(self) -> str:
+        """The customer's side of a joint step: `Customer Champion` reads `Champion`."""
+        return ", ".join(role.replace("Customer ", "") for role in self.customer_roles)
+
+
+@dataclass(frozen=True)
+class Stakeholder:
+    role: str
+    started_on: dt.date
+    ended_on: dt.date | None
+    name: str | None  # contact-level data: only with include_contacts
+    email: str | None
+
+
+@dataclass(frozen=True)
+class ScorePoint:
+    as_of: dt.date
+    score: int
+    tier: str
+
+
+@dataclass(frozen=True)
+class Kpi:
+    name: str
+    current: float | None
+    target: float | None
+    unit: str
+    status: str
+
+
+@dataclass(frozen=True)
+class QbrContext:
+    """Everything one account's QBR pack shows, already computed and ordered."""
+
+    account_id: str
+    account_name: str
+    segment: str
+    csm_owner: str | None
+    as_of: dt.date
+    period_start: dt.date  # the first day of the quarter under review
+    usage_days: int  # the health score's windows (health.yaml), which its evidence covers
+    support_days: int
+    score: int | None
+    total: int
+    tier: str
+    status: str
+    lifecycle: str | None
+    scorecard: str
+    previous: ScorePoint | None  # the latest earlier snapshot in the lake
+    components: tuple[Component, ...]
+    signals: tuple[SignalLine, ...]
+    renewals: tuple[RenewalLine, ...]
+    weekly_usage: tuple[WeekPoint, ...]
+    support: SupportSummary
+    nps: tuple[NpsPoint, ...]  # answers of the past year, oldest first
+    upcoming_renewals: tuple[UpcomingRenewal, ...]  # active subscriptions renewing within a year
+    timeline: tuple[TimelineEvent, ...]
+    roadmap: tuple[RoadmapItem, ...]
+    stakeholders: tuple[Stakeholder, ...]
+    score_history: tuple[ScorePoint, ...]  # earlier snapshots and this one, oldest first
+    playbook_present: bool
+    plan_summary: str | None
+    plays: tuple[str, ...]
+    plan_steps: tuple[RoadmapItem, ...]
+    kpis: tuple[Kpi, ...]
+    risks: tuple[str, ...]
+    include_contacts: bool
+    settings: QbrSettings = QbrSettings()
+
+    @property
+    def score_change(self) -> int | None:
+        if self.previous is None or self.score is None:
+            return None
+        return self.score - self.previous.score
+
+    @property
+    def change_phrase(self) -> str:
+        """`up 3 since 2024-03-31`, `no change since ...`, or `no earlier snapshot`."""
+        change = self.score_change
+        if change is None or self.previous is None:
+            return "no earlier snapshot"
+        direction = "no change" if change == 0 else f"{'up' if change > 0 else 'down'} {abs(change)}"
+        return f"{direction} since {self.previous.as_of.isoformat()}"
+
+    @property
+    def next_review(self) -> dt.date:
+        return self.as_of + dt.timedelta(weeks=USAGE_WEEKS)
+
+    @property
+    def customer_timeline(self) -> tuple[TimelineEvent, ...]:
+        return tuple(event for event in self.timeline if event.kind in CUSTOMER_EVENTS)
+
+    @property
+    def joint_steps(self) -> tuple[RoadmapItem, ...]:
+        return tuple(step for step in self.plan_steps if step.joint)
+
+    @property
+    def risk_signals(self) -> tuple[SignalLine, ...]:
+        return tuple(s for s in self.signals if s.kind == "risk")
+
+    @property
+    def expansion_signals(self) -> tuple[SignalLine, ...]:
+        return tuple(s for s in self.signals if s.kind != "risk")
+
+    @property
+    def strengths(self) -> tuple[Component, ...]:
+        """Measured components at or above `strength_at` whose evidence holds no concern."""
+        return tuple(c for c in self.components if c.score is not None and c not in self.focus_areas)
+
+    @property
+    def focus_areas(self) -> tuple[Component, ...]:
+        at = self.settings.strength_at
+        return tuple(c for c in self.components if c.score is None or c.score < at or c.concern)
+
+    @property
+    def unavailable(self) -> tuple[Component, ...]:
+        return tuple(c for c in self.components if c.score is None)
+
+
+def check_gates(
+    tier: str | None,
+    playbook_present: bool,
+    include_contacts: bool,
+    privacy_signoff: bool,
+    *,
+    account_id: str = "ACCOUNT_ID",
+) -> list[Gate]:
+    """The duty-of-care gate, then the privacy gate, each passed or blocked with its reason."""
+    if tier == "red" and not playbook_present:
+        duty = Gate(
+            DUTY_PLAYBOOK_MISSING,
+            False,
+            f"{DUTY_PLAYBOOK_MISSING}: account {account_id} is red and has no playbook; run "
+            f"`c360 c360:playbook --account {account_id}` first",
+        )
+    else:
+        why = "a playbook is attached" if playbook_present else f"tier is {tier or 'unscored'}"
+        duty = Gate(DUTY_PLAYBOOK_MISSING, True, f"duty of care: satisfied ({why})")
+    if include_contacts and not privacy_signoff:
+        privacy = Gate(
+            PRIVACY_SIGNOFF_REQUIRED,
+            False,
+            f"{PRIVACY_SIGNOFF_REQUIRED}: the QBR of {account_id} would carry contact names and "
+            "emails; add `--privacy-signoff` (run config `privacy_signoff: true`) or drop "
+            "`--include-contacts`",
+        )
+    else:
+        why = "sign-off granted" if include_contacts else "roles only, no contact-level data"
+        privacy = Gate(PRIVACY_SIGNOFF_REQUIRED, True, f"privacy: satisfied ({why})")
+    return [duty, privacy]
+
+
+def build_qbr_context(
+    account: Mapping[str, Any],
+    view: Customer360,
+    health: Mapping[str, Any],
+    signals: Sequence[Mapping[str, Any]],
+    renewals: Sequence[Mapping[str, Any]],
+    playbook: Mapping[str, Any] | None,
+    score_history: Sequence[Mapping[str, Any]],
+    include_contacts: bool,
+    as_of: dt.date,
+    health_config: HealthConfig,
+    settings: QbrSettings = QbrSettings(),
+) -> QbrContext:
+    """Gather one account's QBR content from its 360 rows and the stage outputs."""
+    account_id = account["account_id"]
+    period_start = as_of - dt.timedelta(weeks=USAGE_WEEKS) + dt.timedelta(days=1)
+    history = _score_history(score_history, health.get("score"), health.get("tier"), as_of)
+    earlier = [point for point in history if point.as_of < as_of]
+    weekly = _weekly_usage(view, account_id, as_of)
+    components = _components(health, include_contacts)
+    signal_lines = tuple(
+        SignalLine(s["code"], s.get("kind", "risk"), _evidence_phrase(s.get("evidence") or {}, include_contacts))
+        for s in sorted(signals, key=lambda s: s["code"])
+    )
+    plan_steps, checkpoints = _plan(playbook, settings.customer_roles, include_contacts)
+    plan = playbook or {}
+    return QbrContext(
+        account_id=account_id,
+        account_name=account.get("name") or account_id,
+        segment=account.get("segment") or "",
+        csm_owner=account.get("csm_owner"),
+        as_of=as_of,
+        period_start=period_start,
+        usage_days=health_config.windows["usage_days"],
+        support_days=health_config.windows["support_days"],
+        score=health.get("score"),
+        total=health.get("total", 100),
+        tier=health.get("tier") or "unscored",
+        status=health.get("status", "scored"),
+        lifecycle=health.get("lifecycle"),
+        scorecard=health.get("scorecard", "default"),
+        previous=earlier[-1] if earlier else None,
+        components=components,
+        signals=signal_lines,
+        renewals=_renewals(renewals),
+        weekly_usage=weekly,
+        support=_support(view, account_id, period_start, as_of),
+        nps=_nps(view, account_id, as_of),
+        upcoming_renewals=_upcoming_renewals(view, account_id, as_of),
+        timeline=_timeline(view, account_id, as_of, include_contacts, health_config.lifecycle.renewal_grace_days),
+        roadmap=_roadmap(plan_steps, checkpoints, components, signal_lines, weekly, as_of),
+        stakeholders=_stakeholders(view, account_id, as_of, include_contacts),
+        score_history=tuple(history),
+        playbook_present=playbook is not None,
+        plan_summary=plan.get("summary"),
+        plays=tuple(str(play) for play in plan.get("plays", ())),
+        plan_steps=plan_steps,
+        kpis=tuple(
+            Kpi(k["name"], k.get("current"), k.get("target"), k.get("unit", ""), k.get("status", ""))
+            for k in plan.get("kpis", ())
+        ),
+        risks=tuple(str(risk) for risk in plan.get("risks", ())),
+        include_contacts=include_contacts,
+        settings=settings,
+    )
+
+
+def render_qbr_markdown(ctx: QbrContext, *, deck: str | None = None) -> dict[str, str]:
+    """The customer pack's Markdown files by name; `deck` is the relative link to the slides, if any."""
+    pages = {name: f"qbr_{name.removesuffix('.md')}.md.j2" for name in MARKDOWN_FILES}
+    return {
+        name: render_template(template, ctx=ctx, deck=deck, fmt=qbr_deck.FORMATS) for name, template in pages.items()
+    }
+
+
+def render_review_markdown(ctx: QbrContext, *, deck: str | None = None) -> str:
+    """The internal account review: score, signals, forecast, the whole plan and its risks."""
+    return render_template(REVIEW_TEMPLATE, ctx=ctx, deck=deck, fmt=qbr_deck.FORMATS)
+
+
+def pptx_available() -> bool:
+    """Whether python-pptx can be imported (the pack falls back to `slides.md` otherwise)."""
+    try:
+        import pptx  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class RenderedPack:
+    """A QBR pack's bytes, ready to write.
+
+    `files` go into the customer's folder `qbr_<id>/`; `beside` are the files next to it: the
+    customer deck `qbr_<id>.pptx` (unless it fell back to `slides.md`) and the account team's
+    internal review `review_<id>.md` and `review_<id>.pptx`.
+    """
+
+    name: str
+    files: dict[str, bytes]
+    beside: dict[str, bytes]
+
+
+def pack_names(account_id: str) -> tuple[str, str, str, str]:
+    """The customer folder, the customer deck, the review page and the review deck of an account."""
+    key = safe_filename(account_id)
+    return f"qbr_{key}", f"qbr_{key}.pptx", f"review_{key}.md", f"review_{key}.pptx"
+
+
+def render_qbr_pack(ctx: QbrContext, *, pptx: bool = True) -> RenderedPack:
+    """Every file of the pack, for the customer and for the account team, in memory."""
+    name, deck_name, review_name, review_deck_name = pack_names(ctx.account_id)
+    with_decks = pptx and pptx_available()
+    beside = {}
+    if with_decks:
+        beside[deck_name] = qbr_pptx.render_pptx(ctx)
+        beside[review_deck_name] = qbr_pptx.render_pptx(ctx, audience=qbr_deck.REVIEW)
+    files = {
+        filename: text.encode("utf-8")
+        for filename, text in render_qbr_markdown(ctx, deck=f"../{deck_name}" if with_decks else SLIDES_MD).items()
+    }
+    if not with_decks:
+        files[SLIDES_MD] = qbr_pptx.render_slides_md(ctx).encode("utf-8")
+    beside[review_name] = render_review_markdown(ctx, deck=review_deck_name if with_decks else None).encode("utf-8")
+    return RenderedPack(name, files, dict(sorted(beside.items())))
+
+
+def write_qbr_pack(ctx: QbrContext, artifacts_customer_dir: Path, *, pptx: bool = True) -> dict[str, str]:
+    """Render and write `qbr_<id>/` (and `qbr_<id>.pptx`) as one stage; return relative path → content hash."""
+    pack = render_qbr_pack(ctx, pptx=pptx)
+    with write_stage(artifacts_customer_dir, pack.name) as out:
+        return save_qbr_pack(pack, out)
+
+
+def save_qbr_pack(pack: RenderedPack, out: StageWriter) -> dict[str, str]:
+    """Write a rendered pack into its stage's generation; return relative path → content hash.
+
+    The stage switches the pack as one unit, so a failure at any point leaves the previous pack
+    (a file of an earlier pack that this one lacks, e.g. the decks under the slides.md
+    fallback, goes with it).
+    """
+    written = {
+        f"{pack.name}/{filename}": out.write_bytes(f"{pack.name}/{filename}", pack.files[filename])
+        for filename in sorted(pack.files)
+    }
+    written.update((filename, out.write_bytes(filename, data)) for filename, data in sorted(pack.beside.items()))
+    return dict(sorted(written.items()))
+
+
+def _as_date(value: dt.date | str) -> dt.date:
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])
+
+
+def _as_mapping(value: Any) -> Any:
+    """Evidence and reasons arrive as canonical JSON text from frames, or already parsed."""
+    if isinstance(value, str) and value.startswith(("{", "[")):
+        return json.loads(value)
+    return value
+
+
+def _evidence_phrase(evidence: Any, include_contacts: bool) -> str:
+    """`weeks=4, drop_pct=35.5`: measured values as one phrase, keys sorted, numbers rounded.
+
+    Contact-level keys (a contact's id, name or email) are left out unless contacts are included.
+    """
+    evidence = _as_mapping(evidence)
+    if not isinstance(evidence, Mapping):
+        return _value_text(evidence, include_contacts)
+    return ", ".join(
+        f"{key}={_value_text(evidence[key], include_contacts)}"
+        for key in sorted(evidence)
+        if include_contacts or key not in CONTACT_KEYS
+    )
+
+
+def _value_text(value: Any, include_contacts: bool) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return fmt_number(value)
+    if isinstance(value, Mapping):
+        return f"({_evidence_phrase(value, include_contacts)})"
+    if isinstance(value, (list, tuple)):
+        return " ".join(_value_text(item, include_contacts) for item in value)
+    return str(value)
+
+
+def _score_history(
+    history: Sequence[Mapping[str, Any]], score: int | None, tier: str | None, as_of: dt.date
+) -> list[ScorePoint]:
+    """Snapshots up to `as_of`, oldest first, this run's score standing for its own `as_of`."""
+    points = {
+        _as_date(row["as_of"]): ScorePoint(_as_date(row["as_of"]), int(row["score"]), row["tier"])
+        for row in history
+        if row.get("score") is not None and _as_date(row["as_of"]) <= as_of
+    }
+    if score is not None:
+        points[as_of] = ScorePoint(as_of, int(score), tier or "unscored")
+    return [points[day] for day in sorted(points)]
+
+
+def _components(health: Mapping[str, Any], include_contacts: bool) -> tuple[Component, ...]:
+    parts = health.get("components", {})
+    ordered = [name for name in COMPONENTS if name in parts] + sorted(set(parts) - set(COMPONENTS))
+    result = []
+    for name in ordered:
+        part = parts[name]
+        available = part.get("available", True) and part.get("score") is not None
+        result.append(
+            Component(
+                name=name,
+                score=round(float(part["score"]), 2) if available else None,
+                weight=round(float(part.get("weight") or 0.0), 2),
+                points=round(float(part.get("points") or 0.0), 2),
+                reason=None if available else (part.get("reason") or "not measured"),
+                evidence=_evidence_phrase(part.get("evidence") or {}, include_contacts),
+                measured=_as_mapping(part.get("evidence")) or {},
+            )
+        )
+    return tuple(result)
+
+
+def _renewals(rows: Sequence[Mapping[str, Any]]) -> tuple[RenewalLine, ...]:
+    lines = [
+        RenewalLine(
+            subscription_id=row["subscription_id"],
+            product=row["product"],
+            plan=row["plan"],
+            renewal_date=_as_date(row["renewal_date"]),
+            days_to_renewal=int(row["days_to_renewal"]),
+            arr=round(float(row["arr"]), 2),
+            currency=row["currency"],
+            bucket=row["bucket"],
+            probability=round(float(row["probability"]), 2),
+            expected_arr=round(float(row["expected_arr"]), 2),
+            risk_reasons=tuple(
+                reason["text"] if isinstance(reason, Mapping) else str(reason)
+                for reason in _as_mapping(row.get("risk_reasons")) or ()
+            ),
+            suggested_playbook=row.get("suggested_playbook"),
+        )
+        for row in rows
+    ]
+    return tuple(sorted(lines, key=lambda line: (line.renewal_date, line.subscription_id)))
+
+
+def _weekly_usage(view: Customer360, account_id: str, as_of: dt.date) -> tuple[WeekPoint, ...]:
+    """Active users per usage window of the last quarter against the seats of active subs then."""
+    first_end = as_of - dt.timedelta(weeks=USAGE_WEEKS)
+    usage = view.usage.filter(
+        (pl.col("account_id") == account_id) & (pl.col("window_end") > first_end) & (pl.col("window_end") <= as_of)
+    ).select("window_end", "active_users", "features_used", "release_features_used")
+    subs = view.subs.filter((pl.col("account_id") == account_id) & (pl.col("status") == "active")).select(
+        "start_date", "seats"
+    )
+    # A subscription entitles its seats from its start date on.
+    seats = (
+        usage.join(subs, how="cross")
+        .filter(pl.col("start_date") <= pl.col("window_end"))
+        .group_by("window_end")
+        .agg(pl.col("seats").sum())
+    )
+    series = (
+        usage.join(seats, on="window_end", how="left").with_columns(pl.col("seats").fill_null(0)).sort("window_end")
+    )
+    columns = ("window_end", "active_users", "seats", "features_used", "release_features_used")
+    return tuple(WeekPoint(*row) for row in series.select(columns).iter_rows())
+
+
+def _support(view: Customer360, account_id: str, start: dt.date, as_of: dt.date) -> SupportSummary:
+    cases = view.cases.filter((pl.col("account_id") == account_id) & (pl.col("opened_on") <= as_of))
+    opened = cases.filter(pl.col("opened_on") >= start)
+    closed = cases.filter(pl.col("closed_on").is_between(start, as_of))
+    still_open = cases.filter(pl.col("closed_on").is_null() | (pl.col("closed_on") > as_of))
+    days = (closed["closed_on"] - closed["opened_on"]).dt.total_days()
+    met = opened.filter(~pl.col("sla_breached")).height
+    return SupportSummary(
+        opened=opened.height,
+        closed=closed.height,
+        open_now=still_open.height,
+        median_days_to_close=round(cast(float, days.median()), 1) if closed.height else None,
+        sla_met_pct=round(100.0 * met / opened.height, 1) if opened.height else None,
+    )
+
+
+def _nps(view: Customer360, account_id: str, as_of: dt.date) -> tuple[NpsPoint, ...]:
+    answers = view.nps.filter(
+        (pl.col("account_id") == account_id)
+        & pl.col("responded_on").is_between(as_of - dt.timedelta(days=TIMELINE_LOOKBACK_DAYS), as_of)
+    ).sort("responded_on", "response_id")
+    return tuple(NpsPoint(*row) for row in answers.select("responded_on", "score").iter_rows())
+
+
+def _upcoming_renewals(view: Customer360, account_id: str, as_of: dt.date) -> tuple[UpcomingRenewal, ...]:
+    subs = view.subs.filter(
+        (pl.col("account_id") == account_id)
+        & (pl.col("status") == "active")
+        & pl.col("renewal_date").is_between(as_of, as_of + dt.timedelta(days=TIMELINE_LOOKBACK_DAYS))
+    ).sort("renewal_date", "product", "subscription_id")
+    return tuple(UpcomingRenewal(*row) for row in subs.select("product", "renewal_date").iter_rows())
+
+
+def _event(on: str, kind: str, ref: str | pl.Expr, detail: pl.Expr) -> list[pl.Expr]:
+    """The four timeline columns, selected from one entity's frame."""
+    return [
+        pl.col(on).alias("on"),
+        pl.lit(kind).alias("kind"),
+        (pl.col(ref) if isinstance(ref, str) else ref).cast(pl.Utf8).alias("ref"),
+        detail.cast(pl.Utf8).alias("detail"),
+    ]
+
+
+def _phrase(*parts: pl.Expr) -> pl.Expr:
+    return pl.concat_str(list(parts), separator=", ", ignore_nulls=True)
+
+
+def _money(amount: str) -> pl.Expr:
+    """`1200.5` and `USD` → `1200.50 USD`: fixed two decimals, computed in integer cents."""
+    cents = (pl.col(amount) * 100).round(0).cast(pl.Int64)
+    return pl.format("{}.{} {}", cents // 100, (cents % 100).cast(pl.Utf8).str.zfill(2), pl.col("currency"))
+
+
+def _timeline(
+    view: Customer360, account_id: str, as_of: dt.date, include_contacts: bool, grace_days: int
+) -> tuple[TimelineEvent, ...]:
+    """Dated events of the past year (and renewals of the next), by date, then kind, then id."""
+    reach = dt.timedelta(days=TIMELINE_LOOKBACK_DAYS)
+    mine = pl.col("account_id") == account_id
+    cases, invoices, contacts = (view.tables[name].filter(mine) for name in ("cases", "invoices", "contacts"))
+    # People are told by role, in words; names, emails and contact ids only with include_contacts.
+    role = pl.col("role").replace(qbr_deck.ROLE_LABELS)
+    person = (
+        pl.concat_str([role, pl.col("name"), pl.col("email")], separator=" ", ignore_nulls=True)
+        if include_contacts
+        else role
+    )
+    contact_ref = pl.col("contact_id") if include_contacts else pl.lit("")
+    nps = view.nps.filter(mine).join(contacts.select("contact_id", person.alias("person")), on="contact_id", how="left")
+    case_detail = _phrase(pl.format("severity {}", pl.col("severity")), pl.col("category"))
+    overdue = pl.col("due_on") < pl.coalesce(pl.col("paid_on"), pl.lit(as_of))
+    paid, closed, ended = (pl.col(name).is_not_null() for name in ("paid_on", "closed_on", "ended_on"))
+    past = pl.concat(
+        [
+            cases.select(_event("opened_on", "case_opened", "case_id", case_detail)),
+            cases.filter(closed).select(_event("closed_on", "case_closed", "case_id", case_detail)),
+            nps.select(
+                _event(
+                    "responded_on",
+                    "nps_answer",
+                    "response_id",
+                    _phrase(pl.format("score {}", pl.col("score")), pl.col("person")),
+                )
+            ),
+            invoices.select(_event("issued_on", "invoice_issued", "invoice_id", _money("amount"))),
+            invoices.filter(paid).select(_event("paid_on", "invoice_paid", "invoice_id", _money("amount"))),
+            invoices.filter(overdue).select(_event("due_on", "invoice_overdue", "invoice_id", _money("amount"))),
+            contacts.select(_event("started_on", "stakeholder_started", contact_ref, person)),
+            contacts.filter(ended).select(_event("ended_on", "stakeholder_ended", contact_ref, person)),
+        ]
+    ).filter(pl.col("on").is_between(as_of - reach, as_of))
+    subs = view.subs.filter(mine)
+    # What became of each renewal, in words (the succession rule, docs/renewals.md); never a status code.
+    outcomes = succession(subs, grace_days).select(
+        "subscription_id", pl.col("outcome").replace_strict(RENEWAL_OUTCOMES, return_dtype=pl.Utf8)
+    )
+    outcome = (
+        pl.when(pl.col("outcome").is_not_null())
+        .then(pl.col("outcome"))
+        .when(pl.col("renewal_date") > as_of)
+        .then(pl.lit("renews"))
+        .otherwise(pl.lit("renewal not yet recorded"))
+    )
+    renewal_detail = _phrase(
+        pl.col("product"),
+        pl.format("{} plan", pl.col("plan").str.to_titlecase()),
+        pl.when(pl.col("seats") > 0).then(pl.format("{} seats", pl.col("seats"))),
+        outcome,
+    )
+    renewals = (
+        subs.join(outcomes, on="subscription_id", how="left")
+        .select(_event("renewal_date", "renewal_due", "subscription_id", renewal_detail))
+        .filter(pl.col("on").is_between(as_of - reach, as_of + reach))
+    )
+    events = pl.concat([past, renewals]).sort("on", "kind", "ref", "detail")
+    return tuple(TimelineEvent(*row) for row in events.iter_rows())
+
+
+def _stakeholders(
+    view: Customer360, account_id: str, as_of: dt.date, include_contacts: bool
+) -> tuple[Stakeholder, ...]:
+    contacts = view.contacts.filter((pl.col("account_id") == account_id) & (pl.col("started_on") <= as_of)).sort(
+        "role", "started_on", "contact_id"
+    )
+    return tuple(
+        Stakeholder(
+            role=row["role"],
+            started_on=row["started_on"],
+            ended_on=row["ended_on"] if row["ended_on"] is not None and row["ended_on"] <= as_of else None,
+            name=row["name"] if include_contacts else None,
+            email=row["email"] if include_contacts else None,
+        )
+        for row in contacts.iter_rows(named=True)
+    )
+
+
+# A playbook names a person by role as `Name (Role)` where the data names them.
+_NAMED_ROLE = re.compile(r"(?P<name>.+) \((?P<role>[^()]+)\)")
+
+
+def _role_and_name(entry: str) -> tuple[str, str | None]:
+    named = _NAMED_ROLE.fullmatch(entry)
+    return (named["role"], named["name"]) if named else (entry, None)
+
+
+def _plan(
+    playbook: Mapping[str, Any] | None, customer_roles: Sequence[str], include_contacts: bool
+) -> tuple[tuple[RoadmapItem, ...], tuple[RoadmapItem, ...]]:
+    """The playbook's steps and checkpoints as dated roadmap items (both key spellings accepted).
+
+    A step whose RACI names one of the customer's roles is a joint step; the others are ours.
+    The customer's people are named only with `include_contacts` (contact-level data).
+    """
+    if playbook is None:
+        return (), ()
+    customer = set(customer_roles)
+
+    def theirs(entries: Sequence[str | None]) -> tuple[str, ...]:
+        people = []
+        for entry in entries:
+            role, name = _role_and_name(entry or "")
+            if role in customer:
+                people.append(f"{name} ({role})" if name and include_contacts else role)
+        return tuple(dict.fromkeys(people))
+
+    involved = {
+        (entry.get("playbook", ""), entry.get("step", "")): theirs(
+            [
+                entry.get("responsible"),
+                entry.get("accountable"),
+                *entry.get("consulted", ()),
+                *entry.get("informed", ()),
+            ]
+        )
+        for entry in playbook.get("raci", ())
+    }
+    steps = []
+    for step in playbook.get("steps", ()):
+        role = step["owner_role"]
+        ours = role not in customer  # the step's owner is on our side: named where the data names them
+        steps.append(
+            RoadmapItem(
+                _as_date(step.get("due_date") or step["due_on"]),
+                "step",
+                step["title"],
+                (step.get("owner") or role) if ours else "",
+                theirs([step.get("owner") or role])
+                if not ours
+                else involved.get((step.get("playbook", ""), step["title"]), ()),
+            )
+        )
+    checkpoints = tuple(
+        RoadmapItem(_as_date(point.get("date") or point["on"]), "checkpoint", point["what"], "")
+        for point in playbook.get("checkpoints", ())
+    )
+    return tuple(steps), checkpoints
+
+
+def _roadmap(
+    steps: tuple[RoadmapItem, ...],
+    checkpoints: tuple[RoadmapItem, ...],
+    components: tuple[Component, ...],
+    signals: tuple[SignalLine, ...],
+    weekly: tuple[WeekPoint, ...],
+    as_of: dt.date,
+) -> tuple[RoadmapItem, ...]:
+    """The next quarter: dated steps and checkpoints, then the adoption gaps to close."""
+    horizon = as_of + dt.timedelta(days=ROADMAP_DAYS)
+    dated = sorted(
+        (item for item in steps + checkpoints if item.due_on is not None and item.due_on <= horizon),
+        key=lambda item: (item.due_on, item.kind, item.what),
+    )
+    gaps = []
+    adoption = next((c for c in components if c.name == "adoption"), None)
+    if adoption is not None and adoption.score is None:
+        gaps.append(f"Make adoption measurable ({adoption.reason})")
+    elif adoption is not None and adoption.score is not None and adoption.score < ADOPTION_GAP_BELOW:
+        gaps.append(f"Raise the adoption score from {fmt_number(adoption.score)} to {ADOPTION_GAP_BELOW}")
+    gaps += [
+        f"Resolve {s.code}" + (f" ({s.evidence})" if s.evidence else "")
+        for s in signals
+        if s.code in ("SIG_FEATURE_ADOPTION_LOW", "SIG_USAGE_SLIDE_4W")
+    ]
+    if weekly and weekly[-1].seats and weekly[-1].active_users / weekly[-1].seats < SEAT_USE_GAP_BELOW:
+        last = weekly[-1]
+        gaps.append(
+            f"Activate unused seats ({last.active_users} of {last.seats} seats active in the week "
+            f"to {last.week_end.isoformat()})"
+        )
+    return tuple(dated) + tuple(RoadmapItem(None, "adoption_gap", gap, "") for gap in gaps)

@@ -1,0 +1,722 @@
+"""Success playbooks: a YAML library of SOPs, rules that pick them, and a dated plan per account.
+
+The selection rules become Polars conditions in one place (`_rule_conditions`), evaluated both
+for a single account (`select_playbooks`) and for every account at once
+(`suggested_playbook_ids`), so the renewal forecast and the per-account plan cannot disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from c360_dagster.domain.core.config import config_hash, load_yaml_config
+from c360_dagster.domain.core.errors import ConfigError
+from c360_dagster.domain.core.text import format_amount, plural, render_template
+from c360_dagster.domain.scoring.overrides import override_phrase
+
+TIERS = ("red", "amber", "green")
+TEMPLATE = "playbook.md.j2"
+STEP_KEYS = ("title", "owner", "due_days", "accountable", "consulted", "informed")
+
+CONTACT_ROLES = ("champion", "exec_sponsor", "economic_buyer", "admin", "user")
+_DONE_WHEN = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["new_contact"],
+    "properties": {"new_contact": {"enum": list(CONTACT_ROLES)}},
+}
+_STRINGS = {"type": "array", "items": {"type": "string", "minLength": 1}}
+_ROLE_LIST = {"type": "array", "items": {"type": "string", "minLength": 1}, "uniqueItems": True}
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["roles", "people", "new_contact_days", "selection", "playbooks"],
+    "properties": {
+        "roles": {**_ROLE_LIST, "minItems": 1},
+        "people": {
+            "type": "object",
+            "additionalProperties": {
+                "oneOf": [
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["account"],
+                        "properties": {"account": {"enum": ["csm_owner"]}},
+                    },
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["contact_role"],
+                        "properties": {"contact_role": {"enum": list(CONTACT_ROLES)}},
+                    },
+                ]
+            },
+        },
+        "new_contact_days": {"type": "integer", "minimum": 0},
+        "selection": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["renewal_due", "rules", "fallback"],
+            "properties": {
+                "renewal_due": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["window_days", "buckets", "auto_renew_off"],
+                    "properties": {
+                        "window_days": {"type": "integer", "minimum": 0},
+                        "buckets": {"type": "array", "uniqueItems": True, "items": {"enum": ["High", "Medium", "Low"]}},
+                        "auto_renew_off": {"type": "boolean"},
+                    },
+                },
+                "rules": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["playbook"],
+                        "properties": {
+                            "playbook": {"type": "string"},
+                            "tiers": {
+                                "type": "array",
+                                "minItems": 1,
+                                "uniqueItems": True,
+                                "items": {"enum": list(TIERS)},
+                            },
+                            "codes_any": {
+                                "type": "array",
+                                "minItems": 1,
+                                "uniqueItems": True,
+                                "items": {"type": "string", "pattern": "^SIG_[A-Z0-9_]+$"},
+                            },
+                            "renewal_due": {"const": True},
+                        },
+                    },
+                },
+                "fallback": {"type": "string"},
+            },
+        },
+        "playbooks": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["id", "title", "summary", "steps", "kpis", "checkpoints", "risks"],
+                "properties": {
+                    "id": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
+                    "title": {"type": "string", "minLength": 1},
+                    "summary": {"type": "string", "minLength": 1},
+                    "steps": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": [*STEP_KEYS],
+                            "properties": {
+                                "title": {"type": "string", "minLength": 1},
+                                "owner": {"type": "string", "minLength": 1},
+                                "due_days": {"type": "integer", "minimum": 0},
+                                "accountable": {"type": "string", "minLength": 1},
+                                "consulted": _ROLE_LIST,
+                                "informed": _ROLE_LIST,
+                                "done_when": _DONE_WHEN,
+                            },
+                        },
+                    },
+                    "kpis": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["name", "metric", "target", "unit", "direction"],
+                            "properties": {
+                                "name": {"type": "string", "minLength": 1},
+                                "metric": {"type": "string", "pattern": r"^[a-z0-9_]+(\.[a-z0-9_]+)*$"},
+                                "target": {"type": "number"},
+                                "unit": {"type": "string"},
+                                "direction": {"enum": ["at_least", "at_most"]},
+                            },
+                        },
+                    },
+                    "checkpoints": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["offset_days", "what"],
+                            "properties": {
+                                "offset_days": {"type": "integer", "minimum": 0},
+                                "what": {"type": "string", "minLength": 1},
+                                "done_when": _DONE_WHEN,
+                            },
+                        },
+                    },
+                    "risks": _STRINGS,
+                    "due_by_renewal": {"type": "boolean"},
+                },
+            },
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One step of an SOP; its owner is the one Responsible for it."""
+
+    title: str
+    owner: str
+    due_days: int
+    accountable: str
+    consulted: tuple[str, ...]
+    informed: tuple[str, ...]
+    done_when: str | None = None  # contact role: done when a new contact of it is in role
+
+
+@dataclass(frozen=True)
+class KpiSpec:
+    name: str
+    metric: str
+    target: float
+    unit: str
+    direction: str
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    offset_days: int
+    what: str
+    done_when: str | None = None
+
+
+@dataclass(frozen=True)
+class Playbook:
+    """One SOP of the library."""
+
+    id: str
+    title: str
+    summary: str
+    steps: tuple[StepSpec, ...]
+    kpis: tuple[KpiSpec, ...]
+    checkpoints: tuple[CheckpointSpec, ...]
+    risks: tuple[str, ...]
+    due_by_renewal: bool = False  # its dates never fall after the renewal that made it due
+
+
+@dataclass(frozen=True)
+class SelectionRule:
+    """Adds `playbook` when the tier is one of `tiers`, any of `codes_any` fired (None = any) and,
+    with `renewal_due`, the account has a renewal due (`RenewalDue`)."""
+
+    playbook: str
+    tiers: tuple[str, ...] | None
+    codes_any: tuple[str, ...] | None
+    renewal_due: bool = False
+
+
+@dataclass(frozen=True)
+class RenewalDue:
+    """A renewal that needs a play: within `window_days`, in one of `buckets` or (if `auto_renew_off`) not auto-renewing."""
+
+    window_days: int
+    buckets: tuple[str, ...]
+    auto_renew_off: bool
+
+    def expr(self) -> pl.Expr:
+        """True for a forecast row (`days_to_renewal`, `bucket`, `auto_renew`) that is due."""
+        flagged = pl.col("bucket").is_in(list(self.buckets))
+        if self.auto_renew_off:
+            flagged |= ~pl.col("auto_renew").fill_null(True)
+        return (pl.col("days_to_renewal") <= self.window_days) & flagged
+
+    def accounts(self, renewals: pl.DataFrame) -> pl.DataFrame:
+        """`account_id`, `renewal_due` per account of the forecast rows."""
+        return renewals.group_by("account_id").agg(renewal_due=self.expr().any())
+
+
+@dataclass(frozen=True)
+class PlaybookLibrary:
+    playbooks: Mapping[str, Playbook]
+    rules: tuple[SelectionRule, ...]
+    fallback: str
+    config_hash: str
+    people: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # role → (source, key)
+    new_contact_days: int = 0
+    renewal_due: RenewalDue = RenewalDue(0, (), False)
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    playbook: str
+    title: str
+    owner_role: str
+    due_date: dt.date
+    owner: str  # the named person when the data names them ("Dana Reyes (CSM)"), else the role
+
+
+@dataclass(frozen=True)
+class DoneItem:
+    """A step or checkpoint of a play that the data already shows as done, and the evidence."""
+
+    playbook: str
+    what: str
+    evidence: str
+
+
+@dataclass(frozen=True)
+class RaciEntry:
+    playbook: str
+    step: str
+    responsible: str
+    accountable: str
+    consulted: tuple[str, ...]
+    informed: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class KpiStatus:
+    name: str
+    metric: str
+    current: float | None
+    target: float
+    unit: str
+    direction: str
+    status: str  # met / not met / no data
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    date: dt.date
+    what: str
+
+
+@dataclass(frozen=True)
+class PlaybookResult:
+    """An account's success plan: the project's "BaseBot-like" result type."""
+
+    account_id: str
+    account_name: str
+    as_of: dt.date
+    tier: str | None
+    score: int | None
+    plays: tuple[str, ...]
+    play_titles: tuple[str, ...]
+    summary: str
+    raci: tuple[RaciEntry, ...]
+    steps: tuple[PlanStep, ...]
+    kpis: tuple[KpiStatus, ...]
+    checkpoints: tuple[Checkpoint, ...]
+    done: tuple[DoneItem, ...]
+    risks: tuple[str, ...]
+    library_hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data: dates as ISO strings, tuples as lists."""
+        return _plain(self)
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "__dataclass_fields__"):
+        return {name: _plain(getattr(value, name)) for name in value.__dataclass_fields__}
+    if isinstance(value, (tuple, list)):
+        return [_plain(item) for item in value]
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def load_playbook_library(path: Path | str) -> PlaybookLibrary:
+    """Read and validate the playbook library; errors name the file and the key."""
+    raw = load_yaml_config(path, SCHEMA)
+    roles = set(raw["roles"])
+
+    def fail(key: str, message: str) -> None:
+        raise ConfigError(f"{path}: {key}: {message}")
+
+    playbooks: dict[str, Playbook] = {}
+    for index, item in enumerate(raw["playbooks"]):
+        key = f"playbooks.{index}"
+        if item["id"] in playbooks:
+            fail(f"{key}.id", f"duplicate playbook id {item['id']!r}")
+        for step_index, step in enumerate(item["steps"]):
+            named = [("owner", step["owner"]), ("accountable", step["accountable"])]
+            named += [(f"consulted.{i}", r) for i, r in enumerate(step["consulted"])]
+            named += [(f"informed.{i}", r) for i, r in enumerate(step["informed"])]
+            for field, role in named:
+                if role not in roles:
+                    fail(f"{key}.steps.{step_index}.{field}", f"unknown role {role!r} (not in roles)")
+        playbooks[item["id"]] = Playbook(
+            id=item["id"],
+            title=item["title"],
+            summary=item["summary"],
+            steps=tuple(
+                StepSpec(
+                    s["title"],
+                    s["owner"],
+                    s["due_days"],
+                    s["accountable"],
+                    tuple(s["consulted"]),
+                    tuple(s["informed"]),
+                    s.get("done_when", {}).get("new_contact"),
+                )
+                for s in item["steps"]
+            ),
+            kpis=tuple(
+                KpiSpec(k["name"], k["metric"], float(k["target"]), k["unit"], k["direction"]) for k in item["kpis"]
+            ),
+            checkpoints=tuple(
+                CheckpointSpec(c["offset_days"], c["what"], c.get("done_when", {}).get("new_contact"))
+                for c in item["checkpoints"]
+            ),
+            risks=tuple(item["risks"]),
+            due_by_renewal=item.get("due_by_renewal", False),
+        )
+    rules = []
+    for index, rule in enumerate(raw["selection"]["rules"]):
+        if rule["playbook"] not in playbooks:
+            fail(f"selection.rules.{index}.playbook", f"unknown playbook {rule['playbook']!r}")
+        tiers, codes = rule.get("tiers"), rule.get("codes_any")
+        rules.append(
+            SelectionRule(
+                rule["playbook"],
+                tuple(tiers) if tiers else None,
+                tuple(codes) if codes else None,
+                rule.get("renewal_due", False),
+            )
+        )
+    fallback = raw["selection"]["fallback"]
+    if fallback not in playbooks:
+        fail("selection.fallback", f"unknown playbook {fallback!r}")
+    for role in sorted(set(raw["people"]) - roles):
+        fail(f"people.{role}", f"unknown role {role!r} (not in roles)")
+    due = raw["selection"]["renewal_due"]
+    return PlaybookLibrary(
+        playbooks,
+        tuple(rules),
+        fallback,
+        config_hash(raw),
+        people={role: next(iter(source.items())) for role, source in sorted(raw["people"].items())},
+        new_contact_days=raw["new_contact_days"],
+        renewal_due=RenewalDue(due["window_days"], tuple(due["buckets"]), due["auto_renew_off"]),
+    )
+
+
+def _rule_conditions(library: PlaybookLibrary) -> list[tuple[str, pl.Expr]]:
+    """Each rule as (playbook, condition) over `tier` and one boolean `has:<code>` column per code."""
+    conditions = []
+    for rule in library.rules:
+        condition = pl.lit(True)
+        if rule.tiers is not None:
+            condition &= pl.col("tier").is_in(list(rule.tiers))
+        if rule.codes_any is not None:
+            condition &= pl.any_horizontal(pl.col(f"has:{code}") for code in rule.codes_any)
+        if rule.renewal_due:
+            condition &= pl.col("renewal_due")
+        conditions.append((rule.playbook, condition.fill_null(False)))
+    return conditions
+
+
+def _rule_codes(library: PlaybookLibrary) -> list[str]:
+    return sorted({code for rule in library.rules for code in rule.codes_any or ()})
+
+
+def _with_code_flags(accounts: pl.DataFrame, signals: pl.DataFrame, library: PlaybookLibrary) -> pl.DataFrame:
+    """`accounts` (account_id, tier, optional renewal_due) plus `has:<code>` for every code the rules look at."""
+    if "renewal_due" not in accounts.columns:
+        accounts = accounts.with_columns(renewal_due=pl.lit(False))
+    return accounts.with_columns(
+        pl.col("account_id").is_in(signals.filter(pl.col("code") == code)["account_id"].implode()).alias(f"has:{code}")
+        for code in _rule_codes(library)
+    )
+
+
+def select_playbooks(
+    tier: str | None, signal_codes: Sequence[str], library: PlaybookLibrary, renewal_due: bool = False
+) -> list[str]:
+    """The playbook ids for one account, highest priority first (never empty)."""
+    account = pl.DataFrame(
+        {"account_id": ["-"], "tier": [tier], "renewal_due": [renewal_due]},
+        schema={"account_id": pl.Utf8, "tier": pl.Utf8, "renewal_due": pl.Boolean},
+    )
+    signals = pl.DataFrame(
+        {"account_id": "-", "code": sorted(set(signal_codes))}, schema={"account_id": pl.Utf8, "code": pl.Utf8}
+    )
+    conditions = _rule_conditions(library)
+    matched = (
+        _with_code_flags(account, signals, library)
+        .select(condition.alias(str(index)) for index, (_, condition) in enumerate(conditions))
+        .row(0)
+    )
+    plays = list(dict.fromkeys(playbook for (playbook, _), hit in zip(conditions, matched, strict=True) if hit))
+    return plays or [library.fallback]
+
+
+def suggested_playbook_ids(health: pl.DataFrame, signals: pl.DataFrame, library: PlaybookLibrary) -> pl.DataFrame:
+    """`account_id`, `suggested_playbook` (the top play) for every row of `health` (account_id,
+    tier and, when known, renewal_due), columnar."""
+    top = pl.coalesce(
+        *(pl.when(condition).then(pl.lit(playbook)) for playbook, condition in _rule_conditions(library)),
+        pl.lit(library.fallback),
+    )
+    return (
+        _with_code_flags(
+            health.select("account_id", "tier", *(["renewal_due"] if "renewal_due" in health.columns else [])),
+            signals,
+            library,
+        )
+        .select("account_id", top.alias("suggested_playbook"))
+        .sort("account_id")
+    )
+
+
+def _metric(record: Mapping[str, Any], path: str) -> float | None:
+    value: Any = record
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return round(float(value), 2)
+
+
+def _kpi_status(spec: KpiSpec, current: float | None) -> str:
+    if current is None:
+        return "no data"
+    met = current >= spec.target if spec.direction == "at_least" else current <= spec.target
+    return "met" if met else "not met"
+
+
+def _as_date(value: dt.date | str) -> dt.date:
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(value)
+
+
+def business_day(day: dt.date) -> dt.date:
+    """`day`, or the Monday after it when it falls on a weekend: due dates are working days."""
+    return day + dt.timedelta(days=max(0, 7 - day.weekday()) if day.weekday() >= 5 else 0)
+
+
+def business_day_before(day: dt.date) -> dt.date:
+    """The last working day before `day`."""
+    before = day - dt.timedelta(days=1)
+    return before - dt.timedelta(days=max(0, before.weekday() - 4))
+
+
+def _current_contacts(contacts: Sequence[Mapping[str, Any]], as_of: dt.date) -> dict[str, Mapping[str, Any]]:
+    """Per role, the contact in it at as_of; the latest to start wins (ties: by name)."""
+    current: dict[str, Mapping[str, Any]] = {}
+    in_role = [
+        c
+        for c in contacts
+        if _as_date(c["started_on"]) <= as_of and (c.get("ended_on") is None or _as_date(c["ended_on"]) > as_of)
+    ]
+    for contact in sorted(in_role, key=lambda c: (_as_date(c["started_on"]), str(c["name"]))):
+        current[contact["role"]] = contact
+    return current
+
+
+def _people(
+    account: Mapping[str, Any], current: Mapping[str, Mapping[str, Any]], library: PlaybookLibrary
+) -> dict[str, str]:
+    """Role → "Name (Role)" for the roles the data names (accounts.csv's CSM, contacts by role)."""
+    named = {}
+    for role, (source, key) in library.people.items():
+        name = account.get(key) if source == "account" else (current.get(key) or {}).get("name")
+        if name:
+            named[role] = f"{name} ({role})"
+    return named
+
+
+def _done_evidence(
+    role: str | None, current: Mapping[str, Mapping[str, Any]], library: PlaybookLibrary, as_of: dt.date
+) -> str | None:
+    """Why a `done_when: {new_contact: role}` item is done (None when it is not)."""
+    if role is None:
+        return None
+    contact = current.get(role)
+    if contact is None or _as_date(contact["started_on"]) < as_of - dt.timedelta(days=library.new_contact_days):
+        return None
+    return f"{contact['name']} is the {role.replace('_', ' ')} since {_as_date(contact['started_on']).isoformat()}"
+
+
+def _due_renewal(renewals: Sequence[Mapping[str, Any]], library: PlaybookLibrary, as_of: dt.date) -> dt.date | None:
+    """The earliest renewal due for a play by the library's rule (`RenewalDue.expr`, the forecast's own)."""
+    rows = pl.DataFrame(
+        [
+            {
+                "account_id": "-",
+                "days_to_renewal": (_as_date(r["renewal_date"]) - as_of).days,
+                "bucket": r["bucket"],
+                "auto_renew": r.get("auto_renew"),
+            }
+            for r in renewals
+        ],
+        schema={"account_id": pl.Utf8, "days_to_renewal": pl.Int64, "bucket": pl.Utf8, "auto_renew": pl.Boolean},
+    )
+    days = rows.filter(library.renewal_due.expr())["days_to_renewal"].min()
+    return None if days is None else as_of + dt.timedelta(days=int(days))  # type: ignore[arg-type]
+
+
+def _summary(
+    name: str,
+    tier: str | None,
+    score: int | None,
+    codes: list[str],
+    renewals: Sequence[Mapping[str, Any]],
+    plays: list[Playbook],
+    notes: Sequence[str] = (),
+) -> str:
+    health = f"{tier or 'unscored'}" + (f" with a health score of {score}/100" if score is not None else "")
+    fired = f"{plural(len(codes), 'active signal')} ({', '.join(codes)})" if codes else "no active signals"
+    parts = [f"{name} is {health} and has {fired}.", *notes]
+    if renewals:
+        by_currency: dict[str, float] = {}
+        for row in renewals:
+            by_currency[row["currency"]] = by_currency.get(row["currency"], 0.0) + float(row["arr"])
+        amounts = ", ".join(format_amount(arr, cur) for cur, arr in sorted(by_currency.items()))
+        first = min(_as_date(row["renewal_date"]) for row in renewals)
+        buckets = ", ".join(sorted({row["bucket"] for row in renewals}))
+        off = [row["subscription_id"] for row in renewals if row.get("auto_renew") is False]
+        parts.append(
+            f"{plural(len(renewals), 'subscription')} {'renews' if len(renewals) == 1 else 'renew'} "
+            f"in the forecast window, the first on "
+            f"{first.isoformat()} (ARR {amounts}; forecast {buckets})."
+            + (f" Auto-renew is off for {', '.join(off)}." if off else "")
+        )
+    titles = [play.title for play in plays]
+    order = titles[0] + (f" first, then {', '.join(titles[1:])}" if len(titles) > 1 else "")
+    parts.append(f"Plan: {order}. {plays[0].summary}")
+    return " ".join(parts)
+
+
+def _notes(health_record: Mapping[str, Any], signals: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Summary sentences for an overridden tier and for snoozed signals."""
+    notes = [f"{override_phrase(health_record)}."] if health_record.get("override") else []
+    snoozed = sorted(
+        f"{signal['code']} until {signal['snoozed_until']} ({signal['snooze_reason']})"
+        for signal in signals
+        if signal.get("snoozed_until")
+    )
+    if snoozed:
+        notes.append(f"Snoozed, so not driving the plan: {'; '.join(snoozed)}.")
+    return notes
+
+
+def build_playbook(
+    account: Mapping[str, Any],
+    health_record: Mapping[str, Any],
+    signals: Sequence[Mapping[str, Any]],
+    renewals: Sequence[Mapping[str, Any]],
+    library: PlaybookLibrary,
+    as_of: dt.date,
+    contacts: Sequence[Mapping[str, Any]] = (),
+) -> PlaybookResult:
+    """The dated success plan of one account from its current state: health row, signals,
+    renewal rows and contacts (who is in which role now, who is new)."""
+    tier, score = health_record.get("tier"), health_record.get("score")
+    # A snoozed signal stays visible but does not pick plays (docs/trust.md).
+    codes = sorted({signal["code"] for signal in signals if not signal.get("snoozed_until")})
+    renewal_rows = sorted(renewals, key=lambda r: (_as_date(r["renewal_date"]), r["subscription_id"]))
+    due_renewal = _due_renewal(renewal_rows, library, as_of)
+    plays = [
+        library.playbooks[pid] for pid in select_playbooks(tier, codes, library, renewal_due=due_renewal is not None)
+    ]
+    current = _current_contacts(contacts, as_of)
+    people = _people(account, current, library)
+
+    def who(role: str) -> str:
+        return people.get(role, role)
+
+    def due_on(play: Playbook, offset: int) -> dt.date:
+        """as_of + offset on a business day; a `due_by_renewal` play's dates stay before the renewal."""
+        day = business_day(as_of + dt.timedelta(days=offset))
+        if play.due_by_renewal and due_renewal is not None:
+            day = max(min(day, business_day_before(due_renewal)), business_day(as_of))
+        return day
+
+    done = [
+        DoneItem(play.id, what, evidence)
+        for play in plays
+        for what, role in [(s.title, s.done_when) for s in play.steps]
+        + [(c.what, c.done_when) for c in play.checkpoints]
+        if (evidence := _done_evidence(role, current, library, as_of))
+    ]
+    done_titles = {(item.playbook, item.what) for item in done}
+    # Open steps by due date (business days); ties keep priority order (sorted is stable), then the SOP's order.
+    dated = sorted(
+        (
+            (due_on(play, step.due_days), play, step)
+            for play in plays
+            for step in play.steps
+            if (play.id, step.title) not in done_titles
+        ),
+        key=lambda item: item[0],
+    )
+    steps = tuple(PlanStep(play.id, step.title, step.owner, day, who(step.owner)) for day, play, step in dated)
+    raci = tuple(
+        RaciEntry(
+            play.id,
+            step.title,
+            who(step.owner),
+            who(step.accountable),
+            tuple(map(who, step.consulted)),
+            tuple(map(who, step.informed)),
+        )
+        for _, play, step in dated
+    )
+    kpis: dict[str, KpiStatus] = {}
+    for play in plays:
+        for spec in play.kpis:
+            if spec.metric not in kpis:  # the highest-priority play sets a shared metric's target
+                current_value = _metric(health_record, spec.metric)
+                kpis[spec.metric] = KpiStatus(
+                    spec.name,
+                    spec.metric,
+                    current_value,
+                    spec.target,
+                    spec.unit,
+                    spec.direction,
+                    _kpi_status(spec, current_value),
+                )
+    checkpoints = {
+        (due_on(play, c.offset_days), f"{play.title}: {c.what}")
+        for play in plays
+        for c in play.checkpoints
+        if (play.id, c.what) not in done_titles
+    }
+    checkpoints |= {
+        (_as_date(r["renewal_date"]), f"Renewal of {r['product']} ({r['subscription_id']}), forecast {r['bucket']}")
+        for r in renewal_rows
+    }
+    risks = tuple(dict.fromkeys(risk for play in plays for risk in play.risks))
+    name = account.get("name") or account["account_id"]
+    return PlaybookResult(
+        account_id=account["account_id"],
+        account_name=name,
+        as_of=as_of,
+        tier=tier,
+        score=score,
+        plays=tuple(play.id for play in plays),
+        play_titles=tuple(play.title for play in plays),
+        summary=_summary(name, tier, score, codes, renewal_rows, plays, _notes(health_record, signals)),
+        raci=raci,
+        steps=steps,
+        kpis=tuple(kpis.values()),
+        checkpoints=tuple(Checkpoint(date, what) for date, what in sorted(checkpoints)),
+        done=tuple(done),
+        risks=risks,
+        library_hash=library.config_hash,
+    )
+
+
+def render_playbook_markdown(result: PlaybookResult) -> str:
+    """The plan as Markdown: tables of phrases and numbers, the summary in prose."""
+    return render_template(TEMPLATE, plan=result)
