@@ -26,7 +26,7 @@ CHAIN = [customer_360, account_health, customer_signals, renewal_forecasts]
 
 
 def lake_table(table: str) -> dg.AssetsDefinition:
-    return next(asset for asset in lake_assets if asset.key == dg.AssetKey(["lake", table]))
+    return next(asset for asset in lake_assets if asset.key == dg.AssetKey(["lake", f"{table}_table"]))
 
 
 def _project(tmp_path: Path, fixtures: Path = FIXTURES) -> C360Project:
@@ -118,7 +118,9 @@ def test_ui_metadata_row_counts_schema_and_tier_table(tmp_path, instance):
     assert lifecycle == {"not_started": 0, "onboarding": 1, "active": 10, "churned": 1}
     # A lake table shows its DuckDB name, where the lake is, and its contract's columns.
     dg.materialize([lake_table("customer_signals")], instance=instance, resources={"project": _project(tmp_path)})
-    lake = instance.get_latest_materialization_event(dg.AssetKey(["lake", "customer_signals"])).asset_materialization
+    lake = instance.get_latest_materialization_event(
+        dg.AssetKey(["lake", "customer_signals_table"])
+    ).asset_materialization
     assert lake.metadata["dagster/table_name"].value == "c360.main.customer_signals"
     columns = {column.name: column for column in lake.metadata["dagster/column_schema"].value.columns}
     assert lake.metadata["lake_format"].value == "duckdb"

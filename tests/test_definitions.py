@@ -19,10 +19,10 @@ def test_every_stage_is_an_asset_with_lineage():
         "renewal_forecasts",
         "playbook",
         "qbr_pack",
-        "lake/crm_opps",
-        "lake/account_health",
-        "lake/customer_signals",
-        "lake/renewal_forecasts",
+        "lake/crm_opps_table",
+        "lake/account_health_table",
+        "lake/customer_signals_table",
+        "lake/renewal_forecasts_table",
         # The input files, external assets (INPUTS.md's entities): the lineage starts there.
         *(
             f"inputs/{name}"
@@ -38,8 +38,15 @@ def test_every_stage_is_an_asset_with_lineage():
     assert parents("account_health") == {"customer_360"}
     assert parents("renewal_forecasts") == {"customer_360", "account_health", "customer_signals"}
     assert parents("playbook") == {"customer_360", "account_health", "customer_signals", "renewal_forecasts"}
-    assert parents("qbr_pack") == parents("playbook") | {"playbook", "lake/account_health"}
-    assert parents("lake/account_health") == {"account_health"}
+    assert parents("qbr_pack") == parents("playbook") | {"playbook", "lake/account_health_table"}
+    assert parents("lake/account_health_table") == {"account_health"}
+
+
+def test_every_node_of_the_graph_has_a_name_of_its_own():
+    # Dagster 1.13's graph names a node by its key's last part: a lake table must not read as
+    # the customer asset it is made of, nor as the input file of the same name.
+    names = [key.path[-1] for key in defs.resolve_asset_graph().get_all_asset_keys()]
+    assert len(names) == len(set(names)), sorted(names)
 
 
 def test_assets_are_grouped_described_owned_and_versioned():

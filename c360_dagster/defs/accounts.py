@@ -16,6 +16,7 @@ from c360_dagster.defs.customer import (
     customer_signals,
     renewal_forecasts,
 )
+from c360_dagster.defs.lake import lake_key
 from c360_dagster.defs.partitions import ACCOUNT_BACKFILL, ACCOUNT_PARTITIONS
 from c360_dagster.defs.resources import C360Project
 from c360_dagster.defs.versions import source_version
@@ -235,7 +236,7 @@ def _gate_metadata(gate: qbr.Gate) -> dict[str, dg.MetadataValue]:
         customer_signals,
         renewal_forecasts,
         playbook,
-        dg.AssetKey(["lake", "account_health"]),
+        lake_key("account_health"),
     ],
     check_specs=[
         dg.AssetCheckSpec(name, asset="qbr_pack", description=text, partitions_def=ACCOUNT_PARTITIONS)

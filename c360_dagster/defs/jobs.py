@@ -5,11 +5,12 @@ from __future__ import annotations
 import dagster as dg
 
 from c360_dagster.defs.inputs import input_files
+from c360_dagster.defs.lake import lake_key
 
 
 def _stage(name: str, asset: str, description: str) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
-        name, selection=dg.AssetSelection.assets(asset, ["lake", asset]), description=description
+        name, selection=dg.AssetSelection.assets(asset, lake_key(asset)), description=description
     )
 
 
@@ -20,7 +21,7 @@ chain_job = dg.define_asset_job(
 )
 load_job = dg.define_asset_job(
     "c360_load",
-    selection=dg.AssetSelection.assets(input_files, "customer_360", ["lake", "crm_opps"]),
+    selection=dg.AssetSelection.assets(input_files, "customer_360", lake_key("crm_opps")),
     description="Observe the input files, load them into the Customer 360 view (and the crm_opps lake table).",
 )
 health_job = _stage("c360_health", "account_health", "Score account health.")

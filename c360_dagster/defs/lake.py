@@ -61,17 +61,23 @@ def _rows_hash(frame: pl.DataFrame) -> str:
     return sha256_bytes(buffer.getvalue())
 
 
+def lake_key(table: str) -> dg.AssetKey:
+    """A lake table's asset key. Dagster 1.13's graph names a node by the key's last part only
+    (no display-name override), so `_table` keeps it apart from the customer asset it is made of."""
+    return dg.AssetKey(["lake", f"{table}_table"])
+
+
 def _lake_asset(table: str, spec: LakeTable) -> dg.AssetsDefinition:
     @dg.asset(
-        key=["lake", table],
+        key=lake_key(table),
         group_name="lake",
         kinds={"duckdb", "delta"},
         owners=OWNERS,
         code_version=source_version(lake, contracts, lake_tables),
         deps=[spec.upstream],
         description=(
-            f"The `{table}` lake table (DuckDB file by default, Delta Lake per scale.yaml): "
-            "one snapshot per as_of and shard, written under its contract."
+            f"The `{table}` lake table (DuckDB file by default, Delta Lake per scale.yaml), made of "
+            f"`{spec.upstream.key.to_user_string()}`: one snapshot per as_of and shard, written under its contract."
         ),
         # The default lake's name; each materialization records the configured one.
         metadata={"dagster/table_name": f"{DuckDBLake.CATALOG}.{table}"},

@@ -124,7 +124,9 @@ class Lake:
         """One snapshot of a table, every shard (the latest when `as_of` is None), rows in a stable order."""
         taken = self.snapshots(table)
         if not taken:
-            raise C360Error(f"the lake {self.where} has no snapshot of {table} yet; materialize lake/{table} first")
+            raise C360Error(
+                f"the lake {self.where} has no snapshot of {table} yet; materialize lake/{table}_table first"
+            )
         as_of = taken[-1] if as_of is None else as_of
         if as_of not in taken:
             have = ", ".join(d.isoformat() for d in taken)
