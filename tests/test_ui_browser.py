@@ -1,6 +1,6 @@
 """The Dagster UI end to end, in headless Chromium: assets, groups, checks and a CLI-made run.
 
-One throwaway instance: `c360 c360:load` materializes `customer_360` (and `lake/crm_opps`) on
+One throwaway instance: `c360 c360:load` materializes `customer_360` (and `lake/crm_opps_table`) on
 it, the scoring stages and ACME-001's playbook follow, then `dagster-webserver` serves the
 project's definitions on a free local port. Screenshots
 land in the test's temporary folder (pytest keeps the last few under its basetemp).
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.browser
 # What definitions.py declares, written out by hand: group -> the asset names drawn in it.
 GROUPS = {
     "customer": ["customer_360", "account_health", "customer_signals", "renewal_forecasts"],
-    "lake": ["crm_opps", "account_health", "customer_signals", "renewal_forecasts"],
+    "lake": ["crm_opps_table", "account_health_table", "customer_signals_table", "renewal_forecasts_table"],
     "accounts": ["playbook", "qbr_pack"],
 }
 # Asset keys as the catalog spells them, with their group.
@@ -43,10 +43,10 @@ CATALOG = {
     "renewal_forecasts": "customer",
     "playbook": "accounts",
     "qbr_pack": "accounts",
-    "lake / crm_opps": "lake",
-    "lake / account_health": "lake",
-    "lake / customer_signals": "lake",
-    "lake / renewal_forecasts": "lake",
+    "lake / crm_opps_table": "lake",
+    "lake / account_health_table": "lake",
+    "lake / customer_signals_table": "lake",
+    "lake / renewal_forecasts_table": "lake",
 }
 # The input files, external assets upstream of customer_360 (INPUTS.md's entities).
 INPUT_FILES = ["accounts", "contacts", "subs", "usage", "cases", "nps", "invoices", "crm_opps"]
@@ -105,6 +105,15 @@ def ui(tmp_path_factory) -> Iterator[UI]:
             browser.close()
 
 
+def _drawn_name(name: str) -> str | re.Pattern:
+    """The node's name as the graph draws it. Zoomed out, Dagster 1.13 cuts a name past 18
+    characters at an underscore (`withMiddleTruncation`); worked out by hand for the lake
+    tables' keys: `account_health_table` is drawn `account_hea…_table`."""
+    if len(name) <= 18:
+        return name
+    return re.compile(f"^({re.escape(name)}|{re.escape(name[:11])}…_table)$")
+
+
 def _box_center_inside(inner: dict, outer: dict) -> bool:
     x, y = inner["x"] + inner["width"] / 2, inner["y"] + inner["height"] / 2
     return outer["x"] <= x <= outer["x"] + outer["width"] and outer["y"] <= y <= outer["y"] + outer["height"]
@@ -128,7 +137,7 @@ def test_asset_graph_draws_every_asset_inside_its_group(ui):
         expect(group_node).to_be_visible()
         group_box = group_node.bounding_box()
         for asset in assets:
-            names = graph.get_by_text(asset, exact=True)
+            names = graph.get_by_text(_drawn_name(asset), exact=True)
             expect(names.first).to_be_visible()
             boxes = [names.nth(i).bounding_box() for i in range(names.count())]
             assert any(_box_center_inside(box, group_box) for box in boxes), f"{asset} not drawn in group {group}"
@@ -200,6 +209,74 @@ def test_graphql_lists_the_account_partitions_the_chain_registered(ui):
     # The acted-on accounts of fixtures/customer/README.md (red, or amber renewing in 120 days),
     # in the order renewal_forecasts registered them; not all twelve.
     assert node["partitionKeys"] == ["ACME-001", "INITECH-003", "PIPE-004", "STARK-008", "WAYNE-009"]
+
+
+def test_an_account_added_in_the_ui_becomes_a_partition(ui):
+    # What the materialize dialog's "Add partition" sends: GLOBEX-002 is green and renews after
+    # the window, so no stage registered it.
+    repository = graphql(
+        ui.base_url, "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }"
+    )["repositoriesOrError"]["nodes"][0]
+    added = graphql(
+        ui.base_url,
+        'mutation { addDynamicPartition(partitionsDefName: "account", partitionKey: "GLOBEX-002", '
+        f'repositorySelector: {{repositoryName: "{repository["name"]}", '
+        f'repositoryLocationName: "{repository["location"]["name"]}"}}) '
+        "{ __typename ... on AddDynamicPartitionSuccess { partitionKey } } }",
+    )["addDynamicPartition"]
+    assert added == {"__typename": "AddDynamicPartitionSuccess", "partitionKey": "GLOBEX-002"}
+    keys = graphql(
+        ui.base_url, '{ assetNodeOrError(assetKey: {path: ["qbr_pack"]}) { ... on AssetNode { partitionKeys } } }'
+    )["assetNodeOrError"]["partitionKeys"]
+    assert keys[-1] == "GLOBEX-002" and len(keys) == 6
+
+
+# Each asset's parents as the UI's lineage draws them, written out by hand: every edge a read.
+UPSTREAM = {
+    "renewal_forecasts": {"customer_360", "account_health", "customer_signals"},
+    "playbook": {"customer_360", "account_health", "customer_signals", "renewal_forecasts"},
+    "qbr_pack": {
+        "customer_360",
+        "account_health",
+        "customer_signals",
+        "renewal_forecasts",
+        "playbook",
+        "lake/account_health_table",
+    },
+    "lake/customer_signals_table": {"customer_signals"},
+}
+
+
+def test_the_lineage_edges_are_the_reads(ui):
+    from playwright.sync_api import expect
+
+    for asset, parents in UPSTREAM.items():
+        path = ", ".join(f'"{part}"' for part in asset.split("/"))
+        node = graphql(
+            ui.base_url,
+            f"{{ assetNodeOrError(assetKey: {{path: [{path}]}}) {{ ... on AssetNode {{ dependencyKeys {{ path }} }} }} }}",
+        )["assetNodeOrError"]
+        assert {"/".join(key["path"]) for key in node["dependencyKeys"]} == parents, asset
+    page = ui.page
+    page.goto(f"{ui.base_url}/assets/qbr_pack?view=lineage&lineageScope=upstream")
+    graph = page.locator("svg").filter(has=page.locator("foreignObject")).first
+    # The health scores and their lake table are two nodes with names of their own.
+    for name in ("customer_360", "account_health", "account_health_table", "playbook", "qbr_pack"):
+        expect(graph.get_by_text(name, exact=True).first).to_be_visible()
+    page.screenshot(path=ui.screenshots / "qbr_pack_lineage.png")
+
+
+def test_a_lake_table_shows_its_name_location_and_columns(ui):
+    from playwright.sync_api import expect
+
+    page = ui.page
+    page.goto(f"{ui.base_url}/assets/lake/customer_signals_table")
+    expect(page.get_by_text("c360.main.customer_signals").first).to_be_visible()
+    page.screenshot(path=ui.screenshots / "lake_table.png")
+    expect(page.get_by_text("artifacts/lake/c360.duckdb").first).to_be_visible()  # `lake`: where it lives
+    # Columns of contracts/schemas/customer_signals.schema.json, with their SQL types.
+    for column in ("as_of", "account_id", "snoozed_until"):
+        expect(page.get_by_text(column, exact=True).first).to_be_visible()
 
 
 def test_lineage_starts_at_the_input_files(ui):
