@@ -226,6 +226,6 @@ def test_health_after_a_killed_load_scores_one_whole_view_and_signs_it(chain, tm
     expected = json.loads((view / "artifacts" / "customer" / "360.json").read_text())["records"]["accounts"]
     assert sorted(accounts) == sorted(record["account_id"] for record in expected)
     events = (project / "artifacts" / "governance" / "events.jsonl").read_text().splitlines()
-    signed = json.loads(events[-2])  # health's event, then lake/account_health's
+    signed = json.loads(events[-2])  # health's event, then lake/account_health_table's
     assert signed["asset"] == "account_health"
     assert signed["inputs"]["customer_360"] == _stage_hashes(view)["360"]
