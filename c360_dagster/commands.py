@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from c360_dagster import reports
-from c360_dagster.console import Report, command
 from c360_dagster.domain.core.errors import C360Error
 from c360_dagster.domain.core.text import format_amount, plural, visible_text
 from c360_dagster.domain.qbr import pack as qbr
 from c360_dagster.domain.scoring.account_state import LIVE_STATES
+from c360_dagster.registry import Report, command
 from c360_dagster.runner import (
     CPUS,
     ProjectPaths,

@@ -9,39 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
 
 from c360_dagster.domain.core.errors import C360Error, os_fault
 from c360_dagster.domain.core.io import canonical_json
 from c360_dagster.domain.core.text import visible_text
-
-Report = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Command:
-    """One `c360:*` command: its arguments, what it does, and how its report reads."""
-
-    name: str
-    help: str
-    arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], Report]
-    render: Callable[[Report], str]
-
-
-COMMANDS: dict[str, Command] = {}
-
-
-def command(name: str, help: str, render: Callable[[Report], str], arguments=lambda p: None):
-    """Register a `c360:<name>` command."""
-
-    def register(run: Callable[[argparse.Namespace], Report]) -> Callable[[argparse.Namespace], Report]:
-        COMMANDS[f"c360:{name}"] = Command(f"c360:{name}", help, arguments, run, render)
-        return run
-
-    return register
+from c360_dagster.registry import COMMANDS
 
 
 def _project_args(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Commands register on import of this module's siblings; keep startup cheap for --help.
+    # Importing the commands registers them; it is done here so `import c360_dagster.console` stays cheap.
     from c360_dagster import commands  # noqa: F401
 
     args = build_parser().parse_args(argv)

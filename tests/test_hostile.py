@@ -227,7 +227,7 @@ def test_every_template_value_is_escaped_without_a_filter():
 
 
 def test_the_terminal_shows_spoofing_characters_too(monkeypatch, capsys):
-    from c360_dagster import console
+    from c360_dagster import registry
 
     def spoofing(args):
         if args.quiet:
@@ -235,9 +235,9 @@ def test_the_terminal_shows_spoofing_characters_too(monkeypatch, capsys):
         return {"ok": True, "name": SPOOF}
 
     monkeypatch.setitem(
-        console.COMMANDS,
+        registry.COMMANDS,
         "c360:spoof",
-        console.Command("c360:spoof", "test", lambda p: None, spoofing, lambda r: r["name"] + "\n"),
+        registry.Command("c360:spoof", "test", lambda p: None, spoofing, lambda r: r["name"] + "\n"),
     )
     assert main(["c360:spoof"]) == 0
     assert capsys.readouterr().out == "Acme<U+200B> Corp <U+202E>gpj.exe<U+2069>\n"
