@@ -18,7 +18,7 @@ from c360_dagster.console import main
 from c360_dagster.defs.customer import account_health, customer_360, customer_signals, renewal_forecasts
 from c360_dagster.defs.partitions import ACCOUNT_PARTITIONS_NAME
 from c360_dagster.defs.resources import C360Project
-from c360_dagster.domain.renewals import acted_on_accounts
+from c360_dagster.domain.renewals.forecast import acted_on_accounts
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "fixtures" / "customer"
