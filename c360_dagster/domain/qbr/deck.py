@@ -13,13 +13,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from c360_dagster.domain.core.text import format_amount, visible_text
 from c360_dagster.domain.qbr.layout import Font, truncate, wrap
-
-if TYPE_CHECKING:
-    from c360_dagster.domain.qbr.pack import Component, QbrContext
+from c360_dagster.domain.qbr.models import Component, QbrContext
 
 CUSTOMER, REVIEW = "customer", "review"
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")

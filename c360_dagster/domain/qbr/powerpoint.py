@@ -14,7 +14,7 @@ import io
 import re
 import zipfile
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from xml.sax.saxutils import escape
 
 from c360_dagster.domain.core.errors import ConfigError
@@ -44,9 +44,7 @@ from c360_dagster.domain.qbr.deck import (
     table_font,
 )
 from c360_dagster.domain.qbr.layout import Font, fit, truncate, wrap
-
-if TYPE_CHECKING:
-    from c360_dagster.domain.qbr.pack import QbrContext
+from c360_dagster.domain.qbr.models import QbrContext
 
 SLIDES_TEMPLATE = "qbr_slides.md.j2"
 EMU_PER_PT = 12700
