@@ -57,8 +57,8 @@ def test_stage_summaries_come_from_the_run_not_the_documents(project, capsys, do
     assert "Scores of scored accounts: max 100, mean 73.7, median 76.0, min 28\n" in scored
     assert explained.startswith("Health score 68/100: amber")
     # Amounts in the explanation carry their currency in the one report format (USD 15,000 unpaid).
-    assert "(by currency [USD: arr USD 300,000, credits USD 3,000, credits pct of arr 1, discount pct 16, " in explained
-    assert "overdue amount USD 15,000, overdue pct of arr 5]" in explained and "300000" not in explained
+    assert "(by currency (USD: arr USD 300,000, credits USD 3,000, credits pct of arr 1, discount pct 16, " in explained
+    assert "overdue amount USD 15,000, overdue pct of arr 5)" in explained and "300000" not in explained
     assert "Signals fired (as_of 2026-09-27): 18\n" in fired and "  SIG_RENEWAL_SOON           4\n" in fired
     assert "6 subscriptions of 6 accounts" in renewing and "artifacts/customer/renewals_202609.json" in renewing
     assert "Health tiers: amber 3, green 5, red 2; no score: churned 1, insufficient data 1\n" in summary

@@ -298,7 +298,7 @@ def test_commercial_compares_each_amount_with_arr_in_its_own_currency(config):
     line = next(
         x for x in explain_health(dict(health_records(frame))["A"]).splitlines() if x.startswith("- Commercial")
     )
-    assert "by currency [EUR: arr EUR 50,000, credits EUR 0, credits pct of arr 0, discount pct 30, " in line
+    assert "by currency (EUR: arr EUR 50,000, credits EUR 0, credits pct of arr 0, discount pct 30, " in line
     assert "overdue amount EUR 10,000, overdue pct of arr 20; USD: arr USD 300,000, credits USD 3,000, " in line
     assert "worst overdue pct of arr 20" in line
 

@@ -403,7 +403,7 @@ def test_roadmap_has_next_quarter_items_then_adoption_gaps():
         (D(2024, 7, 1), "checkpoint", "Renewal of S1"),
         (D(2024, 7, 7), "step", "Exec call\nwith | sponsor"),
         (None, "adoption_gap", "Raise the adoption score from 55 to 70"),
-        (None, "adoption_gap", "Resolve SIG_USAGE_SLIDE_4W (drop_pct=25)"),
+        (None, "adoption_gap", "Resolve SIG_USAGE_SLIDE_4W (drop pct 25)"),
         (None, "adoption_gap", "Activate unused seats (30 of 60 seats active in the week to 2024-06-30)"),
     ]
 
@@ -513,6 +513,7 @@ INTERNAL = [
     r"SIG\\_",
     r"drop_pct",
     r"drop\\_pct",
+    r"drop pct",
     r"\bLow\b",
     r"35%",
     r"4,200",
@@ -542,7 +543,7 @@ def test_the_customer_pack_shows_nothing_internal_and_the_review_has_it_all(tmp_
     )
     for pattern in [
         r"SIG_USAGE_SLIDE_4W",
-        r"drop_pct=25",
+        r"drop pct 25",
         r"\bLow\b",
         r"35%",
         r"Champion left",
@@ -710,6 +711,34 @@ def test_customer_files_say_roles_and_renewals_in_words_never_codes(tmp_path):
         "Executive Sponsor",
         "User",
     }
+
+
+def test_the_review_shows_evidence_as_readable_text_with_amounts_in_their_currency(tmp_path):
+    commercial = {
+        "by_currency": [
+            {"arr": 40000.0, "credits": 0.0, "currency": "EUR", "overdue_amount": 0.0},
+            {"arr": 300000.0, "credits": 3000.0, "currency": "USD", "overdue_amount": 15000.5},
+        ],
+        "overdue_invoices": 1,
+        "worst_overdue_pct_of_arr": 5.0,
+    }
+    overdue = {"amount": 15000.5, "currency": "USD", "due_on": "2024-05-31", "auto_renew": False}
+    health = {**HEALTH, "components": {**HEALTH["components"], "commercial": _component(30.0, 0.3, 9.0, commercial)}}
+    signals = [{"code": "SIG_PAYMENT_OVERDUE", "kind": "risk", "evidence": overdue}]
+    ctx = qbr.build_qbr_context(
+        ACCOUNT, _view(), health, signals, RENEWALS, PLAYBOOK, HISTORY, False, AS_OF, HEALTH_CONFIG, DEFAULT_SETTINGS
+    )
+    qbr.write_qbr_pack(ctx, tmp_path)
+    review = (tmp_path / "review_ACME-001.md").read_text(encoding="utf-8")
+    assert (
+        "| commercial | 30 | 0.3 | 9 | by currency (EUR: arr EUR 40,000, credits EUR 0, overdue amount EUR 0; "
+        "USD: arr USD 300,000, credits USD 3,000, overdue amount USD 15,001), overdue invoices 1, "
+        "worst overdue pct of arr 5 |" in review
+    )
+    assert "| SIG_PAYMENT_OVERDUE | risk | amount USD 15,001, auto renew no, due on 2024-05-31 |" in review
+    deck = _deck_texts((tmp_path / "review_ACME-001.pptx").read_bytes())
+    assert "amount USD 15,001, auto renew no, due on 2024-05-31" in deck
+    assert not [text for text in deck + [review] if "=" in text.replace("==", "") and "by_currency=" in text]
 
 
 def test_the_health_score_on_the_customer_deck_is_a_config_choice():
@@ -943,7 +972,7 @@ def test_contacts_are_roles_only_by_default(tmp_path):
         "| Champion | 1 Jan 2023 | 1 May 2024 |" in text and "| 15 Apr 2024 | NPS answer | score 9, Champion |" in text
     )
     assert "contact_id" not in text and "contact\\_id" not in text
-    assert "| SIG_STAKEHOLDER_CHANGE | risk | changes=(change=left, on=2024-05-01, role=champion) |" in text
+    assert "| SIG_STAKEHOLDER_CHANGE | risk | changes (change left, on 2024-05-01, role champion) |" in text
 
 
 def test_contacts_appear_with_include_contacts(tmp_path):
@@ -955,7 +984,7 @@ def test_contacts_appear_with_include_contacts(tmp_path):
     assert "| 15 Apr 2024 | NPS answer | score 9, Champion Jane Doe jane@acme.test |" in timeline
     review = (tmp_path / "review_ACME-001.md").read_text(encoding="utf-8")
     assert "| 2024-04-15 | NPS answer | N1 | score 9, Champion Jane Doe jane@acme.test |" in review
-    assert "changes=(change=left, contact_id=C1, on=2024-05-01, role=champion)" in review
+    assert "changes (change left, contact id C1, on 2024-05-01, role champion)" in review
 
 
 # --- escaping ----------------------------------------------------------------------------

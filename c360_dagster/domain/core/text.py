@@ -12,6 +12,7 @@ import difflib
 import functools
 import re
 import unicodedata
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import jinja2
@@ -105,6 +106,53 @@ def format_amount(value: float | None, currency: str) -> str:
         return "n/a"
     units = decimal.Decimal(repr(float(value))).quantize(decimal.Decimal(1), rounding=decimal.ROUND_HALF_UP)
     return f"{currency} {units + 0:,}"  # + 0 turns -0 into 0
+
+
+# Evidence keys holding an amount, and the key of the currency it is in (the rest are counts, % and dates).
+AMOUNT_CURRENCY = {
+    "amount": "currency",
+    "arr": "currency",
+    "credits": "currency",
+    "overdue_amount": "currency",
+    "opp_amount": "opp_currency",
+}
+
+
+def evidence_text(evidence: Mapping[str, Any], leave_out: Collection[str] = ()) -> str:
+    """Measured values in words, keys in order: `drop pct 35.5, recent avg active users 100`.
+
+    Amounts print as `format_amount` does, in their currency (`overdue amount USD 150,000`); a
+    list holds one entry per item, an entry with its own currency labelled by it:
+    `by currency (EUR: arr EUR 50,000, ...; USD: ...)`, in parentheses, which no Markdown escapes. Keys in `leave_out` (and inside
+    entries) are not shown.
+    """
+    currencies = {AMOUNT_CURRENCY[key] for key in evidence if key in AMOUNT_CURRENCY}
+    pairs = []
+    for key, value in sorted(evidence.items()):
+        if key in currencies or key in leave_out:
+            continue
+        currency = evidence.get(AMOUNT_CURRENCY.get(key, ""))
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and currency is not None:
+            text = format_amount(value, currency)
+        else:
+            text = _evidence_value(value, leave_out)
+        pairs.append(f"{key.replace('_', ' ')} {text}")
+    return ", ".join(pairs)
+
+
+def _evidence_value(value: Any, leave_out: Collection[str]) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)):
+        return fmt_number(value)
+    if isinstance(value, Mapping):
+        text = evidence_text(value, leave_out)
+        return f"{value['currency']}: {text}" if isinstance(value.get("currency"), str) else text
+    if isinstance(value, (list, tuple)):
+        return "(" + "; ".join(_evidence_value(item, leave_out) for item in value) + ")"
+    return str(value)
 
 
 def fmt_number(value: float | None) -> str:

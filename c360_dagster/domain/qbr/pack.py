@@ -19,7 +19,7 @@ import polars as pl
 from c360_dagster.domain.core.config import load_yaml_config
 from c360_dagster.domain.core.errors import ConfigError
 from c360_dagster.domain.core.stages import StageWriter, write_stage
-from c360_dagster.domain.core.text import fmt_number, render_template, safe_filename
+from c360_dagster.domain.core.text import evidence_text, fmt_number, render_template, safe_filename
 from c360_dagster.domain.ingest.view import Customer360
 from c360_dagster.domain.qbr import deck as qbr_deck
 from c360_dagster.domain.qbr import powerpoint as qbr_pptx
@@ -306,32 +306,14 @@ def _as_mapping(value: Any) -> Any:
 
 
 def _evidence_phrase(evidence: Any, include_contacts: bool) -> str:
-    """`weeks=4, drop_pct=35.5`: measured values as one phrase, keys sorted, numbers rounded.
+    """Measured values in words (`text.evidence_text`), amounts in their currency.
 
     Contact-level keys (a contact's id, name or email) are left out unless contacts are included.
     """
     evidence = _as_mapping(evidence)
     if not isinstance(evidence, Mapping):
-        return _value_text(evidence, include_contacts)
-    return ", ".join(
-        f"{key}={_value_text(evidence[key], include_contacts)}"
-        for key in sorted(evidence)
-        if include_contacts or key not in CONTACT_KEYS
-    )
-
-
-def _value_text(value: Any, include_contacts: bool) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (int, float)):
-        return fmt_number(value)
-    if isinstance(value, Mapping):
-        return f"({_evidence_phrase(value, include_contacts)})"
-    if isinstance(value, (list, tuple)):
-        return " ".join(_value_text(item, include_contacts) for item in value)
-    return str(value)
+        return "" if evidence is None else str(evidence)
+    return evidence_text(evidence, leave_out=() if include_contacts else CONTACT_KEYS)
 
 
 def _score_history(

@@ -18,7 +18,7 @@ import polars as pl
 from c360_dagster.domain.core import json_text
 from c360_dagster.domain.core.config import config_hash, load_yaml_config, validate_config
 from c360_dagster.domain.core.errors import ConfigError
-from c360_dagster.domain.core.text import format_amount
+from c360_dagster.domain.core.text import evidence_text
 from c360_dagster.domain.ingest.view import Customer360
 from c360_dagster.domain.scoring.account_state import (
     CHURNED,
@@ -366,8 +366,6 @@ def _pct_of_arr(amount: str) -> pl.Expr:
 
 
 MONEY_FIELDS = ("arr", "overdue_amount", "overdue_pct_of_arr", "credits", "credits_pct_of_arr", "discount_pct")
-# Evidence keys holding an amount in the currency named beside them (the rest are counts and %).
-AMOUNT_KEYS = frozenset({"arr", "overdue_amount", "credits"})
 
 
 def _money_measures(view: Customer360, credits_days: int) -> pl.DataFrame:
@@ -801,27 +799,6 @@ def _number(value: Any) -> str:
     return "n/a" if value is None else str(value)
 
 
-def _evidence_text(evidence: Mapping[str, Any]) -> str:
-    """`key value` pairs in key order; amounts as `format_amount` prints them, in their currency.
-
-    A list holds one entry per currency: `by currency [EUR: arr EUR 50,000, ...; USD: ...]`.
-    """
-    currency = evidence.get("currency")
-    pairs = []
-    for key, value in sorted(evidence.items()):
-        if key == "currency":
-            continue
-        if isinstance(value, list):
-            text = "[" + "; ".join(_evidence_text(item) for item in value) + "]"
-        elif key in AMOUNT_KEYS and currency is not None:
-            text = format_amount(value, currency)
-        else:
-            text = _number(value)
-        pairs.append(f"{key.replace('_', ' ')} {text}")
-    joined = ", ".join(pairs)
-    return joined if currency is None else f"{currency}: {joined}"
-
-
 def explain_health(record: Mapping[str, Any]) -> str:
     """A health record's breakdown in plain words."""
     components = record["components"]
@@ -847,7 +824,7 @@ def explain_health(record: Mapping[str, Any]) -> str:
         )
     for c in COMPONENTS:
         part = components[c]
-        evidence = _evidence_text(part["evidence"])
+        evidence = evidence_text(part["evidence"])
         if part["available"] and part["weight"] is not None:
             lines.append(
                 f"- {c.capitalize()}: {_number(part['score'])}/100 x weight {_number(part['weight'])} "
