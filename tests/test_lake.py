@@ -383,6 +383,7 @@ def test_delta_without_its_library_says_which_extra_to_install(tmp_path: Path, m
     ("text", "message"),
     [
         ("lake:\n  location: s3://books/c360\n", "lake.location: the duckdb lake is one local file"),
+        ("lake:\n  storage_options:\n    AWS_REGION: eu-west-1\n", "lake.storage_options: only a delta lake"),
         ("lake:\n  format: parquet\n", "lake.format: 'parquet' is not one of"),
         ("lake:\n  formt: delta\n", "lake.formt: unknown key"),
         ("lake:\n  format: delta\n  storage_options:\n    AWS_REGION: 3\n", "lake.storage_options.AWS_REGION"),

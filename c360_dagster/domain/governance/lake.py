@@ -77,6 +77,8 @@ def open_lake(configs_dir: Path | str, artifacts_dir: Path | str, contracts_dir:
         raise ConfigError(
             f"{source}: lake.location: the duckdb lake is one local file; an object-store URL needs format: delta"
         )
+    if backend is DuckDBLake and "storage_options" in settings:
+        raise ConfigError(f"{source}: lake.storage_options: only a delta lake has storage options")
     if backend is DeltaLake:
         try:
             import deltalake  # noqa: F401
