@@ -662,7 +662,7 @@ def backtest_command(args: argparse.Namespace) -> Report:
         "step": args.step,
         "horizon": args.horizon,
         "snapshots": len(result.as_of_dates),
-        "renewals": result.observations.height,
+        "renewals": result.counted.height,
         "churned": result.churned,
         "downsold": int(result.tiers["downsold"].sum()),
         "retention": result.retention.to_dicts(),

@@ -239,7 +239,9 @@ def test_a_renewal_recorded_as_a_new_contract_is_not_churn_and_retention_is_per_
 
 def test_the_bundled_fixtures_renewals_are_not_all_churn(default_configs):
     # ACME-S0, GLOBEX-S0 and UMBRELLA-S0 are cancelled the day their successor starts: renewed.
-    # STARK-S0 (no later add-on) churned; seen from 4 snapshots, it counts 4 times.
+    # STARK-S0 (no later add-on) churned. With a 30-day step and a 120-day horizon each renewal is
+    # seen from up to 4 snapshots (13 sightings: ACME-S0 2, GLOBEX-S0 4, STARK-S0 4, UMBRELLA-S0 3),
+    # yet counts once, with the tier and bucket of the earliest snapshot that saw it.
     result = run_backtest(
         read_customer_360(FIXTURES), *default_configs, start=D(2025, 10, 1), end=D(2026, 5, 31), step_days=30
     )
@@ -252,7 +254,15 @@ def test_the_bundled_fixtures_renewals_are_not_all_churn(default_configs):
         ("STARK-S0", "churned"),
         ("UMBRELLA-S0", "renewed"),
     ]
-    assert (result.observations.height, result.churned) == (13, 4)
+    assert (result.observations.height, result.counted.height, result.churned) == (13, 4, 1)
+    assert result.counted.select("subscription_id", "as_of").rows() == [
+        ("ACME-S0", D(2025, 10, 1)),
+        ("GLOBEX-S0", D(2025, 10, 31)),
+        ("STARK-S0", D(2025, 12, 30)),
+        ("UMBRELLA-S0", D(2026, 3, 30)),
+    ]
+    assert result.tiers["renewals"].sum() == result.calibration["renewals"].sum() == 4
+    assert "| Renewals observed | 4 |" in render_backtest_md(result) and "| Churned | 1 |" in render_backtest_md(result)
     # ACME 180,000 -> 240,000; GLOBEX EUR 300,000 -> 330,000; 2026-Q2 USD: STARK 80,000 lost,
     # UMBRELLA 430,000 -> 450,000: GRR 430 / 510 = 84.31%, NRR 450 / 510 = 88.24%.
     assert result.retention.select("period", "currency", "grr", "nrr").rows() == [
@@ -346,13 +356,13 @@ def test_generated_data_gives_non_trivial_numbers(generated_view, default_config
     assert set(observations.filter(pl.col("tier").is_null())["status"]) == {"insufficient_data"}
     assert (
         result.tiers.filter(pl.col("tier") == "insufficient_data")["renewals"].item()
-        == observations["tier"].null_count()
+        == result.counted["tier"].null_count()
         > 0
     )
     horizon = (observations["renewal_date"] - observations["as_of"]).dt.total_days()
     assert horizon.min() > 0 and horizon.max() <= 120  # type: ignore[operator]
-    assert 0 < result.churned < observations.height
-    assert result.tiers["renewals"].sum() == result.calibration["renewals"].sum() == observations.height
+    assert 0 < result.churned < result.counted.height < observations.height
+    assert result.tiers["renewals"].sum() == result.calibration["renewals"].sum() == result.counted.height
     assert result.red_recall is not None and result.lift_red_over_green is not None
     assert result.calibration["observed_rate"].null_count() == 0
 

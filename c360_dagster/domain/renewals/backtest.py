@@ -56,7 +56,8 @@ class BacktestResult:
     grace_days: int  # the succession rule's renewal grace (health.yaml lifecycle.renewal_grace_days)
     as_of_dates: tuple[dt.date, ...]
     config_hashes: Mapping[str, str]  # health, signals, renewals
-    observations: pl.DataFrame  # as_of, OUTCOME_COLUMNS, tier, status, bucket, probability
+    observations: pl.DataFrame  # as_of, OUTCOME_COLUMNS, tier, status, bucket, probability: every snapshot's
+    counted: pl.DataFrame  # the same, each renewal once: from the earliest snapshot that saw it (the measures)
     snapshots: (
         pl.DataFrame
     )  # per as_of: accounts, tier counts, unscored, risk signals, renewals, churned, downsold, not_yet_observed
@@ -215,12 +216,12 @@ def _tier_rates(observations: pl.DataFrame) -> pl.DataFrame:
 def _retention(observations: pl.DataFrame) -> pl.DataFrame:
     """Gross and net revenue retention per calendar quarter of the renewal date and currency.
 
-    Each renewal event counts once, however many snapshots saw it. GRR = ARR kept (at most the
+    Each renewal event counts once (`counted`), however many snapshots saw it. GRR = ARR kept (at most the
     ARR up for renewal: churn and downsells lost, expansion not counted) / ARR up for renewal;
     NRR = ARR after renewal (expansion counted) / ARR up for renewal. Amounts are never summed
     across currencies.
     """
-    events = observations.unique(["subscription_id", "renewal_date"], keep="first").select(list(OUTCOME_COLUMNS))
+    events = observations.select(list(OUTCOME_COLUMNS))
     amounts = ["arr_up", "churned_arr", "downsold_arr", "expanded_arr", "arr_after"]
     return (
         events.with_columns(
@@ -283,7 +284,10 @@ def run_backtest(
     parts = [_snapshot(view, outcomes, as_of, configs, horizon_days) for as_of in dates]
     observations = pl.concat([observed for observed, _ in parts]).sort("as_of", "renewal_date", "subscription_id")
     snapshots = pl.concat([summary for _, summary in parts])
-    tiers = _tier_rates(observations)
+    # A renewal inside several snapshots' horizons counts once, as first foreseen: the prediction
+    # made with the most time left to act on it (docs/backtest.md).
+    counted = observations.unique(["subscription_id", "renewal_date"], keep="first", maintain_order=True)
+    tiers = _tier_rates(counted)
     by_tier = {row["tier"]: row for row in tiers.to_dicts()}
     red = by_tier["red"]
     churned = int(tiers["churned"].sum())
@@ -301,10 +305,11 @@ def run_backtest(
             "renewals": renewals_config.config_hash,
         },
         observations=observations,
+        counted=counted,
         snapshots=snapshots,
         tiers=tiers,
-        calibration=_calibration(observations, renewals_config),
-        retention=_retention(observations),
+        calibration=_calibration(counted, renewals_config),
+        retention=_retention(counted),
         red_flagged=red["renewals"],
         red_churned=red["churned"],
         churned=churned,
@@ -328,11 +333,12 @@ def _lift_note(result: BacktestResult) -> str | None:
 
 def render_backtest_md(result: BacktestResult) -> str:
     """`backtest.md`: headline measures, churn per tier, calibration per bucket and snapshots, with prose."""
-    renewals = result.observations.height
+    renewals = result.counted.height
     return render_template(
         MD_TEMPLATE,
         r=result,
         renewals=renewals,
+        sightings=result.observations.height,
         churn_rate=_ratio(result.churned, renewals, RATE_DECIMALS),
         downsold=int(result.tiers["downsold"].sum()),
         not_yet_observed=int(result.snapshots["not_yet_observed"].sum()),
