@@ -206,21 +206,38 @@ def _render_health(report: Report) -> str:
     "health", "Score account health (0–100, red/amber/green) with evidence.", _render_health, _stage_args("health")
 )
 def health_command(args: argparse.Namespace) -> Report:
-    from c360_dagster.domain.scoring import health
 
     if args.compare:
         return _compare_configs(args)
     if args.account:
-        _check_view_account(args)
+        return _explain_account(args)
     report, metadata = _run(args, "c360_health", ops={"account_health": _stage_ops(args)})
     scored = metadata["account_health"]
     report.update(
         as_of=scored["as_of"], out=scored["path"], warnings=scored["overrides"]["warnings"], **scored["summary"]
     )
-    if args.account:
-        record = reports.health_record(_customer_dir(args), args.account)
-        report["explanation"] = health.explain_health(record)
     return report
+
+
+def _explain_account(args: argparse.Namespace) -> Report:
+    """One account's health in words, read from the live health stage (checked against its
+    manifest): a read like `c360:summary`, no run, so nothing is rescored or written."""
+    from c360_dagster.domain.scoring import health
+
+    if args.config or args.out:
+        raise C360Error(
+            "--account explains the score already made and runs nothing; score with --config or --out "
+            "first (`c360 c360:health --config ...`), then ask for the account",
+            code="USAGE_INVALID",
+        )
+    _check_view_account(args)
+    try:
+        record = reports.health_record(_customer_dir(args), args.account)
+    except C360Error as exc:
+        if exc.code != "STAGE_MISSING":
+            raise
+        raise C360Error(f"{exc}: nothing scored yet; run `c360 c360:health` first", code=exc.code) from None
+    return {"ok": True, "account": args.account, "explanation": health.explain_health(record)}
 
 
 def _check_view_account(args: argparse.Namespace) -> None:

@@ -97,6 +97,30 @@ def test_unknown_account_suggests_close_matches(project, capsys):
     assert "did you mean ACME-001?" in capsys.readouterr().err
 
 
+def test_health_of_one_account_is_read_from_the_live_stage_without_a_run(project, capsys):
+    import dagster as dg
+
+    assert main(["c360:load", "--dir", "fixtures/customer", "--quiet", *project.args]) == 0
+    capsys.readouterr()
+    assert main(["c360:health", "--account", "ACME-001", *project.args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("c360: STAGE_MISSING: ") and err.endswith(
+        "nothing scored yet; run `c360 c360:health` first\n"
+    )
+    assert main(["c360:health", "--quiet", *project.args]) == 0
+    runs = dg.DagsterInstance.get().get_runs_count()
+    log = project.artifacts / "governance" / "events.jsonl"
+    logged = log.read_bytes()
+    capsys.readouterr()
+    assert main(["c360:health", "--account", "ACME-001", *project.args]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Health score 68/100: amber (scored, lifecycle active, default scorecard).\n")
+    # Read, not rescored: no run on the instance, no event in the log.
+    assert (dg.DagsterInstance.get().get_runs_count(), log.read_bytes()) == (runs, logged)
+    assert main(["c360:health", "--account", "ACME-001", "--config", "x.yaml", *project.args]) == 2
+    assert capsys.readouterr().err.startswith("c360: USAGE_INVALID: --account explains the score already made")
+
+
 @pytest.mark.parametrize(
     ("command", "module", "extra"), [("c360:ui", "dagster_webserver", "ui"), ("c360:bench", "psutil", "bench")]
 )
