@@ -171,6 +171,19 @@ def test_a_frame_written_into_a_stage_is_read_back_by_account_predicate(tmp_path
     assert read["score"].to_list() == [7, 39_999]
 
 
+def test_verify_reads_every_shards_live_generations_too(tmp_path):
+    _write(tmp_path, {"x.txt": b"whole book\n"})
+    for shard in ("0", "1"):
+        _write(stages.shard_root(tmp_path, shard), {"x.txt": f"shard {shard}\n".encode(), "y.txt": b"y\n"})
+    assert stages.shard_root(tmp_path, "1") == tmp_path / "shards" / "1"
+    (tmp_path / "shards" / "old").mkdir()  # not a shard's folder: not read
+    assert stages.verify_live_stages(tmp_path) == 5
+    edited = stages.shard_root(tmp_path, "1") / "x.txt"
+    edited.resolve().write_bytes(b"edited in place\n")
+    with pytest.raises(stages.IntegrityError, match="shards/1/stages/pack/g-[0-9a-f]{16}/x.txt"):
+        stages.verify_live_stages(tmp_path)
+
+
 def test_atomic_writes_remove_only_dead_writers_temp_files(tmp_path):
     target = tmp_path / "c360.prom"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)

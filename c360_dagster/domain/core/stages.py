@@ -45,13 +45,14 @@ from c360_dagster.domain.core.io import (
     write_json_atomic,
     write_text_atomic,
 )
-from c360_dagster.domain.core.locking import checked_shard
+from c360_dagster.domain.core.locking import checked_shard, is_shard_key
 
 STAGES = "stages"
 LIVE = "live"
 MANIFEST = "stage.json"
 STAGING = ".staging"
 SHARD_STAGING = "shards"  # under STAGING; no stage's staging folder is named so (theirs end in .<pid>)
+SHARD_ROOTS = "shards"  # beside STAGES: each shard's own stages root
 GENERATION_PREFIX = "g-"
 # Small row groups with statistics let a per-account read skip most of a large table.
 ROW_GROUP_ROWS = 16_384
@@ -218,13 +219,26 @@ def open_stage(root: Path, stage: str) -> StageReader:
     return StageReader(root, stage)
 
 
+def shard_root(root: Path, shard: str) -> Path:
+    """Shard `shard`'s own stages root under `root`: `<root>/shards/<shard>`, the same layout inside."""
+    return Path(root) / SHARD_ROOTS / checked_shard(shard)
+
+
 def verify_live_stages(root: Path) -> int:
-    """Read every file of every live generation under `root` and check it against its manifest.
+    """Read every file of every live generation under `root` and each shard's root, and check it
+    against its manifest.
 
     Returns the number of files checked; raises `IntegrityError` (or `STAGE_MISSING`) on the
     first file whose bytes are not the ones its stage recorded, so a published output edited in
     place is caught even when no later stage reads it.
     """
+    shards = [folder for folder in (Path(root) / SHARD_ROOTS).glob("*") if is_shard_key(folder.name)]
+    return _verify_live_stages(root) + sum(
+        _verify_live_stages(folder) for folder in sorted(shards, key=lambda folder: int(folder.name))
+    )
+
+
+def _verify_live_stages(root: Path) -> int:
     stages_dir = Path(root) / STAGES
     checked = 0
     for live in sorted(stages_dir.rglob(LIVE)):
