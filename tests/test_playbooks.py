@@ -17,6 +17,7 @@ import yaml
 
 from c360_dagster.domain.core.errors import ConfigError
 from c360_dagster.domain.core.text import close_matches, md_escape, safe_filename
+from c360_dagster.domain.qbr.pack import QbrSettings
 from c360_dagster.domain.renewals.playbooks import (
     SelectionRule,
     build_playbook,
@@ -297,11 +298,10 @@ def test_owners_are_the_people_the_data_names(library):
     owners = {s.title: s.owner for s in plan.steps}
     assert owners["Map current contacts by role, influence and sentiment"] == "Dana Reyes (CSM)"
     assert (
-        owners["Confirm the renewal date, scope and decision process with the customer's sponsor"]
-        == "Account Executive"
+        owners["Confirm the renewal date, scope and decision process with the executive sponsor"] == "Account Executive"
     )
     raci = {e.step: e for e in plan.raci}
-    assert raci["Confirm the renewal date, scope and decision process with the customer's sponsor"].consulted == (
+    assert raci["Confirm the renewal date, scope and decision process with the executive sponsor"].consulted == (
         "Dana Reyes (CSM)",
         "Alex Kim (Customer Exec Sponsor)",
     )
@@ -416,6 +416,20 @@ def test_markdown_and_json_are_byte_identical_on_rerun(library):
         "owner": "CSM",
         "due_date": "2024-01-03",
     }
+
+
+def test_joint_steps_are_worded_for_the_customer_who_reads_them(library):
+    # A step with a customer role in its RACI is a joint step: it reaches the customer's QBR
+    # deck and roadmap, so it never speaks of "the customer" in the third person.
+    customer_roles = set(QbrSettings().customer_roles)
+    joint = [
+        step.title
+        for play in library.playbooks.values()
+        for step in play.steps
+        if customer_roles & {step.owner, step.accountable, *step.consulted, *step.informed}
+    ]
+    assert len(joint) > 10
+    assert [title for title in joint if "the customer" in title or "customer's" in title] == []
 
 
 def test_escaping_helpers():

@@ -1,12 +1,15 @@
 """The QBR decks rendered by LibreOffice: every word of every slide inside the slide and inside a
 shape's frame, for every fixture account and for an account named with 10,000 hostile characters.
 
-The slides of ACME-001 and STARK-008 (both decks) are saved as PNGs under
-`artifacts/test-renders/qbr/` to be looked at.
+The slides of ACME-001 and STARK-008 (both decks) are saved as PNGs: under pytest's temporary
+folder, or, to keep them for a look, in the folder `C360_QBR_RENDERS` names (outside the working
+tree: the suite writes nothing into it), e.g. `C360_QBR_RENDERS=/tmp/qbr-renders python -m pytest
+tests/test_qbr_render.py`.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -23,7 +26,7 @@ from c360_dagster.defs.resources import C360Project
 from c360_dagster.domain.qbr import powerpoint as qbr_pptx
 
 REPO = Path(__file__).resolve().parents[1]
-PNG_DIR = REPO / "artifacts" / "test-renders" / "qbr"
+RENDERS_ENV = "C360_QBR_RENDERS"  # a folder to keep the PNGs in; default: pytest's tmp folder
 LOOKED_AT = ("ACME-001", "STARK-008")
 # PIPE-004 is renamed: a right-to-left override, a zero-width space, markup, a formula start and
 # a 9,000-character word that no line can hold.
@@ -109,16 +112,17 @@ def test_every_word_of_every_deck_stays_inside_the_slide_and_its_frame(decks):
                 assert any(_inside(box, frame) for frame in frames), (stem, number, word, box)
 
 
-def test_the_looked_at_decks_are_saved_as_pngs(decks):
-    if PNG_DIR.exists():
-        shutil.rmtree(PNG_DIR)
-    PNG_DIR.mkdir(parents=True)
+def test_the_looked_at_decks_are_saved_as_pngs(decks, tmp_path):
+    png_dir = Path(os.environ.get(RENDERS_ENV) or tmp_path)
+    png_dir.mkdir(parents=True, exist_ok=True)
     for account_id in LOOKED_AT:
         for stem in (f"qbr_{account_id}", f"review_{account_id}"):
+            for stale in png_dir.glob(f"{stem}-*.png"):  # a kept folder may hold an earlier, longer deck
+                stale.unlink()
             subprocess.run(
-                ["pdftoppm", "-r", "60", "-png", str(decks[stem]), str(PNG_DIR / stem)], check=True, timeout=300
+                ["pdftoppm", "-r", "60", "-png", str(decks[stem]), str(png_dir / stem)], check=True, timeout=300
             )
-            pngs = sorted(PNG_DIR.glob(f"{stem}-*.png"))
+            pngs = sorted(png_dir.glob(f"{stem}-*.png"))
             assert len(pngs) == len(Presentation(decks[f"{stem}.pptx"]).slides)
 
 
