@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 import psutil
 
+from c360_dagster.defs.lake import lake_key
 from c360_dagster.domain.core.io import write_json_atomic
 from c360_dagster.domain.scoring.account_state import LIVE_STATES
 from c360_dagster.runner import CPUS, ProjectPaths, account_batches, run_batches, run_job
@@ -217,7 +218,7 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = lambda line:
         }
         stages["lake"] = _sum_figures(
             [
-                sampler.figures(*run.steps[f"lake__{table}"], 0)
+                sampler.figures(*run.steps[lake_key(table).to_python_identifier()], 0)
                 for (_, _, _, table), run in zip(CHAIN, jobs, strict=True)
             ],
             rows=sum(lake_rows.values()),
