@@ -180,7 +180,7 @@ def test_verify_reads_every_shards_live_generations_too(tmp_path):
     assert stages.verify_live_stages(tmp_path) == 5
     edited = stages.shard_root(tmp_path, "1") / "x.txt"
     edited.resolve().write_bytes(b"edited in place\n")
-    with pytest.raises(stages.IntegrityError, match="shards/1/stages/pack/g-[0-9a-f]{16}/x.txt"):
+    with pytest.raises(stages.IntegrityError, match=r"shards/1/stages/pack/g-[0-9a-f]{16}/x\.txt"):
         stages.verify_live_stages(tmp_path)
 
 
