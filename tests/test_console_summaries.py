@@ -8,9 +8,10 @@ import io
 import json
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
-from c360_dagster import reports, runner
+from c360_dagster import reports
 from c360_dagster.console import main
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "customer"
@@ -64,10 +65,10 @@ def test_stage_summaries_come_from_the_run_not_the_documents(project, capsys, do
     assert "Health tiers: amber 3, green 5, red 2; no score: churned 1, insufficient data 1\n" in summary
 
     # A known account is checked with one lookup, not by reading every registered account.
-    def every_account():
+    def every_account(*args, **kwargs):
         raise AssertionError("read every account partition to check one")
 
-    monkeypatch.setattr(runner, "_account_partitions", every_account)
+    monkeypatch.setattr(dg.DagsterInstance, "get_dynamic_partitions", every_account)
     assert c360(capsys, "c360:playbook", "--account", "ACME-001", *project.args).startswith("Playbook for ACME-001:\n")
 
 

@@ -500,7 +500,9 @@ def test_lake_rows_carry_renewal_prob_and_meet_the_contract(config):
         '{"bucket":"Low","probability":0.25}',
     ]
     schema = load_contract("renewal_forecasts", CONTRACTS)
-    assert validate_frame(rows.with_columns(as_of=pl.lit(AS_OF)), schema, "renewal_forecasts") == []
+    # The lake adds the snapshot keys, as_of and the shard, to every row it writes.
+    keyed = rows.with_columns(as_of=pl.lit(AS_OF), shard=pl.lit(0, dtype=pl.Int64))
+    assert validate_frame(keyed, schema, "renewal_forecasts") == []
 
 
 def test_renewals_json_falls_back_to_json_dumps_where_a_reason_would_re_encode_differently(config, tmp_path):
