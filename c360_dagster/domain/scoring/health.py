@@ -279,12 +279,18 @@ def in_last_days(column: str, as_of: dt.date, days: int) -> pl.Expr:
 
 def _ramp(x: pl.Expr, floor: pl.Expr, target: pl.Expr) -> pl.Expr:
     """0 at `floor`, 100 at `target`, linear between, clamped."""
-    return ((x - floor) / (target - floor)).clip(0, 1) * 100
+    return _unsigned_zero(((x - floor) / (target - floor)).clip(0, 1) * 100)
 
 
 def _penalty(x: pl.Expr, start: pl.Expr, full: pl.Expr, max_penalty: pl.Expr) -> pl.Expr:
     """0 points at `start`, `max_penalty` points at `full`, linear between, clamped."""
-    return ((x - start) / (full - start)).clip(0, 1) * max_penalty
+    return _unsigned_zero(((x - start) / (full - start)).clip(0, 1) * max_penalty)
+
+
+def _unsigned_zero(value: pl.Expr) -> pl.Expr:
+    """0.0 for a zero of either sign: Polars' clip may keep a -0.0 depending on how the column is
+    chunked (how many accounts are scored together), and -0.0 prints as such in health.json."""
+    return pl.when(value == 0).then(0.0).otherwise(value)
 
 
 def round2(expr: pl.Expr) -> pl.Expr:
