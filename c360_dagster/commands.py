@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import functools
 import importlib.util
 import os
 import signal
@@ -565,8 +566,10 @@ def _render_lineage(report: Report) -> str:
 )
 def lineage_command(args: argparse.Namespace) -> Report:
     from c360_dagster.domain.governance import eventlog
+    from c360_dagster.domain.ingest.shards import shard_of
 
-    events = eventlog.read_events(Path(args.artifacts) / "governance" / "events.jsonl")
+    log = Path(args.artifacts) / "governance" / "events.jsonl"
+    events = eventlog.account_events(log, functools.partial(shard_of, args.account))
     return {"ok": True, "account": args.account, "chain": eventlog.lineage(events, args.account)}
 
 

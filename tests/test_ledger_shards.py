@@ -268,3 +268,36 @@ def test_shard_assets_sign_their_own_chains_and_the_roll_up_pins_them(tmp_path: 
         "  head: event 1 witnessed by the Dagster instance",
         "  shards: 2 chains, 2 events, each holding the head the roll-up in event 1 recorded",
     ]
+
+
+def test_lineage_reads_the_accounts_own_shard_chain(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    eventlog.append_event(path, event("shard_inputs"), KEY)
+    for shard in ("0", "1"):
+        chain = eventlog.shard_log_path(path, shard)
+        view, health = f"sha256:view{shard}", f"sha256:health{shard}"
+        eventlog.append_event(chain, event("customer_360", shard, shard=shard, outputs={"view": view}), KEY)
+        eventlog.append_event(
+            chain,
+            event("account_health", shard, shard=shard, inputs={"customer_360": view}, outputs={"frame": health}),
+            KEY,
+        )
+    # Before any roll-up, lineage has only the main log.
+    assert eventlog.account_events(path, lambda n: 1) == eventlog.read_events(path)
+    eventlog.append_event(path, event("health_rollup", shards=eventlog.shard_heads(path, 2)), KEY)
+    playbook = event("playbook", "ACME-001", inputs={"account_health": "sha256:health1"}, outputs={"p": "sha256:p"})
+    eventlog.append_event(path, playbook, KEY)
+    asked: list[int] = []
+
+    def account_shard(shards: int) -> int:
+        asked.append(shards)
+        return 1
+
+    events = eventlog.account_events(path, account_shard)
+    assert asked == [2]  # the shard count is the one the latest roll-up combined
+    chain = eventlog.lineage(events, "ACME-001")
+    assert [(step["asset"], step["partition"], step["upstream"]) for step in chain] == [
+        ("customer_360", "1", {}),
+        ("account_health", "1", {"customer_360": "customer_360"}),
+        ("playbook", "ACME-001", {"account_health": "account_health"}),
+    ]

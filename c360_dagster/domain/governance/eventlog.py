@@ -19,7 +19,7 @@ import base64
 import binascii
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -244,7 +244,7 @@ def verify_ledger(
     """
     witnessed = witnessed or {}
     main = verify_log(log_path, public_key, {INSTANCE: witnessed.get(str(log_path))})
-    rollup_seq, heads = _latest_rollup(log_path) if main.ok else (None, {})
+    rollup_seq, heads = latest_rollup(read_events(log_path)) if main.ok else (None, {})
     shards: dict[str, ShardVerdict] = {}
     for shard in sorted(heads.keys() | shard_logs(log_path).keys(), key=int):
         path = shard_log_path(log_path, shard)
@@ -269,9 +269,9 @@ def _witness_problem(by: str, witnessed: tuple[int, str], checked: int) -> str:
     return f"event {seq} is not the one {by} witnessed: the log was rewritten"
 
 
-def _latest_rollup(log_path: Path) -> tuple[int | None, dict[str, dict[str, Any]]]:
-    """The seq and shard heads of the last roll-up event in a (verified) main log."""
-    rollups = [event for event in read_events(log_path) if "shards" in event]
+def latest_rollup(events: list[dict[str, Any]]) -> tuple[int | None, dict[str, dict[str, Any]]]:
+    """The seq and shard heads of the last roll-up event among the main log's events."""
+    rollups = [event for event in events if "shards" in event]
     return (rollups[-1]["seq"], rollups[-1]["shards"]) if rollups else (None, {})
 
 
@@ -289,6 +289,20 @@ def read_events(log_path: Path) -> list[dict[str, Any]]:
                 events.append(json.loads(raw))
             except ValueError:
                 raise C360Error(f"{log_path} line {number} is not a complete event; run `c360 c360:verify`") from None
+    return events
+
+
+def account_events(log_path: Path, account_shard: Callable[[int], int]) -> list[dict[str, Any]]:
+    """The main log's events, then those of the account's shard chain, for `lineage`.
+
+    `account_shard(n)` is the account's shard among n; n is the number of shards the latest
+    roll-up combined (what the published documents were built from). Without a roll-up, the
+    main log's events only.
+    """
+    events = read_events(log_path)
+    _, heads = latest_rollup(events)
+    if heads:
+        events += read_events(shard_log_path(log_path, str(account_shard(len(heads)))))
     return events
 
 
