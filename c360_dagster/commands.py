@@ -28,6 +28,7 @@ from c360_dagster.runner import (
     is_known_account,
     register_accounts,
     run_batches,
+    run_chain,
     run_job,
 )
 
@@ -63,6 +64,12 @@ def _run(args: argparse.Namespace, job: str, **kwargs) -> tuple[Report, dict[str
     return {"ok": True, "run_id": result.run_id, "checks": reports.check_rows(result)}, reports.materialized(result)
 
 
+def _run_chain(args: argparse.Namespace, job: str, ops: dict | None = None) -> tuple[Report, dict[str, dict]]:
+    """Run a chain job over every shard (runner.run_chain); the same report as `_run`."""
+    ran = run_chain(job, _paths(args), ops=ops, progress=not (args.quiet or args.json))
+    return {"ok": True, "run_id": ran.run_id, "checks": ran.checks}, ran.metadata
+
+
 def _with_footer(lines: list[str], report: Report, written: list[str]) -> str:
     """A command's lines, then its run's check results and the paths it wrote."""
     return reports.text(lines + reports.render_checks(report["checks"]) + reports.render_written(written))
@@ -70,7 +77,7 @@ def _with_footer(lines: list[str], report: Report, written: list[str]) -> str:
 
 def _load_ops(args: argparse.Namespace) -> dict:
     """Run config of `customer_360`: an explicit `--as-of`, else derived from the data."""
-    return {"customer_360": {"as_of": args.as_of}} if args.as_of else {}
+    return {"customer_inputs": {"as_of": args.as_of}} if args.as_of else {}
 
 
 def _customer_dir(args: argparse.Namespace) -> Path:
@@ -92,12 +99,12 @@ def _render_load(report: Report) -> str:
 
 @command("load", "Load and validate an input folder into the Customer 360 view.", _render_load, _load_args)
 def load(args: argparse.Namespace) -> Report:
-    report, metadata = _run(args, "c360_load", ops=_load_ops(args))
+    report, metadata = _run_chain(args, "c360_load", ops=_load_ops(args))
     customer = _customer_dir(args)
     return {
         **report,
         "dir": args.dir,
-        "view": reports.loaded_view_report(metadata["customer_360"]),
+        "view": reports.loaded_view_report(metadata["customer_inputs"]),
         "written": [str(customer / "360.json"), str(customer / "frames" / "360")],
     }
 
@@ -138,7 +145,7 @@ def _render_run(report: Report) -> str:
 def run_all(args: argparse.Namespace) -> Report:
     import polars as pl
 
-    report, metadata = _run(args, "c360_chain", ops=_load_ops(args))
+    report, metadata = _run_chain(args, "c360_chain", ops=_load_ops(args))
     customer = _customer_dir(args)
     # Churned and not-started accounts get no playbook or QBR pack (the gates would refuse them).
     states = reports.health_frame(customer).select("account_id", "lifecycle")
@@ -152,8 +159,8 @@ def run_all(args: argparse.Namespace) -> Report:
     return {
         **report,
         "ok": not blocked,
-        "view": reports.loaded_view_report(metadata["customer_360"]),
-        "health": metadata["account_health"]["summary"],
+        "view": reports.loaded_view_report(metadata["customer_inputs"]),
+        "health": metadata["report/account_health_report"]["summary"],
         "accounts": ids,
         "skipped": skipped,
         "blocked": blocked,
@@ -186,9 +193,12 @@ def _stage_args(name: str):
     return arguments
 
 
-def _stage_ops(args: argparse.Namespace) -> dict:
-    config = {key: value for key, value in (("config_path", args.config), ("out", args.out)) if value}
-    return config
+def _stage_ops(args: argparse.Namespace, asset: str) -> dict:
+    """Run config of a stage's shard asset (`--config`) and its roll-up (`--out`)."""
+    return {
+        asset: {"config_path": args.config} if args.config else {},
+        f"report__{asset}_report": {"out": args.out} if args.out else {},
+    }
 
 
 def _render_health(report: Report) -> str:
@@ -212,8 +222,8 @@ def health_command(args: argparse.Namespace) -> Report:
         return _compare_configs(args)
     if args.account:
         return _explain_account(args)
-    report, metadata = _run(args, "c360_health", ops={"account_health": _stage_ops(args)})
-    scored = metadata["account_health"]
+    report, metadata = _run_chain(args, "c360_health", ops=_stage_ops(args, "account_health"))
+    scored = metadata["report/account_health_report"]
     report.update(
         as_of=scored["as_of"], out=scored["path"], warnings=scored["overrides"]["warnings"], **scored["summary"]
     )
@@ -328,8 +338,8 @@ def _render_signals(report: Report) -> str:
 
 @command("signals", "Detect churn-risk and expansion signals per account.", _render_signals, _stage_args("signals"))
 def signals_command(args: argparse.Namespace) -> Report:
-    report, metadata = _run(args, "c360_signals", ops={"customer_signals": _stage_ops(args)})
-    fired = metadata["customer_signals"]
+    report, metadata = _run_chain(args, "c360_signals", ops=_stage_ops(args, "customer_signals"))
+    fired = metadata["report/customer_signals_report"]
     counts = {code: n for code, n in fired["signal_counts"]["by_code"].items() if n}
     return {**report, "as_of": fired["as_of"], "counts": counts, "lifecycle": fired["lifecycle"], "out": fired["path"]}
 
@@ -368,8 +378,10 @@ def _render_renewals(report: Report) -> str:
 @command("renewals", "Forecast renewals due within the window.", _render_renewals, _renewals_args)
 def renewals_command(args: argparse.Namespace) -> Report:
     ops = {"window_days": args.window_days, **({"config_path": args.config} if args.config else {})}
-    report, metadata = _run(args, "c360_renewals", ops={"renewal_forecasts": ops})
-    forecast = metadata["renewal_forecasts"]
+    report, metadata = _run_chain(
+        args, "c360_renewals", ops={"renewal_forecasts": ops, "report__renewal_forecasts_report": ops}
+    )
+    forecast = metadata["report/renewal_forecasts_report"]
     return {
         **report,
         "as_of": forecast["as_of"],

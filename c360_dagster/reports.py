@@ -65,6 +65,22 @@ def check_rows(result: Any) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["asset"], r["check"]))
 
 
+def merge_check_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per check from the rows of several runs (one per shard): passed when it passed in
+    every run, counting the failing rows of all; sorted by asset and check name."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["asset"], row["check"])
+        if key not in merged:
+            merged[key] = dict(row)
+            continue
+        seen = merged[key]
+        seen["passed"] = seen["passed"] and row["passed"]
+        if row["count"] is not None:
+            seen["count"] = (seen["count"] or 0) + row["count"]
+    return [merged[key] for key in sorted(merged)]
+
+
 def read_json(path: Path) -> Any:
     """A small per-account document (a playbook); never a stage's whole output."""
     return json.loads(path.read_text(encoding="utf-8"))

@@ -36,8 +36,10 @@ def run_job(
     accounts: Sequence[str] | None = None,
     progress: bool = True,
     tags: Mapping[str, str] | None = None,
+    asset_selection: Sequence[str] | None = None,
 ) -> Any:
-    """Execute `job_name` in-process, for one partition or one run over a batch of `accounts`.
+    """Execute `job_name` in-process, for one partition or one run over a batch of `accounts`,
+    and only the assets of `asset_selection` (user strings, e.g. `report/health_report`) if given.
 
     The accounts of a batch need not be adjacent (every red account, say): see `_run_over`.
     A user error raised by an asset propagates as itself.
@@ -45,7 +47,9 @@ def run_job(
     _writable_dagster_home()
     import dagster as dg
 
-    from c360_dagster.definitions import defs
+    from c360_dagster.definitions import definitions_for
+
+    defs = definitions_for(shard_count(paths))
 
     run_config = {
         "resources": {"project": {"config": paths.__dict__}},
@@ -62,7 +66,113 @@ def run_job(
             instance=instance,
             partition_key=partition_key,
             tags={**(tags or {}), **batch_tags},
+            asset_selection=[dg.AssetKey.from_user_string(key) for key in asset_selection] if asset_selection else None,
         )
+
+
+def shard_count(paths: ProjectPaths) -> int:
+    """N, from the project's `scale.yaml` (1 without one)."""
+    from c360_dagster.domain.core.config import load_scale_config
+
+    return load_scale_config(paths.configs_dir)["shards"]
+
+
+@dataclass(frozen=True)
+class ChainRun:
+    """What a chain job's run(s) made: the last run's id, every check, each asset's metadata."""
+
+    run_id: str
+    checks: list[dict[str, Any]]
+    metadata: dict[str, dict[str, Any]]
+
+
+def run_chain(
+    job_name: str,
+    paths: ProjectPaths,
+    *,
+    ops: Mapping[str, Mapping[str, Any]] | None = None,
+    progress: bool = True,
+    workers: int = CPUS,
+) -> ChainRun:
+    """Run a chain job: with one shard, one run of it (shard "0"); with N, three layers: the
+    assets before the shards (the split), every shard's assets (N runs, up to `workers` at a
+    time, each in its own process), then the roll-ups. A shard's user error stops the chain
+    before the roll-ups, as itself."""
+    from c360_dagster import reports
+
+    count = shard_count(paths)
+    if count == 1:
+        result = run_job(job_name, paths, ops=ops, partition_key="0", progress=progress)
+        return ChainRun(result.run_id, reports.check_rows(result), reports.materialized(result))
+    before, sharded, after = _chain_layers(job_name, count)
+    runs = []
+    if before:
+        runs.append(_layer_run(job_name, paths, ops, before, None, progress))
+    shard_runs = _in_workers(
+        _shard_run, [(job_name, paths, _layer_ops(ops, sharded), sharded, str(k)) for k in range(count)], workers
+    )
+    for outcome in shard_runs:
+        if isinstance(outcome, UserError):
+            raise C360Error(outcome.message, code=outcome.code)
+    runs += shard_runs
+    runs.append(_layer_run(job_name, paths, ops, after, None, progress))
+    checks = reports.merge_check_rows([check for run in runs for check in run.checks])
+    return ChainRun(runs[-1].run_id, checks, {key: value for run in runs for key, value in run.metadata.items()})
+
+
+def _chain_layers(job_name: str, shards: int) -> tuple[list[str], list[str], list[str]]:
+    """The job's assets before the shard assets, the shard assets, and the roll-ups after them."""
+    from c360_dagster.definitions import definitions_for
+
+    graph = definitions_for(shards).resolve_job_def(job_name).asset_layer.asset_graph
+    keys = sorted(graph.executable_asset_keys | graph.observable_asset_keys, key=lambda key: key.to_user_string())
+    sharded = [key for key in keys if graph.get(key).partitions_def is not None]
+    upstream, frontier = set(), list(sharded)
+    while frontier:  # every ancestor of a shard asset
+        parents = graph.get(frontier.pop()).parent_keys - upstream
+        upstream |= parents
+        frontier += parents
+    before = [key for key in keys if key not in sharded and key in upstream]
+    after = [key for key in keys if key not in sharded and key not in upstream]
+    return tuple([key.to_user_string() for key in layer] for layer in (before, sharded, after))  # type: ignore[return-value]
+
+
+def _layer_ops(ops: Mapping[str, Mapping[str, Any]] | None, keys: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+    """The run config of the ops of these assets only (a run refuses config of ops it does not run)."""
+    import dagster as dg
+
+    names = {dg.AssetKey.from_user_string(key).to_python_identifier() for key in keys}
+    return {name: config for name, config in (ops or {}).items() if name in names}
+
+
+@dataclass(frozen=True)
+class UserError:
+    """A user error raised in a worker process, passed back whole (its code included)."""
+
+    code: str
+    message: str
+
+
+def _layer_run(job_name, paths, ops, keys, partition_key, progress) -> ChainRun:
+    from c360_dagster import reports
+
+    result = run_job(
+        job_name,
+        paths,
+        ops=_layer_ops(ops, keys),
+        partition_key=partition_key,
+        progress=progress,
+        asset_selection=keys,
+    )
+    return ChainRun(result.run_id, reports.check_rows(result), reports.materialized(result))
+
+
+def _shard_run(job_name, paths, ops, keys, shard) -> ChainRun | UserError:
+    """One shard's run, in a worker process: what it made, or its user error."""
+    try:
+        return _layer_run(job_name, paths, ops, keys, shard, False)
+    except C360Error as exc:
+        return UserError(exc.code, str(exc))
 
 
 def _run_over(instance: Any, accounts: Sequence[str]) -> dict[str, str]:
@@ -123,13 +233,17 @@ def run_batches(
     error (`CODE: message`) of each batch whose run it stopped, by batch.
     """
     runs = [tuple(batch) for batch in batches]
-    if workers <= 1 or len(runs) <= 1:
-        outcomes = [_run_batch(job_name, paths, batch) for batch in runs]
-    else:
-        spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked Dagster state
-        with ProcessPoolExecutor(max_workers=min(workers, len(runs)), mp_context=spawn) as pool:
-            outcomes = list(pool.map(_run_batch, itertools.repeat(job_name), itertools.repeat(paths), runs))
+    outcomes = _in_workers(_run_batch, [(job_name, paths, batch) for batch in runs], workers)
     return {batch: error for batch, error in zip(runs, outcomes, strict=True) if error is not None}
+
+
+def _in_workers(function, calls: Sequence[tuple], workers: int) -> list:
+    """`function(*args)` for each of `calls`, in order; up to `workers` at a time in processes of their own."""
+    if workers <= 1 or len(calls) <= 1:
+        return [function(*args) for args in calls]
+    spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked Dagster state
+    with ProcessPoolExecutor(max_workers=min(workers, len(calls)), mp_context=spawn) as pool:
+        return list(pool.map(function, *zip(*calls, strict=True)))
 
 
 def _run_batch(job_name: str, paths: ProjectPaths, batch: tuple[str, ...]) -> str | None:

@@ -11,8 +11,10 @@ import pytest
 
 from c360_dagster.defs.accounts import playbook, qbr_pack
 from c360_dagster.defs.customer import (
+    REPORT_ASSETS,
     account_health,
     customer_360,
+    customer_inputs,
     customer_signals,
     renewal_forecasts,
 )
@@ -22,7 +24,9 @@ from c360_dagster.defs.resources import C360Project
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "fixtures" / "customer"
-CHAIN = [customer_360, account_health, customer_signals, renewal_forecasts]
+CHAIN = [customer_inputs, customer_360, account_health, customer_signals, renewal_forecasts, *REPORT_ASSETS]
+LOAD = [customer_inputs, customer_360]
+ONE_SHARD = "0"  # configs/customer/scale.yaml: one shard
 
 
 def lake_table(table: str) -> dg.AssetsDefinition:
@@ -49,7 +53,9 @@ def instance():
 
 
 def test_checks_pass_on_the_bundled_fixtures(tmp_path, instance):
-    result = dg.materialize(CHAIN, instance=instance, resources={"project": _project(tmp_path)})
+    result = dg.materialize(
+        CHAIN, instance=instance, resources={"project": _project(tmp_path)}, partition_key=ONE_SHARD
+    )
     evaluations = _evaluations(result)
     errors = {key: e for key, e in evaluations.items() if e.severity == dg.AssetCheckSeverity.ERROR}
     assert len(errors) >= 10
@@ -69,7 +75,9 @@ def test_warn_check_fails_with_metadata_on_crafted_input(tmp_path, instance):
     shutil.copytree(FIXTURES, crafted)
     with open(crafted / "accounts.csv", "a", encoding="utf-8") as handle:
         handle.write("LONELY-1,Lonely Ltd,smb,,,,2026-01-01\n")
-    result = dg.materialize([customer_360], instance=instance, resources={"project": _project(tmp_path, crafted)})
+    result = dg.materialize(
+        LOAD, instance=instance, resources={"project": _project(tmp_path, crafted)}, partition_key=ONE_SHARD
+    )
     check = _evaluations(result)[("customer_360", "accounts_have_subscriptions")]
     assert not check.passed
     assert check.metadata["count"].value == 1
@@ -80,7 +88,7 @@ def test_warn_check_fails_with_metadata_on_crafted_input(tmp_path, instance):
 
 def test_qbr_gates_are_checks_per_partition(tmp_path, instance):
     project = _project(tmp_path)
-    dg.materialize(CHAIN, instance=instance, resources={"project": project})
+    dg.materialize(CHAIN, instance=instance, resources={"project": project}, partition_key=ONE_SHARD)
     # STARK-008 is red in the fixtures: without a playbook the duty-of-care gate blocks it.
     blocked = dg.materialize(
         [playbook, qbr_pack],
@@ -102,11 +110,13 @@ def test_qbr_gates_are_checks_per_partition(tmp_path, instance):
 
 
 def test_ui_metadata_row_counts_schema_and_tier_table(tmp_path, instance):
-    dg.materialize(CHAIN, instance=instance, resources={"project": _project(tmp_path)})
+    dg.materialize(CHAIN, instance=instance, resources={"project": _project(tmp_path)}, partition_key=ONE_SHARD)
     event = instance.get_latest_materialization_event(dg.AssetKey("account_health"))
+    assert event.asset_materialization.metadata["metric/c360_accounts_scored_total"].value == 12  # also in the UI
+    # The roll-up describes the whole book.
+    event = instance.get_latest_materialization_event(dg.AssetKey(["report", "account_health_report"]))
     metadata = event.asset_materialization.metadata
     assert metadata["dagster/row_count"].value == 12
-    assert metadata["metric/c360_accounts_scored_total"].value == 12  # the Prometheus counter, also in the UI
     assert "score" in [column.name for column in metadata["dagster/column_schema"].value.columns]
     # The fixtures README: 2 red, 3 amber, 5 green; NEWCO-011 (too little data) and OLDCO-012
     # (churned) have no tier and are counted apart, so the table still counts all 12 accounts.
@@ -117,7 +127,12 @@ def test_ui_metadata_row_counts_schema_and_tier_table(tmp_path, instance):
     }
     assert lifecycle == {"not_started": 0, "onboarding": 1, "active": 10, "churned": 1}
     # A lake table shows its DuckDB name, where the lake is, and its contract's columns.
-    dg.materialize([lake_table("customer_signals")], instance=instance, resources={"project": _project(tmp_path)})
+    dg.materialize(
+        [lake_table("customer_signals")],
+        instance=instance,
+        resources={"project": _project(tmp_path)},
+        partition_key=ONE_SHARD,
+    )
     lake = instance.get_latest_materialization_event(
         dg.AssetKey(["lake", "customer_signals_table"])
     ).asset_materialization
@@ -129,20 +144,22 @@ def test_ui_metadata_row_counts_schema_and_tier_table(tmp_path, instance):
     assert columns["as_of"].type == "DATE NOT NULL" and columns["snoozed_until"].type == "DATE"
     assert columns["shard"].type == "BIGINT NOT NULL"
     assert columns["code"].description == "Signal code from the catalog."
-    renewals = instance.get_latest_materialization_event(dg.AssetKey("renewal_forecasts"))
+    renewals = instance.get_latest_materialization_event(dg.AssetKey(["report", "renewal_forecasts_report"]))
     assert "# Renewal forecast" in renewals.asset_materialization.metadata["summary"].value
 
 
 def test_a_load_observes_each_input_file_then_records_their_hashes_as_its_inputs(tmp_path, instance):
-    job = dg.define_asset_job("load", selection=dg.AssetSelection.assets(input_files, customer_360))
-    loading = dg.Definitions(assets=[input_files, customer_360], jobs=[job], resources={"project": _project(tmp_path)})
+    job = dg.define_asset_job("load", selection=dg.AssetSelection.assets(input_files, customer_inputs))
+    loading = dg.Definitions(
+        assets=[input_files, customer_inputs], jobs=[job], resources={"project": _project(tmp_path)}
+    )
     assert loading.resolve_job_def("load").execute_in_process(instance=instance).success
     for name in ("accounts", "subs", "usage"):
         record = instance.fetch_observations(dg.AssetKey(["inputs", name]), limit=1).records[0]
         digest = "sha256:" + hashlib.sha256((FIXTURES / f"{name}.csv").read_bytes()).hexdigest()
         assert record.asset_observation.data_version == digest
         assert record.asset_observation.metadata["file"].value == f"{name}.csv"
-    # The materialization of customer_360 names the input versions it was made from.
-    event = instance.get_latest_materialization_event(dg.AssetKey("customer_360")).asset_materialization
+    # The materialization of the split (customer_inputs) names the input versions it was made from.
+    event = instance.get_latest_materialization_event(dg.AssetKey("customer_inputs")).asset_materialization
     accounts_digest = "sha256:" + hashlib.sha256((FIXTURES / "accounts.csv").read_bytes()).hexdigest()
     assert event.tags["dagster/input_data_version/inputs/accounts"] == accounts_digest

@@ -13,6 +13,7 @@ def _asset_keys() -> set[str]:
 
 def test_every_stage_is_an_asset_with_lineage():
     assert _asset_keys() == {
+        "customer_inputs",
         "customer_360",
         "account_health",
         "customer_signals",
@@ -23,6 +24,11 @@ def test_every_stage_is_an_asset_with_lineage():
         "lake/account_health_table",
         "lake/customer_signals_table",
         "lake/renewal_forecasts_table",
+        # The roll-ups: today's documents from the shards' frames.
+        "report/customer_360_report",
+        "report/account_health_report",
+        "report/customer_signals_report",
+        "report/renewal_forecasts_report",
         # The input files, external assets (INPUTS.md's entities): the lineage starts there.
         *(
             f"inputs/{name}"
@@ -34,11 +40,16 @@ def test_every_stage_is_an_asset_with_lineage():
     def parents(key: str) -> set[str]:
         return {p.to_user_string() for p in graph.get(dg.AssetKey.from_user_string(key)).parent_keys}
 
-    assert parents("customer_360") == {key for key in _asset_keys() if key.startswith("inputs/")}
+    assert parents("customer_inputs") == {key for key in _asset_keys() if key.startswith("inputs/")}
+    assert parents("customer_360") == {"customer_inputs"}
     assert parents("account_health") == {"customer_360"}
     assert parents("renewal_forecasts") == {"customer_360", "account_health", "customer_signals"}
-    assert parents("playbook") == {"customer_360", "account_health", "customer_signals", "renewal_forecasts"}
-    assert parents("qbr_pack") == parents("playbook") | {"playbook", "lake/account_health_table"}
+    assert parents("report/account_health_report") == {"account_health"}
+    reports = {
+        f"report/{name}_report" for name in ("customer_360", "account_health", "customer_signals", "renewal_forecasts")
+    }
+    assert parents("playbook") == reports
+    assert parents("qbr_pack") == reports | {"playbook", "lake/account_health_table"}
     assert parents("lake/account_health_table") == {"account_health"}
 
 
@@ -49,11 +60,26 @@ def test_every_node_of_the_graph_has_a_name_of_its_own():
     assert len(names) == len(set(names)), sorted(names)
 
 
+def test_the_chain_is_partitioned_by_shard_as_scale_yaml_says():
+    from c360_dagster.definitions import definitions_for
+
+    sharded = {"customer_360", "account_health", "customer_signals", "renewal_forecasts"}
+    sharded |= {f"lake/{table}" for table in ("crm_opps", "account_health", "customer_signals", "renewal_forecasts")}
+    for count in (1, 3):
+        graph = definitions_for(count).resolve_asset_graph()
+        for key in graph.get_all_asset_keys():
+            partitions = graph.get(key).partitions_def
+            if key.to_user_string() in sharded:
+                assert partitions.get_partition_keys() == [str(k) for k in range(count)], key
+            elif key.to_user_string() not in {"playbook", "qbr_pack"}:
+                assert partitions is None, key  # the split and the roll-ups see the whole book
+
+
 def test_assets_are_grouped_described_owned_and_versioned():
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
-        assert node.group_name in {"inputs", "customer", "lake", "accounts"}, key
+        assert node.group_name in {"inputs", "customer", "lake", "reports", "accounts"}, key
         assert node.description, key
         assert node.owners == ["team:customer-success-ops"], key
         # Dagster does not run the input files (external assets), so they have no code.
@@ -88,6 +114,7 @@ def test_code_versions_cover_every_module_an_asset_runs():
     import hashlib
 
     from c360_dagster.defs.versions import PACKAGE_DIR, source_files, source_version
+    from c360_dagster.domain.ingest import shards
     from c360_dagster.domain.qbr import pack as qbr
     from c360_dagster.domain.scoring import health, overrides
 
@@ -101,7 +128,7 @@ def test_code_versions_cover_every_module_an_asset_runs():
         expected.update(str(path.relative_to(PACKAGE_DIR)).encode() + b"\0" + path.read_bytes())
     assert source_version(health, overrides) == expected.hexdigest()[:12]
     node = defs.resolve_asset_graph().get(dg.AssetKey("account_health"))
-    assert node.code_version == source_version(health, overrides)
+    assert node.code_version == source_version(health, overrides, shards)
     # The QBR pack renders Jinja templates: each template is part of its version.
     qbr_files = source_files(qbr)
     assert PACKAGE_DIR / "templates" / "qbr_index.md.j2" in qbr_files and domain / "core/text.py" in qbr_files
@@ -110,4 +137,4 @@ def test_code_versions_cover_every_module_an_asset_runs():
 def test_the_jobs_that_load_observe_the_input_files_first():
     for job in ("c360_load", "c360_chain"):
         nodes = {node.name for node in defs.resolve_job_def(job).graph.node_defs}
-        assert {"input_files", "customer_360"} <= nodes, job
+        assert {"input_files", "customer_inputs", "customer_360"} <= nodes, job

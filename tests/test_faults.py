@@ -157,12 +157,15 @@ def _stage_hashes(project: Path) -> dict[str, str]:
     """Each stage's live generation, every file read back and verified."""
     customer = project / "artifacts" / "customer"
     found = {}
-    for manifest in sorted((customer / stages.STAGES).glob("**/live/stage.json")):
-        stage = str(manifest.parent.parent.relative_to(customer / stages.STAGES))
-        stored = stages.open_stage(customer, stage)
-        for path in stored.files:
-            stored.read_bytes(path)
-        found[stage] = stored.manifest_hash
+    # The roll-ups' stages, then each shard's own (`shards/<k>/<stage>`).
+    for root in [customer, *sorted((customer / stages.SHARD_ROOTS).glob("*"))]:
+        prefix = "" if root == customer else f"{root.relative_to(customer).as_posix()}/"
+        for manifest in sorted((root / stages.STAGES).glob("**/live/stage.json")):
+            stage = str(manifest.parent.parent.relative_to(root / stages.STAGES))
+            stored = stages.open_stage(root, stage)
+            for path in stored.files:
+                stored.read_bytes(path)
+            found[prefix + stage] = stored.manifest_hash
     return found
 
 
@@ -231,7 +234,8 @@ def test_health_after_a_killed_load_scores_one_whole_view_and_signs_it(chain, tm
     view = {"old": projects[0], "new": projects[1]}[scored]
     expected = json.loads((view / "artifacts" / "customer" / "360.json").read_text())["records"]["accounts"]
     assert sorted(accounts) == sorted(record["account_id"] for record in expected)
-    events = (project / "artifacts" / "governance" / "events.jsonl").read_text().splitlines()
-    signed = json.loads(events[-2])  # health's event, then lake/account_health_table's
+    # Shard 0's own chain: health's event, then lake/account_health_table's.
+    events = (project / "artifacts" / "governance" / "shards" / "0" / "events.jsonl").read_text().splitlines()
+    signed = json.loads(events[-2])
     assert signed["asset"] == "account_health"
-    assert signed["inputs"]["customer_360"] == _stage_hashes(view)["360"]
+    assert signed["inputs"]["customer_360"] == _stage_hashes(view)["shards/0/360"]

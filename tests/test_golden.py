@@ -28,7 +28,10 @@ def output_hashes(artifacts: Path) -> dict[str, str]:
     return {
         path.relative_to(artifacts).as_posix(): "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
         for path in sorted(artifacts.rglob("*"))
-        if path.is_file() and path.relative_to(artifacts).parts[0] not in RUN_SPECIFIC and not path.name.startswith(".")
+        if path.is_file()
+        and path.relative_to(artifacts).parts[0] not in RUN_SPECIFIC
+        # Lock files (`.c360.lock`, `.c360-shards/<k>.lock`) hold their last holder's pid.
+        and not any(part.startswith(".") for part in path.relative_to(artifacts).parts)
     }
 
 

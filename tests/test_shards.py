@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import math
+import json
+import shutil
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from c360_dagster.bench.generator import generate_dataset
 from c360_dagster.domain.core.config import load_scale_config
 from c360_dagster.domain.core.errors import ConfigError
+from c360_dagster.domain.governance.lake import open_lake
 from c360_dagster.domain.ingest import loader, shards
 from c360_dagster.domain.ingest.entities import ENTITIES
-from c360_dagster.domain.scoring import health
+from c360_dagster.runner import ProjectPaths, run_chain
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "fixtures" / "customer"
@@ -74,11 +77,87 @@ def test_scale_yaml_defaults_to_one_shard_and_refuses_a_bad_count(tmp_path):
         load_scale_config(tmp_path)
 
 
-def test_a_clamped_zero_is_always_positive_zero():
-    # Polars' clip can keep a -0.0 depending on how a column is chunked (how many accounts are
-    # scored together); health.json would print it as -0.0 for one book and 0.0 for another.
-    ramped = pl.DataFrame({"x": [-0.0, -0.5, 0.0, 0.5]}).select(
-        score=health._ramp(pl.col("x"), pl.lit(0.0), pl.lit(1.0))
-    )["score"]
-    assert ramped.to_list() == [0.0, 0.0, 0.0, 50.0]
-    assert [math.copysign(1.0, value) for value in ramped] == [1.0, 1.0, 1.0, 1.0]
+# --- roll-ups: the documents and lake rows of N shards are those of one ------------------------
+
+# Folders of artifacts/customer that hold the shards' own outputs (and the stage generations);
+# every other file is a public document or frame, which must not depend on N.
+SHARD_ONLY = {"stages", "shards", "inputs"}
+
+
+def _run_chain(root: Path, inputs: Path, count: int, monkeypatch, as_of: str | None = None, workers: int = 1) -> Path:
+    """The chain (load → health, signals → renewals → lake → roll-ups) with `count` shards, run
+    `workers` at a time (1: in this process); its artifacts."""
+    configs = root / "configs"
+    if not configs.exists():
+        shutil.copytree(REPO / "configs" / "customer", configs)
+        (configs / "scale.yaml").write_text(f"shards: {count}\n", encoding="utf-8")
+    monkeypatch.setenv("DAGSTER_HOME", str(root / "dagster_home"))
+    paths = ProjectPaths(
+        fixtures_dir=str(inputs),
+        configs_dir=str(configs),
+        contracts_dir=str(REPO / "contracts" / "schemas"),
+        artifacts_dir=str(root / "artifacts"),
+    )
+    ops = {"customer_inputs": {"as_of": as_of}} if as_of else None
+    run_chain("c360_chain", paths, ops=ops, progress=False, workers=workers)
+    return root / "artifacts"
+
+
+def _documents(artifacts: Path) -> dict[str, bytes]:
+    customer = artifacts / "customer"
+    return {
+        path.relative_to(customer).as_posix(): path.read_bytes()
+        for path in sorted(customer.rglob("*"))
+        if path.is_file() and path.relative_to(customer).parts[0] not in SHARD_ONLY
+    }
+
+
+def _lake_rows(artifacts: Path) -> dict[str, bytes]:
+    """Every lake table's rows (all snapshots) as CSV bytes, without the shard that wrote them."""
+    lake = open_lake(artifacts.parent / "configs", artifacts, REPO / "contracts" / "schemas")
+    return {
+        table: b"".join(
+            lake.read_snapshot(table, as_of).drop("shard").write_csv().encode() for as_of in lake.snapshots(table)
+        )
+        for table in ("crm_opps", "account_health", "customer_signals", "renewal_forecasts")
+    }
+
+
+def _assert_same_for_any_n(runs: dict[int, Path]) -> None:
+    one = runs[1]
+    documents = _documents(one)
+    assert {"360.json", "health.json", "signals.json", "summary.md", "frames/health.parquet"} <= set(documents)
+    assert any(name.startswith("renewals_") for name in documents)
+    for count, artifacts in runs.items():
+        # The shards really split the book (an empty shard is fine: its frames have no rows).
+        manifest = json.loads((artifacts / "customer" / "inputs" / "manifest.json").read_text())
+        assert manifest["shards"] == count == len(manifest["shard_counts"])
+        spread = [counts["accounts"] for counts in manifest["shard_counts"]]
+        assert sum(spread) == manifest["counts"]["accounts"], spread
+        assert count == 1 or max(spread) < sum(spread), spread
+        got = _documents(artifacts)
+        assert sorted(got) == sorted(documents), count
+        assert [name for name in documents if got[name] != documents[name]] == [], count
+        assert _lake_rows(artifacts) == _lake_rows(one), count
+
+
+def test_the_roll_ups_of_the_fixtures_are_byte_identical_for_1_3_and_8_shards(tmp_path, monkeypatch):
+    runs = {count: _run_chain(tmp_path / f"n{count}", FIXTURES, count, monkeypatch) for count in (1, 8)}
+    # As the c360 commands run shards: in worker processes.
+    runs[3] = _run_chain(tmp_path / "n3", FIXTURES, 3, monkeypatch, workers=2)
+    _assert_same_for_any_n(runs)
+
+
+def test_the_roll_ups_of_a_generated_book_are_byte_identical_for_1_3_and_8_shards(tmp_path, monkeypatch):
+    inputs = tmp_path / "generated"
+    generate_dataset(inputs, 240, seed=17, weeks=10)
+    runs = {}
+    for count in (1, 3, 8):
+        root = tmp_path / f"n{count}"
+        # Two snapshots: the second one's signals are new, ongoing or resolved against the first.
+        _run_chain(root, inputs, count, monkeypatch, as_of="2026-09-02")
+        runs[count] = _run_chain(root, inputs, count, monkeypatch)
+    signals = json.loads((runs[1] / "customer" / "signals.json").read_text())
+    assert signals["lifecycle"]["previous_as_of"] == "2026-09-02"
+    assert signals["lifecycle"]["ongoing"] and signals["lifecycle"]["resolved"]
+    _assert_same_for_any_n(runs)

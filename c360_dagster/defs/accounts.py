@@ -11,10 +11,10 @@ import polars as pl
 
 from c360_dagster.defs.customer import (
     OWNERS,
-    account_health,
-    customer_360,
-    customer_signals,
-    renewal_forecasts,
+    customer_360_report,
+    health_report,
+    renewals_report,
+    signals_report,
 )
 from c360_dagster.defs.lake import lake_key
 from c360_dagster.defs.partitions import ACCOUNT_BACKFILL, ACCOUNT_PARTITIONS
@@ -140,7 +140,7 @@ def stored_playbook(project: C360Project, account_id: str) -> bytes | None:
     code_version=source_version(playbooks, account_state),
     partitions_def=ACCOUNT_PARTITIONS,
     backfill_policy=ACCOUNT_BACKFILL,
-    deps=[customer_360, account_health, customer_signals, renewal_forecasts],
+    deps=[customer_360_report, health_report, signals_report, renewals_report],
 )
 def playbook(context: dg.AssetExecutionContext, project: C360Project) -> dg.MaterializeResult:
     """Success playbook per account: plays, RACI, dated steps, KPIs and checkpoints."""
@@ -231,10 +231,10 @@ def _gate_metadata(gate: qbr.Gate) -> dict[str, dg.MetadataValue]:
     backfill_policy=ACCOUNT_BACKFILL,
     # Everything it reads, so the graph is the lineage: the lake's score history included.
     deps=[
-        customer_360,
-        account_health,
-        customer_signals,
-        renewal_forecasts,
+        customer_360_report,
+        health_report,
+        signals_report,
+        renewals_report,
         playbook,
         lake_key("account_health"),
     ],

@@ -52,9 +52,11 @@ def input_files_sensor(context: dg.SensorEvaluationContext, project: C360Project
     ),
 )
 def account_refresh_sensor(context: dg.SensorEvaluationContext, project: C360Project):
-    records = context.instance.fetch_materializations(dg.AssetKey("renewal_forecasts"), limit=1).records
+    records = context.instance.fetch_materializations(
+        dg.AssetKey(["report", "renewal_forecasts_report"]), limit=1
+    ).records
     if not records:
-        return dg.SkipReason("renewal_forecasts has not been materialized yet")
+        return dg.SkipReason("report/renewal_forecasts_report has not been materialized yet")
     latest = records[0]
     if str(latest.storage_id) == context.cursor:
         return dg.SkipReason("no new renewal forecast since the last refresh")

@@ -11,9 +11,10 @@ from c360_dagster.defs.checks import check_result, check_specs
 from c360_dagster.defs.inputs import INPUT_SPECS
 from c360_dagster.defs.partitions import register_accounts
 from c360_dagster.defs.resources import C360Project, frame_path
+from c360_dagster.defs.shards import ONE_SHARD, run_shard
 from c360_dagster.defs.versions import source_version
 from c360_dagster.domain.core.io import json_stream, sha256_file, write_chunks_atomic
-from c360_dagster.domain.ingest import integrity, loader, view_json
+from c360_dagster.domain.ingest import integrity, loader, shards, view_json
 from c360_dagster.domain.ingest import view as view_module
 from c360_dagster.domain.ingest.view import active_arr_by_segment
 from c360_dagster.domain.renewals import forecast as renewals
@@ -30,10 +31,9 @@ class LoadConfig(dg.Config):
 
 
 class StageConfig(dg.Config):
-    """Run config of a scoring stage: an alternative YAML config and output path."""
+    """Run config of a scoring stage: an alternative YAML config."""
 
     config_path: str | None = None
-    out: str | None = None
 
 
 class RenewalsConfig(dg.Config):
@@ -55,27 +55,25 @@ def _frame_metadata(frame: pl.DataFrame, path: Path) -> dict:
 
 @dg.asset(
     group_name="customer",
-    kinds={"polars", "parquet", "json"},
+    kinds={"polars", "parquet"},
     owners=OWNERS,
-    code_version=source_version(loader, integrity, view_json, view_module),
+    code_version=source_version(loader, shards),
     deps=INPUT_SPECS,
-    check_specs=[dg.AssetCheckSpec(name, asset="customer_360", description=text) for name, _, text in integrity.CHECKS],
 )
-def customer_360(context: dg.AssetExecutionContext, config: LoadConfig, project: C360Project) -> dg.MaterializeResult:
-    """Validated, normalized Customer 360 view of the exported customer data."""
+def customer_inputs(
+    context: dg.AssetExecutionContext, config: LoadConfig, project: C360Project
+) -> dg.MaterializeResult:
+    """The input files read and validated once, `as_of` derived over all of them, split into each shard's Parquet."""
     as_of = dt.date.fromisoformat(config.as_of) if config.as_of else None
     view = loader.read_customer_360(Path(project.fixtures_dir), as_of=as_of)
-    checks = integrity.run_integrity_checks(view, contract_enforced=True)
     with project.writing():
-        with project.stage(view_module.STAGE) as out:
-            json_hash = out.write_chunks("360.json", view_json.customer_360_json_chunks(view, checks))
-            view.save(out)
-        view_hash = out.manifest_hash
+        with project.stage(shards.SPLIT_STAGE) as out:
+            manifest = shards.save_split(out, view, project.shards)
         project.record_event(
             context,
             as_of=view.as_of.isoformat(),
             inputs=dict(sorted(view.source_hashes.items())),
-            outputs={"360.json": json_hash, "view": view_hash},
+            outputs={"inputs": out.manifest_hash},
         )
         counted = project.count("c360_accounts_loaded", view.accounts.height)
     return dg.MaterializeResult(
@@ -83,13 +81,50 @@ def customer_360(context: dg.AssetExecutionContext, config: LoadConfig, project:
             **counted,
             "as_of": view.as_of.isoformat(),
             "counts": dg.MetadataValue.json(view.counts()),
+            "shards": manifest["shards"],
+            "shard_counts": dg.MetadataValue.json(manifest["shard_counts"]),
             "active_arr_by_segment": dg.MetadataValue.json(active_arr_by_segment(view.accounts, view.subs)),
             "warnings": dg.MetadataValue.json(list(view.warnings)),
-            "path": dg.MetadataValue.path(str(project.customer_dir / "360.json")),
+            "dagster/row_count": view.accounts.height,
+        },
+        data_version=dg.DataVersion(out.manifest_hash),
+    )
+
+
+@dg.asset(
+    group_name="customer",
+    kinds={"polars", "parquet"},
+    owners=OWNERS,
+    code_version=source_version(integrity, view_module, shards),
+    partitions_def=ONE_SHARD,
+    deps=[customer_inputs],
+    check_specs=[dg.AssetCheckSpec(name, asset="customer_360", description=text) for name, _, text in integrity.CHECKS],
+)
+def customer_360(context: dg.AssetExecutionContext, project: C360Project) -> dg.MaterializeResult:
+    """Validated, normalized Customer 360 view of one shard's accounts."""
+    shard, count = run_shard(context)
+    split = project.stored(shards.SPLIT_STAGE)
+    view = shards.open_split(split, shard, count)
+    checks = integrity.run_integrity_checks(view, contract_enforced=True)
+    with project.writing(str(shard)):
+        with project.stage(view_module.STAGE, shard) as out:
+            view.save(out)
+        project.record_event(
+            context,
+            shard=str(shard),
+            as_of=view.as_of.isoformat(),
+            inputs={"customer_inputs": split.manifest_hash},
+            outputs={"view": out.manifest_hash},
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "as_of": view.as_of.isoformat(),
+            "counts": dg.MetadataValue.json(view.counts()),
+            "path": dg.MetadataValue.path(str(project.stage_root(shard) / view_module.VIEW_DIR)),
             "dagster/row_count": view.accounts.height,
         },
         check_results=[check_result(found) for found in checks],
-        data_version=dg.DataVersion(view_hash),
+        data_version=dg.DataVersion(out.manifest_hash),
     )
 
 
@@ -128,47 +163,41 @@ def _file_hashes(*paths: Path) -> dict[str, str]:
 
 @dg.asset(
     group_name="customer",
-    kinds={"polars", "json"},
+    kinds={"polars", "parquet"},
     owners=OWNERS,
-    code_version=source_version(health, account_state, overrides),
+    code_version=source_version(health, account_state, overrides, shards),
+    partitions_def=ONE_SHARD,
     deps=[customer_360],
     check_specs=check_specs("account_health", quality.HEALTH_RULES),
 )
 def account_health(
     context: dg.AssetExecutionContext, config: StageConfig, project: C360Project
 ) -> dg.MaterializeResult:
-    """Rule-based health score per account: five weighted components with their evidence."""
+    """Rule-based health score per account of one shard: five weighted components with their evidence."""
+    shard, count = run_shard(context)
     config_file = _config_file(project, config.config_path, "health")
     health_config = health.load_health_config(config_file)
-    view = project.open_view()
+    view = project.open_view(shard=shard)
     computed = health.score_health(view, health_config)
     overrides_file = project.config_path("overrides")
     outcome = overrides.apply_overrides(
         computed,
-        overrides.load_overrides(overrides_file) if overrides_file.exists() else (),
+        _in_shard(_overrides(project), shard, count),
         view.as_of,
         health_config.red_below,
         health_config.green_from,
         str(overrides_file),
     )
     frame = outcome.frame
-    summary = health.health_summary(frame)
-    override_report = {"applied": len(outcome.applied), "warnings": list(outcome.warnings)}
-    header = {
-        "as_of": view.as_of.isoformat(),
-        "config_hash": frame["config_hash"][0] if frame.height else None,
-        "summary": summary,
-        "overrides": override_report,
-    }
-    with project.writing():
-        json_hash, out, frame_hash = _write_stage(
-            project, "health", config.out, json_stream(header, "accounts", health.health_json_entries(frame)), frame
-        )
+    with project.writing(str(shard)):
+        with project.stage("health", shard) as out:
+            frame_hash = out.write_frame(frame_path("health"), frame)
         project.record_event(
             context,
+            shard=str(shard),
             as_of=view.as_of.isoformat(),
             inputs={"customer_360": view.stored_hash, **_file_hashes(config_file, overrides_file)},
-            outputs={"health.json": json_hash, "health.parquet": frame_hash},
+            outputs={"health.parquet": frame_hash},
             config_hash=health_config.config_hash,
             extra={"overrides": list(outcome.applied)} if outcome.applied else None,
         )
@@ -176,15 +205,9 @@ def account_health(
     return dg.MaterializeResult(
         metadata={
             **counted,
-            **_frame_metadata(frame, out),
+            **_frame_metadata(frame, project.stage_root(shard) / frame_path("health")),
             "as_of": view.as_of.isoformat(),
-            # Every account once: the tiers of scored accounts, then the unscored ones by status.
-            "tier_distribution": _count_table(
-                "tier", {**summary["tiers"], **{s: n for s, n in summary["status"].items() if s != health.SCORED}}
-            ),
-            "lifecycle_distribution": _count_table("lifecycle", summary["lifecycle"]),
-            "summary": dg.MetadataValue.json(summary),
-            "overrides": dg.MetadataValue.json(override_report),
+            "summary": dg.MetadataValue.json(health.health_summary(frame)),
         },
         # The checks judge the scorecard's own result; an override is a person's call on top.
         check_results=[
@@ -195,95 +218,114 @@ def account_health(
     )
 
 
+def _overrides(project: C360Project) -> tuple[overrides.Override, ...]:
+    path = project.config_path("overrides")
+    return overrides.load_overrides(path) if path.exists() else ()
+
+
+def _snoozes(project: C360Project) -> tuple[lifecycle.Snooze, ...]:
+    path = project.config_path("snoozes")
+    return lifecycle.load_snoozes(path) if path.exists() else ()
+
+
+def _in_shard(entries, shard: int, count: int) -> tuple:
+    """The config entries (overrides, snoozes) about accounts of this shard; one naming an unknown
+    account goes to that id's shard, which reports it."""
+    return tuple(entry for entry in entries if shards.shard_of(entry.account, count) == shard)
+
+
 @dg.asset(
     group_name="customer",
-    kinds={"polars", "json"},
+    kinds={"polars", "parquet"},
     owners=OWNERS,
-    code_version=source_version(signals, account_state, lifecycle),
+    code_version=source_version(signals, account_state, lifecycle, shards),
+    partitions_def=ONE_SHARD,
     deps=[customer_360],
     check_specs=check_specs("customer_signals", quality.SIGNAL_RULES),
 )
 def customer_signals(
     context: dg.AssetExecutionContext, config: StageConfig, project: C360Project
 ) -> dg.MaterializeResult:
-    """Churn-risk and expansion signals per account, each with the evidence that tripped it."""
+    """Churn-risk and expansion signals per account of one shard, each with the evidence that tripped it."""
+    shard, count = run_shard(context)
     config_file = _config_file(project, config.config_path, "signals")
     signals_config = signals.load_signals_config(config_file)
     # The account lifecycle (health.yaml's `lifecycle`) decides who is a customer today.
     health_file = project.config_path("health")
     lifecycle_config = health.load_health_config(health_file).lifecycle
-    view = project.open_view()
+    view = project.open_view(shard=shard)
     snoozes_file = project.config_path("snoozes")
     tracked = lifecycle.signal_lifecycle(
         signals.detect_signals(view, signals_config, lifecycle_config),
         project.lake,
         view.as_of,
-        lifecycle.load_snoozes(snoozes_file) if snoozes_file.exists() else (),
+        _in_shard(_snoozes(project), shard, count),
         view.accounts["account_id"],
         str(snoozes_file),
+        shard=shard,
+        shards=count,
     )
     frame = tracked.frame
-    counts = {**lifecycle.lifecycle_summary(tracked), "warnings": list(tracked.warnings)}
-    header = {
-        "as_of": view.as_of.isoformat(),
-        "lifecycle": counts,
-        "resolved": lifecycle.resolved_records(tracked.resolved),
-    }
-    with project.writing():
-        json_hash, out, frame_hash = _write_stage(
-            project, "signals", config.out, json_stream(header, "accounts", signals.signal_json_entries(frame)), frame
-        )
+    with project.writing(str(shard)):
+        with project.stage("signals", shard) as out:
+            frame_hash = out.write_frame(frame_path("signals"), frame)
+            out.write_frame(RESOLVED_FRAME, tracked.resolved)
+            out.write_json(LIFECYCLE_JSON, {"previous_as_of": _iso(tracked.previous_as_of)})
         project.record_event(
             context,
+            shard=str(shard),
             as_of=view.as_of.isoformat(),
             inputs={"customer_360": view.stored_hash, **_file_hashes(config_file, health_file, snoozes_file)},
-            outputs={"signals.json": json_hash, "signals.parquet": frame_hash},
+            outputs={"signals.parquet": frame_hash, "signals": out.manifest_hash},
             config_hash=signals_config.config_hash,
         )
     return dg.MaterializeResult(
         metadata={
-            **_frame_metadata(frame, out),
+            **_frame_metadata(frame, project.stage_root(shard) / frame_path("signals")),
             "as_of": view.as_of.isoformat(),
             "signal_counts": dg.MetadataValue.json(signals.signals_summary(frame)),
-            "lifecycle": dg.MetadataValue.json(counts),
         },
         check_results=[check_result(found) for found in quality.signal_findings(frame, set(signals.SIGNAL_CATALOG))],
         data_version=dg.DataVersion(frame_hash),
     )
 
 
+# What a shard's signals stage keeps beside its frame, for the roll-up's lifecycle section.
+RESOLVED_FRAME = "frames/signals_resolved.parquet"
+LIFECYCLE_JSON = "frames/signals_lifecycle.json"
+
+
+def _iso(day: dt.date | None) -> str | None:
+    return day.isoformat() if day else None
+
+
 @dg.asset(
     group_name="customer",
-    kinds={"polars", "json", "markdown"},
+    kinds={"polars", "parquet"},
     owners=OWNERS,
     code_version=source_version(renewals, playbooks),
+    partitions_def=ONE_SHARD,
     deps=[customer_360, account_health, customer_signals],
 )
 def renewal_forecasts(
     context: dg.AssetExecutionContext, config: RenewalsConfig, project: C360Project
 ) -> dg.MaterializeResult:
-    """Renewal forecast for every active subscription renewing within the window."""
+    """Renewal forecast for every active subscription of one shard renewing within the window."""
+    shard, _ = run_shard(context)
     config_file = _config_file(project, config.config_path, "renewals")
     renewals_config = renewals.load_renewals_config(config_file)
-    view = project.open_view()
-    health_frame, health_hash = project.frame_and_hash("health")
-    signals_frame, signals_hash = project.frame_and_hash("signals")
+    view = project.open_view(shard=shard)
+    health_frame, health_hash = project.frame_and_hash("health", shard=shard)
+    signals_frame, signals_hash = project.frame_and_hash("signals", shard=shard)
     frame = renewals.forecast_renewals(
         view, health_frame, signals_frame, renewals_config, window_days=config.window_days
     )
-    summary = renewals.renewal_summary(frame, renewals_config)
-    summary_md = renewals.render_renewal_summary_md(summary, view.as_of, config.window_days)
-    json_name = f"renewals_{view.as_of:%Y%m}.json"
-    out = project.customer_dir / json_name
-    with project.writing():
-        with project.stage("renewals") as stage:
-            json_hash = stage.write_chunks(
-                json_name, json_stream({"summary": summary}, "renewals", renewals.renewal_json_items(frame), array=True)
-            )
-            md_hash = stage.write_text("summary.md", summary_md)
-            frame_hash = stage.write_frame(frame_path("renewals"), frame)
+    with project.writing(str(shard)):
+        with project.stage("renewals", shard) as out:
+            frame_hash = out.write_frame(frame_path("renewals"), frame)
         project.record_event(
             context,
+            shard=str(shard),
             as_of=view.as_of.isoformat(),
             inputs={
                 "customer_360": view.stored_hash,
@@ -291,7 +333,7 @@ def renewal_forecasts(
                 "customer_signals": signals_hash,
                 "renewals.yaml": sha256_file(config_file),
             },
-            outputs={json_name: json_hash, "summary.md": md_hash, "renewals.parquet": frame_hash},
+            outputs={"renewals.parquet": frame_hash},
             config_hash=renewals_config.config_hash,
         )
     # Only the accounts a team acts on become `account` partitions here; any other one does
@@ -301,13 +343,237 @@ def renewal_forecasts(
     registered = register_accounts(context.instance, acted_on)
     return dg.MaterializeResult(
         metadata={
-            **_frame_metadata(frame, out),
+            **_frame_metadata(frame, project.stage_root(shard) / frame_path("renewals")),
             "as_of": view.as_of.isoformat(),
             "window_days": config.window_days,
             "accounts_acted_on": len(acted_on),
             "accounts_registered": registered,
+        },
+        data_version=dg.DataVersion(frame_hash),
+    )
+
+
+# --- roll-ups: today's documents from the shards' frames ------------------------------------
+#
+# Each reads every shard's frame (verified), merges them in the order one unsplit run sorts
+# them, and computes the document with the same code as for one shard, so the bytes are the
+# same for any N. Summaries (sums of floats) are computed on the merged frame, never added up
+# from the shards'.
+
+REPORTS = "reports"
+
+
+def report_key(asset: str) -> dg.AssetKey:
+    """The roll-up of a shard asset: `report/<asset>_report` (the graph names a node by its key's last part)."""
+    return dg.AssetKey(["report", f"{asset}_report"])
+
+
+class ReportConfig(dg.Config):
+    """Run config of a roll-up that writes `<stage>.json`: another path for it."""
+
+    out: str | None = None
+
+
+def _split(project: C360Project) -> dict:
+    """The split's manifest: how many shards there are, as_of, source hashes."""
+    return shards.split_manifest(project.stored(shards.SPLIT_STAGE))
+
+
+def _shard_frames(project: C360Project, name: str, count: int) -> tuple[list[pl.DataFrame], dict[str, str]]:
+    """Every shard's frame of stage `name` and, by shard, the hash of the bytes read."""
+    read = [project.frame_and_hash(name, shard=shard) for shard in range(count)]
+    return [frame for frame, _ in read], {f"{name}[{shard}]": digest for shard, (_, digest) in enumerate(read)}
+
+
+@dg.asset(
+    key=report_key("customer_360"),
+    group_name=REPORTS,
+    kinds={"polars", "parquet", "json"},
+    owners=OWNERS,
+    code_version=source_version(view_json, view_module, integrity, shards),
+    deps=[customer_360],
+)
+def customer_360_report(context: dg.AssetExecutionContext, project: C360Project) -> dg.MaterializeResult:
+    """`360.json` and the whole book's view (`frames/360`), rolled up from the shards' views."""
+    count = _split(project)["shards"]
+    parts = [project.open_view(shard=shard) for shard in range(count)]
+    view = shards.merge_views(parts)
+    checks = integrity.run_integrity_checks(view, contract_enforced=True)
+    with project.writing():
+        with project.stage(view_module.STAGE) as out:
+            json_hash = out.write_chunks("360.json", view_json.customer_360_json_chunks(view, checks))
+            view.save(out)
+        project.record_event(
+            context,
+            rollup_of=count,
+            as_of=view.as_of.isoformat(),
+            inputs={f"customer_360[{shard}]": part.stored_hash for shard, part in enumerate(parts)},
+            outputs={"360.json": json_hash, "view": out.manifest_hash},
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "as_of": view.as_of.isoformat(),
+            "counts": dg.MetadataValue.json(view.counts()),
+            "path": dg.MetadataValue.path(str(project.customer_dir / "360.json")),
+            "dagster/row_count": view.accounts.height,
+        },
+        data_version=dg.DataVersion(out.manifest_hash),
+    )
+
+
+@dg.asset(
+    key=report_key("account_health"),
+    group_name=REPORTS,
+    kinds={"polars", "json"},
+    owners=OWNERS,
+    code_version=source_version(health, overrides, shards),
+    deps=[account_health],
+)
+def health_report(
+    context: dg.AssetExecutionContext, config: ReportConfig, project: C360Project
+) -> dg.MaterializeResult:
+    """`health.json` and the whole book's health frame, rolled up from the shards'."""
+    split = _split(project)
+    as_of = dt.date.fromisoformat(split["as_of"])
+    count = split["shards"]
+    frames, inputs = _shard_frames(project, "health", count)
+    frame = shards.merge_frames(frames, ["account_id"])
+    summary = health.health_summary(frame)
+    overrides_file = project.config_path("overrides")
+    applied = overrides.applied_overrides(frame)
+    override_report = {
+        "applied": len(applied),
+        "warnings": list(overrides.override_warnings(_overrides(project), as_of, frame)),
+    }
+    config_hash = frame["config_hash"][0] if frame.height else None
+    header = {"as_of": split["as_of"], "config_hash": config_hash, "summary": summary, "overrides": override_report}
+    with project.writing():
+        json_hash, out, frame_hash = _write_stage(
+            project, "health", config.out, json_stream(header, "accounts", health.health_json_entries(frame)), frame
+        )
+        project.record_event(
+            context,
+            rollup_of=count,
+            as_of=split["as_of"],
+            inputs={**inputs, **_file_hashes(overrides_file)},
+            outputs={"health.json": json_hash, "health.parquet": frame_hash},
+            config_hash=config_hash,
+            extra={"overrides": list(applied)} if applied else None,
+        )
+    return dg.MaterializeResult(
+        metadata={
+            **_frame_metadata(frame, out),
+            "as_of": split["as_of"],
+            # Every account once: the tiers of scored accounts, then the unscored ones by status.
+            "tier_distribution": _count_table(
+                "tier", {**summary["tiers"], **{s: n for s, n in summary["status"].items() if s != health.SCORED}}
+            ),
+            "lifecycle_distribution": _count_table("lifecycle", summary["lifecycle"]),
+            "summary": dg.MetadataValue.json(summary),
+            "overrides": dg.MetadataValue.json(override_report),
+        },
+        data_version=dg.DataVersion(frame_hash),
+    )
+
+
+@dg.asset(
+    key=report_key("customer_signals"),
+    group_name=REPORTS,
+    kinds={"polars", "json"},
+    owners=OWNERS,
+    code_version=source_version(signals, lifecycle, shards),
+    deps=[customer_signals],
+)
+def signals_report(
+    context: dg.AssetExecutionContext, config: ReportConfig, project: C360Project
+) -> dg.MaterializeResult:
+    """`signals.json` and the whole book's signals frame, rolled up from the shards'."""
+    split = _split(project)
+    count = split["shards"]
+    as_of = dt.date.fromisoformat(split["as_of"])
+    frames, inputs = _shard_frames(project, "signals", count)
+    stored = [project.stored("signals", shard) for shard in range(count)]
+    previous = stored[0].read_json(LIFECYCLE_JSON)["previous_as_of"]
+    tracked = lifecycle.Lifecycle(
+        frame=shards.merge_frames(frames, ["account_id", "code"]),
+        resolved=shards.merge_frames(
+            [one.read_frame(RESOLVED_FRAME) for one in stored], ["account_id", "code", "signal_id"]
+        ),
+        previous_as_of=dt.date.fromisoformat(previous) if previous else None,
+        warnings=lifecycle.snooze_warnings(_snoozes(project), as_of),
+    )
+    frame = tracked.frame
+    counts = {**lifecycle.lifecycle_summary(tracked), "warnings": list(tracked.warnings)}
+    header = {"as_of": split["as_of"], "lifecycle": counts, "resolved": lifecycle.resolved_records(tracked.resolved)}
+    with project.writing():
+        json_hash, out, frame_hash = _write_stage(
+            project, "signals", config.out, json_stream(header, "accounts", signals.signal_json_entries(frame)), frame
+        )
+        project.record_event(
+            context,
+            rollup_of=count,
+            as_of=split["as_of"],
+            inputs={**inputs, **_file_hashes(project.config_path("snoozes"))},
+            outputs={"signals.json": json_hash, "signals.parquet": frame_hash},
+        )
+    return dg.MaterializeResult(
+        metadata={
+            **_frame_metadata(frame, out),
+            "as_of": split["as_of"],
+            "signal_counts": dg.MetadataValue.json(signals.signals_summary(frame)),
+            "lifecycle": dg.MetadataValue.json(counts),
+        },
+        data_version=dg.DataVersion(frame_hash),
+    )
+
+
+@dg.asset(
+    key=report_key("renewal_forecasts"),
+    group_name=REPORTS,
+    kinds={"polars", "json", "markdown"},
+    owners=OWNERS,
+    code_version=source_version(renewals, shards),
+    deps=[renewal_forecasts],
+)
+def renewals_report(
+    context: dg.AssetExecutionContext, config: RenewalsConfig, project: C360Project
+) -> dg.MaterializeResult:
+    """`renewals_<yyyymm>.json`, `summary.md` and the whole book's renewals frame, rolled up from the shards'."""
+    config_file = _config_file(project, config.config_path, "renewals")
+    renewals_config = renewals.load_renewals_config(config_file)
+    split = _split(project)
+    as_of = dt.date.fromisoformat(split["as_of"])
+    count = split["shards"]
+    frames, inputs = _shard_frames(project, "renewals", count)
+    frame = shards.merge_frames(frames, ["renewal_date", "subscription_id"])
+    summary = renewals.renewal_summary(frame, renewals_config)
+    summary_md = renewals.render_renewal_summary_md(summary, as_of, config.window_days)
+    json_name = f"renewals_{as_of:%Y%m}.json"
+    with project.writing():
+        with project.stage("renewals") as stage:
+            json_hash = stage.write_chunks(
+                json_name, json_stream({"summary": summary}, "renewals", renewals.renewal_json_items(frame), array=True)
+            )
+            md_hash = stage.write_text("summary.md", summary_md)
+            frame_hash = stage.write_frame(frame_path("renewals"), frame)
+        project.record_event(
+            context,
+            rollup_of=count,
+            as_of=split["as_of"],
+            inputs={**inputs, "renewals.yaml": sha256_file(config_file)},
+            outputs={json_name: json_hash, "summary.md": md_hash, "renewals.parquet": frame_hash},
+            config_hash=renewals_config.config_hash,
+        )
+    return dg.MaterializeResult(
+        metadata={
+            **_frame_metadata(frame, project.customer_dir / json_name),
+            "as_of": split["as_of"],
+            "window_days": config.window_days,
             "forecast": dg.MetadataValue.json(summary),
             "summary": dg.MetadataValue.md(summary_md),
         },
         data_version=dg.DataVersion(frame_hash),
     )
+
+
+REPORT_ASSETS = [customer_360_report, health_report, signals_report, renewals_report]

@@ -16,6 +16,7 @@ from c360_dagster.defs.customer import (
     renewal_forecasts,
 )
 from c360_dagster.defs.resources import C360Project
+from c360_dagster.defs.shards import ONE_SHARD, run_shard
 from c360_dagster.defs.versions import source_version
 from c360_dagster.domain.core.io import sha256_bytes
 from c360_dagster.domain.governance import contracts, lake, lake_tables
@@ -27,22 +28,22 @@ class LakeTable:
     """Where a lake table's rows come from."""
 
     upstream: dg.AssetsDefinition
-    # The rows and the hash of the verified bytes they were read from (what the event signs).
-    rows: Callable[[C360Project], tuple[pl.DataFrame, str]]
+    # A shard's rows and the hash of the verified bytes they were read from (what the event signs).
+    rows: Callable[[C360Project, int], tuple[pl.DataFrame, str]]
 
 
 def _from_frame(
     name: str, to_rows: Callable[[pl.DataFrame], pl.DataFrame]
-) -> Callable[[C360Project], tuple[pl.DataFrame, str]]:
-    def rows(project: C360Project) -> tuple[pl.DataFrame, str]:
-        frame, digest = project.frame_and_hash(name)
+) -> Callable[[C360Project, int], tuple[pl.DataFrame, str]]:
+    def rows(project: C360Project, shard: int) -> tuple[pl.DataFrame, str]:
+        frame, digest = project.frame_and_hash(name, shard=shard)
         return to_rows(frame), digest
 
     return rows
 
 
-def _opp_rows(project: C360Project) -> tuple[pl.DataFrame, str]:
-    opps, digest = project.view_table("crm_opps")
+def _opp_rows(project: C360Project, shard: int) -> tuple[pl.DataFrame, str]:
+    opps, digest = project.view_table("crm_opps", shard)
     return lake_tables.opp_rows(opps), digest
 
 
@@ -75,23 +76,27 @@ def _lake_asset(table: str, spec: LakeTable) -> dg.AssetsDefinition:
         owners=OWNERS,
         code_version=source_version(lake, contracts, lake_tables),
         deps=[spec.upstream],
+        partitions_def=ONE_SHARD,
         description=(
             f"The `{table}` lake table (DuckDB file by default, Delta Lake per scale.yaml), made of "
-            f"`{spec.upstream.key.to_user_string()}`: one snapshot per as_of and shard, written under its contract."
+            f"`{spec.upstream.key.to_user_string()}`: one snapshot per as_of and shard, each shard's rows "
+            "written under its contract."
         ),
         # The default lake's name; each materialization records the configured one.
         metadata={"dagster/table_name": f"{DuckDBLake.CATALOG}.{table}"},
     )
     def write_table(context: dg.AssetExecutionContext, project: C360Project) -> dg.MaterializeResult:
-        frame, source_hash = spec.rows(project)
-        as_of = project.view_as_of()
+        shard, count = run_shard(context)
+        frame, source_hash = spec.rows(project, shard)
+        as_of = project.view_as_of(shard)
         target = project.lake
         # Hashing the rows (Polars' CSV writer, sha256) overlaps the lake compressing them.
-        with ThreadPoolExecutor(max_workers=1) as pool, project.writing():
+        with ThreadPoolExecutor(max_workers=1) as pool, project.writing(str(shard)):
             rows_hash = pool.submit(_rows_hash, frame)
-            written = target.write_snapshot(table, frame, as_of)
+            written = target.write_snapshot(table, frame, as_of, shard=shard, shards=count)
             project.record_event(
                 context,
+                shard=str(shard),
                 as_of=as_of.isoformat(),
                 inputs={spec.upstream.key.to_user_string(): source_hash},
                 outputs={f"{table}@{as_of.isoformat()}": rows_hash.result()},

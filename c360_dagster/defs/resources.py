@@ -11,6 +11,7 @@ import dagster as dg
 import polars as pl
 
 from c360_dagster.domain.core import locking, stages
+from c360_dagster.domain.core.config import load_scale_config
 from c360_dagster.domain.core.errors import C360Error
 from c360_dagster.domain.governance import anchor, eventlog, lake, metrics
 from c360_dagster.domain.ingest import view
@@ -61,29 +62,42 @@ class C360Project(dg.ConfigurableResource):
     def config_path(self, name: str) -> Path:
         return Path(self.configs_dir) / f"{name}.yaml"
 
+    @property
+    def shards(self) -> int:
+        """N, the number of shards the book is split into (`scale.yaml`; default 1)."""
+        return load_scale_config(self.configs_dir)["shards"]
+
+    def stage_root(self, shard: int | str | None = None) -> Path:
+        """Where stages live: artifacts/customer, or a shard's own folder `shards/<k>` under it
+        (the same layout inside, so a shard's stages read and write as the whole book's do)."""
+        return self.customer_dir if shard is None else self.customer_dir / stages.SHARD_ROOTS / str(shard)
+
     @contextlib.contextmanager
-    def stage(self, name: str, shard: str | None = None) -> Iterator[stages.StageWriter]:
+    def stage(self, name: str, shard: int | str | None = None) -> Iterator[stages.StageWriter]:
         """Write the next generation of stage `name` (e.g. `health`, `qbr_<id>`), switched live on success.
 
         `with project.stage("health") as out: out.write_frame(...)`; `out.manifest_hash` afterwards.
-        A shard's stage (`shard="3"`) is written under that shard's lock only; its name must be
-        that shard's own (no other lock ever writes it).
+        With `shard`, the stage is that shard's own (under `shards/<k>`), written under that
+        shard's lock only.
         """
-        with self.writing(shard), stages.write_stage(self.customer_dir, name, shard) as out:
+        key = None if shard is None else str(shard)
+        with self.writing(key), stages.write_stage(self.stage_root(shard), name, key) as out:
             yield out
 
-    def stored(self, name: str) -> stages.StageReader:
+    def stored(self, name: str, shard: int | None = None) -> stages.StageReader:
         """The live generation of stage `name`, for verified reads (or a clear error saying what to run)."""
         try:
-            return stages.open_stage(self.customer_dir, name)
+            return stages.open_stage(self.stage_root(shard), name)
         except C360Error as exc:
             if exc.code != "STAGE_MISSING" or name not in COMMANDS:
                 raise
             raise C360Error(f"{exc}; run `c360 {COMMANDS[name].format(self=self)}` first", code=exc.code) from None
 
-    def frame_and_hash(self, name: str, account_ids: list[str] | None = None) -> tuple[pl.DataFrame, str]:
+    def frame_and_hash(
+        self, name: str, account_ids: list[str] | None = None, shard: int | None = None
+    ) -> tuple[pl.DataFrame, str]:
         """A stage's frame (optionally only these accounts' rows) and the hash of the bytes read."""
-        stored = self.stored(name)
+        stored = self.stored(name, shard)
         path = frame_path(name)
         return stored.read_frame(path, account_ids), stored.files[path]
 
@@ -91,16 +105,16 @@ class C360Project(dg.ConfigurableResource):
         """A stage's persisted frame, verified, optionally only these accounts' rows."""
         return self.frame_and_hash(name, account_ids)[0]
 
-    def open_view(self, account_ids: list[str] | None = None) -> view.Customer360:
+    def open_view(self, account_ids: list[str] | None = None, shard: int | None = None) -> view.Customer360:
         """The persisted 360 view, verified; its `stored_hash` is what a run that read it signs."""
-        return view.Customer360.open(self.stored(view.STAGE), account_ids)
+        return view.Customer360.open(self.stored(view.STAGE, shard), account_ids)
 
-    def view_as_of(self) -> dt.date:
-        return view.view_as_of(self.stored(view.STAGE))
+    def view_as_of(self, shard: int | None = None) -> dt.date:
+        return view.view_as_of(self.stored(view.STAGE, shard))
 
-    def view_table(self, name: str) -> tuple[pl.DataFrame, str]:
+    def view_table(self, name: str, shard: int | None = None) -> tuple[pl.DataFrame, str]:
         """One table of the 360 view and the hash of the view's generation it was read from."""
-        stored = self.stored(view.STAGE)
+        stored = self.stored(view.STAGE, shard)
         return view.read_view_table(stored, name), stored.manifest_hash
 
     def writing(self, shard: str | None = None):
@@ -110,7 +124,7 @@ class C360Project(dg.ConfigurableResource):
 
         Whatever a killed writer under the same lock left in its staging folder is removed first.
         """
-        return _swept(locking.project_lock(self.artifacts, shard=shard), self.customer_dir, shard)
+        return _swept(locking.project_lock(self.artifacts, shard=shard), self.stage_root(shard), shard)
 
     def shard_log_path(self, shard: str) -> Path:
         """Shard `shard`'s own signed chain, `artifacts/governance/shards/<shard>/events.jsonl`."""
@@ -144,7 +158,7 @@ class C360Project(dg.ConfigurableResource):
         asset = context.assets_def.key.to_user_string()
         event = {
             "asset": asset,
-            "partition": partition or (context.partition_key if context.has_partition_key else None),
+            "partition": partition or _own_partition(context),
             "run_id": context.run_id,
             "as_of": as_of,
             "config_hash": config_hash,
@@ -171,6 +185,12 @@ class C360Project(dg.ConfigurableResource):
     def count(self, name: str, value: float = 1, labels: dict[str, str] | None = None) -> dict[str, float]:
         """Add to a declared Prometheus counter; return `{"metric/<name>_total": new total}` for the asset's metadata."""
         return {f"metric/{name}_total": metrics.increment(self.metrics_path, name, value, labels)}
+
+
+def _own_partition(context: dg.AssetExecutionContext) -> str | None:
+    """The asset's partition in this run; None for an unpartitioned asset (in a run of a shard too)."""
+    partitioned = context.has_partition_key and context.assets_def.partitions_def is not None
+    return context.partition_key if partitioned else None
 
 
 def frame_path(name: str) -> str:

@@ -8,18 +8,32 @@ points at an unknown account goes to that id's shard, so per-shard checks still 
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import duckdb
 import polars as pl
 
+from c360_dagster.domain.core.errors import ConfigError
+from c360_dagster.domain.core.stages import StageReader, StageWriter
+from c360_dagster.domain.ingest.entities import ENTITIES
+from c360_dagster.domain.ingest.view import Customer360, read_table
+
 SHARD = "shard"
+# The split pass's stage: each shard's input tables and one manifest for all of them.
+SPLIT_STAGE = "inputs"
+SPLIT_MANIFEST = "inputs/manifest.json"
 
 
 def shard_of(account_id: str, shards: int) -> int:
     """The shard (0..shards-1) of one account id."""
     return int.from_bytes(hashlib.sha256(account_id.encode("utf-8")).digest()[:8], "big") % shards
+
+
+def shard_keys(shards: int) -> list[str]:
+    """The shard partition keys, "0".."N-1"."""
+    return [str(k) for k in range(shards)]
 
 
 def shard_table(account_ids: pl.Series, shards: int) -> pl.DataFrame:
@@ -40,6 +54,14 @@ def with_shard(frame: pl.DataFrame, shards: int, table: pl.DataFrame | None = No
     return frame.join(table, on="account_id", how="left", maintain_order="left")
 
 
+def in_shard(frame: pl.DataFrame, shard: int, shards: int) -> pl.DataFrame:
+    """The rows of `frame` whose `account_id` belongs to `shard` (all rows when there is one shard)."""
+    if shards == 1:
+        return frame
+    table = shard_table(frame["account_id"], shards)
+    return frame.filter(pl.col("account_id").is_in(table.filter(pl.col(SHARD) == shard)["account_id"].implode()))
+
+
 def split_tables(tables: Mapping[str, pl.DataFrame], shards: int) -> list[dict[str, pl.DataFrame]]:
     """Each entity's rows split by their account's shard: one dict of tables per shard, every
     row in exactly one of them, each table's row order kept (so still sorted by its key)."""
@@ -51,3 +73,63 @@ def split_tables(tables: Mapping[str, pl.DataFrame], shards: int) -> list[dict[s
         for k in range(shards):
             split[k][name] = parts.get((k,), frame.clear())
     return split
+
+
+def split_path(shard: int, name: str) -> str:
+    """Where the split stage keeps shard `shard`'s table `name`."""
+    return f"inputs/{shard}/{name}.parquet"
+
+
+def save_split(out: StageWriter, view: Customer360, shards: int) -> dict:
+    """Write the view's tables split into `shards` shards, and the split's manifest; return it."""
+    parts = split_tables(view.tables, shards)
+    for shard, tables in enumerate(parts):
+        for name in sorted(tables):
+            out.write_frame(split_path(shard, name), tables[name])
+    manifest = {
+        "as_of": view.as_of.isoformat(),
+        "counts": view.counts(),
+        "shard_counts": [{name: tables[name].height for name in sorted(tables)} for tables in parts],
+        "shards": shards,
+        "source_hashes": view.source_hashes,
+        "warnings": list(view.warnings),
+    }
+    out.write_json(SPLIT_MANIFEST, manifest)
+    return manifest
+
+
+def split_manifest(stored: StageReader) -> dict:
+    return stored.read_json(SPLIT_MANIFEST)
+
+
+def open_split(stored: StageReader, shard: int, shards: int) -> Customer360:
+    """Shard `shard`'s view as the split wrote it; the split must have made `shards` shards."""
+    manifest = split_manifest(stored)
+    if manifest["shards"] != shards:
+        raise ConfigError(
+            f"scale.yaml: shards: {shards}, but the loaded input was split into {manifest['shards']} shards; "
+            "run `c360 c360:load` again"
+        )
+    return Customer360(
+        as_of=dt.date.fromisoformat(manifest["as_of"]),
+        tables={name: read_table(stored, split_path(shard, name), name) for name in ENTITIES},
+        source_hashes=manifest["source_hashes"],
+        warnings=tuple(manifest["warnings"]),
+        stored_hash=stored.manifest_hash,
+    )
+
+
+def merge_views(parts: Sequence[Customer360]) -> Customer360:
+    """The whole book's view from its shards' views: each table concatenated and sorted by its key
+    (keys are unique, so this is the order the loader gives the unsplit tables)."""
+    first = parts[0]
+    tables = {
+        name: pl.concat([part.tables[name] for part in parts]).sort(list(ENTITIES[name].key), maintain_order=True)
+        for name in ENTITIES
+    }
+    return Customer360(first.as_of, tables, first.source_hashes, first.warnings)
+
+
+def merge_frames(frames: Sequence[pl.DataFrame], keys: Sequence[str]) -> pl.DataFrame:
+    """Shards' frames as one, in the order one unsplit run sorts it (by `keys`)."""
+    return pl.concat(list(frames)).sort(list(keys), maintain_order=True)

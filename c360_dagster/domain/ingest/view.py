@@ -100,8 +100,12 @@ def view_as_of(stored: StageReader) -> dt.date:
 
 def read_view_table(stored: StageReader, name: str, account_ids: list[str] | None = None) -> pl.DataFrame:
     """One table of a persisted view (optionally only these accounts' rows), without reading the others."""
-    frame = stored.read_frame(f"{VIEW_DIR}/{name}.parquet", account_ids)
-    return frame.cast(ENTITIES[name].polars_schema)  # type: ignore[arg-type]
+    return read_table(stored, f"{VIEW_DIR}/{name}.parquet", name, account_ids)
+
+
+def read_table(stored: StageReader, path: str, name: str, account_ids: list[str] | None = None) -> pl.DataFrame:
+    """Entity `name`'s table stored at `path` of a stage, typed as the contract says."""
+    return stored.read_frame(path, account_ids).cast(ENTITIES[name].polars_schema)  # type: ignore[arg-type]
 
 
 def empty_table(name: str) -> pl.DataFrame:

@@ -24,6 +24,7 @@ import polars as pl
 from c360_dagster.domain.core.config import load_yaml_config
 from c360_dagster.domain.core.errors import ConfigError, ContractError
 from c360_dagster.domain.governance.lake import Lake
+from c360_dagster.domain.ingest.shards import in_shard
 from c360_dagster.domain.scoring.overrides import check_accounts, config_date
 from c360_dagster.domain.scoring.signals import SIGNAL_CATALOG
 from c360_dagster.domain.scoring.signals import SIGNALS_COLUMNS as SIGNAL_SCHEMA
@@ -192,13 +193,18 @@ def apply_snoozes(
         },
         schema={"account_id": pl.Utf8, "code": pl.Utf8, "snoozed_until": pl.Date, "snooze_reason": pl.Utf8},
     )
-    warnings = tuple(
+    joined = signals.join(table, on=["account_id", "code"], how="left", maintain_order="left")
+    return joined, snooze_warnings(snoozes, as_of)
+
+
+def snooze_warnings(snoozes: Sequence[Snooze], as_of: dt.date) -> tuple[str, ...]:
+    """The snoozes that ended before `as_of`, in the file's order."""
+    return tuple(
         f"snooze of {s.code} for {s.account} ({s.key}) ended on {s.until.isoformat()}, before as_of "
         f"{as_of.isoformat()}: the signal drives plays again"
         for s in snoozes
         if s.until < as_of
     )
-    return signals.join(table, on=["account_id", "code"], how="left", maintain_order="left"), warnings
 
 
 def signal_lifecycle(
@@ -208,9 +214,17 @@ def signal_lifecycle(
     snoozes: Sequence[Snooze],
     account_ids: pl.Series,
     snoozes_source: str = "snoozes.yaml",
+    shard: int = 0,
+    shards: int = 1,
 ) -> Lifecycle:
-    """Track `signals` against the lake's previous snapshot and apply the snoozes."""
+    """Track `signals` against the lake's previous snapshot and apply the snoozes.
+
+    With several shards, `signals` are shard `shard`'s and so are the previous signals it is
+    compared with (a signal of another shard's account is not resolved here).
+    """
     previous_as_of, previous = previous_signals(lake, as_of)
+    if previous is not None:
+        previous = in_shard(previous, shard, shards)
     tracked, resolved = track_signals(signals, previous, as_of, previous_as_of)
     frame, warnings = apply_snoozes(tracked, snoozes, as_of, account_ids, snoozes_source)
     return Lifecycle(frame, resolved, previous_as_of, warnings)

@@ -150,8 +150,6 @@ def apply_overrides(
         .select("account_id", "status")
         .iter_rows()
     )
-    expired = [o for o in overrides if o.expires_on < as_of]
-    unscored = [o for o in overrides if o.expires_on >= as_of and status[o.account] != "scored"]
     active = [o for o in overrides if o.expires_on >= as_of and status[o.account] == "scored"]
     table = pl.DataFrame(
         {
@@ -186,6 +184,11 @@ def apply_overrides(
         )
         .select(*columns[:at], *OVERRIDE_COLUMNS, *columns[at:])
     )
+    return OverrideOutcome(frame, applied_overrides(frame), override_warnings(overrides, as_of, health))
+
+
+def applied_overrides(frame: pl.DataFrame) -> tuple[dict[str, Any], ...]:
+    """What the overrides in a health frame changed (for the event log), in the frame's order."""
     applied = (
         frame.filter(pl.col("override_author").is_not_null())
         .select(
@@ -198,7 +201,20 @@ def apply_overrides(
         )
         .to_dicts()
     )
-    warnings = tuple(
+    return tuple(applied)
+
+
+def override_warnings(overrides: Sequence[Override], as_of: dt.date, health: pl.DataFrame) -> tuple[str, ...]:
+    """The overrides ignored on `as_of`: expired ones, then those of accounts without a score
+    (`health` holds each overridden account's `status`), each in the file's order."""
+    status = dict(
+        health.filter(pl.col("account_id").is_in([o.account for o in overrides]))
+        .select("account_id", "status")
+        .iter_rows()
+    )
+    expired = [o for o in overrides if o.expires_on < as_of]
+    unscored = [o for o in overrides if o.expires_on >= as_of and status[o.account] != "scored"]
+    return tuple(
         f"override of {o.account} ({o.key}) expired on {o.expires_on.isoformat()}, before as_of "
         f"{as_of.isoformat()}: ignored"
         for o in expired
@@ -206,7 +222,6 @@ def apply_overrides(
         f"override of {o.account} ({o.key}) ignored: the account has no score to override (status {status[o.account]})"
         for o in unscored
     )
-    return OverrideOutcome(frame, tuple(applied), warnings)
 
 
 def override_phrase(record: Mapping[str, Any]) -> str:
