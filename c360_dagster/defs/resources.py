@@ -70,7 +70,7 @@ class C360Project(dg.ConfigurableResource):
     def stage_root(self, shard: int | str | None = None) -> Path:
         """Where stages live: artifacts/customer, or a shard's own folder `shards/<k>` under it
         (the same layout inside, so a shard's stages read and write as the whole book's do)."""
-        return self.customer_dir if shard is None else self.customer_dir / stages.SHARD_ROOTS / str(shard)
+        return self.customer_dir if shard is None else stages.shard_root(self.customer_dir, str(shard))
 
     @contextlib.contextmanager
     def stage(self, name: str, shard: int | str | None = None) -> Iterator[stages.StageWriter]:

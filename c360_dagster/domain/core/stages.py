@@ -54,7 +54,6 @@ STAGING = ".staging"
 SHARD_STAGING = "shards"  # under STAGING; no stage's staging folder is named so (theirs end in .<pid>)
 SHARD_ROOTS = "shards"  # beside STAGES: each shard's own stages root
 GENERATION_PREFIX = "g-"
-SHARD_ROOTS = "shards"  # under a root: `shards/<k>/` holds shard k's own stages, laid out as the root's
 # Small row groups with statistics let a per-account read skip most of a large table.
 ROW_GROUP_ROWS = 16_384
 
@@ -249,9 +248,6 @@ def _verify_live_stages(root: Path) -> int:
         for path in sorted(reader.files):
             reader.read_bytes(path)
             checked += 1
-    # Each shard's own stages live under `shards/<k>/`, laid out the same way.
-    for shard_root in sorted(path for path in (Path(root) / SHARD_ROOTS).glob("*") if path.is_dir()):
-        checked += verify_live_stages(shard_root)
     return checked
 
 
