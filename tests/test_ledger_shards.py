@@ -21,6 +21,7 @@ from c360_dagster.console import main
 from c360_dagster.defs.resources import C360Project
 from c360_dagster.domain.core.io import canonical_json, sha256_bytes
 from c360_dagster.domain.governance import eventlog
+from c360_dagster.domain.ingest.shards import shard_of
 from c360_dagster.instance import ensure_dagster_home, witnessed_heads
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
@@ -301,3 +302,23 @@ def test_lineage_reads_the_accounts_own_shard_chain(tmp_path: Path) -> None:
         ("account_health", "1", {"customer_360": "customer_360"}),
         ("playbook", "ACME-001", {"account_health": "account_health"}),
     ]
+
+
+def test_a_run_in_three_shards_verifies_and_lineage_reads_the_accounts_shard(project, capsys, tmp_path):
+    configs = shutil.copytree(REPO / "configs" / "customer", tmp_path / "configs")
+    (configs / "scale.yaml").write_text("shards: 3\n")
+    args = ["--artifacts", str(project.artifacts), "--configs", str(configs)]
+    assert main(["c360:run", "--quiet", *args]) == 0
+    capsys.readouterr()
+    governance = project.artifacts / "governance"
+    assert sorted(path.name for path in (governance / "shards").iterdir()) == ["0", "1", "2"]
+    assert main(["c360:verify", *args]) == 0
+    out = capsys.readouterr().out
+    assert "  shards: 3 chains, " in out and "each holding the head the roll-up in event" in out, out
+    assert shard_of("ACME-001", 3) == 2  # not shard 0: lineage must find the right chain
+    assert main(["c360:lineage", "--account", "ACME-001", "--json", *args]) == 0
+    chain = {step["asset"]: step for step in json.loads(capsys.readouterr().out)["chain"]}
+    assert list(chain) == list(eventlog.LINEAGE_ASSETS)
+    assert {chain[asset]["partition"] for asset in ("customer_360", "renewal_forecasts")} == {"2"}
+    assert chain["report/account_health_report"]["upstream"] == {"health[2]": "account_health"}
+    assert chain["playbook"]["upstream"]["account_health"] == "report/account_health_report"

@@ -49,7 +49,7 @@ def test_lineage_follows_the_asset_graph(project, capsys):
     assert [step["asset"] for step in chain] == list(eventlog.LINEAGE_ASSETS)
     graph = defs.resolve_asset_graph()
     for step in chain:
-        parents = {p.to_user_string() for p in graph.get(dg.AssetKey(step["asset"])).parent_keys}
+        parents = {p.to_user_string() for p in graph.get(dg.AssetKey.from_user_string(step["asset"])).parent_keys}
         # Every upstream proven by a matching content hash is a parent in the Dagster graph,
         # and every parent on the lineage path is proven.
         assert set(step["upstream"].values()) == parents & set(eventlog.LINEAGE_ASSETS), step["asset"]

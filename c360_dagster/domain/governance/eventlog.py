@@ -46,7 +46,21 @@ CHAIN_FIELDS = {"seq", "prev", "signature"}
 LOCK_TIMEOUT_S = 60.0
 TAIL_BLOCK = 1 << 16
 # The lineage chain in asset-graph order; per-account assets are matched on their partition.
-LINEAGE_ASSETS = ("customer_360", "account_health", "customer_signals", "renewal_forecasts", "playbook", "qbr_pack")
+# The chain's shard assets come before their roll-ups, so an output a roll-up passes on unchanged
+# (one shard) is credited to the roll-up, which is what the per-account assets read.
+LINEAGE_ASSETS = (
+    "customer_inputs",
+    "customer_360",
+    "account_health",
+    "customer_signals",
+    "renewal_forecasts",
+    "report/customer_360_report",
+    "report/account_health_report",
+    "report/customer_signals_report",
+    "report/renewal_forecasts_report",
+    "playbook",
+    "qbr_pack",
+)
 PER_ACCOUNT_ASSETS = {"playbook", "qbr_pack"}
 
 
