@@ -53,7 +53,9 @@ def signed_project(tmp_path_factory) -> tuple[Path, Path]:
             check=False,
         )
         assert done.returncode == 0, done.stderr
-    assert len((project / LOG).read_bytes().splitlines()) == 6
+    # The main log: the split and the three roll-ups; shard 0's chain: its 360, health, signals and lake tables.
+    assert len((project / LOG).read_bytes().splitlines()) == 4
+    assert len((project / LOG).with_name("shards").joinpath("0", "events.jsonl").read_bytes().splitlines()) == 6
     return project, key_file
 
 
@@ -106,9 +108,10 @@ def test_an_untouched_log_verifies_against_the_local_key_and_the_witness(project
     code, out = verify(capsys)
     assert code == 0
     assert out == (
-        "OK: 6 events, chain and signatures verified\n"
+        "OK: 4 events, chain and signatures verified\n"
         "  trusted key: this machine's signing key (fingerprint and source: --json)\n"
-        "  head: event 6 witnessed by the Dagster instance\n"
+        "  head: event 4 witnessed by the Dagster instance\n"
+        "  shards: 1 chain, 6 events, each holding the head the roll-up in event 4 recorded\n"
     )
 
 
@@ -117,7 +120,7 @@ def test_without_the_instance_the_head_is_reported_not_witnessed(project, capsys
     shutil.rmtree(project / ".dagster_home")
     code, out = verify(capsys)
     assert code == 0
-    assert out.endswith("  head: not witnessed (the Dagster instance records no event of this log)\n")
+    assert "\n  head: not witnessed (the Dagster instance records no event of this log)\n" in out
     assert not (project / ".dagster_home").exists()  # verify creates no instance
 
 
@@ -126,7 +129,7 @@ def test_events_after_the_witnessed_one_are_reported_as_not_yet_witnessed(projec
     key = real_key(project)
     rewrite_log([*records(), {**records()[-1], "run_id": "interrupted"}], key)
     code, out = verify(capsys)
-    assert code == 0 and out.endswith("  head: event 6 witnessed by the Dagster instance (1 later not yet)\n")
+    assert code == 0 and "\n  head: event 4 witnessed by the Dagster instance (1 later not yet)\n" in out
 
 
 def test_the_private_key_lives_outside_artifacts_with_mode_0600(project):
@@ -142,21 +145,21 @@ def test_a_wiped_log_and_deleted_head_is_reported(project, capsys):
     code, out = verify(capsys)
     assert code == 1
     assert out.startswith(
-        "BAD the Dagster instance witnessed event 6 but the log holds 0: the log was wiped, truncated or rolled back\n"
+        "BAD the Dagster instance witnessed event 4 but the log holds 0: the log was wiped, truncated or rolled back\n"
     )
 
 
 def test_a_deleted_log_is_reported(project, capsys):
     shutil.rmtree(LOG.parent)
     code, out = verify(capsys)
-    assert code == 1 and out.startswith("BAD the Dagster instance witnessed event 6 but the log holds 0")
+    assert code == 1 and out.startswith("BAD the Dagster instance witnessed event 4 but the log holds 0")
 
 
 def test_a_log_cut_short_with_an_older_valid_head_is_reported(project, capsys):
-    rewrite_log(records()[:5], real_key(project))  # byte for byte the log and head as they were after event 5
+    rewrite_log(records()[:3], real_key(project))  # byte for byte the log and head as they were after event 3
     code, out = verify(capsys)
     assert code == 1
-    assert out.startswith("BAD the Dagster instance witnessed event 6 but the log holds 5")
+    assert out.startswith("BAD the Dagster instance witnessed event 4 but the log holds 3")
 
 
 def test_the_last_line_edited_and_re_signed_with_the_real_key_is_reported(project, capsys):
@@ -165,7 +168,7 @@ def test_the_last_line_edited_and_re_signed_with_the_real_key_is_reported(projec
     rewrite_log(edited, real_key(project))
     code, out = verify(capsys)
     assert code == 1
-    assert out.startswith("BAD line 6: event 6 is not the one the Dagster instance witnessed: the log was rewritten\n")
+    assert out.startswith("BAD line 4: event 4 is not the one the Dagster instance witnessed: the log was rewritten\n")
 
 
 def test_every_line_re_signed_with_a_new_key_and_events_pub_replaced_is_reported(project, capsys):
@@ -268,9 +271,11 @@ def test_a_published_output_edited_in_place_is_reported(project, capsys):
 def test_verify_reads_every_live_output(project, capsys):
     code, out = verify(capsys, "--json")
     assert code == 0
-    # By hand: the load's stage holds 360.json, the view's manifest and its 8 tables; health and
-    # signals each a JSON document and a frame.
-    assert json.loads(out)["files_checked"] == 10 + 2 + 2
+    # By hand: the split holds shard 0's 8 tables and its manifest; the 360 roll-up 360.json, the
+    # view's manifest and its 8 tables; the health and signals roll-ups each a JSON document and a
+    # frame. Shard 0's own stages: its view (8 tables, manifest), its health frame, and its signals
+    # frame, lifecycle and resolved signals.
+    assert json.loads(out)["files_checked"] == (9 + 10 + 2 + 2) + (9 + 1 + 3)
 
 
 def shard_event(asset: str, shard: str) -> dict:
@@ -288,22 +293,23 @@ def shard_event(asset: str, shard: str) -> dict:
 
 
 def test_verify_checks_every_shard_chain_against_the_roll_up(project, capsys):
+    """Shard 0's chain comes from the runs; a shard 1 chain and a roll-up of both are added by hand."""
     key = real_key(project)
-    for shard in ("0", "1"):
-        eventlog.append_event(eventlog.shard_log_path(LOG, shard), shard_event("account_health", shard), key)
+    eventlog.append_event(eventlog.shard_log_path(LOG, "1"), shard_event("account_health", "1"), key)
     rollup = {**shard_event("health_rollup", "0"), "partition": None, "shards": eventlog.shard_heads(LOG, 2)}
     eventlog.append_event(LOG, {k: v for k, v in rollup.items() if k != "shard"}, key)
     eventlog.append_event(eventlog.shard_log_path(LOG, "1"), shard_event("customer_signals", "1"), key)
     code, out = verify(capsys)
     assert code == 0, out
     assert out.endswith(
-        "  head: event 6 witnessed by the Dagster instance (1 later not yet)\n"
-        "  shards: 2 chains, 3 events, each holding the head the roll-up in event 7 recorded\n"
+        "  head: event 4 witnessed by the Dagster instance (1 later not yet)\n"
+        "  shards: 2 chains, 8 events, each holding the head the roll-up in event 5 recorded\n"
         "  shard 1: 1 event ahead of the roll-up\n"
     )
     code = main(["c360:verify", "--json"])
     report = json.loads(capsys.readouterr().out)
-    assert code == 0 and report["rollup"] == 7
+    assert code == 0 and report["rollup"] == 5
+    assert report["shards"]["0"]["rolled_up"] == 6 and report["shards"]["0"]["ahead"] == 0
     assert report["shards"]["1"] == {
         "ok": True,
         "events": 2,
@@ -312,11 +318,11 @@ def test_verify_checks_every_shard_chain_against_the_roll_up(project, capsys):
         "rolled_up": 1,
         "ahead": 1,
     }
-    # Shard 0's chain rolled back to nothing (its files removed): the roll-up's head names what it held.
-    shutil.rmtree(eventlog.shard_log_path(LOG, "0").parent)
+    # Shard 1's chain (which the instance never saw) removed: the roll-up's head names what it held.
+    shutil.rmtree(eventlog.shard_log_path(LOG, "1").parent)
     code, out = verify(capsys)
     assert code == 1
     assert out.startswith(
-        "BAD shard 0: the roll-up (main log event 7) witnessed event 1 but the log holds 0: "
+        "BAD shard 1: the roll-up (main log event 5) witnessed event 1 but the log holds 0: "
         "the log was wiped, truncated or rolled back\n"
     )
