@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from test_golden import output_hashes
+from test_shards import SHARD_ONLY
 from ui_support import REPO, _stop_group, free_port
 
 from c360_dagster.console import main
@@ -30,10 +31,12 @@ from c360_dagster.domain.core.config import SCALE_FILE
 from c360_dagster.domain.core.errors import C360Error
 from c360_dagster.domain.governance.lake import Lake, open_lake
 from c360_dagster.instance import READY_MARKER, ensure_dagster_home
-from c360_dagster.runner import ProjectPaths, run_job
+from c360_dagster.runner import ProjectPaths, run_chain
+from c360_dagster.runner import _chain_layers as runner_chain_layers
 
 POSTGRES_ROOT = Path("/usr/lib/postgresql")
 START_SECONDS = 60
+SHARDS = 4
 RUN_SECONDS = 300
 
 
@@ -167,19 +170,21 @@ def scratch_project(root: Path) -> Path:
 
 
 @pytest.mark.scale
-def test_the_chain_on_celery_workers_and_postgres_writes_the_bytes_of_an_in_process_run(tmp_path, monkeypatch):
+def test_four_shards_on_celery_workers_and_postgres_roll_up_to_the_bytes_of_one_shard_in_process(tmp_path, monkeypatch):
     started = time.monotonic()
     distributed, reference, logs = tmp_path / "distributed", tmp_path / "in_process", tmp_path / "logs"
     scratch_project(distributed)
     scratch_project(reference)
     logs.mkdir()
-    # The lake many machines can share (Delta Lake tables) where the workers write; the default
-    # DuckDB file in-process.
-    (distributed / "configs" / "customer" / SCALE_FILE).write_text("lake:\n  format: delta\n", encoding="utf-8")
+    # Where the workers write: four shards, and the lake many machines can share (Delta Lake
+    # tables). The reference: one shard and the default DuckDB file.
+    (distributed / "configs" / "customer" / SCALE_FILE).write_text(
+        f"shards: {SHARDS}\nlake:\n  format: delta\n", encoding="utf-8"
+    )
 
-    # The reference: the same job in this process, on a SQLite instance.
+    # The reference: the same chain in this process, on a SQLite instance.
     monkeypatch.chdir(reference)
-    run_job("c360_chain", ProjectPaths(), progress=False)
+    run_chain("c360_chain", ProjectPaths(), progress=False)
 
     with postgres() as postgres_url, redis() as broker_url:
         home = tmp_path / "dagster_home"
@@ -197,42 +202,63 @@ def test_the_chain_on_celery_workers_and_postgres_writes_the_bytes_of_an_in_proc
             BROKER_ENV: broker_url,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         }
+        split, sharded, roll_ups = chain_layers(SHARDS)
         with celery_workers(["c360-a", "c360-b"], env, distributed, logs):
-            launched = subprocess.run(
-                [
-                    str(Path(sys.executable).with_name("dagster")),
-                    *("job", "execute", "-m", "c360_dagster.definitions", "-j", "c360_chain"),
-                ],
-                cwd=distributed,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=RUN_SECONDS,
-                check=False,
-            )
-            assert launched.returncode == 0, launched.stderr[-4000:] + _tails(logs)
-        storage, steps_by_worker = run_record()
-        # The signed log, appended to by steps in several worker processes, verifies against the
-        # head the PostgreSQL instance witnessed.
+            # As a user without Dagster's daemon launches the chain of N shards: the split, then
+            # every shard's run at once (their steps spread over the workers), then the roll-ups.
+            finished([materialize(split, env, distributed)], logs)
+            finished([materialize(sharded, env, distributed, str(shard)) for shard in range(SHARDS)], logs)
+            finished([materialize(roll_ups, env, distributed)], logs)
+        storage, steps_by_worker = run_records()
+        # The signed logs, appended to by steps in several worker processes, verify against the
+        # heads the PostgreSQL instance witnessed.
         monkeypatch.chdir(distributed)
         assert main(["c360:verify", "--quiet"]) == 0
 
     assert storage == "PostgresRunStorage"
-    # Both workers took steps: the run really was spread over them.
+    # Both workers took steps: the runs really were spread over them.
     assert sorted(steps_by_worker) == ["c360-a", "c360-b"], steps_by_worker
-    assert sum(len(steps) for steps in steps_by_worker.values()) >= 8  # the 360, 3 stages, 4 lake tables
+    # The split, 8 steps of each shard (the 360, 3 stages, 4 lake tables), the roll-ups.
+    assert sum(len(steps) for steps in steps_by_worker.values()) == 1 + 8 * SHARDS + len(roll_ups)
 
-    expected = output_hashes(reference / "artifacts")
-    chain_documents = {"customer/360.json", "customer/health.json", "customer/signals.json", "customer/summary.md"}
-    assert chain_documents <= set(expected)
-    assert output_hashes(distributed / "artifacts") == expected
+    expected = documents(reference / "artifacts")
+    assert {"customer/360.json", "customer/health.json", "customer/signals.json", "customer/summary.md"} <= set(
+        expected
+    )
+    assert documents(distributed / "artifacts") == expected
     delta, duckdb = project_lake(distributed), project_lake(reference)
     assert (delta.FORMAT, duckdb.FORMAT) == ("delta", "duckdb")
+    # Every shard holds accounts and wrote their rows.
+    assert sorted(set(delta.read_snapshot("account_health")["shard"])) == list(range(SHARDS))
     for table in LAKE_TABLES:
-        rows = delta.read_snapshot(table)
+        rows = delta.read_snapshot(table).drop("shard")
         assert rows.height > 0, table
-        assert rows.equals(duckdb.read_snapshot(table)), table
+        assert rows.equals(duckdb.read_snapshot(table).drop("shard")), table
     print(f"scale-out test: {time.monotonic() - started:.1f} s wall")
+
+
+def documents(artifacts: Path) -> dict[str, str]:
+    """The hashes of the outputs that must not depend on the shard count (not the shards' own)."""
+    return {path: digest for path, digest in output_hashes(artifacts).items() if path.split("/")[1] not in SHARD_ONLY}
+
+
+def chain_layers(shards: int) -> tuple[list[str], list[str], list[str]]:
+    """The chain's materializable assets: before the shards (the split), of each shard, after (the roll-ups)."""
+    before, sharded, after = runner_chain_layers("c360_chain", shards)
+    return [key for key in before if not key.startswith("inputs/")], sharded, after  # inputs/: observed, not made
+
+
+def materialize(keys: list[str], env: dict[str, str], cwd: Path, shard: str | None = None) -> subprocess.Popen:
+    """`dagster asset materialize` of these assets (of one shard), on the executor the environment names."""
+    command = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "c360_dagster.definitions"]
+    command += ["--select", ",".join(keys), *(["--partition", shard] if shard else [])]
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finished(runs: list[subprocess.Popen], logs: Path) -> None:
+    for run in runs:
+        output = run.communicate(timeout=RUN_SECONDS)[0]
+        assert run.returncode == 0, output[-4000:] + _tails(logs)
 
 
 def project_lake(project: Path) -> Lake:
@@ -240,19 +266,20 @@ def project_lake(project: Path) -> Lake:
     return open_lake(project / "configs" / "customer", project / "artifacts", project / "contracts" / "schemas")
 
 
-def run_record() -> tuple[str, dict[str, list[str]]]:
-    """The instance's storage class and, for its one run (successful), the steps each Celery worker ran."""
+def run_records() -> tuple[str, dict[str, list[str]]]:
+    """The instance's storage class and, over its runs (all successful), the steps each Celery worker ran."""
     import dagster as dg
 
     with dg.DagsterInstance.get() as instance:
-        (run,) = instance.get_runs()
-        assert run.status == dg.DagsterRunStatus.SUCCESS
+        runs = instance.get_runs()
+        assert runs and {run.status for run in runs} == {dg.DagsterRunStatus.SUCCESS}
         steps_by_worker: dict[str, list[str]] = {}
-        for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
-            metadata = entry.dagster_event.engine_event_data.metadata if entry.dagster_event else {}
-            if "Celery worker" in metadata:
-                worker = str(metadata["Celery worker"].value).split("@")[0]
-                steps_by_worker.setdefault(worker, []).append(str(metadata["step_keys"].value))
+        for run in runs:
+            for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+                metadata = entry.dagster_event.engine_event_data.metadata if entry.dagster_event else {}
+                if "Celery worker" in metadata:
+                    worker = str(metadata["Celery worker"].value).split("@")[0]
+                    steps_by_worker.setdefault(worker, []).append(str(metadata["step_keys"].value))
         return type(instance.run_storage).__name__, steps_by_worker
 
 
