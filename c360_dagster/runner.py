@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import itertools
 import multiprocessing
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -127,14 +126,18 @@ def _chain_layers(job_name: str, shards: int) -> tuple[list[str], list[str], lis
     graph = definitions_for(shards).resolve_job_def(job_name).asset_layer.asset_graph
     keys = sorted(graph.executable_asset_keys | graph.observable_asset_keys, key=lambda key: key.to_user_string())
     sharded = [key for key in keys if graph.get(key).partitions_def is not None]
-    upstream, frontier = set(), list(sharded)
+    upstream: set[Any] = set()
+    frontier = list(sharded)
     while frontier:  # every ancestor of a shard asset
         parents = graph.get(frontier.pop()).parent_keys - upstream
         upstream |= parents
         frontier += parents
     before = [key for key in keys if key not in sharded and key in upstream]
     after = [key for key in keys if key not in sharded and key not in upstream]
-    return tuple([key.to_user_string() for key in layer] for layer in (before, sharded, after))  # type: ignore[return-value]
+    before_names, shard_names, after_names = (
+        [key.to_user_string() for key in layer] for layer in (before, sharded, after)
+    )
+    return before_names, shard_names, after_names
 
 
 def _layer_ops(ops: Mapping[str, Mapping[str, Any]] | None, keys: Sequence[str]) -> dict[str, Mapping[str, Any]]:
