@@ -90,5 +90,5 @@ def test_account_refresh_sensor_requests_only_changed_partitions(tmp_path):
         (folder / "nps.json").write_text(
             json.dumps([r for r in nps if r["account_id"] not in {"ACME-001", "GLOBEX-002"}])
         )
-        dg.materialize(chain, instance=instance, resources={"project": project})
+        dg.materialize(chain, instance=instance, resources={"project": project}, partition_key="0")
         assert tick() == []

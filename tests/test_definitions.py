@@ -64,7 +64,9 @@ def test_the_chain_is_partitioned_by_shard_as_scale_yaml_says():
     from c360_dagster.definitions import definitions_for
 
     sharded = {"customer_360", "account_health", "customer_signals", "renewal_forecasts"}
-    sharded |= {f"lake/{table}" for table in ("crm_opps", "account_health", "customer_signals", "renewal_forecasts")}
+    sharded |= {
+        f"lake/{table}_table" for table in ("crm_opps", "account_health", "customer_signals", "renewal_forecasts")
+    }
     for count in (1, 3):
         graph = definitions_for(count).resolve_asset_graph()
         for key in graph.get_all_asset_keys():

@@ -57,7 +57,9 @@ def test_history_overrides_snoozes_and_compare(project, capsys, tmp_path: Path) 
     code, out, _ = c360(capsys, "c360:health", "--account", "ACME-001", "--quiet", *args)
     assert code == 0
     assert "Tier overridden from amber to red by Dana: champion gone, until 2026-12-31" in out
-    events = eventlog.read_events(project.artifacts / "governance" / "events.jsonl")
+    # Health is a shard asset: its events are in the shard's own chain (one shard: shard 0).
+    main_log = project.artifacts / "governance" / "events.jsonl"
+    events = eventlog.read_events(eventlog.shard_log_path(main_log, "0"))
     health_event = [e for e in events if e["asset"] == "account_health"][-1]
     assert health_event["extra"]["overrides"] == [
         {
