@@ -839,14 +839,27 @@ def _bench_args(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=CPUS,
-        help="QBR batch runs at a time, each in its own process (default: the CPU count)",
+        help="QBR batch runs (or, with --shards, shard runs) at a time, each in its own process (default: the CPU count)",
+    )
+    parser.add_argument(
+        "--shards",
+        type=_shard_counts,
+        help="instead of the stages, run the chain once per shard count (e.g. 1,2,4), each in a fresh process: "
+        "wall time, split time, peak RSS per process, roll-up hashes (bench_<accounts>_shards.json)",
     )
 
 
-def _render_bench(report: Report) -> str:
-    from c360_dagster.bench.benchmark import render_bench
+def _shard_counts(text: str) -> list[int]:
+    counts = [int(part) for part in text.split(",") if part.strip().isdigit()]
+    if not counts or len(counts) != len(text.split(",")) or not all(1 <= count <= 256 for count in counts):
+        raise argparse.ArgumentTypeError(f"--shards: {text!r} is not a comma-separated list of shard counts 1..256")
+    return counts
 
-    return render_bench(report)
+
+def _render_bench(report: Report) -> str:
+    from c360_dagster.bench.benchmark import render_bench, render_shard_bench
+
+    return render_shard_bench(report) if "configurations" in report else render_bench(report)
 
 
 @command(
@@ -854,7 +867,7 @@ def _render_bench(report: Report) -> str:
 )
 def bench_command(args: argparse.Namespace) -> Report:
     _require_extra("psutil", "bench", "bench")
-    from c360_dagster.bench.benchmark import BenchSettings, run_bench
+    from c360_dagster.bench.benchmark import BenchSettings, run_bench, run_shard_bench
 
     settings = BenchSettings(
         accounts=args.accounts,
@@ -867,6 +880,7 @@ def bench_command(args: argparse.Namespace) -> Report:
         configs_dir=args.configs,
     )
     quiet = args.quiet or args.json
-    return run_bench(
-        settings, log=(lambda line: None) if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    )
+    log = (lambda line: None) if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    if args.shards:
+        return run_shard_bench(settings, args.shards, log=log)
+    return run_bench(settings, log=log)

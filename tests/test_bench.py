@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from c360_dagster.bench import floor
-from c360_dagster.bench.benchmark import BenchSettings, ensure_dataset, qbr_samples, render_bench
+from c360_dagster.bench.benchmark import BenchSettings, ensure_dataset, qbr_samples, render_bench, render_shard_bench
 from c360_dagster.console import main
 from c360_dagster.domain.core.io import ITEM_SEPARATOR
 from c360_dagster.domain.scoring import health
@@ -204,3 +204,47 @@ def test_json_entries_fall_back_where_polars_would_print_differently():
     assert texts[1] == b'"b": {\n      "t": "bell\\u0007",\n      "x": 1e-05\n    }'
     safe = list(entries(frame.head(1), "id", value, depth=4, chunk_rows=10, fallback=records))
     assert safe == [b'"a": {\n      "t": "tab\\there",\n      "x": 0.5\n    }']
+
+
+# --- shards: the chain once per N, each in a fresh process ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shard_bench(tmp_path_factory) -> tuple[Path, dict]:
+    artifacts = tmp_path_factory.mktemp("bench_shards") / "artifacts"
+    argv = ["c360:bench", "--accounts", "200", "--weeks", "4", "--shards", "1,2", "--workers", "2"]
+    assert main([*argv, "--artifacts", str(artifacts), "--quiet"]) == 0
+    return artifacts, json.loads((artifacts / "bench" / "bench_200_shards.json").read_text(encoding="utf-8"))
+
+
+def test_shard_bench_reports_time_split_and_rss_per_process_for_each_n(shard_bench):
+    _, report = shard_bench
+    assert [c["shards"] for c in report["configurations"]] == [1, 2]
+    for configuration in report["configurations"]:
+        n, rss = configuration["shards"], configuration["peak_rss_mb"]
+        assert configuration["wall_s"] > configuration["split_s"] > 0, n
+        assert configuration["rollups_s"] > 0, n
+        assert rss["chain_process"] > 0 and rss["largest_process"] == max(
+            rss["chain_process"], rss["largest_worker"]
+        ), n
+        # One shard runs in the chain's process; two run in worker processes beside it.
+        assert n == 1 or rss["largest_worker"] > 0, n
+        assert rss["sum"] >= rss["largest_process"], n
+    assert len(report["load_average"]) == 3
+    text = render_shard_bench({**report, "out": "x"})
+    assert "roll-ups: byte-identical across N" in text and "load average" in text
+
+
+def test_shard_bench_roll_ups_are_the_same_bytes_for_every_n(shard_bench):
+    artifacts, report = shard_bench
+    assert report["rollups_identical"] and report["rollups_differing"] == []
+    assert len({c["rollup_sha256"] for c in report["configurations"]}) == 1
+    # Checked on disk, not from the report's hashes: every roll-up file of N = 2 is N = 1's.
+    work = artifacts / "bench" / "work_200"
+    listed = report["configurations"][0]["rollup_files"]
+    assert {"360.json", "health.json", "signals.json", "summary.md", "frames/health.parquet"} <= set(listed)
+    two = work / "shards_2" / "artifacts" / "customer"
+    for name in listed:
+        assert (two / name).read_bytes() == (work / "shards_1" / "artifacts" / "customer" / name).read_bytes(), name
+    # The shards really split the book.
+    assert json.loads((two / "inputs" / "manifest.json").read_text(encoding="utf-8"))["shards"] == 2

@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gc
+import hashlib
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -19,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +29,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 import psutil
+import yaml
 
 from c360_dagster.defs.lake import lake_key
 from c360_dagster.domain.core.io import write_json_atomic
 from c360_dagster.domain.scoring.account_state import LIVE_STATES
-from c360_dagster.runner import CPUS, ProjectPaths, account_batches, run_batches, run_job
+from c360_dagster.runner import CPUS, ProjectPaths, account_batches, run_batches, run_chain, run_job
 
 SAMPLE_INTERVAL_S = 0.02
 MARKER = "dataset.json"  # written last by a complete generation
@@ -66,6 +69,17 @@ RSS_METHOD = (
     f"RSS of the process and its worker processes, summed, sampled every {int(SAMPLE_INTERVAL_S * 1000)} ms "
     "by a psutil thread (includes the Python and Dagster baseline)"
 )
+SHARDS_METHOD = (
+    "each configuration runs `runner.run_chain('c360_chain')` (the c360 commands' path) in a fresh process of its own: "
+    "1 shard is one in-process run; N shards are the split run, then the N shard runs in worker processes "
+    "(up to `workers` at a time), then the roll-up run; RSS is sampled per process (largest_worker: the largest "
+    "process beside the chain's, the shard workers, or with 1 shard multiprocessing's resource tracker); the roll-ups' public documents "
+    "and frames (artifacts/customer/ but stages/, shards/, inputs/) are hashed"
+)
+# Folders of artifacts/customer holding the shards' own outputs and stage generations; every
+# other file is a roll-up document or frame, the same bytes for any N.
+SHARD_ONLY = ("stages", "shards", "inputs")
+SPLIT_STEP = "customer_inputs"
 CPU_METHOD = (
     "CPU seconds of the process (all threads) and its worker processes, interpolated between samples at step boundaries"
 )
@@ -129,6 +143,7 @@ class ResourceSampler:
         self._interval_s = interval_s
         self._process = psutil.Process()
         self._samples: list[tuple[float, float, int]] = []
+        self._process_samples: list[tuple[float, int, int]] = []  # (wall time, pid, RSS)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="c360-bench-sampler", daemon=True)
@@ -145,17 +160,37 @@ class ResourceSampler:
         """Take a sample now; return its wall time."""
         # Wall time on purpose: samples are matched to Dagster's event timestamps (epoch
         # seconds). Benchmark figures are the one output allowed to depend on the clock.
-        cpu, rss = time.process_time(), self._process.memory_info().rss
+        now, cpu, rss = time.time(), time.process_time(), self._process.memory_info().rss
+        per_process = [(now, self._process.pid, rss)]
         reaped = os.times()
         cpu += reaped.children_user + reaped.children_system
         for child in self._process.children(recursive=True):
             with contextlib.suppress(psutil.Error):  # a child may exit while it is read
                 child_cpu, child_rss = child.cpu_times(), child.memory_info().rss
                 cpu, rss = cpu + child_cpu.user + child_cpu.system, rss + child_rss
-        sample = (time.time(), cpu, rss)
+                per_process.append((now, child.pid, child_rss))
         with self._lock:
-            self._samples.append(sample)
-        return sample[0]
+            self._samples.append((now, cpu, rss))
+            self._process_samples += per_process
+        return now
+
+    def process_peaks(self, start: float, end: float) -> dict[int, int]:
+        """Each process's peak RSS between two wall times, by pid (this process's included)."""
+        peaks: dict[int, int] = {}
+        with self._lock:
+            for when, pid, rss in self._process_samples:
+                if start <= when <= end:
+                    peaks[pid] = max(rss, peaks.get(pid, 0))
+        return peaks
+
+    def children_peak_total(self, start: float, end: float) -> int:
+        """The peak, over samples between two wall times, of the RSS summed over this process's children."""
+        totals: dict[float, int] = {}
+        with self._lock:
+            for when, pid, rss in self._process_samples:
+                if start <= when <= end and pid != self._process.pid:
+                    totals[when] = totals.get(when, 0) + rss
+        return max(totals.values(), default=0)
 
     def figures(self, start: float, end: float, rows: int) -> Figures:
         """The CPU seconds and peak RSS between two wall times (as marked or logged by Dagster)."""
@@ -286,6 +321,153 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = lambda line:
     out = settings.bench_dir / f"bench_{settings.accounts}.json"
     write_json_atomic(out, report)
     return {**report, "out": str(out)}
+
+
+def run_shard_bench(
+    settings: BenchSettings, counts: Sequence[int], log: Callable[[str], None] = lambda line: None
+) -> dict[str, Any]:
+    """Run the chain once per shard count in `counts`, each in a fresh process; time it, its split
+    step and its roll-ups, take each process's peak RSS, hash the roll-ups; write bench_<N>_shards.json."""
+    dataset, generate_s = ensure_dataset(settings, log)
+    configurations = []
+    with ResourceSampler() as sampler:
+        for count in counts:
+            root = settings.work_dir / f"shards_{count}"
+            if root.exists():
+                shutil.rmtree(root)
+            paths = ProjectPaths(
+                fixtures_dir=str(settings.data_dir),
+                configs_dir=str(_configs_with_shards(Path(settings.configs_dir), root / "configs", count)),
+                contracts_dir=settings.contracts_dir,
+                artifacts_dir=str(root / "artifacts"),
+            )
+            home = (root / "dagster_home").resolve()
+            gc.collect()
+            start = sampler.mark()
+            chain = multiprocessing.get_context("spawn").Process(
+                target=_run_chain_in, args=(paths, str(home), settings.workers), name=f"c360-bench-shards-{count}"
+            )
+            chain.start()
+            chain.join()
+            end = sampler.mark()
+            if chain.exitcode != 0:
+                raise RuntimeError(f"the chain with {count} shards failed (exit code {chain.exitcode})")
+            with _dagster_home(home):
+                steps = _all_step_windows()
+            peaks = sampler.process_peaks(start, end)
+            peaks.pop(os.getpid(), None)  # the bench itself only waits
+            chain_peak = peaks.pop(chain.pid, 0)
+            split = [window for key, window in steps if key == SPLIT_STEP]
+            rollups = [window for key, window in steps if key.startswith("report__")]
+            documents = _rollup_hashes(Path(paths.artifacts_dir) / "customer")
+            configuration = {
+                "shards": count,
+                "processes": "one, in-process"
+                if count == 1
+                else f"split and roll-ups in the chain's process, "
+                f"shards in {min(settings.workers, count)} worker processes",
+                "wall_s": round(end - start, 3),
+                "split_s": round(sum(b - a for a, b in split), 3),
+                "rollups_s": round(sum(b - a for a, b in rollups), 3),
+                "peak_rss_mb": {
+                    "largest_process": round(max([chain_peak, *peaks.values()]) / MIB, 1),
+                    "chain_process": round(chain_peak / MIB, 1),
+                    "largest_worker": round(max(peaks.values(), default=0) / MIB, 1),
+                    "sum": round(sampler.children_peak_total(start, end) / MIB, 1),
+                },
+                "rollup_sha256": hashlib.sha256(json.dumps(documents, sort_keys=True).encode()).hexdigest(),
+                "rollup_files": documents,
+            }
+            configurations.append(configuration)
+            log(
+                f"bench: {count} shard(s) {configuration['wall_s']:.2f} s (split {configuration['split_s']:.2f} s), "
+                f"largest process {configuration['peak_rss_mb']['largest_process']} MB"
+            )
+    first = configurations[0]["rollup_files"]
+    report = {
+        "ok": True,
+        "accounts": settings.accounts,
+        "weeks": settings.weeks,
+        "seed": settings.seed,
+        "as_of": dataset["as_of"],
+        "machine": machine(),
+        "load_average": [round(load, 2) for load in os.getloadavg()],
+        "method": {
+            "shards": SHARDS_METHOD,
+            "rss": f"RSS of each process sampled every {int(SAMPLE_INTERVAL_S * 1000)} ms",
+        },
+        "data": {
+            "dir": str(settings.data_dir),
+            "generated_s": None if generate_s is None else round(generate_s, 3),
+            "counts": dataset["counts"],
+        },
+        "configurations": configurations,
+        "rollups_identical": all(c["rollup_files"] == first for c in configurations),
+        "rollups_differing": sorted(
+            {name for c in configurations for name in c["rollup_files"].keys() ^ first.keys()}
+            | {name for c in configurations for name in first if c["rollup_files"].get(name) != first[name]}
+        ),
+    }
+    out = settings.bench_dir / f"bench_{settings.accounts}_shards.json"
+    write_json_atomic(out, report)
+    return {**report, "out": str(out)}
+
+
+def render_shard_bench(report: dict[str, Any]) -> str:
+    """The shard bench report as a table."""
+    lines = [
+        f"c360 bench, shards: {report['accounts']} accounts x {report['weeks']} weeks (seed {report['seed']}, "
+        f"as_of {report['as_of']}), {report['machine']['nproc']} cores, {report['machine']['memory_gb']} GB, "
+        f"load average {' '.join(str(load) for load in report['load_average'])}",
+        f"{'shards':>6} {'wall s':>9} {'split s':>8} {'roll-ups s':>10} {'largest MB':>11} {'chain MB':>9} "
+        f"{'worker MB':>10} {'sum MB':>8}  roll-up sha256",
+    ]
+    for c in report["configurations"]:
+        rss = c["peak_rss_mb"]
+        lines.append(
+            f"{c['shards']:>6} {c['wall_s']:>9.2f} {c['split_s']:>8.2f} {c['rollups_s']:>10.2f} "
+            f"{rss['largest_process']:>11.1f} {rss['chain_process']:>9.1f} {rss['largest_worker']:>10.1f} "
+            f"{rss['sum']:>8.1f}  {c['rollup_sha256'][:16]}"
+        )
+    if report["rollups_identical"]:
+        lines.append(f"roll-ups: byte-identical across N ({len(report['configurations'][0]['rollup_files'])} files)")
+    else:
+        lines.append(f"roll-ups: DIFFER across N: {', '.join(report['rollups_differing'])}")
+    lines.append(f"written: {report['out']}")
+    return "\n".join(lines) + "\n"
+
+
+def _configs_with_shards(configs: Path, into: Path, count: int) -> Path:
+    """A copy of the configs folder whose scale.yaml says `shards: count` (its other keys kept)."""
+    shutil.copytree(configs, into)
+    scale = into / "scale.yaml"
+    settings = (yaml.safe_load(scale.read_text(encoding="utf-8")) or {}) if scale.exists() else {}
+    scale.write_text(yaml.safe_dump({**settings, "shards": count}, sort_keys=True), encoding="utf-8")
+    return into
+
+
+def _run_chain_in(paths: ProjectPaths, home: str, workers: int) -> None:
+    """One configuration's chain, in a fresh process on a Dagster home of its own."""
+    os.environ["DAGSTER_HOME"] = home
+    run_chain("c360_chain", paths, progress=False, workers=workers)
+
+
+def _all_step_windows() -> list[tuple[str, tuple[float, float]]]:
+    """(step key, (start, end)) of every step of every run on the instance."""
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        run_ids = sorted(run.run_id for run in instance.get_runs())
+    return [(key, window) for run_id in run_ids for key, window in sorted(_step_windows(run_id).items())]
+
+
+def _rollup_hashes(customer: Path) -> dict[str, str]:
+    """sha256 of each roll-up document and frame, by its path under artifacts/customer."""
+    return {
+        path.relative_to(customer).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(customer.rglob("*"))
+        if path.is_file() and path.relative_to(customer).parts[0] not in SHARD_ONLY
+    }
 
 
 def _run_account_batches(paths: ProjectPaths, batches: list[list[str]], workers: int) -> None:
