@@ -850,10 +850,10 @@ def _bench_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _shard_counts(text: str) -> list[int]:
-    counts = [int(part) for part in text.split(",") if part.strip().isdigit()]
-    if not counts or len(counts) != len(text.split(",")) or not all(1 <= count <= 256 for count in counts):
-        raise argparse.ArgumentTypeError(f"--shards: {text!r} is not a comma-separated list of shard counts 1..256")
-    return counts
+    parts = text.split(",")
+    if not all(part.strip().isdigit() and 1 <= int(part) <= 256 for part in parts):
+        raise argparse.ArgumentTypeError(f"expected shard counts 1..256 separated by commas (e.g. 1,2,4), got {text!r}")
+    return [int(part) for part in parts]
 
 
 def _render_bench(report: Report) -> str:

@@ -248,3 +248,14 @@ def test_shard_bench_roll_ups_are_the_same_bytes_for_every_n(shard_bench):
         assert (two / name).read_bytes() == (work / "shards_1" / "artifacts" / "customer" / name).read_bytes(), name
     # The shards really split the book.
     assert json.loads((two / "inputs" / "manifest.json").read_text(encoding="utf-8"))["shards"] == 2
+
+
+@pytest.mark.parametrize("counts", ["0,2", "1,,2", "2,x", "257"])
+def test_shard_bench_refuses_a_bad_list_of_shard_counts(counts, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["c360:bench", "--accounts", "10", "--shards", counts, "--artifacts", str(tmp_path)])
+    assert stopped.value.code == 2
+    assert f"argument --shards: expected shard counts 1..256 separated by commas (e.g. 1,2,4), got '{counts}'" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "bench").exists()
