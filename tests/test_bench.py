@@ -230,6 +230,8 @@ def test_shard_bench_reports_time_split_and_rss_per_process_for_each_n(shard_ben
         # One shard runs in the chain's process; two run in worker processes beside it.
         assert n == 1 or rss["largest_worker"] > 0, n
         assert rss["sum"] >= rss["largest_process"], n
+        within = configuration["chain_process_peak_mb"]
+        assert 0 < within["split"] <= rss["chain_process"] and 0 < within["rollups"] <= rss["chain_process"], n
     assert len(report["load_average"]) == 3
     text = render_shard_bench({**report, "out": "x"})
     assert "roll-ups: byte-identical across N" in text and "load average" in text

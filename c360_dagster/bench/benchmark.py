@@ -375,6 +375,13 @@ def run_shard_bench(
                     "largest_worker": round(max(peaks.values(), default=0) / MIB, 1),
                     "sum": round(sampler.children_peak_total(start, end) / MIB, 1),
                 },
+                # Which part of the chain's process peaks: the split or the roll-ups (whole-book steps).
+                "chain_process_peak_mb": {
+                    part: round(
+                        max((sampler.process_peaks(a, b).get(chain.pid, 0) for a, b in windows), default=0) / MIB, 1
+                    )
+                    for part, windows in (("split", split), ("rollups", rollups))
+                },
                 "rollup_sha256": hashlib.sha256(json.dumps(documents, sort_keys=True).encode()).hexdigest(),
                 "rollup_files": documents,
             }
