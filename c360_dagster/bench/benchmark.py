@@ -329,7 +329,7 @@ def run_shard_bench(
     """Run the chain once per shard count in `counts`, each in a fresh process; time it, its split
     step and its roll-ups, take each process's peak RSS, hash the roll-ups; write bench_<N>_shards.json."""
     dataset, generate_s = ensure_dataset(settings, log)
-    configurations = []
+    configurations: list[dict[str, Any]] = []
     with ResourceSampler() as sampler:
         for count in counts:
             root = settings.work_dir / f"shards_{count}"
@@ -348,6 +348,8 @@ def run_shard_bench(
                 target=_run_chain_in, args=(paths, str(home), settings.workers), name=f"c360-bench-shards-{count}"
             )
             chain.start()
+            chain_pid = chain.pid
+            assert chain_pid is not None  # set by start()
             chain.join()
             end = sampler.mark()
             if chain.exitcode != 0:
@@ -356,11 +358,11 @@ def run_shard_bench(
                 steps = _all_step_windows()
             peaks = sampler.process_peaks(start, end)
             peaks.pop(os.getpid(), None)  # the bench itself only waits
-            chain_peak = peaks.pop(chain.pid, 0)
+            chain_peak = peaks.pop(chain_pid, 0)
             split = [window for key, window in steps if key == SPLIT_STEP]
             rollups = [window for key, window in steps if key.startswith("report__")]
             documents = _rollup_hashes(Path(paths.artifacts_dir) / "customer")
-            configuration = {
+            configuration: dict[str, Any] = {
                 "shards": count,
                 "processes": "one, in-process"
                 if count == 1
@@ -378,7 +380,7 @@ def run_shard_bench(
                 # Which part of the chain's process peaks: the split or the roll-ups (whole-book steps).
                 "chain_process_peak_mb": {
                     part: round(
-                        max((sampler.process_peaks(a, b).get(chain.pid, 0) for a, b in windows), default=0) / MIB, 1
+                        max((sampler.process_peaks(a, b).get(chain_pid, 0) for a, b in windows), default=0) / MIB, 1
                     )
                     for part, windows in (("split", split), ("rollups", rollups))
                 },
