@@ -15,7 +15,14 @@ import pytest
 
 from c360_dagster import reports
 from c360_dagster.console import main
-from c360_dagster.defs.customer import account_health, customer_360, customer_signals, renewal_forecasts
+from c360_dagster.defs.customer import (
+    REPORT_ASSETS,
+    account_health,
+    customer_360,
+    customer_inputs,
+    customer_signals,
+    renewal_forecasts,
+)
 from c360_dagster.defs.partitions import ACCOUNT_PARTITIONS_NAME
 from c360_dagster.defs.resources import C360Project
 from c360_dagster.domain.renewals.forecast import acted_on_accounts
@@ -57,12 +64,13 @@ def test_the_chain_registers_the_acted_on_accounts_once(tmp_path):
         artifacts_dir=str(tmp_path / "artifacts"),
     )
     with dg.instance_for_test() as instance:
-        dg.materialize([customer_360], instance=instance, resources={"project": project})
+        one_shard = {"instance": instance, "resources": {"project": project}, "partition_key": "0"}
+        dg.materialize([customer_inputs, customer_360], **one_shard)
         assert instance.get_dynamic_partitions(ACCOUNT_PARTITIONS_NAME) == []  # loading registers nothing
-        chain = [customer_360, account_health, customer_signals, renewal_forecasts]
-        first = dg.materialize(chain, instance=instance, resources={"project": project})
+        chain = [customer_inputs, customer_360, account_health, customer_signals, renewal_forecasts, *REPORT_ASSETS]
+        first = dg.materialize(chain, **one_shard)
         assert sorted(instance.get_dynamic_partitions(ACCOUNT_PARTITIONS_NAME)) == FIXTURE_ACTED_ON
-        again = dg.materialize(chain, instance=instance, resources={"project": project})
+        again = dg.materialize(chain, **one_shard)
         facts = [
             {key: run.asset_materializations_for_node("renewal_forecasts")[0].metadata[key].value for key in keys}
             for run in (first, again)

@@ -333,7 +333,7 @@ def test_a_read_only_artifacts_folder_is_one_clean_line(in_loaded, capsys):
         code, out, err = in_loaded.c360(capsys, "c360:health", "--quiet")
     assert (code, out) == (2, "")
     assert err == (
-        f"c360: READ_ONLY: {in_loaded.artifacts}/.c360.lock: Read-only file system; "
+        f"c360: READ_ONLY: {in_loaded.artifacts}/.c360-shards/0.lock: Read-only file system; "
         "remount it read-write or point --artifacts (or DAGSTER_HOME) at a writable folder\n"
     )
     assert in_loaded.snapshot() == before

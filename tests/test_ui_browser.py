@@ -234,12 +234,18 @@ def test_an_account_added_in_the_ui_becomes_a_partition(ui):
 # Each asset's parents as the UI's lineage draws them, written out by hand: every edge a read.
 UPSTREAM = {
     "renewal_forecasts": {"customer_360", "account_health", "customer_signals"},
-    "playbook": {"customer_360", "account_health", "customer_signals", "renewal_forecasts"},
+    # An account's assets read the roll-ups (the whole book's documents), not one shard.
+    "playbook": {
+        "report/customer_360_report",
+        "report/account_health_report",
+        "report/customer_signals_report",
+        "report/renewal_forecasts_report",
+    },
     "qbr_pack": {
-        "customer_360",
-        "account_health",
-        "customer_signals",
-        "renewal_forecasts",
+        "report/customer_360_report",
+        "report/account_health_report",
+        "report/customer_signals_report",
+        "report/renewal_forecasts_report",
         "playbook",
         "lake/account_health_table",
     },
@@ -261,7 +267,7 @@ def test_the_lineage_edges_are_the_reads(ui):
     page.goto(f"{ui.base_url}/assets/qbr_pack?view=lineage&lineageScope=upstream")
     graph = page.locator("svg").filter(has=page.locator("foreignObject")).first
     # The health scores and their lake table are two nodes with names of their own.
-    for name in ("customer_360", "account_health", "account_health_table", "playbook", "qbr_pack"):
+    for name in ("account_health_report", "account_health_table", "playbook", "qbr_pack"):
         expect(graph.get_by_text(name, exact=True).first).to_be_visible()
     page.screenshot(path=ui.screenshots / "qbr_pack_lineage.png")
 
@@ -283,7 +289,7 @@ def test_lineage_starts_at_the_input_files(ui):
     from playwright.sync_api import expect
 
     page = ui.page
-    page.goto(f"{ui.base_url}/assets/customer_360?view=lineage")
+    page.goto(f"{ui.base_url}/assets/customer_inputs?view=lineage")  # the split reads the files
     graph = page.locator("svg").filter(has=page.locator("foreignObject")).first
     # The lineage view draws each group as a box whose header names it.
     inputs = graph.get_by_text("inputs", exact=True).first.locator("xpath=ancestor::*[local-name()='foreignObject'][1]")
@@ -294,7 +300,7 @@ def test_lineage_starts_at_the_input_files(ui):
         expect(names.first).to_be_visible()
         boxes = [names.nth(i).bounding_box() for i in range(names.count())]
         assert any(_box_center_inside(box, inputs_box) for box in boxes), f"input file {name} not in group inputs"
-    page.screenshot(path=ui.screenshots / "customer_360_lineage.png")
+    page.screenshot(path=ui.screenshots / "customer_inputs_lineage.png")
 
 
 def test_a_failing_check_shows_its_failing_rows_as_a_table(ui):
