@@ -96,7 +96,8 @@ def run_chain(
     """Run a chain job: with one shard, one run of it (shard "0"); with N, three layers: the
     assets before the shards (the split), every shard's assets (N runs, up to `workers` at a
     time, each in its own process), then the roll-ups. A shard's user error stops the chain
-    before the roll-ups, as itself."""
+    before the roll-ups, as itself; the overrides and snoozes are checked on the whole book
+    before any shard runs."""
     from c360_dagster import reports
 
     count = shard_count(paths)
@@ -104,6 +105,8 @@ def run_chain(
         result = run_job(job_name, paths, ops=ops, partition_key="0", progress=progress)
         return ChainRun(result.run_id, reports.check_rows(result), reports.materialized(result))
     before, sharded, after = _chain_layers(job_name, count)
+    if SPLIT not in before:  # the split checks them itself, before it writes
+        _check_config_entries(paths, count)
     runs = []
     if before:
         runs.append(_layer_run(job_name, paths, ops, before, None, progress))
@@ -117,6 +120,19 @@ def run_chain(
     runs.append(_layer_run(job_name, paths, ops, after, None, progress))
     checks = reports.merge_check_rows([check for run in runs for check in run.checks])
     return ChainRun(runs[-1].run_id, checks, {key: value for run in runs for key, value in run.metadata.items()})
+
+
+SPLIT = "customer_inputs"
+
+
+def _check_config_entries(paths: ProjectPaths, count: int) -> None:
+    """The overrides and snoozes checked against the whole book before any shard runs: a bad
+    entry that only one shard's accounts trip stops the command with nothing written."""
+    from c360_dagster.defs.customer import book_account_ids, check_config_entries
+    from c360_dagster.defs.resources import C360Project
+
+    project = C360Project(**paths.__dict__)
+    check_config_entries(project, lambda: book_account_ids(project, count))
 
 
 def _chain_layers(job_name: str, shards: int) -> tuple[list[str], list[str], list[str]]:

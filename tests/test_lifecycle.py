@@ -209,5 +209,7 @@ def test_snooze_for_an_unknown_account_is_an_error(tmp_path: Path, view, fired) 
     snoozes = lifecycle.load_snoozes(
         write_snoozes(tmp_path, "- {account: NOPE-1, code: SIG_SUPPORT_SPIKE, until: 2026-10-31, reason: r}")
     )
-    with pytest.raises(ConfigError, match=r"snoozes\.0\.account: unknown account 'NOPE-1'"):
+    with pytest.raises(
+        ConfigError, match=r"snoozes\.0\.account: expected an account_id of the input accounts, got 'NOPE-1'"
+    ):
         lifecycle.apply_snoozes(fired[SEP27], snoozes, SEP27, view.accounts["account_id"])

@@ -151,7 +151,10 @@ def test_score_only_override_takes_its_tier_and_expired_ones_are_ignored(compute
 
 
 def test_unknown_account_is_a_clear_error(computed) -> None:
-    with pytest.raises(ConfigError, match=r"overrides\.0\.account: unknown account 'ACME-01'; did you mean ACME-001"):
+    with pytest.raises(
+        ConfigError,
+        match=r"overrides\.0\.account: expected an account_id of the input accounts, got 'ACME-01'; did you mean ACME-001",
+    ):
         apply(computed, entry("ACME-01", tier="red"))
 
 

@@ -1,7 +1,7 @@
 """The account-level chain: Customer 360 → health and signals → renewal forecasts."""
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -66,6 +66,7 @@ def customer_inputs(
     """The input files read and validated once, `as_of` derived over all of them, split into each shard's Parquet."""
     as_of = dt.date.fromisoformat(config.as_of) if config.as_of else None
     view = loader.read_customer_360(Path(project.fixtures_dir), as_of=as_of)
+    check_config_entries(project, lambda: view.accounts["account_id"])
     with project.writing():
         with project.stage(shards.SPLIT_STAGE) as out:
             manifest = shards.save_split(out, view, project.shards)
@@ -226,6 +227,22 @@ def _overrides(project: C360Project) -> tuple[overrides.Override, ...]:
 def _snoozes(project: C360Project) -> tuple[lifecycle.Snooze, ...]:
     path = project.config_path("snoozes")
     return lifecycle.load_snoozes(path) if path.exists() else ()
+
+
+def check_config_entries(project: C360Project, book: Callable[[], pl.Series]) -> None:
+    """Every override and snooze names an account of the whole book (`book()`, read only when
+    there are entries). Checked once before any shard writes: an entry only one shard's accounts
+    would trip then stops the command with nothing of the run written."""
+    entries = {"overrides": _overrides(project), "snoozes": _snoozes(project)}
+    if any(entries.values()):
+        account_ids = book()
+        for name, found in entries.items():
+            overrides.check_accounts(found, account_ids, str(project.config_path(name)))
+
+
+def book_account_ids(project: C360Project, count: int) -> pl.Series:
+    """Every account id of the live view, over the `count` shards' views."""
+    return pl.concat([project.view_table("accounts", shard=k)[0]["account_id"] for k in range(count)])
 
 
 def _in_shard(entries, shard: int, count: int) -> tuple:

@@ -115,7 +115,10 @@ def check_accounts(overrides: Sequence[Any], account_ids: pl.Series, source: str
     for entry in overrides:
         if entry.account in unknown:
             suggestion = did_you_mean(entry.account, account_ids.to_list())
-            raise ConfigError(f"{source}: {entry.key}.account: unknown account {entry.account!r}{suggestion}")
+            raise ConfigError(
+                f"{source}: {entry.key}.account: expected an account_id of the input accounts, "
+                f"got {entry.account!r}{suggestion}"
+            )
 
 
 def _tier_of(score: pl.Expr, red_below: float, green_from: float) -> pl.Expr:
