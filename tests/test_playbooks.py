@@ -9,6 +9,7 @@ import dataclasses
 import datetime as dt
 import itertools
 import json
+import re
 from pathlib import Path
 
 import polars as pl
@@ -298,10 +299,11 @@ def test_owners_are_the_people_the_data_names(library):
     owners = {s.title: s.owner for s in plan.steps}
     assert owners["Map current contacts by role, influence and sentiment"] == "Dana Reyes (CSM)"
     assert (
-        owners["Confirm the renewal date, scope and decision process with the executive sponsor"] == "Account Executive"
+        owners["Agree the renewal date and the scope of the next term with the executive sponsor"]
+        == "Account Executive"
     )
     raci = {e.step: e for e in plan.raci}
-    assert raci["Confirm the renewal date, scope and decision process with the executive sponsor"].consulted == (
+    assert raci["Agree the renewal date and the scope of the next term with the executive sponsor"].consulted == (
         "Dana Reyes (CSM)",
         "Alex Kim (Customer Exec Sponsor)",
     )
@@ -430,6 +432,15 @@ def test_joint_steps_are_worded_for_the_customer_who_reads_them(library):
     ]
     assert len(joint) > 10
     assert [title for title in joint if "the customer" in title or "customer's" in title] == []
+    # Nor in the seller's words or our judgement of the account: the customer is a partner in
+    # the step, not the target of a sale or a rescue.
+    assert [title for title in joint if re.search(SELLER_WORDS, title, re.IGNORECASE)] == []
+
+
+SELLER_WORDS = (
+    r"\bproposals?\b|decision process|\bsign(ed)?\b|\bblocks?\b|\brecovery\b|\brescue\b|\bsave\b|upsell|"
+    r"\bdeal\b|\bclose\b|negotiat|business case|\bpitch|\bat risk\b|\bchurn|\bquota\b|\bpipeline\b"
+)
 
 
 def test_escaping_helpers():
@@ -510,11 +521,11 @@ def test_renewal_play_dates_stay_before_the_renewal(library):
     # +2, +5 as usual; +14 (Monday 2026-10-12) and +30 capped at Tuesday 2026-10-06, the last business day before.
     assert renewal_steps == [
         ("Review the renewal's", dt.date(2026, 9, 29)),
-        ("Confirm the renewal ", dt.date(2026, 10, 2)),
-        ("Send the renewal pro", dt.date(2026, 10, 6)),
-        ("Get the renewal sign", dt.date(2026, 10, 6)),
+        ("Agree the renewal da", dt.date(2026, 10, 2)),
+        ("Share the value deli", dt.date(2026, 10, 6)),
+        ("Complete the renewal", dt.date(2026, 10, 6)),
     ]
-    assert (dt.date(2026, 10, 6), "Renewal plan: Renewal signed or its blockers written down") in [
+    assert (dt.date(2026, 10, 6), "Renewal plan: Renewal completed or its open points written down") in [
         (c.date, c.what) for c in plan.checkpoints
     ]
     other = [s.due_date for s in plan.steps if s.title == "Meet the new or remaining decision makers"]

@@ -360,16 +360,18 @@ def test_named_people_on_both_sides_of_a_joint_step_customer_names_only_with_con
         ],
     }
     (step,) = _ctx(playbook=named).plan_steps
-    assert (step.owner, step.your_owner) == ("Dana Reyes (CSM)", "Exec Sponsor, Champion")
+    # The customer's people in the words of the stakeholder table ("Executive Sponsor"), never
+    # the playbook's shorthand ("Customer Exec Sponsor", "Exec Sponsor").
+    assert (step.owner, step.your_owner) == ("Dana Reyes (CSM)", "Executive Sponsor, Champion")
     (step,) = _ctx(playbook=named, include_contacts=True).plan_steps
-    assert step.your_owner == "Alex Kim (Exec Sponsor), Champion"
+    assert step.your_owner == "Alex Kim (Executive Sponsor), Champion"
     assert "Alex Kim" not in "\n".join(_deck_texts(qbr_pptx.render_pptx(_ctx(playbook=named))))
 
 
 def test_a_step_whose_raci_names_a_customer_role_is_joint():
     steps = {step.what: step for step in _ctx().plan_steps}
-    assert steps["Exec call\nwith | sponsor"].customer_roles == ("Customer Exec Sponsor",)
-    assert steps["Exec call\nwith | sponsor"].your_owner == "Exec Sponsor"
+    assert steps["Exec call\nwith | sponsor"].customer_roles == ("Executive Sponsor",)
+    assert steps["Exec call\nwith | sponsor"].your_owner == "Executive Sponsor"
     assert not steps["Year-end review"].joint
     assert [step.what for step in _ctx().joint_steps] == ["Exec call\nwith | sponsor"]
 
@@ -480,7 +482,7 @@ def test_pack_writes_the_customer_pack_and_the_internal_review_with_hashes(tmp_p
         "timeline.md": ["| Date | Event | Detail |", "| 20 Jun 2024 | Case opened | severity 1, "],
         "roadmap.md": [
             "## Our joint success plan",
-            "| 7 Jul 2024 | Exec call with \\| sponsor | csm | Exec Sponsor |",
+            "| 7 Jul 2024 | Exec call with \\| sponsor | csm | Executive Sponsor |",
             "## The road ahead",
             "- Your Addon subscription renews on 10 Jun 2025.",
         ],
@@ -744,13 +746,12 @@ def test_the_review_shows_evidence_as_readable_text_with_amounts_in_their_curren
 def test_the_health_score_on_the_customer_deck_is_a_config_choice():
     default = "\n".join(_deck_texts(qbr_pptx.render_pptx(_ctx())))
     assert "Health score" not in default
-    # Components in words, no score: each below 70 is a focus area; unmeasured support says so;
+    # Components in words, no score: each below 70 is a focus area; unmeasured support is
+    # neither a strength nor a focus area, but named once as not measured yet;
     # a component without the measures its phrase needs is named alone.
     assert "Adoption: n/a weekly active users" not in default and "\nAdoption\n" in default
-    assert (
-        "Support Experience: not enough data yet" in default
-        and "Where Things Go Well\nWe will build on this together" in default
-    )
+    assert "Not measured yet: Support Experience." in default and "Support Experience:" not in default
+    assert "Where Things Go Well\nWe will build on this together" in default
     shown = "\n".join(_deck_texts(qbr_pptx.render_pptx(_ctx(settings=qbr.QbrSettings(show_health_score=True)))))
     assert "Health score 42 of 100." in shown
     unscored = {**HEALTH, "score": None, "tier": None, "status": "insufficient_data"}
@@ -784,7 +785,7 @@ def test_the_customer_deck_tells_the_story_in_order_on_a_16_9_theme():
     plan = _table_rows(prs.slides[CUSTOMER_TITLES.index("Our Joint Success Plan")])
     assert plan == [
         ["Due", "Step", "Our Owner", "Your Owner"],
-        ["7 Jul 2024", "Exec call with | sponsor", "csm", "Exec Sponsor"],
+        ["7 Jul 2024", "Exec call with | sponsor", "csm", "Executive Sponsor"],
     ]
     support = [
         shape.text_frame.text
@@ -1009,7 +1010,7 @@ def test_hostile_text_cannot_break_markdown(tmp_path):
     assert '| S1 | \'=HYPERLINK("http://evil.test","click") | growth |' in review
     assert "| 7 Jul 2024 | step | Exec call with \\| sponsor | csm | joint | planned |" in review
     roadmap = (tmp_path / "qbr_ACME-001" / "roadmap.md").read_text(encoding="utf-8")
-    assert "| 7 Jul 2024 | Exec call with \\| sponsor | csm | Exec Sponsor |" in roadmap
+    assert "| 7 Jul 2024 | Exec call with \\| sponsor | csm | Executive Sponsor |" in roadmap
 
 
 def test_hostile_text_cannot_break_a_slide():
@@ -1171,3 +1172,90 @@ def test_hostile_long_text_fits_every_box_of_both_decks():
     ]
     texts = _deck_texts(qbr_pptx.render_pptx(ctx))
     assert any(re.fullmatch(r"\d+ more rows in roadmap\.md\.", t) for t in texts)
+
+
+# --- the customer deck's wording (QA, issue 16's leftovers) --------------------------------------
+
+
+def _new_account_view() -> Customer360:
+    """The fixture account as a new customer: its only subscription started on 10 Jun 2024, inside
+    the quarter 1 Apr – 30 Jun 2024; K1 (opened 1 May) is from before, K2 (20 Jun) after."""
+    view = _view()
+    subs = view.subs.filter(pl.col("subscription_id") == "S2")
+    usage = view.usage.filter(pl.col("window_end") >= D(2024, 6, 16))
+    return Customer360(AS_OF, {**view.tables, "subs": subs, "usage": usage})
+
+
+def _slides(ctx) -> dict[str, qbr_deck.Slide]:
+    return {slide.title: slide for slide in qbr_deck.customer_slides(ctx)}
+
+
+def test_a_new_accounts_deck_covers_the_weeks_since_it_started_never_the_full_quarter(tmp_path):
+    ctx = _ctx(view=_new_account_view())
+    assert (ctx.quarter_start, ctx.period_start) == (D(2024, 4, 1), D(2024, 6, 10))
+    slides = _slides(ctx)
+    title = qbr_deck.customer_slides(ctx)[0]
+    assert title.subtitle == "10 – 30 Jun 2024"
+    assert slides["Outcomes and Value Delivered"].lead == "Your first weeks 10 – 30 Jun 2024 in numbers."
+    # K2 is the one case of its weeks: opened 20 Jun, still open.
+    assert slides["Support Summary"].lead == "Support in your first weeks 10 – 30 Jun 2024; 1 case open on 30 Jun 2024."
+    assert ctx.support.opened == 1
+    qbr.write_qbr_pack(ctx, tmp_path)
+    customer = _customer_texts(tmp_path)
+    assert "1 Apr" not in customer and "in the quarter" not in customer and "the Quarter" not in customer
+    assert "resolved in your first weeks." in (tmp_path / "qbr_ACME-001" / "index.md").read_text(encoding="utf-8")
+    # A customer for the whole quarter keeps the quarter.
+    assert (
+        _ctx().period_start == D(2024, 4, 1) and qbr_deck.customer_slides(_ctx())[0].subtitle == "1 Apr – 30 Jun 2024"
+    )
+
+
+def test_releases_are_only_mentioned_when_features_from_them_were_used():
+    view = _view()
+    no_releases = Customer360(AS_OF, {**view.tables, "usage": view.usage.with_columns(release_features_used=0)})
+    slides = _slides(_ctx(view=no_releases))
+    assert "Feature Breadth and New Releases" not in slides
+    slide = slides["Feature Breadth"]
+    # By hand: 12, 12, 11, 10 features in the 4 weeks to 30 Jun: 11.25, shown 11.2.
+    assert slide.lead == "11.2 features used each week on average in the 4 weeks to 30 Jun 2024."
+    assert [name for name, _ in slide.chart.series] == ["Features Used"]
+    outcomes = "\n".join(slides["Outcomes and Value Delivered"].bullets)
+    assert "release" not in outcomes.lower() and "release" not in slide.chart.title.lower()
+    # With some (2, 3, 2, 1 by hand: 2 on average), the slide says how many.
+    used = _slides(_ctx())["Feature Breadth and New Releases"]
+    assert (
+        used.lead
+        == "11.2 features used each week on average in the 4 weeks to 30 Jun 2024, 2 of them from recent releases."
+    )
+
+
+def test_the_customers_roles_read_as_in_the_stakeholder_table():
+    assert [qbr_deck.fmt_customer_role(role) for role in qbr.QbrSettings().customer_roles] == [
+        "Champion",
+        "Executive Sponsor",
+        "Administrator",
+    ]
+    assert set(map(qbr_deck.fmt_customer_role, qbr.QbrSettings().customer_roles)) <= set(qbr_deck.ROLE_LABELS.values())
+
+
+def test_an_account_with_nothing_measured_is_told_so_once_not_given_five_focus_areas(tmp_path):
+    nothing = {
+        **HEALTH,
+        "score": None,
+        "tier": None,
+        "status": "insufficient_data",
+        "components": {name: _component(None, 0.0, 0.0, reason="no data yet") for name in qbr.COMPONENTS},
+    }
+    ctx = _ctx(health=nothing)
+    slide = _slides(ctx)["How Things Are Going"]
+    assert [column.bullets for column in slide.columns] == [
+        ("We will build on this together",),
+        (qbr_deck.TOO_EARLY,),
+    ]
+    assert slide.note == (
+        "Not measured yet: Adoption, Value From Features, Support Experience, Billing and Contract, Satisfaction."
+    )
+    qbr.write_qbr_pack(ctx, tmp_path)
+    customer = _customer_texts(tmp_path)
+    assert "not enough data yet" not in customer and "Nothing stands out" not in customer
+    assert "Not measured yet: Adoption, Value From Features" in customer

@@ -17,7 +17,7 @@ from typing import Any
 
 from c360_dagster.domain.core.text import format_amount, visible_text
 from c360_dagster.domain.qbr.layout import Font, truncate, wrap
-from c360_dagster.domain.qbr.models import Component, QbrContext
+from c360_dagster.domain.qbr.models import Component, QbrContext, WeekPoint
 
 CUSTOMER, REVIEW = "customer", "review"
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -60,9 +60,17 @@ def fmt_short_date(day: dt.date) -> str:
 
 
 def fmt_period(start: dt.date, end: dt.date) -> str:
-    """`29 Jun – 27 Sep 2026`, the year once when both ends share it."""
+    """`29 Jun – 27 Sep 2026`, the year once when both ends share it (and the month: `15 – 27 Sep 2026`)."""
+    if (start.year, start.month) == (end.year, end.month):
+        return f"{start.day} – {fmt_date(end)}"
     first = fmt_short_date(start) if start.year == end.year else fmt_date(start)
     return f"{first} – {fmt_date(end)}"
+
+
+def span_name(ctx: QbrContext) -> str:
+    """What the review covers, in words: `the quarter`, or `your first weeks` for an account
+    whose first subscription started within the quarter (never a quarter it was not a customer for)."""
+    return "your first weeks" if ctx.period_start > ctx.quarter_start else "the quarter"
 
 
 def fmt_count(value: float | None) -> str:
@@ -91,6 +99,13 @@ def fmt_label(value: str) -> str:
 def fmt_role(role: str) -> str:
     """`exec_sponsor` → `Executive Sponsor`: a contact's role in words, never its code."""
     return ROLE_LABELS.get(role, fmt_label(role))
+
+
+def fmt_customer_role(role: str) -> str:
+    """A playbook's customer role (`Customer Exec Sponsor`, `Customer Admin`) in the words the
+    stakeholder table uses for the same person (`Executive Sponsor`, `Administrator`)."""
+    plain = role.removeprefix("Customer ")
+    return ROLE_LABELS.get(plain.lower().replace(" ", "_"), plain)
 
 
 def slide_text(value: Any) -> str:
@@ -392,7 +407,8 @@ def _outcomes(ctx: QbrContext) -> Slide:
             )
         )
     if ctx.support.closed:
-        tiles.append(Tile(fmt_count(ctx.support.closed), "Support Cases Resolved in the Quarter"))
+        span = "the Quarter" if span_name(ctx) == "the quarter" else fmt_label(span_name(ctx))
+        tiles.append(Tile(fmt_count(ctx.support.closed), f"Support Cases Resolved in {span}"))
     if ctx.nps:
         tiles.append(Tile(str(ctx.nps[-1].score), f"Latest NPS Answer (0–10), {fmt_date(ctx.nps[-1].on)}"))
     bullets = []
@@ -408,19 +424,19 @@ def _outcomes(ctx: QbrContext) -> Slide:
         if releases:
             bullets.append(
                 f"Features from recent releases were used in {sum(1 for w in weeks if w.release_features_used)} "
-                f"of the quarter's {len(weeks)} weeks"
+                f"of the {len(weeks)} weeks to {fmt_date(weeks[-1].week_end)}"
             )
     if ctx.support.opened or ctx.support.closed:
-        bullets.append(f"{fmt_count(ctx.support.closed)} support cases resolved in the quarter")
+        bullets.append(f"{fmt_count(ctx.support.closed)} support cases resolved in {span_name(ctx)}")
     if not tiles:
         return Slide(
             "Outcomes and Value Delivered",
-            lead="Not enough data yet to show this quarter's outcomes.",
+            lead=f"Not enough data yet to show the outcomes of {span_name(ctx)}.",
             bullets=("Usage, support and survey data will fill this page as it arrives",),
         )
     return Slide(
         "Outcomes and Value Delivered",
-        lead=f"The quarter {fmt_period(ctx.period_start, ctx.as_of)} in numbers.",
+        lead=f"{span_name(ctx).capitalize()} {fmt_period(ctx.period_start, ctx.as_of)} in numbers.",
         tiles=tuple(tiles[:4]),
         bullets=tuple(bullets),
     )
@@ -458,10 +474,8 @@ def _window(days: int, as_of: dt.date) -> str:
 
 
 def component_phrase(component: Component, ctx: QbrContext) -> str:
-    """What a health component measured, in words a customer reads (no internal codes), with its period."""
+    """What a measured health component found, in words a customer reads (no internal codes), with its period."""
     label = COMPONENT_LABELS.get(component.name, fmt_label(component.name))
-    if component.score is None:
-        return f"{label}: not enough data yet"
     measured = component.measured
     if component.name == "commercial":
         overdue = measured.get("overdue_invoices") or 0
@@ -498,10 +512,21 @@ def _health_in_words(ctx: QbrContext) -> Slide:
         ),
         Column(
             "Where We Will Focus Together",
-            tuple(component_phrase(c, ctx) for c in ctx.focus_areas) or ("Nothing stands out: keep the momentum",),
+            tuple(component_phrase(c, ctx) for c in ctx.focus_areas)
+            or (("Nothing stands out: keep the momentum",) if ctx.strengths else (TOO_EARLY,)),
         ),
     )
-    return Slide("How Things Are Going", lead=lead, columns=columns)
+    return Slide("How Things Are Going", lead=lead, columns=columns, note=not_measured(ctx))
+
+
+TOO_EARLY = "Too early to tell: we will look at this together as the data comes in"
+
+
+def not_measured(ctx: QbrContext) -> str | None:
+    """`Not measured yet: Adoption, Satisfaction.`: the components without data, named once."""
+    if not ctx.unavailable:
+        return None
+    return f"Not measured yet: {', '.join(COMPONENT_LABELS.get(c.name, fmt_label(c.name)) for c in ctx.unavailable)}."
 
 
 def _adoption_chart(ctx: QbrContext) -> Slide | None:
@@ -515,7 +540,7 @@ def _adoption_chart(ctx: QbrContext) -> Slide | None:
         chart=Chart(
             "line",
             "Weekly Active Users and Seats, by Week Ending",
-            tuple(fmt_short_date(w.week_end) for w in weeks),
+            _week_labels(weeks),
             (
                 ("Active Users", tuple(float(w.active_users) for w in weeks)),
                 ("Seats", tuple(float(w.seats) for w in weeks)),
@@ -527,26 +552,50 @@ def _adoption_chart(ctx: QbrContext) -> Slide | None:
 
 
 def _features_chart(ctx: QbrContext) -> Slide | None:
+    """Features used per week; those from recent releases only when some were used (a row of
+    zeros says nothing a customer needs to read)."""
     weeks = ctx.weekly_usage
     if not weeks or not any(w.features_used for w in weeks):
         return None
+    average = f"{fmt_one(_avg([w.features_used for w in weeks]))} features used each week on average in the {_weeks_to(weeks)}"
+    series = [("Features Used", tuple(float(w.features_used) for w in weeks))]
+    if not any(w.release_features_used for w in weeks):
+        return Slide(
+            "Feature Breadth",
+            lead=f"{average}.",
+            chart=Chart(
+                "bar",
+                "Features Used per Week",
+                _week_labels(weeks),
+                tuple(series),
+                "Week Ending",
+                "Features",
+                labels=True,
+            ),
+        )
+    series.append(("From Recent Releases", tuple(float(w.release_features_used) for w in weeks)))
     return Slide(
         "Feature Breadth and New Releases",
-        lead=f"{fmt_one(_avg([w.features_used for w in weeks]))} features used each week on average in the quarter, "
-        f"{fmt_one(_avg([w.release_features_used for w in weeks]))} of them from recent releases.",
+        lead=f"{average}, {fmt_one(_avg([w.release_features_used for w in weeks]))} of them from recent releases.",
         chart=Chart(
             "bar",
             "Features Used per Week, and Those From Recent Releases",
-            tuple(fmt_short_date(w.week_end) for w in weeks),
-            (
-                ("Features Used", tuple(float(w.features_used) for w in weeks)),
-                ("From Recent Releases", tuple(float(w.release_features_used) for w in weeks)),
-            ),
+            _week_labels(weeks),
+            tuple(series),
             "Week Ending",
             "Features",
             labels=True,
         ),
     )
+
+
+def _weeks_to(weeks: Sequence[WeekPoint]) -> str:
+    """`13 weeks to 27 Sep 2026`: the weekly windows an average covers."""
+    return f"{len(weeks)} week{'s' if len(weeks) != 1 else ''} to {fmt_date(weeks[-1].week_end)}"
+
+
+def _week_labels(weeks: Sequence[WeekPoint]) -> tuple[str, ...]:
+    return tuple(fmt_short_date(w.week_end) for w in weeks)
 
 
 def _support(ctx: QbrContext) -> Slide:
@@ -557,9 +606,9 @@ def _support(ctx: QbrContext) -> Slide:
     if s.sla_met_pct is not None:
         tiles.append(Tile(fmt_pct(s.sla_met_pct), "Answered Within the Agreed Time"))
     lead = (
-        f"No support cases in the quarter {fmt_period(ctx.period_start, ctx.as_of)}."
+        f"No support cases in {span_name(ctx)} {fmt_period(ctx.period_start, ctx.as_of)}."
         if not s.opened and not s.closed
-        else f"Support in the quarter {fmt_period(ctx.period_start, ctx.as_of)}; "
+        else f"Support in {span_name(ctx)} {fmt_period(ctx.period_start, ctx.as_of)}; "
         f"{fmt_count(s.open_now)} case{'s' if s.open_now != 1 else ''} open on {fmt_date(ctx.as_of)}."
     )
     return Slide("Support Summary", lead=lead, tiles=tuple(tiles))
@@ -629,6 +678,9 @@ FORMATS = SimpleNamespace(
     label=fmt_label,
     role=fmt_role,
     component=component_phrase,
+    span=span_name,
+    not_measured=not_measured,
+    too_early=TOO_EARLY,
 )
 
 

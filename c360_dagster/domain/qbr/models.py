@@ -134,7 +134,8 @@ class RoadmapItem:
     kind: str  # step / checkpoint / adoption_gap
     what: str
     owner: str
-    customer_roles: tuple[str, ...] = ()  # the customer's roles in the step's RACI: a joint step
+    # The customer's people in the step's RACI, in words (`Executive Sponsor`): a joint step.
+    customer_roles: tuple[str, ...] = ()
 
     @property
     def joint(self) -> bool:
@@ -143,8 +144,8 @@ class RoadmapItem:
 
     @property
     def your_owner(self) -> str:
-        """The customer's side of a joint step: `Customer Champion` reads `Champion`."""
-        return ", ".join(role.replace("Customer ", "") for role in self.customer_roles)
+        """The customer's side of a joint step."""
+        return ", ".join(self.customer_roles)
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,8 @@ class QbrContext:
     segment: str
     csm_owner: str | None
     as_of: dt.date
-    period_start: dt.date  # the first day of the quarter under review
+    period_start: dt.date  # the first day under review: the quarter's, or the first subscription's if later
+    quarter_start: dt.date  # the first day of the quarter to as_of
     usage_days: int  # the health score's windows (health.yaml), which its evidence covers
     support_days: int
     score: int | None
@@ -253,8 +255,10 @@ class QbrContext:
 
     @property
     def focus_areas(self) -> tuple[Component, ...]:
+        """Measured components below `strength_at` or whose evidence holds a concern (one not
+        measured yet is neither a strength nor a focus: the deck says it is not measured)."""
         at = self.settings.strength_at
-        return tuple(c for c in self.components if c.score is None or c.score < at or c.concern)
+        return tuple(c for c in self.components if c.score is not None and (c.score < at or c.concern))
 
     @property
     def unavailable(self) -> tuple[Component, ...]:

@@ -40,7 +40,7 @@ from c360_dagster.domain.qbr.models import (
     UpcomingRenewal,
     WeekPoint,
 )
-from c360_dagster.domain.scoring.account_state import CHURNED, DOWNSOLD, RENEWED, succession
+from c360_dagster.domain.scoring.account_state import CHURNED, DOWNSOLD, RENEWED, account_states, succession
 from c360_dagster.domain.scoring.health import HealthConfig
 
 DUTY_PLAYBOOK_MISSING = "DUTY_PLAYBOOK_MISSING"
@@ -160,7 +160,8 @@ def build_qbr_context(
 ) -> QbrContext:
     """Gather one account's QBR content from its 360 rows and the stage outputs."""
     account_id = account["account_id"]
-    period_start = as_of - dt.timedelta(weeks=USAGE_WEEKS) + dt.timedelta(days=1)
+    quarter_start = as_of - dt.timedelta(weeks=USAGE_WEEKS) + dt.timedelta(days=1)
+    period_start = max(quarter_start, _customer_since(view, account_id, health_config) or quarter_start)
     history = _score_history(score_history, health.get("score"), health.get("tier"), as_of)
     earlier = [point for point in history if point.as_of < as_of]
     weekly = _weekly_usage(view, account_id, as_of)
@@ -178,6 +179,7 @@ def build_qbr_context(
         csm_owner=account.get("csm_owner"),
         as_of=as_of,
         period_start=period_start,
+        quarter_start=quarter_start,
         usage_days=health_config.windows["usage_days"],
         support_days=health_config.windows["support_days"],
         score=health.get("score"),
@@ -314,6 +316,12 @@ def _evidence_phrase(evidence: Any, include_contacts: bool) -> str:
     if not isinstance(evidence, Mapping):
         return "" if evidence is None else str(evidence)
     return evidence_text(evidence, leave_out=() if include_contacts else CONTACT_KEYS)
+
+
+def _customer_since(view: Customer360, account_id: str, health_config: HealthConfig) -> dt.date | None:
+    """The day the account's first subscription started (the lifecycle's `customer_since`)."""
+    states = account_states(view, health_config.lifecycle).filter(pl.col("account_id") == account_id)
+    return states["customer_since"].item() if states.height else None
 
 
 def _score_history(
@@ -560,7 +568,8 @@ def _plan(
         for entry in entries:
             role, name = _role_and_name(entry or "")
             if role in customer:
-                people.append(f"{name} ({role})" if name and include_contacts else role)
+                words = qbr_deck.fmt_customer_role(role)
+                people.append(f"{name} ({words})" if name and include_contacts else words)
         return tuple(dict.fromkeys(people))
 
     involved = {
