@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 from collections.abc import Iterator
@@ -118,6 +120,49 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     monkeypatch.chdir(REPO_ROOT)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     return Project(tmp_path)
+
+
+class RanProject(Project):
+    """A project folder as a user has it (inputs, configs, contracts) after `c360 c360:run` on the
+    bundled fixtures. Its paths are relative to the folder, so a copy of it is the same project
+    (its instance's records name the signed log as `artifacts/...`, as `c360:verify` looks it up)."""
+
+    def __init__(self, root: Path, out: str) -> None:
+        super().__init__(root)
+        self.root = root
+        self.configs = str(root / "configs" / "customer")
+        self.args = ["--artifacts", "artifacts", "--configs", "configs/customer"]
+        self.out = out  # what the run printed (with --quiet)
+
+
+@pytest.fixture(scope="session")
+def ran_fixtures(tmp_path_factory: pytest.TempPathFactory, private_signing_key: None) -> RanProject:
+    """The whole chain run once per test process on the bundled fixtures; tests only read it.
+
+    A test that changes the project takes its own copy (`ran_project`) instead of running the chain.
+    """
+    from c360_dagster.console import main
+
+    root = tmp_path_factory.mktemp("ran_fixtures") / "project"
+    for folder in ("fixtures", "configs", "contracts"):
+        shutil.copytree(REPO_ROOT / folder, root / folder)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("DAGSTER_HOME", str(root / ".dagster_home"))
+        stdout = io.StringIO()
+        with contextlib.redirect_stdout(stdout):
+            assert main(["c360:run", "--quiet"]) == 0
+    return RanProject(root, stdout.getvalue())
+
+
+@pytest.fixture
+def ran_project(ran_fixtures: RanProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RanProject:
+    """A private copy of `ran_fixtures` (artifacts and Dagster instance), the working folder and
+    DAGSTER_HOME pointing at it: what a test that changes a run project starts from."""
+    root = Path(shutil.copytree(ran_fixtures.root, tmp_path / "project", symlinks=True))
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("DAGSTER_HOME", str(root / ".dagster_home"))
+    return RanProject(root, ran_fixtures.out)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -41,9 +41,8 @@ def test_two_c360_processes_at_once_leave_lake_log_and_artifacts_whole(project, 
     assert len(health["accounts"]) == 12
 
 
-def test_lineage_follows_the_asset_graph(project, capsys):
-    assert main(["c360:run", "--quiet", *project.args]) == 0
-    capsys.readouterr()
+def test_lineage_follows_the_asset_graph(ran_project, capsys):
+    project = ran_project
     assert main(["c360:lineage", "--account", "ACME-001", "--json", *project.args]) == 0
     chain = json.loads(capsys.readouterr().out)["chain"]
     assert [step["asset"] for step in chain] == list(eventlog.LINEAGE_ASSETS)
@@ -56,9 +55,8 @@ def test_lineage_follows_the_asset_graph(project, capsys):
     assert chain[0]["inputs"]["accounts.csv"].startswith("sha256:")
 
 
-def test_privacy_signoff_is_required_and_recorded(project, capsys):
-    assert main(["c360:run", "--quiet", *project.args]) == 0
-    capsys.readouterr()
+def test_privacy_signoff_is_required_and_recorded(ran_project, capsys):
+    project = ran_project
     assert main(["c360:qbr", "--account", "ACME-001", "--include-contacts", *project.args]) == 2
     assert "PRIVACY_SIGNOFF_REQUIRED" in capsys.readouterr().err
     assert (
