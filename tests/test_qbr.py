@@ -1217,16 +1217,13 @@ def test_releases_are_only_mentioned_when_features_from_them_were_used():
     assert "Feature Breadth and New Releases" not in slides
     slide = slides["Feature Breadth"]
     # By hand: 12, 12, 11, 10 features in the 4 weeks to 30 Jun: 11.25, shown 11.2.
-    assert slide.lead == "11.2 features used each week on average in the 4 weeks to 30 Jun 2024."
+    assert slide.lead == "11.2 features a week on average in the 4 weeks to 30 Jun 2024."
     assert [name for name, _ in slide.chart.series] == ["Features Used"]
     outcomes = "\n".join(slides["Outcomes and Value Delivered"].bullets)
     assert "release" not in outcomes.lower() and "release" not in slide.chart.title.lower()
     # With some (2, 3, 2, 1 by hand: 2 on average), the slide says how many.
     used = _slides(_ctx())["Feature Breadth and New Releases"]
-    assert (
-        used.lead
-        == "11.2 features used each week on average in the 4 weeks to 30 Jun 2024, 2 of them from recent releases."
-    )
+    assert used.lead == "11.2 features a week on average in the 4 weeks to 30 Jun 2024, 2 from recent releases."
 
 
 def test_the_customers_roles_read_as_in_the_stakeholder_table():

@@ -557,7 +557,8 @@ def _features_chart(ctx: QbrContext) -> Slide | None:
     weeks = ctx.weekly_usage
     if not weeks or not any(w.features_used for w in weeks):
         return None
-    average = f"{fmt_one(_avg([w.features_used for w in weeks]))} features used each week on average in the {_weeks_to(weeks)}"
+    # Short enough for one line of the lead at 20 pt (a wrapped lead would leave its box).
+    average = f"{fmt_one(_avg([w.features_used for w in weeks]))} features a week on average in the {_weeks_to(weeks)}"
     series = [("Features Used", tuple(float(w.features_used) for w in weeks))]
     if not any(w.release_features_used for w in weeks):
         return Slide(
@@ -576,7 +577,7 @@ def _features_chart(ctx: QbrContext) -> Slide | None:
     series.append(("From Recent Releases", tuple(float(w.release_features_used) for w in weeks)))
     return Slide(
         "Feature Breadth and New Releases",
-        lead=f"{average}, {fmt_one(_avg([w.release_features_used for w in weeks]))} of them from recent releases.",
+        lead=f"{average}, {fmt_one(_avg([w.release_features_used for w in weeks]))} from recent releases.",
         chart=Chart(
             "bar",
             "Features Used per Week, and Those From Recent Releases",
