@@ -55,4 +55,4 @@ def definitions_for(shards: int) -> dg.Definitions:
 
 # What `dagster dev` and `dagster asset materialize -m c360_dagster.definitions` load: the
 # shards of the project's scale.yaml (run from the project's folder).
-defs = definitions_for(C360Project().shards)
+defs = definitions_for(C360Project().paths.shards)

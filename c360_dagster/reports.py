@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 
-from c360_dagster.domain.core.stages import open_stage
+from c360_dagster.domain.core.stages import frame_path, open_stage
 from c360_dagster.domain.core.text import format_amount
 from c360_dagster.domain.ingest.view import MANIFEST, STAGE, VIEW_DIR, active_arr_by_segment, read_view_table
 
@@ -133,7 +133,7 @@ def account_ids(customer_dir: Path) -> list[str]:
 
 def health_frame(customer_dir: Path) -> pl.DataFrame:
     """The persisted health frame, verified against its stage."""
-    return open_stage(customer_dir, "health").read_frame("frames/health.parquet")
+    return open_stage(customer_dir, "health").read_frame(frame_path("health"))
 
 
 def health_record(customer_dir: Path, account_id: str) -> dict[str, Any]:

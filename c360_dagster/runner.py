@@ -11,19 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from c360_dagster.domain.core.errors import C360Error
+from c360_dagster.domain.core.paths import ProjectPaths
 from c360_dagster.instance import ensure_dagster_home
 
 CPUS = len(os.sched_getaffinity(0))  # the default number of concurrent runs
-
-
-@dataclass(frozen=True)
-class ProjectPaths:
-    """The folders a CLI run uses; they configure the `project` resource."""
-
-    fixtures_dir: str = "fixtures/customer"
-    configs_dir: str = "configs/customer"
-    contracts_dir: str = "contracts/schemas"
-    artifacts_dir: str = "artifacts"
 
 
 def run_job(
@@ -48,7 +39,7 @@ def run_job(
 
     from c360_dagster.definitions import definitions_for
 
-    defs = definitions_for(shard_count(paths))
+    defs = definitions_for(paths.shards)
 
     run_config = {
         "resources": {"project": {"config": paths.__dict__}},
@@ -67,13 +58,6 @@ def run_job(
             tags={**(tags or {}), **batch_tags},
             asset_selection=[dg.AssetKey.from_user_string(key) for key in asset_selection] if asset_selection else None,
         )
-
-
-def shard_count(paths: ProjectPaths) -> int:
-    """N, from the project's `scale.yaml` (1 without one)."""
-    from c360_dagster.domain.core.config import load_scale_config
-
-    return load_scale_config(paths.configs_dir)["shards"]
 
 
 @dataclass(frozen=True)
@@ -100,7 +84,7 @@ def run_chain(
     before any shard runs."""
     from c360_dagster import reports
 
-    count = shard_count(paths)
+    count = paths.shards
     if count == 1:
         result = run_job(job_name, paths, ops=ops, partition_key="0", progress=progress)
         return ChainRun(result.run_id, reports.check_rows(result), reports.materialized(result))

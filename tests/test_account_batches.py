@@ -87,7 +87,7 @@ def test_a_range_run_checks_every_account_and_one_block_stops_the_batch(chain):
     privacy = [e for e in blocked.get_asset_check_evaluations() if e.check_name == "privacy_signoff"]
     assert sorted(e.partition for e in privacy) == IN_RANGE and all(e.passed for e in privacy)
     # Blocked before writing: no account of the batch got a pack.
-    assert not list(project.customer_dir.glob("qbr_*"))
+    assert not list(project.paths.customer_dir.glob("qbr_*"))
     assert not instance.get_materialized_partitions(qbr_pack.key)
 
 
@@ -100,11 +100,11 @@ def test_a_range_run_writes_each_account_as_its_own_run_would(chain):
     assert instance.get_materialized_partitions(qbr_pack.key) == set(IN_RANGE)
     assert instance.get_materialized_partitions(playbook.key) == set(IN_RANGE)
     # The signed log names each account's partition, so lineage stays per account.
-    logged = [(e["asset"], e["partition"]) for e in eventlog.read_events(project.events_path)]
+    logged = [(e["asset"], e["partition"]) for e in eventlog.read_events(project.paths.events_path)]
     assert [p for a, p in logged if a == "qbr_pack"] == IN_RANGE
     assert [p for a, p in logged if a == "playbook"] == IN_RANGE
     # One run of the range counts its packs once each, under no per-account series.
-    assert metrics.read_metrics(project.metrics_path) == {
+    assert metrics.read_metrics(project.paths.metrics_path) == {
         "c360_accounts_loaded_total": 12,
         "c360_accounts_scored_total": 12,
         "c360_qbr_packs_generated_total": len(IN_RANGE),
@@ -114,9 +114,9 @@ def test_a_range_run_writes_each_account_as_its_own_run_would(chain):
         (e.asset_key.to_user_string(), e.partition): e.materialization.metadata
         for e in batch.get_asset_materialization_events()
     }
-    health = json.loads((project.customer_dir / "health.json").read_text(encoding="utf-8"))["accounts"]
+    health = json.loads((project.paths.customer_dir / "health.json").read_text(encoding="utf-8"))["accounts"]
     for account_id in IN_RANGE:
-        plan = json.loads((project.customer_dir / "playbooks" / f"{account_id}.json").read_text(encoding="utf-8"))
+        plan = json.loads((project.paths.customer_dir / "playbooks" / f"{account_id}.json").read_text(encoding="utf-8"))
         played = events[("playbook", account_id)]
         assert played["plays"].value == plan["plays"]
         assert played["path"].value.endswith(f"playbooks/{account_id}.md")
@@ -133,13 +133,13 @@ def test_a_range_run_writes_each_account_as_its_own_run_would(chain):
     # fixtures/customer/subs.csv: PIPE-S1 renews 2026-10-20, WAYNE-S1 2027-01-20.
     assert events[("playbook", "PIPE-004")]["next_renewal"].value == "2026-10-20"
     assert events[("playbook", "WAYNE-009")]["next_renewal"].value == "2027-01-20"
-    from_batch = _pack_bytes(project.customer_dir, "STARK-008")
-    shutil.rmtree(project.customer_dir / "qbr_STARK-008")
+    from_batch = _pack_bytes(project.paths.customer_dir, "STARK-008")
+    shutil.rmtree(project.paths.customer_dir / "qbr_STARK-008")
     alone = dg.materialize(
         [playbook, qbr_pack], instance=instance, resources={"project": project}, partition_key="STARK-008"
     )
     assert alone.success
-    assert _pack_bytes(project.customer_dir, "STARK-008") == from_batch
+    assert _pack_bytes(project.paths.customer_dir, "STARK-008") == from_batch
 
 
 def test_run_batches_runs_scattered_accounts_in_one_run_in_worker_processes_and_returns_user_errors(ran_project):

@@ -232,15 +232,15 @@ def test_shards_append_to_their_own_chains_in_parallel(tmp_path: Path) -> None:
 @dg.asset(partitions_def=dg.StaticPartitionsDefinition(["0", "1"]))
 def toy_shard(context, project: C360Project) -> None:
     shard = context.partition_key
-    with project.writing(shard), project.stage(f"shards/{shard}/toy", shard) as out:
+    with project.stages.writing(shard), project.stages.stage(f"shards/{shard}/toy", shard) as out:
         digest = out.write_text(f"shards/{shard}/toy.txt", shard)
-    project.record_event(context, as_of="2026-09-30", inputs={}, outputs={"toy.txt": digest}, shard=shard)
+    project.ledger.record_event(context, as_of="2026-09-30", inputs={}, outputs={"toy.txt": digest}, shard=shard)
 
 
 @dg.asset(deps=[toy_shard])
 def toy_rollup(context, project: C360Project) -> None:
-    with project.writing():
-        project.record_event(context, as_of="2026-09-30", inputs={}, outputs={}, rollup_of=2)
+    with project.stages.writing():
+        project.ledger.record_event(context, as_of="2026-09-30", inputs={}, outputs={}, rollup_of=2)
 
 
 def test_shard_assets_sign_their_own_chains_and_the_roll_up_pins_them(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -255,13 +255,13 @@ def test_shard_assets_sign_their_own_chains_and_the_roll_up_pins_them(tmp_path: 
         assert dg.materialize(
             [toy_shard, toy_rollup], selection=[toy_rollup], instance=instance, resources={"project": project}
         )
-    main_log = project.events_path
+    main_log = project.paths.events_path
     (rollup,) = eventlog.read_events(main_log)
     assert rollup["asset"] == "toy_rollup" and "shard" not in rollup
-    assert rollup["shards"] == {k: eventlog.chain_head(project.shard_log_path(k)) for k in ("0", "1")}
-    assert [e["shard"] for e in eventlog.read_events(project.shard_log_path("1"))] == ["1"]
+    assert rollup["shards"] == {k: eventlog.chain_head(project.ledger.shard_log_path(k)) for k in ("0", "1")}
+    assert [e["shard"] for e in eventlog.read_events(project.ledger.shard_log_path("1"))] == ["1"]
     witnessed = witnessed_heads()
-    assert witnessed[str(project.shard_log_path("0"))] == (1, rollup["shards"]["0"]["hash"])
+    assert witnessed[str(project.ledger.shard_log_path("0"))] == (1, rollup["shards"]["0"]["hash"])
     assert witnessed[str(main_log)][0] == 1
     code = main(["c360:verify", "--artifacts", project.artifacts_dir, "--configs", project.configs_dir])
     assert code == 0

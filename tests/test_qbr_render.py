@@ -182,7 +182,7 @@ def test_one_account_that_cannot_be_rendered_does_not_sink_its_batch(chain, monk
     failure = error.cause.message  # under Dagster's step error: the C360Error the CLI prints
     assert "QBR_RENDER_FAILED" in failure and "STARK-008: ValueError: a deck that cannot be drawn" in failure
     # The others of the batch are written; the failed one is not.
-    assert (project.customer_dir / "qbr_PIPE-004.pptx").exists() and (
-        project.customer_dir / "review_WAYNE-009.md"
+    assert (project.paths.customer_dir / "qbr_PIPE-004.pptx").exists() and (
+        project.paths.customer_dir / "review_WAYNE-009.md"
     ).exists()
-    assert not (project.customer_dir / "qbr_STARK-008").exists()
+    assert not (project.paths.customer_dir / "qbr_STARK-008").exists()

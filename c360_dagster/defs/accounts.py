@@ -55,14 +55,14 @@ class RunInputs:
     """The run's accounts' rows from the 360 view and the stage frames (read by predicate, not whole)."""
 
     def __init__(self, project: C360Project, account_ids: list[str]) -> None:
-        self.view = project.open_view(account_ids)
+        self.view = project.stages.open_view(account_ids)
         accounts = {row["account_id"]: row for row in self.view.accounts.iter_rows(named=True)}
         for account_id in account_ids:
             if account_id not in accounts:
-                raise unknown_account(account_id, project.view_table("accounts")[0]["account_id"].to_list())
-        health_frame, health_hash = project.frame_and_hash("health", account_ids)
-        signals_frame, signals_hash = project.frame_and_hash("signals", account_ids)
-        renewals_frame, renewals_hash = project.frame_and_hash("renewals", account_ids)
+                raise unknown_account(account_id, project.stages.view_table("accounts")[0]["account_id"].to_list())
+        health_frame, health_hash = project.stages.frame_and_hash("health", account_ids)
+        signals_frame, signals_hash = project.stages.frame_and_hash("signals", account_ids)
+        renewals_frame, renewals_hash = project.stages.frame_and_hash("renewals", account_ids)
         scores = dict(health.health_records(health_frame))
         fired = signals.signals_by_account(signals_frame)
         renewals = renewals_frame.partition_by("account_id", as_dict=True)
@@ -125,7 +125,7 @@ def playbook_paths(account_id: str) -> tuple[str, str]:
 def stored_playbook(project: C360Project, account_id: str) -> bytes | None:
     """The account's playbook JSON, verified against its stage, or None when it has none."""
     try:
-        stored = project.stored(playbook_stage(account_id))
+        stored = project.stages.stored(playbook_stage(account_id))
     except C360Error as exc:
         if exc.code == "STAGE_MISSING":
             return None
@@ -146,7 +146,7 @@ def playbook(context: dg.AssetExecutionContext, project: C360Project) -> dg.Mate
     """Success playbook per account: plays, RACI, dated steps, KPIs and checkpoints."""
     inputs = RunInputs(project, context.partition_keys)
     inputs.refuse_not_live("success playbook")
-    library_file = project.config_path("playbooks")
+    library_file = project.paths.config_path("playbooks")
     library = playbooks.load_playbook_library(library_file)
     inputs_hashes = {**inputs.input_hashes, "playbooks.yaml": sha256_file(library_file)}
     results = {
@@ -155,13 +155,13 @@ def playbook(context: dg.AssetExecutionContext, project: C360Project) -> dg.Mate
         )
         for account_id, one in inputs.accounts.items()
     }
-    with project.writing():
+    with project.stages.writing():
         for account_id, result in results.items():
             md_path, json_path = playbook_paths(account_id)
-            with project.stage(playbook_stage(account_id)) as out:
+            with project.stages.stage(playbook_stage(account_id)) as out:
                 md_hash = out.write_text(md_path, playbooks.render_playbook_markdown(result))
                 json_hash = out.write_json(json_path, result.to_dict())
-            project.record_event(
+            project.ledger.record_event(
                 context,
                 as_of=inputs.view.as_of.isoformat(),
                 inputs=inputs_hashes,
@@ -176,7 +176,7 @@ def playbook(context: dg.AssetExecutionContext, project: C360Project) -> dg.Mate
                 **account_facts(inputs.accounts[account_id]),
                 "plays": dg.MetadataValue.json(list(result.plays)),
                 "steps": dg.MetadataValue.int(len(result.steps)),
-                "path": dg.MetadataValue.path(str(project.customer_dir / md_path)),
+                "path": dg.MetadataValue.path(str(project.paths.customer_dir / md_path)),
             },
             partition_key=account_id,
         )
@@ -245,9 +245,9 @@ def _gate_metadata(gate: qbr.Gate) -> dict[str, dg.MetadataValue]:
 )
 def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360Project):
     """Exec-ready QBR pack per account (Markdown and PowerPoint), behind governance gates."""
-    settings_file = project.config_path("qbr")
+    settings_file = project.paths.config_path("qbr")
     settings = qbr.load_qbr_settings(settings_file)
-    health_config = health.load_health_config(project.config_path("health"))  # its windows name the periods
+    health_config = health.load_health_config(project.paths.config_path("health"))  # its windows name the periods
     settings_hash = {"qbr.yaml": sha256_file(settings_file)} if settings_file.exists() else {}
     if settings.template is not None:
         settings_hash["qbr_template.pptx"] = sha256_bytes(settings.template)
@@ -296,14 +296,14 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
         except Exception as exc:
             failed[account_id] = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
     written: dict[str, dict[str, str]] = {}
-    with project.writing():
+    with project.stages.writing():
         for account_id, pack in packs.items():
-            with project.stage(pack.name) as out:
+            with project.stages.stage(pack.name) as out:
                 files = qbr.save_qbr_pack(pack, out)
             playbook_hash = (
                 {"playbook": sha256_bytes(playbook_texts[account_id])} if account_id in playbook_texts else {}
             )
-            project.record_event(
+            project.ledger.record_event(
                 context,
                 as_of=inputs.view.as_of.isoformat(),
                 inputs={**inputs.input_hashes, **settings_hash, **playbook_hash},
@@ -312,7 +312,7 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
                 partition=account_id,
             )
             written[account_id] = files
-        counted = project.count("c360_qbr_packs_generated", len(packs))
+        counted = project.metrics.count("c360_qbr_packs_generated", len(packs))
     # Each partition's materialization lists its own account's files only, even in a batch.
     for account_id, files in written.items():
         context.add_asset_metadata(
@@ -325,4 +325,4 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
             f"({len(packs)} other(s) written): " + "; ".join(f"{key}: {why}" for key, why in sorted(failed.items())),
             code="QBR_RENDER_FAILED",
         )
-    yield dg.MaterializeResult(metadata={**counted, "path": dg.MetadataValue.path(str(project.customer_dir))})
+    yield dg.MaterializeResult(metadata={**counted, "path": dg.MetadataValue.path(str(project.paths.customer_dir))})

@@ -61,9 +61,9 @@ def account_refresh_sensor(context: dg.SensorEvaluationContext, project: C360Pro
     if str(latest.storage_id) == context.cursor:
         return dg.SkipReason("no new renewal forecast since the last refresh")
     digests = account_digests(
-        project.read_frame("health"), project.read_frame("signals"), project.read_frame("renewals")
+        project.stages.read_frame("health"), project.stages.read_frame("signals"), project.stages.read_frame("renewals")
     )
-    recorded = project.frames_dir / "account_digests.parquet"
+    recorded = project.paths.frames_dir / "account_digests.parquet"
     changed = changed_accounts(digests, recorded)
     with atomic_writer(recorded, "wb") as handle:
         digests.write_parquet(handle)

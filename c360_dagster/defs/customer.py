@@ -10,10 +10,11 @@ import polars as pl
 from c360_dagster.defs.checks import check_result, check_specs
 from c360_dagster.defs.inputs import INPUT_SPECS
 from c360_dagster.defs.partitions import register_accounts
-from c360_dagster.defs.resources import C360Project, frame_path
+from c360_dagster.defs.resources import C360Project
 from c360_dagster.defs.shards import ONE_SHARD, run_shard
 from c360_dagster.defs.versions import source_version
 from c360_dagster.domain.core.io import json_stream, sha256_file, write_chunks_atomic
+from c360_dagster.domain.core.stages import frame_path
 from c360_dagster.domain.ingest import integrity, loader, shards, view_json
 from c360_dagster.domain.ingest import view as view_module
 from c360_dagster.domain.ingest.view import active_arr_by_segment
@@ -67,16 +68,16 @@ def customer_inputs(
     as_of = dt.date.fromisoformat(config.as_of) if config.as_of else None
     view = loader.read_customer_360(Path(project.fixtures_dir), as_of=as_of)
     check_config_entries(project, lambda: view.accounts["account_id"])
-    with project.writing():
-        with project.stage(shards.SPLIT_STAGE) as out:
-            manifest = shards.save_split(out, view, project.shards)
-        project.record_event(
+    with project.stages.writing():
+        with project.stages.stage(shards.SPLIT_STAGE) as out:
+            manifest = shards.save_split(out, view, project.paths.shards)
+        project.ledger.record_event(
             context,
             as_of=view.as_of.isoformat(),
             inputs=dict(sorted(view.source_hashes.items())),
             outputs={"inputs": out.manifest_hash},
         )
-        counted = project.count("c360_accounts_loaded", view.accounts.height)
+        counted = project.metrics.count("c360_accounts_loaded", view.accounts.height)
     return dg.MaterializeResult(
         metadata={
             **counted,
@@ -104,13 +105,13 @@ def customer_inputs(
 def customer_360(context: dg.AssetExecutionContext, project: C360Project) -> dg.MaterializeResult:
     """Validated, normalized Customer 360 view of one shard's accounts."""
     shard, count = run_shard(context)
-    split = project.stored(shards.SPLIT_STAGE)
+    split = project.stages.stored(shards.SPLIT_STAGE)
     view = shards.open_split(split, shard, count)
     checks = integrity.run_integrity_checks(view, contract_enforced=True)
-    with project.writing(str(shard)):
-        with project.stage(view_module.STAGE, shard) as out:
+    with project.stages.writing(str(shard)):
+        with project.stages.stage(view_module.STAGE, shard) as out:
             view.save(out)
-        project.record_event(
+        project.ledger.record_event(
             context,
             shard=str(shard),
             as_of=view.as_of.isoformat(),
@@ -121,7 +122,7 @@ def customer_360(context: dg.AssetExecutionContext, project: C360Project) -> dg.
         metadata={
             "as_of": view.as_of.isoformat(),
             "counts": dg.MetadataValue.json(view.counts()),
-            "path": dg.MetadataValue.path(str(project.stage_root(shard) / view_module.VIEW_DIR)),
+            "path": dg.MetadataValue.path(str(project.stages.root(shard) / view_module.VIEW_DIR)),
             "dagster/row_count": view.accounts.height,
         },
         check_results=[check_result(found) for found in checks],
@@ -138,7 +139,7 @@ def _count_table(label: str, counts: dict[str, int]) -> dg.TableMetadataValue:
 
 
 def _config_file(project: C360Project, override: str | None, name: str) -> Path:
-    return Path(override) if override else project.config_path(name)
+    return Path(override) if override else project.paths.config_path(name)
 
 
 def _write_stage(
@@ -148,8 +149,8 @@ def _write_stage(
 
     Returns the JSON's hash, where it went and the frame's hash.
     """
-    json_path = Path(out) if out else project.customer_dir / f"{stage}.json"
-    with project.stage(stage) as stored:
+    json_path = Path(out) if out else project.paths.customer_dir / f"{stage}.json"
+    with project.stages.stage(stage) as stored:
         json_hash = (
             write_chunks_atomic(json_path, json_chunks) if out else stored.write_chunks(json_path.name, json_chunks)
         )
@@ -178,9 +179,9 @@ def account_health(
     shard, count = run_shard(context)
     config_file = _config_file(project, config.config_path, "health")
     health_config = health.load_health_config(config_file)
-    view = project.open_view(shard=shard)
+    view = project.stages.open_view(shard=shard)
     computed = health.score_health(view, health_config)
-    overrides_file = project.config_path("overrides")
+    overrides_file = project.paths.config_path("overrides")
     outcome = overrides.apply_overrides(
         computed,
         _in_shard(_overrides(project), shard, count),
@@ -190,10 +191,10 @@ def account_health(
         str(overrides_file),
     )
     frame = outcome.frame
-    with project.writing(str(shard)):
-        with project.stage("health", shard) as out:
+    with project.stages.writing(str(shard)):
+        with project.stages.stage("health", shard) as out:
             frame_hash = out.write_frame(frame_path("health"), frame)
-        project.record_event(
+        project.ledger.record_event(
             context,
             shard=str(shard),
             as_of=view.as_of.isoformat(),
@@ -202,11 +203,11 @@ def account_health(
             config_hash=health_config.config_hash,
             extra={"overrides": list(outcome.applied)} if outcome.applied else None,
         )
-        counted = project.count("c360_accounts_scored", frame.height)
+        counted = project.metrics.count("c360_accounts_scored", frame.height)
     return dg.MaterializeResult(
         metadata={
             **counted,
-            **_frame_metadata(frame, project.stage_root(shard) / frame_path("health")),
+            **_frame_metadata(frame, project.stages.root(shard) / frame_path("health")),
             "as_of": view.as_of.isoformat(),
             "summary": dg.MetadataValue.json(health.health_summary(frame)),
         },
@@ -220,12 +221,12 @@ def account_health(
 
 
 def _overrides(project: C360Project) -> tuple[overrides.Override, ...]:
-    path = project.config_path("overrides")
+    path = project.paths.config_path("overrides")
     return overrides.load_overrides(path) if path.exists() else ()
 
 
 def _snoozes(project: C360Project) -> tuple[lifecycle.Snooze, ...]:
-    path = project.config_path("snoozes")
+    path = project.paths.config_path("snoozes")
     return lifecycle.load_snoozes(path) if path.exists() else ()
 
 
@@ -237,12 +238,12 @@ def check_config_entries(project: C360Project, book: Callable[[], pl.Series]) ->
     if any(entries.values()):
         account_ids = book()
         for name, found in entries.items():
-            overrides.check_accounts(found, account_ids, str(project.config_path(name)))
+            overrides.check_accounts(found, account_ids, str(project.paths.config_path(name)))
 
 
 def book_account_ids(project: C360Project, count: int) -> pl.Series:
     """Every account id of the live view, over the `count` shards' views."""
-    return pl.concat([project.view_table("accounts", shard=k)[0]["account_id"] for k in range(count)])
+    return pl.concat([project.stages.view_table("accounts", shard=k)[0]["account_id"] for k in range(count)])
 
 
 def _in_shard(entries, shard: int, count: int) -> tuple:
@@ -268,10 +269,10 @@ def customer_signals(
     config_file = _config_file(project, config.config_path, "signals")
     signals_config = signals.load_signals_config(config_file)
     # The account lifecycle (health.yaml's `lifecycle`) decides who is a customer today.
-    health_file = project.config_path("health")
+    health_file = project.paths.config_path("health")
     lifecycle_config = health.load_health_config(health_file).lifecycle
-    view = project.open_view(shard=shard)
-    snoozes_file = project.config_path("snoozes")
+    view = project.stages.open_view(shard=shard)
+    snoozes_file = project.paths.config_path("snoozes")
     tracked = lifecycle.signal_lifecycle(
         signals.detect_signals(view, signals_config, lifecycle_config),
         project.lake,
@@ -283,12 +284,12 @@ def customer_signals(
         shards=count,
     )
     frame = tracked.frame
-    with project.writing(str(shard)):
-        with project.stage("signals", shard) as out:
+    with project.stages.writing(str(shard)):
+        with project.stages.stage("signals", shard) as out:
             frame_hash = out.write_frame(frame_path("signals"), frame)
             out.write_frame(RESOLVED_FRAME, tracked.resolved)
             out.write_json(LIFECYCLE_JSON, {"previous_as_of": _iso(tracked.previous_as_of)})
-        project.record_event(
+        project.ledger.record_event(
             context,
             shard=str(shard),
             as_of=view.as_of.isoformat(),
@@ -298,7 +299,7 @@ def customer_signals(
         )
     return dg.MaterializeResult(
         metadata={
-            **_frame_metadata(frame, project.stage_root(shard) / frame_path("signals")),
+            **_frame_metadata(frame, project.stages.root(shard) / frame_path("signals")),
             "as_of": view.as_of.isoformat(),
             "signal_counts": dg.MetadataValue.json(signals.signals_summary(frame)),
         },
@@ -331,16 +332,16 @@ def renewal_forecasts(
     shard, _ = run_shard(context)
     config_file = _config_file(project, config.config_path, "renewals")
     renewals_config = renewals.load_renewals_config(config_file)
-    view = project.open_view(shard=shard)
-    health_frame, health_hash = project.frame_and_hash("health", shard=shard)
-    signals_frame, signals_hash = project.frame_and_hash("signals", shard=shard)
+    view = project.stages.open_view(shard=shard)
+    health_frame, health_hash = project.stages.frame_and_hash("health", shard=shard)
+    signals_frame, signals_hash = project.stages.frame_and_hash("signals", shard=shard)
     frame = renewals.forecast_renewals(
         view, health_frame, signals_frame, renewals_config, window_days=config.window_days
     )
-    with project.writing(str(shard)):
-        with project.stage("renewals", shard) as out:
+    with project.stages.writing(str(shard)):
+        with project.stages.stage("renewals", shard) as out:
             frame_hash = out.write_frame(frame_path("renewals"), frame)
-        project.record_event(
+        project.ledger.record_event(
             context,
             shard=str(shard),
             as_of=view.as_of.isoformat(),
@@ -360,7 +361,7 @@ def renewal_forecasts(
     registered = register_accounts(context.instance, acted_on)
     return dg.MaterializeResult(
         metadata={
-            **_frame_metadata(frame, project.stage_root(shard) / frame_path("renewals")),
+            **_frame_metadata(frame, project.stages.root(shard) / frame_path("renewals")),
             "as_of": view.as_of.isoformat(),
             "window_days": config.window_days,
             "accounts_acted_on": len(acted_on),
@@ -393,12 +394,12 @@ class ReportConfig(dg.Config):
 
 def _split(project: C360Project) -> dict:
     """The split's manifest: how many shards there are, as_of, source hashes."""
-    return shards.split_manifest(project.stored(shards.SPLIT_STAGE))
+    return shards.split_manifest(project.stages.stored(shards.SPLIT_STAGE))
 
 
 def _shard_frames(project: C360Project, name: str, count: int) -> tuple[list[pl.DataFrame], dict[str, str]]:
     """Every shard's frame of stage `name` and, by shard, the hash of the bytes read."""
-    read = [project.frame_and_hash(name, shard=shard) for shard in range(count)]
+    read = [project.stages.frame_and_hash(name, shard=shard) for shard in range(count)]
     return [frame for frame, _ in read], {f"{name}[{shard}]": digest for shard, (_, digest) in enumerate(read)}
 
 
@@ -413,14 +414,14 @@ def _shard_frames(project: C360Project, name: str, count: int) -> tuple[list[pl.
 def customer_360_report(context: dg.AssetExecutionContext, project: C360Project) -> dg.MaterializeResult:
     """`360.json` and the whole book's view (`frames/360`), rolled up from the shards' views."""
     count = _split(project)["shards"]
-    parts = [project.open_view(shard=shard) for shard in range(count)]
+    parts = [project.stages.open_view(shard=shard) for shard in range(count)]
     view = shards.merge_views(parts)
     checks = integrity.run_integrity_checks(view, contract_enforced=True)
-    with project.writing():
-        with project.stage(view_module.STAGE) as out:
+    with project.stages.writing():
+        with project.stages.stage(view_module.STAGE) as out:
             json_hash = out.write_chunks("360.json", view_json.customer_360_json_chunks(view, checks))
             view.save(out)
-        project.record_event(
+        project.ledger.record_event(
             context,
             rollup_of=count,
             as_of=view.as_of.isoformat(),
@@ -431,7 +432,7 @@ def customer_360_report(context: dg.AssetExecutionContext, project: C360Project)
         metadata={
             "as_of": view.as_of.isoformat(),
             "counts": dg.MetadataValue.json(view.counts()),
-            "path": dg.MetadataValue.path(str(project.customer_dir / "360.json")),
+            "path": dg.MetadataValue.path(str(project.paths.customer_dir / "360.json")),
             "dagster/row_count": view.accounts.height,
         },
         data_version=dg.DataVersion(out.manifest_hash),
@@ -456,7 +457,7 @@ def health_report(
     frames, inputs = _shard_frames(project, "health", count)
     frame = shards.merge_frames(frames, ["account_id"])
     summary = health.health_summary(frame)
-    overrides_file = project.config_path("overrides")
+    overrides_file = project.paths.config_path("overrides")
     applied = overrides.applied_overrides(frame)
     override_report = {
         "applied": len(applied),
@@ -464,11 +465,11 @@ def health_report(
     }
     config_hash = frame["config_hash"][0] if frame.height else None
     header = {"as_of": split["as_of"], "config_hash": config_hash, "summary": summary, "overrides": override_report}
-    with project.writing():
+    with project.stages.writing():
         json_hash, out, frame_hash = _write_stage(
             project, "health", config.out, json_stream(header, "accounts", health.health_json_entries(frame)), frame
         )
-        project.record_event(
+        project.ledger.record_event(
             context,
             rollup_of=count,
             as_of=split["as_of"],
@@ -509,7 +510,7 @@ def signals_report(
     count = split["shards"]
     as_of = dt.date.fromisoformat(split["as_of"])
     frames, inputs = _shard_frames(project, "signals", count)
-    stored = [project.stored("signals", shard) for shard in range(count)]
+    stored = [project.stages.stored("signals", shard) for shard in range(count)]
     previous = stored[0].read_json(LIFECYCLE_JSON)["previous_as_of"]
     tracked = lifecycle.Lifecycle(
         frame=shards.merge_frames(frames, ["account_id", "code"]),
@@ -522,15 +523,15 @@ def signals_report(
     frame = tracked.frame
     counts = {**lifecycle.lifecycle_summary(tracked), "warnings": list(tracked.warnings)}
     header = {"as_of": split["as_of"], "lifecycle": counts, "resolved": lifecycle.resolved_records(tracked.resolved)}
-    with project.writing():
+    with project.stages.writing():
         json_hash, out, frame_hash = _write_stage(
             project, "signals", config.out, json_stream(header, "accounts", signals.signal_json_entries(frame)), frame
         )
-        project.record_event(
+        project.ledger.record_event(
             context,
             rollup_of=count,
             as_of=split["as_of"],
-            inputs={**inputs, **_file_hashes(project.config_path("snoozes"))},
+            inputs={**inputs, **_file_hashes(project.paths.config_path("snoozes"))},
             outputs={"signals.json": json_hash, "signals.parquet": frame_hash},
         )
     return dg.MaterializeResult(
@@ -566,14 +567,14 @@ def renewals_report(
     summary = renewals.renewal_summary(frame, renewals_config)
     summary_md = renewals.render_renewal_summary_md(summary, as_of, config.window_days)
     json_name = f"renewals_{as_of:%Y%m}.json"
-    with project.writing():
-        with project.stage("renewals") as stage:
+    with project.stages.writing():
+        with project.stages.stage("renewals") as stage:
             json_hash = stage.write_chunks(
                 json_name, json_stream({"summary": summary}, "renewals", renewals.renewal_json_items(frame), array=True)
             )
             md_hash = stage.write_text("summary.md", summary_md)
             frame_hash = stage.write_frame(frame_path("renewals"), frame)
-        project.record_event(
+        project.ledger.record_event(
             context,
             rollup_of=count,
             as_of=split["as_of"],
@@ -583,7 +584,7 @@ def renewals_report(
         )
     return dg.MaterializeResult(
         metadata={
-            **_frame_metadata(frame, project.customer_dir / json_name),
+            **_frame_metadata(frame, project.paths.customer_dir / json_name),
             "as_of": split["as_of"],
             "window_days": config.window_days,
             "forecast": dg.MetadataValue.json(summary),

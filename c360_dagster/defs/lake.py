@@ -36,14 +36,14 @@ def _from_frame(
     name: str, to_rows: Callable[[pl.DataFrame], pl.DataFrame]
 ) -> Callable[[C360Project, int], tuple[pl.DataFrame, str]]:
     def rows(project: C360Project, shard: int) -> tuple[pl.DataFrame, str]:
-        frame, digest = project.frame_and_hash(name, shard=shard)
+        frame, digest = project.stages.frame_and_hash(name, shard=shard)
         return to_rows(frame), digest
 
     return rows
 
 
 def _opp_rows(project: C360Project, shard: int) -> tuple[pl.DataFrame, str]:
-    opps, digest = project.view_table("crm_opps", shard)
+    opps, digest = project.stages.view_table("crm_opps", shard)
     return lake_tables.opp_rows(opps), digest
 
 
@@ -88,20 +88,20 @@ def _lake_asset(table: str, spec: LakeTable) -> dg.AssetsDefinition:
     def write_table(context: dg.AssetExecutionContext, project: C360Project) -> dg.MaterializeResult:
         shard, count = run_shard(context)
         frame, source_hash = spec.rows(project, shard)
-        as_of = project.view_as_of(shard)
+        as_of = project.stages.view_as_of(shard)
         target = project.lake
         # Hashing the rows (Polars' CSV writer, sha256) overlaps the lake compressing them.
-        with ThreadPoolExecutor(max_workers=1) as pool, project.writing(str(shard)):
+        with ThreadPoolExecutor(max_workers=1) as pool, project.stages.writing(str(shard)):
             rows_hash = pool.submit(_rows_hash, frame)
             written = target.write_snapshot(table, frame, as_of, shard=shard, shards=count)
-            project.record_event(
+            project.ledger.record_event(
                 context,
                 shard=str(shard),
                 as_of=as_of.isoformat(),
                 inputs={spec.upstream.key.to_user_string(): source_hash},
                 outputs={f"{table}@{as_of.isoformat()}": rows_hash.result()},
             )
-            counted = project.count("c360_lake_rows_written", written, {"table": table})
+            counted = project.metrics.count("c360_lake_rows_written", written, {"table": table})
         return dg.MaterializeResult(
             metadata={
                 **counted,

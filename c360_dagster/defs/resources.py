@@ -1,25 +1,26 @@
-"""The project resource: where inputs, configs, contracts and artifacts live."""
+"""The `project` resource: the project's folders, and the parts that read and write in them."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
 from c360_dagster.domain.core import locking, stages
-from c360_dagster.domain.core.config import load_scale_config
 from c360_dagster.domain.core.errors import C360Error
+from c360_dagster.domain.core.paths import ProjectPaths
 from c360_dagster.domain.governance import anchor, eventlog, lake, metrics
 from c360_dagster.domain.ingest import view
 from c360_dagster.instance import witness_metadata
 
 # The command that makes each whole-project stage (what to run when it is missing).
 COMMANDS = {
-    view.STAGE: "c360:load --dir {self.fixtures_dir}",
+    view.STAGE: "c360:load --dir {fixtures_dir}",
     "health": "c360:health",
     "signals": "c360:signals",
     "renewals": "c360:renewals",
@@ -27,78 +28,77 @@ COMMANDS = {
 
 
 class C360Project(dg.ConfigurableResource):
-    """Folders of one c360 project; relative paths resolve against the working directory."""
+    """The `project` resource: its config is the project's four folders (`ProjectPaths`); its
+    parts do the work: `stages` (stage IO and the write locks), `ledger` (the signed log),
+    `metrics` (counters) and `lake` (the lake tables)."""
 
-    fixtures_dir: str = "fixtures/customer"
-    configs_dir: str = "configs/customer"
-    contracts_dir: str = "contracts/schemas"
-    artifacts_dir: str = "artifacts"
-
-    @property
-    def artifacts(self) -> Path:
-        return Path(self.artifacts_dir)
+    fixtures_dir: str = ProjectPaths.fixtures_dir
+    configs_dir: str = ProjectPaths.configs_dir
+    contracts_dir: str = ProjectPaths.contracts_dir
+    artifacts_dir: str = ProjectPaths.artifacts_dir
 
     @property
-    def customer_dir(self) -> Path:
-        return self.artifacts / "customer"
+    def paths(self) -> ProjectPaths:
+        return ProjectPaths(self.fixtures_dir, self.configs_dir, self.contracts_dir, self.artifacts_dir)
 
     @property
-    def frames_dir(self) -> Path:
-        return self.customer_dir / "frames"
+    def stages(self) -> Stages:
+        return Stages(self.paths)
+
+    @property
+    def ledger(self) -> Ledger:
+        return Ledger(self.paths)
+
+    @property
+    def metrics(self) -> Metrics:
+        return Metrics(self.paths.metrics_path)
 
     @property
     def lake(self) -> lake.Lake:
         """The lake scale.yaml names (DuckDB under artifacts/lake by default)."""
-        return lake.open_lake(self.configs_dir, self.artifacts, self.contracts_dir)
+        return lake.open_lake(self.configs_dir, self.artifacts_dir, self.contracts_dir)
 
-    @property
-    def events_path(self) -> Path:
-        return self.artifacts / "governance" / "events.jsonl"
 
-    @property
-    def metrics_path(self) -> Path:
-        return self.artifacts / "metrics" / "c360.prom"
+@dataclass(frozen=True)
+class Stages:
+    """The project's stages: atomic writes under the write locks, and verified reads."""
 
-    def config_path(self, name: str) -> Path:
-        return Path(self.configs_dir) / f"{name}.yaml"
+    paths: ProjectPaths
 
-    @property
-    def shards(self) -> int:
-        """N, the number of shards the book is split into (`scale.yaml`; default 1)."""
-        return load_scale_config(self.configs_dir)["shards"]
-
-    def stage_root(self, shard: int | str | None = None) -> Path:
+    def root(self, shard: int | str | None = None) -> Path:
         """Where stages live: artifacts/customer, or a shard's own folder `shards/<k>` under it
         (the same layout inside, so a shard's stages read and write as the whole book's do)."""
-        return self.customer_dir if shard is None else stages.shard_root(self.customer_dir, str(shard))
+        customer_dir = self.paths.customer_dir
+        return customer_dir if shard is None else stages.shard_root(customer_dir, str(shard))
 
     @contextlib.contextmanager
     def stage(self, name: str, shard: int | str | None = None) -> Iterator[stages.StageWriter]:
         """Write the next generation of stage `name` (e.g. `health`, `qbr_<id>`), switched live on success.
 
-        `with project.stage("health") as out: out.write_frame(...)`; `out.manifest_hash` afterwards.
-        With `shard`, the stage is that shard's own (under `shards/<k>`), written under that
-        shard's lock only.
+        `with project.stages.stage("health") as out: out.write_frame(...)`; `out.manifest_hash`
+        afterwards. With `shard`, the stage is that shard's own (under `shards/<k>`), written
+        under that shard's lock only.
         """
         key = None if shard is None else str(shard)
-        with self.writing(key), stages.write_stage(self.stage_root(shard), name, key) as out:
+        with self.writing(key), stages.write_stage(self.root(shard), name, key) as out:
             yield out
 
     def stored(self, name: str, shard: int | None = None) -> stages.StageReader:
         """The live generation of stage `name`, for verified reads (or a clear error saying what to run)."""
         try:
-            return stages.open_stage(self.stage_root(shard), name)
+            return stages.open_stage(self.root(shard), name)
         except C360Error as exc:
             if exc.code != "STAGE_MISSING" or name not in COMMANDS:
                 raise
-            raise C360Error(f"{exc}; run `c360 {COMMANDS[name].format(self=self)}` first", code=exc.code) from None
+            command = COMMANDS[name].format(fixtures_dir=self.paths.fixtures_dir)
+            raise C360Error(f"{exc}; run `c360 {command}` first", code=exc.code) from None
 
     def frame_and_hash(
         self, name: str, account_ids: list[str] | None = None, shard: int | None = None
     ) -> tuple[pl.DataFrame, str]:
         """A stage's frame (optionally only these accounts' rows) and the hash of the bytes read."""
         stored = self.stored(name, shard)
-        path = frame_path(name)
+        path = stages.frame_path(name)
         return stored.read_frame(path, account_ids), stored.files[path]
 
     def read_frame(self, name: str, account_ids: list[str] | None = None) -> pl.DataFrame:
@@ -124,15 +124,22 @@ class C360Project(dg.ConfigurableResource):
 
         Whatever a killed writer under the same lock left in its staging folder is removed first.
         """
-        return _swept(locking.project_lock(self.artifacts, shard=shard), self.stage_root(shard), shard)
+        return _swept(locking.project_lock(self.paths.artifacts, shard=shard), self.root(shard), shard)
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """The signed log: the main chain and each shard's own chain."""
+
+    paths: ProjectPaths
 
     def shard_log_path(self, shard: str) -> Path:
         """Shard `shard`'s own signed chain, `artifacts/governance/shards/<shard>/events.jsonl`."""
-        return eventlog.shard_log_path(self.events_path, shard)
+        return eventlog.shard_log_path(self.paths.events_path, shard)
 
     def shard_heads(self, shards: int) -> dict[str, dict]:
         """The heads (`{"seq", "hash"}`) of shards 0..shards-1's chains, as a roll-up event carries them."""
-        return eventlog.shard_heads(self.events_path, shards)
+        return eventlog.shard_heads(self.paths.events_path, shards)
 
     def record_event(
         self,
@@ -172,9 +179,9 @@ class C360Project(dg.ConfigurableResource):
             event["shard"] = shard
         if rollup_of is not None:
             event["shards"] = self.shard_heads(rollup_of)
-        log_path = self.events_path if shard is None else self.shard_log_path(shard)
+        log_path = self.paths.events_path if shard is None else self.shard_log_path(shard)
         record = eventlog.append_event(
-            log_path, event, anchor.signing_key(self.artifacts, self.config_path("governance"))
+            log_path, event, anchor.signing_key(self.paths.artifacts, self.paths.config_path("governance"))
         )
         context.add_asset_metadata(
             witness_metadata(log_path, record["seq"], eventlog.line_hash(record)),
@@ -182,20 +189,22 @@ class C360Project(dg.ConfigurableResource):
         )
         return record
 
+
+@dataclass(frozen=True)
+class Metrics:
+    """The project's Prometheus counters (`artifacts/metrics/c360.prom`)."""
+
+    path: Path
+
     def count(self, name: str, value: float = 1, labels: dict[str, str] | None = None) -> dict[str, float]:
         """Add to a declared Prometheus counter; return `{"metric/<name>_total": new total}` for the asset's metadata."""
-        return {f"metric/{name}_total": metrics.increment(self.metrics_path, name, value, labels)}
+        return {f"metric/{name}_total": metrics.increment(self.path, name, value, labels)}
 
 
 def _own_partition(context: dg.AssetExecutionContext) -> str | None:
     """The asset's partition in this run; None for an unpartitioned asset (in a run of a shard too)."""
     partitioned = context.has_partition_key and context.assets_def.partitions_def is not None
     return context.partition_key if partitioned else None
-
-
-def frame_path(name: str) -> str:
-    """Where stage `name` keeps its frame, inside the stage and under artifacts/customer."""
-    return f"frames/{name}.parquet"
 
 
 @contextlib.contextmanager

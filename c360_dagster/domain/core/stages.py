@@ -219,6 +219,11 @@ def open_stage(root: Path, stage: str) -> StageReader:
     return StageReader(root, stage)
 
 
+def frame_path(stage: str) -> str:
+    """Where stage `stage` keeps its frame, inside the stage and under its root."""
+    return f"frames/{stage}.parquet"
+
+
 def shard_root(root: Path, shard: str) -> Path:
     """Shard `shard`'s own stages root under `root`: `<root>/shards/<shard>`, the same layout inside."""
     return Path(root) / SHARD_ROOTS / checked_shard(shard)
