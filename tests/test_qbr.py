@@ -1245,6 +1245,7 @@ def test_an_account_with_nothing_measured_is_told_so_once_not_given_five_focus_a
     }
     ctx = _ctx(health=nothing)
     slide = _slides(ctx)["How Things Are Going"]
+    assert slide.lead == "Not enough data yet for a full picture: nothing is measured yet."
     assert [column.bullets for column in slide.columns] == [
         ("We will build on this together",),
         (qbr_deck.TOO_EARLY,),

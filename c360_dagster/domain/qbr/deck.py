@@ -502,7 +502,10 @@ def component_phrase(component: Component, ctx: QbrContext) -> str:
 
 def _health_in_words(ctx: QbrContext) -> Slide:
     scored = ctx.status == "scored" and ctx.score is not None
-    lead = None if scored else "Not enough data yet for a full picture: this is what we can measure so far."
+    lead = None
+    if not scored:
+        so_far = "this is what we can measure so far" if ctx.strengths or ctx.focus_areas else "nothing is measured yet"
+        lead = f"Not enough data yet for a full picture: {so_far}."
     if ctx.settings.show_health_score:
         lead = f"Health score {ctx.score} of {ctx.total}." if scored else "Health score: not enough data yet."
     columns = (
