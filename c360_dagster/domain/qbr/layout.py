@@ -80,8 +80,13 @@ def _width(typeface: str, bold: bool, size_tenths: int, text: str) -> float:
     return font.getlength(text)
 
 
-def wrap(text: str, font: Font, width: float) -> list[str]:
-    """Greedy word wrap as PowerPoint does it; a word wider than the line is broken by characters."""
+@functools.lru_cache(maxsize=8192)
+def wrap(text: str, font: Font, width: float) -> tuple[str, ...]:
+    """Greedy word wrap as PowerPoint does it; a word wider than the line is broken by characters.
+
+    Cached: fitting a deck's texts asks for the same wrap about ten times (each candidate size,
+    the pagination and the drawing, both decks of an account).
+    """
     lines: list[str] = []
     for paragraph in text.split("\n"):
         line = ""
@@ -103,7 +108,7 @@ def wrap(text: str, font: Font, width: float) -> list[str]:
                     line = ""
                 line += char
         lines.append(line.rstrip())
-    return lines
+    return tuple(lines)
 
 
 def text_height(text: str, font: Font, width: float, space_before: float = 0.0) -> float:
