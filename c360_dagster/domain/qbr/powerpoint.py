@@ -189,11 +189,23 @@ def _plan(template: bytes) -> _Plan:
 
 
 def _blank(package: Any) -> Any:
-    """A presentation of the template's layouts only, on a copy of its loaded parts: copying
-    them costs a fraction of parsing the template again. (A deep copy keeps the parts' own XML
-    trees whole, but not an element inside one that a python-pptx object holds, so the copy is
-    of the package as loaded, before any such object exists.)"""
-    prs = copy.deepcopy(package).main_document_part.presentation
+    """A presentation of the template's layouts only, on a copy of its loaded package.
+
+    Copying costs a fraction of parsing the template again, and only what a deck changes is
+    copied: the presentation part (its slide list) and the core properties; the masters,
+    layouts, theme and the rest are shared, read only. (A deep copy keeps a part's own XML tree
+    whole, but not an element inside one that a python-pptx object holds, so the copy is of
+    the package as loaded, before any such object exists.)
+    """
+    from pptx.parts.coreprops import CorePropertiesPart
+
+    changed = package.main_document_part
+    shared = {
+        id(part): part
+        for part in package.iter_parts()
+        if part is not changed and not isinstance(part, CorePropertiesPart)
+    }
+    prs = copy.deepcopy(package, shared).main_document_part.presentation
     _remove_slides(prs)
     return prs
 
@@ -366,21 +378,36 @@ def _fitted(text: str, font: Font, rect: Rect, min_size: float) -> tuple[str, Fo
     return fit(text, font, inner_width(rect.width), rect.height - 2 * INSET_Y, min_size)
 
 
-def _set_placeholder(shape: Any, text: str, font: Font, align: str | None = None) -> None:
-    """A title or subtitle placeholder holding one fitted paragraph, its style from the template."""
+def _set_placeholder(sp: Any, text: str, font: Font, align: str | None = None) -> None:
+    """A title or subtitle placeholder (its `p:sp`) holding one fitted paragraph, its style from the template."""
     from pptx.oxml import parse_xml
+    from pptx.oxml.ns import qn
 
-    body = shape.text_frame._txBody
+    body = sp.find(qn("p:txBody"))
     for child in list(body):
         body.remove(child)
     for element in parse_xml(f"<p:txBody {NS}>{_body_pr()}{_paragraph_xml(text, font, False, align=align)}</p:txBody>"):
         body.append(element)
 
 
+def _placeholders(slide: Any) -> list[tuple[int, Any]]:
+    """The slide's placeholder shapes (`p:sp` with a `p:ph`) and their indexes, read from the
+    XML: python-pptx's shape objects cost an XPath query per attribute."""
+    from pptx.oxml.ns import qn
+
+    path = f"{qn('p:nvSpPr')}/{qn('p:nvPr')}/{qn('p:ph')}"
+    found = []
+    for sp in slide.shapes._spTree.iterchildren(qn("p:sp")):
+        ph = sp.find(path)
+        if ph is not None:
+            found.append((int(ph.get("idx", "0")), sp))
+    return found
+
+
 def _draw(slide: Any, spec: Slide, plan: _Plan) -> None:
     geom = plan.geometry
     shapes = _Shapes(slide)
-    placeholders = {ph.placeholder_format.idx: ph for ph in slide.placeholders}
+    placeholders = dict(_placeholders(slide))
     opening = spec.subtitle is not None
     title_rect = plan.title_slide_title if opening else geom.title
     text, font = _fitted(slide_text(spec.title), Font(geom.title_font, SIZES.title), title_rect, SIZES.title_min)
@@ -547,9 +574,13 @@ def _footer(slide: Any, geom: Geometry, text: str, number: str) -> None:
 
 def _drop_empty_placeholders(slide: Any) -> None:
     """Remove placeholders left empty, so no "Click to add ..." prompt shows in the deck."""
-    for placeholder in list(slide.placeholders):
-        if placeholder.has_text_frame and not placeholder.text_frame.text.strip():
-            placeholder.element.getparent().remove(placeholder.element)
+    from pptx.oxml.ns import qn
+
+    tree = slide.shapes._spTree
+    for _, sp in _placeholders(slide):
+        body = sp.find(qn("p:txBody"))
+        if body is not None and not "".join(body.itertext()).strip():
+            tree.remove(sp)
 
 
 def render_slides_md(ctx: QbrContext) -> str:
