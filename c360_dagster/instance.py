@@ -18,16 +18,29 @@ SETUP_TIMEOUT_S = 120.0
 
 # Local storage only, and telemetry off: the project runs offline. One SQLite event log for all
 # runs and no stdout capture (assets log structured events, not prints) keep a run cheap: the
-# per-account assets start one run per account.
+# per-account assets start one run per account. The storages are Dagster's SQLite ones, opened
+# without re-reading its migration scripts and with one pooled connection (instance_storage.py).
 DAGSTER_YAML = """\
 telemetry:
   enabled: false
 run_coordinator:
   module: dagster._core.run_coordinator
   class: DefaultRunCoordinator
+run_storage:
+  module: c360_dagster.instance_storage
+  class: ProjectRunStorage
+  config:
+    base_dir:
+      env: DAGSTER_HOME
+schedule_storage:
+  module: c360_dagster.instance_storage
+  class: ProjectScheduleStorage
+  config:
+    base_dir:
+      env: DAGSTER_HOME
 event_log_storage:
-  module: dagster._core.storage.event_log
-  class: ConsolidatedSqliteEventLogStorage
+  module: c360_dagster.instance_storage
+  class: ProjectEventLogStorage
   config:
     base_dir:
       env: DAGSTER_HOME

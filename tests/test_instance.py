@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from c360_dagster.console import main
 from c360_dagster.instance import READY_MARKER, ensure_dagster_home
 
@@ -73,3 +75,61 @@ def test_a_damaged_instance_is_named_with_how_to_recover(tmp_path, monkeypatch, 
 
     shutil.move(home, f"{home}.broken")  # the fix the message gives
     assert main(["c360:load", "--quiet"]) == 0
+
+
+def test_an_existing_instance_opens_without_reading_the_migration_scripts(tmp_path, monkeypatch):
+    """Reopening asks alembic nothing (a fresh database still does), and runs stay in history."""
+    import alembic.script
+    import dagster as dg
+
+    project = _project(tmp_path)
+    monkeypatch.chdir(project)
+    home = project / ".dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    assert main(["c360:load", "--quiet"]) == 0
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("alembic's migration scripts were read")
+
+    monkeypatch.setattr(alembic.script.ScriptDirectory, "from_config", refuse)
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_run_records()
+        events = instance.all_logs(runs[0].dagster_run.run_id)
+    assert [record.dagster_run.job_name for record in runs] == ["c360_load"]
+    assert runs[0].dagster_run.status == dg.DagsterRunStatus.SUCCESS
+    assert any(event.dagster_event and event.dagster_event.is_step_materialization for event in events)
+    assert {str(db.relative_to(home)) for db in home.rglob("*.db")} == {
+        "event_log.db",
+        "history/runs.db",
+        "schedules/schedules.db",
+    }
+
+    (home / "history" / "runs.db").unlink()  # a database to create: Dagster's own path, which asks
+    with pytest.raises(AssertionError, match="migration scripts were read"):
+        dg.DagsterInstance.get()
+
+
+def test_storages_keep_one_connection_per_process_and_none_across_fork(tmp_path, monkeypatch):
+    """A run's many queries share one engine; a forked child opens its own and the parent's still works."""
+    import dagster as dg
+
+    home = tmp_path / ".dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    ensure_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        storages = [instance.run_storage, instance.event_log_storage, instance.schedule_storage]
+        assert [type(storage).__module__ for storage in storages] == ["c360_dagster.instance_storage"] * 3
+        instance.get_run_records(limit=1)
+        instance.get_dynamic_partitions("account")
+        engines = [storage._pooled_engine() for storage in storages]
+        instance.add_dynamic_partitions("account", ["A-1"])
+        assert [storage._pooled_engine() for storage in storages] == engines
+        pid = os.fork()
+        if pid == 0:  # the child: its own engines, and the instance works
+            ok = all(storage._pooled_engine() is not engine for storage, engine in zip(storages, engines))
+            ok = ok and instance.get_dynamic_partitions("account") == ["A-1"]
+            os._exit(0 if ok else 1)
+        assert os.waitpid(pid, 0)[1] == 0
+        instance.add_dynamic_partitions("account", ["A-2"])
+        assert instance.get_dynamic_partitions("account") == ["A-1", "A-2"]
+        assert [storage._pooled_engine() for storage in storages] == engines

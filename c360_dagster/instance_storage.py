@@ -1,0 +1,118 @@
+"""The project instance's SQLite storages (named in its `dagster.yaml`): Dagster's own, opened
+and connected to more cheaply. Both changes are measured in docs/performance.md.
+
+Opening. Dagster opens a database by asking alembic for its head revision. To answer, alembic reads all ~180 of
+Dagster's migration scripts, and it does this twice, once for the run storage and once for the
+schedule storage. That costs about half a CPU-second in every `c360` command (docs/performance.md).
+Dagster only uses that answer to tell a fresh database from a stamped one. Its consolidated
+event log storage already skips the question when its file exists. These storages skip it too
+when the database is stamped with exactly one revision. Anything else (no file, no stamp, two
+heads) takes Dagster's own path: it creates and stamps the database or raises as before.
+
+Connecting. Dagster makes a new SQLAlchemy engine and SQLite connection for every query and
+closes them after it. Closing the last connection to a WAL database checkpoints it, which means
+an fsync. A run on the fixtures makes about 100 of them. These storages keep one pooled engine
+per process instead. SQLite must not use a connection across `fork`, so a forked child gets
+its own engine and leaves its parent's connections alone.
+
+Config: `base_dir`, the instance folder. The databases are where Dagster puts them by default:
+`history/runs.db`, `schedules/schedules.db`, and `event_log.db` for the consolidated event log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import sqlalchemy
+from dagster._core.storage.event_log import ConsolidatedSqliteEventLogStorage
+from dagster._core.storage.runs import SqliteRunStorage
+from dagster._core.storage.schedules import SqliteScheduleStorage
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS, create_db_conn_string
+from dagster._serdes import ConfigurableClassData
+
+
+def _stamped(db: Path, *tables: str) -> bool:
+    """Whether the SQLite database `db` exists, has one alembic revision and has these tables."""
+    if not db.is_file():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as connection:
+            revisions = connection.execute("select count(*) from alembic_version").fetchone()[0]
+            found = {
+                name
+                for (name,) in connection.execute(
+                    f"select name from sqlite_master where type = 'table' and name in ({', '.join('?' * len(tables))})",
+                    tables,
+                )
+            }
+    except sqlite3.Error:  # no alembic_version table, or not a database: Dagster's own path says what is wrong
+        return False
+    return revisions == 1 and found == set(tables)
+
+
+class _PooledEngine:
+    """One pooled engine per process for the storage's database (`_conn_string`)."""
+
+    _conn_string: str
+    _connect_args: ClassVar[Mapping[str, Any]] = {}
+    _engine: tuple[int, sqlalchemy.Engine] | None = None
+
+    def _pooled_engine(self) -> sqlalchemy.Engine:
+        if self._engine is not None and self._engine[0] != os.getpid():
+            self._engine[1].dispose(close=False)  # the parent's connections, inherited by fork
+            self._engine = None
+        if self._engine is None:
+            self._engine = (os.getpid(), sqlalchemy.create_engine(self._conn_string, connect_args=self._connect_args))
+        return self._engine[1]
+
+    @contextlib.contextmanager
+    def _pooled_connection(self) -> Iterator[sqlalchemy.Connection]:
+        with self._pooled_engine().connect() as connection, connection.begin():
+            yield connection
+
+    def dispose(self) -> None:
+        if self._engine is not None and self._engine[0] == os.getpid():
+            self._engine[1].dispose()
+        self._engine = None
+        super().dispose()  # type: ignore[misc]  # the Dagster storage's, next in the subclass's MRO
+
+
+def _open(cls: Any, inst_data: ConfigurableClassData | None, folder: Path, db_name: str, *tables: str) -> Any:
+    """Storage `cls` on `<folder>/<db_name>.db`: opened as it is when stamped, else by Dagster's
+    `from_local` (which creates and stamps it, or raises). `tables`: those `from_local` makes sure exist."""
+    if _stamped(folder / f"{db_name}.db", *tables):
+        return cls(create_db_conn_string(str(folder), db_name), inst_data)
+    return cls.from_local(str(folder), inst_data=inst_data)
+
+
+class ProjectRunStorage(_PooledEngine, SqliteRunStorage):
+    """Dagster's SQLite run storage in `<base_dir>/history/runs.db`."""
+
+    connect = _PooledEngine._pooled_connection
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: Any) -> ProjectRunStorage:
+        return _open(cls, inst_data, Path(config_value["base_dir"]) / "history", "runs", "runs", "instance_info")
+
+
+class ProjectScheduleStorage(_PooledEngine, SqliteScheduleStorage):
+    """Dagster's SQLite schedule storage in `<base_dir>/schedules/schedules.db`."""
+
+    connect = _PooledEngine._pooled_connection
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: Any) -> ProjectScheduleStorage:
+        return _open(cls, inst_data, Path(config_value["base_dir"]) / "schedules", "schedules", "job_ticks")
+
+
+class ProjectEventLogStorage(_PooledEngine, ConsolidatedSqliteEventLogStorage):
+    """Dagster's consolidated SQLite event log in `<base_dir>/event_log.db` (opened as Dagster does)."""
+
+    _connect_args: ClassVar[Mapping[str, Any]] = {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}  # as Dagster connects
+
+    _connect = _PooledEngine._pooled_connection
