@@ -1,0 +1,39 @@
+"""The `c360` program's start-up: the collector settings `console.script` gives a short-lived process."""
+
+from __future__ import annotations
+
+import gc
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from c360_dagster import console
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_program_is_script_and_it_freezes_start_up_objects_before_exit(monkeypatch):
+    """`c360` runs console.script: fewer young-generation passes, and no collection of everything at exit."""
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    assert scripts["c360"] == "c360_dagster.console:script"
+
+    threshold = gc.get_threshold()
+    seen = {}
+
+    def fake_main():
+        seen["threshold during main"] = gc.get_threshold()[0]
+        seen["frozen during main"] = gc.get_freeze_count()
+        return 3
+
+    monkeypatch.setattr(console, "main", fake_main)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            console.script()
+        frozen_at_exit = gc.get_freeze_count()
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+    assert exited.value.code == 3
+    assert seen == {"threshold during main": 10_000, "frozen during main": 0}
+    assert frozen_at_exit > 0
