@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 from pathlib import Path
 
@@ -27,6 +28,10 @@ FIXTURES = REPO / "fixtures" / "customer"
 CHAIN = [customer_inputs, customer_360, account_health, customer_signals, renewal_forecasts, *REPORT_ASSETS]
 LOAD = [customer_inputs, customer_360]
 ONE_SHARD = "0"  # configs/customer/scale.yaml: one shard
+# The UI's checks list (a column about 250 px wide) cut `accounts_have_active_subscription` (33
+# characters) in the middle and showed `accounts_have_subscriptions` (27) whole; 25 leaves room
+# for wide letters. tests/test_ui_browser.py looks at the names as drawn.
+LONGEST_CHECK_NAME = 25
 
 
 def lake_table(table: str) -> dg.AssetsDefinition:
@@ -52,6 +57,16 @@ def instance():
         yield test_instance
 
 
+def test_every_check_has_a_short_name_and_says_in_a_sentence_what_it_asserts():
+    from c360_dagster.definitions import defs
+
+    specs = [spec for asset in defs.assets if isinstance(asset, dg.AssetsDefinition) for spec in asset.check_specs]
+    assert len(specs) == 17  # 10 integrity checks, 3 health and 2 signal rules, 2 QBR gates
+    for spec in specs:
+        assert re.fullmatch("[a-z][a-z0-9_]*", spec.name) and len(spec.name) <= LONGEST_CHECK_NAME, spec.name
+        assert spec.description and spec.description[0].isupper() and spec.description.endswith("."), spec.name
+
+
 def test_checks_pass_on_the_bundled_fixtures(tmp_path, instance):
     result = dg.materialize(
         CHAIN, instance=instance, resources={"project": _project(tmp_path)}, partition_key=ONE_SHARD
@@ -62,7 +77,7 @@ def test_checks_pass_on_the_bundled_fixtures(tmp_path, instance):
     assert all(e.passed for e in errors.values()), [k for k, e in errors.items() if not e.passed]
     # The fixtures deliberately hold an account without usage (SOYLENT) and one whose only
     # subscription has churned (OLDCO): the soft WARN checks report them.
-    recent = evaluations[("customer_360", "accounts_have_recent_usage")]
+    recent = evaluations[("customer_360", "has_recent_usage")]
     assert not recent.passed and recent.severity == dg.AssetCheckSeverity.WARN
     # The failing rows are a table on the check's page in the UI.
     rows = recent.metadata["failing_rows"].value
@@ -78,7 +93,7 @@ def test_warn_check_fails_with_metadata_on_crafted_input(tmp_path, instance):
     result = dg.materialize(
         LOAD, instance=instance, resources={"project": _project(tmp_path, crafted)}, partition_key=ONE_SHARD
     )
-    check = _evaluations(result)[("customer_360", "accounts_have_subscriptions")]
+    check = _evaluations(result)[("customer_360", "has_subscription")]
     assert not check.passed
     assert check.metadata["count"].value == 1
     rows = check.metadata["failing_rows"].value

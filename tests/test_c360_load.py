@@ -261,7 +261,7 @@ def test_a_loaded_view_reports_the_contract_the_loader_enforced_without_evaluati
     gamma = view.accounts.head(1).with_columns(account_id=pl.lit("GAMMA-003"))  # no subscription: a WARN
     warned = _with(view, accounts=pl.concat([view.accounts, gamma]))
     evaluated = [run_integrity_checks(view), run_integrity_checks(warned)]
-    assert not evaluated[1][[name for name, _, _ in CHECKS].index("accounts_have_subscriptions")].passed
+    assert not evaluated[1][[name for name, _, _ in CHECKS].index("has_subscription")].passed
     monkeypatch.setattr(integrity, "_contract_offenders", None)  # the contract rules must not run again
     assert [run_integrity_checks(v, contract_enforced=True) for v in (view, warned)] == evaluated
 
@@ -355,9 +355,9 @@ def test_warn_checks(small_dir: Path) -> None:
     found = {name: (c.passed, c.count, c.sample) for name, c in checks.items() if c.severity == "WARN"}
     # as_of 2024-07-10: recent usage must end after 2024-06-12; BETA's last window ended 06-09.
     assert found == {
-        "accounts_have_subscriptions": (False, 1, [{"account_id": "GAMMA-003"}]),
-        "accounts_have_active_subscription": (False, 1, [{"account_id": "BETA-002"}]),
-        "accounts_have_recent_usage": (
+        "has_subscription": (False, 1, [{"account_id": "GAMMA-003"}]),
+        "has_active_subscription": (False, 1, [{"account_id": "BETA-002"}]),
+        "has_recent_usage": (
             False,
             2,
             [
@@ -370,7 +370,7 @@ def test_warn_checks(small_dir: Path) -> None:
             1,
             [{"subscription_id": "S-1", "account_id": "ACME-001", "renewal_date": "2024-07-01"}],
         ),
-        "invoice_currency_matches_subscription": (
+        "invoice_currency_matches": (
             False,
             1,
             [{"invoice_id": "I-1", "subscription_id": "S-1", "currency": "GBP", "subscription_currency": "USD"}],

@@ -37,11 +37,11 @@ CHECKS: tuple[tuple[str, Severity, str], ...] = (
     ("dates_ordered", "ERROR", "End dates are not before start dates; renewals are after the start."),
     ("usage_windows_disjoint", "ERROR", "Usage windows of one account do not overlap."),
     ("values_in_range", "ERROR", "Required values are present, in range, in their allowed set and well formed."),
-    ("accounts_have_subscriptions", "WARN", "Every account has at least one subscription."),
-    ("accounts_have_active_subscription", "WARN", "Every account with subscriptions has an active one."),
-    ("accounts_have_recent_usage", "WARN", f"Every account has usage in the {RECENT_USAGE_DAYS} days up to as_of."),
+    ("has_subscription", "WARN", "Every account has at least one subscription."),
+    ("has_active_subscription", "WARN", "Every account with subscriptions has an active one."),
+    ("has_recent_usage", "WARN", f"Every account has usage in the {RECENT_USAGE_DAYS} days up to as_of."),
     ("active_renewals_not_past", "WARN", "No active subscription has its renewal date before as_of."),
-    ("invoice_currency_matches_subscription", "WARN", "An invoice's currency is its subscription's currency."),
+    ("invoice_currency_matches", "WARN", "An invoice's currency is its subscription's currency."),
 )
 _DESCRIPTIONS = {name: text for name, _, text in CHECKS}
 
@@ -213,17 +213,17 @@ def _warn_offenders(view: Customer360) -> dict[str, pl.DataFrame]:
     last_usage = usage.group_by("account_id").agg(last_window_end=pl.col("window_end").max())
     sub_currency = subs.select("subscription_id", subscription_currency="currency")
     return {
-        "accounts_have_subscriptions": accounts.join(subs, on="account_id", how="anti").sort("account_id"),
-        "accounts_have_active_subscription": accounts.join(subs, on="account_id", how="semi")
+        "has_subscription": accounts.join(subs, on="account_id", how="anti").sort("account_id"),
+        "has_active_subscription": accounts.join(subs, on="account_id", how="semi")
         .join(active_accounts, on="account_id", how="anti")
         .sort("account_id"),
-        "accounts_have_recent_usage": accounts.join(recent, on="account_id", how="anti")
+        "has_recent_usage": accounts.join(recent, on="account_id", how="anti")
         .join(last_usage, on="account_id", how="left")
         .sort("account_id"),
         "active_renewals_not_past": subs.filter(
             (pl.col("status") == "active") & (pl.col("renewal_date") < view.as_of)
         ).select("subscription_id", "account_id", "renewal_date"),
-        "invoice_currency_matches_subscription": view.invoices.join(sub_currency, on="subscription_id", how="inner")
+        "invoice_currency_matches": view.invoices.join(sub_currency, on="subscription_id", how="inner")
         .filter(pl.col("currency") != pl.col("subscription_currency"))
         .select("invoice_id", "subscription_id", "currency", "subscription_currency")
         .sort("invoice_id"),
