@@ -281,7 +281,7 @@ def register_accounts(account_ids: Iterable[str]) -> None:
 def account_batches(account_ids: Iterable[str]) -> list[list[str]]:
     """The batches a backfill of these accounts runs, after registering those that are not
     partitions yet (a backfill asks for its accounts): at most ACCOUNTS_PER_RUN accounts each,
-    in the partitions' order, adjacent or not."""
+    of even sizes, in the partitions' order, adjacent or not."""
     _writable_dagster_home()
     import dagster as dg
 
@@ -295,7 +295,10 @@ def account_batches(account_ids: Iterable[str]) -> list[list[str]]:
 
 
 def batches_of(ordered: Sequence[str], wanted: Iterable[str], size: int) -> list[list[str]]:
-    """The `wanted` keys found in `ordered`, in that order, cut into batches of at most `size`."""
+    """The `wanted` keys found in `ordered`, in that order, cut into as few batches of at most
+    `size` as can be, of even sizes: runs that go at the same time then end together (321
+    accounts are two runs of 160 and 161, not 200 and 121)."""
     chosen = set(wanted)
     keys = [key for key in ordered if key in chosen]
-    return [keys[start : start + size] for start in range(0, len(keys), size)]
+    count = -(-len(keys) // size)
+    return [keys[index * len(keys) // count : (index + 1) * len(keys) // count] for index in range(count)]

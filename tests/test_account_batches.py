@@ -46,9 +46,10 @@ def _pack_bytes(customer: Path, account_id: str) -> dict[str, bytes]:
     [
         # By hand: wanted keys in the partitions' order, adjacent or not (D is not wanted).
         (list("ABCDEFG"), "GEBCF", 5, [list("BCEFG")]),
-        # A batch is cut at `size` keys.
+        # A batch is cut at `size` keys, into as few batches as that allows, of even sizes.
         (list("ABCDEFG"), "BCEG", 2, [["B", "C"], ["E", "G"]]),
-        (list("ABCDEFG"), "ABCDEFG", 3, [list("ABC"), list("DEF"), ["G"]]),
+        (list("ABCDEFG"), "ABCDEFG", 3, [["A", "B"], ["C", "D"], ["E", "F", "G"]]),
+        (list("ABCDEFG"), "ABCDEFG", 6, [["A", "B", "C"], ["D", "E", "F", "G"]]),
         (list("ABC"), "", 3, []),
         # Wanted keys that are not partitions are not run.
         (list("ABC"), "CZ", 3, [["C"]]),
