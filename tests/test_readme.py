@@ -6,6 +6,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,24 @@ def test_quickstart_names_install_run_and_test_commands():
     assert "python -m pytest" in README
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert install in ci and "python -m pytest" in ci
+
+
+def test_every_python_the_project_declares_is_one_ci_runs():
+    """pyproject's classifiers and requires-python name exactly 3.11 (.ci/run) and the Pythons
+    that .ci/other-pythons installs and runs the golden outputs on."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = [
+        c.rsplit(" :: ", 1)[1]
+        for c in project["classifiers"]
+        if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)
+    ]
+    other_pythons = (REPO / ".ci" / "other-pythons").read_text(encoding="utf-8")
+    looped = re.search(r"^for version in ([0-9. ]+); do$", other_pythons, flags=re.MULTILINE)
+    assert looped is not None
+    assert declared == ["3.11", *looped.group(1).split()]
+    newest_minor = int(declared[-1].split(".")[1])
+    assert project["requires-python"] == f">={declared[0]},<3.{newest_minor + 1}"
+    assert "bash .ci/other-pythons" in (REPO / ".ci" / "run").read_text(encoding="utf-8")
 
 
 def test_demo_sequence_covers_every_stage():
