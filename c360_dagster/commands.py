@@ -80,10 +80,6 @@ def _load_ops(args: argparse.Namespace) -> dict:
     return {"customer_inputs": {"as_of": args.as_of}} if args.as_of else {}
 
 
-def _customer_dir(args: argparse.Namespace) -> Path:
-    return Path(args.artifacts) / "customer"
-
-
 # --- load / summary / run -------------------------------------------------------------------
 
 
@@ -100,7 +96,7 @@ def _render_load(report: Report) -> str:
 @command("load", "Load and validate an input folder into the Customer 360 view.", _render_load, _load_args)
 def load(args: argparse.Namespace) -> Report:
     report, metadata = _run_chain(args, "c360_load", ops=_load_ops(args))
-    customer = _customer_dir(args)
+    customer = _paths(args).customer_dir
     return {
         **report,
         "dir": args.dir,
@@ -120,7 +116,7 @@ def _render_summary(report: Report) -> str:
 def summary(args: argparse.Namespace) -> Report:
     from c360_dagster.domain.scoring import health
 
-    customer = _customer_dir(args)
+    customer = _paths(args).customer_dir
     if not (customer / "frames" / "360" / "manifest.json").exists():
         raise C360Error(f"nothing loaded yet under {customer}; run `c360 c360:load` first")
     report: Report = {"ok": True, "view": reports.view_report(customer)}
@@ -146,7 +142,7 @@ def run_all(args: argparse.Namespace) -> Report:
     import polars as pl
 
     report, metadata = _run_chain(args, "c360_chain", ops=_load_ops(args))
-    customer = _customer_dir(args)
+    customer = _paths(args).customer_dir
     # Churned and not-started accounts get no playbook or QBR pack (the gates would refuse them).
     states = reports.health_frame(customer).select("account_id", "lifecycle")
     skipped = dict(states.filter(~pl.col("lifecycle").is_in(list(LIVE_STATES))).sort("account_id").iter_rows())
@@ -170,7 +166,7 @@ def run_all(args: argparse.Namespace) -> Report:
             f"{customer / 'playbooks'}/ ({len(ids)} playbooks)",
             f"{customer}/qbr_<account>/, qbr_<account>.pptx, review_<account>.md and .pptx ({len(ids) - len(blocked)} QBR packs)",
             _lake(args).where,
-            str(Path(args.artifacts) / "governance" / "events.jsonl"),
+            str(_paths(args).events_path),
         ],
     }
 
@@ -243,7 +239,7 @@ def _explain_account(args: argparse.Namespace) -> Report:
         )
     _check_view_account(args)
     try:
-        record = reports.health_record(_customer_dir(args), args.account)
+        record = reports.health_record(_paths(args).customer_dir, args.account)
     except C360Error as exc:
         if exc.code != "STAGE_MISSING":
             raise
@@ -255,16 +251,16 @@ def _check_view_account(args: argparse.Namespace) -> None:
     """Refuse an --account the loaded view does not hold before any job runs (nothing changes)."""
     from c360_dagster.domain.core.text import unknown_account
 
-    view_dir = _customer_dir(args) / "frames" / "360"
+    view_dir = _paths(args).customer_dir / "frames" / "360"
     if (view_dir / "manifest.json").exists():  # without a view the run itself says to load first
-        ids = reports.account_ids(_customer_dir(args))
+        ids = reports.account_ids(_paths(args).customer_dir)
         if args.account not in ids:
             raise unknown_account(args.account, ids)
 
 
 def _loaded_view_dir(args: argparse.Namespace) -> Path:
     """The folder of the 360 view `c360:load` persisted, or a clear error saying to run it."""
-    view_dir = _customer_dir(args) / "frames" / "360"
+    view_dir = _paths(args).customer_dir / "frames" / "360"
     if not (view_dir / "manifest.json").exists():
         raise C360Error(f"no Customer 360 view under {view_dir}; run `c360 c360:load` first")
     return view_dir
@@ -276,7 +272,7 @@ def _persisted_view(args: argparse.Namespace):
     from c360_dagster.domain.ingest.view import STAGE, Customer360
 
     _loaded_view_dir(args)
-    return Customer360.open(open_stage(_customer_dir(args), STAGE))
+    return Customer360.open(open_stage(_paths(args).customer_dir, STAGE))
 
 
 def _compare_configs(args: argparse.Namespace) -> Report:
@@ -284,7 +280,7 @@ def _compare_configs(args: argparse.Namespace) -> Report:
     from c360_dagster.domain.scoring import health, history
 
     view = _persisted_view(args)
-    candidate = args.config or str(Path(args.configs) / "health.yaml")
+    candidate = args.config or str(_paths(args).config_path("health"))
     changes = history.compare_configs(
         view, health.load_health_config(candidate), health.load_health_config(args.compare)
     )
@@ -387,7 +383,7 @@ def renewals_command(args: argparse.Namespace) -> Report:
         "as_of": forecast["as_of"],
         "window_days": args.window_days,
         "summary": forecast["forecast"],
-        "written": [forecast["path"], str(_customer_dir(args) / "summary.md")],
+        "written": [forecast["path"], str(_paths(args).customer_dir / "summary.md")],
     }
 
 
@@ -417,7 +413,7 @@ def _render_account(report: Report) -> str:
 def playbook_command(args: argparse.Namespace) -> Report:
     _check_account(args)
     report, _ = _run(args, "c360_playbook", partition_key=args.account)
-    base = _customer_dir(args) / "playbooks" / args.account
+    base = _paths(args).customer_dir / "playbooks" / args.account
     plan = reports.read_json(base.with_suffix(".json"))
     # A playbook's account is a customer today, so a missing score means not enough data yet.
     health = (
@@ -453,7 +449,7 @@ def qbr_command(args: argparse.Namespace) -> Report:
     config = {"include_contacts": args.include_contacts, "privacy_signoff": args.privacy_signoff}
     tags = {"c360/privacy_signoff": "granted"} if args.include_contacts and args.privacy_signoff else {}
     report, _ = _run(args, "c360_qbr", partition_key=args.account, ops={"qbr_pack": config}, tags=tags)
-    customer = _customer_dir(args)
+    customer = _paths(args).customer_dir
     folder, *beside = qbr.pack_names(args.account)
     written = sorted(str(p) for p in (customer / folder).iterdir())
     written += [str(customer / name) for name in beside if (customer / name).exists()]
@@ -522,8 +518,8 @@ def verify_command(args: argparse.Namespace) -> Report:
     from c360_dagster.domain.governance import anchor, eventlog
     from c360_dagster.instance import witnessed_heads
 
-    log = Path(args.artifacts) / "governance" / "events.jsonl"
-    trusted = anchor.trusted_key(log, args.pubkey, Path(args.configs) / "governance.yaml")
+    log = _paths(args).events_path
+    trusted = anchor.trusted_key(log, args.pubkey, _paths(args).config_path("governance"))
     witnessed = witnessed_heads()
     seq_hash = witnessed.get(str(log))
     report: Report = {
@@ -558,7 +554,7 @@ def verify_command(args: argparse.Namespace) -> Report:
     if report["ok"]:
         # The log proves what was written; the live outputs must still be those bytes.
         try:
-            report["files_checked"] = stages.verify_live_stages(Path(args.artifacts) / "customer")
+            report["files_checked"] = stages.verify_live_stages(_paths(args).customer_dir)
         except C360Error as exc:
             report |= {"ok": False, "reason": exc.describe()}
     return report
@@ -580,7 +576,7 @@ def lineage_command(args: argparse.Namespace) -> Report:
     from c360_dagster.domain.governance import eventlog
     from c360_dagster.domain.ingest.shards import shard_of
 
-    log = Path(args.artifacts) / "governance" / "events.jsonl"
+    log = _paths(args).events_path
     events = eventlog.account_events(log, functools.partial(shard_of, args.account))
     return {"ok": True, "account": args.account, "chain": eventlog.lineage(events, args.account)}
 
@@ -674,19 +670,19 @@ def backtest_command(args: argparse.Namespace) -> Report:
     from c360_dagster.domain.scoring import health, signals
 
     view = _persisted_view(args)
-    configs = Path(args.configs)
+    paths = _paths(args)
     result = backtest.run_backtest(
         view,
-        health.load_health_config(configs / "health.yaml"),
-        signals.load_signals_config(configs / "signals.yaml"),
-        renewals.load_renewals_config(configs / "renewals.yaml"),
+        health.load_health_config(paths.config_path("health")),
+        signals.load_signals_config(paths.config_path("signals")),
+        renewals.load_renewals_config(paths.config_path("renewals")),
         dt.date.fromisoformat(args.start),
         dt.date.fromisoformat(args.end),
         args.step,
         args.horizon,
     )
-    with project_lock(Path(args.artifacts)):
-        written = backtest.write_backtest(result, _customer_dir(args))
+    with project_lock(paths.artifacts):
+        written = backtest.write_backtest(result, paths.customer_dir)
     return {
         "ok": True,
         "from": args.start,
@@ -703,7 +699,7 @@ def backtest_command(args: argparse.Namespace) -> Report:
         "red_recall": result.red_recall,
         "tiers": result.tiers.to_dicts(),
         "calibration": result.calibration.to_dicts(),
-        "written": [str(_customer_dir(args) / name) for name in sorted(written)],
+        "written": [str(paths.customer_dir / name) for name in sorted(written)],
     }
 
 
