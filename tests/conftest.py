@@ -91,6 +91,24 @@ def small_dir(tmp_path: Path) -> Path:
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# The files that take longest, slowest first (measured in docs/development.md "The test suite").
+# xdist hands out whole files in collection order (pyproject: --dist loadfile
+# --no-loadscope-reorder), so these start at once instead of leaving one worker running one of
+# them alone at the end.
+SLOWEST_FIRST = (
+    "test_faults.py",
+    "test_scale_out.py",
+    "test_ui_browser.py",
+    "test_qbr_render.py",
+    "test_shards.py",
+    "test_hostile.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: place for place, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
 
 @pytest.fixture(autouse=True, scope="session")
 def dagster_home_outside_the_working_tree(tmp_path_factory: pytest.TempPathFactory) -> None:
