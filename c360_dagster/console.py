@@ -17,6 +17,7 @@ from c360_dagster.domain.core.errors import C360Error, os_fault
 from c360_dagster.domain.core.io import canonical_json
 from c360_dagster.domain.core.text import visible_text
 from c360_dagster.registry import COMMANDS
+from c360_dagster.runner import GC_THRESHOLD
 
 
 def _project_args(parser: argparse.ArgumentParser) -> None:
@@ -69,11 +70,11 @@ def script() -> NoReturn:
 
     Start-up builds about 250k objects that live until the process ends: Dagster's modules, the
     asset graph, the instance. At the default threshold the collector runs about 570 times while
-    they are built, and every full pass rescans all of them. The exit would then scan them once
-    more, about a second of CPU. Freezing them at the end skips that last scan. Both costs are
-    measured in docs/performance.md.
+    they are built, and every full pass rescans all of them (GC_THRESHOLD: about 40 times). The
+    exit would then scan them once more, about a second of CPU. Freezing them at the end skips
+    that last scan. Both costs are measured in docs/performance.md.
     """
-    gc.set_threshold(10_000)  # a young-generation pass every 10k allocations, not every 700
+    gc.set_threshold(GC_THRESHOLD)
     code = main()
     gc.freeze()
     sys.exit(code)

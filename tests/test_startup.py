@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from c360_dagster import console
+from c360_dagster.runner import GC_THRESHOLD, _in_workers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,5 +36,15 @@ def test_the_program_is_script_and_it_freezes_start_up_objects_before_exit(monke
         gc.unfreeze()
         gc.set_threshold(*threshold)
     assert exited.value.code == 3
-    assert seen == {"threshold during main": 10_000, "frozen during main": 0}
+    assert seen == {"threshold during main": GC_THRESHOLD, "frozen during main": 0}
     assert frozen_at_exit > 0
+
+
+def test_worker_processes_start_with_the_same_collector_threshold():
+    """The spawned processes that run shards and QBR batches import Dagster too."""
+    assert _in_workers(_young_threshold, [(1,), (2,)], workers=2) == [GC_THRESHOLD, GC_THRESHOLD]
+    assert gc.get_threshold()[0] != GC_THRESHOLD  # this process keeps Python's default
+
+
+def _young_threshold(_call: int) -> int:
+    return gc.get_threshold()[0]
