@@ -17,7 +17,7 @@ from c360_dagster.domain.core.io import json_stream, sha256_file, write_chunks_a
 from c360_dagster.domain.core.stages import frame_path
 from c360_dagster.domain.ingest import integrity, loader, shards, view_json
 from c360_dagster.domain.ingest import view as view_module
-from c360_dagster.domain.ingest.view import active_arr_by_segment
+from c360_dagster.domain.ingest.view import ACTIVE_ARR_COLUMNS, active_arr_by_segment
 from c360_dagster.domain.renewals import forecast as renewals
 from c360_dagster.domain.renewals import playbooks
 from c360_dagster.domain.scoring import account_state, health, lifecycle, overrides, quality, signals
@@ -66,28 +66,32 @@ def customer_inputs(
 ) -> dg.MaterializeResult:
     """The input files read and validated once, `as_of` derived over all of them, split into each shard's Parquet."""
     as_of = dt.date.fromisoformat(config.as_of) if config.as_of else None
-    view = loader.read_customer_360(Path(project.fixtures_dir), as_of=as_of)
-    check_config_entries(project, lambda: view.accounts["account_id"])
+    inputs = loader.ValidatedInputs(Path(project.fixtures_dir), as_of=as_of, keep=ACTIVE_ARR_COLUMNS)
     with project.stages.writing():
+        # A defect found part-way, or a config entry naming no account of the book, leaves the
+        # split's generation unswitched: nothing is written.
         with project.stages.stage(shards.SPLIT_STAGE) as out:
-            manifest = shards.save_split(out, view, project.paths.shards)
+            manifest = shards.save_split(out, inputs, project.paths.shards)
+            check_config_entries(project, lambda: inputs.kept["accounts"]["account_id"])
         project.ledger.record_event(
             context,
-            as_of=view.as_of.isoformat(),
-            inputs=dict(sorted(view.source_hashes.items())),
+            as_of=manifest["as_of"],
+            inputs=inputs.source_hashes,
             outputs={"inputs": out.manifest_hash},
         )
-        counted = project.metrics.count("c360_accounts_loaded", view.accounts.height)
+        counted = project.metrics.count("c360_accounts_loaded", inputs.counts["accounts"])
     return dg.MaterializeResult(
         metadata={
             **counted,
-            "as_of": view.as_of.isoformat(),
-            "counts": dg.MetadataValue.json(view.counts()),
+            "as_of": manifest["as_of"],
+            "counts": dg.MetadataValue.json(inputs.counts),
             "shards": manifest["shards"],
             "shard_counts": dg.MetadataValue.json(manifest["shard_counts"]),
-            "active_arr_by_segment": dg.MetadataValue.json(active_arr_by_segment(view.accounts, view.subs)),
-            "warnings": dg.MetadataValue.json(list(view.warnings)),
-            "dagster/row_count": view.accounts.height,
+            "active_arr_by_segment": dg.MetadataValue.json(
+                active_arr_by_segment(inputs.kept["accounts"], inputs.kept["subs"])
+            ),
+            "warnings": dg.MetadataValue.json(list(inputs.warnings)),
+            "dagster/row_count": inputs.counts["accounts"],
         },
         data_version=dg.DataVersion(out.manifest_hash),
     )

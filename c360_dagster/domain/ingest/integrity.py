@@ -83,6 +83,19 @@ def contract_rules(name: str, frame: pl.DataFrame, tables: Mapping[str, pl.DataF
     return rules
 
 
+def referenced_columns() -> dict[str, tuple[str, ...]]:
+    """The columns of each entity that `contract_rules` of other entities look up in `tables`."""
+    columns: dict[str, set[str]] = {}
+    for name, entity in ENTITIES.items():
+        for spec in entity.fields:
+            if spec.references:
+                target_name, target_field = spec.references.split(".")
+                columns.setdefault(target_name, set()).add(target_field)
+                if (name, spec.name) in SAME_ACCOUNT_REFERENCES:
+                    columns[target_name].add("account_id")
+    return {name: tuple(sorted(found)) for name, found in sorted(columns.items())}
+
+
 def overlapping_windows(frame: pl.DataFrame, owner: str, start: str, end: str) -> pl.Series:
     """True on each window that starts before the previous window (by start) of its owner ends.
 

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import re
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import polars as pl
 from c360_dagster.domain.core.errors import InputError
 from c360_dagster.domain.core.text import visible_text
 from c360_dagster.domain.ingest.entities import ENTITIES, EntitySpec, FieldSpec
-from c360_dagster.domain.ingest.integrity import Rule, contract_rules, run_integrity_checks
+from c360_dagster.domain.ingest.integrity import Rule, contract_rules, referenced_columns, run_integrity_checks
 from c360_dagster.domain.ingest.view import Customer360, empty_table
 from c360_dagster.domain.ingest.view_json import customer_360_document
 
@@ -47,43 +48,96 @@ _DECIMAL_SHAPE = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 
 def read_customer_360(fixtures_dir: Path | str, as_of: dt.date | None = None) -> Customer360:
     """Load, validate and type every entity file in `fixtures_dir`; raise InputError on the first defect."""
-    folder = Path(fixtures_dir)
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"input folder {folder} is a file; give the folder that holds accounts and subs")
-    if not folder.is_dir():
-        raise InputError(f"input folder {folder} not found")
-    sources = find_sources(folder)
-    tables = {name: empty_table(name) for name in ENTITIES if name not in sources}
-    warnings: list[str] = []
-    present = [(name, spec, sources[name]) for name, spec in ENTITIES.items() if name in sources]
-    source_hashes: dict[str, str] = {}
-    # A thread reads (and hashes) the next file with DuckDB while this one is validated with
-    # Polars; both release the GIL. One file ahead at most keeps memory bounded, and defects
-    # are still raised in entity order.
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    inputs = ValidatedInputs(fixtures_dir, as_of)
+    tables = dict(inputs)
+    return Customer360(as_of=inputs.as_of, tables=tables, source_hashes=inputs.source_hashes, warnings=inputs.warnings)
 
-        def read(position: int) -> Future[tuple[pl.DataFrame, list[str], str]]:
-            _, spec, path = present[position]
-            return pool.submit(_read_raw, path, spec)
 
-        upcoming = read(0)  # the accounts file is required, so there is one
-        for position, (name, spec, path) in enumerate(present):
-            raw, extra, source_hashes[path.name] = upcoming.result()
-            if position + 1 < len(present):
-                upcoming = read(position + 1)
-            warnings += [
-                f"file {path.name}: column {column} is not in the contract and was ignored" for column in extra
-            ]
-            tables[name] = _validate(path, spec, raw, tables)
-            del raw
-    source_hashes = dict(sorted(source_hashes.items()))
-    tables = {name: tables[name] for name in ENTITIES}
-    return Customer360(
-        as_of=as_of or _derive_as_of(tables),
-        tables=tables,
-        source_hashes=source_hashes,
-        warnings=tuple(sorted(warnings)),
-    )
+class ValidatedInputs:
+    """The entity files of an input folder, validated one file at a time.
+
+    Iterating yields (entity, typed table) in entity order, an absent optional file as an empty
+    table, and raises the first defect of each file as it comes to it, so the defects and their
+    order are those of one whole-book load. Of each table it keeps (in `kept`) only the columns
+    later files' rules look up (`integrity.referenced_columns`) plus those `keep` asks for, so a
+    consumer that writes and drops each table holds about one file at a time, not the book.
+    Once iterated, `source_hashes`, `warnings`, `counts` and `as_of` describe the whole input.
+    """
+
+    def __init__(
+        self, folder: Path | str, as_of: dt.date | None = None, keep: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise InputError(f"input folder {self.folder} is a file; give the folder that holds accounts and subs")
+        if not self.folder.is_dir():
+            raise InputError(f"input folder {self.folder} not found")
+        self.sources = find_sources(self.folder)
+        kept_columns = {name: set(columns) for name, columns in referenced_columns().items()}
+        for name, columns in (keep or {}).items():
+            kept_columns.setdefault(name, set()).update(columns)
+        self._kept_columns = kept_columns
+        self.kept: dict[str, pl.DataFrame] = {}
+        self.source_hashes: dict[str, str] = {}
+        self.warnings: tuple[str, ...] = ()
+        self.counts: dict[str, int] = {}
+        self._as_of = as_of
+        self._latest_usage_end: dt.date | None = None  # docs/inputs.md "Time": as_of's first choice
+        self._latest_dates: list[dt.date] = []  # each date column's latest value: the fallback
+
+    def __iter__(self) -> Iterator[tuple[str, pl.DataFrame]]:
+        present = [(name, spec, self.sources[name]) for name, spec in ENTITIES.items() if name in self.sources]
+        warnings: list[str] = []
+        source_hashes: dict[str, str] = {}
+        # A thread reads (and hashes) the next file with DuckDB while this one is validated with
+        # Polars and handed on; both release the GIL. One file ahead at most keeps memory bounded,
+        # and defects are still raised in entity order.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+
+            def read(position: int) -> Future[tuple[pl.DataFrame, list[str], str]]:
+                _, spec, path = present[position]
+                return pool.submit(_read_raw, path, spec)
+
+            upcoming = read(0)  # the accounts file is required, so there is one
+            position = 0
+            for name, spec in ENTITIES.items():
+                if name in self.sources:
+                    path = self.sources[name]
+                    raw, extra, source_hashes[path.name] = upcoming.result()
+                    position += 1
+                    if position < len(present):
+                        upcoming = read(position)
+                    warnings += [
+                        f"file {path.name}: column {column} is not in the contract and was ignored" for column in extra
+                    ]
+                    table = _validate(path, spec, raw, self.kept)
+                    del raw
+                else:
+                    table = empty_table(name)
+                self._note(name, table)
+                yield name, table
+        self.source_hashes = dict(sorted(source_hashes.items()))
+        self.warnings = tuple(sorted(warnings))
+
+    def _note(self, name: str, table: pl.DataFrame) -> None:
+        """Keep what the rest of the input and the whole-input summary need of `table`."""
+        self.counts = dict(sorted({**self.counts, name: table.height}.items()))
+        if name in self._kept_columns:
+            self.kept[name] = table.select(sorted(self._kept_columns[name]))
+        dates = [f.name for f in ENTITIES[name].fields if f.type == "date"]
+        self._latest_dates += [latest for latest in table.select(pl.col(dates).max()).row(0) if latest is not None]
+        if name == "usage":
+            self._latest_usage_end = table["window_end"].max()  # type: ignore[assignment]
+
+    @property
+    def as_of(self) -> dt.date:
+        """The `as_of` given, else docs/inputs.md "Time": the latest usage window_end, else the latest date in any input."""
+        if self._as_of:
+            return self._as_of
+        latest = self._latest_usage_end or max(self._latest_dates, default=None)
+        if latest is None:
+            raise InputError("as_of cannot be derived: the inputs hold no dates; pass as_of explicitly")
+        return latest
 
 
 def load_customer_360(fixtures_dir: Path | str, as_of: dt.date | str | None = None) -> dict[str, Any]:
@@ -427,16 +481,3 @@ def _typed(spec: FieldSpec, *, csv_bools: bool) -> pl.Expr:
         true, false = (["true", "1"], ["false", "0"]) if csv_bools else (["true"], ["false"])
         return pl.when(word.is_in(true)).then(True).when(word.is_in(false)).then(False).alias(spec.name)
     return text
-
-
-def _derive_as_of(tables: dict[str, pl.DataFrame]) -> dt.date:
-    """docs/inputs.md "Time": the latest usage window_end, else the latest date in any input."""
-    latest = tables["usage"]["window_end"].max()
-    if latest is None:
-        dates = [
-            frame[f.name].max() for name, frame in tables.items() for f in ENTITIES[name].fields if f.type == "date"
-        ]
-        latest = max((d for d in dates if d is not None), default=None)
-    if latest is None:
-        raise InputError("as_of cannot be derived: the inputs hold no dates; pass as_of explicitly")
-    return latest  # type: ignore[return-value]

@@ -18,6 +18,7 @@ import polars as pl
 from c360_dagster.domain.core.errors import ConfigError
 from c360_dagster.domain.core.stages import StageReader, StageWriter
 from c360_dagster.domain.ingest.entities import ENTITIES
+from c360_dagster.domain.ingest.loader import ValidatedInputs
 from c360_dagster.domain.ingest.view import Customer360, read_table
 
 SHARD = "shard"
@@ -69,10 +70,15 @@ def split_tables(tables: Mapping[str, pl.DataFrame], shards: int) -> list[dict[s
     table = shard_table(ids, shards)
     split: list[dict[str, pl.DataFrame]] = [{} for _ in range(shards)]
     for name, frame in tables.items():
-        parts = with_shard(frame, shards, table).partition_by(SHARD, as_dict=True, include_key=False)
-        for k in range(shards):
-            split[k][name] = parts.get((k,), frame.clear())
+        for k, part in enumerate(split_table(frame, shards, table)):
+            split[k][name] = part
     return split
+
+
+def split_table(frame: pl.DataFrame, shards: int, table: pl.DataFrame | None = None) -> list[pl.DataFrame]:
+    """`frame`'s rows in each shard, row order kept (`table`: the accounts' shards, if already known)."""
+    parts = with_shard(frame, shards, table).partition_by(SHARD, as_dict=True, include_key=False)
+    return [parts.get((k,), frame.clear()) for k in range(shards)]
 
 
 def split_path(shard: int, name: str) -> str:
@@ -80,19 +86,21 @@ def split_path(shard: int, name: str) -> str:
     return f"inputs/{shard}/{name}.parquet"
 
 
-def save_split(out: StageWriter, view: Customer360, shards: int) -> dict:
-    """Write the view's tables split into `shards` shards, and the split's manifest; return it."""
-    parts = split_tables(view.tables, shards)
-    for shard, tables in enumerate(parts):
-        for name in sorted(tables):
-            out.write_frame(split_path(shard, name), tables[name])
+def save_split(out: StageWriter, inputs: ValidatedInputs, shards: int) -> dict:
+    """Split the inputs into `shards` shards as they are validated, writing each table's parts
+    before the next file is read, then the split's manifest; return the manifest."""
+    shard_counts: list[dict[str, int]] = [{} for _ in range(shards)]
+    for name, frame in inputs:
+        for shard, part in enumerate(split_table(frame, shards)):
+            out.write_frame(split_path(shard, name), part)
+            shard_counts[shard][name] = part.height
     manifest = {
-        "as_of": view.as_of.isoformat(),
-        "counts": view.counts(),
-        "shard_counts": [{name: tables[name].height for name in sorted(tables)} for tables in parts],
+        "as_of": inputs.as_of.isoformat(),
+        "counts": inputs.counts,
+        "shard_counts": [dict(sorted(counts.items())) for counts in shard_counts],
         "shards": shards,
-        "source_hashes": view.source_hashes,
-        "warnings": list(view.warnings),
+        "source_hashes": inputs.source_hashes,
+        "warnings": list(inputs.warnings),
     }
     out.write_json(SPLIT_MANIFEST, manifest)
     return manifest

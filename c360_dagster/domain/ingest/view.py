@@ -113,6 +113,10 @@ def empty_table(name: str) -> pl.DataFrame:
     return pl.DataFrame(schema=ENTITIES[name].polars_schema)
 
 
+# What `active_arr_by_segment` reads of each table (a streamed load keeps just these).
+ACTIVE_ARR_COLUMNS = {"accounts": ("account_id", "segment"), "subs": ("account_id", "arr", "currency", "status")}
+
+
 def active_arr_by_segment(accounts: pl.DataFrame, subs: pl.DataFrame) -> list[dict]:
     """Active ARR and subscriptions per segment and currency (never summed across currencies)."""
     return (
