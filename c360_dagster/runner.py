@@ -85,11 +85,13 @@ def run_chain(
     """Run a chain job: with one shard, one run of it (shard "0"); with N, three layers: the
     assets before the shards (the split), every shard's assets (N runs, up to `workers` at a
     time, each in its own process), then the roll-ups. A shard's user error stops the chain
-    before the roll-ups, as itself; the overrides and snoozes are checked on the whole book
-    before any shard runs."""
+    before the roll-ups, as itself. Every config the job reads is loaded before anything runs,
+    and with N shards the overrides and snoozes are checked on the whole book before any shard
+    runs."""
     from c360_dagster import reports
 
     count = paths.shards
+    _check_configs(job_name, paths, ops or {})
     if count == 1:
         result = run_job(job_name, paths, ops=ops, partition_key="0", progress=progress)
         return ChainRun(result.run_id, reports.check_rows(result), reports.materialized(result))
@@ -112,6 +114,17 @@ def run_chain(
 
 
 SPLIT = "customer_inputs"
+
+
+def _check_configs(job_name: str, paths: ProjectPaths, ops: Mapping[str, Mapping[str, Any]]) -> None:
+    """Every config file the job's assets read, loaded once before any of them runs."""
+    from c360_dagster.definitions import definitions_for
+    from c360_dagster.defs.customer import check_configs
+    from c360_dagster.defs.resources import C360Project
+
+    graph = definitions_for(paths.shards).resolve_job_def(job_name).asset_layer.asset_graph
+    assets = sorted(key.to_user_string() for key in graph.executable_asset_keys)
+    check_configs(C360Project(**paths.__dict__), assets, dict(ops))
 
 
 def _check_config_entries(paths: ProjectPaths, count: int) -> None:

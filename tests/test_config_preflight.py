@@ -1,4 +1,4 @@
-"""All or nothing with shards: a bad override or snooze stops the command before any shard writes.
+"""All or nothing with shards: a bad config, override or snooze stops the command before any shard writes.
 
 With N = 3 the fixtures' HOOLI-007 is in the last shard (shard 2) and the typo HOOLI-07 hashes
 there too, so only that shard's run would meet the entry. The check runs once on the whole book
@@ -99,3 +99,29 @@ def test_a_bad_entry_of_one_shard_stops_the_command_with_nothing_written(in_shar
     # Every shard's live stages, the split, the main and shard event logs, the metrics and the
     # lake are byte for byte what they were.
     assert in_sharded.snapshot() == before
+
+
+def _broken(name: str, line: str) -> str:
+    """The project's `<name>.yaml` with `line` given a value no loader accepts."""
+    text = (REPO_ROOT / "configs" / "customer" / f"{name}.yaml").read_text(encoding="utf-8")
+    assert text.count(line) == 1
+    return text.replace(line, line.split(":")[0] + ": lots")
+
+
+@pytest.mark.parametrize(
+    ("name", "line", "key"),
+    [
+        ("health", "  adoption: 30", "weights.adoption"),
+        ("signals", "  drop_pct_over: 25", "usage_slide_4w.drop_pct_over"),
+        ("renewals", "  High: 0.9", "buckets.High"),
+    ],
+)
+def test_a_bad_stage_config_stops_the_run_before_the_split_writes(in_sharded, capsys, name, line, key):
+    before = in_sharded.snapshot()
+    configs = in_sharded.configs_with(name, _broken(name, line))
+    code, out, err = in_sharded.c360(capsys, "c360:run", "--dir", str(FIXTURES), configs=configs)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"c360: CONFIG_INVALID: {configs / f'{name}.yaml'}: {key}: ") and err.count("\n") == 1, err
+    # The split (which c360:run writes first), every shard and the event logs are as they were.
+    assert in_sharded.snapshot() == before
+

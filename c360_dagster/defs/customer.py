@@ -245,6 +245,34 @@ def check_config_entries(project: C360Project, book: Callable[[], pl.Series]) ->
             overrides.check_accounts(found, account_ids, str(project.paths.config_path(name)))
 
 
+# The configs each asset reads: its own first (`--config` names another file: the op's
+# `config_path`), then the project's others. `check_configs` loads them before any run.
+CONFIGS_READ = {
+    "account_health": ("health",),
+    "customer_signals": ("signals", "health"),  # health.yaml's `lifecycle`
+    "renewal_forecasts": ("renewals",),
+    "report/renewal_forecasts_report": ("renewals",),
+}
+CONFIG_LOADERS: dict[str, Callable[[Path], object]] = {
+    "health": health.load_health_config,
+    "signals": signals.load_signals_config,
+    "renewals": renewals.load_renewals_config,
+}
+
+
+def check_configs(project: C360Project, assets: list[str], ops: dict) -> None:
+    """Load (and so validate) every config file these assets will read, once, before any of
+    them runs: a bad file stops the command before the split or a shard writes anything."""
+    files: dict[Path, Callable[[Path], object]] = {}
+    for asset in assets:
+        op_config = ops.get(dg.AssetKey.from_user_string(asset).to_python_identifier(), {})
+        for position, name in enumerate(CONFIGS_READ.get(asset, ())):
+            own = op_config.get("config_path") if position == 0 else None
+            files[_config_file(project, own, name)] = CONFIG_LOADERS[name]
+    for path, load in sorted(files.items()):
+        load(path)
+
+
 def book_account_ids(project: C360Project, count: int) -> pl.Series:
     """Every account id of the live view, over the `count` shards' views."""
     return pl.concat([project.stages.view_table("accounts", shard=k)[0]["account_id"] for k in range(count)])
