@@ -623,7 +623,7 @@ def _package_zip(prs: Any, fixed: dt.datetime) -> bytes:
     package = prs.part.package
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as target:
-        stamped = _StampedZip(target, fixed)
+        stamped: Any = _StampedZip(target, fixed)  # stands in for python-pptx's own zip writer (`write` only)
         writer = PackageWriter(out, package._rels, tuple(package.iter_parts()))
         writer._write_content_types_stream(stamped)
         writer._write_pkg_rels(stamped)
