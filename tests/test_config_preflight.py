@@ -124,4 +124,3 @@ def test_a_bad_stage_config_stops_the_run_before_the_split_writes(in_sharded, ca
     assert err.startswith(f"c360: CONFIG_INVALID: {configs / f'{name}.yaml'}: {key}: ") and err.count("\n") == 1, err
     # The split (which c360:run writes first), every shard and the event logs are as they were.
     assert in_sharded.snapshot() == before
-

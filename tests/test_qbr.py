@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import re
@@ -308,6 +309,27 @@ def _charts(data: bytes) -> dict[str, object]:
 # --- context -----------------------------------------------------------------------------
 
 
+def test_an_open_case_within_the_agreed_time_is_not_counted_as_answered_in_time():
+    # By hand, the quarter 2024-04-01..2024-06-30: A closed in time, B closed late, C open and
+    # already late, D and E open and not late yet (E closes after as_of): A of A, B, C is met,
+    # 1 of 3 = 33.3%; D and E are not answered yet. Counting them as met would say 3 of 5 = 60%.
+    cases = pl.DataFrame(
+        {
+            "account_id": ["X"] * 5,
+            "opened_on": [D(2024, 5, 1), D(2024, 5, 2), D(2024, 5, 3), D(2024, 6, 1), D(2024, 6, 2)],
+            "closed_on": [D(2024, 5, 2), D(2024, 5, 20), None, None, D(2024, 7, 5)],
+            "sla_breached": [False, True, True, False, False],
+        }
+    )
+    view = type("View", (), {"cases": cases})()
+    support = qbr._support(view, "X", D(2024, 4, 1), D(2024, 6, 30))
+    assert support == qbr.SupportSummary(
+        opened=5, closed=2, open_now=3, median_days_to_close=9.5, sla_met_pct=33.3, not_yet_answered=2
+    )
+    lead = "\n".join(_deck_texts(qbr_pptx.render_pptx(dataclasses.replace(_ctx(), support=support))))
+    assert "3 cases open on 30 Jun 2024, 2 of them within the agreed time so far and not counted as answered." in lead
+
+
 def test_weekly_usage_counts_last_quarter_against_seats_of_active_subs():
     # By hand: the January window is older than 13 weeks; S1 (50 seats) is active throughout,
     # S2 (10 seats) from 2024-06-10, S3 is churned and never counts.
@@ -326,7 +348,9 @@ def test_support_nps_and_renewals_of_the_quarter():
     # the agreed time) and K2 (opened 06-20, open, breached) were opened in it; K0 is older.
     ctx = _ctx()
     assert ctx.period_start == D(2024, 4, 1)
-    assert ctx.support == qbr.SupportSummary(opened=2, closed=1, open_now=1, median_days_to_close=2.0, sla_met_pct=50.0)
+    assert ctx.support == qbr.SupportSummary(
+        opened=2, closed=1, open_now=1, median_days_to_close=2.0, sla_met_pct=50.0, not_yet_answered=0
+    )
     assert ctx.nps == (qbr.NpsPoint(D(2024, 4, 15), 9),)
     # Active subscriptions renewing within a year, soonest first; S3 is churned.
     assert [(r.product, r.renewal_date) for r in ctx.upcoming_renewals] == [

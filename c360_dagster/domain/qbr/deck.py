@@ -613,7 +613,12 @@ def _support(ctx: QbrContext) -> Slide:
         f"No support cases in {span_name(ctx)} {fmt_period(ctx.period_start, ctx.as_of)}."
         if not s.opened and not s.closed
         else f"Support in {span_name(ctx)} {fmt_period(ctx.period_start, ctx.as_of)}; "
-        f"{fmt_count(s.open_now)} case{'s' if s.open_now != 1 else ''} open on {fmt_date(ctx.as_of)}."
+        f"{fmt_count(s.open_now)} case{'s' if s.open_now != 1 else ''} open on {fmt_date(ctx.as_of)}"
+        + (
+            f", {fmt_count(s.not_yet_answered)} of them within the agreed time so far and not counted as answered."
+            if s.not_yet_answered
+            else "."
+        )
     )
     return Slide("Support Summary", lead=lead, tiles=tuple(tiles))
 

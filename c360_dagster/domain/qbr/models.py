@@ -101,7 +101,9 @@ class SupportSummary:
     closed: int
     open_now: int
     median_days_to_close: float | None  # None when no case closed in the quarter
-    sla_met_pct: float | None  # of the cases opened in the quarter; None when none was opened
+    # Of the quarter's cases answered by as_of or already past the agreed time (None: no such case).
+    sla_met_pct: float | None
+    not_yet_answered: int  # opened in the quarter, open, not past the agreed time: in neither count
 
 
 @dataclass(frozen=True)

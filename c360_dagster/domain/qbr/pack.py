@@ -412,13 +412,18 @@ def _support(view: Customer360, account_id: str, start: dt.date, as_of: dt.date)
     closed = cases.filter(pl.col("closed_on").is_between(start, as_of))
     still_open = cases.filter(pl.col("closed_on").is_null() | (pl.col("closed_on") > as_of))
     days = (closed["closed_on"] - closed["opened_on"]).dt.total_days()
-    met = opened.filter(~pl.col("sla_breached")).height
+    # Only what is measured: a case closed by as_of met the agreed time or not, an open one
+    # already breached did not; an open one not yet breached is not answered yet, either way.
+    answered = pl.col("closed_on").is_not_null() & (pl.col("closed_on") <= as_of)
+    known = opened.filter(answered | pl.col("sla_breached"))
+    met = known.filter(~pl.col("sla_breached")).height
     return SupportSummary(
         opened=opened.height,
         closed=closed.height,
         open_now=still_open.height,
         median_days_to_close=round(cast(float, days.median()), 1) if closed.height else None,
-        sla_met_pct=round(100.0 * met / opened.height, 1) if opened.height else None,
+        sla_met_pct=round(100.0 * met / known.height, 1) if known.height else None,
+        not_yet_answered=opened.height - known.height,
     )
 
 
