@@ -533,3 +533,23 @@ def test_renewal_play_dates_stay_before_the_renewal(library):
     # A renewal on a Monday: the Friday before.
     monday = acme_plan(library, [{**ACME_RENEWAL, "renewal_date": dt.date(2026, 10, 12)}])
     assert max(s.due_date for s in monday.steps if s.playbook == "renewal") == dt.date(2026, 10, 9)
+
+
+def test_a_step_names_only_the_customer_people_on_record(library):
+    # NEWCO-011 in the fixtures: green, no champion and no sponsor on record, an admin since
+    # 2026-09-15 (Olu Ade). The light-touch plan's "with the champion" steps go to who is there.
+    newco = {"account_id": "NEWCO-011", "name": "NewCo", "csm_owner": "Ines Ford"}
+    admin = {"name": "Olu Ade", "role": "admin", "started_on": dt.date(2026, 9, 15), "ended_on": None}
+    plan = build_playbook(newco, health_record("green", 80), [], [], library, SEP27, contacts=[admin])
+    titles = [step.title for step in plan.steps]
+    assert "Quarterly check-in with the admin" in titles
+    assert "Send a value summary of the last quarter to the admin" in titles
+    assert not [title for title in titles if "champion" in title]
+    check_in = next(entry for entry in plan.raci if entry.step == "Quarterly check-in with the admin")
+    assert check_in.consulted == ("Olu Ade (Customer Admin)",)
+    assert not [
+        e for e in plan.raci for who in (e.responsible, e.accountable, *e.consulted, *e.informed) if "Champion" in who
+    ]
+    # With no customer contact on record at all the library's roles stay (nothing to go by).
+    alone = build_playbook(newco, health_record("green", 80), [], [], library, SEP27)
+    assert "Quarterly check-in with the champion" in [step.title for step in alone.steps]

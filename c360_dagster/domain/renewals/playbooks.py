@@ -535,6 +535,39 @@ def _people(
     return named
 
 
+def _stand_ins(current: Mapping[str, Mapping[str, Any]], library: PlaybookLibrary) -> dict[str, str]:
+    """Each customer role the account has no contact in now → the customer role of who is there
+    (the first of CONTACT_ROLES' order). Empty when the data names no one on their side."""
+    roles = {role: key for role, (source, key) in library.people.items() if source == "contact_role"}
+    present = sorted(
+        (role for role, key in roles.items() if key in current), key=lambda r: CONTACT_ROLES.index(roles[r])
+    )
+    return {role: present[0] for role, key in roles.items() if key not in current} if present else {}
+
+
+def _for_who_is_there(step: StepSpec, stand_ins: Mapping[str, str], library: PlaybookLibrary) -> StepSpec:
+    """The step worded for the customer's people on record: a role with no contact is replaced by
+    who is there, in the RACI and in the title ("with the champion" → "with the admin")."""
+
+    def phrase(role: str) -> str:
+        return f"the {library.people[role][1].replace('_', ' ')}"
+
+    def some(roles: Sequence[str]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(stand_ins.get(role, role) for role in roles))
+
+    title = step.title
+    for role, stand_in in stand_ins.items():
+        title = title.replace(phrase(role), phrase(stand_in))
+    return dataclasses.replace(
+        step,
+        title=title,
+        owner=stand_ins.get(step.owner, step.owner),
+        accountable=stand_ins.get(step.accountable, step.accountable),
+        consulted=some(step.consulted),
+        informed=some(step.informed),
+    )
+
+
 def _done_evidence(
     role: str | None, current: Mapping[str, Mapping[str, Any]], library: PlaybookLibrary, as_of: dt.date
 ) -> str | None:
@@ -660,6 +693,8 @@ def build_playbook(
         ),
         key=lambda item: item[0],
     )
+    stand_ins = _stand_ins(current, library)
+    dated = [(day, play, _for_who_is_there(step, stand_ins, library)) for day, play, step in dated]
     steps = tuple(PlanStep(play.id, step.title, step.owner, day, who(step.owner)) for day, play, step in dated)
     raci = tuple(
         RaciEntry(
