@@ -11,6 +11,7 @@ and Dagster's storages once, so a case costs its runs, not a Python and Dagster 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -188,6 +189,11 @@ def _artifacts(project: Path) -> dict[str, object]:
     return found
 
 
+# The chain's projects never change (each case works on a copy): read each of them once.
+_chain_stage_hashes = functools.cache(_stage_hashes)
+_chain_artifacts = functools.cache(_artifacts)
+
+
 def _temporary_files(project: Path) -> list[str]:
     artifacts = project / "artifacts"
     found = [str(p) for p in artifacts.rglob("*.tmp")]
@@ -208,12 +214,12 @@ def test_a_kill_at_each_write_boundary_leaves_old_or_new_and_the_next_run_repair
     assert killed["signal"] == signal.SIGKILL, f"{failpoint} was never reached:\n{killed['output']}"
 
     assert runner.ok(project, ["c360:verify"]).startswith("OK: ")
-    old, new = _stage_hashes(before), _stage_hashes(clean)
+    old, new = _chain_stage_hashes(before), _chain_stage_hashes(clean)
     for stage, digest in _stage_hashes(project).items():
         assert digest in (old.get(stage), new.get(stage)), f"{stage} is neither its old nor its new generation"
 
     runner.ok(project, NEW[step])
-    assert _artifacts(project) == _artifacts(clean)
+    assert _artifacts(project) == _chain_artifacts(clean)
     assert _temporary_files(project) == []
     assert runner.ok(project, ["c360:verify"]).startswith("OK: ")
 
@@ -238,4 +244,4 @@ def test_health_after_a_killed_load_scores_one_whole_view_and_signs_it(chain, tm
     events = (project / "artifacts" / "governance" / "shards" / "0" / "events.jsonl").read_text().splitlines()
     signed = json.loads(events[-2])
     assert signed["asset"] == "account_health"
-    assert signed["inputs"]["customer_360"] == _stage_hashes(view)["shards/0/360"]
+    assert signed["inputs"]["customer_360"] == _chain_stage_hashes(view)["shards/0/360"]
