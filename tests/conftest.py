@@ -91,17 +91,18 @@ def small_dir(tmp_path: Path) -> Path:
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# The files that take longest, slowest first (measured in docs/development.md "The test suite").
+# The files that take longest, slowest first (summed `--durations=0` times of a whole run).
 # xdist hands out whole files in collection order (pyproject: --dist loadfile
 # --no-loadscope-reorder), so these start at once instead of leaving one worker running one of
 # them alone at the end.
 SLOWEST_FIRST = (
-    "test_faults.py",
-    "test_scale_out.py",
-    "test_ui_browser.py",
-    "test_qbr_render.py",
     "test_shards.py",
+    "test_faults.py",
+    "test_bench.py",
     "test_hostile.py",
+    "test_ui_browser.py",
+    "test_scale_out.py",
+    "test_qbr_render.py",
 )
 
 
