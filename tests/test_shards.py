@@ -11,11 +11,14 @@ import pytest
 
 from c360_dagster.bench.generator import generate_dataset
 from c360_dagster.domain.core.config import load_scale_config
-from c360_dagster.domain.core.errors import ConfigError
+from c360_dagster.domain.core.errors import C360Error, ConfigError
+from c360_dagster.domain.core.stages import open_stage
 from c360_dagster.domain.governance.lake import open_lake
-from c360_dagster.domain.ingest import loader, shards
+from c360_dagster.domain.ingest import integrity, loader, shards
 from c360_dagster.domain.ingest.entities import ENTITIES
-from c360_dagster.runner import ProjectPaths, run_chain
+from c360_dagster.domain.ingest.view import Customer360
+from c360_dagster.domain.scoring.quality import SAMPLE_ROWS
+from c360_dagster.runner import ProjectPaths, run_chain, run_job
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "fixtures" / "customer"
@@ -64,6 +67,49 @@ def test_the_split_puts_every_row_in_its_accounts_shard_exactly_once():
             assert together.sort(list(ENTITIES[name].key)).equals(whole)
     # With 3 shards the fixtures' accounts spread over all of them (the test means something).
     assert all(tables["accounts"].height for tables in shards.split_tables(view.tables, 3))
+
+
+def test_the_shards_integrity_findings_merged_are_those_of_the_whole_book(tmp_path):
+    generate_dataset(tmp_path, 240, seed=17, weeks=10)
+    view = loader.read_customer_360(tmp_path)
+    whole = integrity.run_integrity_checks(view, contract_enforced=True)
+    # Some checks find more offenders than a sample shows, so merging the samples means something.
+    assert any(found.count > SAMPLE_ROWS for found in whole), whole
+    for count in (1, 3, 8):
+        parts = [
+            Customer360(view.as_of, tables, view.source_hashes, view.warnings)
+            for tables in shards.split_tables(view.tables, count)
+        ]
+        found = [integrity.run_integrity_checks(part, contract_enforced=True) for part in parts]
+        assert integrity.merge_findings(found) == whole, count
+
+
+def _in_batches(frame: pl.DataFrame, rows: int) -> list[pl.DataFrame]:
+    return [frame.slice(offset, rows) for offset in range(0, frame.height, rows)]
+
+
+@pytest.mark.parametrize("batch_rows", [1, 2, 7, 1000])
+def test_the_streamed_merge_gives_the_whole_sort_batch_by_batch_and_never_splits_a_group(batch_rows):
+    # Accounts with 0 to 4 signals each, over 4 shards (one of them empty).
+    codes = ["churn", "expansion", "low_usage", "nps_drop"]
+    rows = [(f"A-{n:03d}", code) for n in range(60) for code in codes[: n % 5]]
+    signals = pl.DataFrame(rows, schema={"account_id": pl.Utf8, "code": pl.Utf8}, orient="row")
+    shard = pl.col("account_id").map_elements(lambda a: min(shards.shard_of(a, 3), 2) + 1, pl.Int64)
+    parts = [signals.filter(shard == k).sort("account_id", "code") for k in range(4)]
+    assert parts[0].is_empty() and all(part.height for part in parts[1:])
+    merged = list(
+        shards.merge_sorted([_in_batches(part, batch_rows) for part in parts], ["account_id", "code"], ["account_id"])
+    )
+    assert pl.concat(merged).equals(shards.merge_frames(parts, ["account_id", "code"]))
+    accounts = [set(batch["account_id"]) for batch in merged]
+    assert sum(len(batch) for batch in accounts) == len(set().union(*accounts)), "an account in two batches"
+    # A key of two columns, a date first (renewals: renewal_date, subscription_id).
+    day = pl.date(2026, 1, 1) + pl.duration(days=pl.int_range(pl.len()) % 5)
+    renewals = signals.with_columns(renewal_date=day, subscription_id=pl.col("account_id") + "-" + pl.col("code"))
+    keys = ["renewal_date", "subscription_id"]
+    parts = [renewals.filter(shard == k).sort(keys) for k in range(4)]
+    merged = list(shards.merge_sorted([_in_batches(part, batch_rows) for part in parts], keys))
+    assert pl.concat(merged).equals(shards.merge_frames(parts, keys))
 
 
 def test_scale_yaml_defaults_to_one_shard_and_refuses_a_bad_count(tmp_path):
@@ -161,3 +207,37 @@ def test_the_roll_ups_of_a_generated_book_are_byte_identical_for_1_3_and_8_shard
     assert signals["lifecycle"]["previous_as_of"] == "2026-09-02"
     assert signals["lifecycle"]["ongoing"] and signals["lifecycle"]["resolved"]
     _assert_same_for_any_n(runs)
+
+
+def test_a_roll_up_refuses_shards_made_from_another_split_and_writes_nothing(tmp_path, monkeypatch):
+    artifacts = _run_chain(tmp_path, FIXTURES, 2, monkeypatch)
+    paths = ProjectPaths(
+        fixtures_dir=str(FIXTURES),
+        configs_dir=str(tmp_path / "configs"),
+        contracts_dir=str(REPO / "contracts" / "schemas"),
+        artifacts_dir=str(artifacts),
+    )
+    # The inputs split again (another as_of: another split), then only shard 0's view rebuilt from it.
+    run_job(
+        "c360_chain",
+        paths,
+        ops={"customer_inputs": {"as_of": "2026-09-15"}},
+        asset_selection=["customer_inputs"],
+        progress=False,
+    )
+    run_job("c360_chain", paths, partition_key="0", asset_selection=["customer_360"], progress=False)
+    split_hash = open_stage(artifacts / "customer", shards.SPLIT_STAGE).manifest_hash
+    before = _documents(artifacts)
+    events = (artifacts / "governance" / "events.jsonl").read_bytes()
+    for report, stale in (
+        ("report/customer_360_report", "shard 1's 360"),
+        ("report/account_health_report", "shard 0's health"),
+    ):
+        with pytest.raises(C360Error) as refused:
+            run_job("c360_chain", paths, asset_selection=[report], progress=False)
+        assert refused.value.code == "SHARD_STALE"
+        message = str(refused.value)
+        assert message.startswith(f"{stale} output (") and f"than the live one ({split_hash})" in message, message
+    # Nothing written: every published document and frame, and the signed log, as before.
+    assert _documents(artifacts) == before
+    assert (artifacts / "governance" / "events.jsonl").read_bytes() == events

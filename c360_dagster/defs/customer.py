@@ -1,6 +1,8 @@
 """The account-level chain: Customer 360 → health and signals → renewal forecasts."""
 
+import dataclasses
 import datetime as dt
+import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,13 +16,15 @@ from c360_dagster.defs.resources import C360Project
 from c360_dagster.defs.shards import ONE_SHARD, run_shard
 from c360_dagster.defs.versions import source_version
 from c360_dagster.domain.core.io import json_stream, sha256_file, write_chunks_atomic
-from c360_dagster.domain.core.stages import frame_path
+from c360_dagster.domain.core.stages import StageReader, StageWriter, frame_path
 from c360_dagster.domain.ingest import integrity, loader, shards, view_json
 from c360_dagster.domain.ingest import view as view_module
+from c360_dagster.domain.ingest.entities import ENTITIES
 from c360_dagster.domain.ingest.view import ACTIVE_ARR_COLUMNS, active_arr_by_segment
 from c360_dagster.domain.renewals import forecast as renewals
 from c360_dagster.domain.renewals import playbooks
 from c360_dagster.domain.scoring import account_state, health, lifecycle, overrides, quality, signals
+from c360_dagster.domain.scoring.quality import Finding
 
 OWNERS = ["team:customer-success-ops"]
 
@@ -44,11 +48,11 @@ class RenewalsConfig(dg.Config):
     window_days: int = 120
 
 
-def _frame_metadata(frame: pl.DataFrame, path: Path) -> dict:
+def _frame_metadata(schema: pl.Schema, rows: int, path: Path) -> dict:
     return {
-        "dagster/row_count": frame.height,
+        "dagster/row_count": rows,
         "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()]
+            columns=[dg.TableColumn(name, str(dtype)) for name, dtype in schema.items()]
         ),
         "path": dg.MetadataValue.path(str(path)),
     }
@@ -115,6 +119,7 @@ def customer_360(context: dg.AssetExecutionContext, project: C360Project) -> dg.
     with project.stages.writing(str(shard)):
         with project.stages.stage(view_module.STAGE, shard) as out:
             view.save(out)
+            shards.save_record(out, split.manifest_hash, checks=[dataclasses.asdict(found) for found in checks])
         project.ledger.record_event(
             context,
             shard=str(shard),
@@ -134,6 +139,11 @@ def customer_360(context: dg.AssetExecutionContext, project: C360Project) -> dg.
     )
 
 
+def _split_of_view(project: C360Project, shard: int) -> str:
+    """The split a shard's live 360 view was made from (what the stages made from that view record)."""
+    return shards.read_record(project.stages.stored(view_module.STAGE, shard))["split"]
+
+
 def _count_table(label: str, counts: dict[str, int]) -> dg.TableMetadataValue:
     """A small two-column table (e.g. tier → accounts) for the asset's page in the UI."""
     return dg.MetadataValue.table(
@@ -144,22 +154,6 @@ def _count_table(label: str, counts: dict[str, int]) -> dg.TableMetadataValue:
 
 def _config_file(project: C360Project, override: str | None, name: str) -> Path:
     return Path(override) if override else project.paths.config_path(name)
-
-
-def _write_stage(
-    project: C360Project, stage: str, out: str | None, json_chunks: Iterator[bytes], frame: pl.DataFrame
-) -> tuple[str, Path, str]:
-    """Write a scoring stage's generation: `<stage>.json` (or the JSON at `out`, outside it) and its frame.
-
-    Returns the JSON's hash, where it went and the frame's hash.
-    """
-    json_path = Path(out) if out else project.paths.customer_dir / f"{stage}.json"
-    with project.stages.stage(stage) as stored:
-        json_hash = (
-            write_chunks_atomic(json_path, json_chunks) if out else stored.write_chunks(json_path.name, json_chunks)
-        )
-        frame_hash = stored.write_frame(frame_path(stage), frame)
-    return json_hash, json_path, frame_hash
 
 
 def _file_hashes(*paths: Path) -> dict[str, str]:
@@ -198,6 +192,7 @@ def account_health(
     with project.stages.writing(str(shard)):
         with project.stages.stage("health", shard) as out:
             frame_hash = out.write_frame(frame_path("health"), frame)
+            shards.save_record(out, _split_of_view(project, shard))
         project.ledger.record_event(
             context,
             shard=str(shard),
@@ -211,7 +206,7 @@ def account_health(
     return dg.MaterializeResult(
         metadata={
             **counted,
-            **_frame_metadata(frame, project.stages.root(shard) / frame_path("health")),
+            **_frame_metadata(frame.schema, frame.height, project.stages.root(shard) / frame_path("health")),
             "as_of": view.as_of.isoformat(),
             "summary": dg.MetadataValue.json(health.health_summary(frame)),
         },
@@ -321,6 +316,7 @@ def customer_signals(
             frame_hash = out.write_frame(frame_path("signals"), frame)
             out.write_frame(RESOLVED_FRAME, tracked.resolved)
             out.write_json(LIFECYCLE_JSON, {"previous_as_of": _iso(tracked.previous_as_of)})
+            shards.save_record(out, _split_of_view(project, shard))
         project.ledger.record_event(
             context,
             shard=str(shard),
@@ -331,7 +327,7 @@ def customer_signals(
         )
     return dg.MaterializeResult(
         metadata={
-            **_frame_metadata(frame, project.stages.root(shard) / frame_path("signals")),
+            **_frame_metadata(frame.schema, frame.height, project.stages.root(shard) / frame_path("signals")),
             "as_of": view.as_of.isoformat(),
             "signal_counts": dg.MetadataValue.json(signals.signals_summary(frame)),
         },
@@ -373,6 +369,7 @@ def renewal_forecasts(
     with project.stages.writing(str(shard)):
         with project.stages.stage("renewals", shard) as out:
             frame_hash = out.write_frame(frame_path("renewals"), frame)
+            shards.save_record(out, _split_of_view(project, shard))
         project.ledger.record_event(
             context,
             shard=str(shard),
@@ -393,7 +390,7 @@ def renewal_forecasts(
     registered = register_accounts(context.instance, acted_on)
     return dg.MaterializeResult(
         metadata={
-            **_frame_metadata(frame, project.stages.root(shard) / frame_path("renewals")),
+            **_frame_metadata(frame.schema, frame.height, project.stages.root(shard) / frame_path("renewals")),
             "as_of": view.as_of.isoformat(),
             "window_days": config.window_days,
             "accounts_acted_on": len(acted_on),
@@ -405,10 +402,12 @@ def renewal_forecasts(
 
 # --- roll-ups: today's documents from the shards' frames ------------------------------------
 #
-# Each reads every shard's frame (verified), merges them in the order one unsplit run sorts
-# them, and computes the document with the same code as for one shard, so the bytes are the
-# same for any N. Summaries (sums of floats) are computed on the merged frame, never added up
-# from the shards'.
+# Each checks that every shard's output was made from the live split, then k-way merges the
+# shards' sorted frames batch by batch into the whole book's frame, in the order one unsplit
+# run sorts it (`shards.merge_sorted`), and writes its document from that frame batch by
+# batch, with the same code as for one shard: the bytes are the same for any N, and no
+# process holds the whole book. A summary (sums of floats) is computed on the columns it
+# needs of the whole merged frame, read back in one piece, never added up from the shards'.
 
 REPORTS = "reports"
 
@@ -424,15 +423,53 @@ class ReportConfig(dg.Config):
     out: str | None = None
 
 
-def _split(project: C360Project) -> dict:
-    """The split's manifest: how many shards there are, as_of, source hashes."""
-    return shards.split_manifest(project.stages.stored(shards.SPLIT_STAGE))
+@dataclasses.dataclass(frozen=True)
+class ShardOutputs:
+    """The live split and every shard's live generation of one stage, each checked to be made from that split."""
+
+    split: dict  # the split's manifest: shards, as_of, counts, source hashes, warnings
+    stored: list[StageReader]  # shard k's generation at index k
+
+    @property
+    def count(self) -> int:
+        return self.split["shards"]
+
+    @property
+    def as_of(self) -> str:
+        return self.split["as_of"]
+
+    def merge_into(
+        self, out: StageWriter, path: str, keys: list[str], group: list[str] | None = None
+    ) -> tuple[pl.Schema, dict[str, str]]:
+        """Write the shards' frames at `path` (verified) into `out` at `path` as the book's one
+        frame, merged by `keys`; its schema and, by shard, the hash of the bytes read."""
+        data = [one.read_bytes(path) for one in self.stored]
+        schema = pl.read_parquet(io.BytesIO(data[0]), n_rows=0).schema
+        out.write_frame_batches(path, schema, shards.merge_sorted([shards.parquet_batches(d) for d in data], keys))
+        return schema, {f"{one.stage}[{shard}]": one.files[path] for shard, one in enumerate(self.stored)}
 
 
-def _shard_frames(project: C360Project, name: str, count: int) -> tuple[list[pl.DataFrame], dict[str, str]]:
-    """Every shard's frame of stage `name` and, by shard, the hash of the bytes read."""
-    read = [project.stages.frame_and_hash(name, shard=shard) for shard in range(count)]
-    return [frame for frame, _ in read], {f"{name}[{shard}]": digest for shard, (_, digest) in enumerate(read)}
+def _shard_outputs(project: C360Project, stage: str) -> ShardOutputs:
+    """What a roll-up of `stage` reads; refused (SHARD_STALE) when a shard's output is from another split."""
+    split = project.stages.stored(shards.SPLIT_STAGE)
+    manifest = shards.split_manifest(split)
+    stored = [project.stages.stored(stage, shard) for shard in range(manifest["shards"])]
+    shards.refuse_other_splits(stored, split.manifest_hash)
+    return ShardOutputs(manifest, stored)
+
+
+def _columns(out: StageWriter, path: str, schema: pl.Schema, names: tuple[str, ...]) -> pl.DataFrame:
+    """Those of `names` the merged frame has, read back whole (in one chunk, as a sort leaves a frame)."""
+    return pl.read_parquet(out.written(path), columns=[name for name in names if name in schema]).rechunk()
+
+
+def _write_json(
+    project: C360Project, out: StageWriter, stage: str, elsewhere: str | None, chunks: Iterator[bytes]
+) -> tuple[str, Path]:
+    """`<stage>.json` into the generation, or to `elsewhere` (outside it); its hash and where it went."""
+    if elsewhere:
+        return write_chunks_atomic(Path(elsewhere), chunks), Path(elsewhere)
+    return out.write_chunks(f"{stage}.json", chunks), project.paths.customer_dir / f"{stage}.json"
 
 
 @dg.asset(
@@ -445,30 +482,54 @@ def _shard_frames(project: C360Project, name: str, count: int) -> tuple[list[pl.
 )
 def customer_360_report(context: dg.AssetExecutionContext, project: C360Project) -> dg.MaterializeResult:
     """`360.json` and the whole book's view (`frames/360`), rolled up from the shards' views."""
-    count = _split(project)["shards"]
-    parts = [project.stages.open_view(shard=shard) for shard in range(count)]
-    view = shards.merge_views(parts)
-    checks = integrity.run_integrity_checks(view, contract_enforced=True)
+    outputs = _shard_outputs(project, view_module.STAGE)
+    split = outputs.split
+    # Each shard's customer_360 ran the checks on its accounts; their findings are merged, not re-run.
+    checks = integrity.merge_findings(
+        [[Finding(**found) for found in shards.read_record(one)["checks"]] for one in outputs.stored]
+    )
     with project.stages.writing():
         with project.stages.stage(view_module.STAGE) as out:
-            json_hash = out.write_chunks("360.json", view_json.customer_360_json_chunks(view, checks))
-            view.save(out)
+            for name in sorted(ENTITIES):
+                outputs.merge_into(out, view_module.table_path(name), list(ENTITIES[name].key))
+            view_module.save_manifest(out, split["as_of"], split["counts"], split["source_hashes"], split["warnings"])
+            header = view_json.document_header(
+                split["as_of"], split["counts"], split["source_hashes"], split["warnings"], checks
+            )
+            tables = {name: shards.parquet_batches(out.written(view_module.table_path(name))) for name in ENTITIES}
+            json_hash = out.write_chunks("360.json", view_json.json_chunks(header, tables))
         project.ledger.record_event(
             context,
-            rollup_of=count,
-            as_of=view.as_of.isoformat(),
-            inputs={f"customer_360[{shard}]": part.stored_hash for shard, part in enumerate(parts)},
+            rollup_of=outputs.count,
+            as_of=split["as_of"],
+            inputs={f"customer_360[{shard}]": one.manifest_hash for shard, one in enumerate(outputs.stored)},
             outputs={"360.json": json_hash, "view": out.manifest_hash},
         )
     return dg.MaterializeResult(
         metadata={
-            "as_of": view.as_of.isoformat(),
-            "counts": dg.MetadataValue.json(view.counts()),
+            "as_of": split["as_of"],
+            "counts": dg.MetadataValue.json(split["counts"]),
             "path": dg.MetadataValue.path(str(project.paths.customer_dir / "360.json")),
-            "dagster/row_count": view.accounts.height,
+            "dagster/row_count": split["counts"]["accounts"],
         },
         data_version=dg.DataVersion(out.manifest_hash),
     )
+
+
+# What health.json's header and the asset's metadata read of the whole book's health frame.
+HEALTH_HEADER_COLUMNS = (
+    "account_id",
+    "score",
+    "tier",
+    "status",
+    "lifecycle",
+    "config_hash",
+    "computed_score",
+    "computed_tier",
+    "override_reason",
+    "override_author",
+    "override_expires_on",
+)
 
 
 @dg.asset(
@@ -483,28 +544,40 @@ def health_report(
     context: dg.AssetExecutionContext, config: ReportConfig, project: C360Project
 ) -> dg.MaterializeResult:
     """`health.json` and the whole book's health frame, rolled up from the shards'."""
-    split = _split(project)
-    as_of = dt.date.fromisoformat(split["as_of"])
-    count = split["shards"]
-    frames, inputs = _shard_frames(project, "health", count)
-    frame = shards.merge_frames(frames, ["account_id"])
-    summary = health.health_summary(frame)
+    outputs = _shard_outputs(project, "health")
+    as_of = dt.date.fromisoformat(outputs.as_of)
+    path = frame_path("health")
     overrides_file = project.paths.config_path("overrides")
-    applied = overrides.applied_overrides(frame)
-    override_report = {
-        "applied": len(applied),
-        "warnings": list(overrides.override_warnings(_overrides(project), as_of, frame)),
-    }
-    config_hash = frame["config_hash"][0] if frame.height else None
-    header = {"as_of": split["as_of"], "config_hash": config_hash, "summary": summary, "overrides": override_report}
     with project.stages.writing():
-        json_hash, out, frame_hash = _write_stage(
-            project, "health", config.out, json_stream(header, "accounts", health.health_json_entries(frame)), frame
-        )
+        with project.stages.stage("health") as out:
+            schema, inputs = outputs.merge_into(out, path, ["account_id"])
+            frame_hash = out.hashes[path]
+            header_frame = _columns(out, path, schema, HEALTH_HEADER_COLUMNS)
+            summary = health.health_summary(header_frame)
+            applied = overrides.applied_overrides(header_frame)
+            override_report = {
+                "applied": len(applied),
+                "warnings": list(overrides.override_warnings(_overrides(project), as_of, header_frame)),
+            }
+            config_hash = header_frame["config_hash"][0] if header_frame.height else None
+            header = {
+                "as_of": outputs.as_of,
+                "config_hash": config_hash,
+                "summary": summary,
+                "overrides": override_report,
+            }
+            entries = (
+                chunk
+                for batch in shards.parquet_batches(out.written(path))
+                for chunk in health.health_json_entries(batch)
+            )
+            json_hash, json_path = _write_json(
+                project, out, "health", config.out, json_stream(header, "accounts", entries)
+            )
         project.ledger.record_event(
             context,
-            rollup_of=count,
-            as_of=split["as_of"],
+            rollup_of=outputs.count,
+            as_of=outputs.as_of,
             inputs={**inputs, **_file_hashes(overrides_file)},
             outputs={"health.json": json_hash, "health.parquet": frame_hash},
             config_hash=config_hash,
@@ -512,8 +585,8 @@ def health_report(
         )
     return dg.MaterializeResult(
         metadata={
-            **_frame_metadata(frame, out),
-            "as_of": split["as_of"],
+            **_frame_metadata(schema, header_frame.height, json_path),
+            "as_of": outputs.as_of,
             # Every account once: the tiers of scored accounts, then the unscored ones by status.
             "tier_distribution": _count_table(
                 "tier", {**summary["tiers"], **{s: n for s, n in summary["status"].items() if s != health.SCORED}}
@@ -538,39 +611,46 @@ def signals_report(
     context: dg.AssetExecutionContext, config: ReportConfig, project: C360Project
 ) -> dg.MaterializeResult:
     """`signals.json` and the whole book's signals frame, rolled up from the shards'."""
-    split = _split(project)
-    count = split["shards"]
-    as_of = dt.date.fromisoformat(split["as_of"])
-    frames, inputs = _shard_frames(project, "signals", count)
-    stored = [project.stages.stored("signals", shard) for shard in range(count)]
-    previous = stored[0].read_json(LIFECYCLE_JSON)["previous_as_of"]
-    tracked = lifecycle.Lifecycle(
-        frame=shards.merge_frames(frames, ["account_id", "code"]),
-        resolved=shards.merge_frames(
-            [one.read_frame(RESOLVED_FRAME) for one in stored], ["account_id", "code", "signal_id"]
-        ),
-        previous_as_of=dt.date.fromisoformat(previous) if previous else None,
-        warnings=lifecycle.snooze_warnings(_snoozes(project), as_of),
+    outputs = _shard_outputs(project, "signals")
+    as_of = dt.date.fromisoformat(outputs.as_of)
+    path = frame_path("signals")
+    previous = outputs.stored[0].read_json(LIFECYCLE_JSON)["previous_as_of"]
+    # The resolved signals (a small part of the book) are merged whole: signals.json's header lists them.
+    resolved = shards.merge_frames(
+        [one.read_frame(RESOLVED_FRAME) for one in outputs.stored], ["account_id", "code", "signal_id"]
     )
-    frame = tracked.frame
-    counts = {**lifecycle.lifecycle_summary(tracked), "warnings": list(tracked.warnings)}
-    header = {"as_of": split["as_of"], "lifecycle": counts, "resolved": lifecycle.resolved_records(tracked.resolved)}
     with project.stages.writing():
-        json_hash, out, frame_hash = _write_stage(
-            project, "signals", config.out, json_stream(header, "accounts", signals.signal_json_entries(frame)), frame
-        )
+        with project.stages.stage("signals") as out:
+            schema, inputs = outputs.merge_into(out, path, ["account_id", "code"])
+            frame_hash = out.hashes[path]
+            tracked = lifecycle.Lifecycle(
+                frame=_columns(out, path, schema, ("account_id", "code", "status", "snoozed_until")),
+                resolved=resolved,
+                previous_as_of=dt.date.fromisoformat(previous) if previous else None,
+                warnings=lifecycle.snooze_warnings(_snoozes(project), as_of),
+            )
+            counts = {**lifecycle.lifecycle_summary(tracked), "warnings": list(tracked.warnings)}
+            header = {"as_of": outputs.as_of, "lifecycle": counts, "resolved": lifecycle.resolved_records(resolved)}
+            # Batches end between accounts: an account's signals are one entry.
+            batches = shards.merge_sorted(
+                [shards.parquet_batches(out.written(path))], ["account_id", "code"], ["account_id"]
+            )
+            entries = (chunk for batch in batches for chunk in signals.signal_json_entries(batch))
+            json_hash, json_path = _write_json(
+                project, out, "signals", config.out, json_stream(header, "accounts", entries)
+            )
         project.ledger.record_event(
             context,
-            rollup_of=count,
-            as_of=split["as_of"],
+            rollup_of=outputs.count,
+            as_of=outputs.as_of,
             inputs={**inputs, **_file_hashes(project.paths.config_path("snoozes"))},
             outputs={"signals.json": json_hash, "signals.parquet": frame_hash},
         )
     return dg.MaterializeResult(
         metadata={
-            **_frame_metadata(frame, out),
-            "as_of": split["as_of"],
-            "signal_counts": dg.MetadataValue.json(signals.signals_summary(frame)),
+            **_frame_metadata(schema, tracked.frame.height, json_path),
+            "as_of": outputs.as_of,
+            "signal_counts": dg.MetadataValue.json(signals.signals_summary(tracked.frame)),
             "lifecycle": dg.MetadataValue.json(counts),
         },
         data_version=dg.DataVersion(frame_hash),
@@ -591,33 +671,37 @@ def renewals_report(
     """`renewals_<yyyymm>.json`, `summary.md` and the whole book's renewals frame, rolled up from the shards'."""
     config_file = _config_file(project, config.config_path, "renewals")
     renewals_config = renewals.load_renewals_config(config_file)
-    split = _split(project)
-    as_of = dt.date.fromisoformat(split["as_of"])
-    count = split["shards"]
-    frames, inputs = _shard_frames(project, "renewals", count)
-    frame = shards.merge_frames(frames, ["renewal_date", "subscription_id"])
-    summary = renewals.renewal_summary(frame, renewals_config)
-    summary_md = renewals.render_renewal_summary_md(summary, as_of, config.window_days)
+    outputs = _shard_outputs(project, "renewals")
+    as_of = dt.date.fromisoformat(outputs.as_of)
+    path = frame_path("renewals")
     json_name = f"renewals_{as_of:%Y%m}.json"
     with project.stages.writing():
-        with project.stages.stage("renewals") as stage:
-            json_hash = stage.write_chunks(
-                json_name, json_stream({"summary": summary}, "renewals", renewals.renewal_json_items(frame), array=True)
+        with project.stages.stage("renewals") as out:
+            schema, inputs = outputs.merge_into(out, path, ["renewal_date", "subscription_id"])
+            frame_hash = out.hashes[path]
+            # The window's renewals, read back whole for the summary (its top risks quote any column).
+            frame = _columns(out, path, schema, tuple(schema))
+            summary = renewals.renewal_summary(frame, renewals_config)
+            summary_md = renewals.render_renewal_summary_md(summary, as_of, config.window_days)
+            items = (
+                chunk
+                for batch in shards.parquet_batches(out.written(path))
+                for chunk in renewals.renewal_json_items(batch)
             )
-            md_hash = stage.write_text("summary.md", summary_md)
-            frame_hash = stage.write_frame(frame_path("renewals"), frame)
+            json_hash = out.write_chunks(json_name, json_stream({"summary": summary}, "renewals", items, array=True))
+            md_hash = out.write_text("summary.md", summary_md)
         project.ledger.record_event(
             context,
-            rollup_of=count,
-            as_of=split["as_of"],
+            rollup_of=outputs.count,
+            as_of=outputs.as_of,
             inputs={**inputs, "renewals.yaml": sha256_file(config_file)},
             outputs={json_name: json_hash, "summary.md": md_hash, "renewals.parquet": frame_hash},
             config_hash=renewals_config.config_hash,
         )
     return dg.MaterializeResult(
         metadata={
-            **_frame_metadata(frame, project.paths.customer_dir / json_name),
-            "as_of": split["as_of"],
+            **_frame_metadata(schema, frame.height, project.paths.customer_dir / json_name),
+            "as_of": outputs.as_of,
             "window_days": config.window_days,
             "forecast": dg.MetadataValue.json(summary),
             "summary": dg.MetadataValue.md(summary_md),

@@ -9,7 +9,7 @@ beside softer WARN findings about the data.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,7 +22,7 @@ from c360_dagster.domain.ingest.entities import (
     FieldSpec,
 )
 from c360_dagster.domain.ingest.view import Customer360
-from c360_dagster.domain.scoring.quality import Finding, finding
+from c360_dagster.domain.scoring.quality import SAMPLE_ROWS, Finding, finding
 
 Severity = Literal["ERROR", "WARN"]
 RECENT_USAGE_DAYS = 28
@@ -44,6 +44,14 @@ CHECKS: tuple[tuple[str, Severity, str], ...] = (
     ("invoice_currency_matches", "WARN", "An invoice's currency is its subscription's currency."),
 )
 _DESCRIPTIONS = {name: text for name, _, text in CHECKS}
+# The column each WARN check orders its offenders by (`_warn_offenders`), for merging shards' samples.
+WARN_ORDER = {
+    "accounts_have_subscriptions": "account_id",
+    "accounts_have_active_subscription": "account_id",
+    "accounts_have_recent_usage": "account_id",
+    "active_renewals_not_past": "subscription_id",  # the subs table's key order
+    "invoice_currency_matches_subscription": "invoice_id",
+}
 
 # docs/inputs.md asks only this reference to stay within the row's own account.
 SAME_ACCOUNT_REFERENCES = frozenset({("invoices", "subscription_id")})
@@ -245,3 +253,34 @@ def _warn_offenders(view: Customer360) -> dict[str, pl.DataFrame]:
 
 def _check(name: str, severity: Severity, offending: pl.DataFrame) -> Finding:
     return finding(name, offending, _DESCRIPTIONS[name], severity)
+
+
+def merge_findings(shard_findings: Sequence[Sequence[Finding]]) -> list[Finding]:
+    """The whole book's findings from its shards' (each `run_integrity_checks(..., contract_enforced=True)`).
+
+    No check needs rows of two shards: each judges rows of one account (an invoice's
+    subscription must be of the invoice's account), and all rows naming an account are in its
+    shard, so the book's offenders are the union of the shards'. The ERROR checks, ids unique
+    across the whole book included, held before the split: the loader refused any input
+    breaking them. A sample is a check's first offenders in its order, so the book's first
+    ones are among the shards' samples.
+    """
+    merged = []
+    for position, (name, severity, description) in enumerate(CHECKS):
+        found = [findings[position] for findings in shard_findings]
+        if any(one.name != name for one in found):
+            raise ValueError(f"shard findings are not in CHECKS order at {name}")
+        if name not in WARN_ORDER and not all(one.passed for one in found):
+            raise ValueError(f"{name}: only findings of views whose contract was enforced can be merged")
+        samples = sorted((row for one in found for row in one.sample), key=lambda row: row[WARN_ORDER[name]])
+        merged.append(
+            Finding(
+                name,
+                all(one.passed for one in found),
+                sum(one.count for one in found),
+                samples[:SAMPLE_ROWS],
+                description,
+                severity,
+            )
+        )
+    return merged

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Mapping, Sequence
+import io
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import cast
 
 import duckdb
 import polars as pl
+import pyarrow.parquet as pq
 
-from c360_dagster.domain.core.errors import ConfigError
+from c360_dagster.domain.core.errors import C360Error, ConfigError
 from c360_dagster.domain.core.stages import StageReader, StageWriter
 from c360_dagster.domain.ingest.entities import ENTITIES
 from c360_dagster.domain.ingest.loader import ValidatedInputs
@@ -110,6 +114,36 @@ def split_manifest(stored: StageReader) -> dict:
     return stored.read_json(SPLIT_MANIFEST)
 
 
+def record_path(stage: str) -> str:
+    """Where a shard's generation of `stage` keeps what its roll-up needs to know of it."""
+    return f"frames/{stage}.shard.json"
+
+
+def save_record(out: StageWriter, split_hash: str, **facts: object) -> None:
+    """Record in a shard's generation of a stage the split (its manifest's hash) it was made from,
+    and any `facts` its roll-up merges (the 360's integrity findings)."""
+    out.write_json(record_path(out.stage), {"split": split_hash, **facts})
+
+
+def read_record(stored: StageReader) -> dict:
+    """What a shard's generation of a stage recorded for its roll-up (see `save_record`)."""
+    return stored.read_json(record_path(stored.stage))
+
+
+def refuse_other_splits(stored: Sequence[StageReader], split_hash: str) -> None:
+    """Refuse shard generations (one per shard, in shard order) not made from the live split:
+    a roll-up of them would mix two different books."""
+    for shard, one in enumerate(stored):
+        found = read_record(one)["split"] if record_path(one.stage) in one.files else "none recorded"
+        if found != split_hash:
+            raise C360Error(
+                f"shard {shard}'s {one.stage} output ({one.directory}) was made from another split of the "
+                f"inputs ({found}) than the live one ({split_hash}); run the chain again (`c360 c360:run`) "
+                "so that every shard is rebuilt from the live split",
+                code="SHARD_STALE",
+            )
+
+
 def open_split(stored: StageReader, shard: int, shards: int) -> Customer360:
     """Shard `shard`'s view as the split wrote it; the split must have made `shards` shards."""
     manifest = split_manifest(stored)
@@ -127,17 +161,71 @@ def open_split(stored: StageReader, shard: int, shards: int) -> Customer360:
     )
 
 
-def merge_views(parts: Sequence[Customer360]) -> Customer360:
-    """The whole book's view from its shards' views: each table concatenated and sorted by its key
-    (keys are unique, so this is the order the loader gives the unsplit tables)."""
-    first = parts[0]
-    tables = {
-        name: pl.concat([part.tables[name] for part in parts]).sort(list(ENTITIES[name].key), maintain_order=True)
-        for name in ENTITIES
-    }
-    return Customer360(first.as_of, tables, first.source_hashes, first.warnings)
-
-
 def merge_frames(frames: Sequence[pl.DataFrame], keys: Sequence[str]) -> pl.DataFrame:
     """Shards' frames as one, in the order one unsplit run sorts it (by `keys`)."""
     return pl.concat(list(frames)).sort(list(keys), maintain_order=True)
+
+
+# Rows per batch when streaming a frame: one row group of a stage's Parquet (stages.ROW_GROUP_ROWS).
+BATCH_ROWS = 16_384
+
+
+def parquet_batches(source: bytes | Path, batch_rows: int = BATCH_ROWS) -> Iterator[pl.DataFrame]:
+    """A Parquet file's rows (its verified bytes, or a file) in order, `batch_rows` at a time."""
+    parquet = pq.ParquetFile(io.BytesIO(source) if isinstance(source, bytes) else source)
+    for batch in parquet.iter_batches(batch_size=batch_rows):
+        yield cast(pl.DataFrame, pl.from_arrow(batch))
+
+
+def merge_sorted(
+    sources: Sequence[Iterable[pl.DataFrame]], keys: Sequence[str], group: Sequence[str] | None = None
+) -> Iterator[pl.DataFrame]:
+    """A k-way merge of sources each sorted by `keys` (each given in batches), batch by batch:
+    the rows of `merge_frames` of them all, in its order, holding only a few batches per source.
+
+    No key value may be in two sources (an account's rows are all in its shard, and every key
+    here starts with or contains an id). Key columns are never null. A batch never splits a
+    group (rows equal on `group`, a prefix of `keys`; default `keys`), so a per-group document
+    can be written batch by batch.
+    """
+    group = list(group or keys)
+    readers = [iter(source) for source in sources]
+    buffers: list[pl.DataFrame | None] = [None] * len(readers)
+    open_ = [True] * len(readers)
+    while True:
+        for k, reader in enumerate(readers):
+            # A source is topped up while its buffer holds nothing but (part of) its last group:
+            # that group may go on in the next batch, so none of it can be emitted yet.
+            while open_[k] and ((buffer := buffers[k]) is None or _one_group(buffer, group)):
+                batch = next(reader, None)
+                if batch is None:
+                    open_[k] = False
+                else:
+                    buffers[k] = batch if buffer is None else pl.concat([buffer, batch])
+        filled = [buffer for buffer in buffers if buffer is not None]
+        if not any(open_):
+            rest = [buffer for buffer in filled if buffer.height]
+            if rest:
+                yield pl.concat(rest).sort(list(keys), maintain_order=True)
+            return
+        # Every open source's rows before its last group are complete; the smallest last group
+        # bounds what all sources can emit now.
+        bound = min(buffer.select(group).row(-1) for k, buffer in enumerate(buffers) if open_[k] and buffer is not None)
+        before = _before(group, bound)
+        taken = [buffer.filter(before) for buffer in filled]
+        buffers = [None if buffer is None else buffer.filter(~before) for buffer in buffers]
+        ready = [part for part in taken if part.height]
+        if ready:
+            yield pl.concat(ready).sort(list(keys), maintain_order=True)
+
+
+def _one_group(frame: pl.DataFrame, group: list[str]) -> bool:
+    return frame.height == 0 or frame.select(group).row(0) == frame.select(group).row(-1)
+
+
+def _before(columns: list[str], bound: tuple) -> pl.Expr:
+    """Rows whose values of `columns` come before `bound` in lexicographic order."""
+    expr = pl.lit(False)
+    for column, value in reversed(list(zip(columns, bound, strict=True))):
+        expr = (pl.col(column) < pl.lit(value)) | ((pl.col(column) == pl.lit(value)) & expr)
+    return expr

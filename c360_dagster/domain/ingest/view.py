@@ -8,6 +8,7 @@ rows they need) instead of the whole JSON view, each file verified against its h
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -70,14 +71,8 @@ class Customer360:
     def save(self, out: StageWriter) -> None:
         """Write each table as Parquet and the view's manifest into the `360` stage's generation."""
         for name in sorted(self.tables):
-            out.write_frame(f"{VIEW_DIR}/{name}.parquet", self.tables[name])
-        manifest = {
-            "as_of": self.as_of.isoformat(),
-            "counts": self.counts(),
-            "source_hashes": self.source_hashes,
-            "warnings": list(self.warnings),
-        }
-        out.write_json(f"{VIEW_DIR}/{MANIFEST}", manifest)
+            out.write_frame(table_path(name), self.tables[name])
+        save_manifest(out, self.as_of.isoformat(), self.counts(), self.source_hashes, self.warnings)
 
     @classmethod
     def open(cls, stored: StageReader, account_ids: list[str] | None = None) -> Customer360:
@@ -93,6 +88,19 @@ class Customer360:
         )
 
 
+def table_path(name: str) -> str:
+    """Where the view keeps entity `name`'s table inside the `360` stage."""
+    return f"{VIEW_DIR}/{name}.parquet"
+
+
+def save_manifest(
+    out: StageWriter, as_of: str, counts: dict[str, int], source_hashes: dict[str, str], warnings: Iterable[str]
+) -> None:
+    """The view's manifest (`as_of` in ISO form, row counts per table), beside its tables."""
+    manifest = {"as_of": as_of, "counts": counts, "source_hashes": source_hashes, "warnings": list(warnings)}
+    out.write_json(f"{VIEW_DIR}/{MANIFEST}", manifest)
+
+
 def view_as_of(stored: StageReader) -> dt.date:
     """The `as_of` of a persisted view, from its manifest alone."""
     return dt.date.fromisoformat(stored.read_json(f"{VIEW_DIR}/{MANIFEST}")["as_of"])
@@ -100,7 +108,7 @@ def view_as_of(stored: StageReader) -> dt.date:
 
 def read_view_table(stored: StageReader, name: str, account_ids: list[str] | None = None) -> pl.DataFrame:
     """One table of a persisted view (optionally only these accounts' rows), without reading the others."""
-    return read_table(stored, f"{VIEW_DIR}/{name}.parquet", name, account_ids)
+    return read_table(stored, table_path(name), name, account_ids)
 
 
 def read_table(stored: StageReader, path: str, name: str, account_ids: list[str] | None = None) -> pl.DataFrame:
