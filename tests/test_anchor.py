@@ -274,8 +274,8 @@ def test_verify_reads_every_live_output(project, capsys):
     # By hand: the split holds shard 0's 8 tables and its manifest; the 360 roll-up 360.json, the
     # view's manifest and its 8 tables; the health and signals roll-ups each a JSON document and a
     # frame. Shard 0's own stages: its view (8 tables, manifest), its health frame, and its signals
-    # frame, lifecycle and resolved signals.
-    assert json.loads(out)["files_checked"] == (9 + 10 + 2 + 2) + (9 + 1 + 3)
+    # frame, lifecycle and resolved signals, each stage with its record for the roll-up (.shard.json).
+    assert json.loads(out)["files_checked"] == (9 + 10 + 2 + 2) + (9 + 1 + 3) + 3
 
 
 def shard_event(asset: str, shard: str) -> dict:

@@ -46,11 +46,11 @@ CHECKS: tuple[tuple[str, Severity, str], ...] = (
 _DESCRIPTIONS = {name: text for name, _, text in CHECKS}
 # The column each WARN check orders its offenders by (`_warn_offenders`), for merging shards' samples.
 WARN_ORDER = {
-    "accounts_have_subscriptions": "account_id",
-    "accounts_have_active_subscription": "account_id",
-    "accounts_have_recent_usage": "account_id",
+    "has_subscription": "account_id",
+    "has_active_subscription": "account_id",
+    "has_recent_usage": "account_id",
     "active_renewals_not_past": "subscription_id",  # the subs table's key order
-    "invoice_currency_matches_subscription": "invoice_id",
+    "invoice_currency_matches": "invoice_id",
 }
 
 # docs/inputs.md asks only this reference to stay within the row's own account.
