@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -41,4 +42,9 @@ def test_ctrl_c_stops_the_ui_and_every_process_it_started(tmp_path):
         assert not answers(f"http://127.0.0.1:{port}/server_info")
     finally:
         if c360.poll() is None:
+            # Whatever failed above, leave no server behind: `dagster dev` outlives a killed parent.
+            leftovers = psutil.Process(c360.pid).children(recursive=True)
             c360.kill()
+            for process in leftovers:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.kill()
