@@ -92,10 +92,12 @@ def run_chain(
 
     count = paths.shards
     _check_configs(job_name, paths, ops or {})
+    before, sharded, after = _chain_layers(job_name, count)
+    if SPLIT not in before:  # the job reads the shards' views as they are: all from the live split?
+        _refuse_a_torn_load(paths, count)
     if count == 1:
         result = run_job(job_name, paths, ops=ops, partition_key="0", progress=progress)
         return ChainRun(result.run_id, reports.check_rows(result), reports.materialized(result))
-    before, sharded, after = _chain_layers(job_name, count)
     if SPLIT not in before:  # the split checks them itself, before it writes
         _check_config_entries(paths, count)
     runs = []
@@ -125,6 +127,16 @@ def _check_configs(job_name: str, paths: ProjectPaths, ops: Mapping[str, Mapping
     graph = definitions_for(paths.shards).resolve_job_def(job_name).asset_layer.asset_graph
     assets = sorted(key.to_user_string() for key in graph.executable_asset_keys)
     check_configs(C360Project(**paths.__dict__), assets, dict(ops))
+
+
+def _refuse_a_torn_load(paths: ProjectPaths, count: int) -> None:
+    """A load killed between the split and the shards' views leaves views of another split: a job
+    that starts after the split stops (SHARD_STALE) before anything runs, so nothing is scored
+    from a book the inputs no longer are."""
+    from c360_dagster.defs.customer import refuse_views_of_another_split
+    from c360_dagster.defs.resources import C360Project
+
+    refuse_views_of_another_split(C360Project(**paths.__dict__), count)
 
 
 def _check_config_entries(paths: ProjectPaths, count: int) -> None:

@@ -226,7 +226,7 @@ def test_a_kill_at_each_write_boundary_leaves_old_or_new_and_the_next_run_repair
 
 @pytest.mark.parametrize(
     ("failpoint", "scored"),
-    [("write:usage.parquet", "old"), ("switch:360", "old"), ("switched:360", "new")],
+    [("write:usage.parquet", "old"), ("switch:360", "new"), ("switched:360", "new")],
 )
 def test_health_after_a_killed_load_scores_one_whole_view_and_signs_it(chain, tmp_path, failpoint, scored):
     """The issue's reproduction: a load killed mid-switch must not give health a mixed view."""
@@ -235,6 +235,15 @@ def test_health_after_a_killed_load_scores_one_whole_view_and_signs_it(chain, tm
     shutil.copytree(projects[0], project, symlinks=True)
     assert runner.run(project, NEW[0], failpoint)["signal"] == signal.SIGKILL
 
+    if failpoint == "switch:360":
+        # Killed after the new split went live but before the shard's view did: health refuses
+        # the old view of another split, writing nothing, and the load run again completes it.
+        logs = sorted((project / "artifacts" / "governance").rglob("*.jsonl"))
+        before = _artifacts(project), [log.read_bytes() for log in logs]
+        refused = runner.run(project, ["c360:health"])
+        assert refused["code"] == 2 and "c360: SHARD_STALE: shard 0's 360 output" in refused["output"]
+        assert (_artifacts(project), [log.read_bytes() for log in logs]) == before
+        runner.ok(project, NEW[0])
     runner.ok(project, ["c360:health"])
     accounts = json.loads((project / "artifacts" / "customer" / "health.json").read_text())["accounts"]
     view = {"old": projects[0], "new": projects[1]}[scored]

@@ -449,6 +449,13 @@ class ShardOutputs:
         return schema, {f"{one.stage}[{shard}]": one.files[path] for shard, one in enumerate(self.stored)}
 
 
+def refuse_views_of_another_split(project: C360Project, count: int) -> None:
+    """Refused (SHARD_STALE) unless each of the `count` shards' views was made from the live split."""
+    split = project.stages.stored(shards.SPLIT_STAGE)
+    views = [project.stages.stored(view_module.STAGE, shard) for shard in range(count)]
+    shards.refuse_other_splits(views, split.manifest_hash)
+
+
 def _shard_outputs(project: C360Project, stage: str) -> ShardOutputs:
     """What a roll-up of `stage` reads; refused (SHARD_STALE) when a shard's output is from another split."""
     split = project.stages.stored(shards.SPLIT_STAGE)
