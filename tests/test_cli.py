@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -94,6 +95,15 @@ def test_unknown_account_suggests_close_matches(ran_project, capsys):
         assert "unknown account id 'ACME-01'; did you mean ACME-001?" in capsys.readouterr().err
     assert main(["c360:health", "--account", "acme-001", "--quiet", *project.args]) == 2
     assert "did you mean ACME-001?" in capsys.readouterr().err
+
+
+def test_health_before_any_load_says_to_load_first_and_starts_no_run(project, capsys):
+    assert main(["c360:health", "--quiet", *project.args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("c360: STAGE_MISSING: ") and err.endswith(
+        "run `c360 c360:load --dir fixtures/customer` first\n"
+    )
+    assert not Path(os.environ["DAGSTER_HOME"]).exists()  # no instance, so no run
 
 
 def test_health_of_one_account_is_read_from_the_live_stage_without_a_run(project, capsys):

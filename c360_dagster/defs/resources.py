@@ -15,11 +15,12 @@ from c360_dagster.domain.core import locking, stages
 from c360_dagster.domain.core.errors import C360Error
 from c360_dagster.domain.core.paths import ProjectPaths
 from c360_dagster.domain.governance import anchor, eventlog, lake, metrics
-from c360_dagster.domain.ingest import view
+from c360_dagster.domain.ingest import shards, view
 from c360_dagster.instance import witness_metadata
 
 # The command that makes each whole-project stage (what to run when it is missing).
 COMMANDS = {
+    shards.SPLIT_STAGE: "c360:load --dir {fixtures_dir}",
     view.STAGE: "c360:load --dir {fixtures_dir}",
     "health": "c360:health",
     "signals": "c360:signals",
