@@ -11,19 +11,13 @@ import pytest
 
 from c360_dagster.defs.accounts import playbook, qbr_pack
 from c360_dagster.defs.customer import (
-    REPORT_ASSETS,
-    account_health,
-    customer_360,
-    customer_inputs,
-    customer_signals,
-    renewal_forecasts,
+    CHAIN_ASSETS,
 )
 from c360_dagster.defs.resources import C360Project
 from c360_dagster.domain.governance import eventlog, metrics
 from c360_dagster.runner import ProjectPaths, batches_of, run_batches
 
 REPO = Path(__file__).resolve().parents[1]
-CHAIN = [customer_inputs, customer_360, account_health, customer_signals, renewal_forecasts, *REPORT_ASSETS]
 ONE_SHARD = "0"  # configs/customer/scale.yaml: one shard
 # Accounts adjacent among the chain's partitions (the acted-on ones: red, or amber and renewing,
 # registered sorted by id): STARK-008 is red, PIPE-004 and WAYNE-009 amber.
@@ -68,7 +62,7 @@ def chain(tmp_path):
         artifacts_dir=str(tmp_path / "artifacts"),
     )
     with dg.instance_for_test() as instance:
-        dg.materialize(CHAIN, instance=instance, resources={"project": project}, partition_key=ONE_SHARD)
+        dg.materialize(CHAIN_ASSETS, instance=instance, resources={"project": project}, partition_key=ONE_SHARD)
         yield instance, project
 
 

@@ -16,12 +16,9 @@ import pytest
 from c360_dagster import reports
 from c360_dagster.console import main
 from c360_dagster.defs.customer import (
-    REPORT_ASSETS,
-    account_health,
+    CHAIN_ASSETS,
     customer_360,
     customer_inputs,
-    customer_signals,
-    renewal_forecasts,
 )
 from c360_dagster.defs.partitions import ACCOUNT_PARTITIONS_NAME
 from c360_dagster.defs.resources import C360Project
@@ -67,10 +64,9 @@ def test_the_chain_registers_the_acted_on_accounts_once(tmp_path):
         one_shard = {"instance": instance, "resources": {"project": project}, "partition_key": "0"}
         dg.materialize([customer_inputs, customer_360], **one_shard)
         assert instance.get_dynamic_partitions(ACCOUNT_PARTITIONS_NAME) == []  # loading registers nothing
-        chain = [customer_inputs, customer_360, account_health, customer_signals, renewal_forecasts, *REPORT_ASSETS]
-        first = dg.materialize(chain, **one_shard)
+        first = dg.materialize(CHAIN_ASSETS, **one_shard)
         assert sorted(instance.get_dynamic_partitions(ACCOUNT_PARTITIONS_NAME)) == FIXTURE_ACTED_ON
-        again = dg.materialize(chain, **one_shard)
+        again = dg.materialize(CHAIN_ASSETS, **one_shard)
         facts = [
             {key: run.asset_materializations_for_node("renewal_forecasts")[0].metadata[key].value for key in keys}
             for run in (first, again)

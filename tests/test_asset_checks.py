@@ -12,12 +12,9 @@ import pytest
 
 from c360_dagster.defs.accounts import playbook, qbr_pack
 from c360_dagster.defs.customer import (
-    REPORT_ASSETS,
-    account_health,
+    CHAIN_ASSETS,
     customer_360,
     customer_inputs,
-    customer_signals,
-    renewal_forecasts,
 )
 from c360_dagster.defs.inputs import input_files
 from c360_dagster.defs.lake import lake_assets
@@ -25,7 +22,6 @@ from c360_dagster.defs.resources import C360Project
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "fixtures" / "customer"
-CHAIN = [customer_inputs, customer_360, account_health, customer_signals, renewal_forecasts, *REPORT_ASSETS]
 LOAD = [customer_inputs, customer_360]
 ONE_SHARD = "0"  # configs/customer/scale.yaml: one shard
 # The UI's checks list (a column about 250 px wide) cut `accounts_have_active_subscription` (33
@@ -69,7 +65,7 @@ def test_every_check_has_a_short_name_and_says_in_a_sentence_what_it_asserts():
 
 def test_checks_pass_on_the_bundled_fixtures(tmp_path, instance):
     result = dg.materialize(
-        CHAIN, instance=instance, resources={"project": _project(tmp_path)}, partition_key=ONE_SHARD
+        CHAIN_ASSETS, instance=instance, resources={"project": _project(tmp_path)}, partition_key=ONE_SHARD
     )
     evaluations = _evaluations(result)
     errors = {key: e for key, e in evaluations.items() if e.severity == dg.AssetCheckSeverity.ERROR}
@@ -103,7 +99,7 @@ def test_warn_check_fails_with_metadata_on_crafted_input(tmp_path, instance):
 
 def test_qbr_gates_are_checks_per_partition(tmp_path, instance):
     project = _project(tmp_path)
-    dg.materialize(CHAIN, instance=instance, resources={"project": project}, partition_key=ONE_SHARD)
+    dg.materialize(CHAIN_ASSETS, instance=instance, resources={"project": project}, partition_key=ONE_SHARD)
     # STARK-008 is red in the fixtures: without a playbook the duty-of-care gate blocks it.
     blocked = dg.materialize(
         [playbook, qbr_pack],
@@ -125,7 +121,7 @@ def test_qbr_gates_are_checks_per_partition(tmp_path, instance):
 
 
 def test_ui_metadata_row_counts_schema_and_tier_table(tmp_path, instance):
-    dg.materialize(CHAIN, instance=instance, resources={"project": _project(tmp_path)}, partition_key=ONE_SHARD)
+    dg.materialize(CHAIN_ASSETS, instance=instance, resources={"project": _project(tmp_path)}, partition_key=ONE_SHARD)
     event = instance.get_latest_materialization_event(dg.AssetKey("account_health"))
     assert event.asset_materialization.metadata["metric/c360_accounts_scored_total"].value == 12  # also in the UI
     # The roll-up describes the whole book.

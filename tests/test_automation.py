@@ -11,12 +11,7 @@ import polars as pl
 
 from c360_dagster.defs.automation import account_refresh_sensor, input_files_sensor
 from c360_dagster.defs.customer import (
-    REPORT_ASSETS,
-    account_health,
-    customer_360,
-    customer_inputs,
-    customer_signals,
-    renewal_forecasts,
+    CHAIN_ASSETS,
 )
 from c360_dagster.defs.resources import C360Project
 from c360_dagster.domain.scoring.changes import account_digests, changed_accounts
@@ -70,9 +65,8 @@ def test_account_refresh_sensor_requests_only_changed_partitions(tmp_path):
     folder = tmp_path / "inputs"
     shutil.copytree(REPO / "fixtures" / "customer", folder)
     project = _project(tmp_path, folder)
-    chain = [customer_inputs, customer_360, account_health, customer_signals, renewal_forecasts, *REPORT_ASSETS]
     with dg.instance_for_test() as instance:
-        dg.materialize(chain, instance=instance, resources={"project": project}, partition_key="0")
+        dg.materialize(CHAIN_ASSETS, instance=instance, resources={"project": project}, partition_key="0")
 
         def tick() -> list[str]:
             context = dg.build_sensor_context(instance=instance, resources={"project": project})
@@ -84,11 +78,11 @@ def test_account_refresh_sensor_requests_only_changed_partitions(tmp_path):
         # ACME's NPS answers vanish: only ACME's health changes.
         nps = json.loads((folder / "nps.json").read_text())
         (folder / "nps.json").write_text(json.dumps([r for r in nps if r["account_id"] != "ACME-001"]))
-        dg.materialize(chain, instance=instance, resources={"project": project}, partition_key="0")
+        dg.materialize(CHAIN_ASSETS, instance=instance, resources={"project": project}, partition_key="0")
         assert tick() == ["ACME-001"]
         # GLOBEX-002 (green, renewing after the window) changes too, but has no partition and no pack.
         (folder / "nps.json").write_text(
             json.dumps([r for r in nps if r["account_id"] not in {"ACME-001", "GLOBEX-002"}])
         )
-        dg.materialize(chain, instance=instance, resources={"project": project}, partition_key="0")
+        dg.materialize(CHAIN_ASSETS, instance=instance, resources={"project": project}, partition_key="0")
         assert tick() == []

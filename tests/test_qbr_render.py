@@ -22,12 +22,7 @@ from pptx import Presentation
 from c360_dagster.console import main
 from c360_dagster.defs.accounts import playbook, qbr_pack
 from c360_dagster.defs.customer import (
-    REPORT_ASSETS,
-    account_health,
-    customer_360,
-    customer_inputs,
-    customer_signals,
-    renewal_forecasts,
+    CHAIN_ASSETS,
 )
 from c360_dagster.defs.resources import C360Project
 from c360_dagster.domain.qbr import powerpoint as qbr_pptx
@@ -154,7 +149,7 @@ def chain(tmp_path):
     )
     with dg.instance_for_test() as instance:
         dg.materialize(
-            [customer_inputs, customer_360, account_health, customer_signals, renewal_forecasts, *REPORT_ASSETS],
+            CHAIN_ASSETS,
             instance=instance,
             resources={"project": project},
             partition_key="0",  # configs/customer/scale.yaml: one shard

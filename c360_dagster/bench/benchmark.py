@@ -282,12 +282,7 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = lambda line:
         console = _time_console(settings, stage_rows, sampler, log)
     scoring_s = sum(job.end - job.start for job in jobs[:2])
     report = {
-        "ok": True,
-        "accounts": settings.accounts,
-        "weeks": settings.weeks,
-        "seed": settings.seed,
-        "as_of": dataset["as_of"],
-        "machine": machine(),
+        **_report_head(settings, dataset),
         "method": {
             "rss": RSS_METHOD,
             "cpu": CPU_METHOD,
@@ -399,12 +394,7 @@ def run_shard_bench(
             )
     first = configurations[0]["rollup_files"]
     report = {
-        "ok": True,
-        "accounts": settings.accounts,
-        "weeks": settings.weeks,
-        "seed": settings.seed,
-        "as_of": dataset["as_of"],
-        "machine": machine(),
+        **_report_head(settings, dataset),
         "load_average": [round(load, 2) for load in os.getloadavg()],
         "method": {
             "shards": SHARDS_METHOD,
@@ -576,6 +566,18 @@ def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "met": ratio <= 1.2,
         }
     return found
+
+
+def _report_head(settings: BenchSettings, dataset: dict[str, Any]) -> dict[str, Any]:
+    """What every bench report opens with: the data set it measured and the machine."""
+    return {
+        "ok": True,
+        "accounts": settings.accounts,
+        "weeks": settings.weeks,
+        "seed": settings.seed,
+        "as_of": dataset["as_of"],
+        "machine": machine(),
+    }
 
 
 def machine() -> dict[str, Any]:

@@ -718,3 +718,6 @@ def renewals_report(
 
 
 REPORT_ASSETS = [customer_360_report, health_report, signals_report, renewals_report]
+
+# The chain in order, without the lake tables: what a test or a tool materializes to get the documents.
+CHAIN_ASSETS = [customer_inputs, customer_360, account_health, customer_signals, renewal_forecasts, *REPORT_ASSETS]
