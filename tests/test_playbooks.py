@@ -98,6 +98,7 @@ def test_raci_content_per_playbook(library, playbook_id, index):
         [],
         _forced(library, playbook_id),
         AS_OF,
+        contacts=EVERYONE,
     )
     step = library.playbooks[playbook_id].steps[index]
     entry = next(e for e in result.raci if e.step == step.title)
@@ -174,6 +175,14 @@ def test_columnar_selection_agrees_with_select_playbooks_on_every_combination(li
         assert columnar[account_id] == select_playbooks(tier, codes, library, renewal_due=due)[0], (tier, codes, due)
 
 
+# A customer with a contact (unnamed) in each role the library names: its steps keep the
+# library's words and roles.
+EVERYONE = [
+    {"name": None, "role": role, "started_on": dt.date(2020, 1, 1), "ended_on": None}
+    for role in ("champion", "exec_sponsor", "admin")
+]
+
+
 def health_record(tier, score, **components):
     """A health record shaped like health.json: `components.<name>.{score, evidence}`."""
     return {"tier": tier, "score": score, "total": 100, "components": components}
@@ -183,7 +192,7 @@ GREEN = health_record("green", 88, adoption={"score": 90.0, "evidence": {"utilis
 
 
 def test_green_account_without_signals_gets_a_dated_light_touch_plan(library):
-    result = build_playbook({"account_id": "A1", "name": "Acme"}, GREEN, [], [], library, AS_OF)
+    result = build_playbook({"account_id": "A1", "name": "Acme"}, GREEN, [], [], library, AS_OF, contacts=EVERYONE)
     assert result.plays == ("light_touch",)
     # due_days 14 and 45 in the YAML: 2024-01-15 and 2024-02-15.
     assert [(s.title, s.owner_role, s.due_date) for s in result.steps] == [
@@ -200,7 +209,7 @@ def test_green_account_without_signals_gets_a_dated_light_touch_plan(library):
 def test_steps_are_dated_from_as_of_and_ordered_by_due_date(library):
     health = health_record("red", 31)
     result = build_playbook(
-        {"account_id": "A1", "name": "Acme"}, health, [{"code": "SIG_PAYMENT_OVERDUE"}], [], library, AS_OF
+        {"account_id": "A1", "name": "Acme"}, health, [{"code": "SIG_PAYMENT_OVERDUE"}], [], library, AS_OF, EVERYONE
     )
     assert result.plays == ("collections", "exec_sponsor_ask", "outreach_cadence")
     # collections 2,5,10,21; exec 3,7,21,24; outreach 7,10,30 from Monday 2024-01-01 → sorted,
@@ -225,7 +234,9 @@ def test_steps_are_dated_from_as_of_and_ordered_by_due_date(library):
 @pytest.mark.parametrize("as_of", [dt.date(2024, 1, 5) + dt.timedelta(days=n) for n in range(7)])
 def test_every_due_date_is_a_business_day(library, as_of):
     codes = [{"code": c} for c in CODES]
-    result = build_playbook({"account_id": "A1", "name": "Acme"}, health_record("red", 20), codes, [], library, as_of)
+    result = build_playbook(
+        {"account_id": "A1", "name": "Acme"}, health_record("red", 20), codes, [], library, as_of, EVERYONE
+    )
     dates = [s.due_date for s in result.steps] + [c.date for c in result.checkpoints]
     assert dates and all(day.weekday() < 5 for day in dates)
     # Rolled forward, never back, and never more than two days.
@@ -326,7 +337,7 @@ def test_kpis_take_current_values_from_health_and_first_play_sets_shared_targets
         "red", 31, commercial={"score": 85.0, "evidence": {"max_days_overdue": 45, "overdue_amount": 10.0}}
     )
     result = build_playbook(
-        {"account_id": "A1", "name": "Acme"}, health, [{"code": "SIG_PAYMENT_OVERDUE"}], [], library, AS_OF
+        {"account_id": "A1", "name": "Acme"}, health, [{"code": "SIG_PAYMENT_OVERDUE"}], [], library, AS_OF, EVERYONE
     )
     kpis = [(k.metric, k.current, k.target, k.status) for k in result.kpis]
     # 45 days > 0: not met; commercial 85 ≥ 80: met; score from exec_sponsor_ask (60), not outreach (70).
@@ -550,6 +561,28 @@ def test_a_step_names_only_the_customer_people_on_record(library):
     assert not [
         e for e in plan.raci for who in (e.responsible, e.accountable, *e.consulted, *e.informed) if "Champion" in who
     ]
-    # With no customer contact on record at all the library's roles stay (nothing to go by).
+
+
+def test_with_no_customer_contact_on_record_a_step_says_so_and_names_who_acts(library):
+    # An account with no contact at all: no champion, sponsor or admin is invented. A step that
+    # involved one keeps its owner on our side (the CSM), says no contact is on record, and is no
+    # longer a joint step (no customer role in its RACI), so no customer deck shows it.
+    newco = {"account_id": "NEWCO-011", "name": "NewCo", "csm_owner": "Ines Ford"}
     alone = build_playbook(newco, health_record("green", 80), [], [], library, SEP27)
-    assert "Quarterly check-in with the champion" in [step.title for step in alone.steps]
+    note = " (no customer contact on record: the CSM finds the right person first)"
+    assert [(step.title, step.owner) for step in alone.steps] == [
+        ("Send a value summary of the last quarter to the champion" + note, "Ines Ford (CSM)"),
+        ("Quarterly check-in with the champion" + note, "Ines Ford (CSM)"),
+    ]
+    people = {who for e in alone.raci for who in (e.responsible, e.accountable, *e.consulted, *e.informed)}
+    assert not [who for who in people if who.startswith("Customer ")]
+    # A renewal step with the executive sponsor, red and due: the same for its Account Executive.
+    renewal = build_playbook(newco, health_record("red", 20), [], [ACME_RENEWAL], library, SEP27)
+    agree = next(s for s in renewal.steps if s.title.startswith("Agree the renewal date"))
+    assert agree.title.endswith("(no customer contact on record: the Account Executive finds the right person first)")
+    # One contact on record: the others' steps go to who is there, without the note.
+    admin = {"name": "Olu Ade", "role": "admin", "started_on": dt.date(2026, 9, 15), "ended_on": None}
+    renewal = build_playbook(newco, health_record("red", 20), [], [ACME_RENEWAL], library, SEP27, contacts=[admin])
+    titles = [step.title for step in renewal.steps]
+    assert "Agree the renewal date and the scope of the next term with the admin" in titles
+    assert not [title for title in titles if "on record" in title]

@@ -535,34 +535,43 @@ def _people(
     return named
 
 
-def _stand_ins(current: Mapping[str, Mapping[str, Any]], library: PlaybookLibrary) -> dict[str, str]:
+def _stand_ins(current: Mapping[str, Mapping[str, Any]], library: PlaybookLibrary) -> dict[str, str | None]:
     """Each customer role the account has no contact in now → the customer role of who is there
-    (the first of CONTACT_ROLES' order). Empty when the data names no one on their side."""
+    (the first of CONTACT_ROLES' order), or None when the data names no one on their side."""
     roles = {role: key for role, (source, key) in library.people.items() if source == "contact_role"}
     present = sorted(
         (role for role, key in roles.items() if key in current), key=lambda r: CONTACT_ROLES.index(roles[r])
     )
-    return {role: present[0] for role, key in roles.items() if key not in current} if present else {}
+    return {role: present[0] if present else None for role, key in roles.items() if key not in current}
 
 
-def _for_who_is_there(step: StepSpec, stand_ins: Mapping[str, str], library: PlaybookLibrary) -> StepSpec:
+def _for_who_is_there(step: StepSpec, stand_ins: Mapping[str, str | None], library: PlaybookLibrary) -> StepSpec:
     """The step worded for the customer's people on record: a role with no contact is replaced by
-    who is there, in the RACI and in the title ("with the champion" → "with the admin")."""
+    who is there, in the RACI and in the title ("with the champion" → "with the admin"). With no
+    customer contact on record at all, no one on their side is invented: the step leaves the
+    customer's roles out and says plainly that its owner on our side finds the right person."""
 
     def phrase(role: str) -> str:
-        return f"the {library.people[role][1].replace('_', ' ')}"
+        key = library.people[role][1]
+        return f"the {'executive sponsor' if key == 'exec_sponsor' else key.replace('_', ' ')}"
+
+    nobody = {role for role, stand_in in stand_ins.items() if stand_in is None}
 
     def some(roles: Sequence[str]) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(stand_ins.get(role, role) for role in roles))
+        return tuple(dict.fromkeys(stand_ins.get(role) or role for role in roles if role not in nobody))
 
     title = step.title
     for role, stand_in in stand_ins.items():
-        title = title.replace(phrase(role), phrase(stand_in))
+        if stand_in is not None:
+            title = title.replace(phrase(role), phrase(stand_in))
+    involved = {step.owner, step.accountable, *step.consulted, *step.informed}
+    if involved & nobody or any(phrase(role) in title for role in nobody):
+        title += f" (no customer contact on record: the {step.owner} finds the right person first)"
     return dataclasses.replace(
         step,
         title=title,
-        owner=stand_ins.get(step.owner, step.owner),
-        accountable=stand_ins.get(step.accountable, step.accountable),
+        owner=stand_ins.get(step.owner) or step.owner,
+        accountable=stand_ins.get(step.accountable) or step.accountable,
         consulted=some(step.consulted),
         informed=some(step.informed),
     )
