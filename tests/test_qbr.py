@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import io
+import json
 import re
 import sys
 import time
@@ -183,14 +184,26 @@ HEALTH = {
     },
 }
 SIGNALS = [
-    {"code": "SIG_USAGE_SLIDE_4W", "kind": "risk", "evidence": '{"drop_pct":25.0}'},
+    {
+        "code": "SIG_USAGE_SLIDE_4W",
+        "kind": "risk",
+        "evidence": '{"drop_pct":25.0,"prior_avg_active_users":40.0,"prior_from":"2024-05-06","prior_to":"2024-06-02",'
+        '"recent_avg_active_users":30.0,"recent_from":"2024-06-03","recent_to":"2024-06-30"}',
+    },
     {"code": "SIG_EXPANSION_TRAIL", "kind": "expansion", "evidence": {"note": HOSTILE}},
     {
         "code": "SIG_STAKEHOLDER_CHANGE",
         "kind": "risk",
-        "evidence": {"changes": [{"change": "left", "contact_id": "C1", "on": "2024-05-01", "role": "champion"}]},
+        "evidence": {
+            "changes": [{"change": "left", "contact_id": "C1", "on": "2024-05-01", "role": "champion"}],
+            "since": "2024-05-01",
+        },
     },
 ]
+# SIG_USAGE_SLIDE_4W's evidence above as the account team reads it (by hand).
+USAGE_FELL = (
+    "Weekly active users fell 25% (from 40 to 30 on average) in the 4 weeks to 30 Jun 2024, against the 4 weeks before"
+)
 RENEWALS = [
     {
         "subscription_id": "S1",
@@ -328,6 +341,9 @@ def test_an_open_case_within_the_agreed_time_is_not_counted_as_answered_in_time(
     )
     lead = "\n".join(_deck_texts(qbr_pptx.render_pptx(dataclasses.replace(_ctx(), support=support))))
     assert "3 cases open on 30 Jun 2024, 2 of them within the agreed time so far and not counted as answered." in lead
+    only = dataclasses.replace(support, open_now=1, not_yet_answered=1)
+    lead = "\n".join(_deck_texts(qbr_pptx.render_pptx(dataclasses.replace(_ctx(), support=only))))
+    assert "1 case open on 30 Jun 2024, within the agreed time so far and not counted as answered." in lead
 
 
 def test_weekly_usage_counts_last_quarter_against_seats_of_active_subs():
@@ -429,7 +445,7 @@ def test_roadmap_has_next_quarter_items_then_adoption_gaps():
         (D(2024, 7, 1), "checkpoint", "Renewal of S1"),
         (D(2024, 7, 7), "step", "Exec call\nwith | sponsor"),
         (None, "adoption_gap", "Raise the adoption score from 55 to 70"),
-        (None, "adoption_gap", "Resolve SIG_USAGE_SLIDE_4W (drop pct 25)"),
+        (None, "adoption_gap", f"Usage falling: {USAGE_FELL}"),
         (None, "adoption_gap", "Activate unused seats (30 of 60 seats active in the week to 2024-06-30)"),
     ]
 
@@ -497,7 +513,6 @@ def test_pack_writes_the_customer_pack_and_the_internal_review_with_hashes(tmp_p
             "30 people used the product in the week to 30 Jun 2024, against 40 in the week to 9 Jun 2024: 50% of 60 seats.",
         ],
         "scorecard.md": [
-            "## Where things go well",
             "## Where we will focus together",
             "## Support summary",
             "| Answered within the agreed time | 50% |",
@@ -523,8 +538,10 @@ def test_pack_writes_the_customer_pack_and_the_internal_review_with_hashes(tmp_p
         "## The whole plan",
         "## Plan risks",
         "| Change since last snapshot | down 8 since 2024-03-31 |",
-        "| support | n/a | 0 | 0 |  |",
-        "- support: no cases in the window",
+        "| Standing | Scored with the enterprise scorecard |",
+        "| Support Experience | n/a | 0 | 0 |  |",
+        "- Support Experience: no cases in the window",
+        f"| Usage falling | Churn risk | {USAGE_FELL} |",
         "| 2024-06-01 | invoice overdue | I2 | 1200.00 USD |",
         "| USD 12,000 | Low | 35% | USD 4,200 |",
         "| 7 Jul 2024 | step | Exec call with \\| sponsor | csm | joint | planned |",
@@ -568,8 +585,8 @@ def test_the_customer_pack_shows_nothing_internal_and_the_review_has_it_all(tmp_
         _deck_texts((tmp_path / "review_ACME-001.pptx").read_bytes())
     )
     for pattern in [
-        r"SIG_USAGE_SLIDE_4W",
-        r"drop pct 25",
+        r"Usage falling",
+        r"Weekly active users fell 25%",
         r"\bLow\b",
         r"35%",
         r"Champion left",
@@ -748,7 +765,15 @@ def test_the_review_shows_evidence_as_readable_text_with_amounts_in_their_curren
         "overdue_invoices": 1,
         "worst_overdue_pct_of_arr": 5.0,
     }
-    overdue = {"amount": 15000.5, "currency": "USD", "due_on": "2024-05-31", "auto_renew": False}
+    overdue = {
+        "invoice_id": "I2",
+        "due_on": "2024-05-31",
+        "days_overdue": 30,
+        "amount": 15000.5,
+        "currency": "USD",
+        "overdue_invoices": 2,
+        "overdue_amount": 16200.5,
+    }
     health = {**HEALTH, "components": {**HEALTH["components"], "commercial": _component(30.0, 0.3, 9.0, commercial)}}
     signals = [{"code": "SIG_PAYMENT_OVERDUE", "kind": "risk", "evidence": overdue}]
     ctx = qbr.build_qbr_context(
@@ -757,13 +782,15 @@ def test_the_review_shows_evidence_as_readable_text_with_amounts_in_their_curren
     qbr.write_qbr_pack(ctx, tmp_path)
     review = (tmp_path / "review_ACME-001.md").read_text(encoding="utf-8")
     assert (
-        "| commercial | 30 | 0.3 | 9 | by currency (EUR: arr EUR 40,000, credits EUR 0, overdue amount EUR 0; "
+        "| Billing and Contract | 30 | 0.3 | 9 | by currency (EUR: arr EUR 40,000, credits EUR 0, overdue amount EUR 0; "
         "USD: arr USD 300,000, credits USD 3,000, overdue amount USD 15,001), overdue invoices 1, "
         "worst overdue pct of arr 5 |" in review
     )
-    assert "| SIG_PAYMENT_OVERDUE | risk | amount USD 15,001, auto renew no, due on 2024-05-31 |" in review
+    # The signal by name, its evidence a sentence with units (by hand from the evidence above).
+    sentence = "Invoice I2 (USD 15,001) is 30 days past its due date of 31 May 2024; 2 invoices overdue in all"
+    assert f"| Payment overdue | Churn risk | {sentence} |" in review
     deck = _deck_texts((tmp_path / "review_ACME-001.pptx").read_bytes())
-    assert "amount USD 15,001, auto renew no, due on 2024-05-31" in deck
+    assert sentence in deck and "Payment overdue" in deck and "SIG_PAYMENT_OVERDUE" not in "\n".join(deck)
     assert not [text for text in deck + [review] if "=" in text.replace("==", "") and "by_currency=" in text]
 
 
@@ -775,7 +802,8 @@ def test_the_health_score_on_the_customer_deck_is_a_config_choice():
     # a component without the measures its phrase needs is named alone.
     assert "Adoption: n/a weekly active users" not in default and "\nAdoption\n" in default
     assert "Not measured yet: Support Experience." in default and "Support Experience:" not in default
-    assert "Where Things Go Well\nWe will build on this together" in default
+    # No component reaches the strength line: no strengths column, no praise of nothing.
+    assert "Where Things Go Well" not in default and "build on this" not in default
     shown = "\n".join(_deck_texts(qbr_pptx.render_pptx(_ctx(settings=qbr.QbrSettings(show_health_score=True)))))
     assert "Health score 42 of 100." in shown
     unscored = {**HEALTH, "score": None, "tier": None, "status": "insufficient_data"}
@@ -997,7 +1025,7 @@ def test_contacts_are_roles_only_by_default(tmp_path):
         "| Champion | 1 Jan 2023 | 1 May 2024 |" in text and "| 15 Apr 2024 | NPS answer | score 9, Champion |" in text
     )
     assert "contact_id" not in text and "contact\\_id" not in text
-    assert "| SIG_STAKEHOLDER_CHANGE | risk | changes (change left, on 2024-05-01, role champion) |" in text
+    assert "| Key contact changed | Churn risk | Champion left on 1 May 2024 |" in text
 
 
 def test_contacts_appear_with_include_contacts(tmp_path):
@@ -1009,7 +1037,7 @@ def test_contacts_appear_with_include_contacts(tmp_path):
     assert "| 15 Apr 2024 | NPS answer | score 9, Champion Jane Doe jane@acme.test |" in timeline
     review = (tmp_path / "review_ACME-001.md").read_text(encoding="utf-8")
     assert "| 2024-04-15 | NPS answer | N1 | score 9, Champion Jane Doe jane@acme.test |" in review
-    assert "changes (change left, contact id C1, on 2024-05-01, role champion)" in review
+    assert "| Key contact changed | Churn risk | Champion (contact C1) left on 1 May 2024 |" in review
 
 
 # --- escaping ----------------------------------------------------------------------------
@@ -1270,14 +1298,164 @@ def test_an_account_with_nothing_measured_is_told_so_once_not_given_five_focus_a
     ctx = _ctx(health=nothing)
     slide = _slides(ctx)["How Things Are Going"]
     assert slide.lead == "Not enough data yet for a full picture: nothing is measured yet."
-    assert [column.bullets for column in slide.columns] == [
-        ("We will build on this together",),
-        (qbr_deck.TOO_EARLY,),
+    # Nothing measured: no "Where Things Go Well" (nothing to praise); what is missing, listed once.
+    missing = ("Adoption", "Value From Features", "Support Experience", "Billing and Contract", "Satisfaction")
+    assert [(column.heading, column.bullets) for column in slide.columns] == [
+        ("Not Measured Yet", missing),
+        ("Where We Will Focus Together", (qbr_deck.TOO_EARLY,)),
     ]
-    assert slide.note == (
-        "Not measured yet: Adoption, Value From Features, Support Experience, Billing and Contract, Satisfaction."
-    )
+    assert slide.note is None
     qbr.write_qbr_pack(ctx, tmp_path)
     customer = _customer_texts(tmp_path)
     assert "not enough data yet" not in customer and "Nothing stands out" not in customer
-    assert "Not measured yet: Adoption, Value From Features" in customer
+    assert "Where things go well" not in customer and "Where Things Go Well" not in customer
+    assert "build on this" not in customer
+    scorecard = (tmp_path / "qbr_ACME-001" / "scorecard.md").read_text(encoding="utf-8")
+    assert "## Not measured yet\n\n- Adoption\n- Value From Features\n" in scorecard
+
+
+# --- the internal review, in words a CS leader reads (issue 16's bar, the review's leftovers) -----
+
+# Each signal's evidence in the shape scoring/signals.py writes it, and the sentence the review
+# shows for it (by hand, as of 30 Jun 2024).
+SIGNAL_SENTENCES = {
+    "SIG_EXPANSION_TRAIL": (
+        {
+            "growth_pct": 30.0,
+            "open_expansion_opps": 1,
+            "opp_amount": 12000.0,
+            "opp_close_date": "2024-12-15",
+            "opp_currency": "USD",
+            "opp_id": "OPP-1",
+            "prior_avg_active_users": 20.0,
+            "recent_avg_active_users": 26.0,
+            "seats": 30,
+            "utilisation_pct": 86.67,
+        },
+        "Expansion opportunity OPP-1 is open (USD 12,000, closing 15 Dec 2024) while 86.7% of 30 seats are in "
+        "use and weekly active users up 30% (from 20 to 26 on average)",
+    ),
+    "SIG_FEATURE_ADOPTION_LOW": (
+        {"avg_features_used": 6.0, "breadth_pct": 15.0, "feature_catalog_size": 40, "recent_from": "2024-06-03"},
+        "6 of 40 features used a week on average (15%) in the 4 weeks to 30 Jun 2024",
+    ),
+    "SIG_PAYMENT_OVERDUE": (
+        {
+            "amount": 150000.0,
+            "currency": "USD",
+            "days_overdue": 62,
+            "due_on": "2024-04-29",
+            "invoice_id": "INV-4",
+            "overdue_amount": 150000.0,
+            "overdue_invoices": 1,
+        },
+        "Invoice INV-4 (USD 150,000) is 62 days past its due date of 29 Apr 2024",
+    ),
+    "SIG_RENEWAL_SOON": (
+        {
+            "arr": 240000.0,
+            "auto_renew": False,
+            "currency": "USD",
+            "days_to_renewal": 49,
+            "renewal_date": "2024-08-18",
+            "renewing_subscriptions": 2,
+            "subscription_id": "S1",
+        },
+        "Subscription S1 (USD 240,000 a year) renews on 18 Aug 2024, in 49 days, and does not renew by itself; "
+        "2 subscriptions renew soon in all",
+    ),
+    "SIG_STAKEHOLDER_CHANGE": (
+        {
+            "changes": [
+                {"change": "left", "contact_id": "C1", "on": "2024-05-20", "role": "champion"},
+                {"change": "started", "contact_id": "C9", "on": "2024-06-07", "role": "exec_sponsor"},
+            ],
+            "since": "2024-05-02",
+        },
+        "Champion left on 20 May 2024; new Executive Sponsor started on 7 Jun 2024",
+    ),
+    "SIG_SUPPORT_SPIKE": (
+        {
+            "oldest_open_sev1_opened_on": "2024-06-20",
+            "open_sev1_cases": 1,
+            "prior_cases": 3,
+            "prior_rate_per_recent_period": 1.0,
+            "ratio": 5.0,
+            "recent_cases": 5,
+            "recent_from": "2024-06-01",
+        },
+        "5 cases opened in the 30 days to 30 Jun 2024, 5 times the rate before (3 cases, 1 per 30 days); "
+        "1 critical case (severity 1) open, the oldest since 20 Jun 2024",
+    ),
+    "SIG_USAGE_SLIDE_4W": (json.loads(SIGNALS[0]["evidence"]), USAGE_FELL),
+}
+
+
+def test_every_signal_has_a_name_and_reads_as_a_sentence_with_its_measured_values():
+    from c360_dagster.domain.scoring.signals import SIGNAL_CATALOG
+
+    assert sorted(qbr_deck.SIGNAL_NAMES) == sorted(SIGNAL_CATALOG) == sorted(SIGNAL_SENTENCES)
+    for code, (evidence, sentence) in SIGNAL_SENTENCES.items():
+        assert qbr_deck.signal_phrase(code, evidence, AS_OF, False) == sentence, code
+    # A contact is named by role; its id only with include_contacts.
+    change, _ = SIGNAL_SENTENCES["SIG_STAKEHOLDER_CHANGE"]
+    assert qbr_deck.signal_phrase("SIG_STAKEHOLDER_CHANGE", change, AS_OF, True).startswith(
+        "Champion (contact C1) left on 20 May 2024"
+    )
+    # Evidence of another shape: no sentence (the review shows its measured values instead).
+    assert qbr_deck.signal_phrase("SIG_USAGE_SLIDE_4W", {"drop_pct": 25.0}, AS_OF, False) is None
+
+
+def test_the_review_deck_names_signals_lifecycle_and_scorecard_in_words_never_codes():
+    signals = [{"code": code, "kind": "risk", "evidence": evidence} for code, (evidence, _) in SIGNAL_SENTENCES.items()]
+    health = {**HEALTH, "lifecycle": "active", "scorecard": "default"}
+    ctx = qbr.build_qbr_context(
+        ACCOUNT, _view(), health, signals, RENEWALS, PLAYBOOK, HISTORY, False, AS_OF, HEALTH_CONFIG, DEFAULT_SETTINGS
+    )
+    texts = "\n".join(_deck_texts(qbr_pptx.render_pptx(ctx, audience=qbr_deck.REVIEW)))
+    for raw in ("SIG_", "drop pct", "lifecycle active", "scorecard default", "recent from", "_"):
+        assert raw not in texts, raw
+    assert "Active customer, scored with the default scorecard" in texts
+    assert "Signals: 7 churn risks (Room to expand, Few features in use, Payment overdue" in texts
+    for _, sentence in SIGNAL_SENTENCES.values():
+        assert sentence in texts
+    onboarding = {**HEALTH, "lifecycle": "onboarding", "scorecard": "segment:smb", "status": "insufficient_data"}
+    assert qbr_deck.standing_phrase(_ctx(health=onboarding)) == (
+        "Onboarding customer, not scored (not enough data yet; the SMB segment's scorecard applies)"
+    )
+
+
+def test_a_text_is_cut_only_when_it_would_not_fit_a_whole_slide():
+    # A risk reason of 16 lines in its narrow column and a plan risk of 6 bullet lines: each fits
+    # its slide, so each is shown whole (a fixed cap of 3 cell or 4 bullet lines cut them before).
+    reason = "Key-contact changes since 2024-05-01: 2; active users fell 31% from 154 to 106 on average. " * 5
+    renewals = [{**RENEWALS[0], "risk_reasons": [reason.strip()]}]
+    risk = "With auto-renew off the renewal date passes without anyone signing, " * 8
+    ctx = qbr.build_qbr_context(
+        ACCOUNT,
+        _view(),
+        HEALTH,
+        SIGNALS,
+        renewals,
+        {**PLAYBOOK, "risks": [risk.strip()]},
+        HISTORY,
+        False,
+        AS_OF,
+        HEALTH_CONFIG,
+        DEFAULT_SETTINGS,
+    )
+    slides = {slide.title: slide for slide in qbr_deck.review_slides(ctx)}
+    assert slides["Renewal Forecast"].table.rows[0][-1] == reason.strip()
+    assert slides["Plan Risks"].bullets == (risk.strip(),)
+    assert "…" not in "\n".join(_deck_texts(qbr_pptx.render_pptx(ctx, audience=qbr_deck.REVIEW)))
+
+
+def test_text_is_measured_against_97_percent_of_its_box():
+    # LibreOffice wrapped a line measured at 871 of 874 pt: a line that needs more than 97% of
+    # the box's width wraps, one within it does not.
+    from c360_dagster.domain.qbr.layout import Font, wrap
+
+    font, text = Font("Calibri", 18), "Weekly active users fell 31% in the 4 weeks to 27 Sep 2026"
+    width = font.width(text)
+    assert len(wrap(text, font, width / 0.98)) == 2
+    assert len(wrap(text, font, width / 0.96)) == 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
@@ -22,8 +22,6 @@ from c360_dagster.domain.qbr.models import Component, QbrContext, WeekPoint
 CUSTOMER, REVIEW = "customer", "review"
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 NEXT_STEPS = 3  # the closing slide names the first few joint steps
-MAX_CELL_LINES = 3  # a table cell holds at most this many lines; longer input text is cut
-MAX_BULLET_LINES = 4
 MAX_PAGES = {CUSTOMER: 2, REVIEW: 3}  # continuation slides per list before the rest is cut
 # Characters XML 1.0 cannot hold: python-pptx would fail on them, so they are dropped.
 XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -94,6 +92,11 @@ def fmt_pct(value: float | None) -> str:
 def fmt_label(value: str) -> str:
     """`stakeholder_mapping` → `Stakeholder Mapping`."""
     return " ".join(word[:1].upper() + word[1:] for word in value.replace("_", " ").split())
+
+
+def component_label(name: str) -> str:
+    """`commercial` → `Billing and Contract`: a health component as both decks name it."""
+    return COMPONENT_LABELS.get(name, fmt_label(name))
 
 
 def fmt_role(role: str) -> str:
@@ -257,8 +260,14 @@ def column_widths(table: Table, width: float) -> list[float]:
     return [width * share / total for share in table.widths]
 
 
-def fitted_cells(row: tuple[str, ...], widths: list[float], font: Font) -> tuple[str, ...]:
-    return tuple(truncate(cell, font, inner_width(w), MAX_CELL_LINES) for cell, w in zip(row, widths, strict=True))
+def page_lines(height: float, font: Font, gap: float = 2 * INSET_Y) -> int:
+    """The lines of `font` a box `height` tall holds beside `gap`: a text is cut only when it
+    would not fit a whole page, and then to what a page holds (the Markdown keeps it all)."""
+    return max(1, int((height - gap) // font.line_height))
+
+
+def fitted_cells(row: tuple[str, ...], widths: list[float], font: Font, max_lines: int) -> tuple[str, ...]:
+    return tuple(truncate(cell, font, inner_width(w), max_lines) for cell, w in zip(row, widths, strict=True))
 
 
 def row_height(row: tuple[str, ...], widths: list[float], font: Font) -> float:
@@ -327,9 +336,9 @@ def _paginate_table(slide: Slide, geom: Geometry, max_pages: int) -> list[Slide]
     bold = Font(font.typeface, font.size, True)
     main = body_regions(slide, geom)["main"]
     widths = column_widths(table, main.width)
-    header = fitted_cells(table.header, widths, bold)
-    rows = [fitted_cells(row, widths, font) for row in table.rows]
+    header = fitted_cells(table.header, widths, bold, page_lines(main.height / 2, bold))  # our words: short
     capacity = main.height - row_height(header, widths, bold)
+    rows = [fitted_cells(row, widths, font, page_lines(capacity, font)) for row in table.rows]
     spans = _pages([row_height(row, widths, font) for row in rows], capacity, max_pages)
     return _split(
         slide,
@@ -344,7 +353,7 @@ def _paginate_bullets(slide: Slide, geom: Geometry, max_pages: int) -> list[Slid
     main = body_regions(slide, geom)["main"]
     font = Font(geom.body_font, SIZES.body)
     width = inner_width(main.width) - BULLET_INDENT
-    bullets = [truncate(b, font, width, MAX_BULLET_LINES) for b in slide.bullets]
+    bullets = [truncate(b, font, width, page_lines(main.height, font, PARAGRAPH_GAP)) for b in slide.bullets]
     spans = _pages([bullet_height(b, font, main.width) for b in bullets], main.height, max_pages)
     return _split(
         slide, spans, len(bullets), "items", lambda start, end: replace(slide, bullets=tuple(bullets[start:end]))
@@ -467,15 +476,19 @@ def _weeks(count: int) -> str:
     return f"{count}-Week"
 
 
+def _span(days: int) -> str:
+    """`4 weeks` (a whole number of weeks) or `90 days`."""
+    return f"{days // 7} weeks" if days % 7 == 0 else f"{days} days"
+
+
 def _window(days: int, as_of: dt.date) -> str:
     """`the 4 weeks to 27 Sep 2026` (or `the 90 days to ...`): the period a figure covers."""
-    span = f"{days // 7} weeks" if days % 7 == 0 else f"{days} days"
-    return f"the {span} to {fmt_date(as_of)}"
+    return f"the {_span(days)} to {fmt_date(as_of)}"
 
 
 def component_phrase(component: Component, ctx: QbrContext) -> str:
     """What a measured health component found, in words a customer reads (no internal codes), with its period."""
-    label = COMPONENT_LABELS.get(component.name, fmt_label(component.name))
+    label = component_label(component.name)
     measured = component.measured
     if component.name == "commercial":
         overdue = measured.get("overdue_invoices") or 0
@@ -500,6 +513,151 @@ def component_phrase(component: Component, ctx: QbrContext) -> str:
     return f"{label}: " + _FIELD.sub(lambda m: formats[m.group(2)](measured[m.group(1)]), text)
 
 
+# --- signals, for the account team: by name, their evidence as a sentence ----------------------
+
+# Every signal code (scoring/signals.SIGNAL_CATALOG) as the review deck and page name it.
+SIGNAL_NAMES = {
+    "SIG_EXPANSION_TRAIL": "Room to expand",
+    "SIG_FEATURE_ADOPTION_LOW": "Few features in use",
+    "SIG_PAYMENT_OVERDUE": "Payment overdue",
+    "SIG_RENEWAL_SOON": "Renewal coming up",
+    "SIG_STAKEHOLDER_CHANGE": "Key contact changed",
+    "SIG_SUPPORT_SPIKE": "Support cases up",
+    "SIG_USAGE_SLIDE_4W": "Usage falling",
+}
+SIGNAL_KINDS = {"risk": "Churn risk", "expansion": "Growth"}
+
+
+def signal_name(code: str) -> str:
+    return SIGNAL_NAMES.get(code, fmt_label(code.removeprefix("SIG_").lower()))
+
+
+def signal_kind(kind: str) -> str:
+    return SIGNAL_KINDS.get(kind, fmt_label(kind))
+
+
+def _day(value: Any) -> str:
+    return fmt_date(dt.date.fromisoformat(str(value)[:10]))
+
+
+def _days_between(first: Any, last: dt.date) -> int:
+    return (last - dt.date.fromisoformat(str(first)[:10])).days + 1
+
+
+def _plural(count: Any, noun: str) -> str:
+    return f"{fmt_count(count)} {noun}{'' if count == 1 else 's'}"
+
+
+def _usage_slide(e: Mapping[str, Any], as_of: dt.date, contacts: bool) -> str:
+    to = dt.date.fromisoformat(e["recent_to"])
+    days = _days_between(e["recent_from"], to)
+    return (
+        f"Weekly active users fell {fmt_count(e['drop_pct'])}% (from {fmt_one(e['prior_avg_active_users'])} to "
+        f"{fmt_one(e['recent_avg_active_users'])} on average) in {_window(days, to)}, against the {_span(days)} before"
+    )
+
+
+def _support_spike(e: Mapping[str, Any], as_of: dt.date, contacts: bool) -> str:
+    days = _days_between(e["recent_from"], as_of)
+    cases = f"{_plural(e['recent_cases'], 'case')} opened in {_window(days, as_of)}"
+    if e["ratio"] is not None:
+        cases += (
+            f", {fmt_one(e['ratio'])} times the rate before ({_plural(e['prior_cases'], 'case')}, "
+            f"{fmt_one(e['prior_rate_per_recent_period'])} per {_plural(days, 'day')})"
+        )
+    else:
+        cases += ", none in the period before"
+    if e["open_sev1_cases"]:
+        cases += (
+            f"; {_plural(e['open_sev1_cases'], 'critical case')} (severity 1) open, the oldest since "
+            f"{_day(e['oldest_open_sev1_opened_on'])}"
+        )
+    return cases
+
+
+def _payment_overdue(e: Mapping[str, Any], as_of: dt.date, contacts: bool) -> str:
+    text = (
+        f"Invoice {e['invoice_id']} ({format_amount(e['amount'], e['currency'])}) is "
+        f"{_plural(e['days_overdue'], 'day')} past its due date of {_day(e['due_on'])}"
+    )
+    if e["overdue_invoices"] > 1:
+        text += f"; {fmt_count(e['overdue_invoices'])} invoices overdue in all"
+    return text
+
+
+def _renewal_soon(e: Mapping[str, Any], as_of: dt.date, contacts: bool) -> str:
+    text = (
+        f"Subscription {e['subscription_id']} ({format_amount(e['arr'], e['currency'])} a year) renews "
+        f"on {_day(e['renewal_date'])}, in {_plural(e['days_to_renewal'], 'day')}, "
+        + ("and renews by itself" if e["auto_renew"] else "and does not renew by itself")
+    )
+    if e["renewing_subscriptions"] > 1:
+        text += f"; {fmt_count(e['renewing_subscriptions'])} subscriptions renew soon in all"
+    return text
+
+
+def _stakeholder_change(e: Mapping[str, Any], as_of: dt.date, contacts: bool) -> str:
+    changes = []
+    for change in e["changes"]:
+        who = fmt_role(change["role"]) + (f" (contact {change['contact_id']})" if contacts else "")
+        went = "left" if change["change"] == "left" else "started"
+        changes.append(f"{'' if went == 'left' else 'new '}{who} {went} on {_day(change['on'])}")
+    text = "; ".join(changes)
+    return text[:1].upper() + text[1:]
+
+
+def _feature_adoption_low(e: Mapping[str, Any], as_of: dt.date, contacts: bool) -> str:
+    return (
+        f"{fmt_one(e['avg_features_used'])} of {fmt_count(e['feature_catalog_size'])} features used a week on "
+        f"average ({fmt_pct(e['breadth_pct'])}) in {_window(_days_between(e['recent_from'], as_of), as_of)}"
+    )
+
+
+def _expansion_trail(e: Mapping[str, Any], as_of: dt.date, contacts: bool) -> str:
+    use = []
+    if e["utilisation_pct"] is not None:
+        use.append(f"{fmt_pct(e['utilisation_pct'])} of {fmt_count(e['seats'])} seats are in use")
+    if e["growth_pct"] is not None:
+        use.append(
+            f"weekly active users {'up' if e['growth_pct'] >= 0 else 'down'} {fmt_pct(abs(e['growth_pct']))} "
+            f"(from {fmt_one(e['prior_avg_active_users'])} to {fmt_one(e['recent_avg_active_users'])} on average)"
+        )
+    opportunity = (
+        f"Expansion opportunity {e['opp_id']} is open "
+        f"({format_amount(e['opp_amount'], e['opp_currency'])}, closing {_day(e['opp_close_date'])})"
+    )
+    return opportunity + (f" while {' and '.join(use)}" if use else "")
+
+
+_SIGNAL_PHRASES = {
+    "SIG_EXPANSION_TRAIL": _expansion_trail,
+    "SIG_FEATURE_ADOPTION_LOW": _feature_adoption_low,
+    "SIG_PAYMENT_OVERDUE": _payment_overdue,
+    "SIG_RENEWAL_SOON": _renewal_soon,
+    "SIG_STAKEHOLDER_CHANGE": _stakeholder_change,
+    "SIG_SUPPORT_SPIKE": _support_spike,
+    "SIG_USAGE_SLIDE_4W": _usage_slide,
+}
+
+
+def signal_phrase(code: str, evidence: Mapping[str, Any], as_of: dt.date, include_contacts: bool) -> str | None:
+    """What tripped a signal, as a sentence with units and the measured values ("Weekly active
+    users fell 31% (from 154 to 106 on average) in the 4 weeks to 27 Sep 2026, ..."); None when
+    the evidence lacks what the sentence needs (a signals file of another shape)."""
+    phrase = _SIGNAL_PHRASES.get(code)
+    try:
+        return phrase(evidence, as_of, include_contacts) if phrase else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def measured_phrase(component: Component, ctx: QbrContext) -> str:
+    """A measured component's finding without its name (the review's table names it), or its
+    measured values in words where no phrase covers them."""
+    phrase = component_phrase(component, ctx).removeprefix(component_label(component.name))
+    return phrase.removeprefix(": ") or component.evidence
+
+
 def _health_in_words(ctx: QbrContext) -> Slide:
     scored = ctx.status == "scored" and ctx.score is not None
     lead = None
@@ -508,18 +666,19 @@ def _health_in_words(ctx: QbrContext) -> Slide:
         lead = f"Not enough data yet for a full picture: {so_far}."
     if ctx.settings.show_health_score:
         lead = f"Health score {ctx.score} of {ctx.total}." if scored else "Health score: not enough data yet."
-    columns = (
-        Column(
-            "Where Things Go Well",
-            tuple(component_phrase(c, ctx) for c in ctx.strengths) or ("We will build on this together",),
-        ),
-        Column(
-            "Where We Will Focus Together",
-            tuple(component_phrase(c, ctx) for c in ctx.focus_areas)
-            or (("Nothing stands out: keep the momentum",) if ctx.strengths else (TOO_EARLY,)),
-        ),
+    if not ctx.strengths and not ctx.focus_areas:  # nothing measured: say what is missing, praise nothing
+        missing = Column("Not Measured Yet", tuple(component_label(c.name) for c in ctx.unavailable))
+        return Slide("How Things Are Going", lead=lead, columns=(missing, Column(FOCUS, (TOO_EARLY,))))
+    # A strengths column only with something measured to show for it.
+    well = (Column("Where Things Go Well", tuple(component_phrase(c, ctx) for c in ctx.strengths)),)
+    focus = Column(FOCUS, tuple(component_phrase(c, ctx) for c in ctx.focus_areas) or (KEEP_GOING,))
+    return Slide(
+        "How Things Are Going", lead=lead, columns=(*(well if ctx.strengths else ()), focus), note=not_measured(ctx)
     )
-    return Slide("How Things Are Going", lead=lead, columns=columns, note=not_measured(ctx))
+
+
+FOCUS = "Where We Will Focus Together"
+KEEP_GOING = "Nothing stands out: keep the momentum"
 
 
 TOO_EARLY = "Too early to tell: we will look at this together as the data comes in"
@@ -529,7 +688,7 @@ def not_measured(ctx: QbrContext) -> str | None:
     """`Not measured yet: Adoption, Satisfaction.`: the components without data, named once."""
     if not ctx.unavailable:
         return None
-    return f"Not measured yet: {', '.join(COMPONENT_LABELS.get(c.name, fmt_label(c.name)) for c in ctx.unavailable)}."
+    return f"Not measured yet: {', '.join(component_label(c.name) for c in ctx.unavailable)}."
 
 
 def _adoption_chart(ctx: QbrContext) -> Slide | None:
@@ -609,16 +768,17 @@ def _support(ctx: QbrContext) -> Slide:
         tiles.append(Tile(fmt_one(s.median_days_to_close), "Median Days to Resolve"))
     if s.sla_met_pct is not None:
         tiles.append(Tile(fmt_pct(s.sla_met_pct), "Answered Within the Agreed Time"))
+    # Which of the open cases are still within the agreed time: some of them, all, or the only one.
+    if s.not_yet_answered == s.open_now:
+        which = "all " if s.open_now > 1 else ""
+    else:
+        which = f"{fmt_count(s.not_yet_answered)} of them "
     lead = (
         f"No support cases in {span_name(ctx)} {fmt_period(ctx.period_start, ctx.as_of)}."
         if not s.opened and not s.closed
         else f"Support in {span_name(ctx)} {fmt_period(ctx.period_start, ctx.as_of)}; "
         f"{fmt_count(s.open_now)} case{'s' if s.open_now != 1 else ''} open on {fmt_date(ctx.as_of)}"
-        + (
-            f", {fmt_count(s.not_yet_answered)} of them within the agreed time so far and not counted as answered."
-            if s.not_yet_answered
-            else "."
-        )
+        + (f", {which}within the agreed time so far and not counted as answered." if s.not_yet_answered else ".")
     )
     return Slide("Support Summary", lead=lead, tiles=tuple(tiles))
 
@@ -676,23 +836,6 @@ def _next_steps(ctx: QbrContext) -> Slide:
     return Slide("Next Steps", bullets=tuple(bullets))
 
 
-# The phrasing helpers the Markdown templates share with the slides.
-FORMATS = SimpleNamespace(
-    date=fmt_date,
-    period=fmt_period,
-    count=fmt_count,
-    one=fmt_one,
-    pct=fmt_pct,
-    money=format_amount,
-    label=fmt_label,
-    role=fmt_role,
-    component=component_phrase,
-    span=span_name,
-    not_measured=not_measured,
-    too_early=TOO_EARLY,
-)
-
-
 # --- the account team's internal review ----------------------------------------------------------
 
 
@@ -737,22 +880,62 @@ def score_phrase(ctx: QbrContext) -> str:
     return f"{ctx.score}/{ctx.total}, {ctx.tier}"
 
 
+LIFECYCLE_WORDS = {
+    "not_started": "Not a customer yet",
+    "onboarding": "Onboarding customer",
+    "active": "Active customer",
+    "churned": "Former customer (churned)",
+}
+SEGMENT_WORDS = {"enterprise": "Enterprise", "mid_market": "Mid-Market", "smb": "SMB"}
+
+
+def scorecard_phrase(scorecard: str) -> str:
+    """`default` → `the default scorecard`, `segment:smb` → `the SMB segment's scorecard`."""
+    if scorecard.startswith("segment:"):
+        segment = scorecard.removeprefix("segment:")
+        return f"the {SEGMENT_WORDS.get(segment, fmt_label(segment))} segment's scorecard"
+    return f"the {slide_text(scorecard)} scorecard"
+
+
+def standing_phrase(ctx: QbrContext) -> str:
+    """The account's lifecycle and how it was scored, in words: `Active customer, scored with the
+    default scorecard`."""
+    lifecycle = LIFECYCLE_WORDS.get(ctx.lifecycle or "", fmt_label(ctx.lifecycle or "")) if ctx.lifecycle else None
+    if ctx.status == "scored":
+        scoring = f"scored with {scorecard_phrase(ctx.scorecard)}"
+    else:
+        why = "churned" if ctx.status == "churned" else "not enough data yet"
+        scoring = f"not scored ({why}; {scorecard_phrase(ctx.scorecard)} applies)"
+    return f"{lifecycle}, {scoring}" if lifecycle else scoring[:1].upper() + scoring[1:]
+
+
+def signals_phrase(ctx: QbrContext) -> str:
+    """`Signals: 2 churn risks (Usage falling, Renewal coming up); no growth signal`."""
+    parts = []
+    for kind, signals in (("churn risk", ctx.risk_signals), ("growth signal", ctx.expansion_signals)):
+        names = f" ({', '.join(s.name for s in signals)})" if signals else ""
+        parts.append(f"{_plural(len(signals), kind) if signals else 'no ' + kind}{names}")
+    return "Signals: " + "; ".join(parts)
+
+
 def _review_summary(ctx: QbrContext) -> Slide:
-    bullets = [
-        f"Health {score_phrase(ctx)}; {ctx.change_phrase}",
-        f"Status {ctx.status}"
-        + (f", lifecycle {ctx.lifecycle}" if ctx.lifecycle else "")
-        + f"; scorecard {slide_text(ctx.scorecard)}",
-        f"Signals: {len(ctx.risk_signals)} risk, {len(ctx.expansion_signals)} expansion",
-    ]
+    bullets = [f"Health {score_phrase(ctx)}; {ctx.change_phrase}", standing_phrase(ctx), signals_phrase(ctx)]
     if ctx.renewals:
         first = ctx.renewals[0]
+        which = "" if len(ctx.renewals) == 1 else "; the first, "
         bullets.append(
-            f"{len(ctx.renewals)} renewing in the forecast window; first {slide_text(first.product)} on {fmt_date(first.renewal_date)}, forecast {first.bucket}"
+            f"{_plural(len(ctx.renewals), 'subscription')} renewing in the forecast window{which or ': '}"
+            f"{slide_text(first.product)} on {fmt_date(first.renewal_date)}, forecast {first.bucket} "
+            f"({round(first.probability * 100)}%)"
         )
     else:
         bullets.append("No subscription renews in the forecast window")
-    bullets.append(f"Plan: {slide_text(ctx.plan_summary)}" if ctx.plan_summary else "No playbook attached")
+    if ctx.playbook_present:
+        joint = len(ctx.joint_steps)
+        plays = f"; plays {', '.join(fmt_label(p) for p in ctx.plays)}" if ctx.plays else ""
+        bullets.append(f"Plan: {_plural(len(ctx.plan_steps), 'step')}, {joint} with the customer{plays}")
+    else:
+        bullets.append("No playbook attached")
     if ctx.csm_owner:
         bullets.append(f"CSM {slide_text(ctx.csm_owner)}")
     return Slide("Summary", bullets=tuple(bullets), more_in=None)
@@ -761,18 +944,18 @@ def _review_summary(ctx: QbrContext) -> Slide:
 def _review_scorecard(ctx: QbrContext) -> Slide:
     rows = tuple(
         (
-            COMPONENT_LABELS.get(c.name, fmt_label(c.name)),
+            component_label(c.name),
             "n/a" if c.score is None else fmt_one(c.score),
             fmt_one(c.weight),
             fmt_one(c.points),
-            slide_text(c.reason) if c.score is None else "",
+            f"Not measured: {slide_text(c.reason)}" if c.score is None else measured_phrase(c, ctx),
         )
         for c in ctx.components
     )
     return Slide(
         "Health Scorecard",
         lead=f"Health {score_phrase(ctx)}; {ctx.change_phrase}.",
-        table=Table(("Component", "Score", "Weight", "Points", "Not Measured Because"), rows, (2.2, 1, 1, 1, 3.2)),
+        table=Table(("Component", "Score", "Weight", "Points", "What Was Measured"), rows, (2.0, 0.8, 0.8, 0.8, 5.2)),
         more_in=None,
     )
 
@@ -780,9 +963,11 @@ def _review_scorecard(ctx: QbrContext) -> Slide:
 def _review_signals(ctx: QbrContext) -> Slide:
     if not ctx.signals:
         return Slide("Signals", bullets=("No signals fired",), more_in=None)
-    rows = tuple((s.code, s.kind, slide_text(s.evidence)) for s in ctx.signals)
+    rows = tuple((s.name, signal_kind(s.kind), slide_text(s.evidence)) for s in ctx.signals)
     return Slide(
-        "Signals", table=Table(("Signal", "Kind", "Evidence"), rows, (2.6, 1.1, 5.0)), more_in="the review page"
+        "Signals",
+        table=Table(("Signal", "Kind", "What Was Measured"), rows, (1.8, 1.1, 5.8)),
+        more_in="the review page",
     )
 
 
@@ -807,7 +992,7 @@ def _review_renewals(ctx: QbrContext) -> Slide:
         table=Table(
             ("Subscription", "Product", "Renews", "ARR", "Forecast", "Probability", "Expected", "Risk Reasons"),
             rows,
-            (1.5, 1.5, 1.3, 1.4, 1.0, 1.1, 1.4, 2.6),
+            (1.3, 1.2, 1.2, 1.3, 1.0, 1.1, 1.3, 4.0),
         ),
         more_in="the review page",
     )
@@ -830,3 +1015,24 @@ def _review_plan(ctx: QbrContext) -> Slide:
         table=Table(("Due", "Step", "Owner", "With Customer"), rows, (1.3, 5.0, 1.7, 1.3)),
         more_in="the review page",
     )
+
+
+# The phrasing helpers the Markdown templates share with the slides.
+FORMATS = SimpleNamespace(
+    date=fmt_date,
+    period=fmt_period,
+    count=fmt_count,
+    one=fmt_one,
+    pct=fmt_pct,
+    money=format_amount,
+    label=fmt_label,
+    role=fmt_role,
+    component=component_phrase,
+    span=span_name,
+    not_measured=not_measured,
+    too_early=TOO_EARLY,
+    keep_going=KEEP_GOING,
+    standing=standing_phrase,
+    component_label=component_label,
+    signal_kind=signal_kind,
+)

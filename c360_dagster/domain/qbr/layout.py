@@ -30,6 +30,10 @@ FALLBACK_FONT = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf")
 # average, so the estimate errs towards smaller text, never towards overflow.
 FALLBACK_EM = 0.62
 LINE_SPACING = 1.22  # Calibri's ascent + descent per em: one line of single-spaced text
+# A line is filled to this share of its box only: LibreOffice wrapped a line measured at 871 of
+# 874 pt (its kerning and hinting differ from ours by a few points), so a line must not need
+# the last few percent of the width to fit.
+MEASURE_SHARE = 0.97
 ELLIPSIS = "…"
 _BREAK = re.compile(r"(\s+)")
 
@@ -85,8 +89,10 @@ def wrap(text: str, font: Font, width: float) -> tuple[str, ...]:
     """Greedy word wrap as PowerPoint does it; a word wider than the line is broken by characters.
 
     Cached: fitting a deck's texts asks for the same wrap about ten times (each candidate size,
-    the pagination and the drawing, both decks of an account).
+    the pagination and the drawing, both decks of an account). Every measure of the module goes
+    through here, so the safety margin (`MEASURE_SHARE`) is applied once, here.
     """
+    width *= MEASURE_SHARE
     lines: list[str] = []
     for paragraph in text.split("\n"):
         line = ""

@@ -64,8 +64,9 @@ class Component:
 @dataclass(frozen=True)
 class SignalLine:
     code: str
+    name: str  # the code in words ("Usage falling"): what the account team reads
     kind: str
-    evidence: str
+    evidence: str  # what tripped it, as a sentence with units and the measured values
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,6 @@ class QbrContext:
     stakeholders: tuple[Stakeholder, ...]
     score_history: tuple[ScorePoint, ...]  # earlier snapshots and this one, oldest first
     playbook_present: bool
-    plan_summary: str | None
     plays: tuple[str, ...]
     plan_steps: tuple[RoadmapItem, ...]
     kpis: tuple[Kpi, ...]

@@ -166,10 +166,7 @@ def build_qbr_context(
     earlier = [point for point in history if point.as_of < as_of]
     weekly = _weekly_usage(view, account_id, as_of)
     components = _components(health, include_contacts)
-    signal_lines = tuple(
-        SignalLine(s["code"], s.get("kind", "risk"), _evidence_phrase(s.get("evidence") or {}, include_contacts))
-        for s in sorted(signals, key=lambda s: s["code"])
-    )
+    signal_lines = tuple(_signal_line(s, as_of, include_contacts) for s in sorted(signals, key=lambda s: s["code"]))
     plan_steps, checkpoints = _plan(playbook, settings.customer_roles, include_contacts)
     plan = playbook or {}
     return QbrContext(
@@ -201,7 +198,6 @@ def build_qbr_context(
         stakeholders=_stakeholders(view, account_id, as_of, include_contacts),
         score_history=tuple(history),
         playbook_present=playbook is not None,
-        plan_summary=plan.get("summary"),
         plays=tuple(str(play) for play in plan.get("plays", ())),
         plan_steps=plan_steps,
         kpis=tuple(
@@ -316,6 +312,21 @@ def _evidence_phrase(evidence: Any, include_contacts: bool) -> str:
     if not isinstance(evidence, Mapping):
         return "" if evidence is None else str(evidence)
     return evidence_text(evidence, leave_out=() if include_contacts else CONTACT_KEYS)
+
+
+def _signal_line(signal: Mapping[str, Any], as_of: dt.date, include_contacts: bool) -> SignalLine:
+    """A signal by name, its evidence as a sentence (or, in a shape the sentence cannot read, as
+    its measured values in words)."""
+    code, evidence = signal["code"], _as_mapping(signal.get("evidence")) or {}
+    sentence = (
+        qbr_deck.signal_phrase(code, evidence, as_of, include_contacts) if isinstance(evidence, Mapping) else None
+    )
+    return SignalLine(
+        code,
+        qbr_deck.signal_name(code),
+        signal.get("kind", "risk"),
+        sentence or _evidence_phrase(evidence, include_contacts),
+    )
 
 
 def _customer_since(view: Customer360, account_id: str, health_config: HealthConfig) -> dt.date | None:
@@ -631,7 +642,7 @@ def _roadmap(
     elif adoption is not None and adoption.score is not None and adoption.score < ADOPTION_GAP_BELOW:
         gaps.append(f"Raise the adoption score from {fmt_number(adoption.score)} to {ADOPTION_GAP_BELOW}")
     gaps += [
-        f"Resolve {s.code}" + (f" ({s.evidence})" if s.evidence else "")
+        f"{s.name}: {s.evidence}" if s.evidence else s.name
         for s in signals
         if s.code in ("SIG_FEATURE_ADOPTION_LOW", "SIG_USAGE_SLIDE_4W")
     ]
