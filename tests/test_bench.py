@@ -15,7 +15,7 @@ from c360_dagster.console import main
 from c360_dagster.domain.core.io import ITEM_SEPARATOR
 from c360_dagster.domain.scoring import health
 
-STAGES = ("load", "health", "signals", "renewals", "lake", "qbr", "qbr_red")
+STAGES = ("split", "load", "health", "signals", "renewals", "lake", "rollups", "qbr", "qbr_red")
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +56,18 @@ def test_bench_reports_every_stage_with_positive_figures(bench_run):
     assert report["ratio"]["scoring"] > 0 and report["ratio"]["chain"] > 0
     assert set(report["jobs"]) == {"c360_load", "c360_health", "c360_signals", "c360_renewals"}
     assert report["machine"]["nproc"] >= 1
+
+
+def test_bench_stage_rows_account_for_the_chain(bench_run):
+    # The split and the roll-ups have rows of their own: the chain's steps are all in the table.
+    _, report = bench_run
+    stages, jobs = report["stages"], report["jobs"]
+    assert stages["split"]["wall_s"] == pytest.approx(jobs["c360_load"]["steps_s"]["customer_inputs"], abs=0.002)
+    rollups = [wall for job in jobs.values() for key, wall in job["steps_s"].items() if key.startswith("report__")]
+    assert len(rollups) == 4
+    assert stages["rollups"]["wall_s"] == pytest.approx(sum(rollups), abs=0.01)
+    chain_steps = ("split", "load", "health", "signals", "renewals", "lake", "rollups")
+    assert sum(stages[name]["wall_s"] for name in chain_steps) <= report["chain"]["wall_s"]
 
 
 def test_bench_reports_the_json_bytes_the_chain_wrote(bench_run):

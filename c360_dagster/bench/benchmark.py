@@ -54,11 +54,13 @@ CONSOLE = (
     ("renewals", ("c360:renewals", "--window-days", "120")),
 )
 ROWS_OF = {
+    "split": "input rows (validated, split into shards)",
     "load": "input rows",
     "health": "accounts",
     "signals": "accounts",
     "renewals": "subscriptions",
     "lake": "lake rows written",
+    "rollups": "accounts (the book's documents and frames from the shards')",
     "qbr": "accounts (range backfill, batched runs)",
     "qbr_red": "red accounts (scattered backfill, batched runs)",
     "chain": "accounts",
@@ -80,6 +82,7 @@ SHARDS_METHOD = (
 # other file is a roll-up document or frame, the same bytes for any N.
 SHARD_ONLY = ("stages", "shards", "inputs")
 SPLIT_STEP = "customer_inputs"
+ROLLUP_STEP_PREFIX = "report__"  # the roll-ups' step keys (defs/customer.report_key)
 CPU_METHOD = (
     "CPU seconds of the process (all threads) and its worker processes, interpolated between samples at step boundaries"
 )
@@ -252,16 +255,28 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = lambda line:
             "signals": counts["accounts"],
             "renewals": counts["subs"],
         }
-        stages = {
-            stage: sampler.figures(*run.steps[step], stage_rows[stage])
+        # The split and the roll-ups are steps of their own: the table's rows add up to the chain
+        # (but Dagster's orchestration between steps, in `jobs[*].orchestration_s`).
+        stages = {"split": sampler.figures(*jobs[0].steps[SPLIT_STEP], stage_rows["load"])}
+        stages.update(
+            (stage, sampler.figures(*run.steps[step], stage_rows[stage]))
             for (stage, _, step, _), run in zip(CHAIN, jobs, strict=True)
-        }
+        )
         stages["lake"] = _sum_figures(
             [
                 sampler.figures(*run.steps[lake_key(table).to_python_identifier()], 0)
                 for (_, _, _, table), run in zip(CHAIN, jobs, strict=True)
             ],
             rows=sum(lake_rows.values()),
+        )
+        stages["rollups"] = _sum_figures(
+            [
+                sampler.figures(*window, 0)
+                for run in jobs
+                for key, window in run.steps.items()
+                if key.startswith(ROLLUP_STEP_PREFIX)
+            ],
+            rows=counts["accounts"],
         )
         chain = sampler.figures(jobs[0].start, jobs[-1].end, counts["accounts"])
         # The JSON artifacts the chain wrote: bytes the floor never writes (docs/performance.md).
@@ -299,7 +314,7 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = lambda line:
         },
         "stages": {
             name: stages[name].to_dict(ROWS_OF[name])
-            for name in ("load", "health", "signals", "renewals", "lake", "qbr", "qbr_red")
+            for name in ("split", "load", "health", "signals", "renewals", "lake", "rollups", "qbr", "qbr_red")
         },
         "chain": chain.to_dict(ROWS_OF["chain"]),
         "jobs": {job.name: _job_report(job, sampler) for job in jobs},
@@ -360,7 +375,7 @@ def run_shard_bench(
             peaks.pop(os.getpid(), None)  # the bench itself only waits
             chain_peak = peaks.pop(chain_pid, 0)
             split = [window for key, window in steps if key == SPLIT_STEP]
-            rollups = [window for key, window in steps if key.startswith("report__")]
+            rollups = [window for key, window in steps if key.startswith(ROLLUP_STEP_PREFIX)]
             documents = _rollup_hashes(paths.customer_dir)
             configuration: dict[str, Any] = {
                 "shards": count,
