@@ -17,7 +17,7 @@ from c360_dagster.domain.core.errors import C360Error, os_fault
 from c360_dagster.domain.core.io import canonical_json
 from c360_dagster.domain.core.text import visible_text
 from c360_dagster.registry import COMMANDS
-from c360_dagster.runner import GC_THRESHOLD
+from c360_dagster.runner import collector_off_for_start_up
 
 
 def _project_args(parser: argparse.ArgumentParser) -> None:
@@ -68,13 +68,12 @@ def script() -> NoReturn:
     """The `c360` program (`c360 ...`, `python -m c360_dagster.console ...`): main(), with
     Python's cyclic garbage collector set for a short-lived process.
 
-    Start-up builds about 250k objects that live until the process ends: Dagster's modules, the
-    asset graph, the instance. At the default threshold the collector runs about 570 times while
-    they are built, and every full pass rescans all of them (GC_THRESHOLD: about 40 times). The
-    exit would then scan them once more, about a second of CPU. Freezing them at the end skips
-    that last scan. Both costs are measured in docs/performance.md.
+    It is off while start-up builds Dagster's modules, the asset graph and the instance, and on
+    from the first run (`runner.collector_off_for_start_up`). The exit would scan every object
+    once more, about a second of CPU; freezing them at the end skips that last scan. Both costs
+    are measured in docs/performance.md.
     """
-    gc.set_threshold(GC_THRESHOLD)
+    collector_off_for_start_up()
     code = main()
     gc.freeze()
     sys.exit(code)

@@ -16,10 +16,29 @@ from c360_dagster.domain.core.paths import ProjectPaths
 from c360_dagster.instance import ensure_dagster_home
 
 CPUS = len(os.sched_getaffinity(0))  # the default number of concurrent runs
-# A young-generation collection every 10k allocations, not Python's 700: a c360 process builds
-# about 250k long-lived objects (Dagster, the asset graph) before its first run, and every
-# full pass rescans them (docs/performance.md, "Start-up").
+# Once runs start, a young-generation collection every 10k allocations, not Python's 700
+# (docs/performance.md, "Start-up").
 GC_THRESHOLD = 10_000
+
+
+def collector_off_for_start_up() -> None:
+    """The collector of a short-lived c360 process (the `c360` program, a worker that runs shards
+    or batches), off until its first run starts (`_collector_on_for_runs`).
+
+    Start-up builds about 250k objects that live until the process ends (Dagster's modules, the
+    asset graph, the instance) and almost no garbage; with the collector on, its passes over them
+    cost about 0.3 CPU-s per command (docs/performance.md, "Start-up").
+    """
+    gc.set_threshold(GC_THRESHOLD)
+    gc.disable()
+
+
+def _collector_on_for_runs() -> None:
+    """Start-up is over: what it built is frozen, never scanned again, and the collector runs
+    again. A process that did not turn it off (a test, `dagster dev`) is left as it is."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def run_job(
@@ -56,6 +75,7 @@ def run_job(
     }
     with dg.DagsterInstance.get() as instance:
         batch_tags = _run_over(instance, accounts) if accounts else {}
+        _collector_on_for_runs()
         return defs.resolve_job_def(job_name).execute_in_process(
             run_config=run_config,
             instance=instance,
@@ -276,7 +296,7 @@ def _in_workers(function, calls: Sequence[tuple], workers: int) -> list:
         return [function(*args) for args in calls]
     spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked Dagster state
     with ProcessPoolExecutor(
-        max_workers=min(workers, len(calls)), mp_context=spawn, initializer=gc.set_threshold, initargs=(GC_THRESHOLD,)
+        max_workers=min(workers, len(calls)), mp_context=spawn, initializer=collector_off_for_start_up
     ) as pool:
         return list(pool.map(function, *zip(*calls, strict=True)))
 
