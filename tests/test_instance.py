@@ -133,3 +133,25 @@ def test_storages_keep_one_connection_per_process_and_none_across_fork(tmp_path,
         instance.add_dynamic_partitions("account", ["A-2"])
         assert instance.get_dynamic_partitions("account") == ["A-1", "A-2"]
         assert [storage._pooled_engine() for storage in storages] == engines
+
+
+def test_storages_commit_without_syncing_the_write_ahead_log_each_time(tmp_path, monkeypatch):
+    """`synchronous=NORMAL` on every storage's connections (SQLite's default, FULL, is 2), and what a
+    killed process committed is there when the instance is opened again."""
+    import dagster as dg
+
+    home = tmp_path / ".dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    ensure_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        storages = [instance.run_storage, instance.event_log_storage, instance.schedule_storage]
+        for storage in storages:
+            with storage._pooled_connection() as connection:
+                assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+        pid = os.fork()
+        if pid == 0:  # commits, then dies without closing or checkpointing anything
+            instance.add_dynamic_partitions("account", ["A-1"])
+            os.kill(os.getpid(), 9)
+        os.waitpid(pid, 0)
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_dynamic_partitions("account") == ["A-1"]
