@@ -1416,6 +1416,7 @@ def test_the_review_deck_names_signals_lifecycle_and_scorecard_in_words_never_co
     for raw in ("SIG_", "drop pct", "lifecycle active", "scorecard default", "recent from", "_"):
         assert raw not in texts, raw
     assert "Active customer, scored with the default scorecard" in texts
+    assert "Plan: 2 steps, 1 with the customer; plays Save" in texts
     assert "Signals: 7 churn risks (Room to expand, Few features in use, Payment overdue" in texts
     for _, sentence in SIGNAL_SENTENCES.values():
         assert sentence in texts
@@ -1459,3 +1460,17 @@ def test_text_is_measured_against_97_percent_of_its_box():
     width = font.width(text)
     assert len(wrap(text, font, width / 0.98)) == 2
     assert len(wrap(text, font, width / 0.96)) == 1
+
+
+def test_counts_read_as_words_and_a_figure_is_said_once():
+    ctx = _ctx()  # the quarter: K1 opened and resolved, K2 opened and still open
+    outcomes = _slides(ctx)["Outcomes and Value Delivered"]
+    assert ("1", "Support Cases Resolved in the Quarter") in [(t.value, t.label) for t in outcomes.tiles]
+    assert not [b for b in outcomes.bullets if "resolved" in b]  # the tile says it; no "1 support cases"
+    quiet = dataclasses.replace(ctx, support=dataclasses.replace(ctx.support, open_now=0, not_yet_answered=0))
+    assert _slides(quiet)["Support Summary"].lead.endswith("; no case open on 30 Jun 2024.")
+    for cases, words in ((0, "no cases opened"), (1, "1 case opened"), (2, "2 cases opened")):
+        support = qbr.Component("support", 90.0, 20, 18, None, "", {"cases_in_window": cases, "open_sev1_cases": 0})
+        assert qbr_deck.component_phrase(support, ctx) == (
+            f"Support Experience: {words} in the 90 days to 30 Jun 2024, no critical case open"
+        )

@@ -76,6 +76,10 @@ def fmt_count(value: float | None) -> str:
     return "n/a" if value is None else f"{round(value):,}"
 
 
+def _plural(count: Any, noun: str) -> str:
+    return f"{fmt_count(count)} {noun}{'' if count == 1 else 's'}"
+
+
 def fmt_one(value: float | None) -> str:
     """A whole number, or one decimal when it has a fraction: `53`, `37.5`, `1,234.5`."""
     if value is None:
@@ -435,8 +439,8 @@ def _outcomes(ctx: QbrContext) -> Slide:
                 f"Features from recent releases were used in {sum(1 for w in weeks if w.release_features_used)} "
                 f"of the {len(weeks)} weeks to {fmt_date(weeks[-1].week_end)}"
             )
-    if ctx.support.opened or ctx.support.closed:
-        bullets.append(f"{fmt_count(ctx.support.closed)} support cases resolved in {span_name(ctx)}")
+    if ctx.support.opened and not ctx.support.closed:  # resolved cases have their tile
+        bullets.append(f"{_plural(ctx.support.opened, 'support case')} opened in {span_name(ctx)}, none resolved yet")
     if not tiles:
         return Slide(
             "Outcomes and Value Delivered",
@@ -464,7 +468,7 @@ COMPONENT_PHRASES = {
         ("avg_features_used", "breadth_pct"),
     ),
     "support": (
-        "{cases_in_window:count} cases opened in {support}, {open_sev1_cases:critical}",
+        "{cases_in_window:cases} opened in {support}, {open_sev1_cases:critical}",
         ("cases_in_window", "open_sev1_cases"),
     ),
     "sentiment": ("latest NPS answer {latest_nps:one} of 10, on {latest_on:date}", ("latest_nps", "latest_on")),
@@ -503,6 +507,7 @@ def component_phrase(component: Component, ctx: QbrContext) -> str:
         return label
     formats = {
         "count": fmt_count,
+        "cases": lambda value: _plural(value, "case") if value else "no cases",
         "one": fmt_one,
         "pct": fmt_pct,
         "critical": lambda value: f"{fmt_count(value)} critical still open" if value else "no critical case open",
@@ -542,10 +547,6 @@ def _day(value: Any) -> str:
 
 def _days_between(first: Any, last: dt.date) -> int:
     return (last - dt.date.fromisoformat(str(first)[:10])).days + 1
-
-
-def _plural(count: Any, noun: str) -> str:
-    return f"{fmt_count(count)} {noun}{'' if count == 1 else 's'}"
 
 
 def _usage_slide(e: Mapping[str, Any], as_of: dt.date, contacts: bool) -> str:
@@ -777,7 +778,7 @@ def _support(ctx: QbrContext) -> Slide:
         f"No support cases in {span_name(ctx)} {fmt_period(ctx.period_start, ctx.as_of)}."
         if not s.opened and not s.closed
         else f"Support in {span_name(ctx)} {fmt_period(ctx.period_start, ctx.as_of)}; "
-        f"{fmt_count(s.open_now)} case{'s' if s.open_now != 1 else ''} open on {fmt_date(ctx.as_of)}"
+        f"{_plural(s.open_now, 'case') if s.open_now else 'no case'} open on {fmt_date(ctx.as_of)}"
         + (f", {which}within the agreed time so far and not counted as answered." if s.not_yet_answered else ".")
     )
     return Slide("Support Summary", lead=lead, tiles=tuple(tiles))
@@ -933,7 +934,7 @@ def _review_summary(ctx: QbrContext) -> Slide:
     if ctx.playbook_present:
         joint = len(ctx.joint_steps)
         plays = f"; plays {', '.join(fmt_label(p) for p in ctx.plays)}" if ctx.plays else ""
-        bullets.append(f"Plan: {_plural(len(ctx.plan_steps), 'step')}, {joint} with the customer{plays}")
+        bullets.append(f"Plan: {_plural(len(ctx.plan_steps), 'step')}, {joint or 'none'} with the customer{plays}")
     else:
         bullets.append("No playbook attached")
     if ctx.csm_owner:
