@@ -14,7 +14,7 @@ from c360_dagster.domain.core import stages
 from c360_dagster.domain.core.errors import C360Error
 from c360_dagster.domain.core.io import write_text_atomic
 from c360_dagster.domain.ingest.loader import read_customer_360
-from c360_dagster.domain.ingest.view import STAGE, Customer360
+from c360_dagster.domain.ingest.view import STAGE, Customer360, save_manifest, table_path
 
 
 def _sha(data: bytes) -> str:
@@ -152,7 +152,9 @@ def test_a_missing_stage_says_so(tmp_path):
 def test_the_view_round_trips_through_its_stage_with_account_predicates(small_dir, tmp_path):
     view = read_customer_360(small_dir)
     with stages.write_stage(tmp_path, STAGE) as out:
-        view.save(out)
+        for name, table in view.tables.items():
+            out.write_frame(table_path(name), table)
+        save_manifest(out, view.as_of.isoformat(), view.counts(), view.source_hashes, view.warnings)
     stored = stages.open_stage(tmp_path, STAGE)
     back = Customer360.open(stored)
     assert back.stored_hash == out.manifest_hash

@@ -114,11 +114,10 @@ def customer_360(context: dg.AssetExecutionContext, project: C360Project) -> dg.
     """Validated, normalized Customer 360 view of one shard's accounts."""
     shard, count = run_shard(context)
     split = project.stages.stored(shards.SPLIT_STAGE)
-    view = shards.open_split(split, shard, count)
-    checks = integrity.run_integrity_checks(view, contract_enforced=True)
     with project.stages.writing(str(shard)):
         with project.stages.stage(view_module.STAGE, shard) as out:
-            view.save(out)
+            view = shards.save_view(out, split, shard, count)
+            checks = integrity.run_integrity_checks(view, contract_enforced=True)
             shards.save_record(out, split.manifest_hash, checks=[dataclasses.asdict(found) for found in checks])
         project.ledger.record_event(
             context,

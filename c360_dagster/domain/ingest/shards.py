@@ -23,7 +23,7 @@ from c360_dagster.domain.core.errors import C360Error, ConfigError
 from c360_dagster.domain.core.stages import StageReader, StageWriter
 from c360_dagster.domain.ingest.entities import ENTITIES
 from c360_dagster.domain.ingest.loader import ValidatedInputs
-from c360_dagster.domain.ingest.view import Customer360, read_table
+from c360_dagster.domain.ingest.view import Customer360, decode_table, save_manifest, table_path
 
 SHARD = "shard"
 # The split pass's stage: each shard's input tables and one manifest for all of them.
@@ -81,8 +81,17 @@ def split_tables(tables: Mapping[str, pl.DataFrame], shards: int) -> list[dict[s
 
 def split_table(frame: pl.DataFrame, shards: int, table: pl.DataFrame | None = None) -> list[pl.DataFrame]:
     """`frame`'s rows in each shard, row order kept (`table`: the accounts' shards, if already known)."""
+    if shards == 1:
+        return [frame]
     parts = with_shard(frame, shards, table).partition_by(SHARD, as_dict=True, include_key=False)
     return [parts.get((k,), frame.clear()) for k in range(shards)]
+
+
+def with_new_accounts(table: pl.DataFrame, account_ids: pl.Series, shards: int) -> pl.DataFrame:
+    """`table` (`shard_table`'s columns) plus the shards of those `account_ids` it lacks, so a
+    pass over many files hashes each account id once."""
+    new = account_ids.filter(~account_ids.is_in(table["account_id"].implode()))
+    return table if new.is_empty() else pl.concat([table, shard_table(new, shards)])
 
 
 def split_path(shard: int, name: str) -> str:
@@ -94,8 +103,11 @@ def save_split(out: StageWriter, inputs: ValidatedInputs, shards: int) -> dict:
     """Split the inputs into `shards` shards as they are validated, writing each table's parts
     before the next file is read, then the split's manifest; return the manifest."""
     shard_counts: list[dict[str, int]] = [{} for _ in range(shards)]
+    known = shard_table(pl.Series([], dtype=pl.Utf8), shards)
     for name, frame in inputs:
-        for shard, part in enumerate(split_table(frame, shards)):
+        if shards > 1:
+            known = with_new_accounts(known, frame["account_id"], shards)
+        for shard, part in enumerate(split_table(frame, shards, known)):
             out.write_frame(split_path(shard, name), part)
             shard_counts[shard][name] = part.height
     manifest = {
@@ -144,21 +156,30 @@ def refuse_other_splits(stored: Sequence[StageReader], split_hash: str) -> None:
             )
 
 
-def open_split(stored: StageReader, shard: int, shards: int) -> Customer360:
-    """Shard `shard`'s view as the split wrote it; the split must have made `shards` shards."""
+def save_view(out: StageWriter, stored: StageReader, shard: int, shards: int) -> Customer360:
+    """Write shard `shard`'s `360` view into `out` from the split, which must have made `shards`
+    shards, and return it. Each table's verified bytes are written unchanged: the split encoded
+    them as the view does, so they are decoded once (for the view's checks) and never re-encoded."""
     manifest = split_manifest(stored)
     if manifest["shards"] != shards:
         raise ConfigError(
             f"scale.yaml: shards: {shards}, but the loaded input was split into {manifest['shards']} shards; "
             "run `c360 c360:load` again"
         )
-    return Customer360(
+    tables = {}
+    for name in ENTITIES:
+        data = stored.read_bytes(split_path(shard, name))
+        out.write_bytes(table_path(name), data)
+        tables[name] = decode_table(name, data)
+    view = Customer360(
         as_of=dt.date.fromisoformat(manifest["as_of"]),
-        tables={name: read_table(stored, split_path(shard, name), name) for name in ENTITIES},
+        tables=tables,
         source_hashes=manifest["source_hashes"],
         warnings=tuple(manifest["warnings"]),
         stored_hash=stored.manifest_hash,
     )
+    save_manifest(out, manifest["as_of"], view.counts(), view.source_hashes, view.warnings)
+    return view
 
 
 def merge_frames(frames: Sequence[pl.DataFrame], keys: Sequence[str]) -> pl.DataFrame:

@@ -8,6 +8,7 @@ rows they need) instead of the whole JSON view, each file verified against its h
 from __future__ import annotations
 
 import datetime as dt
+import io
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -68,12 +69,6 @@ class Customer360:
     def counts(self) -> dict[str, int]:
         return {name: self.tables[name].height for name in sorted(self.tables)}
 
-    def save(self, out: StageWriter) -> None:
-        """Write each table as Parquet and the view's manifest into the `360` stage's generation."""
-        for name in sorted(self.tables):
-            out.write_frame(table_path(name), self.tables[name])
-        save_manifest(out, self.as_of.isoformat(), self.counts(), self.source_hashes, self.warnings)
-
     @classmethod
     def open(cls, stored: StageReader, account_ids: list[str] | None = None) -> Customer360:
         """Read the persisted view, every file verified; with `account_ids`, only those accounts' rows."""
@@ -108,12 +103,12 @@ def view_as_of(stored: StageReader) -> dt.date:
 
 def read_view_table(stored: StageReader, name: str, account_ids: list[str] | None = None) -> pl.DataFrame:
     """One table of a persisted view (optionally only these accounts' rows), without reading the others."""
-    return read_table(stored, table_path(name), name, account_ids)
+    return stored.read_frame(table_path(name), account_ids).cast(ENTITIES[name].polars_schema)  # type: ignore[arg-type]
 
 
-def read_table(stored: StageReader, path: str, name: str, account_ids: list[str] | None = None) -> pl.DataFrame:
-    """Entity `name`'s table stored at `path` of a stage, typed as the contract says."""
-    return stored.read_frame(path, account_ids).cast(ENTITIES[name].polars_schema)  # type: ignore[arg-type]
+def decode_table(name: str, data: bytes) -> pl.DataFrame:
+    """Entity `name`'s table from Parquet bytes already verified, typed as the contract says."""
+    return pl.read_parquet(io.BytesIO(data)).cast(ENTITIES[name].polars_schema)  # type: ignore[arg-type]
 
 
 def empty_table(name: str) -> pl.DataFrame:
