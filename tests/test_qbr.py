@@ -434,7 +434,7 @@ def test_timeline_holds_dated_events_sorted_by_date_kind_id():
         (D(2024, 7, 1), "renewal_due", "S1"),
         (D(2025, 6, 10), "renewal_due", "S2"),
     ]
-    assert _ctx().timeline[0].detail == "1200.50 USD"
+    assert _ctx().timeline[0].detail == "USD 1,201"  # 1200.5, rounded half up
 
 
 def test_roadmap_has_next_quarter_items_then_adoption_gaps():
@@ -446,7 +446,7 @@ def test_roadmap_has_next_quarter_items_then_adoption_gaps():
         (D(2024, 7, 7), "step", "Exec call\nwith | sponsor"),
         (None, "adoption_gap", "Raise the adoption score from 55 to 70"),
         (None, "adoption_gap", f"Usage falling: {USAGE_FELL}"),
-        (None, "adoption_gap", "Activate unused seats (30 of 60 seats active in the week to 2024-06-30)"),
+        (None, "adoption_gap", "Activate unused seats (30 of 60 seats active in the week to 30 Jun 2024)"),
     ]
 
 
@@ -542,7 +542,7 @@ def test_pack_writes_the_customer_pack_and_the_internal_review_with_hashes(tmp_p
         "| Support Experience | n/a | 0 | 0 |  |",
         "- Support Experience: no cases in the window",
         f"| Usage falling | Churn risk | {USAGE_FELL} |",
-        "| 2024-06-01 | invoice overdue | I2 | 1200.00 USD |",
+        "| 1 Jun 2024 | invoice overdue | I2 | USD 1,200 |",
         "| USD 12,000 | Low | 35% | USD 4,200 |",
         "| 7 Jul 2024 | step | Exec call with \\| sponsor | csm | joint | planned |",
     ]:
@@ -1036,7 +1036,7 @@ def test_contacts_appear_with_include_contacts(tmp_path):
     timeline = (tmp_path / "qbr_ACME-001" / "timeline.md").read_text(encoding="utf-8")
     assert "| 15 Apr 2024 | NPS answer | score 9, Champion Jane Doe jane@acme.test |" in timeline
     review = (tmp_path / "review_ACME-001.md").read_text(encoding="utf-8")
-    assert "| 2024-04-15 | NPS answer | N1 | score 9, Champion Jane Doe jane@acme.test |" in review
+    assert "| 15 Apr 2024 | NPS answer | N1 | score 9, Champion Jane Doe jane@acme.test |" in review
     assert "| Key contact changed | Churn risk | Champion (contact C1) left on 1 May 2024 |" in review
 
 

@@ -19,7 +19,7 @@ import polars as pl
 from c360_dagster.domain.core.config import load_yaml_config
 from c360_dagster.domain.core.errors import ConfigError
 from c360_dagster.domain.core.stages import StageWriter, write_stage
-from c360_dagster.domain.core.text import evidence_text, fmt_number, render_template, safe_filename
+from c360_dagster.domain.core.text import evidence_text, fmt_number, format_amount, render_template, safe_filename
 from c360_dagster.domain.ingest.view import Customer360
 from c360_dagster.domain.qbr import deck as qbr_deck
 from c360_dagster.domain.qbr import powerpoint as qbr_pptx
@@ -470,9 +470,10 @@ def _phrase(*parts: pl.Expr) -> pl.Expr:
 
 
 def _money(amount: str) -> pl.Expr:
-    """`1200.5` and `USD` → `1200.50 USD`: fixed two decimals, computed in integer cents."""
-    cents = (pl.col(amount) * 100).round(0).cast(pl.Int64)
-    return pl.format("{}.{} {}", cents // 100, (cents % 100).cast(pl.Utf8).str.zfill(2), pl.col("currency"))
+    """`1200.5` and `USD` → `USD 1,201`: the one amount format of every report (`format_amount`)."""
+    return pl.struct(amount, "currency").map_elements(
+        lambda row: format_amount(row[amount], row["currency"]), return_dtype=pl.Utf8
+    )
 
 
 def _timeline(
@@ -650,6 +651,6 @@ def _roadmap(
         last = weekly[-1]
         gaps.append(
             f"Activate unused seats ({last.active_users} of {last.seats} seats active in the week "
-            f"to {last.week_end.isoformat()})"
+            f"to {qbr_deck.fmt_date(last.week_end)})"
         )
     return tuple(dated) + tuple(RoadmapItem(None, "adoption_gap", gap, "") for gap in gaps)
