@@ -155,3 +155,43 @@ def test_storages_commit_without_syncing_the_write_ahead_log_each_time(tmp_path,
         os.waitpid(pid, 0)
     with dg.DagsterInstance.get() as instance:
         assert instance.get_dynamic_partitions("account") == ["A-1"]
+
+
+def _materialization(run_id: str, partition: str):
+    import time
+
+    import dagster as dg
+    from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
+
+    return dg.EventLogEntry(
+        error_info=None,
+        level="DEBUG",
+        user_message="",
+        run_id=run_id,
+        timestamp=time.time(),
+        dagster_event=DagsterEvent(
+            DagsterEventType.ASSET_MATERIALIZATION.value,
+            "job",
+            event_specific_data=StepMaterializationData(dg.AssetMaterialization("pack", partition=partition)),
+        ),
+    )
+
+
+def test_an_event_and_a_batch_of_events_are_each_one_transaction(tmp_path, monkeypatch):
+    """Dagster stores an asset event in up to three transactions; the project's event log commits
+    once per event, and once per batch Dagster hands it."""
+    import dagster as dg
+    import sqlalchemy
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / ".dagster_home"))
+    ensure_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        storage = instance.event_log_storage
+        commits = []
+        sqlalchemy.event.listen(storage._pooled_engine(), "commit", commits.append)
+        storage.store_event(_materialization("run-1", "A-1"))
+        assert len(commits) == 1
+        storage.store_event_batch([_materialization("run-2", key) for key in ("A-2", "A-3", "A-4")])
+        assert len(commits) == 2
+        assert instance.get_materialized_partitions(dg.AssetKey("pack")) == {"A-1", "A-2", "A-3", "A-4"}
+        assert [len(instance.all_logs(run)) for run in ("run-1", "run-2")] == [1, 3]
