@@ -457,10 +457,14 @@ def test_score_change_compares_with_the_latest_earlier_snapshot():
         {"as_of": "2024-09-30", "score": 99, "tier": "green"},  # after as_of: ignored
     ]
     ctx = _ctx(history=history)
-    assert (ctx.previous.as_of, ctx.score_change, ctx.change_phrase) == (D(2024, 3, 31), -8, "down 8 since 2024-03-31")
+    assert (ctx.previous.as_of, ctx.score_change, qbr_deck.change_phrase(ctx)) == (
+        D(2024, 3, 31),
+        -8,
+        "down 8 since 31 Mar 2024",
+    )
     assert [p.score for p in ctx.score_history] == [70, 50, 42]
     only_today = _ctx(history=[{"as_of": "2024-06-30", "score": 42, "tier": "red"}])
-    assert (only_today.score_change, only_today.change_phrase) == (None, "no earlier snapshot")
+    assert (only_today.score_change, qbr_deck.change_phrase(only_today)) == (None, "no earlier snapshot")
 
 
 # --- gates -------------------------------------------------------------------------------
@@ -537,7 +541,7 @@ def test_pack_writes_the_customer_pack_and_the_internal_review_with_hashes(tmp_p
         "## Renewal forecast",
         "## The whole plan",
         "## Plan risks",
-        "| Change since last snapshot | down 8 since 2024-03-31 |",
+        "| Change since last snapshot | down 8 since 31 Mar 2024 |",
         "| Standing | Scored with the enterprise scorecard |",
         "| Support Experience | n/a | 0 | 0 |  |",
         "- Support Experience: no cases in the window",

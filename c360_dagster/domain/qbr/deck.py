@@ -874,6 +874,15 @@ def review_slides(ctx: QbrContext, geom: Geometry = Geometry()) -> tuple[Slide, 
     return paginate(slides, geom, REVIEW)
 
 
+def change_phrase(ctx: QbrContext) -> str:
+    """`up 3 since 31 Mar 2024`, `no change since ...`, or `no earlier snapshot`."""
+    change = ctx.score_change
+    if change is None or ctx.previous is None:
+        return "no earlier snapshot"
+    direction = "no change" if change == 0 else f"{'up' if change > 0 else 'down'} {abs(change)}"
+    return f"{direction} since {fmt_date(ctx.previous.as_of)}"
+
+
 def score_phrase(ctx: QbrContext) -> str:
     if ctx.score is None or ctx.status != "scored":
         reason = "churned" if ctx.status == "churned" else "not enough data yet"
@@ -920,7 +929,7 @@ def signals_phrase(ctx: QbrContext) -> str:
 
 
 def _review_summary(ctx: QbrContext) -> Slide:
-    bullets = [f"Health {score_phrase(ctx)}; {ctx.change_phrase}", standing_phrase(ctx), signals_phrase(ctx)]
+    bullets = [f"Health {score_phrase(ctx)}; {change_phrase(ctx)}", standing_phrase(ctx), signals_phrase(ctx)]
     if ctx.renewals:
         first = ctx.renewals[0]
         which = "" if len(ctx.renewals) == 1 else "; the first, "
@@ -955,7 +964,7 @@ def _review_scorecard(ctx: QbrContext) -> Slide:
     )
     return Slide(
         "Health Scorecard",
-        lead=f"Health {score_phrase(ctx)}; {ctx.change_phrase}.",
+        lead=f"Health {score_phrase(ctx)}; {change_phrase(ctx)}.",
         table=Table(("Component", "Score", "Weight", "Points", "What Was Measured"), rows, (2.0, 0.8, 0.8, 0.8, 5.2)),
         more_in=None,
     )
@@ -1034,6 +1043,7 @@ FORMATS = SimpleNamespace(
     too_early=TOO_EARLY,
     keep_going=KEEP_GOING,
     standing=standing_phrase,
+    change=change_phrase,
     component_label=component_label,
     signal_kind=signal_kind,
 )

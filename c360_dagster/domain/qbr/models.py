@@ -222,15 +222,6 @@ class QbrContext:
         return self.score - self.previous.score
 
     @property
-    def change_phrase(self) -> str:
-        """`up 3 since 2024-03-31`, `no change since ...`, or `no earlier snapshot`."""
-        change = self.score_change
-        if change is None or self.previous is None:
-            return "no earlier snapshot"
-        direction = "no change" if change == 0 else f"{'up' if change > 0 else 'down'} {abs(change)}"
-        return f"{direction} since {self.previous.as_of.isoformat()}"
-
-    @property
     def next_review(self) -> dt.date:
         return self.as_of + dt.timedelta(weeks=USAGE_WEEKS)
 
