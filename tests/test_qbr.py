@@ -543,8 +543,8 @@ def test_pack_writes_the_customer_pack_and_the_internal_review_with_hashes(tmp_p
         "## Plan risks",
         "| Change since last snapshot | down 8 since 31 Mar 2024 |",
         "| Standing | Scored with the enterprise scorecard |",
-        "| Support Experience | n/a | 0 | 0 |  |",
-        "- Support Experience: no cases in the window",
+        "| Support Experience | n/a | 0 | 0 | Not measured: no cases in the window |  |",
+        "| Adoption | 55 | 0.3 | 16.5 | active ratio 0.5 | active ratio 0.5 |",  # no phrase reads these inputs
         f"| Usage falling | Churn risk | {USAGE_FELL} |",
         "| 1 Jun 2024 | invoice overdue | I2 | USD 1,200 |",
         "| USD 12,000 | Low | 35% | USD 4,200 |",
@@ -786,7 +786,7 @@ def test_the_review_shows_evidence_as_readable_text_with_amounts_in_their_curren
     qbr.write_qbr_pack(ctx, tmp_path)
     review = (tmp_path / "review_ACME-001.md").read_text(encoding="utf-8")
     assert (
-        "| Billing and Contract | 30 | 0.3 | 9 | by currency (EUR: arr EUR 40,000, credits EUR 0, overdue amount EUR 0; "
+        "| Billing and Contract | 30 | 0.3 | 9 | 1 invoice is open past the due date on 30 Jun 2024 | by currency (EUR: arr EUR 40,000, credits EUR 0, overdue amount EUR 0; "
         "USD: arr USD 300,000, credits USD 3,000, overdue amount USD 15,001), overdue invoices 1, "
         "worst overdue pct of arr 5 |" in review
     )
@@ -1478,3 +1478,8 @@ def test_counts_read_as_words_and_a_figure_is_said_once():
         assert qbr_deck.component_phrase(support, ctx) == (
             f"Support Experience: {words} in the 90 days to 30 Jun 2024, no critical case open"
         )
+    # The page says why a support figure is missing, never a bare "n/a".
+    none_yet = dataclasses.replace(ctx.support, closed=0, median_days_to_close=None, sla_met_pct=None)
+    page = qbr.render_qbr_markdown(dataclasses.replace(ctx, support=none_yet))["scorecard.md"]
+    assert "| Median days to resolve | none resolved yet |\n| Answered within the agreed time | none answered yet |" in page
+    assert "n/a" not in page.split("## Support summary")[1].split("## What we heard")[0]

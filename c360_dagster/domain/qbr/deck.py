@@ -652,9 +652,11 @@ def signal_phrase(code: str, evidence: Mapping[str, Any], as_of: dt.date, includ
         return None
 
 
-def measured_phrase(component: Component, ctx: QbrContext) -> str:
-    """A measured component's finding without its name (the review's table names it), or its
-    measured values in words where no phrase covers them."""
+def component_finding(component: Component, ctx: QbrContext) -> str:
+    """What a component measured, without its name (the review's tables name it): its phrase, or
+    its measured values in words where no phrase covers them, or why it was not measured."""
+    if component.score is None:
+        return f"Not measured: {slide_text(component.reason)}"
     phrase = component_phrase(component, ctx).removeprefix(component_label(component.name))
     return phrase.removeprefix(": ") or component.evidence
 
@@ -958,7 +960,7 @@ def _review_scorecard(ctx: QbrContext) -> Slide:
             "n/a" if c.score is None else fmt_one(c.score),
             fmt_one(c.weight),
             fmt_one(c.points),
-            f"Not measured: {slide_text(c.reason)}" if c.score is None else measured_phrase(c, ctx),
+            component_finding(c, ctx),
         )
         for c in ctx.components
     )
@@ -1044,6 +1046,7 @@ FORMATS = SimpleNamespace(
     keep_going=KEEP_GOING,
     standing=standing_phrase,
     change=change_phrase,
+    finding=component_finding,
     component_label=component_label,
     signal_kind=signal_kind,
 )
