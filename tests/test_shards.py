@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import io
 import json
 import shutil
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from c360_dagster.bench.generator import generate_dataset
 from c360_dagster.domain.core.config import load_scale_config
 from c360_dagster.domain.core.errors import C360Error, ConfigError
-from c360_dagster.domain.core.stages import open_stage
+from c360_dagster.domain.core.stages import ROW_GROUP_ROWS, open_stage, write_stage
 from c360_dagster.domain.governance.lake import open_lake
 from c360_dagster.domain.ingest import integrity, loader, shards
 from c360_dagster.domain.ingest.entities import ENTITIES
@@ -88,28 +91,62 @@ def _in_batches(frame: pl.DataFrame, rows: int) -> list[pl.DataFrame]:
     return [frame.slice(offset, rows) for offset in range(0, frame.height, rows)]
 
 
+def _parquet(frame: pl.DataFrame) -> bytes:
+    """`frame` as a stage writes it (StageWriter.write_frame's settings)."""
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, statistics=True, row_group_size=ROW_GROUP_ROWS)
+    return buffer.getvalue()
+
+
+# A book's frame over several row groups, with a nested list like health's per-currency evidence.
+BOOK_ROWS = 2 * ROW_GROUP_ROWS + 1234
+
+
+def _book() -> pl.DataFrame:
+    """Accounts in a scrambled order (7919 is prime to 100,003), 3 signal codes, 97 renewal days."""
+    numbers = range(BOOK_ROWS)
+    return pl.DataFrame(
+        {
+            "account_id": [f"A-{n * 7919 % 100_003:06d}" for n in numbers],
+            "code": [("churn", "expansion", "nps_drop")[n % 3] for n in numbers],
+            "renewal_date": [dt.date(2026, 1, 1) + dt.timedelta(days=n % 97) for n in numbers],
+            "amount": [n * 0.37 for n in numbers],
+            "evidence": [{"by_currency": [{"currency": "EUR", "arr": float(n)}] * (n % 3)} for n in numbers],
+        }
+    ).with_columns(subscription_id=pl.col("account_id") + "-" + pl.col("code"))
+
+
+@pytest.mark.parametrize(
+    "keys", [["account_id", "code"], ["renewal_date", "subscription_id"]], ids=["account-first", "date-first"]
+)
+def test_the_merge_gives_the_whole_sort_and_the_same_bytes_for_any_n(tmp_path, keys):
+    book = _book().sort(keys)
+    written: dict[int, bytes] = {}
+    for count in (1, 2, 3, 8):
+        parts = shards.split_table(book, count)
+        assert count == 1 or all(part.height for part in parts)
+        with write_stage(tmp_path, f"merged{count}") as out:
+            out.write_lazy_frame("frame.parquet", shards.merged([_parquet(part) for part in parts], keys))
+            written[count] = out.written("frame.parquet").read_bytes()
+        merged = pl.read_parquet(io.BytesIO(written[count]))
+        # The rows in the whole book's order (a date-first key interleaves the shards' rows).
+        assert merged.equals(book), count
+    assert pq.ParquetFile(io.BytesIO(written[1])).metadata.num_row_groups == 3
+    assert {count: data == written[1] for count, data in written.items()} == {1: True, 2: True, 3: True, 8: True}
+
+
 @pytest.mark.parametrize("batch_rows", [1, 2, 7, 1000])
-def test_the_streamed_merge_gives_the_whole_sort_batch_by_batch_and_never_splits_a_group(batch_rows):
-    # Accounts with 0 to 4 signals each, over 4 shards (one of them empty).
+def test_whole_groups_never_splits_an_account_and_keeps_every_row_in_order(batch_rows):
+    # Accounts with 0 to 4 signals each.
     codes = ["churn", "expansion", "low_usage", "nps_drop"]
     rows = [(f"A-{n:03d}", code) for n in range(60) for code in codes[: n % 5]]
     signals = pl.DataFrame(rows, schema={"account_id": pl.Utf8, "code": pl.Utf8}, orient="row")
-    shard = pl.col("account_id").map_elements(lambda a: min(shards.shard_of(a, 3), 2) + 1, pl.Int64)
-    parts = [signals.filter(shard == k).sort("account_id", "code") for k in range(4)]
-    assert parts[0].is_empty() and all(part.height for part in parts[1:])
-    merged = list(
-        shards.merge_sorted([_in_batches(part, batch_rows) for part in parts], ["account_id", "code"], ["account_id"])
-    )
-    assert pl.concat(merged).equals(shards.merge_frames(parts, ["account_id", "code"]))
-    accounts = [set(batch["account_id"]) for batch in merged]
+    batches = list(shards.whole_groups(_in_batches(signals, batch_rows), ["account_id"]))
+    assert pl.concat(batches).equals(signals)
+    accounts = [set(batch["account_id"]) for batch in batches]
     assert sum(len(batch) for batch in accounts) == len(set().union(*accounts)), "an account in two batches"
-    # A key of two columns, a date first (renewals: renewal_date, subscription_id).
-    day = pl.date(2026, 1, 1) + pl.duration(days=pl.int_range(pl.len()) % 5)
-    renewals = signals.with_columns(renewal_date=day, subscription_id=pl.col("account_id") + "-" + pl.col("code"))
-    keys = ["renewal_date", "subscription_id"]
-    parts = [renewals.filter(shard == k).sort(keys) for k in range(4)]
-    merged = list(shards.merge_sorted([_in_batches(part, batch_rows) for part in parts], keys))
-    assert pl.concat(merged).equals(shards.merge_frames(parts, keys))
+    assert all(batch.height for batch in batches)
+    assert list(shards.whole_groups([signals.clear()], ["account_id"])) == []
 
 
 def test_scale_yaml_defaults_to_one_shard_and_refuses_a_bad_count(tmp_path):

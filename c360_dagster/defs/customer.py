@@ -2,7 +2,6 @@
 
 import dataclasses
 import datetime as dt
-import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -401,12 +400,14 @@ def renewal_forecasts(
 
 # --- roll-ups: today's documents from the shards' frames ------------------------------------
 #
-# Each checks that every shard's output was made from the live split, then k-way merges the
-# shards' sorted frames batch by batch into the whole book's frame, in the order one unsplit
-# run sorts it (`shards.merge_sorted`), and writes its document from that frame batch by
-# batch, with the same code as for one shard: the bytes are the same for any N, and no
-# process holds the whole book. A summary (sums of floats) is computed on the columns it
-# needs of the whole merged frame, read back in one piece, never added up from the shards'.
+# Each checks that every shard's output was made from the live split, then merges the shards'
+# sorted frames into the whole book's frame, in the order one unsplit run sorts it, with
+# Polars' streaming merge (`shards.merged`; one shard's frame goes through the same reader and
+# writer, not copied, so the bytes cannot depend on how a shard built it), and writes its
+# document from that frame batch by batch, with the same code for any N: the bytes are the
+# same for any N, and no process holds the whole book. A summary (sums of floats) is computed
+# on the columns it needs of the whole merged frame, read back in one piece, never added up
+# from the shards'.
 
 REPORTS = "reports"
 
@@ -437,14 +438,12 @@ class ShardOutputs:
     def as_of(self) -> str:
         return self.split["as_of"]
 
-    def merge_into(
-        self, out: StageWriter, path: str, keys: list[str], group: list[str] | None = None
-    ) -> tuple[pl.Schema, dict[str, str]]:
+    def merge_into(self, out: StageWriter, path: str, keys: list[str]) -> tuple[pl.Schema, dict[str, str]]:
         """Write the shards' frames at `path` (verified) into `out` at `path` as the book's one
         frame, merged by `keys`; its schema and, by shard, the hash of the bytes read."""
-        data = [one.read_bytes(path) for one in self.stored]
-        schema = pl.read_parquet(io.BytesIO(data[0]), n_rows=0).schema
-        out.write_frame_batches(path, schema, shards.merge_sorted([shards.parquet_batches(d) for d in data], keys))
+        merged = shards.merged([one.read_bytes(path) for one in self.stored], keys)
+        out.write_lazy_frame(path, merged)
+        schema = merged.collect_schema()
         return schema, {f"{one.stage}[{shard}]": one.files[path] for shard, one in enumerate(self.stored)}
 
 
@@ -638,9 +637,7 @@ def signals_report(
             counts = {**lifecycle.lifecycle_summary(tracked), "warnings": list(tracked.warnings)}
             header = {"as_of": outputs.as_of, "lifecycle": counts, "resolved": lifecycle.resolved_records(resolved)}
             # Batches end between accounts: an account's signals are one entry.
-            batches = shards.merge_sorted(
-                [shards.parquet_batches(out.written(path))], ["account_id", "code"], ["account_id"]
-            )
+            batches = shards.whole_groups(shards.parquet_batches(out.written(path)), ["account_id"])
             entries = (chunk for batch in batches for chunk in signals.signal_json_entries(batch))
             json_hash, json_path = _write_json(
                 project, out, "signals", config.out, json_stream(header, "accounts", entries)

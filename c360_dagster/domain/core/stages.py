@@ -32,7 +32,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
-from polars.io.plugins import register_io_source
 
 from c360_dagster.domain.core.errors import C360Error
 from c360_dagster.domain.core.failpoints import failpoint
@@ -104,18 +103,13 @@ class StageWriter:
 
         return self.write(path, parquet)
 
-    def write_frame_batches(self, path: str, schema: pl.Schema, batches: Iterator[pl.DataFrame]) -> str:
-        """A frame given as consecutive batches of rows, written as each comes (never whole in
-        memory): the same bytes as `write_frame` of all of them at once, however they are cut."""
-
-        def source(with_columns, predicate, n_rows, batch_size) -> Iterator[pl.DataFrame]:
-            yield from batches
+    def write_lazy_frame(self, path: str, frame: pl.LazyFrame) -> str:
+        """A lazy frame as Parquet, streamed (never whole in memory), in `write_frame`'s row groups:
+        the same bytes as `write_frame` of the frame read back from Parquet."""
 
         def parquet(file: Path) -> str:
             with atomic_writer(file, "wb") as handle:
-                register_io_source(source, schema=schema).sink_parquet(
-                    handle, statistics=True, row_group_size=ROW_GROUP_ROWS
-                )
+                frame.sink_parquet(handle, statistics=True, row_group_size=ROW_GROUP_ROWS)
             return sha256_file(file)
 
         return self.write(path, parquet)

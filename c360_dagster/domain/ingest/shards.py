@@ -9,6 +9,7 @@ points at an unknown account goes to that id's shard, so per-shard checks still 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import io
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -198,55 +199,41 @@ def parquet_batches(source: bytes | Path, batch_rows: int = BATCH_ROWS) -> Itera
         yield cast(pl.DataFrame, pl.from_arrow(batch))
 
 
-def merge_sorted(
-    sources: Sequence[Iterable[pl.DataFrame]], keys: Sequence[str], group: Sequence[str] | None = None
-) -> Iterator[pl.DataFrame]:
-    """A k-way merge of sources each sorted by `keys` (each given in batches), batch by batch:
-    the rows of `merge_frames` of them all, in its order, holding only a few batches per source.
+def merged(sources: Sequence[bytes], keys: Sequence[str]) -> pl.LazyFrame:
+    """Parquet files (their verified bytes), each sorted by `keys`, as one frame in the order of
+    `merge_frames`: Polars' streaming merge, which holds a few batches per source, never the book.
 
     No key value may be in two sources (an account's rows are all in its shard, and every key
-    here starts with or contains an id). Key columns are never null. A batch never splits a
-    group (rows equal on `group`, a prefix of `keys`; default `keys`), so a per-group document
-    can be written batch by batch.
+    here is unique or starts with an id). Key columns are never null. The keys are merged as
+    one struct column, which orders column by column as a sort by `keys` does.
     """
-    group = list(group or keys)
-    readers = [iter(source) for source in sources]
-    buffers: list[pl.DataFrame | None] = [None] * len(readers)
-    open_ = [True] * len(readers)
-    while True:
-        for k, reader in enumerate(readers):
-            # A source is topped up while its buffer holds nothing but (part of) its last group:
-            # that group may go on in the next batch, so none of it can be emitted yet.
-            while open_[k] and ((buffer := buffers[k]) is None or _one_group(buffer, group)):
-                batch = next(reader, None)
-                if batch is None:
-                    open_[k] = False
-                else:
-                    buffers[k] = batch if buffer is None else pl.concat([buffer, batch])
-        filled = [buffer for buffer in buffers if buffer is not None]
-        if not any(open_):
-            rest = [buffer for buffer in filled if buffer.height]
-            if rest:
-                yield pl.concat(rest).sort(list(keys), maintain_order=True)
-            return
-        # Every open source's rows before its last group are complete; the smallest last group
-        # bounds what all sources can emit now.
-        bound = min(buffer.select(group).row(-1) for k, buffer in enumerate(buffers) if open_[k] and buffer is not None)
-        before = _before(group, bound)
-        taken = [buffer.filter(before) for buffer in filled]
-        buffers = [None if buffer is None else buffer.filter(~before) for buffer in buffers]
-        ready = [part for part in taken if part.height]
-        if ready:
-            yield pl.concat(ready).sort(list(keys), maintain_order=True)
+    scans = [pl.scan_parquet(io.BytesIO(data)) for data in sources]
+    if len(scans) == 1:
+        return scans[0]
+    keyed = [scan.with_columns(pl.struct(list(keys)).alias(_MERGE_KEY)).set_sorted(_MERGE_KEY) for scan in scans]
+    return functools.reduce(lambda left, right: left.merge_sorted(right, _MERGE_KEY), keyed).drop(_MERGE_KEY)
 
 
-def _one_group(frame: pl.DataFrame, group: list[str]) -> bool:
-    return frame.height == 0 or frame.select(group).row(0) == frame.select(group).row(-1)
+_MERGE_KEY = "__merge_key"
 
 
-def _before(columns: list[str], bound: tuple) -> pl.Expr:
-    """Rows whose values of `columns` come before `bound` in lexicographic order."""
-    expr = pl.lit(False)
-    for column, value in reversed(list(zip(columns, bound, strict=True))):
-        expr = (pl.col(column) < pl.lit(value)) | ((pl.col(column) == pl.lit(value)) & expr)
-    return expr
+def whole_groups(batches: Iterable[pl.DataFrame], group: Sequence[str]) -> Iterator[pl.DataFrame]:
+    """Batches of a frame sorted by `group`, re-cut so that no group (rows equal on `group`)
+    spans two of them: each batch's last group waits for the next (a per-group document can
+    then be written batch by batch)."""
+    group = list(group)
+    held: pl.DataFrame | None = None
+    for batch in batches:
+        frame = batch if held is None else pl.concat([held, batch])
+        if frame.is_empty():
+            continue
+        last = pl.all_horizontal(
+            pl.col(name) == value for name, value in zip(group, frame.select(group).row(-1), strict=True)
+        )
+        # Sorted by `group`: the last group's rows are the frame's last ones.
+        complete = frame.height - frame.select(last.sum()).item()
+        if complete:
+            yield frame.head(complete)
+        held = frame.slice(complete)
+    if held is not None and held.height:
+        yield held
