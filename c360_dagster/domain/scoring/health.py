@@ -773,8 +773,11 @@ def health_records(frame: pl.DataFrame) -> Iterator[tuple[str, dict[str, Any]]]:
         )
 
 
-def health_json_entries(frame: pl.DataFrame, chunk_rows: int = 20_000) -> Iterator[bytes]:
-    """health.json's `"account_id": record` texts in chunks, encoded column-wise (same bytes as `health_records`)."""
+def health_json_entries(frame: pl.DataFrame, chunk_rows: int = 2_048) -> Iterator[bytes]:
+    """health.json's `"account_id": record` texts in chunks, encoded column-wise (same bytes as `health_records`).
+
+    A record is about 3 KB: a chunk is about 6 MB, and a few of them are queued for writing.
+    """
     record = pl.struct(
         pl.col("score"),
         pl.lit(100, pl.Int64).alias("total"),
