@@ -976,6 +976,27 @@ def test_pptx_is_byte_identical_on_a_rerun_seconds_later():
     assert (props.created, props.modified, props.revision) == (dt.datetime(2024, 6, 30), dt.datetime(2024, 6, 30), 1)
 
 
+def test_the_decks_zip_writer_writes_what_zipfile_writes():
+    """The decks' own zip writer (which compresses an entry it has seen once) against zipfile,
+    the bytes the decks were written with before it: the same entries give the same file."""
+    fixed = dt.datetime(2024, 6, 30, 13, 45, 17)  # an odd second: a zip stores two-second steps
+    entries = [
+        ("[Content_Types].xml", b"<Types/>" * 40),
+        ("ppt/slides/slide1.xml", bytes(range(256)) * 9),
+        ("ppt/empty.xml", b""),
+        ("ppt/slides/slide2.xml", b"<Types/>" * 40),  # the same bytes again, compressed once
+    ]
+    ours = qbr_pptx._StampedZip(fixed)
+    expected = io.BytesIO()
+    with zipfile.ZipFile(expected, "w") as theirs:
+        for name, content in entries:
+            ours.entry(name, content)
+            info = zipfile.ZipInfo(name, date_time=fixed.timetuple()[:6])
+            info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o600 << 16
+            theirs.writestr(info, content)
+    assert ours.getvalue() == expected.getvalue()
+
+
 def test_rerun_gives_byte_identical_pack(tmp_path):
     qbr.write_qbr_pack(_ctx(), tmp_path / "a")
     qbr.write_qbr_pack(_ctx(), tmp_path / "b")

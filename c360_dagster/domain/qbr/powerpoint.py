@@ -13,7 +13,9 @@ import datetime as dt
 import functools
 import io
 import re
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import escape
@@ -163,6 +165,8 @@ class _Plan:
     """What a template gives every deck drawn on it, worked out once per template (and process)."""
 
     package: Any  # the template's parts as loaded, never touched: each deck starts from a copy
+    shared: dict[int, Any]  # the parts every deck shares read only, by id
+    entries: dict[int, tuple[tuple[str, bytes], ...]]  # a shared part's zip entries (itself, its rels)
     title_layout: int
     content_layout: int
     fresh_slides: dict[int, Any]  # by layout: a new slide's XML with the layout's placeholders cloned
@@ -175,6 +179,7 @@ class _Plan:
 def _plan(template: bytes) -> _Plan:
     from pptx import Presentation
     from pptx.package import Package
+    from pptx.parts.coreprops import CorePropertiesPart
 
     prs = Presentation(io.BytesIO(template))
     layouts = list(prs.slide_layouts)
@@ -182,39 +187,46 @@ def _plan(template: bytes) -> _Plan:
     placeholders = {ph.placeholder_format.idx: _rect(ph) for ph in title_layout.placeholders}
     subtitle = placeholders.get(1)
     package = Package.open(io.BytesIO(template))
-    indexes = (layouts.index(title_layout), layouts.index(content_layout))
-    scratch = _blank(package)
-    fresh = {index: scratch.slides.add_slide(scratch.slide_layouts[index])._element for index in indexes}
-    return _Plan(package, *indexes, fresh, _geometry(prs, content_layout), placeholders[0], subtitle)
-
-
-def _blank(package: Any) -> Any:
-    """A presentation of the template's layouts only, on a copy of its loaded package.
-
-    Copying costs a fraction of parsing the template again, and only what a deck changes is
-    copied: the presentation part (its slide list) and the core properties; the masters,
-    layouts, theme and the rest are shared, read only. (A deep copy keeps a part's own XML tree
-    whole, but not an element inside one that a python-pptx object holds, so the copy is of
-    the package as loaded, before any such object exists.)
-    """
-    from pptx.parts.coreprops import CorePropertiesPart
-
+    # Copying costs a fraction of parsing the template again, and only what a deck changes is
+    # copied: the presentation part (its slide list) and the core properties; the masters,
+    # layouts, theme and the rest are shared, read only, and serialized once.
     changed = package.main_document_part
     shared = {
         id(part): part
         for part in package.iter_parts()
         if part is not changed and not isinstance(part, CorePropertiesPart)
     }
-    prs = copy.deepcopy(package, shared).main_document_part.presentation
+    entries = {key: _part_entries(part) for key, part in shared.items()}
+    indexes = (layouts.index(title_layout), layouts.index(content_layout))
+    scratch = _blank(package, shared)
+    fresh = {index: scratch.slides.add_slide(scratch.slide_layouts[index])._element for index in indexes}
+    geometry = _geometry(prs, content_layout)
+    return _Plan(package, shared, entries, *indexes, fresh, geometry, placeholders[0], subtitle)
+
+
+def _blank(package: Any, shared: dict[int, Any]) -> Any:
+    """A presentation of the template's layouts only, on a copy of its loaded package that
+    shares the `shared` parts. (A deep copy keeps a part's own XML tree whole, but not an
+    element inside one that a python-pptx object holds, so the copy is of the package as
+    loaded, before any such object exists.)"""
+    prs = copy.deepcopy(package, dict(shared)).main_document_part.presentation
     _remove_slides(prs)
     return prs
+
+
+def _part_entries(part: Any) -> tuple[tuple[str, bytes], ...]:
+    """A part's zip entries, as python-pptx's package writer makes them: the part, then its rels if any."""
+    entries = [(part.partname.membername, part.blob)]
+    if part._rels:
+        entries.append((part.partname.rels_uri.membername, part.rels.xml))
+    return tuple(entries)
 
 
 def render_pptx(ctx: QbrContext, audience: str = CUSTOMER) -> bytes:
     """A deck with native, editable charts; the same inputs give the same bytes."""
     template = ctx.settings.template or _default_template()
     plan = _plan(template)
-    prs = _blank(plan.package)
+    prs = _blank(plan.package, plan.shared)
     geom = plan.geometry
     slides = customer_slides(ctx, geom) if audience == CUSTOMER else review_slides(ctx, geom)
     name = slide_text(ctx.account_name)
@@ -240,7 +252,7 @@ def render_pptx(ctx: QbrContext, audience: str = CUSTOMER) -> bytes:
     props.title = f"{kind}: {name}"[:MAX_CORE_PROPERTY]
     props.author = props.last_modified_by = "c360"
     props.subject = props.keywords = props.comments = props.category = ""
-    return _package_zip(prs, fixed)
+    return _package_zip(prs, fixed, plan.entries)
 
 
 def _add_slide(prs: Any, layout: Any, fresh: Any) -> Any:
@@ -589,53 +601,79 @@ def render_slides_md(ctx: QbrContext) -> str:
 
 
 class _StampedZip:
-    """A zip whose every entry has a fixed timestamp, in the order written.
+    """A deflated zip whose every entry has one fixed time, in the order written: byte for byte
+    what `zipfile` writes for the same entries (tests/test_qbr.py compares), but each distinct
+    entry is compressed once per process, and most of a deck's entries are the same in every deck.
 
     Embedded chart workbooks (.xlsx) are zips too, and XlsxWriter stamps their core
     properties with the current time, so those are normalized the same way.
     """
 
-    def __init__(self, target: zipfile.ZipFile, fixed: dt.datetime) -> None:
-        self.target = target
+    def __init__(self, fixed: dt.datetime) -> None:
         self.fixed = max(fixed, dt.datetime(1980, 1, 1))  # the earliest time a zip entry can hold
         self.stamp = self.fixed.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
-
-    def write(self, pack_uri: Any, blob: bytes) -> None:
-        """python-pptx's package writer calls this for each entry (its own zip writer's interface)."""
-        self.entry(pack_uri.membername, blob)
+        when = self.fixed
+        self.dos = (
+            when.hour << 11 | when.minute << 5 | when.second // 2,
+            (when.year - 1980) << 9 | when.month << 5 | when.day,
+        )
+        self.out = io.BytesIO()
+        self.directory: list[bytes] = []
 
     def entry(self, filename: str, content: bytes) -> None:
         if filename.endswith(".xlsx"):
             content = _normalized_zip(content, self.fixed)
         elif filename.endswith("core.xml"):
             content = _CORE_DATES.sub(rb"\g<1>" + self.stamp + rb"\g<3>", content)
-        info = zipfile.ZipInfo(filename, date_time=self.fixed.timetuple()[:6])
-        info.compress_type = zipfile.ZIP_DEFLATED
-        info.external_attr = 0o600 << 16
-        self.target.writestr(info, content)
+        name = filename.encode("ascii")  # part names are ASCII: no UTF-8 flag, as zipfile writes them
+        crc, compressed = _deflated(content)
+        # zipfile's fields: version 2.0 (deflate), made on Unix (3), no flags, deflated (8), rw------- (0o600).
+        fields = (*self.dos, crc, len(compressed), len(content), len(name))
+        offset = self.out.tell()
+        self.out.write(struct.pack("<4s2B4HL2L2H", b"PK\x03\x04", 20, 0, 0, 8, *fields, 0) + name + compressed)
+        self.directory.append(
+            struct.pack("<4s4B4HL2L5H2L", b"PK\x01\x02", 20, 3, 20, 0, 0, 8, *fields, 0, 0, 0, 0, 0o600 << 16, offset)
+            + name
+        )
+
+    def getvalue(self) -> bytes:
+        start = self.out.tell()
+        for record in self.directory:
+            self.out.write(record)
+        count, size = len(self.directory), self.out.tell() - start
+        self.out.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, count, count, size, start, 0))
+        return self.out.getvalue()
 
 
-def _package_zip(prs: Any, fixed: dt.datetime) -> bytes:
-    """The deck's file: python-pptx's package writer (its entries, in its order) writing into a
-    stamped zip once, where `prs.save` would stamp the current time and need a second pass."""
-    from pptx.opc.serialized import PackageWriter
+@functools.lru_cache(maxsize=512)
+def _deflated(content: bytes) -> tuple[int, bytes]:
+    """The CRC and raw deflate stream of `content` at zlib's default level, as zipfile makes
+    them. A deck's template parts and a chart workbook's fixed files come back every deck."""
+    compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+    return zlib.crc32(content), compressor.compress(content) + compressor.flush()
+
+
+def _package_zip(prs: Any, fixed: dt.datetime, serialized: dict[int, tuple[tuple[str, bytes], ...]]) -> bytes:
+    """The deck's file: the entries python-pptx's package writer makes, in its order, the
+    template's parts as `serialized` once, written into a stamped zip."""
+    from pptx.opc.oxml import serialize_part_xml
+    from pptx.opc.serialized import _ContentTypesItem
 
     package = prs.part.package
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as target:
-        stamped: Any = _StampedZip(target, fixed)  # stands in for python-pptx's own zip writer (`write` only)
-        writer = PackageWriter(out, package._rels, tuple(package.iter_parts()))
-        writer._write_content_types_stream(stamped)
-        writer._write_pkg_rels(stamped)
-        writer._write_parts(stamped)
-    return out.getvalue()
+    parts = tuple(package.iter_parts())
+    stamped = _StampedZip(fixed)
+    stamped.entry("[Content_Types].xml", serialize_part_xml(_ContentTypesItem.xml_for(parts)))
+    stamped.entry("_rels/.rels", package._rels.xml)
+    for part in parts:
+        for filename, content in serialized.get(id(part)) or _part_entries(part):
+            stamped.entry(filename, content)
+    return stamped.getvalue()
 
 
 def _normalized_zip(data: bytes, fixed: dt.datetime) -> bytes:
     """Rewrite a zip with a fixed timestamp on every entry, in its original order."""
-    out = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w") as target:
-        stamped = _StampedZip(target, fixed)
+    stamped = _StampedZip(fixed)
+    with zipfile.ZipFile(io.BytesIO(data)) as source:
         for entry in source.infolist():
             stamped.entry(entry.filename, source.read(entry.filename))
-    return out.getvalue()
+    return stamped.getvalue()
