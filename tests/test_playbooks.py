@@ -586,3 +586,20 @@ def test_with_no_customer_contact_on_record_a_step_says_so_and_names_who_acts(li
     titles = [step.title for step in renewal.steps]
     assert "Agree the renewal date and the scope of the next term with the admin" in titles
     assert not [title for title in titles if "on record" in title]
+
+
+def test_a_step_to_fill_a_role_is_never_given_to_who_holds_that_role(library):
+    # KV-010 in the fixtures: a new executive sponsor (14 Sep), a champion since 2025 and no admin.
+    # "Identify and enable a new champion" consults the admin; standing in the champion would ask
+    # the champion to find a new champion (and show it to the customer as theirs). The admin is
+    # left out instead, so the step stays ours.
+    kv = {"account_id": "KV-010", "name": "Key=Value Analytics", "csm_owner": "Mei Tanaka"}
+    contacts = [
+        {"name": "Ravi Shah", "role": "exec_sponsor", "started_on": dt.date(2026, 9, 14), "ended_on": None},
+        {"name": "Mia Chen", "role": "champion", "started_on": dt.date(2025, 2, 1), "ended_on": None},
+    ]
+    signals = [{"code": "SIG_STAKEHOLDER_CHANGE"}]
+    plan = build_playbook(kv, health_record("green", 99), signals, [], library, SEP27, contacts=contacts)
+    entry = next(e for e in plan.raci if e.step == "Identify and enable a new champion")
+    people = (entry.responsible, entry.accountable, *entry.consulted, *entry.informed)
+    assert not [who for who in people if "Customer" in who]

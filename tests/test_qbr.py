@@ -1502,5 +1502,8 @@ def test_counts_read_as_words_and_a_figure_is_said_once():
     # The page says why a support figure is missing, never a bare "n/a".
     none_yet = dataclasses.replace(ctx.support, closed=0, median_days_to_close=None, sla_met_pct=None)
     page = qbr.render_qbr_markdown(dataclasses.replace(ctx, support=none_yet))["scorecard.md"]
-    assert "| Median days to resolve | none resolved yet |\n| Answered within the agreed time | none answered yet |" in page
+    assert (
+        "| Median days to resolve | none resolved yet |\n| Answered within the agreed time | none answered yet |"
+        in page
+    )
     assert "n/a" not in page.split("## Support summary")[1].split("## What we heard")[0]

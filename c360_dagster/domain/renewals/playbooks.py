@@ -555,17 +555,23 @@ def _for_who_is_there(step: StepSpec, stand_ins: Mapping[str, str | None], libra
         key = library.people[role][1]
         return f"the {'executive sponsor' if key == 'exec_sponsor' else key.replace('_', ' ')}"
 
-    nobody = {role for role, stand_in in stand_ins.items() if stand_in is None}
+    # No one, or the very role the step is to fill ("Identify and enable a new champion" is not
+    # the champion's to do): such a customer role is left out, never stood in for.
+    nobody = {
+        role
+        for role, stand_in in stand_ins.items()
+        if stand_in is None or library.people[stand_in][1] == step.done_when
+    }
 
     def some(roles: Sequence[str]) -> tuple[str, ...]:
         return tuple(dict.fromkeys(stand_ins.get(role) or role for role in roles if role not in nobody))
 
     title = step.title
     for role, stand_in in stand_ins.items():
-        if stand_in is not None:
+        if stand_in is not None and role not in nobody:
             title = title.replace(phrase(role), phrase(stand_in))
     involved = {step.owner, step.accountable, *step.consulted, *step.informed}
-    if involved & nobody or any(phrase(role) in title for role in nobody):
+    if not any(stand_ins.values()) and (involved & nobody or any(phrase(role) in title for role in nobody)):
         title += f" (no customer contact on record: the {step.owner} finds the right person first)"
     return dataclasses.replace(
         step,
