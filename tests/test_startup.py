@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import io
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -75,3 +77,14 @@ def test_worker_processes_start_with_the_collector_off_and_the_same_threshold():
 
 def _collector(_call: int) -> tuple[bool, int]:
     return gc.isenabled(), gc.get_threshold()[0]
+
+
+def test_a_stage_command_imports_no_library_its_run_does_not_use(ran_project):
+    """`c360:health` renders no template and no deck: Jinja2 and python-pptx stay unimported."""
+    unused = ("jinja2", "pptx")
+    code = (
+        "import sys; from c360_dagster.console import main; "
+        f"code = main(['c360:health', '--quiet']); print(code, sorted(set({unused!r}) & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[-1] == "0 []"

@@ -13,12 +13,14 @@ import functools
 import re
 import unicodedata
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
 import markupsafe
 
 from c360_dagster.domain.core.errors import C360Error
+
+if TYPE_CHECKING:
+    import jinja2
 
 _WHITESPACE_RUN = re.compile(r"\s+")
 # Markdown punctuation that can start emphasis, code, links, tables or escapes inline.
@@ -192,6 +194,8 @@ def _environment(markdown: bool = True) -> jinja2.Environment:
     `finalize` runs on every printed value, so no template has to remember to escape input text
     and none can print a spoofing character; a template marks Markdown it built itself `| safe`.
     """
+    import jinja2  # here, not at the top: c360:load, health and signals render no template
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("c360_dagster", "templates"),
         autoescape=not markdown,
