@@ -97,7 +97,12 @@ def test_bench_times_the_readmes_console_sequence(bench_run):
         assert (work / "console" / "artifacts" / "customer" / name).read_bytes() == (
             work / "artifacts" / "customer" / name
         ).read_bytes()
-    assert "console (the README's four commands, one process each): " in render_bench({**report, "out": "x"})
+    lines = render_bench({**report, "out": "x"}).splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("console (the README's four commands")))
+    assert lines[header + 1] == "command       wall s   steps s  beyond s     cpu s  peak RSS MB"
+    for line, (name, figures) in zip(lines[header + 2 : header + 6], console["commands"].items(), strict=True):
+        wall, steps, beyond = (f"{figures[key]:.2f}" for key in ("wall_s", "steps_s", "overhead_s"))
+        assert line.split()[:4] == [name, wall, steps, beyond]
 
 
 def test_output_floor_writes_the_records_the_chain_writes(bench_run):
