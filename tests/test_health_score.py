@@ -202,6 +202,29 @@ def test_adoption_not_available_without_usage_rows_or_seats(config):
     assert "shared out" in no_seats["adoption_reason"]
 
 
+def test_without_usage_rows_no_usage_measure_is_shown_as_a_number(config):
+    """No usage rows at all: the averages, shares and their scores were never measured, so the
+    evidence holds null, not a 0 that reads as 'nobody used the product'."""
+    row = only_row(score_health(make_view(accounts=[account()], subs=[sub()]), config))
+    adoption, value = row["adoption_evidence"], row["value_evidence"]
+    assert (adoption["usage_windows"], adoption["recent_windows"], adoption["seats"]) == (0, 0, 100)
+    assert (adoption["avg_active_users"], adoption["utilisation_pct"]) == (None, None)
+    unmeasured = ("avg_features_used", "breadth_pct", "breadth_score", "release_share_pct", "release_score")
+    assert {key: value[key] for key in unmeasured} == dict.fromkeys(unmeasured, None)
+
+
+def test_a_release_share_of_no_features_is_not_a_percentage(config):
+    """Usage rows but no feature used: breadth is a measured 0; the share of releases among no
+    features is undefined (null), and scores 0 like the breadth it goes with."""
+    usage = [week("A", d, 10) for d in (0, 7, 14, 21)]
+    row = only_row(score_health(make_view(accounts=[account()], subs=[sub()], usage=usage), config))
+    assert row["value_evidence"]["avg_features_used"] == 0.0
+    assert row["value_evidence"]["breadth_pct"] == 0.0
+    assert row["value_evidence"]["release_share_pct"] is None
+    assert row["value_evidence"]["release_score"] == 0.0
+    assert row["value_score"] == 0.0
+
+
 def test_value_combines_breadth_and_release_share(config):
     # avg features 12 of 40 = 30% -> (30-10)/(50-10) = 50; release 12/48 = 25% -> 100;
     # 0.6 * 50 + 0.4 * 100 = 70.
@@ -639,8 +662,8 @@ def test_records_are_json_ready_and_rounded(fixture_frame):
         "score": None, "weight": 0.0, "points": 0.0, "available": False,
         "reason": "no usage data up to as_of; its weight is shared out proportionally over the available components",
         "evidence": {
-            "usage_windows": 0, "recent_windows": 0, "avg_active_users": 0.0, "seats": 120,
-            "utilisation_pct": 0.0, "configured_weight": 30.0,
+            "usage_windows": 0, "recent_windows": 0, "avg_active_users": None, "seats": 120,
+            "utilisation_pct": None, "configured_weight": 30.0,
         },
     }  # fmt: skip
     # (2000 + 1366.67 + 1250) / 55 = 83.94: weights 36.36 / 36.36 / 27.27.

@@ -476,8 +476,14 @@ def _measures(view: Customer360, config: HealthConfig) -> pl.DataFrame:
 
 
 def _per_recent_window(total: str) -> pl.Expr:
-    """Average per recent usage window; no recent windows (but older ones) counts as 0."""
-    return pl.when(pl.col("recent_windows") > 0).then(pl.col(total) / pl.col("recent_windows")).otherwise(0.0)
+    """Average per recent usage window; no recent windows (but older ones) counts as 0, and no
+    usage rows at all is unknown (null): an average over nothing is not a measured 0."""
+    return (
+        pl.when(pl.col("recent_windows") > 0)
+        .then(pl.col(total) / pl.col("recent_windows"))
+        .when(pl.col("usage_windows") > 0)
+        .then(0.0)
+    )
 
 
 def _component_columns(config: HealthConfig) -> list[pl.Expr]:
@@ -487,11 +493,11 @@ def _component_columns(config: HealthConfig) -> list[pl.Expr]:
     avg_features = _per_recent_window("recent_features")
     utilisation = pl.when(pl.col("seats") > 0).then(100 * avg_active / pl.col("seats"))
     breadth = 100 * avg_features / config.feature_catalog_size
-    release_share = (
-        pl.when(pl.col("recent_features") > 0)
-        .then(100 * pl.col("recent_release_features") / pl.col("recent_features"))
-        .otherwise(0.0)
+    # A share of no features is undefined (null); its score is 0 then, as breadth's is.
+    release_share = pl.when(pl.col("recent_features") > 0).then(
+        100 * pl.col("recent_release_features") / pl.col("recent_features")
     )
+    release_score = _ramp(release_share, _t("value", "release_floor_pct"), _t("value", "release_target_pct"))
     weighted_cases = sum(
         (pl.col(f"severity{s}_cases") * _t("support", f"severity{s}_weight") for s in (1, 2, 3, 4)), pl.lit(0)
     )
@@ -507,9 +513,7 @@ def _component_columns(config: HealthConfig) -> list[pl.Expr]:
         breadth.alias("breadth_pct"),
         release_share.alias("release_share_pct"),
         _ramp(breadth, _t("value", "breadth_floor_pct"), _t("value", "breadth_target_pct")).alias("breadth_score"),
-        _ramp(release_share, _t("value", "release_floor_pct"), _t("value", "release_target_pct")).alias(
-            "release_score"
-        ),
+        pl.when(has_usage).then(release_score.fill_null(0.0)).alias("release_score"),
         weighted_cases.cast(pl.Float64).alias("weighted_cases"),
         per_10_seats.alias("cases_per_10_seats"),
         _penalty(
