@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import shutil
 import weakref
 from pathlib import Path
 
@@ -92,3 +93,77 @@ def test_a_defect_in_a_later_file_stops_the_split_after_earlier_parts_with_nothi
     assert written == [shards.split_path(k, name) for name in ("accounts", "contacts", "subs") for k in (0, 1)]
     # ...and were thrown away with the unswitched generation.
     assert not [path for path in (tmp_path / STAGES).rglob("*") if path.is_file()]
+
+
+def _count_batches(monkeypatch) -> dict[str, int]:
+    """Patch the loader to count the raw batches it reads of each file (by file name)."""
+    counted: dict[str, int] = {}
+    read_raw = loader._read_raw
+
+    def counting_read_raw(path, spec):
+        batches, extra, digest = read_raw(path, spec)
+
+        def counting():
+            for batch in batches:
+                counted[path.name] = counted.get(path.name, 0) + 1
+                yield batch
+
+        return counting(), extra, digest
+
+    monkeypatch.setattr(loader, "_read_raw", counting_read_raw)
+    return counted
+
+
+def test_files_validated_in_row_batches_load_the_whole_file_tables(monkeypatch):
+    whole = loader.read_customer_360(FIXTURES)
+    monkeypatch.setattr(loader, "BATCH_ROWS", 5)
+    counted = _count_batches(monkeypatch)
+    batched = loader.read_customer_360(FIXTURES)
+    # usage.csv's 144 rows come in 29 batches of at most 5, cases.json's too: batches are real.
+    assert counted["usage.csv"] == 29 and counted["cases.json"] == -(-whole.cases.height // 5)
+    assert all(batched.tables[name].equals(whole.tables[name]) for name in ENTITIES)
+    assert (batched.as_of, batched.source_hashes, batched.warnings) == (
+        whole.as_of,
+        whole.source_hashes,
+        whole.warnings,
+    )
+
+
+# Usage rows are the file's lines less the header: row 20 is line 21, row 100 is line 101.
+OVERLAP_AT_ROW_20 = ("GLOBEX-002,2026-06-29,2026-07-05", "GLOBEX-002,2026-06-27,2026-07-05")
+NOT_AN_INTEGER_AT_ROW_100 = ("STARK-008,2026-06-29,2026-07-05,210,", "STARK-008,2026-06-29,2026-07-05,many,")
+NOT_AN_INTEGER_AT_ROW_3 = ("ACME-001,2026-06-22,2026-06-28,168,", "ACME-001,2026-06-22,2026-06-28,many,")
+BROKEN_QUOTE_AT_ROW_130 = ("KV-010,2026-06-15,2026-06-21,18,677", 'KV-010,2026-06-15,2026-06-21,"18"x,677')
+
+
+@pytest.mark.parametrize(
+    ("breaks", "expected"),
+    [
+        # A row judged against the rows before it (an overlapping window, batch 4) comes before a
+        # row judged alone (batch 20), though the batch judging it alone is read first.
+        (
+            [OVERLAP_AT_ROW_20, NOT_AN_INTEGER_AT_ROW_100],
+            "file usage.csv, row 20, column window_start: expected a window_start after the end of the "
+            "previous window of the same account_id (GLOBEX-002), got 2026-06-27",
+        ),
+        (
+            [NOT_AN_INTEGER_AT_ROW_100],
+            "file usage.csv, row 100, column active_users: expected an integer, got many",
+        ),
+        # A broken CSV row anywhere in the file comes before any value's defect, as in one read.
+        ([NOT_AN_INTEGER_AT_ROW_3, BROKEN_QUOTE_AT_ROW_130], "file usage.csv, row 130"),
+    ],
+)
+def test_a_file_validated_in_row_batches_raises_the_defect_of_a_whole_file_pass(
+    tmp_path, monkeypatch, breaks, expected
+):
+    shutil.copytree(FIXTURES, tmp_path / "in")
+    for old, new in breaks:
+        replace_in(tmp_path / "in" / "usage.csv", old, new)
+    with pytest.raises(InputError) as whole:
+        loader.read_customer_360(tmp_path / "in")
+    monkeypatch.setattr(loader, "BATCH_ROWS", 5)
+    with pytest.raises(InputError) as batched:
+        loader.read_customer_360(tmp_path / "in")
+    assert str(batched.value) == str(whole.value)
+    assert str(whole.value).startswith(expected)

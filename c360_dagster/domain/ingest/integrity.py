@@ -57,6 +57,8 @@ WARN_ORDER = {
 SAME_ACCOUNT_REFERENCES = frozenset({("invoices", "subscription_id")})
 # entity -> (owner, start, end) of windows that must not overlap per owner.
 DISJOINT_WINDOWS = {"usage": ("account_id", "window_start", "window_end")}
+# The checks that compare a row with other rows (`Rule.beyond_row`): the rest judge a row alone.
+_BEYOND_ROW = frozenset({"unique_ids", "references_resolve", "usage_windows_disjoint"})
 # The offender rows of a contract check: entity, row key, column and the value found.
 _NO_OFFENDERS = pl.DataFrame(schema={"entity": pl.Utf8, "key": pl.Utf8, "column": pl.Utf8, "value": pl.Utf8})
 
@@ -70,6 +72,12 @@ class Rule:
     failing: pl.Expr  # True on offending rows, never null
     expected: str  # the phrase after "expected"
     shows: tuple[str, ...] = ()  # other columns whose value the message quotes
+
+    @property
+    def beyond_row(self) -> bool:
+        """Whether it judges a row against other rows (of its file or another), not by the row
+        alone: the loader checks such rules once the whole file is typed."""
+        return self.check in _BEYOND_ROW
 
 
 def contract_rules(name: str, frame: pl.DataFrame, tables: Mapping[str, pl.DataFrame]) -> list[Rule]:

@@ -10,16 +10,18 @@ after a quoted value spanning several lines.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import hashlib
 import io
 import json
+import queue
 import re
+import threading
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import duckdb
 import polars as pl
@@ -33,6 +35,7 @@ from c360_dagster.domain.ingest.view_json import customer_360_document
 
 FORMATS = ("csv", "json", "jsonl")
 ROW = "__row"  # the row number the user sees, carried beside the data
+T = TypeVar("T")
 
 # INPUTS.md "Text and limits": bounds that keep a hostile file from exhausting memory.
 MAX_FIELD_BYTES = 64 * 1024
@@ -86,36 +89,25 @@ class ValidatedInputs:
         self._latest_dates: list[dt.date] = []  # each date column's latest value: the fallback
 
     def __iter__(self) -> Iterator[tuple[str, pl.DataFrame]]:
-        present = [(name, spec, self.sources[name]) for name, spec in ENTITIES.items() if name in self.sources]
+        present = [(spec, self.sources[name]) for name, spec in ENTITIES.items() if name in self.sources]
         warnings: list[str] = []
         source_hashes: dict[str, str] = {}
-        # A thread reads (and hashes) the next file with DuckDB while this one is validated with
-        # Polars and handed on; both release the GIL. One file ahead at most keeps memory bounded,
-        # and defects are still raised in entity order.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-
-            def read(position: int) -> Future[tuple[pl.DataFrame, list[str], str]]:
-                _, spec, path = present[position]
-                return pool.submit(_read_raw, path, spec)
-
-            upcoming = read(0)  # the accounts file is required, so there is one
-            position = 0
-            for name, spec in ENTITIES.items():
-                if name in self.sources:
-                    path = self.sources[name]
-                    raw, extra, source_hashes[path.name] = upcoming.result()
-                    position += 1
-                    if position < len(present):
-                        upcoming = read(position)
-                    warnings += [
-                        f"file {path.name}: column {column} is not in the contract and was ignored" for column in extra
-                    ]
-                    table = _validate(path, spec, raw, self.kept)
-                    del raw
-                else:
-                    table = empty_table(name)
-                self._note(name, table)
-                yield name, table
+        # A thread reads (and hashes) the files in row batches with DuckDB, a few batches ahead,
+        # while this one validates them with Polars; both release the GIL. Defects are still
+        # raised in entity order: each file's marks where it ends.
+        stream = _read_ahead(_raw_stream(present))
+        for name, spec in ENTITIES.items():
+            if name in self.sources:
+                path = self.sources[name]
+                extra, source_hashes[path.name] = cast(tuple[list[str], str], next(stream))
+                warnings += [
+                    f"file {path.name}: column {column} is not in the contract and was ignored" for column in extra
+                ]
+                table = _validate(path, spec, _file_batches(stream), self.kept)
+            else:
+                table = empty_table(name)
+            self._note(name, table)
+            yield name, table
         self.source_hashes = dict(sorted(source_hashes.items()))
         self.warnings = tuple(sorted(warnings))
 
@@ -170,31 +162,106 @@ def find_sources(folder: Path) -> dict[str, Path]:
     return sources
 
 
-def _read_raw(path: Path, spec: EntitySpec) -> tuple[pl.DataFrame, list[str], str]:
-    """The entity's columns as text (empty = null) plus the row number; the extra column names; the file's hash."""
+# Rows read and validated at a time: a file's text and the checks over it are held one batch
+# at a time; only its typed table is held whole (docs/performance.md "The split's memory").
+BATCH_ROWS = 131_072
+_END_OF_FILE = None  # in `_raw_stream`, after a file's batches
+
+
+def _raw_stream(
+    present: list[tuple[EntitySpec, Path]],
+) -> Iterator[tuple[list[str], str] | pl.DataFrame | None]:
+    """For each file in turn: (its extra column names, its hash), its raw batches, then `_END_OF_FILE`."""
+    for spec, path in present:
+        batches, extra, digest = _read_raw(path, spec)
+        yield extra, digest
+        yield from batches
+        yield _END_OF_FILE
+
+
+def _file_batches(stream: Iterator[tuple[list[str], str] | pl.DataFrame | None]) -> Iterator[pl.DataFrame]:
+    """The raw batches of the file `stream` is at, up to its end (never reading into the next)."""
+    while (batch := next(stream)) is not _END_OF_FILE:
+        yield cast(pl.DataFrame, batch)
+
+
+def _read_ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """`items`, made on a thread at most `depth` ahead of the consumer; an error making one is
+    raised where that item would have come. A consumer that stops early stops the thread."""
+    pending: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=depth)
+    done, stop = object(), threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                pending.put((item, None))
+            pending.put((done, None))
+        except Exception as exc:  # any: raised in the consumer's thread, in order
+            pending.put((done, exc))
+
+    thread = threading.Thread(target=produce, name="c360-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = pending.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # take what it made, so a put waiting for room returns
+            with contextlib.suppress(queue.Empty):
+                pending.get(timeout=0.05)
+
+
+def _read_raw(path: Path, spec: EntitySpec) -> tuple[Iterator[pl.DataFrame], list[str], str]:
+    """The entity's columns as text (empty = null) plus the row number, in batches of at most
+    BATCH_ROWS (at least one, maybe empty); the extra column names; the file's hash.
+
+    A CSV file's rows are read as the batches are taken, so a defect past the header is raised then.
+    """
     fmt = path.suffix[1:]
     digest = _scan_lines_and_hash(path, fmt)
     if path.stat().st_size == 0:  # INPUTS.md: no rows, unless the entity is required
         if spec.required:
             raise InputError("the file is empty: expected a header row naming the columns", file=path.name)
-        return pl.DataFrame(schema=dict.fromkeys(spec.field_names, pl.Utf8)).with_row_index(ROW), [], digest
-    frame = _read_csv(path) if fmt == "csv" else _read_json(path, lines=fmt == "jsonl")
-    columns = frame.columns
-    if frame.height or fmt == "csv":  # an empty JSON array names no columns
-        for field_spec in spec.fields:
-            if field_spec.name not in columns and not field_spec.optional:
-                raise InputError(
-                    f"missing required column (the file has: {', '.join(columns) or 'no columns'})",
-                    file=path.name,
-                    column=field_spec.name,
-                )
-    frame = frame.select(
-        pl.col(f.name).replace("", None)
-        if f.name in columns
-        else pl.repeat(None, frame.height, dtype=pl.Utf8).alias(f.name)
-        for f in spec.fields
-    ).with_row_index(ROW, offset=0 if fmt == "json" else 1)
-    return frame, sorted(set(columns) - set(spec.field_names)), digest
+        return iter([pl.DataFrame(schema=dict.fromkeys(spec.field_names, pl.Utf8)).with_row_index(ROW)]), [], digest
+    if fmt == "csv":
+        columns, batches = _read_csv(path)
+    else:
+        frame = _read_json(path, lines=fmt == "jsonl")
+        # An empty JSON array names no columns, and lacks none.
+        columns = frame.columns if frame.height else list(spec.field_names)
+        batches = (frame.slice(start, BATCH_ROWS) for start in range(0, frame.height, BATCH_ROWS))
+    missing = [f.name for f in spec.fields if f.name not in columns and not f.optional]
+
+    def as_text(batch: pl.DataFrame, start: int) -> pl.DataFrame:
+        return batch.select(
+            pl.col(f.name).replace("", None)
+            if f.name in columns
+            else pl.repeat(None, batch.height, dtype=pl.Utf8).alias(f.name)
+            for f in spec.fields
+        ).with_row_index(ROW, offset=start)
+
+    def numbered() -> Iterator[pl.DataFrame]:
+        start = first = 0 if fmt == "json" else 1
+        for batch in batches:
+            yield as_text(batch, start)
+            start += batch.height
+        if missing:  # once every row is read, as a whole-file read did: a broken CSV row comes first
+            raise InputError(
+                f"missing required column (the file has: {', '.join(columns) or 'no columns'})",
+                file=path.name,
+                column=missing[0],
+            )
+        if start == first:  # no rows: one empty batch all the same, which types the empty table
+            yield as_text(pl.DataFrame(schema=dict.fromkeys(columns, pl.Utf8)), start)
+
+    return numbered(), sorted(set(columns) - set(spec.field_names)), digest
 
 
 def _scan_lines_and_hash(path: Path, fmt: str) -> str:
@@ -260,7 +327,8 @@ def _csv_field_index(prefix: str) -> tuple[int, bool]:
     return index, len(prefix[field_start:].encode("utf-8")) > MAX_FIELD_BYTES
 
 
-def _read_csv(path: Path) -> pl.DataFrame:
+def _read_csv(path: Path) -> tuple[list[str], Iterator[pl.DataFrame]]:
+    """The header's column names, and the rows as text in batches, read as they are taken."""
     with open(path, "rb") as handle:
         first_line = handle.readline()
     try:
@@ -275,17 +343,22 @@ def _read_csv(path: Path) -> pl.DataFrame:
         raise InputError("the header names this column more than once", file=path.name, column=duplicates[0])
     # Positional names keep any header text away from DuckDB's SQL; strict mode enforces RFC 4180.
     positional = {f"c{i}": "VARCHAR" for i in range(len(header))}
-    try:
-        with duckdb.connect() as con:
-            con.execute("SET enable_progress_bar = false")
-            frame = con.sql(
-                "SELECT * FROM read_csv($path, columns=$columns, header=true, auto_detect=false, delim=',',"
-                " quote='\"', escape='\"', strict_mode=true, null_padding=false, encoding='utf-8')",
-                params={"path": str(path), "columns": positional},
-            ).pl()
-    except duckdb.Error as exc:
-        raise _csv_error(path, str(exc)) from None
-    return frame.rename(dict(zip(positional, header, strict=True)))
+
+    def batches() -> Iterator[pl.DataFrame]:
+        try:
+            with duckdb.connect() as con:
+                con.execute("SET enable_progress_bar = false")
+                reader = con.sql(
+                    "SELECT * FROM read_csv($path, columns=$columns, header=true, auto_detect=false, delim=',',"
+                    " quote='\"', escape='\"', strict_mode=true, null_padding=false, encoding='utf-8')",
+                    params={"path": str(path), "columns": positional},
+                ).to_arrow_reader(BATCH_ROWS)
+                for batch in reader:
+                    yield cast(pl.DataFrame, pl.from_arrow(batch)).rename(dict(zip(positional, header, strict=True)))
+        except duckdb.Error as exc:
+            raise _csv_error(path, str(exc)) from None
+
+    return header, batches()
 
 
 def _csv_error(path: Path, message: str) -> InputError:
@@ -380,13 +453,18 @@ def _object_problem(value: Any) -> tuple[str | None, str] | None:
     return None
 
 
-def _validate(path: Path, spec: EntitySpec, raw: pl.DataFrame, tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
-    """Parse and check every column; raise the first defect by row, then column, then rule."""
+def _validate(
+    path: Path, spec: EntitySpec, batches: Iterator[pl.DataFrame], tables: dict[str, pl.DataFrame]
+) -> pl.DataFrame:
+    """Parse and check every column; raise the first defect by row, then column, then rule.
+
+    The rules that judge a row alone are checked batch by batch, on its text and typed values;
+    those comparing rows (`Rule.beyond_row`) once the whole file is typed. Each rule's first
+    offending row is the same either way, so the defect raised is that of one whole-file pass.
+    """
     csv_bools = path.suffix == ".csv"
-    typed = raw.select(ROW, *(_typed(f, csv_bools=csv_bools) for f in spec.fields))
     parsed = [f for f in spec.fields if f.type in _PARSE_EXPECTED]
     # `given_x` beside the parsed `x` tells a text that did not parse from an empty cell.
-    checked = typed.hstack(raw.select(pl.col(f.name).is_not_null().alias(f"given_{f.name}") for f in parsed))
     parse_rules = [
         Rule(
             "values_in_range",
@@ -396,13 +474,30 @@ def _validate(path: Path, spec: EntitySpec, raw: pl.DataFrame, tables: dict[str,
         )
         for f in parsed
     ]
-    candidates = _first_failures(checked, _text_rules(spec) + parse_rules + contract_rules(spec.file, typed, tables))
-    if candidates:
+
+    def rules(typed: pl.DataFrame) -> list[Rule]:
+        return _text_rules(spec) + parse_rules + contract_rules(spec.file, typed, tables)
+
+    firsts: dict[int, int] = {}  # rule position -> its first offending row
+    typed_batches = []
+    for raw in batches:
+        typed = raw.select(ROW, *(_typed(f, csv_bools=csv_bools) for f in spec.fields))
+        checked = typed.hstack(raw.select(pl.col(f.name).is_not_null().alias(f"given_{f.name}") for f in parsed))
+        _note_first_failures(firsts, checked, rules(typed.clear()), beyond_row=False)
+        typed_batches.append(typed)
+    whole = pl.concat(typed_batches)
+    del typed_batches, typed
+    checked_rules = rules(whole)
+    _note_first_failures(firsts, whole, checked_rules, beyond_row=True)
+    if firsts:
         # An unparseable text comes before the rules judging its (null) parsed value: lower index.
         column_order = {name: position for position, name in enumerate(spec.field_names)}
-        row, _, rule = min(candidates, key=lambda c: (c[0], column_order[c[2].column], c[1]))
-        raise _rule_error(path, raw, row, rule)
-    return typed.drop(ROW).sort(list(spec.key)).cast(spec.polars_schema)  # type: ignore[arg-type]
+        row, position = min(
+            ((row, position) for position, row in firsts.items()),
+            key=lambda found: (found[0], column_order[checked_rules[found[1]].column], found[1]),
+        )
+        raise _rule_error(path, spec, row, checked_rules[position])
+    return whole.drop(ROW).sort(list(spec.key)).cast(spec.polars_schema)  # type: ignore[arg-type]
 
 
 def _text_rules(spec: EntitySpec) -> list[Rule]:
@@ -422,16 +517,20 @@ def _text_rules(spec: EntitySpec) -> list[Rule]:
     return rules
 
 
-def _first_failures(frame: pl.DataFrame, rules: list[Rule]) -> list[tuple[int, int, Rule]]:
-    """(row, rule index, rule) of the first offending row of every broken rule, in one pass."""
-    if frame.is_empty():
-        return []
-    firsts = frame.select(pl.col(ROW).filter(rule.failing).min().alias(f"r{i}") for i, rule in enumerate(rules)).row(0)
-    return [(row, i, rules[i]) for i, row in enumerate(firsts) if row is not None]
+def _note_first_failures(firsts: dict[int, int], frame: pl.DataFrame, rules: list[Rule], *, beyond_row: bool) -> None:
+    """Note in `firsts` the first offending row of every broken rule whose `beyond_row` is
+    `beyond_row` (by its position in `rules`), if before the one noted, in one pass over `frame`."""
+    judged = [(position, rule) for position, rule in enumerate(rules) if rule.beyond_row == beyond_row]
+    if frame.is_empty() or not judged:
+        return
+    found = frame.select(pl.col(ROW).filter(rule.failing).min().alias(f"r{position}") for position, rule in judged)
+    for (position, _), row in zip(judged, found.row(0), strict=True):
+        if row is not None and row < firsts.get(position, row + 1):
+            firsts[position] = row
 
 
-def _rule_error(path: Path, raw: pl.DataFrame, row: int, rule: Rule) -> InputError:
-    values = raw.filter(pl.col(ROW) == row).row(0, named=True)
+def _rule_error(path: Path, spec: EntitySpec, row: int, rule: Rule) -> InputError:
+    values = _raw_row(path, spec, row)
     shown = "".join(f" ({values[column] if values[column] is not None else 'empty'})" for column in rule.shows)
     return InputError(
         f"expected {rule.expected}{shown}, got {_show(values[rule.column])}",
@@ -439,6 +538,16 @@ def _rule_error(path: Path, raw: pl.DataFrame, row: int, rule: Rule) -> InputErr
         row=row,
         column=rule.column,
     )
+
+
+def _raw_row(path: Path, spec: EntitySpec, row: int) -> dict[str, Any]:
+    """The text of one row of the file, read again (only a defect's message needs it)."""
+    batches, _, _ = _read_raw(path, spec)
+    for batch in batches:
+        found = batch.filter(pl.col(ROW) == row)
+        if found.height:
+            return found.row(0, named=True)
+    raise ValueError(f"{path.name} has no row {row}")
 
 
 def _show(value: str | None) -> str:
