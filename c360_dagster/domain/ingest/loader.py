@@ -479,11 +479,13 @@ def _validate(
         return _text_rules(spec) + parse_rules + contract_rules(spec.file, typed, tables)
 
     firsts: dict[int, int] = {}  # rule position -> its first offending row
-    typed_batches = []
+    typed_batches: list[pl.DataFrame] = []
     for raw in batches:
         typed = raw.select(ROW, *(_typed(f, csv_bools=csv_bools) for f in spec.fields))
+        if not typed_batches:  # made once: a rule looking another file up holds a copy of its ids
+            row_rules = rules(typed.clear())
         checked = typed.hstack(raw.select(pl.col(f.name).is_not_null().alias(f"given_{f.name}") for f in parsed))
-        _note_first_failures(firsts, checked, rules(typed.clear()), beyond_row=False)
+        _note_first_failures(firsts, checked, row_rules, beyond_row=False)
         typed_batches.append(typed)
     whole = pl.concat(typed_batches)
     del typed_batches, typed

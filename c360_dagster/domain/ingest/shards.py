@@ -88,9 +88,11 @@ def split_table(frame: pl.DataFrame, shards: int, table: pl.DataFrame | None = N
     return [parts.get((k,), frame.clear()) for k in range(shards)]
 
 
-def with_new_accounts(table: pl.DataFrame, account_ids: pl.Series, shards: int) -> pl.DataFrame:
-    """`table` (`shard_table`'s columns) plus the shards of those `account_ids` it lacks, so a
-    pass over many files hashes each account id once."""
+def with_new_accounts(table: pl.DataFrame | None, account_ids: pl.Series, shards: int) -> pl.DataFrame:
+    """`table` (`shard_table`'s columns, or None) plus the shards of those `account_ids` it lacks,
+    so a pass over many files hashes each account id once."""
+    if table is None:
+        return shard_table(account_ids, shards)
     new = account_ids.filter(~account_ids.is_in(table["account_id"].implode()))
     return table if new.is_empty() else pl.concat([table, shard_table(new, shards)])
 
@@ -104,7 +106,7 @@ def save_split(out: StageWriter, inputs: ValidatedInputs, shards: int) -> dict:
     """Split the inputs into `shards` shards as they are validated, writing each table's parts
     before the next file is read, then the split's manifest; return the manifest."""
     shard_counts: list[dict[str, int]] = [{} for _ in range(shards)]
-    known = shard_table(pl.Series([], dtype=pl.Utf8), shards)
+    known = None  # the accounts' shards, each id hashed once (none with one shard: nothing to split)
     for name, frame in inputs:
         if shards > 1:
             known = with_new_accounts(known, frame["account_id"], shards)
