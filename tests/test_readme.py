@@ -45,20 +45,24 @@ def test_quickstart_names_install_run_and_test_commands():
 
 def test_every_python_the_project_declares_is_one_ci_runs():
     """pyproject's classifiers and requires-python name exactly 3.11 (.ci/run) and the Pythons
-    that .ci/other-pythons installs and runs the golden outputs on."""
-    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    that .ci/other-pythons installs and tests on, the newest last; ruff and mypy check for the
+    oldest, so nothing newer than 3.11 allows slips in."""
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    project = pyproject["project"]
     declared = [
         c.rsplit(" :: ", 1)[1]
         for c in project["classifiers"]
         if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)
     ]
     other_pythons = (REPO / ".ci" / "other-pythons").read_text(encoding="utf-8")
-    looped = re.search(r"^for version in ([0-9. ]+); do$", other_pythons, flags=re.MULTILINE)
-    assert looped is not None
-    assert declared == ["3.11", *looped.group(1).split()]
+    listed = re.search(r"^pythons=\(([0-9. ]+)\)$", other_pythons, flags=re.MULTILINE)
+    assert listed is not None
+    assert declared == ["3.11", *listed.group(1).split()]
     newest_minor = int(declared[-1].split(".")[1])
     assert project["requires-python"] == f">={declared[0]},<3.{newest_minor + 1}"
     assert "bash .ci/other-pythons" in (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert pyproject["tool"]["ruff"]["target-version"] == "py" + declared[0].replace(".", "")
+    assert pyproject["tool"]["mypy"]["python_version"] == declared[0]
 
 
 def test_demo_sequence_covers_every_stage():
