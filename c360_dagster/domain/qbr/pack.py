@@ -397,11 +397,18 @@ def _renewals(rows: Sequence[Mapping[str, Any]]) -> tuple[RenewalLine, ...]:
 def _weekly_usage(view: Customer360, account_id: str, as_of: dt.date) -> tuple[WeekPoint, ...]:
     """Active users per usage window of the last quarter against the seats of active subs then."""
     first_end = as_of - dt.timedelta(weeks=USAGE_WEEKS)
-    usage = view.usage.filter(
-        (pl.col("account_id") == account_id) & (pl.col("window_end") > first_end) & (pl.col("window_end") <= as_of)
-    ).select("window_end", "active_users", "features_used", "release_features_used")
-    subs = view.subs.filter((pl.col("account_id") == account_id) & (pl.col("status") == "active")).select(
-        "start_date", "seats"
+    # One lazy query, collected once (as the timeline's).
+    usage = (
+        view.usage.lazy()
+        .filter(
+            (pl.col("account_id") == account_id) & (pl.col("window_end") > first_end) & (pl.col("window_end") <= as_of)
+        )
+        .select("window_end", "active_users", "features_used", "release_features_used")
+    )
+    subs = (
+        view.subs.lazy()
+        .filter((pl.col("account_id") == account_id) & (pl.col("status") == "active"))
+        .select("start_date", "seats")
     )
     # A subscription entitles its seats from its start date on.
     seats = (
@@ -414,7 +421,7 @@ def _weekly_usage(view: Customer360, account_id: str, as_of: dt.date) -> tuple[W
         usage.join(seats, on="window_end", how="left").with_columns(pl.col("seats").fill_null(0)).sort("window_end")
     )
     columns = ("window_end", "active_users", "seats", "features_used", "release_features_used")
-    return tuple(WeekPoint(*row) for row in series.select(columns).iter_rows())
+    return tuple(WeekPoint(*row) for row in series.select(columns).collect(engine="in-memory").iter_rows())
 
 
 def _support(view: Customer360, account_id: str, start: dt.date, as_of: dt.date) -> SupportSummary:
@@ -482,7 +489,9 @@ def _timeline(
     """Dated events of the past year (and renewals of the next), by date, then kind, then id."""
     reach = dt.timedelta(days=TIMELINE_LOOKBACK_DAYS)
     mine = pl.col("account_id") == account_id
-    cases, invoices, contacts = (view.tables[name].filter(mine) for name in ("cases", "invoices", "contacts"))
+    # One lazy query, collected once: a few rows each, so Polars' cost is per operation, not per
+    # row. (In memory: Polars 2.1's streaming engine panics on this query.)
+    cases, invoices, contacts = (view.tables[name].lazy().filter(mine) for name in ("cases", "invoices", "contacts"))
     # People are told by role, in words; names, emails and contact ids only with include_contacts.
     role = pl.col("role").replace(qbr_deck.ROLE_LABELS)
     person = (
@@ -491,7 +500,11 @@ def _timeline(
         else role
     )
     contact_ref = pl.col("contact_id") if include_contacts else pl.lit("")
-    nps = view.nps.filter(mine).join(contacts.select("contact_id", person.alias("person")), on="contact_id", how="left")
+    nps = (
+        view.nps.lazy()
+        .filter(mine)
+        .join(contacts.select("contact_id", person.alias("person")), on="contact_id", how="left")
+    )
     case_detail = _phrase(pl.format("severity {}", pl.col("severity")), pl.col("category"))
     overdue = pl.col("due_on") < pl.coalesce(pl.col("paid_on"), pl.lit(as_of))
     paid, closed, ended = (pl.col(name).is_not_null() for name in ("paid_on", "closed_on", "ended_on"))
@@ -516,8 +529,10 @@ def _timeline(
     ).filter(pl.col("on").is_between(as_of - reach, as_of))
     subs = view.subs.filter(mine)
     # What became of each renewal, in words (the succession rule, docs/renewals.md); never a status code.
-    outcomes = succession(subs, grace_days).select(
-        "subscription_id", pl.col("outcome").replace_strict(RENEWAL_OUTCOMES, return_dtype=pl.Utf8)
+    outcomes = (
+        succession(subs, grace_days)
+        .lazy()
+        .select("subscription_id", pl.col("outcome").replace_strict(RENEWAL_OUTCOMES, return_dtype=pl.Utf8))
     )
     outcome = (
         pl.when(pl.col("outcome").is_not_null())
@@ -533,11 +548,12 @@ def _timeline(
         outcome,
     )
     renewals = (
-        subs.join(outcomes, on="subscription_id", how="left")
+        subs.lazy()
+        .join(outcomes, on="subscription_id", how="left")
         .select(_event("renewal_date", "renewal_due", "subscription_id", renewal_detail))
         .filter(pl.col("on").is_between(as_of - reach, as_of + reach))
     )
-    events = pl.concat([past, renewals]).sort("on", "kind", "ref", "detail")
+    events = pl.concat([past, renewals]).sort("on", "kind", "ref", "detail").collect(engine="in-memory")
     return tuple(TimelineEvent(*row) for row in events.iter_rows())
 
 
