@@ -554,7 +554,7 @@ def verify_command(args: argparse.Namespace) -> Report:
     if report["ok"]:
         # The log proves what was written; the live outputs must still be those bytes.
         try:
-            report["files_checked"] = stages.verify_live_stages(_paths(args).customer_dir)
+            report["files_checked"] = stages.verify_live_stages(_paths(args).customer_dir, eventlog.signed_outputs(log))
         except C360Error as exc:
             report |= {"ok": False, "reason": exc.describe()}
     return report

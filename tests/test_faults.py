@@ -96,6 +96,10 @@ CASES = [
     ("switched:qbr_ACME-001", 5),
 ]
 
+# Killed after its outputs went live and before its event was signed: `verify` cannot tell those
+# outputs from a forgery (docs/governance.md), so it says so, and the rerun makes them signed.
+PUBLISHED_UNSIGNED = {"switched:qbr_ACME-001"}
+
 
 class Runner:
     """Runs c360 commands in processes forked from one pre-imported c360 process."""
@@ -213,7 +217,11 @@ def test_a_kill_at_each_write_boundary_leaves_old_or_new_and_the_next_run_repair
     killed = runner.run(project, NEW[step], failpoint)
     assert killed["signal"] == signal.SIGKILL, f"{failpoint} was never reached:\n{killed['output']}"
 
-    assert runner.ok(project, ["c360:verify"]).startswith("OK: ")
+    verdict = runner.run(project, ["c360:verify"])
+    if failpoint in PUBLISHED_UNSIGNED:
+        assert verdict["code"] == 1 and "killed between publishing it and signing it" in verdict["output"], verdict
+    else:
+        assert (verdict["code"], verdict["output"][:4]) == (0, "OK: "), verdict["output"]
     old, new = _chain_stage_hashes(before), _chain_stage_hashes(clean)
     for stage, digest in _stage_hashes(project).items():
         assert digest in (old.get(stage), new.get(stage)), f"{stage} is neither its old nor its new generation"

@@ -179,11 +179,34 @@ def test_verify_reads_every_shards_live_generations_too(tmp_path):
         _write(stages.shard_root(tmp_path, shard), {"x.txt": f"shard {shard}\n".encode(), "y.txt": b"y\n"})
     assert stages.shard_root(tmp_path, "1") == tmp_path / "shards" / "1"
     (tmp_path / "shards" / "old").mkdir()  # not a shard's folder: not read
-    assert stages.verify_live_stages(tmp_path) == 5
+    assert stages.verify_live_stages(tmp_path, {}) == 5
     edited = stages.shard_root(tmp_path, "1") / "x.txt"
     edited.resolve().write_bytes(b"edited in place\n")
     with pytest.raises(stages.IntegrityError, match=r"shards/1/stages/pack/g-[0-9a-f]{16}/x\.txt"):
-        stages.verify_live_stages(tmp_path)
+        stages.verify_live_stages(tmp_path, {})
+
+
+def test_verify_holds_live_outputs_to_what_the_log_signed(tmp_path):
+    """A generation written whole by someone else (file and manifest consistent, `live` switched
+    to it), or an older one switched back, passes the manifest check; it is caught because its
+    bytes are not the ones the latest signed event recorded, in the main log or the shard's."""
+    signed_report = _write(tmp_path, {"reports/health.json": b"signed\n", "notes.txt": b"n\n"}).hashes
+    signed_shard = _write(stages.shard_root(tmp_path, "0"), {"frames/health.parquet": b"frame\n"}).hashes
+    signed = {
+        None: {"health.json": signed_report["reports/health.json"], "view": "sha256:" + "0" * 64},
+        "0": {"health.parquet": signed_shard["frames/health.parquet"]},
+    }
+    assert stages.verify_live_stages(tmp_path, signed) == 3
+
+    _write(tmp_path, {"reports/health.json": b"forged\n", "notes.txt": b"n\n"})  # a valid generation, never signed
+    assert stages.verify_live_stages(tmp_path, {}) == 3  # the manifest alone cannot tell
+    with pytest.raises(stages.IntegrityError, match=r"reports/health\.json: .* not the health\.json the signed log"):
+        stages.verify_live_stages(tmp_path, signed)
+
+    _write(tmp_path, {"reports/health.json": b"signed\n", "notes.txt": b"n\n"})
+    _write(stages.shard_root(tmp_path, "0"), {"frames/health.parquet": b"older frame\n"})
+    with pytest.raises(stages.IntegrityError, match=r"shards/0/stages/pack/g-[0-9a-f]{16}/frames/health\.parquet"):
+        stages.verify_live_stages(tmp_path, signed)
 
 
 def test_atomic_writes_remove_only_dead_writers_temp_files(tmp_path):

@@ -27,7 +27,7 @@ import io
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -246,21 +246,25 @@ def shard_root(root: Path, shard: str) -> Path:
     return Path(root) / SHARD_ROOTS / checked_shard(shard)
 
 
-def verify_live_stages(root: Path) -> int:
+def verify_live_stages(root: Path, signed: Mapping[str | None, Mapping[str, str]]) -> int:
     """Read every file of every live generation under `root` and each shard's root, and check it
-    against its manifest.
+    against its manifest and against what the signed log recorded.
 
-    Returns the number of files checked; raises `IntegrityError` (or `STAGE_MISSING`) on the
-    first file whose bytes are not the ones its stage recorded, so a published output edited in
-    place is caught even when no later stage reads it.
+    `signed` holds, per chain (None for the main log, else the shard key), the latest signed
+    hash of each output name (`eventlog.signed_outputs`). A live file whose path is that name, or
+    ends with `/<name>`, must have that hash: a generation forged whole (file and manifest
+    rewritten, `live` switched to it) or an older one switched back is caught, not only a file
+    edited in place. Returns the number of files checked; raises `IntegrityError` (or
+    `STAGE_MISSING`) on the first file whose bytes are not the ones recorded.
     """
     shards = [folder for folder in (Path(root) / SHARD_ROOTS).glob("*") if is_shard_key(folder.name)]
-    return _verify_live_stages(root) + sum(
-        _verify_live_stages(folder) for folder in sorted(shards, key=lambda folder: int(folder.name))
+    return _verify_live_stages(root, signed.get(None, {})) + sum(
+        _verify_live_stages(folder, signed.get(folder.name, {}))
+        for folder in sorted(shards, key=lambda folder: int(folder.name))
     )
 
 
-def _verify_live_stages(root: Path) -> int:
+def _verify_live_stages(root: Path, signed: Mapping[str, str]) -> int:
     stages_dir = Path(root) / STAGES
     checked = 0
     for live in sorted(stages_dir.rglob(LIVE)):
@@ -270,6 +274,14 @@ def _verify_live_stages(root: Path) -> int:
         for path in sorted(reader.files):
             reader.read_bytes(path)
             checked += 1
+            for name, digest in signed.items():
+                if (path == name or path.endswith("/" + name)) and reader.files[path] != digest:
+                    raise IntegrityError(
+                        f"{reader.directory / path}: content hash {reader.files[path]} is not the {name} "
+                        f"the signed log recorded last ({digest}); the output was replaced after it was "
+                        f"signed, or a run was killed between publishing it and signing it. "
+                        f"Rebuild the {reader.stage} stage."
+                    )
     return checked
 
 

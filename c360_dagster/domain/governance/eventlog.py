@@ -306,6 +306,16 @@ def read_events(log_path: Path) -> list[dict[str, Any]]:
     return events
 
 
+def signed_outputs(log_path: Path) -> dict[str | None, dict[str, str]]:
+    """Per chain (None: the main log; else the shard key), each output name's hash in the latest
+    event that recorded it: what the live outputs must still be (`stages.verify_live_stages`)."""
+    chains: list[tuple[str | None, Path]] = [(None, Path(log_path)), *shard_logs(log_path).items()]
+    return {
+        chain: {name: digest for event in read_events(path) for name, digest in event["outputs"].items()}
+        for chain, path in chains
+    }
+
+
 def account_events(log_path: Path, account_shard: Callable[[int], int]) -> list[dict[str, Any]]:
     """The main log's events, then those of the account's shard chain, for `lineage`.
 
