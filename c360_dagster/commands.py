@@ -554,7 +554,15 @@ def verify_command(args: argparse.Namespace) -> Report:
     if report["ok"]:
         # The log proves what was written; the live outputs must still be those bytes.
         try:
-            report["files_checked"] = stages.verify_live_stages(_paths(args).customer_dir, eventlog.signed_outputs(log))
+            signed = eventlog.signed_outputs(log)
+            report["files_checked"] = stages.verify_live_stages(_paths(args).customer_dir, signed)
+            # The lake's rows too, in the shards the latest roll-up combined (a shrunk shard count
+            # removed the others' rows); without a roll-up, every shard chain.
+            _, heads = eventlog.latest_rollup(eventlog.read_events(log))
+            chains = {shard: outputs for shard, outputs in signed.items() if shard is not None}
+            if heads:
+                chains = {shard: outputs for shard, outputs in chains.items() if shard in heads}
+            report["lake_snapshots_checked"] = _lake(args).verify_signed(chains)
         except C360Error as exc:
             report |= {"ok": False, "reason": exc.describe()}
     return report

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -276,6 +277,18 @@ def test_verify_reads_every_live_output(project, capsys):
     # frame. Shard 0's own stages: its view (8 tables, manifest), its health frame, and its signals
     # frame, lifecycle and resolved signals, each stage with its record for the roll-up (.shard.json).
     assert json.loads(out)["files_checked"] == (9 + 10 + 2 + 2) + (9 + 1 + 3) + 3
+
+
+def test_verify_rehashes_the_lake_snapshots_the_log_signed(project, capsys):
+    code, out = verify(capsys, "--json")
+    # By hand: shard 0's chain signed one snapshot each of crm_opps, account_health, customer_signals.
+    assert code == 0 and json.loads(out)["lake_snapshots_checked"] == 3
+    with duckdb.connect("artifacts/lake/c360.duckdb") as con:
+        con.execute("UPDATE account_health SET score = 95, tier = 'green' WHERE account_id = 'STARK-008'")
+    code, out = verify(capsys)
+    assert code == 1
+    assert out.startswith("BAD ARTIFACT_CORRUPT: lake table account_health (c360.main.account_health), snapshot as_of ")
+    assert "not the sha256:" in out and "the signed log recorded when they were written" in out
 
 
 def shard_event(asset: str, shard: str) -> dict:

@@ -394,3 +394,26 @@ def test_a_wrong_lake_setting_names_the_file_and_key(tmp_path: Path, text: str, 
     with pytest.raises(ConfigError) as caught:
         open_lake(configs, tmp_path / "artifacts", CONTRACTS)
     assert str(caught.value).startswith(f"{configs / 'scale.yaml'}: ") and message in str(caught.value)
+
+
+def test_verify_signed_rehashes_each_signed_shard_snapshot(lake: Lake) -> None:
+    """The hash the writer signs (`rows_hash` of the frame written) is what a re-read of the rows gives."""
+    signed = {}
+    for shard, scores in enumerate([{"A1": 80, "A2": 40}, {"B1": 60}]):
+        frame = health(scores)
+        lake.write_snapshot("account_health", frame, D1, shard=shard, shards=2)
+        signed[str(shard)] = {lake_module.snapshot_output("account_health", D1): lake_module.rows_hash(frame)}
+    assert lake.verify_signed(signed) == 2
+    # One row of shard 1 edited behind the writer's back.
+    if isinstance(lake, DuckDBLake):
+        with duckdb.connect(str(lake.path)) as con:
+            con.execute("UPDATE account_health SET score = 95, tier = 'green' WHERE account_id = 'B1'")
+    else:
+        deltalake.DeltaTable(lake.table_uri("account_health")).update(
+            updates={"score": "95", "tier": "'green'"}, predicate="account_id = 'B1'"
+        )
+    with pytest.raises(C360Error) as caught:
+        lake.verify_signed(signed)
+    assert caught.value.code == "ARTIFACT_CORRUPT"
+    assert str(caught.value).startswith(f"lake table account_health ({lake.table_name('account_health')}), ")
+    assert "snapshot as_of 2026-07-31, shard 1:" in str(caught.value)

@@ -1,6 +1,5 @@
 """Lake tables (key prefix `lake`) in DuckDB or Delta Lake, as scale.yaml says: each write validated against its contract."""
 
-import io
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,7 +17,6 @@ from c360_dagster.defs.customer import (
 from c360_dagster.defs.resources import C360Project
 from c360_dagster.defs.shards import ONE_SHARD, run_shard
 from c360_dagster.defs.versions import source_version
-from c360_dagster.domain.core.io import sha256_bytes
 from c360_dagster.domain.governance import contracts, lake, lake_tables
 from c360_dagster.domain.governance.lake import DuckDBLake
 
@@ -55,13 +53,6 @@ LAKE_TABLES = {
 }
 
 
-def _rows_hash(frame: pl.DataFrame) -> str:
-    """The rows' content hash: sha256 of their CSV, written as bytes (no Python str of it)."""
-    buffer = io.BytesIO()
-    frame.write_csv(buffer)
-    return sha256_bytes(buffer.getvalue())
-
-
 def lake_key(table: str) -> dg.AssetKey:
     """A lake table's asset key. Dagster 1.13's graph names a node by the key's last part only
     (no display-name override), so `_table` keeps it apart from the customer asset it is made of."""
@@ -92,14 +83,14 @@ def _lake_asset(table: str, spec: LakeTable) -> dg.AssetsDefinition:
         target = project.lake
         # Hashing the rows (Polars' CSV writer, sha256) overlaps the lake compressing them.
         with ThreadPoolExecutor(max_workers=1) as pool, project.stages.writing(str(shard)):
-            rows_hash = pool.submit(_rows_hash, frame)
+            rows_hash = pool.submit(lake.rows_hash, frame)
             written = target.write_snapshot(table, frame, as_of, shard=shard, shards=count)
             project.ledger.record_event(
                 context,
                 shard=str(shard),
                 as_of=as_of.isoformat(),
                 inputs={spec.upstream.key.to_user_string(): source_hash},
-                outputs={f"{table}@{as_of.isoformat()}": rows_hash.result()},
+                outputs={lake.snapshot_output(table, as_of): rows_hash.result()},
             )
             counted = project.metrics.count("c360_lake_rows_written", written, {"table": table})
         return dg.MaterializeResult(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import io
 import json
 import re
 import time
@@ -32,6 +33,8 @@ import pyarrow as pa
 from c360_dagster.domain.core.config import SCALE_FILE, load_scale_config
 from c360_dagster.domain.core.errors import C360Error, ConfigError, ContractError
 from c360_dagster.domain.core.failpoints import failpoint
+from c360_dagster.domain.core.io import sha256_bytes
+from c360_dagster.domain.core.stages import IntegrityError
 from c360_dagster.domain.governance.contracts import load_contract, validate_frame
 
 SHOWN_VIOLATIONS = 5
@@ -49,6 +52,19 @@ ARROW_TYPES = {
 }
 # Columns of the health history (`score_histories`), as the lake stores them.
 HISTORY_COLUMNS = ["account_id", "as_of", "score", "tier", "status", "scorecard", "config_hash", "components"]
+
+
+def rows_hash(frame: pl.DataFrame) -> str:
+    """The rows' content hash, as a lake event signs it and verify recomputes it: sha256 of their
+    CSV (in the frame's row and column order), written as bytes (no Python str of it)."""
+    buffer = io.BytesIO()
+    frame.write_csv(buffer)
+    return sha256_bytes(buffer.getvalue())
+
+
+def snapshot_output(table: str, as_of: dt.date) -> str:
+    """The output name a lake event gives a table's snapshot: `<table>@<as_of>`."""
+    return f"{table}@{as_of.isoformat()}"
 
 
 @dataclass(frozen=True)
@@ -151,6 +167,34 @@ class Lake:
         for row in rows.sort("account_id", "as_of").iter_rows(named=True):
             histories[row.pop("account_id")].append({**row, "components": json.loads(row["components"])})
         return histories
+
+    def verify_signed(self, signed: Mapping[str, Mapping[str, str]]) -> int:
+        """Re-hash each snapshot the signed log names and check it against the recorded hash.
+
+        `signed` holds, per shard key, the latest signed hash of each output name
+        (`eventlog.signed_outputs`); a name `<table>@<as_of>` is that shard's rows of the table's
+        snapshot, hashed by `rows_hash` as the writer hashed them. Returns the snapshots checked;
+        raises `IntegrityError` on the first whose rows are not the ones signed (edited, added,
+        or deleted after the write).
+        """
+        checked = 0
+        for shard, outputs in sorted(signed.items(), key=lambda item: int(item[0])):
+            for name, digest in sorted(outputs.items()):
+                table, at, day = name.partition("@")
+                if not at or not TABLE_NAME.match(table):
+                    continue
+                as_of = dt.date.fromisoformat(day)
+                rows = self._read(table, as_of=as_of)
+                stored = pl.DataFrame() if rows is None else rows.filter(pl.col("shard") == int(shard)).drop(list(KEYS))
+                found = rows_hash(stored)
+                checked += 1
+                if found != digest:
+                    raise IntegrityError(
+                        f"lake table {table} ({self.table_name(table)}), snapshot as_of {day}, shard {shard}: "
+                        f"its rows hash to {found}, not the {digest} the signed log recorded when they were "
+                        "written; the rows were changed after the write. Rerun the pipeline to rewrite it."
+                    )
+        return checked
 
     def table_columns(self, table: str) -> list[tuple[str, str, str]]:
         """(name, type in this backend, description) of each column of the lake table, as its contract defines them."""
