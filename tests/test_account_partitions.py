@@ -6,6 +6,7 @@ Dagster advises at most 100k partitions per asset; a million accounts must not a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from c360_dagster import reports
 from c360_dagster.console import main
+from c360_dagster.defs.accounts import AccountInputs, account_facts
 from c360_dagster.defs.customer import (
     CHAIN_ASSETS,
     customer_360,
@@ -124,3 +126,21 @@ def test_the_cli_registers_an_account_asked_for_and_refuses_an_unknown_one(proje
     assert (project.customer / "playbooks" / "GLOBEX-002.md").exists()
     assert _registered() == sorted([*FIXTURE_ACTED_ON, "GLOBEX-002"])
     assert _c360(capsys, "c360:qbr", "--account", "GLOBEX-002", *project.args)[0] == 0
+
+
+def test_account_facts_give_no_tier_to_an_unscored_account_and_its_status_in_words():
+    """NEWCO-011 has too little data for a score: its page shows why in words, and no tier."""
+    newco = AccountInputs(
+        account={"account_id": "NEWCO-011"},
+        health={"tier": None, "score": None, "status": "insufficient_data", "lifecycle": "onboarding"},
+        signals=[],
+        renewals=[],
+        contacts=[],
+        next_renewal=None,
+    )
+    facts = account_facts(newco)
+    assert "tier" not in facts and "score" not in facts
+    assert (facts["status"].value, facts["lifecycle"].value) == ("not enough data yet", "onboarding")
+    stark = dataclasses.replace(newco, health={"tier": "red", "score": 28, "status": "scored", "lifecycle": "active"})
+    facts = account_facts(stark)
+    assert (facts["tier"].value, facts["score"].value, facts["status"].value) == ("red", 28, "scored")

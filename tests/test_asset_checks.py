@@ -78,7 +78,8 @@ def test_checks_pass_on_the_bundled_fixtures(tmp_path, instance):
     # The failing rows are a table on the check's page in the UI.
     rows = recent.metadata["failing_rows"].value
     assert "account_id" in [column.name for column in rows.schema.columns]
-    assert "SOYLENT-006" in [record.data["account_id"] for record in rows.records]
+    # Only SOYLENT should be using the product: OLDCO has churned and NEWCO-011 started 12 days ago.
+    assert [record.data["account_id"] for record in rows.records] == ["SOYLENT-006"]
 
 
 def test_warn_check_fails_with_metadata_on_crafted_input(tmp_path, instance):
@@ -123,16 +124,23 @@ def test_qbr_gates_are_checks_per_partition(tmp_path, instance):
 def test_ui_metadata_row_counts_schema_and_tier_table(tmp_path, instance):
     dg.materialize(CHAIN_ASSETS, instance=instance, resources={"project": _project(tmp_path)}, partition_key=ONE_SHARD)
     event = instance.get_latest_materialization_event(dg.AssetKey("account_health"))
-    assert event.asset_materialization.metadata["metric/c360_accounts_scored_total"].value == 12  # also in the UI
+    # Also in the UI, as a whole number: the 10 accounts scored, not NEWCO-011 or OLDCO-012 (below).
+    scored = event.asset_materialization.metadata["metric/c360_accounts_scored_total"]
+    assert isinstance(scored, dg.IntMetadataValue) and scored.value == 10
     # The roll-up describes the whole book.
     event = instance.get_latest_materialization_event(dg.AssetKey(["report", "account_health_report"]))
     metadata = event.asset_materialization.metadata
     assert metadata["dagster/row_count"].value == 12
     assert "score" in [column.name for column in metadata["dagster/column_schema"].value.columns]
     # The fixtures README: 2 red, 3 amber, 5 green; NEWCO-011 (too little data) and OLDCO-012
-    # (churned) have no tier and are counted apart, so the table still counts all 12 accounts.
+    # (churned) have no tier and are counted apart, by why, in words: the two tables count all 12.
     tiers = {record.data["tier"]: record.data["accounts"] for record in metadata["tier_distribution"].value.records}
-    assert tiers == {"red": 2, "amber": 3, "green": 5, "insufficient_data": 1, "churned": 1, "not_started": 0}
+    assert tiers == {"red": 2, "amber": 3, "green": 5}
+    unscored = {
+        record.data["not scored because"]: record.data["accounts"]
+        for record in metadata["unscored_accounts"].value.records
+    }
+    assert unscored == {"not enough data yet": 1, "churned": 1, "not started": 0}
     lifecycle = {
         record.data["lifecycle"]: record.data["accounts"] for record in metadata["lifecycle_distribution"].value.records
     }

@@ -353,18 +353,12 @@ def test_warn_checks(small_dir: Path) -> None:
     )
     checks = _checks(crafted)
     found = {name: (c.passed, c.count, c.sample) for name, c in checks.items() if c.severity == "WARN"}
-    # as_of 2024-07-10: recent usage must end after 2024-06-12; BETA's last window ended 06-09.
+    # BETA (its only subscription churned) and GAMMA (no subscription) are not expected to use the
+    # product, so their missing recent usage is no finding (test_recent_usage_expected_only_from_live_accounts).
     assert found == {
         "has_subscription": (False, 1, [{"account_id": "GAMMA-003"}]),
         "has_active_subscription": (False, 1, [{"account_id": "BETA-002"}]),
-        "has_recent_usage": (
-            False,
-            2,
-            [
-                {"account_id": "BETA-002", "last_window_end": "2024-06-09"},
-                {"account_id": "GAMMA-003", "last_window_end": None},
-            ],
-        ),
+        "has_recent_usage": (True, 0, []),
         "active_renewals_not_past": (
             False,
             1,
@@ -377,3 +371,41 @@ def test_warn_checks(small_dir: Path) -> None:
         ),
     }
     assert all(c.severity == "WARN" for name, c in checks.items() if name in found)
+
+
+def test_recent_usage_expected_only_from_live_accounts(small_dir: Path) -> None:
+    """Usage is expected from accounts with an active subscription whose first one started at least
+    RECENT_USAGE_DAYS before as_of: not from churned, not-started or brand-new accounts."""
+    view = read_customer_360(small_dir)
+    new = view.accounts.filter(pl.col("account_id") == "BETA-002").with_columns(account_id=pl.lit("NEW-003"))
+    churned = view.accounts.filter(pl.col("account_id") == "BETA-002").with_columns(account_id=pl.lit("OLD-004"))
+    beta_sub = view.subs.filter(pl.col("subscription_id") == "S-2")
+    subs = pl.concat(
+        [
+            view.subs,
+            # 27 days before as_of 2024-07-10: one day short of the 28-day window.
+            beta_sub.with_columns(
+                subscription_id=pl.lit("S-3"), account_id=pl.lit("NEW-003"), start_date=dt.date(2024, 6, 13)
+            ),
+            beta_sub.with_columns(
+                subscription_id=pl.lit("S-4"), account_id=pl.lit("OLD-004"), status=pl.lit("churned")
+            ),
+        ]
+    )
+    crafted = dataclasses.replace(
+        _with(view, accounts=pl.concat([view.accounts, new, churned]), subs=subs), as_of=dt.date(2024, 7, 10)
+    )
+    check = _checks(crafted)["has_recent_usage"]
+    # as_of 2024-07-10: recent usage must end after 2024-06-12; BETA (live since 2024-03-01) last used 06-09.
+    assert (check.passed, check.count, check.sample) == (
+        False,
+        1,
+        [{"account_id": "BETA-002", "last_window_end": "2024-06-09"}],
+    )
+    assert "left out" in check.description and "churned" in check.description
+    # A day older, the new account is expected to have used the product too.
+    subs = subs.with_columns(
+        start_date=pl.when(pl.col("subscription_id") == "S-3").then(dt.date(2024, 6, 12)).otherwise("start_date")
+    )
+    check = _checks(dataclasses.replace(crafted, tables={**crafted.tables, "subs": subs}))["has_recent_usage"]
+    assert [row["account_id"] for row in check.sample] == ["BETA-002", "NEW-003"]

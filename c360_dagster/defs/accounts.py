@@ -98,14 +98,16 @@ class RunInputs:
 
 
 def account_facts(one: AccountInputs) -> dict[str, dg.MetadataValue]:
-    """The account's own headline facts for its partition's materialization: tier, score (or
-    why there is none: its status and lifecycle state) and next renewal date."""
+    """The account's own headline facts for its partition's materialization: tier and score (or,
+    for an unscored account, why there is none: its status in words), lifecycle state and next
+    renewal date."""
     record = one.health
     facts: dict[str, dg.MetadataValue] = {
-        "tier": dg.MetadataValue.text(record["tier"] or "none"),
-        "status": dg.MetadataValue.text(record["status"]),
+        "status": dg.MetadataValue.text(health.STATUS_WORDS[record["status"]]),
         "next_renewal": dg.MetadataValue.text(one.next_renewal.isoformat() if one.next_renewal else "none"),
     }
+    if record["tier"] is not None:  # only a scored account has a tier and score
+        facts["tier"] = dg.MetadataValue.text(record["tier"])
     if record["score"] is not None:
         facts["score"] = dg.MetadataValue.int(record["score"])
     if record.get("lifecycle"):

@@ -200,7 +200,7 @@ def account_health(
             config_hash=health_config.config_hash,
             extra={"overrides": list(outcome.applied)} if outcome.applied else None,
         )
-        counted = project.metrics.count("c360_accounts_scored", frame.height)
+        counted = project.metrics.count("c360_accounts_scored", frame.filter(pl.col("status") == health.SCORED).height)
     return dg.MaterializeResult(
         metadata={
             **counted,
@@ -592,9 +592,11 @@ def health_report(
         metadata={
             **_frame_metadata(schema, header_frame.height, json_path),
             "as_of": outputs.as_of,
-            # Every account once: the tiers of scored accounts, then the unscored ones by status.
-            "tier_distribution": _count_table(
-                "tier", {**summary["tiers"], **{s: n for s, n in summary["status"].items() if s != health.SCORED}}
+            # Tiers are of scored accounts only; the accounts without a score are counted apart, by why.
+            "tier_distribution": _count_table("tier", summary["tiers"]),
+            "unscored_accounts": _count_table(
+                "not scored because",
+                {health.STATUS_WORDS[s]: n for s, n in summary["status"].items() if s != health.SCORED},
             ),
             "lifecycle_distribution": _count_table("lifecycle", summary["lifecycle"]),
             "summary": dg.MetadataValue.json(summary),

@@ -197,9 +197,12 @@ class Metrics:
 
     path: Path
 
-    def count(self, name: str, value: float = 1, labels: dict[str, str] | None = None) -> dict[str, float]:
-        """Add to a declared Prometheus counter; return `{"metric/<name>_total": new total}` for the asset's metadata."""
-        return {f"metric/{name}_total": metrics.increment(self.path, name, value, labels)}
+    def count(self, name: str, value: int = 1, labels: dict[str, str] | None = None) -> dict[str, dg.IntMetadataValue]:
+        """Add to a declared Prometheus counter; return `{"metric/<name>_total": new total}` for the asset's metadata.
+
+        Every counter counts things, so its total shows as a whole number (Prometheus stores a float).
+        """
+        return {f"metric/{name}_total": dg.MetadataValue.int(int(metrics.increment(self.path, name, value, labels)))}
 
 
 def _own_partition(context: dg.AssetExecutionContext) -> str | None:

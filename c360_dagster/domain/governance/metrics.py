@@ -34,7 +34,9 @@ class Counter:
 # Names as exposed, without the `_total` every counter's sample gets.
 COUNTERS = {
     "c360_accounts_loaded": Counter("Accounts loaded into the Customer 360 view."),
-    "c360_accounts_scored": Counter("Accounts whose health score was computed."),
+    "c360_accounts_scored": Counter(
+        "Accounts given a health score (not churned, not-started or not-enough-data ones)."
+    ),
     "c360_lake_rows_written": Counter("Rows written to a lake table.", ("table",)),
     "c360_qbr_packs_generated": Counter("QBR packs generated."),
 }

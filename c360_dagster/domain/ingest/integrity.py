@@ -39,7 +39,13 @@ CHECKS: tuple[tuple[str, Severity, str], ...] = (
     ("values_in_range", "ERROR", "Required values are present, in range, in their allowed set and well formed."),
     ("has_subscription", "WARN", "Every account has at least one subscription."),
     ("has_active_subscription", "WARN", "Every account with subscriptions has an active one."),
-    ("has_recent_usage", "WARN", f"Every account has usage in the {RECENT_USAGE_DAYS} days up to as_of."),
+    (
+        "has_recent_usage",
+        "WARN",
+        f"Every account that should be using the product has usage in the {RECENT_USAGE_DAYS} days up to"
+        f" as_of; left out: accounts without an active subscription (churned or not started) and accounts"
+        f" whose first subscription started fewer than {RECENT_USAGE_DAYS} days before as_of (too new).",
+    ),
     ("active_renewals_not_past", "WARN", "No active subscription has its renewal date before as_of."),
     ("invoice_currency_matches", "WARN", "An invoice's currency is its subscription's currency."),
 )
@@ -238,6 +244,14 @@ def _warn_offenders(view: Customer360) -> dict[str, pl.DataFrame]:
     subs, usage = view.subs, view.usage
     recent_from = view.as_of - dt.timedelta(days=RECENT_USAGE_DAYS)
     active_accounts = subs.filter(pl.col("status") == "active").select("account_id").unique()
+    # Usage is expected only from a live customer that has had the whole window to use the product.
+    expecting_usage = (
+        subs.group_by("account_id")
+        .agg(first_start=pl.col("start_date").min())
+        .filter(pl.col("first_start") <= recent_from)
+        .join(active_accounts, on="account_id", how="semi")
+        .select("account_id")
+    )
     recent = usage.filter((pl.col("window_end") > recent_from) & (pl.col("window_start") <= view.as_of))
     last_usage = usage.group_by("account_id").agg(last_window_end=pl.col("window_end").max())
     sub_currency = subs.select("subscription_id", subscription_currency="currency")
@@ -246,7 +260,7 @@ def _warn_offenders(view: Customer360) -> dict[str, pl.DataFrame]:
         "has_active_subscription": accounts.join(subs, on="account_id", how="semi")
         .join(active_accounts, on="account_id", how="anti")
         .sort("account_id"),
-        "has_recent_usage": accounts.join(recent, on="account_id", how="anti")
+        "has_recent_usage": expecting_usage.join(recent, on="account_id", how="anti")
         .join(last_usage, on="account_id", how="left")
         .sort("account_id"),
         "active_renewals_not_past": subs.filter(

@@ -42,6 +42,13 @@ TIERS = ("red", "amber", "green")
 SCORED, INSUFFICIENT_DATA = "scored", "insufficient_data"
 # Only `scored` has a score and tier; churned and not_started come from the account lifecycle.
 STATUSES = (SCORED, INSUFFICIENT_DATA, CHURNED, NOT_STARTED)
+# Each status in words, for people (the codes stay in the data).
+STATUS_WORDS = {
+    SCORED: "scored",
+    INSUFFICIENT_DATA: "not enough data yet",
+    CHURNED: "churned",
+    NOT_STARTED: "not started",
+}
 WINDOW_KEYS = ("usage_days", "support_days", "credits_days", "nps_trend_days")
 THRESHOLD_KEYS: dict[str, tuple[str, ...]] = {
     "adoption": ("utilisation_floor_pct", "utilisation_target_pct"),
