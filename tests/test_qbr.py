@@ -955,6 +955,44 @@ def test_the_review_deck_holds_the_numbers_for_the_account_team():
     assert f"Internal, for the account team only · {NAME_ON_SLIDE} · 30 Jun 2024" in texts
 
 
+def test_an_account_without_a_score_shows_no_weights_or_points_and_says_why_once(tmp_path):
+    # As scoring writes it: an account without a score has null weights and points (not 0).
+    unscored = {
+        **HEALTH,
+        "score": None,
+        "tier": None,
+        "status": "insufficient_data",
+        "lifecycle": "onboarding",
+        "components": {
+            "adoption": _component(55.0, None, None, {"active_ratio": 0.5}),
+            "support": _component(None, None, None, reason="no cases in the window"),
+        },
+    }
+    ctx = _ctx(health=unscored)
+    assert [(c.weight, c.points) for c in ctx.components] == [(None, None), (None, None)]
+    prs = Presentation(io.BytesIO(qbr_pptx.render_pptx(ctx, audience=qbr_deck.REVIEW)))
+    scorecard = prs.slides[REVIEW_TITLES.index("Health Scorecard")]
+    assert [row[1:4] for row in _table_rows(scorecard)[1:]] == [["55", "—", "—"], ["n/a", "—", "—"]]
+    texts = "\n".join(_deck_texts(qbr_pptx.render_pptx(ctx, audience=qbr_deck.REVIEW)))
+    assert texts.count("Without a score no component is weighed: no weights or points.") == 1
+    qbr.write_qbr_pack(ctx, tmp_path)
+    review = (tmp_path / "review_ACME-001.md").read_text(encoding="utf-8")
+    assert "| Adoption | 55 | — | — |" in review and "| Support Experience | n/a | — | — |" in review
+    assert review.count("no component is weighed") == 1
+    assert "its weight moves to the others" not in review and "points add up to the health score" not in review
+    # A scored account keeps its weights and points, 0 included (a missing component's weight moved away).
+    scored = (tmp_path / "scored").joinpath
+    qbr.write_qbr_pack(_ctx(), tmp_path / "scored")
+    review = scored("review_ACME-001.md").read_text(encoding="utf-8")
+    assert "| Adoption | 55 | 0.3 | 16.5 |" in review and "| Support Experience | n/a | 0 | 0 |" in review
+    assert "no component is weighed" not in review
+
+
+def test_billing_without_a_measured_overdue_count_claims_nothing_about_invoices():
+    unmeasured = qbr.Component("commercial", 80.0, 0.3, 24.0, None, "", {})
+    assert qbr_deck.component_phrase(unmeasured, _ctx()) == "Billing and Contract"
+
+
 def test_formats_for_people():
     assert [
         qbr_deck.fmt_date(D(2026, 11, 15)),

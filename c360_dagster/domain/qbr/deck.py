@@ -495,7 +495,9 @@ def component_phrase(component: Component, ctx: QbrContext) -> str:
     label = component_label(component.name)
     measured = component.measured
     if component.name == "commercial":
-        overdue = measured.get("overdue_invoices") or 0
+        overdue = measured.get("overdue_invoices")
+        if overdue is None:  # not measured: claim neither an overdue invoice nor none
+            return label
         if overdue:
             invoices = "1 invoice is" if overdue == 1 else f"{fmt_count(overdue)} invoices are"
             return f"{label}: {invoices} open past the due date on {fmt_date(ctx.as_of)}"
@@ -885,6 +887,9 @@ def change_phrase(ctx: QbrContext) -> str:
     return f"{direction} since {fmt_date(ctx.previous.as_of)}"
 
 
+NOT_WEIGHED = "—"  # a weight or points cell of an account without a score
+
+
 def score_phrase(ctx: QbrContext) -> str:
     if ctx.score is None or ctx.status != "scored":
         reason = "churned" if ctx.status == "churned" else "not enough data yet"
@@ -953,20 +958,26 @@ def _review_summary(ctx: QbrContext) -> Slide:
     return Slide("Summary", bullets=tuple(bullets), more_in=None)
 
 
+def fmt_weighed(value: float | None) -> str:
+    """A weight or points, or a dash on an account without a score (nothing is weighed)."""
+    return NOT_WEIGHED if value is None else fmt_one(value)
+
+
 def _review_scorecard(ctx: QbrContext) -> Slide:
     rows = tuple(
         (
             component_label(c.name),
             "n/a" if c.score is None else fmt_one(c.score),
-            fmt_one(c.weight),
-            fmt_one(c.points),
+            fmt_weighed(c.weight),
+            fmt_weighed(c.points),
             component_finding(c, ctx),
         )
         for c in ctx.components
     )
+    unweighed = "" if ctx.scored else " Without a score no component is weighed: no weights or points."
     return Slide(
         "Health Scorecard",
-        lead=f"Health {score_phrase(ctx)}; {change_phrase(ctx)}.",
+        lead=f"Health {score_phrase(ctx)}; {change_phrase(ctx)}.{unweighed}",
         table=Table(("Component", "Score", "Weight", "Points", "What Was Measured"), rows, (2.0, 0.8, 0.8, 0.8, 5.2)),
         more_in=None,
     )
@@ -1047,6 +1058,8 @@ FORMATS = SimpleNamespace(
     standing=standing_phrase,
     change=change_phrase,
     finding=component_finding,
+    weighed=fmt_weighed,
+    not_weighed=NOT_WEIGHED,
     component_label=component_label,
     signal_kind=signal_kind,
 )

@@ -48,8 +48,8 @@ class QbrSettings:
 class Component:
     name: str
     score: float | None  # None when the component could not be measured
-    weight: float
-    points: float
+    weight: float | None  # None when the account has no score: nothing is weighed
+    points: float | None
     reason: str | None
     evidence: str
     measured: Mapping[str, Any]  # the evidence's values, for phrases in words
@@ -252,6 +252,10 @@ class QbrContext:
         measured yet is neither a strength nor a focus: the deck says it is not measured)."""
         at = self.settings.strength_at
         return tuple(c for c in self.components if c.score is not None and (c.score < at or c.concern))
+
+    @property
+    def scored(self) -> bool:
+        return self.status == "scored" and self.score is not None
 
     @property
     def unavailable(self) -> tuple[Component, ...]:

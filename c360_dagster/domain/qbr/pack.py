@@ -351,6 +351,8 @@ def _score_history(
 
 def _components(health: Mapping[str, Any], include_contacts: bool) -> tuple[Component, ...]:
     parts = health.get("components", {})
+    # Without a score nothing is weighed: no weights or points (never a made-up 0).
+    scored = health.get("status", "scored") == "scored" and health.get("score") is not None
     ordered = [name for name in COMPONENTS if name in parts] + sorted(set(parts) - set(COMPONENTS))
     result = []
     for name in ordered:
@@ -360,8 +362,8 @@ def _components(health: Mapping[str, Any], include_contacts: bool) -> tuple[Comp
             Component(
                 name=name,
                 score=round(float(part["score"]), 2) if available else None,
-                weight=round(float(part.get("weight") or 0.0), 2),
-                points=round(float(part.get("points") or 0.0), 2),
+                weight=round(float(part["weight"]), 2) if scored else None,
+                points=round(float(part["points"]), 2) if scored else None,
                 reason=None if available else (part.get("reason") or "not measured"),
                 evidence=_evidence_phrase(part.get("evidence") or {}, include_contacts),
                 measured=_as_mapping(part.get("evidence")) or {},
