@@ -1058,7 +1058,6 @@ FORMATS = SimpleNamespace(
     standing=standing_phrase,
     change=change_phrase,
     finding=component_finding,
-    weighed=fmt_weighed,
     not_weighed=NOT_WEIGHED,
     component_label=component_label,
     signal_kind=signal_kind,
