@@ -111,13 +111,16 @@ SLOWEST_FIRST = (
 # writes is fsynced and Dagster commits each event to SQLite; on a disk that waiting was about 40%
 # of a chain run's wall time (docs/performance.md, "The test suite's wall time").
 RAM_DISK = Path("/dev/shm")
+RAM_DISK_FREE = 2 << 30  # a whole run keeps about 300 MB there; a container's default 64 MB /dev/shm is too small
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """TMPDIR on the RAM disk unless TMPDIR or --basetemp is set, or the machine has none. Set in
     the controller before it makes its base folder; xdist's workers and every process a test starts
-    inherit it."""
+    inherit it. Not when the RAM disk has less than 2 GiB free."""
     if "TMPDIR" in os.environ or config.option.basetemp or not os.access(RAM_DISK, os.W_OK):
+        return
+    if shutil.disk_usage(RAM_DISK).free < RAM_DISK_FREE:
         return
     os.environ["TMPDIR"] = str(RAM_DISK)
     tempfile.tempdir = None  # tempfile.gettempdir() reads TMPDIR again
