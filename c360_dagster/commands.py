@@ -203,7 +203,8 @@ def _render_health(report: Report) -> str:
         return reports.text(_render_compare(report))
     if "explanation" in report:
         return reports.text(warnings + [report["explanation"]])
-    lines = warnings + [f"Health scored for {report['accounts']} accounts (as_of {report['as_of']})"]
+    scored = sum(report["tiers"].values())  # the accounts with a score; the rest are counted apart by status
+    lines = warnings + [f"Health of {report['accounts']} accounts: {scored} scored (as_of {report['as_of']})"]
     lines.append("Tiers: " + reports.tier_counts(report))
     lines.append("Scores of scored accounts: " + ", ".join(f"{k} {v}" for k, v in sorted(report["score"].items())))
     return _with_footer(lines, report, [report["out"]])

@@ -52,7 +52,7 @@ def test_stage_summaries_come_from_the_run_not_the_documents(project, capsys, do
     # The figures the README's demo shows for the fixtures (tests/test_readme.py keeps the whole text).
     assert "  enterprise   USD 1,350,000  (4 subscriptions)\n" in loaded
     assert (
-        "Health scored for 12 accounts (as_of 2026-09-27)\nTiers: amber 3, green 5, red 2; no score: churned 1, insufficient data 1\n"
+        "Health of 12 accounts: 10 scored (as_of 2026-09-27)\nTiers: amber 3, green 5, red 2; no score: churned 1, insufficient data 1\n"
         in scored
     )
     assert "Scores of scored accounts: max 100, mean 73.7, median 76.0, min 28\n" in scored
