@@ -51,8 +51,9 @@ CATALOG = {
 # The input files, external assets upstream of customer_360 (INPUTS.md's entities).
 INPUT_FILES = ["accounts", "contacts", "subs", "usage", "cases", "nps", "invoices", "crm_opps"]
 # The integrity checks of domain/ingest/integrity.py and their outcome on the bundled fixtures, by hand
-# from fixtures/customer/README.md: OLDCO-012 has no active subscription and SOYLENT-006,
-# NEWCO-011 and OLDCO-012 have no recent usage, so those two WARN checks fail.
+# from fixtures/customer/README.md: OLDCO-012 has no active subscription, and SOYLENT-006 is the one
+# live account past its first 28 days without recent usage (NEWCO-011 is too new, OLDCO-012
+# churned: both left out), so those two WARN checks fail.
 CUSTOMER_360_CHECKS = {
     "unique_ids": "Succeeded",
     "references_resolve": "Succeeded",
@@ -319,9 +320,11 @@ def test_a_failing_check_shows_its_failing_rows_as_a_table(ui):
     page = ui.page
     page.goto(f"{ui.base_url}/assets/customer_360?view=checks&checkDetail=has_recent_usage")
     expect(page.get_by_text("failing_rows", exact=True)).to_be_visible()
-    # By hand from fixtures/customer/README.md: the three accounts without usage in 28 days.
-    for account_id in ("NEWCO-011", "OLDCO-012", "SOYLENT-006"):
-        expect(page.locator("table td", has_text=account_id).first).to_be_visible()
+    # By hand from fixtures/customer/README.md: SOYLENT-006, live and past its first 28 days, has no
+    # usage in the last 28; NEWCO-011 (too new) and OLDCO-012 (churned) are left out.
+    expect(page.locator("table td", has_text="SOYLENT-006").first).to_be_visible()
+    for account_id in ("NEWCO-011", "OLDCO-012"):
+        expect(page.locator("table td", has_text=account_id)).to_have_count(0)
     page.screenshot(path=ui.screenshots / "failing_check.png")
 
 
