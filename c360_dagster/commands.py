@@ -559,10 +559,12 @@ def verify_command(args: argparse.Namespace) -> Report:
             report["files_checked"] = stages.verify_live_stages(_paths(args).customer_dir, signed)
             # The lake's rows too, in the shards the latest roll-up combined (a shrunk shard count
             # removed the others' rows); without a roll-up, every shard chain.
-            _, heads = eventlog.latest_rollup(eventlog.read_events(log))
-            chains = {shard: outputs for shard, outputs in signed.items() if shard is not None}
-            if heads:
-                chains = {shard: outputs for shard, outputs in chains.items() if shard in heads}
+            rolled_up = {shard for shard, chain in ledger.shards.items() if chain.rolled_up is not None}
+            chains = {
+                shard: outputs
+                for shard, outputs in signed.items()
+                if shard is not None and (not rolled_up or shard in rolled_up)
+            }
             report["lake_snapshots_checked"] = _lake(args).verify_signed(chains)
         except C360Error as exc:
             report |= {"ok": False, "reason": exc.describe()}

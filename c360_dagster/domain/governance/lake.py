@@ -177,15 +177,17 @@ class Lake:
         raises `IntegrityError` on the first whose rows are not the ones signed (edited, added,
         or deleted after the write).
         """
-        checked = 0
-        for shard, outputs in sorted(signed.items(), key=lambda item: int(item[0])):
-            for name, digest in sorted(outputs.items()):
+        snapshots: dict[tuple[str, str], list[tuple[int, str]]] = {}  # (table, as_of) -> (shard, hash)
+        for shard_key, outputs in signed.items():
+            for name, digest in outputs.items():
                 table, at, day = name.partition("@")
-                if not at or not TABLE_NAME.match(table):
-                    continue
-                as_of = dt.date.fromisoformat(day)
-                rows = self._read(table, as_of=as_of)
-                stored = pl.DataFrame() if rows is None else rows.filter(pl.col("shard") == int(shard)).drop(list(KEYS))
+                if at and TABLE_NAME.match(table):
+                    snapshots.setdefault((table, day), []).append((int(shard_key), digest))
+        checked = 0
+        for (table, day), shards in sorted(snapshots.items()):
+            rows = self._read(table, as_of=dt.date.fromisoformat(day))  # every shard's rows, read once
+            for shard, digest in sorted(shards):
+                stored = pl.DataFrame() if rows is None else rows.filter(pl.col("shard") == shard).drop(list(KEYS))
                 found = rows_hash(stored)
                 checked += 1
                 if found != digest:

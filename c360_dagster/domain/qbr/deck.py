@@ -18,6 +18,7 @@ from typing import Any
 from c360_dagster.domain.core.text import format_amount, visible_text
 from c360_dagster.domain.qbr.layout import Font, truncate, wrap
 from c360_dagster.domain.qbr.models import Component, QbrContext, WeekPoint
+from c360_dagster.domain.scoring.health import INSUFFICIENT_DATA, SCORED, STATUS_WORDS
 
 CUSTOMER, REVIEW = "customer", "review"
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -664,13 +665,12 @@ def component_finding(component: Component, ctx: QbrContext) -> str:
 
 
 def _health_in_words(ctx: QbrContext) -> Slide:
-    scored = ctx.status == "scored" and ctx.score is not None
     lead = None
-    if not scored:
+    if not ctx.scored:
         so_far = "this is what we can measure so far" if ctx.strengths or ctx.focus_areas else "nothing is measured yet"
         lead = f"Not enough data yet for a full picture: {so_far}."
     if ctx.settings.show_health_score:
-        lead = f"Health score {ctx.score} of {ctx.total}." if scored else "Health score: not enough data yet."
+        lead = f"Health score {ctx.score} of {ctx.total}." if ctx.scored else "Health score: not enough data yet."
     if not ctx.strengths and not ctx.focus_areas:  # nothing measured: say what is missing, praise nothing
         missing = Column("Not Measured Yet", tuple(component_label(c.name) for c in ctx.unavailable))
         return Slide("How Things Are Going", lead=lead, columns=(missing, Column(FOCUS, (TOO_EARLY,))))
@@ -890,10 +890,14 @@ def change_phrase(ctx: QbrContext) -> str:
 NOT_WEIGHED = "—"  # a weight or points cell of an account without a score
 
 
+def unscored_reason(ctx: QbrContext) -> str:
+    """Why an account has no score, in words (`churned`, `not enough data yet`)."""
+    return STATUS_WORDS[INSUFFICIENT_DATA if ctx.status == SCORED else ctx.status]
+
+
 def score_phrase(ctx: QbrContext) -> str:
-    if ctx.score is None or ctx.status != "scored":
-        reason = "churned" if ctx.status == "churned" else "not enough data yet"
-        return f"no score ({reason})"
+    if not ctx.scored:
+        return f"no score ({unscored_reason(ctx)})"
     return f"{ctx.score}/{ctx.total}, {ctx.tier}"
 
 
@@ -918,11 +922,10 @@ def standing_phrase(ctx: QbrContext) -> str:
     """The account's lifecycle and how it was scored, in words: `Active customer, scored with the
     default scorecard`."""
     lifecycle = LIFECYCLE_WORDS.get(ctx.lifecycle or "", fmt_label(ctx.lifecycle or "")) if ctx.lifecycle else None
-    if ctx.status == "scored":
+    if ctx.scored:
         scoring = f"scored with {scorecard_phrase(ctx.scorecard)}"
     else:
-        why = "churned" if ctx.status == "churned" else "not enough data yet"
-        scoring = f"not scored ({why}; {scorecard_phrase(ctx.scorecard)} applies)"
+        scoring = f"not scored ({unscored_reason(ctx)}; {scorecard_phrase(ctx.scorecard)} applies)"
     return f"{lifecycle}, {scoring}" if lifecycle else scoring[:1].upper() + scoring[1:]
 
 
