@@ -17,7 +17,7 @@ from c360_dagster.domain.core.errors import C360Error, os_fault
 from c360_dagster.domain.core.io import canonical_json
 from c360_dagster.domain.core.text import visible_text
 from c360_dagster.registry import COMMANDS
-from c360_dagster.runner import collector_off_for_start_up
+from c360_dagster.runner import short_lived_start_up
 
 
 def _project_args(parser: argparse.ArgumentParser) -> None:
@@ -65,15 +65,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def script() -> NoReturn:
-    """The `c360` program (`c360 ...`, `python -m c360_dagster.console ...`): main(), with
-    Python's cyclic garbage collector set for a short-lived process.
+    """The `c360` program (`c360 ...`, `python -m c360_dagster.console ...`): main(), started
+    as a short-lived process (`runner.short_lived_start_up`).
 
-    It is off while start-up builds Dagster's modules, the asset graph and the instance, and on
-    from the first run (`runner.collector_off_for_start_up`). The exit would scan every object
-    once more, about a second of CPU; freezing them at the end skips that last scan. Both costs
-    are measured in docs/performance.md.
+    Python's cyclic garbage collector is off while start-up builds Dagster's modules, the asset
+    graph and the instance, and on from the first run; the parts of Dagster a command never uses
+    are not imported (`deferred_imports`). The exit would scan every object once more, about a
+    second of CPU; freezing them at the end skips that last scan. These costs are measured in
+    docs/performance.md.
     """
-    collector_off_for_start_up()
+    short_lived_start_up()
     code = main()
     gc.freeze()
     sys.exit(code)

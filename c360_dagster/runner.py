@@ -11,6 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from c360_dagster import deferred_imports
 from c360_dagster.domain.core.errors import C360Error
 from c360_dagster.domain.core.paths import ProjectPaths
 from c360_dagster.instance import ensure_dagster_home
@@ -32,6 +33,14 @@ def collector_off_for_start_up() -> None:
     """
     gc.set_threshold(GC_THRESHOLD)
     gc.disable()
+
+
+def short_lived_start_up() -> None:
+    """The start-up of a short-lived c360 process (the `c360` program, a worker that runs shards
+    or batches): the collector off until its first run, and the parts of Dagster it never uses
+    left unimported (`deferred_imports`)."""
+    collector_off_for_start_up()
+    deferred_imports.install()
 
 
 def _collector_on_for_runs() -> None:
@@ -301,7 +310,7 @@ def _in_workers(function, calls: Sequence[tuple], workers: int) -> list:
         return [function(*args) for args in calls]
     spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked Dagster state
     with ProcessPoolExecutor(
-        max_workers=min(workers, len(calls)), mp_context=spawn, initializer=collector_off_for_start_up
+        max_workers=min(workers, len(calls)), mp_context=spawn, initializer=short_lived_start_up
     ) as pool:
         return list(pool.map(function, *zip(*calls, strict=True)))
 

@@ -1,4 +1,5 @@
-"""The `c360` program's start-up: the collector settings `console.script` gives a short-lived process."""
+"""The `c360` program's start-up: the collector settings `console.script` gives a short-lived
+process, and the parts of Dagster it leaves unimported (`deferred_imports`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from c360_dagster import console
+from c360_dagster import console, deferred_imports
 from c360_dagster.runner import GC_THRESHOLD, _in_workers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,6 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_the_program_is_script_its_collector_is_off_for_start_up_and_it_freezes_before_exit(monkeypatch):
     """`c360` runs console.script: no collection while start-up builds, and none of everything at exit."""
+    # script() installs the deferred imports in this process: undone after the test.
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    for name in deferred_imports.NOT_IMPORTED:
+        monkeypatch.setitem(sys.modules, name, sys.modules.get(name))
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
     assert scripts["c360"] == "c360_dagster.console:script"
 
@@ -68,15 +73,17 @@ def test_a_process_that_keeps_its_collector_on_is_left_as_it_is(ran_project):
     assert gc.get_freeze_count() == 0
 
 
-def test_worker_processes_start_with_the_collector_off_and_the_same_threshold():
+def test_worker_processes_start_with_the_collector_off_the_same_threshold_and_the_deferred_imports():
     """The spawned processes that run shards and QBR batches import Dagster too."""
-    assert _in_workers(_collector, [(1,), (2,)], workers=2) == [(False, GC_THRESHOLD), (False, GC_THRESHOLD)]
+    started = (False, GC_THRESHOLD, True)
+    assert _in_workers(_start_up, [(1,), (2,)], workers=2) == [started, started]
     assert gc.isenabled()  # this process keeps Python's defaults
     assert gc.get_threshold()[0] != GC_THRESHOLD
 
 
-def _collector(_call: int) -> tuple[bool, int]:
-    return gc.isenabled(), gc.get_threshold()[0]
+def _start_up(_call: int) -> tuple[bool, int, bool]:
+    deferring = deferred_imports._DEFERRING in sys.meta_path
+    return gc.isenabled(), gc.get_threshold()[0], deferring
 
 
 def test_a_stage_command_imports_no_library_its_run_does_not_use(ran_project):
@@ -88,3 +95,53 @@ def test_a_stage_command_imports_no_library_its_run_does_not_use(ran_project):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.splitlines()[-1] == "0 []"
+
+
+# Modules only `dagster._daemon`'s __init__ (its daemons, their structlog and rich) and Mako's
+# Pygments plugin import, and how many modules a `c360:health` run imports at most (1770 with
+# them left out, 1910 without; docs/performance.md, "Start-up, round 6").
+NEVER_IMPORTED = ("dagster._daemon.controller", "dagster._daemon.backfill", "structlog", "rich", "pygments")
+MAX_MODULES = 1800
+
+
+def test_the_program_runs_a_stage_without_dagsters_daemons_or_pygments(ran_project):
+    """`c360 c360:health` as the program runs it: its run stores in Dagster's run storage, which
+    imports `dagster._daemon.types` only, and its output is the same."""
+    expected = io.StringIO()
+    with contextlib.redirect_stdout(expected):
+        assert console.main(["c360:health", "--quiet"]) == 0
+    code = (
+        "import atexit, sys\n"
+        "def seen():\n"
+        f"    print(sorted(m for m in {NEVER_IMPORTED!r} if sys.modules.get(m)), len(sys.modules), "
+        "'dagster._daemon.types' in sys.modules, file=sys.stderr)\n"
+        "atexit.register(seen)\n"
+        "sys.argv = ['c360', 'c360:health', '--quiet']\n"
+        "from c360_dagster.console import script\n"
+        "script()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout == expected.getvalue()
+    imported, modules, storage_type = done.stderr.split("] ")[0] + "]", *done.stderr.split("] ")[1].split()
+    assert imported == "[]"
+    assert storage_type == "True"
+    assert int(modules) < MAX_MODULES
+
+
+def test_a_deferred_package_runs_its_init_when_a_name_of_it_is_asked():
+    """`from dagster._daemon import X` (Dagster's daemon, `dagster dev`) still finds X; Mako still
+    formats its errors, without Pygments."""
+    code = (
+        "import sys\n"
+        "from c360_dagster import deferred_imports\n"
+        "deferred_imports.install()\n"
+        "import dagster._daemon.types\n"
+        "before = 'dagster._daemon.controller' in sys.modules\n"
+        "import mako.exceptions\n"
+        "pygments = 'pygments' in sys.modules\n"
+        "from dagster._daemon import DagsterDaemonController\n"
+        "from dagster._daemon.controller import DagsterDaemonController as controller\n"
+        "print(before, DagsterDaemonController is controller, mako.exceptions.pygments_html_formatter, pygments)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "True", "None", "False"]
