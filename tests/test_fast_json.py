@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import threading
 from pathlib import Path
 
 import polars as pl
@@ -13,11 +14,13 @@ import pytest
 from c360_dagster.domain.core import json_text
 from c360_dagster.domain.core.io import (
     canonical_json,
+    sink_chunks,
     write_chunks_atomic,
     write_json_stream,
     write_json_stream_text,
 )
 from c360_dagster.domain.ingest.loader import read_customer_360
+from c360_dagster.domain.ingest.view_json import record_lines
 from c360_dagster.domain.scoring import signals
 from c360_dagster.domain.scoring.health import load_health_config
 from c360_dagster.domain.scoring.signals import (
@@ -166,3 +169,35 @@ def test_canonical_texts_uses_json_dumps_where_polars_could_print_differently(od
 
 def test_canonical_texts_of_no_rows_is_empty():
     assert _canonical_column([], pl.Struct({"x": pl.Float64})) == ([], [])
+
+
+def test_sink_chunks_hands_over_every_byte_a_polars_sink_writes_in_order():
+    frame = pl.DataFrame({"n": range(200_000), "text": ["a,\nb"] * 200_000})
+    chunks = list(sink_chunks(frame.lazy().sink_ndjson))
+    assert len(chunks) > 1
+    assert b"".join(chunks) == frame.write_ndjson().encode()
+
+
+def test_sink_chunks_raises_the_sinks_error_and_stops_the_sink_of_a_reader_that_stops():
+    def broken(writer):
+        writer.write(b"part")
+        raise ValueError("sink broke")
+
+    with pytest.raises(ValueError, match="sink broke"):
+        list(sink_chunks(broken))
+    frame = pl.DataFrame({"n": range(500_000)})
+    chunks = sink_chunks(frame.lazy().sink_ndjson, queued=1)
+    next(chunks)
+    chunks.close()  # would hang if the sink were left waiting to put its next chunk
+    assert not [thread for thread in threading.enumerate() if thread.name == "c360-sink"]
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 7, 10_000])
+def test_record_lines_are_the_same_wherever_the_ndjson_is_cut(cut):
+    ndjson = b'{"a":1}\n{"b":"x\\ny"}\n{"c":[1,2]}\n'
+    pieces = [ndjson[start : start + cut] for start in range(0, len(ndjson), cut)]
+    # By hand: each record on its own line, indented 6, a comma after all but the last.
+    expected = b'\n      {"a":1},\n      {"b":"x\\ny"},\n      {"c":[1,2]}'
+    assert b"".join(record_lines(pieces)) == expected
+    assert b"".join(record_lines([b"", *pieces, b""])) == expected
+    assert b"".join(record_lines([])) == b""

@@ -91,13 +91,6 @@ def _in_batches(frame: pl.DataFrame, rows: int) -> list[pl.DataFrame]:
     return [frame.slice(offset, rows) for offset in range(0, frame.height, rows)]
 
 
-def _parquet(frame: pl.DataFrame) -> bytes:
-    """`frame` as a stage writes it (StageWriter.write_frame's settings)."""
-    buffer = io.BytesIO()
-    frame.write_parquet(buffer, statistics=True, row_group_size=ROW_GROUP_ROWS)
-    return buffer.getvalue()
-
-
 # A book's frame over several row groups, with a nested list like health's per-currency evidence.
 BOOK_ROWS = 2 * ROW_GROUP_ROWS + 1234
 
@@ -120,19 +113,32 @@ def _book() -> pl.DataFrame:
     "keys", [["account_id", "code"], ["renewal_date", "subscription_id"]], ids=["account-first", "date-first"]
 )
 def test_the_merge_gives_the_whole_sort_and_the_same_bytes_for_any_n(tmp_path, keys):
-    book = _book().sort(keys)
+    whole = _book().sort(keys)
+    # In pieces, as a shard's computed frame can be: the Parquet must not depend on them.
+    book = pl.concat([whole.slice(offset, 5000) for offset in range(0, BOOK_ROWS, 5000)], rechunk=False)
+    assert book.n_chunks() > 1
     written: dict[int, bytes] = {}
     for count in (1, 2, 3, 8):
         parts = shards.split_table(book, count)
         assert count == 1 or all(part.height for part in parts)
+        # Each shard's frame written as its stage writes it; one shard's bytes are copied, N are merged.
+        with write_stage(tmp_path, f"shards{count}") as shard_out:
+            for k, part in enumerate(parts):
+                shard_out.write_frame(f"{k}.parquet", part)
+            sources = [shard_out.written(f"{k}.parquet").read_bytes() for k in range(count)]
         with write_stage(tmp_path, f"merged{count}") as out:
-            out.write_lazy_frame("frame.parquet", shards.merged([_parquet(part) for part in parts], keys))
+            schema = shards.write_merged(out, "frame.parquet", sources, keys)
             written[count] = out.written("frame.parquet").read_bytes()
+        assert schema == whole.schema
         merged = pl.read_parquet(io.BytesIO(written[count]))
         # The rows in the whole book's order (a date-first key interleaves the shards' rows).
         assert merged.equals(book), count
     assert pq.ParquetFile(io.BytesIO(written[1])).metadata.num_row_groups == 3
     assert {count: data == written[1] for count, data in written.items()} == {1: True, 2: True, 3: True, 8: True}
+    # What the merge's sink writes of the one shard's frame: the bytes copied at N = 1.
+    with write_stage(tmp_path, "sunk") as out:
+        out.write_lazy_frame("frame.parquet", shards.merged([written[1]], keys))
+        assert out.written("frame.parquet").read_bytes() == written[1]
 
 
 @pytest.mark.parametrize("batch_rows", [1, 2, 7, 1000])

@@ -402,10 +402,10 @@ def renewal_forecasts(
 #
 # Each checks that every shard's output was made from the live split, then merges the shards'
 # sorted frames into the whole book's frame, in the order one unsplit run sorts it, with
-# Polars' streaming merge (`shards.merged`; one shard's frame goes through the same reader and
-# writer, not copied, so the bytes cannot depend on how a shard built it), and writes its
-# document from that frame batch by batch, with the same code for any N: the bytes are the
-# same for any N, and no process holds the whole book. A summary (sums of floats) is computed
+# Polars' streaming merge (`shards.write_merged`; one shard's frame is copied: the shard wrote
+# it as the merge writes the same rows), and writes its document from that frame batch by
+# batch, with the same code for any N: the bytes are the same for any N, and no process holds
+# the whole book. A summary (sums of floats) is computed
 # on the columns it needs of the whole merged frame, read back in one piece, never added up
 # from the shards'.
 
@@ -441,9 +441,7 @@ class ShardOutputs:
     def merge_into(self, out: StageWriter, path: str, keys: list[str]) -> tuple[pl.Schema, dict[str, str]]:
         """Write the shards' frames at `path` (verified) into `out` at `path` as the book's one
         frame, merged by `keys`; its schema and, by shard, the hash of the bytes read."""
-        merged = shards.merged([one.read_bytes(path) for one in self.stored], keys)
-        out.write_lazy_frame(path, merged)
-        schema = merged.collect_schema()
+        schema = shards.write_merged(out, path, [one.read_bytes(path) for one in self.stored], keys)
         return schema, {f"{one.stage}[{shard}]": one.files[path] for shard, one in enumerate(self.stored)}
 
 
@@ -501,7 +499,7 @@ def customer_360_report(context: dg.AssetExecutionContext, project: C360Project)
             header = view_json.document_header(
                 split["as_of"], split["counts"], split["source_hashes"], split["warnings"], checks
             )
-            tables = {name: shards.parquet_batches(out.written(view_module.table_path(name))) for name in ENTITIES}
+            tables = {name: pl.scan_parquet(out.written(view_module.table_path(name))) for name in ENTITIES}
             json_hash = out.write_chunks("360.json", view_json.json_chunks(header, tables))
         project.ledger.record_event(
             context,

@@ -138,6 +138,55 @@ def _fan_out(chunks: Iterable[bytes], consumers: list[Callable[[bytes], object]]
         raise failed[0]
 
 
+class _SinkStopped(Exception):
+    """Raised into a sink whose reader went away, so that it stops."""
+
+
+def sink_chunks(sink: Callable[[Any], object], *, queued: int = 4) -> Iterator[bytes]:
+    """The bytes `sink(writer)` writes into its file-like `writer` (a Polars `sink_*` method), as
+    chunks, in order, while the sink runs on a thread of its own.
+
+    A sink pushes its bytes; a document's writer pulls its chunks: the queue between them holds
+    at most `queued` chunks, so the sink never runs ahead of the writing by more. An error in
+    the sink is raised here; a reader that stops early stops the sink.
+    """
+    pending: queue.Queue[bytes | None] = queue.Queue(maxsize=queued)
+    stopped = threading.Event()
+    failed: list[BaseException] = []
+
+    class Writer:
+        def write(self, data: bytes) -> int:
+            if stopped.is_set():
+                raise _SinkStopped
+            pending.put(bytes(data))
+            return len(data)
+
+        def flush(self) -> None:
+            pass
+
+    def run() -> None:
+        try:
+            sink(Writer())
+        except BaseException as exc:  # any: re-raised in the reader's thread
+            failed.append(exc)
+        finally:
+            pending.put(None)
+
+    thread = threading.Thread(target=run, name="c360-sink", daemon=True)
+    thread.start()
+    try:
+        while (chunk := pending.get()) is not None:
+            yield chunk
+    finally:
+        stopped.set()
+        while thread.is_alive():  # keep taking chunks, so the sink is never left waiting to put one
+            with contextlib.suppress(queue.Empty):
+                pending.get(timeout=0.05)
+        thread.join()
+    if failed:
+        raise failed[0]
+
+
 def write_text_atomic(path: Path, text: str) -> str:
     return write_bytes_atomic(path, text.encode("utf-8"))
 

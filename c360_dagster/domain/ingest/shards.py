@@ -219,6 +219,22 @@ def merged(sources: Sequence[bytes], keys: Sequence[str]) -> pl.LazyFrame:
 _MERGE_KEY = "__merge_key"
 
 
+def write_merged(out: StageWriter, path: str, sources: Sequence[bytes], keys: Sequence[str]) -> pl.Schema:
+    """Write the shards' frames (their verified Parquet bytes, each sorted by `keys`) into `out`
+    at `path` as the book's one frame (`merged`); return its schema.
+
+    One shard's frame is the book's: `StageWriter.write_frame` wrote it as the merge's sink writes
+    the same rows (`tests/test_shards.py` holds them byte-equal), so its bytes are copied, not
+    decoded and encoded again.
+    """
+    if len(sources) == 1:
+        out.write_bytes(path, sources[0])
+        return pl.scan_parquet(io.BytesIO(sources[0])).collect_schema()
+    frame = merged(sources, keys)
+    out.write_lazy_frame(path, frame)
+    return frame.collect_schema()
+
+
 def whole_groups(batches: Iterable[pl.DataFrame], group: Sequence[str]) -> Iterator[pl.DataFrame]:
     """Batches of a frame sorted by `group`, re-cut so that no group (rows equal on `group`)
     spans two of them: each batch's last group waits for the next (a per-group document can
