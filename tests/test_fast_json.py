@@ -75,6 +75,23 @@ def test_json_text_prints_lists_like_json_dumps():
     assert texts[1:] == ["[]", "null"]
 
 
+def test_json_text_of_parts_never_null_made_in_one_piece_prints_like_json_dumps():
+    dtype = pl.Struct({"n": pl.Int64, "s": pl.Utf8, "e": pl.Struct({"x": pl.Float64, "ok": pl.Boolean})})
+    values = [
+        {"n": 1, "s": 'a "q"\n', "e": {"x": 0.25, "ok": True}},
+        {"n": None, "s": "b", "e": None},
+        {"n": 3, "s": None, "e": {"x": None, "ok": False}},
+    ]
+    for rows in (values[:1], values):  # nothing null; then nulls at every level
+        frame = pl.DataFrame({"v": rows}, schema={"v": dtype})
+        null_free = json_text.null_free_parts(frame, "v")
+        texts = frame.select(json_text.json_text(pl.col("v"), dtype, 4, null_free))[:, 0].to_list()
+        assert texts == [json_text.python_text(v, 4) for v in rows]
+    # By hand: with all three rows only the value itself and e.ok (False where e is null) are never null.
+    assert json_text.null_free_parts(frame, "v") - {("e", "ok")} == {()}
+    assert json_text.null_free_parts(frame.head(1), "v") == {(), ("n",), ("s",), ("e",), ("e", "x"), ("e", "ok")}
+
+
 def _written(tmp_path: Path, frame: pl.DataFrame) -> tuple[bytes, bytes]:
     header = {"as_of": "2024-06-30"}
     slow = write_json_stream(tmp_path / "slow.json", header, "accounts", signal_records(frame))
