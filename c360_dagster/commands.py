@@ -366,7 +366,7 @@ def _render_renewals(report: Report) -> str:
     lines += [
         f"  {risk['renewal_date']}  {risk['subscription_id']:<12} {risk['tier'] or 'unscored':<5} {risk['bucket']:<6} "
         f"{format_amount(risk['arr'], risk['currency']):>12}  {risk['main_reason'] or 'no risk signal'} "
-        f"→ {risk['suggested_playbook']}"
+        f"→ {risk['suggested_playbook_title']}"
         for risk in summary["top_risks"][:5]
     ]
     return reports.text(lines + reports.render_written(report["written"]))
@@ -420,7 +420,7 @@ def playbook_command(args: argparse.Namespace) -> Report:
     health = (
         "no score yet (not enough data)" if plan["score"] is None else f"tier {plan['tier']}, score {plan['score']}"
     )
-    lines = [f"  {health}; plays: {', '.join(plan['plays'])}"]
+    lines = [f"  {health}; plays: {', '.join(plan['play_titles'])}"]
     # The owner can be a name from the inputs: shown on one line, invisible characters made visible.
     lines += [
         f"  {step['due_date']}  {' '.join(visible_text(step['owner']).split())}: {step['title']}"

@@ -202,7 +202,7 @@ def test_snoozed_signals_stay_visible_but_do_not_drive_plays_or_risk(tmp_path: P
     account = view.accounts.filter(account_id="INITECH-003").row(0, named=True)
     plan = playbooks.build_playbook(account, record, records, [], config.library, SEP27)
     assert "collections" not in plan.plays and "support_recovery" not in plan.plays
-    assert "Snoozed, so not driving the plan: SIG_PAYMENT_OVERDUE until 2026-10-31 (paid by wire); " in plan.summary
+    assert "Snoozed, so not driving the plan: Payment overdue until 31 Oct 2026 (paid by wire); " in plan.summary
 
 
 def test_snooze_for_an_unknown_account_is_an_error(tmp_path: Path, view, fired) -> None:

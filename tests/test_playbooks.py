@@ -70,22 +70,27 @@ RACI = {
     ("exec_sponsor_ask", 2): (
         "VP Customer Success",
         "VP Customer Success",
-        ("CSM", "Account Executive", "Customer Exec Sponsor"),
+        ("CSM", "Account Executive", "Customer Executive Sponsor"),
         ("CS Manager",),
     ),
     ("support_recovery", 0): ("Support Lead", "CS Manager", ("CSM",), ("Account Executive",)),
     ("stakeholder_mapping", 0): ("CSM", "CS Manager", ("Account Executive",), ()),
     ("adoption_plan", 1): ("CSM", "CS Manager", ("Customer Champion",), ("Account Executive",)),
-    ("training_bundle", 1): ("Enablement", "CS Manager", ("CSM", "Customer Admin"), ("Customer Champion",)),
+    ("training_bundle", 1): ("Enablement", "CS Manager", ("CSM", "Customer Administrator"), ("Customer Champion",)),
     ("outreach_cadence", 2): ("CS Manager", "VP Customer Success", ("CSM",), ("Account Executive",)),
     ("expansion", 2): (
         "Account Executive",
         "VP Customer Success",
         ("CSM", "Solutions Engineer"),
-        ("Customer Exec Sponsor",),
+        ("Customer Executive Sponsor",),
     ),
     ("light_touch", 0): ("CSM", "CS Manager", (), ("Account Executive",)),
-    ("renewal", 1): ("Account Executive", "VP Customer Success", ("CSM", "Customer Exec Sponsor"), ("CS Manager",)),
+    ("renewal", 1): (
+        "Account Executive",
+        "VP Customer Success",
+        ("CSM", "Customer Executive Sponsor"),
+        ("CS Manager",),
+    ),
 }
 
 
@@ -278,12 +283,16 @@ def test_a_step_the_data_shows_as_done_is_left_out_and_listed_as_done(library):
     assert "Identify and enable a new champion" not in titles
     assert "Map current contacts by role, influence and sentiment" in titles  # not shown done by the data
     assert [(d.playbook, d.what, d.evidence) for d in plan.done] == [
-        ("stakeholder_mapping", "Identify and enable a new champion", "Sam Ortiz is the champion since 2026-09-07"),
-        ("stakeholder_mapping", "New champion named", "Sam Ortiz is the champion since 2026-09-07"),
+        ("stakeholder_mapping", "Identify and enable a new champion", "Sam Ortiz is the champion since 7 Sep 2026"),
+        ("stakeholder_mapping", "New champion named", "Sam Ortiz is the champion since 7 Sep 2026"),
     ]
     assert not any("New champion named" in c.what for c in plan.checkpoints)
     text = render_playbook_markdown(plan)
-    assert "## Already done" in text and "- Identify and enable a new champion (stakeholder_mapping): Sam Ortiz" in text
+    assert (
+        "## Already done" in text
+        and "- Identify and enable a new champion (Stakeholder mapping): Sam Ortiz is the champion since 7 Sep 2026."
+        in text
+    )
     # A champion who started long ago is not new: the step stays open.
     old = [{**c, "started_on": dt.date(2025, 1, 1)} if c["name"] == "Sam Ortiz" else c for c in ACME_CONTACTS]
     assert "Identify and enable a new champion" in [s.title for s in acme_plan(library, contacts=old).steps]
@@ -294,7 +303,13 @@ def test_a_due_renewal_adds_the_renewal_play(library):
     plan = acme_plan(library)
     assert plan.plays == ("renewal", "stakeholder_mapping", "adoption_plan", "outreach_cadence")
     assert "Auto-renew is off for ACME-S1." in plan.summary
-    assert "(ARR USD 240,000; forecast Low)" in plan.summary
+    # No probability given: the bucket alone.
+    assert "15 Nov 2026, with ARR USD 240,000 and forecast Low." in plan.summary
+    known = acme_plan(library, [{**ACME_RENEWAL, "probability": 0.25}])
+    assert "the first on 15 Nov 2026, with ARR USD 240,000 and forecast Low (25% likely to renew)." in known.summary
+    assert (ACME_RENEWAL["renewal_date"], "Renewal of Platform (ACME-S1), forecast Low (25% likely to renew)") in [
+        (c.date, c.what) for c in known.checkpoints
+    ]
     medium_off = {**ACME_RENEWAL, "bucket": "Medium"}  # auto-renew off alone is enough
     assert acme_plan(library, [medium_off]).plays[0] == "renewal"
     medium_on = {**medium_off, "auto_renew": True}
@@ -316,7 +331,7 @@ def test_owners_are_the_people_the_data_names(library):
     raci = {e.step: e for e in plan.raci}
     assert raci["Agree the renewal date and the scope of the next term with the executive sponsor"].consulted == (
         "Dana Reyes (CSM)",
-        "Alex Kim (Customer Exec Sponsor)",
+        "Alex Kim (Customer Executive Sponsor)",
     )
     # The current champion, not the one who left.
     assert (
@@ -387,7 +402,7 @@ def test_renewals_become_checkpoints_and_enter_the_summary(library):
         (c.date, c.what) for c in result.checkpoints
     ]
     assert (
-        "2 subscriptions renew in the forecast window, the first on 2024-02-01 (ARR USD 1,500; forecast Low)"
+        "2 subscriptions renew in the forecast window, the first on 1 Feb 2024, with ARR USD 1,500 and forecast Low."
         in result.summary
     )
 
@@ -413,7 +428,7 @@ def test_markdown_escapes_a_hostile_account_name(library):
     text = render_playbook_markdown(hostile_plan(library))
     assert "<script>" not in text
     assert text.startswith("# Success plan: Evil \\| Corp # &lt;script&gt;alert(1)&lt;/script&gt;\n")
-    assert '| 2024-02-01 | Renewal of =HYPERLINK("http://x") (S1), forecast Low |' in text
+    assert '| 1 Feb 2024 | Renewal of =HYPERLINK("http://x") (S1), forecast Low |' in text
 
 
 def test_markdown_and_json_are_byte_identical_on_rerun(library):
@@ -553,11 +568,11 @@ def test_a_step_names_only_the_customer_people_on_record(library):
     admin = {"name": "Olu Ade", "role": "admin", "started_on": dt.date(2026, 9, 15), "ended_on": None}
     plan = build_playbook(newco, health_record("green", 80), [], [], library, SEP27, contacts=[admin])
     titles = [step.title for step in plan.steps]
-    assert "Quarterly check-in with the admin" in titles
-    assert "Send a value summary of the last quarter to the admin" in titles
+    assert "Quarterly check-in with the administrator" in titles
+    assert "Send a value summary of the last quarter to the administrator" in titles
     assert not [title for title in titles if "champion" in title]
-    check_in = next(entry for entry in plan.raci if entry.step == "Quarterly check-in with the admin")
-    assert check_in.consulted == ("Olu Ade (Customer Admin)",)
+    check_in = next(entry for entry in plan.raci if entry.step == "Quarterly check-in with the administrator")
+    assert check_in.consulted == ("Olu Ade (Customer Administrator)",)
     assert not [
         e for e in plan.raci for who in (e.responsible, e.accountable, *e.consulted, *e.informed) if "Champion" in who
     ]
@@ -584,7 +599,7 @@ def test_with_no_customer_contact_on_record_a_step_says_so_and_names_who_acts(li
     admin = {"name": "Olu Ade", "role": "admin", "started_on": dt.date(2026, 9, 15), "ended_on": None}
     renewal = build_playbook(newco, health_record("red", 20), [], [ACME_RENEWAL], library, SEP27, contacts=[admin])
     titles = [step.title for step in renewal.steps]
-    assert "Agree the renewal date and the scope of the next term with the admin" in titles
+    assert "Agree the renewal date and the scope of the next term with the administrator" in titles
     assert not [title for title in titles if "on record" in title]
 
 

@@ -19,6 +19,7 @@ from pptx.enum.chart import XL_CHART_TYPE
 from pptx.util import Emu
 
 from c360_dagster.domain.core.io import sha256_file
+from c360_dagster.domain.core.words import CONTACT_ROLES, SIGNAL_NAMES, role_label
 from c360_dagster.domain.ingest.entities import ENTITIES
 from c360_dagster.domain.ingest.view import Customer360
 from c360_dagster.domain.qbr import deck as qbr_deck
@@ -231,6 +232,7 @@ PLAYBOOK = {
     "account_name": HOSTILE,
     "tier": "red",
     "plays": ["save"],
+    "play_titles": ["Rescue plan"],
     "summary": "Save the account.",
     "steps": [
         {"playbook": "save", "title": "Exec call\nwith | sponsor", "owner_role": "csm", "due_date": "2024-07-07"},
@@ -245,7 +247,7 @@ PLAYBOOK = {
             "step": "Exec call\nwith | sponsor",
             "responsible": "csm",
             "accountable": "csm",
-            "consulted": ["Customer Exec Sponsor"],
+            "consulted": ["Customer Executive Sponsor"],
             "informed": [],
         },
         {
@@ -394,14 +396,14 @@ def test_named_people_on_both_sides_of_a_joint_step_customer_names_only_with_con
                 "step": "Agree outcomes",
                 "responsible": "Dana Reyes (CSM)",
                 "accountable": "CS Manager",
-                "consulted": ["Alex Kim (Customer Exec Sponsor)"],
+                "consulted": ["Alex Kim (Customer Executive Sponsor)"],
                 "informed": ["Customer Champion"],
             }
         ],
     }
     (step,) = _ctx(playbook=named).plan_steps
     # The customer's people in the words of the stakeholder table ("Executive Sponsor"), never
-    # the playbook's shorthand ("Customer Exec Sponsor", "Exec Sponsor").
+    # the playbook's shorthand ("Customer Executive Sponsor", "Exec Sponsor").
     assert (step.owner, step.your_owner) == ("Dana Reyes (CSM)", "Executive Sponsor, Champion")
     (step,) = _ctx(playbook=named, include_contacts=True).plan_steps
     assert step.your_owner == "Alex Kim (Executive Sponsor), Champion"
@@ -543,8 +545,8 @@ def test_pack_writes_the_customer_pack_and_the_internal_review_with_hashes(tmp_p
         "## Plan risks",
         "| Change since last snapshot | down 8 since 31 Mar 2024 |",
         "| Standing | Scored with the enterprise scorecard |",
-        "| Support Experience | n/a | 0 | 0 | Not measured: no cases in the window |  |",
-        "| Adoption | 55 | 0.3 | 16.5 | active ratio 0.5 | active ratio 0.5 |",  # no phrase reads these inputs
+        "| Support Experience | n/a | 0 | 0 | Not measured: no cases in the window |",
+        "| Adoption | 55 | 0.3 | 16.5 | active ratio 0.5 |",  # no phrase reads these inputs: they are shown
         f"| Usage falling | Churn risk | {USAGE_FELL} |",
         "| 1 Jun 2024 | invoice overdue | I2 | USD 1,200 |",
         "| USD 12,000 | Low | 35% | USD 4,200 |",
@@ -570,6 +572,7 @@ INTERNAL = [
     r"Year-end review",
     r"usage fell",
     r"\bsave\b",
+    r"Rescue plan",
     r"forecast",
     r"probability",
     r"\bred\b",
@@ -751,7 +754,7 @@ def test_customer_files_say_roles_and_renewals_in_words_never_codes(tmp_path):
     assert "| 2 May 2024 | Stakeholder started | Executive Sponsor |" in customer
     assert "| Executive Sponsor | 2 May 2024 | Current |" in customer
     roles = next(field.choices for field in ENTITIES["contacts"].fields if field.name == "role")
-    assert {qbr_deck.fmt_role(role) for role in roles} == {
+    assert {role_label(role) for role in roles} == {
         "Administrator",
         "Champion",
         "Economic Buyer",
@@ -785,10 +788,18 @@ def test_the_review_shows_evidence_as_readable_text_with_amounts_in_their_curren
     )
     qbr.write_qbr_pack(ctx, tmp_path)
     review = (tmp_path / "review_ACME-001.md").read_text(encoding="utf-8")
+    # What was measured, as the review deck's finding says it: one sentence, not a dump of inputs.
+    assert "| Billing and Contract | 30 | 0.3 | 9 | 1 invoice is open past the due date on 30 Jun 2024 |" in review
+    # Evidence no sentence reads (no overdue count) shows its measured values, amounts in their currency.
+    uncounted = {key: value for key, value in commercial.items() if key != "overdue_invoices"}
+    health = {**health, "components": {**health["components"], "commercial": _component(30.0, 0.3, 9.0, uncounted)}}
+    ctx = qbr.build_qbr_context(
+        ACCOUNT, _view(), health, signals, RENEWALS, PLAYBOOK, HISTORY, False, AS_OF, HEALTH_CONFIG, DEFAULT_SETTINGS
+    )
     assert (
-        "| Billing and Contract | 30 | 0.3 | 9 | 1 invoice is open past the due date on 30 Jun 2024 | by currency (EUR: arr EUR 40,000, credits EUR 0, overdue amount EUR 0; "
-        "USD: arr USD 300,000, credits USD 3,000, overdue amount USD 15,001), overdue invoices 1, "
-        "worst overdue pct of arr 5 |" in review
+        "| Billing and Contract | 30 | 0.3 | 9 | by currency (EUR: arr EUR 40,000, credits EUR 0, overdue amount EUR 0; "
+        "USD: arr USD 300,000, credits USD 3,000, overdue amount USD 15,001), worst overdue pct of arr 5 |"
+        in qbr.render_review_markdown(ctx)
     )
     # The signal by name, its evidence a sentence with units (by hand from the evidence above).
     sentence = "Invoice I2 (USD 15,001) is 30 days past its due date of 31 May 2024; 2 invoices overdue in all"
@@ -1347,7 +1358,7 @@ def test_the_customers_roles_read_as_in_the_stakeholder_table():
         "Executive Sponsor",
         "Administrator",
     ]
-    assert set(map(qbr_deck.fmt_customer_role, qbr.QbrSettings().customer_roles)) <= set(qbr_deck.ROLE_LABELS.values())
+    assert set(map(qbr_deck.fmt_customer_role, qbr.QbrSettings().customer_roles)) <= set(map(role_label, CONTACT_ROLES))
 
 
 def test_an_account_with_nothing_measured_is_told_so_once_not_given_five_focus_areas(tmp_path):
@@ -1457,7 +1468,7 @@ SIGNAL_SENTENCES = {
 def test_every_signal_has_a_name_and_reads_as_a_sentence_with_its_measured_values():
     from c360_dagster.domain.scoring.signals import SIGNAL_CATALOG
 
-    assert sorted(qbr_deck.SIGNAL_NAMES) == sorted(SIGNAL_CATALOG) == sorted(SIGNAL_SENTENCES)
+    assert sorted(SIGNAL_NAMES) == sorted(SIGNAL_CATALOG) == sorted(SIGNAL_SENTENCES)
     for code, (evidence, sentence) in SIGNAL_SENTENCES.items():
         assert qbr_deck.signal_phrase(code, evidence, AS_OF, False) == sentence, code
     # A contact is named by role; its id only with include_contacts.
@@ -1479,7 +1490,7 @@ def test_the_review_deck_names_signals_lifecycle_and_scorecard_in_words_never_co
     for raw in ("SIG_", "drop pct", "lifecycle active", "scorecard default", "recent from", "_"):
         assert raw not in texts, raw
     assert "Active customer, scored with the default scorecard" in texts
-    assert "Plan: 2 steps, 1 with the customer; plays Save" in texts
+    assert "Plan: 2 steps, 1 with the customer; plays Rescue plan" in texts  # a play by its title
     assert "Signals: 7 churn risks (Room to expand, Few features in use, Payment overdue" in texts
     for _, sentence in SIGNAL_SENTENCES.values():
         assert sentence in texts

@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -234,33 +235,41 @@ def test_reason_phrases_use_the_evidence_numbers(config):
         ],
     )
     expected = [
-        # 1200.0 and 120.0 lose their ".0"; 41.666 rounds to two decimals; a list gives its count.
+        # 1200.0 and 120.0 lose their ".0"; 41.666 rounds to one decimal, as the decks write it; ISO
+        # dates read as words; a list gives its count.
         # The ignored SIG_RENEWAL_SOON and the expansion signal give no risk reason.
         # Order: heaviest weight first (SIG_PAYMENT_OVERDUE weighs 2), then by code.
         # The amount goes through format_amount with the evidence's currency (`amounts` in the config).
-        {"code": "SIG_PAYMENT_OVERDUE", "text": "Invoice INV-9 (EUR 1,200) is 45 days past due; overdue invoices: 2"},
-        {"code": "SIG_FEATURE_ADOPTION_LOW", "text": "Uses 6 of 40 product features on average (15%) since 2023-12-05"},
-        {"code": "SIG_STAKEHOLDER_CHANGE", "text": "Key-contact changes since 2023-10-04: 2"},
+        {
+            "code": "SIG_PAYMENT_OVERDUE",
+            "text": "Invoice INV-9 (EUR 1,200) is 45 days past its due date of 17 Nov 2023; overdue invoices in all: 2",
+        },
+        {
+            "code": "SIG_FEATURE_ADOPTION_LOW",
+            "text": "Uses 6 of 40 product features a week on average (15%) since 5 Dec 2023",
+        },
+        {"code": "SIG_STAKEHOLDER_CHANGE", "text": "Key-contact changes since 4 Oct 2023: 2"},
         {
             "code": "SIG_USAGE_SLIDE_4W",
-            "text": "Active users fell 41.67% (120 → 70 on average) from 2023-12-05 to 2024-01-01, against the period before",
+            "text": "Weekly active users fell 41.7% (from 120 to 70 on average) between 5 Dec 2023 and 1 Jan 2024, "
+            "against the weeks before",
         },
     ]
     assert json.loads(text) == expected
     assert text == canonical_json(expected)  # byte-identical to the project's canonical JSON
 
 
-def test_reason_falls_back_to_label_and_numbers_when_a_key_is_missing(config):
+def test_reason_falls_back_to_the_signal_name_and_numbers_when_a_key_is_missing(config):
     text = reasons_for(
         config,
         [
             signal("A1", "SIG_USAGE_SLIDE_4W", {"users_before": 120, "users_now": 70.50}),  # no drop_pct
-            signal("A1", "SIG_CUSTOM_RISK", {"score": -0.004, "tags": ["a"]}),  # no reasons entry: code as label
+            signal("A1", "SIG_CUSTOM_RISK", {"score": -0.004, "tags": ["a"]}),  # no reasons entry, no name
         ],
     )
     assert json.loads(text) == [
-        {"code": "SIG_CUSTOM_RISK", "text": "SIG_CUSTOM_RISK: score 0, tags count 1"},
-        {"code": "SIG_USAGE_SLIDE_4W", "text": "Usage slide: users before 120, users now 70.5"},
+        {"code": "SIG_CUSTOM_RISK", "text": "Custom Risk: score 0, tags count 1"},
+        {"code": "SIG_USAGE_SLIDE_4W", "text": "Usage falling: users before 120, users now 70.5"},
     ]
 
 
@@ -276,8 +285,8 @@ def test_null_template_value_falls_back_for_that_row_only(config):
     frame = forecast_renewals(view, make_health({"A1": "amber", "A2": "amber"}), signals, config)
     texts = [json.loads(r)[0]["text"] for r in frame["risk_reasons"]]
     assert texts == [
-        "Uses 3 of 20 product features on average (15%) since 2023-12-05",
-        "Low feature adoption: avg features used 3, feature catalog size 20, recent from 2023-12-05",
+        "Uses 3 of 20 product features a week on average (15%) since 5 Dec 2023",
+        "Few features in use: avg features used 3, feature catalog size 20, recent from 5 Dec 2023",
     ]
 
 
@@ -432,9 +441,11 @@ def test_top_risks_are_at_risk_rows_largest_first_within_each_currency_and_limit
         ("EUR", "S2", 2000.0),
         ("XYZ", "S3", 500.0),
     ]
-    assert top[0]["main_reason"] == "Payment overdue"  # the label: a phrase for the table cell
-    assert top[0]["reasons"] == ["Invoice INV-9 (EUR 10) is 40 days past due; overdue invoices: 2"]
-    assert top[0]["suggested_playbook"] == "collections"
+    assert top[0]["main_reason"] == "Payment overdue"  # the signal's name, for the table cell
+    assert top[0]["reasons"] == [
+        "Invoice INV-9 (EUR 10) is 40 days past its due date of 17 Nov 2023; overdue invoices in all: 2"
+    ]
+    assert (top[0]["suggested_playbook"], top[0]["suggested_playbook_title"]) == ("collections", "Collections")
     every = dataclasses.replace(config, at_risk_buckets=("High", "Medium", "Low"))
     usd = [r["subscription_id"] for r in renewal_summary(frame, every)["top_risks"] if r["currency"] == "USD"]
     assert usd == ["S4", "S1"]  # USD 3000 before USD 1000
@@ -452,13 +463,17 @@ def test_summary_markdown_tables_hold_phrases_and_formatted_amounts(config):
     assert "| USD | 2 | USD 4,000 | USD 2,700 | USD 1,000 | USD 3,000 | USD 0 | USD 3,000 |" in first
     assert "**At risk** is the ARR in the Medium and Low buckets" in first
     assert (
-        "| 2 | Evil \\| Corp &lt;script&gt; | S4 | 2024-02-10 | amber | Medium | USD 3,000 | no risk signal | outreach_cadence |"
+        "| 2 | Evil \\| Corp &lt;script&gt; | S4 | 10 Feb 2024 | amber | Medium | USD 3,000 | no risk signal | Outreach cadence |"
         in first
     )
-    assert "| 1 | Account A2 | S2 | 2024-01-21 | red | Low | EUR 2,000 | Payment overdue | collections |" in first
+    assert "| 1 | Account A2 | S2 | 21 Jan 2024 | red | Low | EUR 2,000 | Payment overdue | Collections |" in first
     # The sentence goes below the table, in prose.
-    assert "1. Account A2 (S2):\n   - Invoice INV-9 (EUR 10) is 40 days past due; overdue invoices: 2.\n" in first
-    assert "between 2024-01-01 and 2024-04-30" in first
+    assert (
+        "1. Account A2 (S2):\n   - Invoice INV-9 (EUR 10) is 40 days past its due date of 17 Nov 2023; overdue invoices in all: 2.\n"
+        in first
+    )
+    assert first.startswith("# Renewal forecast as of 1 Jan 2024\n") and "between 1 Jan 2024 and 30 Apr 2024" in first
+    assert not re.search(r"\d{4}-\d{2}-\d{2}", first.split("## Forecast")[1])  # dates in words; the hash aside
     table_rows = [line for line in first.splitlines() if line.startswith("| ")]
     assert table_rows and not any(".00 |" in line for line in table_rows)  # one amount format: whole units
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import markupsafe
 
 from c360_dagster.domain.core.errors import C360Error
+from c360_dagster.domain.core.words import fmt_date
 
 if TYPE_CHECKING:
     import jinja2
@@ -205,10 +206,10 @@ def _environment(markdown: bool = True) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(money=format_amount, number=fmt_number, percent=fmt_percent)
+    env.filters.update(money=format_amount, number=fmt_number, percent=fmt_percent, date=fmt_date)
     return env
 
 
 def render_template(name: str, **context: Any) -> str:
-    """Render a package template with its escaping and the number filters available."""
+    """Render a package template with its escaping and the number and date filters available."""
     return _environment(markdown=name.endswith(".md.j2")).get_template(name).render(**context)

@@ -16,12 +16,12 @@ from types import SimpleNamespace
 from typing import Any
 
 from c360_dagster.domain.core.text import format_amount, visible_text
+from c360_dagster.domain.core.words import MONTHS, fmt_date, fmt_label, renewal_odds, role_label
 from c360_dagster.domain.qbr.layout import Font, truncate, wrap
 from c360_dagster.domain.qbr.models import Component, QbrContext, WeekPoint
 from c360_dagster.domain.scoring.health import INSUFFICIENT_DATA, SCORED, STATUS_WORDS
 
 CUSTOMER, REVIEW = "customer", "review"
-MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 NEXT_STEPS = 3  # the closing slide names the first few joint steps
 MAX_PAGES = {CUSTOMER: 2, REVIEW: 3}  # continuation slides per list before the rest is cut
 # Characters XML 1.0 cannot hold: python-pptx would fail on them, so they are dropped.
@@ -35,22 +35,9 @@ COMPONENT_LABELS = {
     "commercial": "Billing and Contract",
     "sentiment": "Satisfaction",
 }
-# Every contact role of the input contract, as a customer reads it.
-ROLE_LABELS = {
-    "admin": "Administrator",
-    "champion": "Champion",
-    "economic_buyer": "Economic Buyer",
-    "exec_sponsor": "Executive Sponsor",
-    "user": "User",
-}
 
 
 # --- formatting for people -------------------------------------------------------------------
-
-
-def fmt_date(day: dt.date | None) -> str:
-    """`15 Nov 2026` (month names fixed in English, never from the locale)."""
-    return "n/a" if day is None else f"{day.day} {MONTHS[day.month - 1]} {day.year}"
 
 
 def fmt_short_date(day: dt.date) -> str:
@@ -94,26 +81,15 @@ def fmt_pct(value: float | None) -> str:
     return "n/a" if value is None else f"{fmt_one(value)}%"
 
 
-def fmt_label(value: str) -> str:
-    """`stakeholder_mapping` → `Stakeholder Mapping`."""
-    return " ".join(word[:1].upper() + word[1:] for word in value.replace("_", " ").split())
-
-
 def component_label(name: str) -> str:
     """`commercial` → `Billing and Contract`: a health component as both decks name it."""
     return COMPONENT_LABELS.get(name, fmt_label(name))
 
 
-def fmt_role(role: str) -> str:
-    """`exec_sponsor` → `Executive Sponsor`: a contact's role in words, never its code."""
-    return ROLE_LABELS.get(role, fmt_label(role))
-
-
 def fmt_customer_role(role: str) -> str:
-    """A playbook's customer role (`Customer Exec Sponsor`, `Customer Admin`) in the words the
-    stakeholder table uses for the same person (`Executive Sponsor`, `Administrator`)."""
-    plain = role.removeprefix("Customer ")
-    return ROLE_LABELS.get(plain.lower().replace(" ", "_"), plain)
+    """A playbook's customer role (`Customer Executive Sponsor`) as the stakeholder table names the
+    same person (`Executive Sponsor`): playbooks.yaml names them in `words.CONTACT_ROLE_WORDS`."""
+    return fmt_label(role.removeprefix("Customer ").lower())
 
 
 def slide_text(value: Any) -> str:
@@ -523,29 +499,11 @@ def component_phrase(component: Component, ctx: QbrContext) -> str:
 
 # --- signals, for the account team: by name, their evidence as a sentence ----------------------
 
-# Every signal code (scoring/signals.SIGNAL_CATALOG) as the review deck and page name it.
-SIGNAL_NAMES = {
-    "SIG_EXPANSION_TRAIL": "Room to expand",
-    "SIG_FEATURE_ADOPTION_LOW": "Few features in use",
-    "SIG_PAYMENT_OVERDUE": "Payment overdue",
-    "SIG_RENEWAL_SOON": "Renewal coming up",
-    "SIG_STAKEHOLDER_CHANGE": "Key contact changed",
-    "SIG_SUPPORT_SPIKE": "Support cases up",
-    "SIG_USAGE_SLIDE_4W": "Usage falling",
-}
 SIGNAL_KINDS = {"risk": "Churn risk", "expansion": "Growth"}
-
-
-def signal_name(code: str) -> str:
-    return SIGNAL_NAMES.get(code, fmt_label(code.removeprefix("SIG_").lower()))
 
 
 def signal_kind(kind: str) -> str:
     return SIGNAL_KINDS.get(kind, fmt_label(kind))
-
-
-def _day(value: Any) -> str:
-    return fmt_date(dt.date.fromisoformat(str(value)[:10]))
 
 
 def _days_between(first: Any, last: dt.date) -> int:
@@ -556,7 +514,7 @@ def _usage_slide(e: Mapping[str, Any], as_of: dt.date, contacts: bool) -> str:
     to = dt.date.fromisoformat(e["recent_to"])
     days = _days_between(e["recent_from"], to)
     return (
-        f"Weekly active users fell {fmt_count(e['drop_pct'])}% (from {fmt_one(e['prior_avg_active_users'])} to "
+        f"Weekly active users fell {fmt_pct(e['drop_pct'])} (from {fmt_one(e['prior_avg_active_users'])} to "
         f"{fmt_one(e['recent_avg_active_users'])} on average) in {_window(days, to)}, against the {_span(days)} before"
     )
 
@@ -574,7 +532,7 @@ def _support_spike(e: Mapping[str, Any], as_of: dt.date, contacts: bool) -> str:
     if e["open_sev1_cases"]:
         cases += (
             f"; {_plural(e['open_sev1_cases'], 'critical case')} (severity 1) open, the oldest since "
-            f"{_day(e['oldest_open_sev1_opened_on'])}"
+            f"{fmt_date(e['oldest_open_sev1_opened_on'])}"
         )
     return cases
 
@@ -582,7 +540,7 @@ def _support_spike(e: Mapping[str, Any], as_of: dt.date, contacts: bool) -> str:
 def _payment_overdue(e: Mapping[str, Any], as_of: dt.date, contacts: bool) -> str:
     text = (
         f"Invoice {e['invoice_id']} ({format_amount(e['amount'], e['currency'])}) is "
-        f"{_plural(e['days_overdue'], 'day')} past its due date of {_day(e['due_on'])}"
+        f"{_plural(e['days_overdue'], 'day')} past its due date of {fmt_date(e['due_on'])}"
     )
     if e["overdue_invoices"] > 1:
         text += f"; {fmt_count(e['overdue_invoices'])} invoices overdue in all"
@@ -592,7 +550,7 @@ def _payment_overdue(e: Mapping[str, Any], as_of: dt.date, contacts: bool) -> st
 def _renewal_soon(e: Mapping[str, Any], as_of: dt.date, contacts: bool) -> str:
     text = (
         f"Subscription {e['subscription_id']} ({format_amount(e['arr'], e['currency'])} a year) renews "
-        f"on {_day(e['renewal_date'])}, in {_plural(e['days_to_renewal'], 'day')}, "
+        f"on {fmt_date(e['renewal_date'])}, in {_plural(e['days_to_renewal'], 'day')}, "
         + ("and renews by itself" if e["auto_renew"] else "and does not renew by itself")
     )
     if e["renewing_subscriptions"] > 1:
@@ -603,9 +561,9 @@ def _renewal_soon(e: Mapping[str, Any], as_of: dt.date, contacts: bool) -> str:
 def _stakeholder_change(e: Mapping[str, Any], as_of: dt.date, contacts: bool) -> str:
     changes = []
     for change in e["changes"]:
-        who = fmt_role(change["role"]) + (f" (contact {change['contact_id']})" if contacts else "")
+        who = role_label(change["role"]) + (f" (contact {change['contact_id']})" if contacts else "")
         went = "left" if change["change"] == "left" else "started"
-        changes.append(f"{'' if went == 'left' else 'new '}{who} {went} on {_day(change['on'])}")
+        changes.append(f"{'' if went == 'left' else 'new '}{who} {went} on {fmt_date(change['on'])}")
     text = "; ".join(changes)
     return text[:1].upper() + text[1:]
 
@@ -628,7 +586,7 @@ def _expansion_trail(e: Mapping[str, Any], as_of: dt.date, contacts: bool) -> st
         )
     opportunity = (
         f"Expansion opportunity {e['opp_id']} is open "
-        f"({format_amount(e['opp_amount'], e['opp_currency'])}, closing {_day(e['opp_close_date'])})"
+        f"({format_amount(e['opp_amount'], e['opp_currency'])}, closing {fmt_date(e['opp_close_date'])})"
     )
     return opportunity + (f" while {' and '.join(use)}" if use else "")
 
@@ -945,14 +903,14 @@ def _review_summary(ctx: QbrContext) -> Slide:
         which = "" if len(ctx.renewals) == 1 else "; the first, "
         bullets.append(
             f"{_plural(len(ctx.renewals), 'subscription')} renewing in the forecast window{which or ': '}"
-            f"{slide_text(first.product)} on {fmt_date(first.renewal_date)}, forecast {first.bucket} "
-            f"({round(first.probability * 100)}%)"
+            f"{slide_text(first.product)} on {fmt_date(first.renewal_date)}, "
+            f"forecast {renewal_odds(first.bucket, first.probability)}"
         )
     else:
         bullets.append("No subscription renews in the forecast window")
     if ctx.playbook_present:
         joint = len(ctx.joint_steps)
-        plays = f"; plays {', '.join(fmt_label(p) for p in ctx.plays)}" if ctx.plays else ""
+        plays = f"; plays {', '.join(slide_text(p) for p in ctx.plays)}" if ctx.plays else ""
         bullets.append(f"Plan: {_plural(len(ctx.plan_steps), 'step')}, {joint or 'none'} with the customer{plays}")
     else:
         bullets.append("No playbook attached")
@@ -1037,7 +995,7 @@ def _review_plan(ctx: QbrContext) -> Slide:
     )
     return Slide(
         "The Whole Plan",
-        lead=f"Plays: {', '.join(fmt_label(p) for p in ctx.plays)}." if ctx.plays else None,
+        lead=f"Plays: {', '.join(slide_text(p) for p in ctx.plays)}." if ctx.plays else None,
         table=Table(("Due", "Step", "Owner", "With Customer"), rows, (1.3, 5.0, 1.7, 1.3)),
         more_in="the review page",
     )
@@ -1052,7 +1010,7 @@ FORMATS = SimpleNamespace(
     pct=fmt_pct,
     money=format_amount,
     label=fmt_label,
-    role=fmt_role,
+    role=role_label,
     component=component_phrase,
     span=span_name,
     not_measured=not_measured,

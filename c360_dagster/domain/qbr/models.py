@@ -39,7 +39,7 @@ class QbrSettings:
 
     show_health_score: bool = False  # default: strengths and focus areas in words, no number
     strength_at: float = 70.0  # a component scoring at least this is a strength, else a focus area
-    customer_roles: tuple[str, ...] = ("Customer Champion", "Customer Exec Sponsor", "Customer Admin")
+    customer_roles: tuple[str, ...] = ("Customer Champion", "Customer Executive Sponsor", "Customer Administrator")
     roadmap_topics: tuple[str, ...] = ()
     template: bytes | None = None  # the company's .pptx template; None: the bundled default theme
 
@@ -82,7 +82,7 @@ class RenewalLine:
     probability: float
     expected_arr: float
     risk_reasons: tuple[str, ...]
-    suggested_playbook: str | None
+    suggested_playbook: str | None  # by its title
 
 
 @dataclass(frozen=True)
@@ -208,7 +208,7 @@ class QbrContext:
     stakeholders: tuple[Stakeholder, ...]
     score_history: tuple[ScorePoint, ...]  # earlier snapshots and this one, oldest first
     playbook_present: bool
-    plays: tuple[str, ...]
+    plays: tuple[str, ...]  # the plan's plays by title, highest priority first
     plan_steps: tuple[RoadmapItem, ...]
     kpis: tuple[Kpi, ...]
     risks: tuple[str, ...]

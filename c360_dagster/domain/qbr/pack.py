@@ -20,6 +20,7 @@ from c360_dagster.domain.core.config import load_yaml_config
 from c360_dagster.domain.core.errors import ConfigError
 from c360_dagster.domain.core.stages import StageWriter, write_stage
 from c360_dagster.domain.core.text import evidence_text, fmt_number, format_amount, render_template, safe_filename
+from c360_dagster.domain.core.words import CONTACT_ROLES, fmt_date, fmt_label, role_label, signal_name
 from c360_dagster.domain.ingest.view import Customer360
 from c360_dagster.domain.qbr import deck as qbr_deck
 from c360_dagster.domain.qbr import powerpoint as qbr_pptx
@@ -169,6 +170,7 @@ def build_qbr_context(
     signal_lines = tuple(_signal_line(s, as_of, include_contacts) for s in sorted(signals, key=lambda s: s["code"]))
     plan_steps, checkpoints = _plan(playbook, settings.customer_roles, include_contacts)
     plan = playbook or {}
+    titles = dict(zip(plan.get("plays", ()), plan.get("play_titles", ()), strict=True))
     return QbrContext(
         account_id=account_id,
         account_name=account.get("name") or account_id,
@@ -188,7 +190,7 @@ def build_qbr_context(
         previous=earlier[-1] if earlier else None,
         components=components,
         signals=signal_lines,
-        renewals=_renewals(renewals),
+        renewals=_renewals(renewals, titles),
         weekly_usage=weekly,
         support=_support(view, account_id, period_start, as_of),
         nps=_nps(view, account_id, as_of),
@@ -198,7 +200,7 @@ def build_qbr_context(
         stakeholders=_stakeholders(view, account_id, as_of, include_contacts),
         score_history=tuple(history),
         playbook_present=playbook is not None,
-        plays=tuple(str(play) for play in plan.get("plays", ())),
+        plays=tuple(titles.get(play, fmt_label(play)) for play in plan.get("plays", ())),
         plan_steps=plan_steps,
         kpis=tuple(
             Kpi(k["name"], k.get("current"), k.get("target"), k.get("unit", ""), k.get("status", ""))
@@ -323,7 +325,7 @@ def _signal_line(signal: Mapping[str, Any], as_of: dt.date, include_contacts: bo
     )
     return SignalLine(
         code,
-        qbr_deck.signal_name(code),
+        signal_name(code),
         signal.get("kind", "risk"),
         sentence or _evidence_phrase(evidence, include_contacts),
     )
@@ -372,7 +374,8 @@ def _components(health: Mapping[str, Any], include_contacts: bool) -> tuple[Comp
     return tuple(result)
 
 
-def _renewals(rows: Sequence[Mapping[str, Any]]) -> tuple[RenewalLine, ...]:
+def _renewals(rows: Sequence[Mapping[str, Any]], play_titles: Mapping[str, str]) -> tuple[RenewalLine, ...]:
+    """The forecast rows of the account; a suggested play by its title in the plan (or its id in words)."""
     lines = [
         RenewalLine(
             subscription_id=row["subscription_id"],
@@ -389,7 +392,9 @@ def _renewals(rows: Sequence[Mapping[str, Any]]) -> tuple[RenewalLine, ...]:
                 reason["text"] if isinstance(reason, Mapping) else str(reason)
                 for reason in _as_mapping(row.get("risk_reasons")) or ()
             ),
-            suggested_playbook=row.get("suggested_playbook"),
+            suggested_playbook=play_titles.get(play, fmt_label(play))
+            if (play := row.get("suggested_playbook"))
+            else None,
         )
         for row in rows
     ]
@@ -495,7 +500,7 @@ def _timeline(
     # row. (In memory: Polars 2.1's streaming engine panics on this query.)
     cases, invoices, contacts = (view.tables[name].lazy().filter(mine) for name in ("cases", "invoices", "contacts"))
     # People are told by role, in words; names, emails and contact ids only with include_contacts.
-    role = pl.col("role").replace(qbr_deck.ROLE_LABELS)
+    role = pl.col("role").replace({role: role_label(role) for role in CONTACT_ROLES})
     person = (
         pl.concat_str([role, pl.col("name"), pl.col("email")], separator=" ", ignore_nulls=True)
         if include_contacts
@@ -669,6 +674,6 @@ def _roadmap(
         last = weekly[-1]
         gaps.append(
             f"Activate unused seats ({last.active_users} of {last.seats} seats active in the week "
-            f"to {qbr_deck.fmt_date(last.week_end)})"
+            f"to {fmt_date(last.week_end)})"
         )
     return tuple(dated) + tuple(RoadmapItem(None, "adoption_gap", gap, "") for gap in gaps)

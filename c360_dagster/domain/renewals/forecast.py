@@ -22,6 +22,7 @@ from c360_dagster.domain.core.config import config_hash, load_yaml_config
 from c360_dagster.domain.core.errors import C360Error, ConfigError
 from c360_dagster.domain.core.io import canonical_json
 from c360_dagster.domain.core.text import format_amount, render_template
+from c360_dagster.domain.core.words import DATE_WORDS_FORMAT, signal_name
 from c360_dagster.domain.ingest.view import Customer360
 from c360_dagster.domain.renewals.playbooks import (
     TIERS,
@@ -135,9 +136,8 @@ SCHEMA: dict[str, Any] = {
             "additionalProperties": {
                 "type": "object",
                 "additionalProperties": False,
-                "required": ["label", "template"],
+                "required": ["template"],
                 "properties": {
-                    "label": {"type": "string", "minLength": 1},
                     "template": {"type": "string", "minLength": 1},
                     "amounts": {
                         "type": "object",
@@ -153,9 +153,8 @@ SCHEMA: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class ReasonTemplate:
-    """How a risk code becomes a phrase: `template` over evidence keys, else `label` + numbers."""
+    """How a risk code becomes a phrase: `template` over evidence keys, else the signal's name + numbers."""
 
-    label: str
     pattern: str  # the template with each placeholder as `{}`, for pl.format
     fields: tuple[str, ...]  # the placeholders in order, repeats included
     amounts: Mapping[str, str]  # evidence key of an amount → evidence key of its currency
@@ -176,13 +175,12 @@ class RenewalsConfig:
     config_hash: str
 
     def reason_label(self, code: str) -> str:
-        """The short name of a risk reason, for table cells (its phrase goes in prose)."""
-        if code == OVERRIDE_CODE:
-            return OVERRIDE_LABEL
-        return self.reasons[code].label if code in self.reasons else code
+        """The short name of a risk reason, for table cells (its phrase goes in prose): the
+        signal's name, as every report names it."""
+        return OVERRIDE_LABEL if code == OVERRIDE_CODE else signal_name(code)
 
 
-def _reason_template(label: str, template: str, amounts: Mapping[str, str], key: str, source: str) -> ReasonTemplate:
+def _reason_template(template: str, amounts: Mapping[str, str], key: str, source: str) -> ReasonTemplate:
     """Parse a reason template; only plain `{evidence_key}` placeholders are allowed."""
     try:
         parsed = list(string.Formatter().parse(template))
@@ -199,7 +197,7 @@ def _reason_template(label: str, template: str, amounts: Mapping[str, str], key:
             raise ConfigError(f"{source}: {key}: placeholder {{{name}}} must be a plain evidence key")
         pattern += "{}"
         fields.append(name)
-    return ReasonTemplate(label, pattern, tuple(fields), dict(amounts))
+    return ReasonTemplate(pattern, tuple(fields), dict(amounts))
 
 
 def load_renewals_config(path: Path | str) -> RenewalsConfig:
@@ -232,9 +230,7 @@ def load_renewals_config(path: Path | str) -> RenewalsConfig:
         for band in sorted(set(row) - set(band_names)):
             fail(f"matrix.{tier}.{band}", f"unknown band (bands: {', '.join(band_names)})")
     reasons = {
-        code: _reason_template(
-            item["label"], item["template"], item.get("amounts", {}), f"reasons.{code}.template", source
-        )
+        code: _reason_template(item["template"], item.get("amounts", {}), f"reasons.{code}.template", source)
         for code, item in sorted(raw["reasons"].items())
     }
     library = load_playbook_library(path.parent / raw["playbook_library"])
@@ -262,15 +258,19 @@ def _counted_risk_signals(signals: pl.DataFrame, config: RenewalsConfig) -> pl.D
 
 
 def _evidence_texts(evidence: pl.DataFrame) -> dict[str, pl.Expr]:
-    """Display text per evidence key: floats to at most two decimals, lists as `<key>_count`."""
+    """Display text per evidence key, as the decks write it: floats to at most one decimal
+    (`31.2`, `15`), ISO dates in words (`31 Aug 2026`), lists as `<key>_count`."""
     texts = {}
     for column in sorted(evidence.columns):
         name, dtype = column.removeprefix("evidence."), evidence.schema[column]
         if dtype.is_float():
-            rounded = (pl.col(column).round(2) + 0.0).cast(pl.Utf8)  # + 0.0 turns -0.0 into 0.0
-            texts[name] = rounded.str.replace(r"^(-?\d+\.\d*?)0+$", "${1}").str.replace(r"\.$", "")
+            rounded = pl.col(column).round(1).cast(pl.Utf8)
+            texts[name] = rounded.str.replace(r"\.0$", "").str.replace(r"^-0$", "0")
         elif dtype == pl.List:
             texts[f"{name}_count"] = pl.col(column).list.len().cast(pl.Utf8)
+        elif dtype == pl.Utf8:
+            day = pl.col(column).str.to_date("%Y-%m-%d", strict=False)
+            texts[name] = pl.coalesce(day.dt.to_string(DATE_WORDS_FORMAT), pl.col(column))
         elif not dtype.is_nested() and dtype != pl.Null:
             texts[name] = pl.col(column).cast(pl.Utf8)
     return texts
@@ -297,10 +297,10 @@ def _reason_texts(risk: pl.DataFrame, config: RenewalsConfig) -> pl.DataFrame:
         subset = risk.filter(pl.col("code") == code)
         evidence = subset["evidence"].fill_null("{}").str.json_decode(infer_schema_length=None).struct.unnest()
         evidence = evidence.rename({name: f"evidence.{name}" for name in evidence.columns})
-        reason = config.reasons.get(code, ReasonTemplate(code, "", (), {}))
+        reason = config.reasons.get(code, ReasonTemplate("", (), {}))
         texts = {**_evidence_texts(evidence), **_amount_texts(evidence, reason.amounts)}
         numbers = [pl.format("{} {}", pl.lit(name.replace("_", " ")), expr) for name, expr in texts.items()]
-        text = pl.lit(reason.label)
+        text = pl.lit(signal_name(code))
         if numbers:
             text = text + pl.lit(": ") + pl.concat_str(numbers, separator=", ", ignore_nulls=True)
         if reason.fields and all(name in texts for name in reason.fields):
@@ -504,6 +504,7 @@ def renewal_summary(frame: pl.DataFrame, config: RenewalsConfig) -> dict[str, An
                 "main_reason": config.reason_label(reasons[0]["code"]) if reasons else None,
                 "reasons": [reason["text"] for reason in reasons],
                 "suggested_playbook": row["suggested_playbook"],
+                "suggested_playbook_title": config.library.playbooks[row["suggested_playbook"]].title,
             }
             for row in top.to_dicts()
             for reasons in [json.loads(row["risk_reasons"])]

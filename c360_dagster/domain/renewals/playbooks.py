@@ -19,13 +19,13 @@ import polars as pl
 from c360_dagster.domain.core.config import config_hash, load_yaml_config
 from c360_dagster.domain.core.errors import ConfigError
 from c360_dagster.domain.core.text import format_amount, plural, render_template
+from c360_dagster.domain.core.words import CONTACT_ROLES, fmt_date, renewal_odds, role_words, signal_name
 from c360_dagster.domain.scoring.overrides import override_phrase
 
 TIERS = ("red", "amber", "green")
 TEMPLATE = "playbook.md.j2"
 STEP_KEYS = ("title", "owner", "due_days", "accountable", "consulted", "informed")
 
-CONTACT_ROLES = ("champion", "exec_sponsor", "economic_buyer", "admin", "user")
 _DONE_WHEN = {
     "type": "object",
     "additionalProperties": False,
@@ -324,6 +324,10 @@ class PlaybookResult:
         """Plain JSON-ready data: dates as ISO strings, tuples as lists."""
         return _plain(self)
 
+    def play_title(self, play_id: str) -> str:
+        """A play of this plan by its title (`collections` → `Collections`)."""
+        return self.play_titles[self.plays.index(play_id)]
+
 
 def _plain(value: Any) -> Any:
     if hasattr(value, "__dataclass_fields__"):
@@ -552,8 +556,7 @@ def _for_who_is_there(step: StepSpec, stand_ins: Mapping[str, str | None], libra
     customer's roles out and says plainly that its owner on our side finds the right person."""
 
     def phrase(role: str) -> str:
-        key = library.people[role][1]
-        return f"the {'executive sponsor' if key == 'exec_sponsor' else key.replace('_', ' ')}"
+        return f"the {role_words(library.people[role][1])}"
 
     # No one, or the very role the step is to fill ("Identify and enable a new champion" is not
     # the champion's to do): such a customer role is left out, never stood in for.
@@ -592,7 +595,7 @@ def _done_evidence(
     contact = current.get(role)
     if contact is None or _as_date(contact["started_on"]) < as_of - dt.timedelta(days=library.new_contact_days):
         return None
-    return f"{contact['name']} is the {role.replace('_', ' ')} since {_as_date(contact['started_on']).isoformat()}"
+    return f"{contact['name']} is the {role_words(role)} since {fmt_date(contact['started_on'])}"
 
 
 def _due_renewal(renewals: Sequence[Mapping[str, Any]], library: PlaybookLibrary, as_of: dt.date) -> dt.date | None:
@@ -623,7 +626,8 @@ def _summary(
     notes: Sequence[str] = (),
 ) -> str:
     health = f"{tier or 'unscored'}" + (f" with a health score of {score}/100" if score is not None else "")
-    fired = f"{plural(len(codes), 'active signal')} ({', '.join(codes)})" if codes else "no active signals"
+    names = ", ".join(signal_name(code) for code in codes)
+    fired = f"{plural(len(codes), 'active signal')} ({names})" if codes else "no active signals"
     parts = [f"{name} is {health} and has {fired}.", *notes]
     if renewals:
         by_currency: dict[str, float] = {}
@@ -631,12 +635,13 @@ def _summary(
             by_currency[row["currency"]] = by_currency.get(row["currency"], 0.0) + float(row["arr"])
         amounts = ", ".join(format_amount(arr, cur) for cur, arr in sorted(by_currency.items()))
         first = min(_as_date(row["renewal_date"]) for row in renewals)
-        buckets = ", ".join(sorted({row["bucket"] for row in renewals}))
+        odds = {row["bucket"]: row.get("probability") for row in renewals}
+        forecast = " and ".join(renewal_odds(bucket, odds[bucket]) for bucket in sorted(odds))
         off = [row["subscription_id"] for row in renewals if row.get("auto_renew") is False]
         parts.append(
             f"{plural(len(renewals), 'subscription')} {'renews' if len(renewals) == 1 else 'renew'} "
             f"in the forecast window, the first on "
-            f"{first.isoformat()} (ARR {amounts}; forecast {buckets})."
+            f"{fmt_date(first)}, with ARR {amounts} and forecast {forecast}."
             + (f" Auto-renew is off for {', '.join(off)}." if off else "")
         )
     titles = [play.title for play in plays]
@@ -649,7 +654,7 @@ def _notes(health_record: Mapping[str, Any], signals: Sequence[Mapping[str, Any]
     """Summary sentences for an overridden tier and for snoozed signals."""
     notes = [f"{override_phrase(health_record)}."] if health_record.get("override") else []
     snoozed = sorted(
-        f"{signal['code']} until {signal['snoozed_until']} ({signal['snooze_reason']})"
+        f"{signal_name(signal['code'])} until {fmt_date(signal['snoozed_until'])} ({signal['snooze_reason']})"
         for signal in signals
         if signal.get("snoozed_until")
     )
@@ -743,7 +748,10 @@ def build_playbook(
         if (play.id, c.what) not in done_titles
     }
     checkpoints |= {
-        (_as_date(r["renewal_date"]), f"Renewal of {r['product']} ({r['subscription_id']}), forecast {r['bucket']}")
+        (
+            _as_date(r["renewal_date"]),
+            f"Renewal of {r['product']} ({r['subscription_id']}), forecast {renewal_odds(r['bucket'], r.get('probability'))}",
+        )
         for r in renewal_rows
     }
     risks = tuple(dict.fromkeys(risk for play in plays for risk in play.risks))
