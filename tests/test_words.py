@@ -82,9 +82,7 @@ def test_what_people_read_names_signals_and_dates_in_words(ran_fixtures):
         assert "SIG_" not in text and not ISO_DATE.search(text), path.name
     # The machine files keep the codes and ISO dates: there they are data.
     renewals = json.loads(next(customer.glob("renewals_*.json")).read_text(encoding="utf-8"))
-    assert {reason["code"] for row in renewals["renewals"] for reason in row["risk_reasons"]} >= {
-        "SIG_PAYMENT_OVERDUE"
-    }
+    assert {reason["code"] for row in renewals["renewals"] for reason in row["risk_reasons"]} >= {"SIG_PAYMENT_OVERDUE"}
     assert all(ISO_DATE.fullmatch(row["renewal_date"]) for row in renewals["renewals"])
 
 
