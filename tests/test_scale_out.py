@@ -36,6 +36,10 @@ from c360_dagster.runner import _chain_layers as runner_chain_layers
 
 POSTGRES_ROOT = Path("/usr/lib/postgresql")
 START_SECONDS = 60
+# A worker is three processes (dagster-celery, celery, its pool) that each import Dagster: about
+# 5 CPU-s on Python 3.11 and 3.14 alike, so two workers need 10 CPU-s; on 2 cores shared with
+# the rest of the suite at a load of up to 20 that is about 100 s (docs/development.md).
+WORKER_START_SECONDS = 180
 SHARDS = 4
 RUN_SECONDS = 300
 
@@ -132,6 +136,8 @@ def celery_workers(names: list[str], env: dict[str, str], cwd: Path, logs: Path)
     from celery import Celery
 
     command = [str(Path(sys.executable).with_name("dagster-celery")), "worker", "start", "-A", "dagster_celery.app"]
+    # dagster-celery starts `celery` from PATH: this interpreter's, not whichever comes first there.
+    env = {**env, "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])}
     workers = []
     try:
         for name in names:
@@ -147,10 +153,19 @@ def celery_workers(names: list[str], env: dict[str, str], cwd: Path, logs: Path)
                     )
                 )
         app = Celery(broker=env[BROKER_ENV], backend=env[BROKER_ENV])
-        deadline = time.monotonic() + START_SECONDS
-        while len(app.control.ping(timeout=1.0)) < len(names):
-            if any(worker.poll() is not None for worker in workers) or time.monotonic() > deadline:
-                pytest.fail("the Celery workers did not come up:\n" + _tails(logs))
+        started = time.monotonic()
+        answered: set[str] = set()
+        while len(answered) < len(names):
+            answered |= {name.split("@")[0] for reply in app.control.ping(timeout=1.0) for name in reply}
+            exited = [name for name, worker in zip(names, workers, strict=True) if worker.poll() is not None]
+            waited = time.monotonic() - started
+            if exited or waited > WORKER_START_SECONDS:
+                pytest.fail(
+                    f"waited {waited:.0f} s (at most {WORKER_START_SECONDS}) for the Celery workers "
+                    f"{', '.join(names)} to answer a ping on {env[BROKER_ENV]}: answered {sorted(answered) or 'none'}, "
+                    f"exited {exited or 'none'}; their logs:\n" + _tails(logs)
+                )
+        print(f"Celery workers answered after {time.monotonic() - started:.1f} s")
         yield
     finally:
         for worker in workers:
