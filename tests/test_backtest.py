@@ -360,7 +360,7 @@ def test_generated_data_gives_non_trivial_numbers(generated_view, default_config
         > 0
     )
     horizon = (observations["renewal_date"] - observations["as_of"]).dt.total_days()
-    assert horizon.min() > 0 and horizon.max() <= 120  # type: ignore[operator]
+    assert horizon.min() > 0 and horizon.max() <= 120  # type: ignore[operator]  # Polars types a series' min and max as maybe None
     assert 0 < result.churned < result.counted.height < observations.height
     assert result.tiers["renewals"].sum() == result.calibration["renewals"].sum() == result.counted.height
     assert result.red_recall is not None and result.lift_red_over_green is not None

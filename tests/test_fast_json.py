@@ -59,7 +59,7 @@ def test_write_chunks_atomic_leaves_the_old_file_when_the_producer_fails(tmp_pat
 def test_write_chunks_atomic_raises_what_the_writer_thread_hit(tmp_path):
     path = tmp_path / "out.bin"
     with pytest.raises(TypeError):
-        write_chunks_atomic(path, iter([b"fine", "not bytes", b"more"]))  # type: ignore[list-item]
+        write_chunks_atomic(path, iter([b"fine", "not bytes", b"more"]))  # type: ignore[list-item]  # a str on purpose
     assert not path.exists()
 
 

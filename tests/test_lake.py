@@ -279,7 +279,7 @@ def test_shards_written_by_parallel_processes_all_land(lake: Lake) -> None:
         subprocess.Popen([sys.executable, "-c", script, str(k)], env=env, stderr=subprocess.PIPE, text=True)
         for k in range(3)
     ]
-    assert [(w.wait(timeout=120), w.stderr.read()) for w in workers] == [(0, "")] * 3  # type: ignore[union-attr]
+    assert [(w.wait(timeout=120), w.stderr.read()) for w in workers] == [(0, "")] * 3  # type: ignore[union-attr]  # stderr=PIPE: never None
     assert stored_rows(lake, "customer_signals") == {(D1, 0): 100, (D1, 1): 101, (D1, 2): 102}
 
 

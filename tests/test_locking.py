@@ -170,7 +170,7 @@ def test_a_shard_lock_holds_off_only_that_shards_writers(tmp_path: Path) -> None
 def test_a_shard_key_that_is_not_a_number_cannot_name_a_lock(tmp_path: Path) -> None:
     for bad in ("../x", "", "01", "-1", "a", 3):
         with pytest.raises(ValueError, match="is not a shard key"):
-            locking.project_lock(tmp_path, shard=bad)  # type: ignore[arg-type]
+            locking.project_lock(tmp_path, shard=bad)  # type: ignore[arg-type]  # a wrong type on purpose
 
 
 def test_lock_of_a_killed_process_is_released(tmp_path: Path) -> None:

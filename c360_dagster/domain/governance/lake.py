@@ -97,7 +97,7 @@ def open_lake(configs_dir: Path | str, artifacts_dir: Path | str, contracts_dir:
         raise ConfigError(f"{source}: lake.storage_options: only a delta lake has storage options")
     if backend is DeltaLake:
         try:
-            import deltalake  # noqa: F401
+            import deltalake  # noqa: F401  # only whether it imports
         except ImportError:
             raise C360Error(
                 f'{source}: lake.format: delta needs the `scale` extra: pip install -c constraints.txt -e ".[scale]"',
@@ -331,7 +331,7 @@ class DuckDBLake(Lake):
             ).fetchall()
             if not found:
                 return None
-            return pl.from_arrow(con.sql(query, params=params).to_arrow_table())  # type: ignore[return-value]
+            return pl.from_arrow(con.sql(query, params=params).to_arrow_table())  # type: ignore[return-value]  # a table gives a frame, not a series
 
     def _replace(
         self, table: str, rows: pl.DataFrame, columns: list[Column], as_of: dt.date, shard: int, shards: int

@@ -119,7 +119,7 @@ class ValidatedInputs:
         dates = [f.name for f in ENTITIES[name].fields if f.type == "date"]
         self._latest_dates += [latest for latest in table.select(pl.col(dates).max()).row(0) if latest is not None]
         if name == "usage":
-            self._latest_usage_end = table["window_end"].max()  # type: ignore[assignment]
+            self._latest_usage_end = table["window_end"].max()  # type: ignore[assignment]  # a date column's max is a date or None
 
     @property
     def as_of(self) -> dt.date:
@@ -499,7 +499,7 @@ def _validate(
             key=lambda found: (found[0], column_order[checked_rules[found[1]].column], found[1]),
         )
         raise _rule_error(path, spec, row, checked_rules[position])
-    return whole.drop(ROW).sort(list(spec.key)).cast(spec.polars_schema)  # type: ignore[arg-type]
+    return whole.drop(ROW).sort(list(spec.key)).cast(spec.polars_schema)  # type: ignore[arg-type]  # Polars types cast()'s dict keys as an invariant union
 
 
 def _text_rules(spec: EntitySpec) -> list[Rule]:

@@ -103,12 +103,12 @@ def view_as_of(stored: StageReader) -> dt.date:
 
 def read_view_table(stored: StageReader, name: str, account_ids: list[str] | None = None) -> pl.DataFrame:
     """One table of a persisted view (optionally only these accounts' rows), without reading the others."""
-    return stored.read_frame(table_path(name), account_ids).cast(ENTITIES[name].polars_schema)  # type: ignore[arg-type]
+    return stored.read_frame(table_path(name), account_ids).cast(ENTITIES[name].polars_schema)  # type: ignore[arg-type]  # Polars types cast()'s dict keys as an invariant union
 
 
 def decode_table(name: str, data: bytes) -> pl.DataFrame:
     """Entity `name`'s table from Parquet bytes already verified, typed as the contract says."""
-    return pl.read_parquet(io.BytesIO(data)).cast(ENTITIES[name].polars_schema)  # type: ignore[arg-type]
+    return pl.read_parquet(io.BytesIO(data)).cast(ENTITIES[name].polars_schema)  # type: ignore[arg-type]  # Polars types cast()'s dict keys as an invariant union
 
 
 def empty_table(name: str) -> pl.DataFrame:

@@ -228,7 +228,7 @@ def render_review_markdown(ctx: QbrContext, *, deck: str | None = None) -> str:
 def pptx_available() -> bool:
     """Whether python-pptx can be imported (the pack falls back to `slides.md` otherwise)."""
     try:
-        import pptx  # noqa: F401
+        import pptx  # noqa: F401  # only whether it imports
     except ImportError:
         return False
     return True

@@ -112,7 +112,7 @@ def renewal_outcomes(view: Customer360, grace_days: int) -> pl.DataFrame:
     )
     return (
         pl.concat([anniversaries.select(list(OUTCOME_COLUMNS)), ended.select(list(OUTCOME_COLUMNS))])
-        .cast(OUTCOME_COLUMNS)  # type: ignore[arg-type]
+        .cast(OUTCOME_COLUMNS)  # type: ignore[arg-type]  # Polars types cast()'s dict keys as an invariant union
         .filter(pl.col("renewal_date") <= view.as_of)
         .sort("renewal_date", "subscription_id")
     )

@@ -119,7 +119,7 @@ def succession(subs: pl.DataFrame, grace_days: int) -> pl.DataFrame:
             .otherwise(pl.lit(RENEWED))
         )
         .select(list(SUCCESSION_COLUMNS))
-        .cast(SUCCESSION_COLUMNS)  # type: ignore[arg-type]
+        .cast(SUCCESSION_COLUMNS)  # type: ignore[arg-type]  # Polars types cast()'s dict keys as an invariant union
         .sort("renewal_date", "subscription_id")
     )
 

@@ -870,6 +870,7 @@ def health_summary(frame: pl.DataFrame) -> dict[str, Any]:
         {"min": None, "median": None, "max": None, "mean": None}
         if scores.is_empty()
         else {
+            # Polars types a series' min, median, max and mean as maybe None; not so on a non-empty one.
             "min": int(scores.min()),  # type: ignore[arg-type]
             "median": round(float(scores.median()), 2),  # type: ignore[arg-type]
             "max": int(scores.max()),  # type: ignore[arg-type]

@@ -413,7 +413,7 @@ def _encoded(code: str, fired: pl.DataFrame) -> pl.DataFrame:
         code=pl.lit(code),
         kind=pl.lit(SIGNAL_CATALOG[code].kind),
         evidence=json_text.canonical_texts(fired["evidence"]),
-    ).cast(SIGNALS_COLUMNS)  # type: ignore[arg-type]
+    ).cast(SIGNALS_COLUMNS)  # type: ignore[arg-type]  # Polars types cast()'s dict keys as an invariant union
 
 
 def detect_signals(view: Customer360, config: SignalsConfig, lifecycle: LifecycleConfig) -> pl.DataFrame:
