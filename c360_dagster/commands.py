@@ -769,6 +769,8 @@ def _require_extra(module: str, extra: str, command_name: str) -> None:
 
 # Seconds `dagster dev` gets to stop by itself on Ctrl-C before it is killed.
 UI_STOP_GRACE_S = 3.0
+# A `-W` filter: the start of the one warning `dagster dev` prints on every start.
+DAGSTER_DEV_SUPERSEDED = "ignore:Function `dev_command` is superseded"
 
 
 def _ui_args(parser: argparse.ArgumentParser) -> None:
@@ -788,8 +790,10 @@ def ui_command(args: argparse.Namespace) -> Report:
     # `dagster dev` and the webserver, daemon and code server it starts ignore SIGINT and
     # SIGTERM for over 30 s, so they run in a session of their own that c360 stops as a whole:
     # on Ctrl-C (or SIGTERM) it asks them to stop, then kills what is left after a short grace.
+    # `dagster dev` warns that it is superseded by `dg dev`, which needs a `dg` project layout and
+    # another package; c360 starts it for the user, who has nothing to change, so not that warning.
     server = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(args.port)],
+        [sys.executable, "-W", DAGSTER_DEV_SUPERSEDED, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(args.port)],
         env=os.environ.copy(),
         start_new_session=True,
     )

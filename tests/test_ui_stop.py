@@ -18,13 +18,15 @@ STOP_WITHIN_S = 10.0
 def test_ctrl_c_stops_the_ui_and_every_process_it_started(tmp_path):
     env = dagster_env(tmp_path / "dagster_home")
     port = free_port()
-    c360 = subprocess.Popen(
-        [str(Path(sys.executable).with_name("c360")), "c360:ui", "--port", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    stderr = tmp_path / "stderr.txt"
+    with stderr.open("w", encoding="utf-8") as log:  # c360 writes to its own copy of the file
+        c360 = subprocess.Popen(
+            [str(Path(sys.executable).with_name("c360")), "c360:ui", "--port", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     try:
         deadline = time.monotonic() + SERVER_START_SECONDS
         while not answers(f"http://127.0.0.1:{port}/server_info"):
@@ -40,6 +42,8 @@ def test_ctrl_c_stops_the_ui_and_every_process_it_started(tmp_path):
         _, alive = psutil.wait_procs(started, timeout=1)
         assert [process for process in alive if _running(process)] == []
         assert not answers(f"http://127.0.0.1:{port}/server_info")
+        # Not Dagster's advice to run `dg dev` instead: c360 starts `dagster dev` itself.
+        assert "dg dev" not in stderr.read_text(encoding="utf-8")
     finally:
         if c360.poll() is None:
             # Whatever failed above, leave no server behind: `dagster dev` outlives a killed parent.
