@@ -189,7 +189,7 @@ def test_measures_match_the_hand_computation(configs):
     assert "| red | 3 | 1 | 2 | 0 | 33.3% |" in markdown
     assert "| High | 90.0% | 4 | 3 | 75.0% | -15.0 |" in markdown
     assert "| Low | 25.0% | 2 | 1 | 50.0% | +25.0 |" in markdown
-    assert "| 2026-01-01 | 9 | 3 | 1 | 5 | 0 | 8 | 8 | 3 | 0 | 0 |" in markdown
+    assert "| 1 Jan 2026 | 9 | 3 | 1 | 5 | 0 | 8 | 8 | 3 | 0 | 0 |" in markdown
 
 
 def contract(
@@ -300,7 +300,7 @@ def test_renewals_after_the_data_are_not_yet_observed(configs):
     markdown = render_backtest_md(result)
     assert "| Lift of red over green | n/a |" in markdown
     assert "The lift is n/a here: no renewal of a green account was observed." in markdown
-    assert "1 forecast renewal falls after 2026-06-30" in markdown
+    assert "1 forecast renewal falls after 30 Jun 2026" in markdown
     assert "| High | 90.0% | 0 | 0 | n/a | n/a |" in markdown
     assert "High observed" not in render_backtest_chart_svg(result)  # no bar without a rate
 

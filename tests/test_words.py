@@ -40,6 +40,11 @@ def test_every_contact_role_of_the_contract_has_its_words_and_label():
     ]
 
 
+def test_every_segment_of_the_contract_has_its_label():
+    segments = next(field.choices for field in ENTITIES["accounts"].fields if field.name == "segment")
+    assert [words.segment_label(segment) for segment in segments] == ["Enterprise", "Mid-Market", "SMB"]
+
+
 def test_every_signal_has_a_name_and_a_forecast_says_what_it_means():
     assert sorted(words.SIGNAL_NAMES) == sorted(SIGNAL_CATALOG)
     assert words.signal_name("SIG_NEW_THING") == "New Thing"  # a code outside the registry, in words

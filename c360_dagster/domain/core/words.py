@@ -1,4 +1,4 @@
-"""Words a reader sees, one vocabulary for every report: dates, contact roles, signal names.
+"""Words a reader sees, one vocabulary for every report: dates, contact roles, segments, signal names.
 
 The decks, the review page, the playbooks and the renewal summary say these the same way. JSON
 files and the lake keep the codes and ISO dates: there they are data, not prose.
@@ -22,6 +22,8 @@ CONTACT_ROLE_WORDS = {
     "user": "user",
 }
 CONTACT_ROLES = tuple(CONTACT_ROLE_WORDS)
+
+SEGMENT_WORDS = {"enterprise": "Enterprise", "mid_market": "Mid-Market", "smb": "SMB"}
 
 # Every signal code (scoring/signals.SIGNAL_CATALOG) by the name people read.
 SIGNAL_NAMES = {
@@ -57,6 +59,11 @@ def role_words(role: str) -> str:
 def role_label(role: str) -> str:
     """`exec_sponsor` → `Executive Sponsor`: a contact role as a table or a label says it."""
     return fmt_label(role_words(role))
+
+
+def segment_label(segment: str) -> str:
+    """`mid_market` → `Mid-Market`: an account segment (accounts.csv `segment`) as people read it."""
+    return SEGMENT_WORDS.get(segment, fmt_label(segment))
 
 
 def signal_name(code: str) -> str:

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from c360_dagster.domain.core.text import format_amount, visible_text
-from c360_dagster.domain.core.words import MONTHS, fmt_date, fmt_label, renewal_odds, role_label
+from c360_dagster.domain.core.words import MONTHS, fmt_date, fmt_label, renewal_odds, role_label, segment_label
 from c360_dagster.domain.qbr.layout import Font, truncate, wrap
 from c360_dagster.domain.qbr.models import Component, QbrContext, WeekPoint
 from c360_dagster.domain.scoring.health import INSUFFICIENT_DATA, SCORED, STATUS_WORDS
@@ -865,14 +865,13 @@ LIFECYCLE_WORDS = {
     "active": "Active customer",
     "churned": "Former customer (churned)",
 }
-SEGMENT_WORDS = {"enterprise": "Enterprise", "mid_market": "Mid-Market", "smb": "SMB"}
 
 
 def scorecard_phrase(scorecard: str) -> str:
     """`default` → `the default scorecard`, `segment:smb` → `the SMB segment's scorecard`."""
     if scorecard.startswith("segment:"):
         segment = scorecard.removeprefix("segment:")
-        return f"the {SEGMENT_WORDS.get(segment, fmt_label(segment))} segment's scorecard"
+        return f"the {segment_label(segment)} segment's scorecard"
     return f"the {slide_text(scorecard)} scorecard"
 
 

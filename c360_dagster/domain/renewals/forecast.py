@@ -22,7 +22,7 @@ from c360_dagster.domain.core.config import config_hash, load_yaml_config
 from c360_dagster.domain.core.errors import C360Error, ConfigError
 from c360_dagster.domain.core.io import canonical_json
 from c360_dagster.domain.core.text import format_amount, render_template
-from c360_dagster.domain.core.words import DATE_WORDS_FORMAT, signal_name
+from c360_dagster.domain.core.words import DATE_WORDS_FORMAT, segment_label, signal_name
 from c360_dagster.domain.ingest.view import Customer360
 from c360_dagster.domain.renewals.playbooks import (
     TIERS,
@@ -515,7 +515,14 @@ def renewal_summary(frame: pl.DataFrame, config: RenewalsConfig) -> dict[str, An
 def render_renewal_summary_md(summary: Mapping[str, Any], as_of: dt.date, window_days: int) -> str:
     """`summary.md`: bucket, currency, segment, owner and top-risk tables with prose around them."""
     window_end = as_of + dt.timedelta(days=window_days)
-    return render_template(SUMMARY_TEMPLATE, s=summary, as_of=as_of, window_days=window_days, window_end=window_end)
+    return render_template(
+        SUMMARY_TEMPLATE,
+        s=summary,
+        as_of=as_of,
+        window_days=window_days,
+        window_end=window_end,
+        segment=segment_label,
+    )
 
 
 def published(frame: pl.DataFrame) -> pl.DataFrame:
