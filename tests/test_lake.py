@@ -18,6 +18,7 @@ import pytest
 
 from c360_dagster.domain.core.errors import C360Error, ConfigError, ContractError
 from c360_dagster.domain.governance import lake as lake_module
+from c360_dagster.domain.governance.contracts import load_contract
 from c360_dagster.domain.governance.lake import DeltaLake, DuckDBLake, Lake, open_lake
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,6 +134,29 @@ def test_column_types_come_from_the_contract(lake: Lake) -> None:
     assert {name: types[name] for name in expected} == expected
     assert list(types)[:3] == ["as_of", "shard", "account_id"]
     assert lake.table_columns("account_health")[1][:2] == ("shard", f"{expected['shard']} NOT NULL")
+
+
+def test_the_contracts_json_text_columns_are_stored_packed_with_zstd_in_duckdb(tmp_path: Path) -> None:
+    json_text = {
+        table: [c.name for c in lake_module.contract_columns(table, load_contract(table, CONTRACTS)) if c.json_text]
+        for table in ("account_health", "customer_signals", "renewal_forecasts", "crm_opps")
+    }
+    # By hand: the string columns the contracts mark `contentMediaType: application/json`.
+    assert json_text == {
+        "account_health": ["components"],
+        "customer_signals": ["evidence"],
+        "renewal_forecasts": ["renewal_prob", "risk_reasons"],
+        "crm_opps": [],
+    }
+    lake = DuckDBLake(str(tmp_path / "lake"), CONTRACTS)
+    lake.write_snapshot("account_health", health({f"A{n:04d}": n % 101 for n in range(3000)}), D1)
+    with duckdb.connect(str(lake.path), read_only=True) as con:
+        found = con.execute(
+            "SELECT DISTINCT column_name, compression FROM pragma_storage_info('account_health')"
+            " WHERE column_name IN ('components', 'account_id') AND segment_type = 'VARCHAR'"
+        ).fetchall()
+    assert ("components", "ZSTD") in found
+    assert ("account_id", "ZSTD") not in found
 
 
 def test_delta_tables_are_partitioned_by_as_of_and_shard(tmp_path: Path) -> None:

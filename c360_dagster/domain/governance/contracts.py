@@ -40,6 +40,7 @@ PROPERTY_KEYWORDS = {
     "pattern",
     "minLength",
     "format",
+    "contentMediaType",  # an annotation (JSON text in a string); the DuckDB lake stores such columns packed
 }
 JSON_TYPES = {"string", "integer", "number", "boolean", "null"}
 ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"

@@ -69,12 +69,14 @@ def snapshot_output(table: str, as_of: dt.date) -> str:
 
 @dataclass(frozen=True)
 class Column:
-    """A lake column as the contract defines it: its JSON kind (`date` for format date) and nullability."""
+    """A lake column as the contract defines it: its JSON kind (`date` for format date), nullability,
+    and whether its strings are JSON text (`contentMediaType: application/json`)."""
 
     name: str
     kind: str
     nullable: bool
     description: str
+    json_text: bool = False
 
 
 def is_url(location: str) -> bool:
@@ -247,7 +249,8 @@ def contract_columns(table: str, schema: Mapping[str, Any]) -> list[Column]:
         if len(kinds) != 1:
             raise ContractError(f"contract {table}: field {name}: a lake column needs one type besides null")
         kind = "date" if spec.get("format") == "date" else kinds[0]
-        columns.append(Column(name, kind, "null" in types, spec.get("description", "")))
+        json_text = spec.get("contentMediaType") == "application/json"
+        columns.append(Column(name, kind, "null" in types, spec.get("description", ""), json_text))
     if [c.name for c in columns[: len(KEYS)]] != list(KEYS):
         raise ContractError(f"contract {table}: a lake table's first columns are {', '.join(KEYS)}")
     return columns
@@ -285,6 +288,10 @@ class DuckDBLake(Lake):
     }
     # DuckDB names the file's catalog after the file.
     CATALOG: ClassVar[str] = "c360.main"
+    # JSON text (a health record's components, a signal's evidence: 1.5 KB a row) is stored with
+    # zstd: at 20k health rows a fifth of the file DuckDB's own choice makes (2.1 against
+    # 10.5 MB), and a third less time to write it. Only a new table's columns get it.
+    JSON_TEXT_COMPRESSION: ClassVar[str] = "USING COMPRESSION zstd"
 
     @property
     def path(self) -> Path:
@@ -341,7 +348,10 @@ class DuckDBLake(Lake):
         with _connect(self.path, read_only=False) as con:
             con.execute("BEGIN TRANSACTION").fetchall()
             try:
-                definition = ", ".join(f'"{name}" {sql_type}' for name, sql_type in wanted)
+                definition = ", ".join(
+                    f'"{c.name}" {self._column_type(c)}' + (f" {self.JSON_TEXT_COMPRESSION}" if c.json_text else "")
+                    for c in columns
+                )
                 con.execute(f'CREATE TABLE IF NOT EXISTS "{table}" ({definition})').fetchall()
                 _check_columns(con, table, wanted)
                 con.execute(
