@@ -550,6 +550,7 @@ def test_pack_writes_the_customer_pack_and_the_internal_review_with_hashes(tmp_p
         f"| Usage falling | Churn risk | {USAGE_FELL} |",
         "| 1 Jun 2024 | invoice overdue | I2 | USD 1,200 |",
         "| USD 12,000 | Low | 35% | USD 4,200 |",
+        "| Growth | 1 Jul 2024 |",  # the plan in words, as the customer's timeline names it
         "| 7 Jul 2024 | step | Exec call with \\| sponsor | csm | joint | planned |",
     ]:
         assert line in review, line
@@ -1133,7 +1134,7 @@ def test_hostile_text_cannot_break_markdown(tmp_path):
     assert index.startswith("# Quarterly business review: Evil \\| Corp &lt;script&gt;alert(1)&lt;/script&gt;\n")
     assert '| Executive Sponsor | 2 May 2024 | Current | \'@SUM(1+1)\\*cmd\\|"/C calc"!A0 | bob@acme.test |' in index
     review = (tmp_path / "review_ACME-001.md").read_text(encoding="utf-8")
-    assert '| S1 | \'=HYPERLINK("http://evil.test","click") | growth |' in review
+    assert '| S1 | \'=HYPERLINK("http://evil.test","click") | Growth |' in review
     assert "| 7 Jul 2024 | step | Exec call with \\| sponsor | csm | joint | planned |" in review
     roadmap = (tmp_path / "qbr_ACME-001" / "roadmap.md").read_text(encoding="utf-8")
     assert "| 7 Jul 2024 | Exec call with \\| sponsor | csm | Executive Sponsor |" in roadmap
