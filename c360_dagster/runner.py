@@ -20,6 +20,9 @@ CPUS = len(os.sched_getaffinity(0))  # the default number of concurrent runs
 # Once runs start, a young-generation collection every 10k allocations, not Python's 700
 # (docs/performance.md, "Start-up").
 GC_THRESHOLD = 10_000
+# A worker process's start-up (Python, Dagster, the definitions, the instance: about 3 CPU-s)
+# costs about as much as this many QBR packs: a backfill gives no worker fewer accounts.
+WORKER_MIN_ACCOUNTS = 20
 EVENT_BATCH_SIZE = 1_000  # more than a batch of accounts' planned events (two assets, two checks)
 
 
@@ -344,10 +347,9 @@ def register_accounts(account_ids: Iterable[str]) -> None:
         partitions.register_accounts(instance, account_ids)
 
 
-def account_batches(account_ids: Iterable[str]) -> list[list[str]]:
-    """The batches a backfill of these accounts runs, after registering those that are not
-    partitions yet (a backfill asks for its accounts): at most ACCOUNTS_PER_RUN accounts each,
-    of even sizes, in the partitions' order, adjacent or not."""
+def account_batches(account_ids: Iterable[str], workers: int = CPUS) -> list[list[str]]:
+    """The batches a backfill of these accounts runs, `workers` at a time, after registering those
+    that are not partitions yet (a backfill asks for its accounts): see `batches_of`."""
     _writable_dagster_home()
     import dagster as dg
 
@@ -357,14 +359,23 @@ def account_batches(account_ids: Iterable[str]) -> list[list[str]]:
     with dg.DagsterInstance.get() as instance:
         partitions.register_accounts(instance, wanted)
         ordered = instance.get_dynamic_partitions(partitions.ACCOUNT_PARTITIONS_NAME)
-    return batches_of(ordered, wanted, partitions.ACCOUNTS_PER_RUN)
+    return batches_of(ordered, wanted, partitions.ACCOUNTS_PER_RUN, workers)
 
 
-def batches_of(ordered: Sequence[str], wanted: Iterable[str], size: int) -> list[list[str]]:
-    """The `wanted` keys found in `ordered`, in that order, cut into as few batches of at most
-    `size` as can be, of even sizes: runs that go at the same time then end together (321
-    accounts are two runs of 160 and 161, not 200 and 121)."""
+def batches_of(
+    ordered: Sequence[str], wanted: Iterable[str], size: int, workers: int, least: int = WORKER_MIN_ACCOUNTS
+) -> list[list[str]]:
+    """The `wanted` keys found in `ordered`, in that order, cut into batches of even sizes, at
+    most `size` each, adjacent or not, for up to `workers` runs at a time.
+
+    Every worker that gets at least `least` accounts takes part (a worker process's start-up
+    costs the CPU of about that many packs; below, one batch runs in the calling process), and
+    each takes the same number of batches, as few as `size` allows (each run costs Dagster's
+    set-up): runs that go side by side then end together. On 2 workers, 150 accounts are two
+    runs of 75, not one of 150 with a core idle; 450 are four of 112-113, not three of 150.
+    """
     chosen = set(wanted)
     keys = [key for key in ordered if key in chosen]
-    count = -(-len(keys) // size)
+    workers = max(1, min(workers, len(keys) // least))
+    count = workers * -(-len(keys) // (size * workers))
     return [keys[index * len(keys) // count : (index + 1) * len(keys) // count] for index in range(count)]

@@ -36,21 +36,63 @@ def _pack_bytes(customer: Path, account_id: str) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize(
-    ("ordered", "wanted", "size", "expected"),
+    ("ordered", "wanted", "size", "workers", "expected"),
     [
         # By hand: wanted keys in the partitions' order, adjacent or not (D is not wanted).
-        (list("ABCDEFG"), "GEBCF", 5, [list("BCEFG")]),
+        (list("ABCDEFG"), "GEBCF", 5, 1, [list("BCEFG")]),
         # A batch is cut at `size` keys, into as few batches as that allows, of even sizes.
-        (list("ABCDEFG"), "BCEG", 2, [["B", "C"], ["E", "G"]]),
-        (list("ABCDEFG"), "ABCDEFG", 3, [["A", "B"], ["C", "D"], ["E", "F", "G"]]),
-        (list("ABCDEFG"), "ABCDEFG", 6, [["A", "B", "C"], ["D", "E", "F", "G"]]),
-        (list("ABC"), "", 3, []),
+        (list("ABCDEFG"), "BCEG", 2, 1, [["B", "C"], ["E", "G"]]),
+        (list("ABCDEFG"), "ABCDEFG", 3, 1, [["A", "B"], ["C", "D"], ["E", "F", "G"]]),
+        (list("ABCDEFG"), "ABCDEFG", 6, 1, [["A", "B", "C"], ["D", "E", "F", "G"]]),
+        (list("ABC"), "", 3, 1, []),
+        (list("ABC"), "", 3, 2, []),
         # Wanted keys that are not partitions are not run.
-        (list("ABC"), "CZ", 3, [["C"]]),
+        (list("ABC"), "CZ", 3, 1, [["C"]]),
+        # Every worker gets a batch even when one batch could hold them all (scattered or not).
+        (list("ABCDEFG"), "GEBCF", 5, 2, [["B", "C"], ["E", "F", "G"]]),
+        (list("ABCDEFG"), "ABCDEFG", 200, 3, [["A", "B"], ["C", "D"], ["E", "F", "G"]]),
+        # ... but never an empty one.
+        (list("ABCDEFG"), "C", 5, 2, [["C"]]),
+        (list("ABCDEFG"), "CE", 5, 4, [["C"], ["E"]]),
+        # Beyond one batch per worker, a whole number of batches per worker: 7 keys of at most
+        # 3 on 2 workers are 4 batches (2 per worker: 4 and 3 keys), not 3 (one worker 2 batches).
+        (list("ABCDEFG"), "ABCDEFG", 3, 2, [["A"], ["B", "C"], ["D", "E"], ["F", "G"]]),
+        # Exactly one full batch per worker stays so.
+        (list("ABCDEFG"), "ABCDEF", 3, 2, [["A", "B", "C"], ["D", "E", "F"]]),
     ],
 )
-def test_batches_are_the_wanted_keys_in_partition_order(ordered, wanted, size, expected):
-    assert batches_of(ordered, wanted, size) == expected
+def test_batches_are_the_wanted_keys_in_partition_order(ordered, wanted, size, workers, expected):
+    assert batches_of(ordered, wanted, size, workers, least=1) == expected
+
+
+@pytest.mark.parametrize(
+    ("count", "workers", "runs"),
+    # By hand, at most 200 accounts a run and at least 20 a worker: 150 and 400 fit one run per
+    # worker; 401 need three runs, so four (two per worker); 1000 need five, so six; 999 on 3
+    # workers need five, so six. 39 accounts would leave a worker fewer than 20: one run; 40
+    # are two of 20; 59 on 3 workers are two runs, 60 three.
+    [
+        (150, 2, 2),
+        (400, 2, 2),
+        (401, 2, 4),
+        (450, 2, 4),
+        (1000, 2, 6),
+        (999, 3, 6),
+        (150, 1, 1),
+        (19, 2, 1),
+        (39, 2, 1),
+        (40, 2, 2),
+        (59, 3, 2),
+        (60, 3, 3),
+    ],
+)
+def test_batches_keep_the_size_and_share_the_accounts_evenly_between_workers(count, workers, runs):
+    keys = [f"ACC-{index:05d}" for index in range(count)]
+    batches = batches_of(keys, keys, 200, workers, least=20)
+    assert [key for batch in batches for key in batch] == keys
+    assert max(map(len, batches)) <= 200
+    assert max(map(len, batches)) - min(map(len, batches)) <= 1
+    assert len(batches) == runs
 
 
 @pytest.fixture

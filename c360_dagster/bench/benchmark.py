@@ -283,14 +283,14 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = lambda line:
         json_bytes = {path.name: path.stat().st_size for path in sorted(customer.glob("*.json"))}
         sample, red = qbr_samples(customer / "frames" / "health.parquet", settings.qbr_sample, settings.red_sample)
         qbr_start = sampler.mark()
-        batches = account_batches(sample)
+        batches = account_batches(sample, settings.workers)
         log(
             f"bench: playbooks and QBR packs for {len(sample)} accounts: {len(batches)} runs, {settings.workers} at a time"
         )
         _run_account_batches(paths, batches, settings.workers)
         stages["qbr"] = sampler.figures(qbr_start, sampler.mark(), len(sample))
         red_start = sampler.mark()
-        red_batches = account_batches(red)
+        red_batches = account_batches(red, settings.workers)
         log(f"bench: playbooks and QBR packs for {len(red)} red accounts, not adjacent: {len(red_batches)} runs")
         _run_account_batches(paths, red_batches, settings.workers)
         stages["qbr_red"] = sampler.figures(red_start, sampler.mark(), len(red))
