@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import subprocess
@@ -134,6 +135,16 @@ def test_column_types_come_from_the_contract(lake: Lake) -> None:
     assert {name: types[name] for name in expected} == expected
     assert list(types)[:3] == ["as_of", "shard", "account_id"]
     assert lake.table_columns("account_health")[1][:2] == ("shard", f"{expected['shard']} NOT NULL")
+
+
+def test_rows_hash_is_the_sha256_of_the_rows_csv_hashed_as_it_is_written() -> None:
+    frame = pl.DataFrame({"a": [1, None], "d": [D1, D2], "s": ["x,y", 'q"']})
+    # By hand: the CSV, quoting the comma and doubling the quote.
+    csv = 'a,d,s\n1,2026-07-31,"x,y"\n,2026-08-31,"q"""\n'
+    assert lake_module.rows_hash(frame) == "sha256:" + hashlib.sha256(csv.encode()).hexdigest()
+    # Many chunks of CSV (the sink's), the same bytes as the whole.
+    big = pl.concat([health({f"A{n:05d}": n % 101 for n in range(20_000)})] * 3, rechunk=False)
+    assert lake_module.rows_hash(big) == "sha256:" + hashlib.sha256(big.write_csv().encode()).hexdigest()
 
 
 def test_the_contracts_json_text_columns_are_stored_packed_with_zstd_in_duckdb(tmp_path: Path) -> None:
