@@ -209,6 +209,21 @@ def test_sink_chunks_raises_the_sinks_error_and_stops_the_sink_of_a_reader_that_
     assert not [thread for thread in threading.enumerate() if thread.name == "c360-sink"]
 
 
+def test_a_failed_write_stops_the_sink_feeding_it(tmp_path):
+    frame = pl.DataFrame({"n": range(500_000)})
+
+    def chunks():
+        sunk = sink_chunks(frame.lazy().sink_ndjson, queued=1)
+        yield next(sunk)
+        yield "not bytes"  # the writer thread fails on it
+        yield from sunk
+
+    with pytest.raises(TypeError):
+        write_chunks_atomic(tmp_path / "out.json", chunks())
+    assert not [thread for thread in threading.enumerate() if thread.name == "c360-sink"]
+    assert not (tmp_path / "out.json").exists()
+
+
 @pytest.mark.parametrize("cut", [1, 2, 3, 7, 10_000])
 def test_record_lines_are_the_same_wherever_the_ndjson_is_cut(cut):
     ndjson = b'{"a":1}\n{"b":"x\\ny"}\n{"c":[1,2]}\n'

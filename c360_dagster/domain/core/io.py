@@ -134,6 +134,11 @@ def _fan_out(chunks: Iterable[bytes], consumers: list[Callable[[bytes], object]]
             pending.put(None)
         for thread in threads:
             thread.join()
+        # A producer left part-way (a consumer failed) stops now, not when the error's
+        # traceback lets it go: a Polars sink feeding it (`sink_chunks`) would wait until then.
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
     if failed:
         raise failed[0]
 
