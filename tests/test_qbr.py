@@ -1047,6 +1047,67 @@ def test_the_decks_zip_writer_writes_what_zipfile_writes():
     assert ours.getvalue() == expected.getvalue()
 
 
+def _chart_deck(*charts: qbr_deck.Chart) -> bytes:
+    """A deck of one slide per chart, on the bundled template."""
+    plan = qbr_pptx._plan(qbr_pptx._default_template())
+    prs = qbr_pptx._blank(plan.package, plan.shared)
+    layout = list(prs.slide_layouts)[plan.content_layout]
+    for chart in charts:
+        slide = qbr_pptx._add_slide(prs, layout, plan.fresh_slides[plan.content_layout])
+        qbr_pptx._chart(slide, chart, qbr_deck.Rect(40, 100, 600, 300))
+    return qbr_pptx._package_zip(prs, dt.datetime(2024, 6, 30), plan.entries)
+
+
+WEEKS = tuple(f"{day} Jul" for day in range(1, 14))
+ADOPTION = qbr_deck.Chart(
+    "line", "Users", WEEKS, (("Active Users", (3.0,) * 13), ("Seats", (9.0,) * 13)), "Week Ending", "People"
+)
+HEARD = qbr_deck.Chart("line", "NPS", ("2 Jan",), (("NPS Answer", (7.0,)),), "Date", "Score", labels=True, y_max=10)
+FEATURES = qbr_deck.Chart("bar", "Features", WEEKS[:5], (("Features Used", (1.0, 2, 3, 4, 5)),), "Week", "Features")
+
+
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [
+        # Other categories and values: 20 rows (past XlsxWriter's 16-row blocks), a category
+        # twice (one shared string), fractions, zero, a sixteen-digit number.
+        (
+            ADOPTION,
+            dataclasses.replace(
+                ADOPTION,
+                categories=(*(f"{day} Aug" for day in range(19)), "3 Aug"),
+                series=(
+                    ("Active Users", (0.0, 2.5, 1e16, 123456789.25, *range(16))),
+                    ("Seats", tuple(float(n) for n in range(20, 40))),
+                ),
+            ),
+        ),
+        (HEARD, dataclasses.replace(HEARD, categories=("2 Jan", "9 Mar 2026"), series=(("NPS Answer", (0.0, 10.0)),))),
+        (FEATURES, dataclasses.replace(FEATURES, categories=WEEKS[3:], series=(("Features Used", (7.0,) * 10),))),
+        # Names XlsxWriter would store otherwise (escaped, kept spaces, a formula): python-pptx draws it.
+        (ADOPTION, dataclasses.replace(ADOPTION, categories=("Q1 & Q2", " 2 Jul", "=1+1", *WEEKS[3:]))),
+    ],
+)
+def test_a_chart_drawn_from_its_kinds_look_is_the_chart_python_pptx_draws(first, then, monkeypatch):
+    """The second chart of a kind copies the first one's formatting and workbook files and puts
+    its own data in: byte for byte the deck python-pptx and XlsxWriter make when they draw
+    every chart themselves (no name taken as plain, so no look kept)."""
+    monkeypatch.setattr(qbr_pptx, "_CHART_LOOKS", {})
+    monkeypatch.setattr(qbr_pptx, "_PLAIN_CELL", re.compile("(?!)"))
+    by_python_pptx = _chart_deck(then), _chart_deck(first, then)
+    monkeypatch.undo()
+    monkeypatch.setattr(qbr_pptx, "_CHART_LOOKS", {})
+    drawn = []
+    format_chart = qbr_pptx._format_chart
+    monkeypatch.setattr(qbr_pptx, "_format_chart", lambda chart, spec: drawn.append(spec) or format_chart(chart, spec))
+    _chart_deck(first)
+    assert (_chart_deck(then), _chart_deck(first, then)) == by_python_pptx
+    plain = then.categories[0] != "Q1 & Q2"
+    assert drawn == ([first] if plain else [first, then, then])  # the look was taken wherever it could be
+    with zipfile.ZipFile(io.BytesIO(by_python_pptx[1])) as deck:
+        assert deck.namelist().count("ppt/embeddings/Microsoft_Excel_Sheet2.xlsx") == 1
+
+
 def test_rerun_gives_byte_identical_pack(tmp_path):
     qbr.write_qbr_pack(_ctx(), tmp_path / "a")
     qbr.write_qbr_pack(_ctx(), tmp_path / "b")
