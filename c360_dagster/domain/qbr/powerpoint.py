@@ -553,7 +553,7 @@ def _chart(slide: Any, chart_spec: Chart, rect: Rect) -> None:
     """A native chart: python-pptx builds and formats the first of each kind (title, series
     names, ...) in a process; the others copy its formatted XML and put their own categories
     and values in with python-pptx's own series writer, which is what building and formatting
-    them would give for a tenth of the time (tests/test_qbr_pptx.py compares the bytes)."""
+    them would give, for a fraction of the time (tests/test_qbr.py compares the bytes)."""
     from pptx.chart.data import CategoryChartData
     from pptx.chart.xmlwriter import SeriesXmlRewriterFactory
     from pptx.enum.chart import XL_CHART_TYPE
@@ -570,6 +570,7 @@ def _chart(slide: Any, chart_spec: Chart, rect: Rect) -> None:
     rows = len(chart_spec.categories)
     plain = (
         rows > 0
+        and len(chart_spec.series) < 26  # its columns are single letters, A to Z
         and all(_PLAIN_CELL.fullmatch(text) for text in (*chart_spec.categories, *(n for n, _ in chart_spec.series)))
         and all(len(values) == rows and all(map(math.isfinite, values)) for _, values in chart_spec.series)
     )
@@ -650,7 +651,7 @@ def _workbook(look: _ChartLook, chart_spec: Chart) -> bytes:
     the deck's zip stamps and compresses every workbook's files (`_StampedZip`)."""
     names = [name for name, _ in chart_spec.series]
     rows = len(chart_spec.categories)
-    last = chr(ord("A") + len(names))  # a chart here has a handful of series, never past column Z
+    last = chr(ord("A") + len(names))
     strings: dict[str, int] = {}
     for text in (*chart_spec.categories, *names):
         strings.setdefault(text, len(strings))
