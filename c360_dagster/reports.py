@@ -108,11 +108,17 @@ def render_view(report: Report) -> list[str]:
 
 
 def tier_counts(summary: Report) -> str:
-    """`amber 3, green 5, red 2; no score: churned 1, insufficient data 1` from a health summary (names sorted).
+    """`amber 4 (1 not green: too little measured), green 4, red 2; no score: churned 1, insufficient data 1`
+    from a health summary (names sorted).
 
-    Accounts without a score are counted apart, by status, never in a tier.
+    Accounts without a score are counted apart, by status, never in a tier; amber accounts held
+    back from green for want of measured data are said so.
     """
-    tiers = ", ".join(f"{tier} {n}" for tier, n in sorted(summary["tiers"].items()))
+    held = summary["held_at_amber"]
+    tiers = ", ".join(
+        f"{tier} {n}" + (f" ({held} not green: too little measured)" if tier == "amber" and held else "")
+        for tier, n in sorted(summary["tiers"].items())
+    )
     unscored = [
         f"{status.replace('_', ' ')} {n}" for status, n in sorted(summary["status"].items()) if status != "scored" and n
     ]

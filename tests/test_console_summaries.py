@@ -52,7 +52,7 @@ def test_stage_summaries_come_from_the_run_not_the_documents(project, capsys, do
     # The figures the README's demo shows for the fixtures (tests/test_readme.py keeps the whole text).
     assert "  enterprise   USD 1,350,000  (4 subscriptions)\n" in loaded
     assert (
-        "Health of 12 accounts: 10 scored (as_of 2026-09-27)\nTiers: amber 3, green 5, red 2; no score: churned 1, insufficient data 1\n"
+        "Health of 12 accounts: 10 scored (as_of 2026-09-27)\nTiers: amber 4 (1 not green: too little measured), green 4, red 2; no score: churned 1, insufficient data 1\n"
         in scored
     )
     assert "Scores of scored accounts: max 100, mean 73.7, median 76.0, min 28\n" in scored
@@ -62,7 +62,10 @@ def test_stage_summaries_come_from_the_run_not_the_documents(project, capsys, do
     assert "overdue amount USD 15,000, overdue pct of arr 5)" in explained and "300000" not in explained
     assert "Signals fired (as_of 2026-09-27): 18\n" in fired and "  SIG_RENEWAL_SOON           4\n" in fired
     assert "6 subscriptions of 6 accounts" in renewing and "artifacts/customer/renewals_202609.json" in renewing
-    assert "Health tiers: amber 3, green 5, red 2; no score: churned 1, insufficient data 1\n" in summary
+    assert (
+        "Health tiers: amber 4 (1 not green: too little measured), green 4, red 2; no score: churned 1, insufficient data 1\n"
+        in summary
+    )
 
     # A known account is checked with one lookup, not by reading every registered account.
     def every_account(*args, **kwargs):
@@ -95,5 +98,8 @@ def test_the_summaries_agree_with_the_documents_written(ran_project, capsys):
 def test_the_whole_chain_reports_without_reading_its_documents(project, capsys, documents_unreadable):
     out = c360(capsys, "c360:run", "--dir", str(FIXTURES), *project.args)
     assert documents_unreadable == []
-    assert "Health tiers: amber 3, green 5, red 2; no score: churned 1, insufficient data 1\n" in out
+    assert (
+        "Health tiers: amber 4 (1 not green: too little measured), green 4, red 2; no score: churned 1, insufficient data 1\n"
+        in out
+    )
     assert "  accounts 12 · cases 33 · contacts 21" in out

@@ -144,6 +144,7 @@ def test_frame_has_exactly_the_architecture_columns(config):
         "scorecard",
         "score",
         "tier",
+        "tier_reason",
         "status",
         "status_reason",
         "lifecycle",
@@ -185,7 +186,7 @@ def test_adoption_is_zero_when_usage_rows_exist_but_none_recent(config):
 def test_adoption_not_available_without_usage_rows_or_seats(config):
     no_usage = only_row(score_health(make_view(accounts=[account()], subs=[sub()]), config))
     assert no_usage["adoption_score"] is None
-    assert no_usage["adoption_reason"].startswith("no usage data")
+    assert no_usage["adoption_reason"].startswith("no usage recorded up to 27 Sep 2026")
     no_seats = only_row(
         score_health(
             make_view(
@@ -405,6 +406,65 @@ def test_weights_of_unavailable_components_are_shared_out(config):
     assert abs(sum(row[f"{c}_points"] for c in COMPONENTS) - row["score"]) <= 0.55
 
 
+def well_served_view(*, usage: bool = True, nps_answered: bool = True) -> Customer360:
+    """One enterprise account doing well on everything measured: support 100 (no case in a
+    whole support window), commercial 100 (paid before due), sentiment 100 (NPS 9 twice),
+    adoption 100 (80 of 100 seats) and value 0 (no features) when usage is recorded."""
+    return make_view(
+        accounts=[account()],
+        subs=[sub(start_date=days_ago(400))],
+        usage=[week("A", d, 80) for d in (0, 7, 14, 21)] if usage else [],
+        invoices=[invoice("I1", 60, 1000.0, paid_days_ago=61)],
+        nps=[nps("N1", 100, 9), nps("N2", 10, 9)] if nps_answered else [],
+    )
+
+
+def test_green_needs_most_of_the_weight_measured(config):
+    # No usage: adoption 30 + value 15 of 100 unmeasured, 55% measured < 70%. Support,
+    # commercial and sentiment score 100 each, so the score is 100: green's, held at amber.
+    row = only_row(score_health(well_served_view(usage=False), config))
+    assert (row["score"], row["tier"], row["status"]) == (100, "amber", "scored")
+    assert row["tier_reason"] == (
+        "amber, not green: adoption and value (45% of the scorecard's weight) are not measured; "
+        "green needs at least 70% measured"
+    )
+    # The same account with usage (value 0 for no features: 30 x 100 + 15 x 0 + 55 x 100 = 85) is green.
+    measured = only_row(score_health(well_served_view(), config))
+    assert (measured["score"], measured["tier"], measured["tier_reason"]) == (85, "green", None)
+
+
+def test_one_unmeasured_component_below_the_line_is_named_alone(raw_config):
+    # Only sentiment (15 of 100) unmeasured: 85% measured. With the line at 90 that is too little.
+    config = health_config_from_dict(variant(raw_config, lambda d: d["tiers"].update(green_min_measured_pct=90)))
+    row = only_row(score_health(well_served_view(nps_answered=False), config))
+    assert row["tier"] == "amber"
+    assert row["tier_reason"] == (
+        "amber, not green: sentiment (15% of the scorecard's weight) is not measured; green needs at least 90% measured"
+    )
+
+
+@pytest.mark.parametrize(("line", "tier"), [(55, "green"), (55.01, "amber"), (0, "green")])
+def test_the_measured_share_line_is_inclusive(raw_config, line, tier):
+    # 55% measured exactly: green from a line of 55, amber above it.
+    config = health_config_from_dict(variant(raw_config, lambda d: d["tiers"].update(green_min_measured_pct=line)))
+    assert only_row(score_health(well_served_view(usage=False), config))["tier"] == tier
+
+
+@pytest.mark.parametrize(("red_below", "tier"), [(50, "amber"), (60, "red")])
+def test_the_line_never_changes_a_red_or_amber_tier(raw_config, red_below, tier):
+    # No usage (55% measured), support 100, commercial 50 (an invoice of 20% of ARR unpaid 90
+    # days: penalties 30 + 20), sentiment 0 (NPS 3, the floor, twice): 3000 / 55 = 54.5 -> 55.
+    view = make_view(
+        accounts=[account()],
+        subs=[sub(start_date=days_ago(400))],
+        invoices=[invoice("I1", 90, 20000.0)],
+        nps=[nps("N1", 100, 3), nps("N2", 10, 3)],
+    )
+    config = health_config_from_dict(variant(raw_config, lambda d: d["tiers"].update(red_below=red_below)))
+    row = only_row(score_health(view, config))
+    assert (row["score"], row["tier"], row["tier_reason"]) == (55, tier, None)
+
+
 def tier_case(raw_config, penalty: float) -> tuple[int, str]:
     """Score = 100 - penalty: only support weighs (one SLA breach costs `penalty`)."""
 
@@ -574,6 +634,8 @@ def test_an_empty_view_gives_an_empty_frame(config):
         (lambda d: d["thresholds"]["commercial"].update(overdue_days_full=0), "thresholds.commercial.overdue_days_full:"),
         (lambda d: d["segments"]["smb"].update(thresholds={"sentiment": {"nps_floor": 9}}), "segments.smb.thresholds.sentiment.nps_floor: nps_target (9) must be greater than nps_floor (9)"),
         (lambda d: d["tiers"].update(red_below=80), "tiers.green_from: must not be below tiers.red_below"),
+        (lambda d: d["tiers"].pop("green_min_measured_pct"), "tiers.green_min_measured_pct: missing required key"),
+        (lambda d: d["tiers"].update(green_min_measured_pct=101), "tiers.green_min_measured_pct:"),
         (lambda d: d.update(weights=dict.fromkeys(COMPONENTS, 0)), "weights: at least one weight must be positive"),
         (lambda d: d["thresholds"]["value"].update(breadth_weight=0, release_weight=0), "thresholds.value.breadth_weight:"),
         (lambda d: d.update(min_available_components=6), "min_available_components:"),
@@ -615,11 +677,30 @@ def test_fixture_scores_and_tiers(fixture_frame):
         "NEWCO-011": (None, None, "insufficient_data", "segment:smb"),
         "OLDCO-012": (None, None, "churned", "default"),
         "PIPE-004": (67, "amber", "scored", "segment:smb"),
-        "SOYLENT-006": (84, "green", "scored", "default"),
+        "SOYLENT-006": (84, "amber", "scored", "default"),  # green's score, too little measured
         "STARK-008": (28, "red", "scored", "default"),
         "UMBRELLA-005": (99, "green", "scored", "default"),
         "WAYNE-009": (68, "amber", "scored", "default"),
     }
+
+
+def test_fixture_green_only_on_measured_evidence(fixture_frame):
+    # SOYLENT-006 has no usage rows: adoption 30 + value 15 of the default 100 unmeasured, so 55%
+    # measured; its 84 is green's score, its tier amber. HOOLI-007 (smb) lacks only sentiment,
+    # 10 of 100: 90% measured, green. No other account is held back.
+    reasons = dict(
+        fixture_frame.filter(pl.col("tier_reason").is_not_null()).select("account_id", "tier_reason").iter_rows()
+    )
+    assert reasons == {
+        "SOYLENT-006": "amber, not green: adoption and value (45% of the scorecard's weight) are not measured; "
+        "green needs at least 70% measured"
+    }
+    text = explain_health(dict(health_records(fixture_frame))["SOYLENT-006"])
+    assert text.splitlines()[:2] == [
+        "Health score 84/100: amber (scored, lifecycle active, default scorecard).",
+        f"Tier {reasons['SOYLENT-006']}.",
+    ]
+    assert "- Adoption: not available, no usage recorded up to 27 Sep 2026; its weight is shared out" in text
 
 
 def test_acme_worked_example_numbers(fixture_frame):
@@ -660,7 +741,7 @@ def test_records_are_json_ready_and_rounded(fixture_frame):
     soylent = records["SOYLENT-006"]
     assert soylent["components"]["adoption"] == {
         "score": None, "weight": 0.0, "points": 0.0, "available": False,
-        "reason": "no usage data up to as_of; its weight is shared out proportionally over the available components",
+        "reason": "no usage recorded up to 27 Sep 2026; its weight is shared out proportionally over the available components",
         "evidence": {
             "usage_windows": 0, "recent_windows": 0, "avg_active_users": None, "seats": 120,
             "utilisation_pct": None, "configured_weight": 30.0,
@@ -679,7 +760,7 @@ def test_explanation_in_words(fixture_frame):
         "(lifecycle onboarding, segment:smb scorecard)."
     )
     assert "- Commercial: not available, no invoice has fallen due yet" in text
-    assert "- Sentiment: not available, no NPS responses up to as_of" in text
+    assert "- Sentiment: not available, no NPS response yet" in text
 
 
 def test_summary(fixture_frame):
@@ -687,7 +768,8 @@ def test_summary(fixture_frame):
     # NEWCO-011 (insufficient data) and OLDCO-012 (churned) are counted apart, in no tier.
     assert health_summary(fixture_frame) == {
         "accounts": 12,
-        "tiers": {"red": 2, "amber": 3, "green": 5},
+        "tiers": {"red": 2, "amber": 4, "green": 4},
+        "held_at_amber": 1,
         "status": {"scored": 10, "insufficient_data": 1, "churned": 1, "not_started": 0},
         "lifecycle": {"not_started": 0, "onboarding": 1, "active": 10, "churned": 1},
         "score": {"min": 28, "median": 76.0, "max": 100, "mean": 73.7},

@@ -45,6 +45,7 @@ def health(scores: dict[str, int], config: str = "ab") -> pl.DataFrame:
             "scorecard": ["default"] * len(ids),
             "score": [scores[i] for i in ids],
             "tier": tiers,
+            "tier_reason": pl.Series([None] * len(ids), dtype=pl.Utf8),
             "status": ["scored"] * len(ids),
             "status_reason": pl.Series([None] * len(ids), dtype=pl.Utf8),
             "lifecycle": ["active"] * len(ids),

@@ -177,6 +177,21 @@ def test_health_json_and_explanation_show_both_values(computed) -> None:
     assert columnar == by_python
 
 
+def test_an_override_wins_over_the_measured_evidence_line(computed) -> None:
+    # SOYLENT-006 scores 84 on 55% of its weight: computed amber. A person's green wins and shows
+    # as an override; tier_reason keeps saying why the scorecard said amber.
+    frame = apply(computed, entry("SOYLENT-006", tier="green")).frame
+    soylent = dict(health.health_records(frame))["SOYLENT-006"]
+    assert (soylent["score"], soylent["tier"], soylent["computed_tier"]) == (84, "green", "amber")
+    assert soylent["tier_reason"].startswith("amber, not green: adoption and value (45% of the scorecard's weight)")
+    lines = health.explain_health(soylent).splitlines()
+    assert lines[1].startswith("Tier overridden from amber to green by Dana: sponsor confirmed")
+    assert lines[2] == f"Computed tier {soylent['tier_reason']}."
+    # A score-only override takes the tier its score falls in (the person vouches for the score).
+    scored = apply(computed, entry("SOYLENT-006", score=90)).frame.filter(account_id="SOYLENT-006").row(0, named=True)
+    assert (scored["score"], scored["tier"], scored["computed_tier"]) == (90, "green", "amber")
+
+
 def test_renewals_and_playbooks_use_the_overridden_tier_and_say_so(view, computed) -> None:
     config = renewals.load_renewals_config(CONFIGS / "renewals.yaml")
     lifecycle = health.load_health_config(CONFIGS / "health.yaml").lifecycle

@@ -100,7 +100,7 @@ class RunInputs:
 def account_facts(one: AccountInputs) -> dict[str, dg.MetadataValue]:
     """The account's own headline facts for its partition's materialization: tier and score (or,
     for an unscored account, why there is none: its status in words), lifecycle state and next
-    renewal date."""
+    renewal date; why the tier is not green's when too little is measured."""
     record = one.health
     facts: dict[str, dg.MetadataValue] = {
         "status": dg.MetadataValue.text(health.STATUS_WORDS[record["status"]]),
@@ -108,6 +108,8 @@ def account_facts(one: AccountInputs) -> dict[str, dg.MetadataValue]:
     }
     if record["tier"] is not None:  # only a scored account has a tier and score
         facts["tier"] = dg.MetadataValue.text(record["tier"])
+    if record.get("tier_reason"):  # amber although the score is green's: too little measured
+        facts["tier_reason"] = dg.MetadataValue.text(record["tier_reason"])
     if record["score"] is not None:
         facts["score"] = dg.MetadataValue.int(record["score"])
     if record.get("lifecycle"):

@@ -524,6 +524,7 @@ HEALTH_HEADER_COLUMNS = (
     "account_id",
     "score",
     "tier",
+    "tier_reason",
     "status",
     "lifecycle",
     "config_hash",
@@ -592,6 +593,8 @@ def health_report(
             "as_of": outputs.as_of,
             # Tiers are of scored accounts only; the accounts without a score are counted apart, by why.
             "tier_distribution": _count_table("tier", summary["tiers"]),
+            # Amber only because too little of the scorecard's weight is measured (`tier_reason`).
+            "held_at_amber": dg.MetadataValue.int(summary["held_at_amber"]),
             "unscored_accounts": _count_table(
                 "not scored because",
                 {health.STATUS_WORDS[s]: n for s, n in summary["status"].items() if s != health.SCORED},

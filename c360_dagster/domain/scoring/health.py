@@ -19,6 +19,7 @@ from c360_dagster.domain.core import json_text
 from c360_dagster.domain.core.config import config_hash, load_yaml_config, validate_config
 from c360_dagster.domain.core.errors import ConfigError
 from c360_dagster.domain.core.text import evidence_text
+from c360_dagster.domain.core.words import fmt_date
 from c360_dagster.domain.ingest.view import Customer360
 from c360_dagster.domain.scoring.account_state import (
     CHURNED,
@@ -114,6 +115,7 @@ ACCOUNT_COLUMNS = (
     "scorecard",
     "score",
     "tier",
+    "tier_reason",
     "status",
     "status_reason",
     "lifecycle",
@@ -150,7 +152,7 @@ HEALTH_SCHEMA: dict[str, Any] = {
     **_object(
         {
             "weights": _weights_schema(True),
-            "tiers": _object({"red_below": _PERCENT, "green_from": _PERCENT}),
+            "tiers": _object({"red_below": _PERCENT, "green_from": _PERCENT, "green_min_measured_pct": _PERCENT}),
             "min_available_components": {"type": "integer", "minimum": 1, "maximum": len(COMPONENTS)},
             "lifecycle": LIFECYCLE_SCHEMA,
             "feature_catalog_size": {"type": "integer", "minimum": 1},
@@ -190,6 +192,7 @@ class HealthConfig:
     scorecards: dict[str, Scorecard]
     red_below: float
     green_from: float
+    green_min_measured_pct: float
     min_available_components: int
     lifecycle: LifecycleConfig
     feature_catalog_size: int
@@ -230,6 +233,7 @@ def _build_config(data: Mapping[str, Any], source: str) -> HealthConfig:
         scorecards=scorecards,
         red_below=float(tiers["red_below"]),
         green_from=float(tiers["green_from"]),
+        green_min_measured_pct=float(tiers["green_min_measured_pct"]),
         min_available_components=data["min_available_components"],
         lifecycle=lifecycle_config(data["lifecycle"]),
         feature_catalog_size=data["feature_catalog_size"],
@@ -571,7 +575,7 @@ def _commercial_penalties() -> list[pl.Expr]:
     ]
 
 
-def _raw_scores(config: HealthConfig) -> list[pl.Expr]:
+def _raw_scores(config: HealthConfig, as_of: dt.date) -> list[pl.Expr]:
     """Each component's unrounded score (null = not available) and the reason when not.
 
     A component is available only when its data was measured: no cases means a quiet account
@@ -609,16 +613,17 @@ def _raw_scores(config: HealthConfig) -> list[pl.Expr]:
         ).clip(0, 100),
         "sentiment": (pl.col("latest_score") + pl.col("trend_adjustment")).clip(0, 100),
     }
+    no_usage = f"no usage recorded up to {fmt_date(as_of)}"
     reasons = {
         "adoption": pl.when(~pl.col("_has_usage"))
-        .then(pl.lit("no usage data up to as_of"))
+        .then(pl.lit(no_usage))
         .otherwise(pl.lit("no seats entitled by active subscriptions")),
-        "value": pl.lit("no usage data up to as_of"),
+        "value": pl.lit(no_usage),
         "support": pl.lit(f"no support cases, and not yet a customer for the {support_days}-day support window"),
         "commercial": pl.when(~pl.col("has_arr"))
         .then(pl.lit("no ARR from active subscriptions"))
         .otherwise(pl.lit("no invoice has fallen due yet, so payment is not measured")),
-        "sentiment": pl.lit("no NPS responses up to as_of"),
+        "sentiment": pl.lit("no NPS response yet"),
     }
     not_live = pl.col("lifecycle").replace_strict(NOT_LIVE_REASONS, default=None, return_dtype=pl.Utf8)
     return [
@@ -682,7 +687,7 @@ def score_health(view: Customer360, config: HealthConfig) -> pl.DataFrame:
     """The health frame of docs/architecture.md: one row per account, sorted by account_id."""
     frame = _measures(view, config)
     frame = frame.with_columns(_component_columns(config)).with_columns(_commercial_penalties())
-    frame = frame.with_columns(_raw_scores(config))
+    frame = frame.with_columns(_raw_scores(config, view.as_of))
     available = [pl.col(f"{c}_raw").is_not_null() for c in COMPONENTS]
     available_count = pl.sum_horizontal(a.cast(pl.Int64) for a in available)
     minimum = config.min_available_components
@@ -723,7 +728,7 @@ def score_health(view: Customer360, config: HealthConfig) -> pl.DataFrame:
     # Round half up; the 9-decimal pre-round keeps float noise (67.4999999) from flipping it.
     raw_score = pl.sum_horizontal(pl.col(f"_{c}_points") for c in COMPONENTS).round(9)
     score = pl.when(scored).then(raw_score.round(0, mode="half_away_from_zero").clip(0, 100).cast(pl.Int64))
-    tier = (
+    tier_by_score = (
         pl.when(score < config.red_below)
         .then(pl.lit("red"))
         .when(score >= config.green_from)
@@ -731,9 +736,14 @@ def score_health(view: Customer360, config: HealthConfig) -> pl.DataFrame:
         .when(score.is_not_null())
         .then(pl.lit("amber"))
     )
+    # Green is earned on evidence: an account whose measured components carry too little of its
+    # scorecard's configured weight stops at amber, whatever they score (docs/customer-360.md).
+    measured_pct = (100 * available_weight / pl.sum_horizontal(pl.col(f"w_{c}") for c in COMPONENTS)).round(9)
+    held_at_amber = (tier_by_score == "green") & (measured_pct < config.green_min_measured_pct)
     frame = frame.with_columns(
         score.alias("score"),
-        tier.alias("tier"),
+        pl.when(held_at_amber).then(pl.lit("amber")).otherwise(tier_by_score).alias("tier"),
+        pl.when(held_at_amber).then(_held_at_amber_reason(available, measured_pct, config)).alias("tier_reason"),
         pl.lit(config.config_hash).alias("config_hash"),
         *[round2(pl.col(f"{c}_raw")).alias(f"{c}_score") for c in COMPONENTS],
         *[round2(pl.col(f"_{c}_points")).alias(f"{c}_points") for c in COMPONENTS],
@@ -752,6 +762,23 @@ def score_health(view: Customer360, config: HealthConfig) -> pl.DataFrame:
     return frame.select(columns).sort("account_id")
 
 
+def _held_at_amber_reason(available: list[pl.Expr], measured_pct: pl.Expr, config: HealthConfig) -> pl.Expr:
+    """`amber, not green: adoption and value (45% of the scorecard's weight) are not measured; ...`."""
+    unmeasured = pl.concat_list(
+        pl.when(~a & (pl.col(f"w_{c}") > 0)).then(pl.lit(c)) for a, c in zip(available, COMPONENTS, strict=True)
+    ).list.drop_nulls()
+    names = unmeasured.list.join(", ").str.replace(r", ([a-z]+)$", " and $1")
+    verb = pl.when(unmeasured.list.len() == 1).then(pl.lit("is")).otherwise(pl.lit("are"))
+    share = (100 - measured_pct).round(1).cast(pl.Utf8).str.replace(r"\.0$", "")
+    return pl.format(
+        f"amber, not green: {{}} ({{}}% of the scorecard's weight) {{}} not measured; "
+        f"green needs at least {_number(config.green_min_measured_pct)}% measured",
+        names,
+        share,
+        verb,
+    )
+
+
 def health_records(frame: pl.DataFrame) -> Iterator[tuple[str, dict[str, Any]]]:
     """(account_id, record) per row, in frame order, shaped for health.json.
 
@@ -764,6 +791,7 @@ def health_records(frame: pl.DataFrame) -> Iterator[tuple[str, dict[str, Any]]]:
                 "score": row["score"],
                 "total": 100,
                 "tier": row["tier"],
+                "tier_reason": row["tier_reason"],
                 "status": row["status"],
                 "status_reason": row["status_reason"],
                 "lifecycle": row["lifecycle"],
@@ -793,6 +821,7 @@ def health_json_entries(frame: pl.DataFrame, chunk_rows: int = 2_048) -> Iterato
         pl.col("score"),
         pl.lit(100, pl.Int64).alias("total"),
         pl.col("tier"),
+        pl.col("tier_reason"),
         pl.col("status"),
         pl.col("status_reason"),
         pl.col("lifecycle"),
@@ -837,6 +866,8 @@ def explain_health(record: Mapping[str, Any]) -> str:
             f"{override_phrase(record)} (computed: {record['computed_score']}/{record['total']} "
             f"{record['computed_tier']}; the components below add up to the computed score)."
         )
+    if record["tier_reason"]:
+        lines.append(f"{'Computed tier' if record.get('override') else 'Tier'} {record['tier_reason']}.")
     if record["status"] == SCORED:
         lines.append(
             "The score is the sum of the component points (component score x effective weight / 100), "
@@ -861,7 +892,8 @@ def health_summary(frame: pl.DataFrame) -> dict[str, Any]:
     """Tier, status and lifecycle counts and the distribution of the scores there are, for asset metadata.
 
     Accounts without a score (churned, not started, insufficient data) are counted under their
-    status, never in a tier or the score distribution.
+    status, never in a tier or the score distribution. `held_at_amber` counts the amber accounts
+    whose score is green's but whose measured components carry too little weight (`tier_reason`).
     """
     scores = frame["score"].drop_nulls()
     tiers = frame["tier"].value_counts()
@@ -880,6 +912,7 @@ def health_summary(frame: pl.DataFrame) -> dict[str, Any]:
     return {
         "accounts": frame.height,
         "tiers": {t: int(tiers.filter(pl.col("tier") == t)["count"].sum()) for t in TIERS},
+        "held_at_amber": frame.filter((pl.col("tier") == "amber") & pl.col("tier_reason").is_not_null()).height,
         "status": {s: int(statuses.filter(pl.col("status") == s)["count"].sum()) for s in STATUSES},
         "lifecycle": lifecycle_counts(frame["lifecycle"]),
         "score": distribution,
