@@ -29,8 +29,9 @@ from c360_dagster.domain.renewals.forecast import acted_on_accounts
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "fixtures" / "customer"
 # fixtures/customer/README.md: red INITECH-003 and STARK-008; amber ACME-001 (renews in 49 days),
-# PIPE-004 (23) and WAYNE-009 (115), all inside the 120-day window.
-FIXTURE_ACTED_ON = ["ACME-001", "INITECH-003", "PIPE-004", "STARK-008", "WAYNE-009"]
+# PIPE-004 (23), WAYNE-009 (115) and SOYLENT-006 (105; amber, not green: too little measured),
+# all inside the 120-day window.
+FIXTURE_ACTED_ON = ["ACME-001", "INITECH-003", "PIPE-004", "SOYLENT-006", "STARK-008", "WAYNE-009"]
 
 
 def test_acted_on_accounts_are_the_red_and_the_amber_renewing():
@@ -75,8 +76,8 @@ def test_the_chain_registers_the_acted_on_accounts_once(tmp_path):
             for keys in [("accounts_acted_on", "accounts_registered")]
         ]
         assert facts == [
-            {"accounts_acted_on": 5, "accounts_registered": 5},
-            {"accounts_acted_on": 5, "accounts_registered": 0},  # nothing new the second time
+            {"accounts_acted_on": 6, "accounts_registered": 6},
+            {"accounts_acted_on": 6, "accounts_registered": 0},  # nothing new the second time
         ]
 
 
