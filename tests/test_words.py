@@ -174,3 +174,24 @@ def _shows_nothing_internal(ran_fixtures, account_id: str) -> int:
     internal += [play["id"] for play in library["playbooks"] if "_" in play["id"]]  # `renewal` is also a word
     assert [phrase for phrase in internal if phrase in text] == [], account_id
     return len(ours)
+
+
+def test_an_account_held_at_amber_says_why_to_each_reader(ran_fixtures):
+    # SOYLENT-006: green's score (84) but no usage data, so amber (docs/customer-360.md). The
+    # customer reads it in their words, the account team reads the rule; HOOLI-007 stays green.
+    customer = ran_fixtures.customer
+    deck = "\n".join(_deck_texts(customer / "qbr_SOYLENT-006.pptx"))
+    page = (customer / "qbr_SOYLENT-006" / "scorecard.md").read_text(encoding="utf-8")
+    for text in (deck, page):
+        assert "Amber: we do not yet see product usage data, so we cannot call this account healthy." in text
+        assert "scorecard's weight" not in text and "not green" not in text
+    reason = (
+        "amber, not green: adoption and value (45% of the scorecard's weight) are not measured; "
+        "green needs at least 70% measured"
+    )
+    review = (customer / "review_SOYLENT-006.md").read_text(encoding="utf-8")
+    assert f"| Tier | {reason} |" in review
+    assert f"Health 84/100, {reason}; no earlier snapshot" in " ".join(
+        _deck_texts(customer / "review_SOYLENT-006.pptx")
+    )
+    assert "Amber:" not in "\n".join(_deck_texts(customer / "qbr_HOOLI-007.pptx"))

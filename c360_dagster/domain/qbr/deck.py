@@ -647,10 +647,25 @@ KEEP_GOING = "Nothing stands out: keep the momentum"
 TOO_EARLY = "Too early to tell: we will look at this together as the data comes in"
 
 
+# What the customer would need to share for each unmeasured component, in their words.
+MISSING_DATA_WORDS = {
+    "adoption": "product usage data",
+    "value": "product usage data",
+    "support": "a full support history",
+    "commercial": "billing history",
+    "sentiment": "survey answers",
+}
+
+
 def not_measured(ctx: QbrContext) -> str | None:
-    """`Not measured yet: Adoption, Satisfaction.`: the components without data, named once."""
+    """`Not measured yet: Adoption, Satisfaction.`: the components without data, named once; for
+    an account held at amber for want of data, why it is not called healthy, in the customer's words."""
     if not ctx.unavailable:
         return None
+    if ctx.tier_reason:
+        missing = list(dict.fromkeys(MISSING_DATA_WORDS.get(c.name, component_label(c.name)) for c in ctx.unavailable))
+        seen = ", ".join(missing[:-1]) + " or " + missing[-1] if len(missing) > 1 else missing[0]
+        return f"Amber: we do not yet see {seen}, so we cannot call this account healthy."
     return f"Not measured yet: {', '.join(component_label(c.name) for c in ctx.unavailable)}."
 
 
@@ -856,6 +871,8 @@ def unscored_reason(ctx: QbrContext) -> str:
 def score_phrase(ctx: QbrContext) -> str:
     if not ctx.scored:
         return f"no score ({unscored_reason(ctx)})"
+    if ctx.tier_reason:  # the account team reads why: "84/100, amber, not green: ..."
+        return f"{ctx.score}/{ctx.total}, {ctx.tier_reason}"
     return f"{ctx.score}/{ctx.total}, {ctx.tier}"
 
 

@@ -192,6 +192,8 @@ class QbrContext:
     score: int | None
     total: int
     tier: str
+    # Why an amber account is not green although its score is (too little measured), else None.
+    tier_reason: str | None
     status: str
     lifecycle: str | None
     scorecard: str

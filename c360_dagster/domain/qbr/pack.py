@@ -184,6 +184,8 @@ def build_qbr_context(
         score=health.get("score"),
         total=health.get("total", 100),
         tier=health.get("tier") or "unscored",
+        # It explains the computed amber; a person's other tier (an override) makes it moot.
+        tier_reason=health.get("tier_reason") if health.get("tier") == "amber" else None,
         status=health.get("status", "scored"),
         lifecycle=health.get("lifecycle"),
         scorecard=health.get("scorecard", "default"),
