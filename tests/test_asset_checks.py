@@ -132,10 +132,11 @@ def test_ui_metadata_row_counts_schema_and_tier_table(tmp_path, instance):
     metadata = event.asset_materialization.metadata
     assert metadata["dagster/row_count"].value == 12
     assert "score" in [column.name for column in metadata["dagster/column_schema"].value.columns]
-    # The fixtures README: 2 red, 3 amber, 5 green; NEWCO-011 (too little data) and OLDCO-012
+    # The fixtures README: 2 red, 4 amber, 4 green; NEWCO-011 (too little data) and OLDCO-012
     # (churned) have no tier and are counted apart, by why, in words: the two tables count all 12.
     tiers = {record.data["tier"]: record.data["accounts"] for record in metadata["tier_distribution"].value.records}
-    assert tiers == {"red": 2, "amber": 3, "green": 5}
+    assert tiers == {"red": 2, "amber": 4, "green": 4}
+    assert metadata["held_at_amber"].value == 1  # SOYLENT-006: green's score, too little measured
     unscored = {
         record.data["not scored because"]: record.data["accounts"]
         for record in metadata["unscored_accounts"].value.records
