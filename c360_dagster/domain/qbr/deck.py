@@ -914,6 +914,8 @@ def signals_phrase(ctx: QbrContext) -> str:
 
 def _review_summary(ctx: QbrContext) -> Slide:
     bullets = [f"Health {score_phrase(ctx)}; {change_phrase(ctx)}", standing_phrase(ctx), signals_phrase(ctx)]
+    if ctx.override_note:
+        bullets.insert(1, slide_text(ctx.override_note))
     if ctx.renewals:
         first = ctx.renewals[0]
         which = "" if len(ctx.renewals) == 1 else "; the first, "

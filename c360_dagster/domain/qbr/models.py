@@ -194,6 +194,7 @@ class QbrContext:
     tier: str
     # Why an amber account is not green although its score is (too little measured), else None.
     tier_reason: str | None
+    override_note: str | None  # "Tier overridden from amber to red by Dana: ...": a person set the tier
     status: str
     lifecycle: str | None
     scorecard: str

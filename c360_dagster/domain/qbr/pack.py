@@ -43,6 +43,7 @@ from c360_dagster.domain.qbr.models import (
 )
 from c360_dagster.domain.scoring.account_state import CHURNED, DOWNSOLD, RENEWED, account_states, succession
 from c360_dagster.domain.scoring.health import HealthConfig
+from c360_dagster.domain.scoring.overrides import override_phrase
 
 DUTY_PLAYBOOK_MISSING = "DUTY_PLAYBOOK_MISSING"
 PRIVACY_SIGNOFF_REQUIRED = "PRIVACY_SIGNOFF_REQUIRED"
@@ -186,6 +187,7 @@ def build_qbr_context(
         tier=health.get("tier") or "unscored",
         # It explains the computed amber; a person's other tier (an override) makes it moot.
         tier_reason=health.get("tier_reason") if health.get("tier") == "amber" else None,
+        override_note=override_phrase(health) if health.get("override") else None,
         status=health.get("status", "scored"),
         lifecycle=health.get("lifecycle"),
         scorecard=health.get("scorecard", "default"),
