@@ -659,14 +659,16 @@ MISSING_DATA_WORDS = {
 
 def not_measured(ctx: QbrContext) -> str | None:
     """`Not measured yet: Adoption, Satisfaction.`: the components without data, named once; for
-    an account held at amber for want of data, why it is not called healthy, in the customer's words."""
+    an account held at amber for want of data, also what is missing, in the customer's words (the
+    tier itself is the account team's judgement and stays internal)."""
     if not ctx.unavailable:
         return None
-    if ctx.tier_reason:
-        missing = list(dict.fromkeys(MISSING_DATA_WORDS.get(c.name, component_label(c.name)) for c in ctx.unavailable))
-        seen = ", ".join(missing[:-1]) + " or " + missing[-1] if len(missing) > 1 else missing[0]
-        return f"Amber: we do not yet see {seen}, so we cannot call this account healthy."
-    return f"Not measured yet: {', '.join(component_label(c.name) for c in ctx.unavailable)}."
+    named = f"Not measured yet: {', '.join(component_label(c.name) for c in ctx.unavailable)}."
+    if not ctx.tier_reason:
+        return named
+    missing = list(dict.fromkeys(MISSING_DATA_WORDS.get(c.name, component_label(c.name)) for c in ctx.unavailable))
+    seen = ", ".join(missing[:-1]) + " or " + missing[-1] if len(missing) > 1 else missing[0]
+    return f"{named} We do not yet see {seen}, so this review does not show the whole picture yet."
 
 
 def _adoption_chart(ctx: QbrContext) -> Slide | None:
