@@ -20,9 +20,10 @@ from c360_dagster.runner import ProjectPaths, batches_of, run_batches
 REPO = Path(__file__).resolve().parents[1]
 ONE_SHARD = "0"  # configs/customer/scale.yaml: one shard
 # Accounts adjacent among the chain's partitions (the acted-on ones: red, or amber and renewing,
-# registered sorted by id): STARK-008 is red, PIPE-004 and WAYNE-009 amber.
+# registered sorted by id): STARK-008 is red, PIPE-004, SOYLENT-006 (held at amber: no usage data)
+# and WAYNE-009 amber.
 RANGE = ("PIPE-004", "WAYNE-009")
-IN_RANGE = ["PIPE-004", "STARK-008", "WAYNE-009"]
+IN_RANGE = ["PIPE-004", "SOYLENT-006", "STARK-008", "WAYNE-009"]
 
 
 def _range_tags(first: str, last: str) -> dict[str, str]:
@@ -120,7 +121,7 @@ def test_a_range_run_checks_every_account_and_one_block_stops_the_batch(chain):
     )
     assert not blocked.success
     duty = {e.partition: e.passed for e in blocked.get_asset_check_evaluations() if e.check_name == "duty_of_care"}
-    assert duty == {"PIPE-004": True, "STARK-008": False, "WAYNE-009": True}
+    assert duty == {"PIPE-004": True, "SOYLENT-006": True, "STARK-008": False, "WAYNE-009": True}
     privacy = [e for e in blocked.get_asset_check_evaluations() if e.check_name == "privacy_signoff"]
     assert sorted(e.partition for e in privacy) == IN_RANGE and all(e.passed for e in privacy)
     # Blocked before writing: no account of the batch got a pack.

@@ -74,7 +74,7 @@ def test_account_refresh_sensor_requests_only_changed_partitions(tmp_path):
             return sorted(request.partition_key for request in result.run_requests)
 
         # First sight: every account with a partition (the acted-on ones, red or amber renewing).
-        assert tick() == ["ACME-001", "INITECH-003", "PIPE-004", "STARK-008", "WAYNE-009"]
+        assert tick() == ["ACME-001", "INITECH-003", "PIPE-004", "SOYLENT-006", "STARK-008", "WAYNE-009"]
         # ACME's NPS answers vanish: only ACME's health changes.
         nps = json.loads((folder / "nps.json").read_text())
         (folder / "nps.json").write_text(json.dumps([r for r in nps if r["account_id"] != "ACME-001"]))

@@ -219,7 +219,7 @@ def test_graphql_lists_the_account_partitions_the_chain_registered(ui):
     assert node["partitionDefinition"]["name"] == "account"
     # The acted-on accounts of fixtures/customer/README.md (red, or amber renewing in 120 days),
     # in the order renewal_forecasts registered them; not all twelve.
-    assert node["partitionKeys"] == ["ACME-001", "INITECH-003", "PIPE-004", "STARK-008", "WAYNE-009"]
+    assert node["partitionKeys"] == ["ACME-001", "INITECH-003", "PIPE-004", "SOYLENT-006", "STARK-008", "WAYNE-009"]
 
 
 def test_an_account_added_in_the_ui_becomes_a_partition(ui):
@@ -239,7 +239,7 @@ def test_an_account_added_in_the_ui_becomes_a_partition(ui):
     keys = graphql(
         ui.base_url, '{ assetNodeOrError(assetKey: {path: ["qbr_pack"]}) { ... on AssetNode { partitionKeys } } }'
     )["assetNodeOrError"]["partitionKeys"]
-    assert keys[-1] == "GLOBEX-002" and len(keys) == 6
+    assert keys[-1] == "GLOBEX-002" and len(keys) == 7
 
 
 # Each asset's parents as the UI's lineage draws them, written out by hand: every edge a read.
