@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import threading
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from c360_dagster.domain.core import io as io_module
 from c360_dagster.domain.core import json_text
 from c360_dagster.domain.core.io import (
     canonical_json,
@@ -54,6 +56,27 @@ def test_write_chunks_atomic_leaves_the_old_file_when_the_producer_fails(tmp_pat
         write_chunks_atomic(path, chunks())
     assert path.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]  # no temp file left
+
+
+def test_write_chunks_atomic_syncs_as_it_writes_on_the_writer_thread(tmp_path, monkeypatch):
+    """Every SYNC_BYTES written, the writer flushes and fsyncs (not the producer's thread), so the
+    final fsync has only the tail left; the bytes and hash are unchanged."""
+    synced: list[tuple[str, int]] = []
+    fsync = os.fsync
+
+    def record(fd: int) -> None:
+        synced.append((threading.current_thread().name, os.fstat(fd).st_size))
+        fsync(fd)
+
+    monkeypatch.setattr(io_module, "SYNC_BYTES", 4)
+    monkeypatch.setattr(os, "fsync", record)
+    path = tmp_path / "out.bin"
+    digest = write_chunks_atomic(path, iter([b"abc", b"de", b"fghij", b"k"]), queued=1)
+    # By hand: 3 bytes, then 5 (>= 4: sync at 5 bytes on disk), then 5 more (sync at 10), then 1;
+    # the atomic write's own fsync at 11 bytes, in the caller's thread.
+    assert synced == [("c360-chunk-consumer", 5), ("c360-chunk-consumer", 10), ("MainThread", 11)]
+    assert path.read_bytes() == b"abcdefghijk"
+    assert digest == "sha256:" + hashlib.sha256(b"abcdefghijk").hexdigest()
 
 
 def test_write_chunks_atomic_raises_what_the_writer_thread_hit(tmp_path):

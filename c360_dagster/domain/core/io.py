@@ -91,12 +91,35 @@ def write_bytes_atomic(path: Path, data: bytes) -> str:
     return sha256_bytes(data)
 
 
+# A big file's written bytes are flushed to disk every this many bytes while the next ones are
+# made, so the fsync that ends an atomic write has little left to wait for.
+SYNC_BYTES = 64 << 20
+
+
 def write_chunks_atomic(path: Path, chunks: Iterable[bytes], *, queued: int = 4) -> str:
     """Write byte chunks atomically and return their content hash."""
     digest = hashlib.sha256()
     with atomic_writer(path, "wb") as handle:
-        _fan_out(chunks, [handle.write, digest.update], queued)
+        _fan_out(chunks, [_synced_writer(handle), digest.update], queued)
     return "sha256:" + digest.hexdigest()
+
+
+def _synced_writer(handle: Any) -> Callable[[bytes], None]:
+    """`handle.write`, with the file's data flushed to disk every `SYNC_BYTES` on the writer's own
+    thread: the disk writes behind the encoding instead of all at the final fsync (at 100k
+    accounts 360.json's 470 MB took about 0.8 s of fsync at its end)."""
+    unsynced = 0
+
+    def write(chunk: bytes) -> None:
+        nonlocal unsynced
+        handle.write(chunk)
+        unsynced += len(chunk)
+        if unsynced >= SYNC_BYTES:
+            handle.flush()
+            os.fsync(handle.fileno())
+            unsynced = 0
+
+    return write
 
 
 def _fan_out(chunks: Iterable[bytes], consumers: list[Callable[[bytes], object]], queued: int) -> None:
