@@ -168,7 +168,7 @@ def test_health_json_and_explanation_show_both_values(computed) -> None:
     text = health.explain_health(acme)
     assert text.splitlines()[0] == "Health score 68/100: red (scored, lifecycle active, default scorecard)."
     assert text.splitlines()[1] == (
-        "Tier overridden from amber to red by Dana: sponsor confirmed, until 2026-12-31 "
+        "Tier overridden from amber to red by Dana: sponsor confirmed, until 31 Dec 2026 "
         "(computed: 68/100 amber; the components below add up to the computed score)."
     )
     # The columnar health.json encoder writes the same bytes as the records.
@@ -203,7 +203,7 @@ def test_renewals_and_playbooks_use_the_overridden_tier_and_say_so(view, compute
     reasons = json.loads(forecast["risk_reasons"])
     assert reasons[0] == {
         "code": "TIER_OVERRIDE",
-        "text": "Tier overridden from amber to green by Dana: sponsor confirmed, until 2026-12-31",
+        "text": "Tier overridden from amber to green by Dana: sponsor confirmed, until 31 Dec 2026",
     }
     assert [r["code"] for r in reasons[1:]] == ["SIG_FEATURE_ADOPTION_LOW"]
     untouched = (
@@ -217,7 +217,7 @@ def test_renewals_and_playbooks_use_the_overridden_tier_and_say_so(view, compute
         account, record, [], [], playbooks.load_playbook_library(CONFIGS / "playbooks.yaml"), AS_OF
     )
     assert plan.tier == "green"
-    assert "Tier overridden from amber to green by Dana: sponsor confirmed, until 2026-12-31." in plan.summary
+    assert "Tier overridden from amber to green by Dana: sponsor confirmed, until 31 Dec 2026." in plan.summary
 
 
 def test_accounts_without_a_score_cannot_be_overridden(computed) -> None:

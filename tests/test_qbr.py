@@ -1624,7 +1624,7 @@ def test_the_review_says_when_a_person_set_the_tier(tmp_path):
     override = {"author": "Dana", "reason": "champion gone", "expires_on": "2026-12-31"}
     health = {**HEALTH, "override": override, "computed_score": 42, "computed_tier": "amber"}
     ctx = _ctx(health=health)
-    assert ctx.override_note == "Tier overridden from amber to red by Dana: champion gone, until 2026-12-31"
+    assert ctx.override_note == "Tier overridden from amber to red by Dana: champion gone, until 31 Dec 2026"
     assert f"| Tier | red |\n| Override | {ctx.override_note} |" in qbr.render_review_markdown(ctx)
     assert ctx.override_note in [b for s in qbr_deck.review_slides(ctx) for b in s.bullets]
     assert _ctx().override_note is None and "| Override |" not in qbr.render_review_markdown(_ctx())

@@ -56,7 +56,7 @@ def test_history_overrides_snoozes_and_compare(project, capsys, tmp_path: Path) 
     assert warning in printed["c360:health"]
     code, out, _ = c360(capsys, "c360:health", "--account", "ACME-001", "--quiet", *args)
     assert code == 0
-    assert "Tier overridden from amber to red by Dana: champion gone, until 2026-12-31" in out
+    assert "Tier overridden from amber to red by Dana: champion gone, until 31 Dec 2026" in out
     # Health is a shard asset: its events are in the shard's own chain (one shard: shard 0).
     main_log = project.artifacts / "governance" / "events.jsonl"
     events = eventlog.read_events(eventlog.shard_log_path(main_log, "0"))

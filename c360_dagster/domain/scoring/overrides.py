@@ -18,6 +18,7 @@ import polars as pl
 from c360_dagster.domain.core.config import load_yaml_config
 from c360_dagster.domain.core.errors import ConfigError
 from c360_dagster.domain.core.text import did_you_mean
+from c360_dagster.domain.core.words import fmt_date
 
 TIERS = ("red", "amber", "green")
 # The health frame's override columns, placed right after `config_hash`.
@@ -228,16 +229,17 @@ def override_warnings(overrides: Sequence[Override], as_of: dt.date, health: pl.
 
 
 def override_phrase(record: Mapping[str, Any]) -> str:
-    """`Tier overridden from amber to red by A: reason, until D` (the score when the tier is unchanged).
-
-    `record` is a health.json record of an overridden account (see `override_record`).
+    """`Tier overridden from amber to red by A: reason, until 31 Dec 2026` (the score when the tier
+    is unchanged): prose for the console, playbooks, review pages and risk reasons, so the date is
+    in words; `record` is a health.json record of an overridden account (see `override_record`),
+    which keeps the ISO date as data.
     """
     if record["tier"] != record["computed_tier"]:
         what = f"Tier overridden from {record['computed_tier']} to {record['tier']}"
     else:
         what = f"Score overridden from {record['computed_score']} to {record['score']}"
     override = record["override"]
-    return f"{what} by {override['author']}: {override['reason']}, until {override['expires_on']}"
+    return f"{what} by {override['author']}: {override['reason']}, until {fmt_date(override['expires_on'])}"
 
 
 def override_record(row: dict[str, Any]) -> dict[str, Any]:
