@@ -29,6 +29,7 @@ from c360_dagster.domain.ingest.view import Customer360, empty_table
 from c360_dagster.domain.renewals import forecast as renewals
 from c360_dagster.domain.renewals.forecast import (
     FRAME_COLUMNS,
+    PUBLISHED_COLUMNS,
     forecast_renewals,
     load_renewals_config,
     render_renewal_summary_md,
@@ -86,9 +87,11 @@ def make_view(accounts, subs):
     return Customer360(AS_OF, tables)
 
 
-def make_health(tiers: dict[str, str]):
+def make_health(tiers: dict[str, str], tier_reasons: dict[str, str] | None = None):
+    reasons = tier_reasons or {}
     return pl.DataFrame(
-        {"account_id": list(tiers), "tier": list(tiers.values())}, schema={"account_id": pl.Utf8, "tier": pl.Utf8}
+        {"account_id": list(tiers), "tier": list(tiers.values()), "tier_reason": [reasons.get(a) for a in tiers]},
+        schema={"account_id": pl.Utf8, "tier": pl.Utf8, "tier_reason": pl.Utf8},
     )
 
 
@@ -626,3 +629,26 @@ def test_on_the_fixtures_at_risk_is_the_low_bucket_not_all_arr_up_for_renewal(co
     eur = next(row for row in summary["by_currency"] if row["currency"] == "EUR")
     assert (eur["arr_at_risk"], eur["arr"]) == (0.0, 120000.0)
     assert usd["expected_arr"] == round(sum(frame.filter(currency="USD")["expected_arr"]), 2)
+
+
+def test_the_summary_says_why_an_account_held_at_amber_is_not_green(config):
+    # SOYLENT-006 scores green's 84 with adoption and value (15 + 30 of its smb scorecard's 100)
+    # unmeasured: held at amber. A reader of the top risks sees why, not a bare "amber".
+    view = read_customer_360(CONFIGS.parents[1] / "fixtures" / "customer")
+    health_config = health.load_health_config(CONFIGS / "health.yaml")
+    scored = health.score_health(view, health_config)
+    fired = signals.detect_signals(view, signals.load_signals_config(CONFIGS / "signals.yaml"), health_config.lifecycle)
+    summary = renewal_summary(forecast_renewals(view, scored, fired, config), config)
+    reasons = {row["account_id"]: row["tier_reason"] for row in summary["top_risks"]}
+    held = (
+        "amber, not green: adoption and value (45% of the scorecard's weight) are not measured; "
+        "green needs at least 70% measured"
+    )
+    # ACME-001 is amber on its score (68): nothing held it back, so no reason.
+    assert reasons == {"STARK-008": None, "ACME-001": None, "INITECH-003": None, "SOYLENT-006": held}
+    text = render_renewal_summary_md(summary, view.as_of, 120)
+    soylent = text.split("4. Soylent Foods (SOYLENT-S1):\n")[1]
+    assert soylent.splitlines()[1] == f"   - Health tier {held}."
+    assert "Health tier" not in text.split("4. Soylent Foods")[0]
+    # The renewals JSON and the lake publish rows without it: health's own table holds it.
+    assert "tier_reason" not in PUBLISHED_COLUMNS

@@ -56,6 +56,7 @@ FRAME_COLUMNS = (
     "currency",
     "auto_renew",
     "tier",
+    "tier_reason",
     "risk_signal_count",
     "bucket",
     "probability",
@@ -64,9 +65,10 @@ FRAME_COLUMNS = (
     "suggested_playbook",
 )
 # A row as the JSON and the lake publish it (the spec's field names): `bucket` and
-# `probability` travel together as `renewal_prob`.
+# `probability` travel together as `renewal_prob`; `tier_reason` is health's (account_health),
+# carried only for the summary's top risks.
 PUBLISHED_COLUMNS = tuple(
-    "renewal_prob" if name == "bucket" else name for name in FRAME_COLUMNS if name != "probability"
+    "renewal_prob" if name == "bucket" else name for name in FRAME_COLUMNS if name not in ("probability", "tier_reason")
 )
 # `risk_reasons` holds canonical JSON of this shape (see `_risk_reasons`).
 _REASONS_DTYPE = pl.List(pl.Struct({"code": pl.Utf8, "text": pl.Utf8}))
@@ -404,7 +406,7 @@ def forecast_renewals(
             on="account_id",
             how="left",
         )
-        .join(health.select("account_id", "tier"), on="account_id", how="left")
+        .join(health.select("account_id", "tier", "tier_reason"), on="account_id", how="left")
         .join(risk_per_account, on="account_id", how="left")
         .join(_risk_reasons(risk, config), on="account_id", how="left")
         .join(_override_reasons(health), on="account_id", how="left")
@@ -498,6 +500,8 @@ def renewal_summary(frame: pl.DataFrame, config: RenewalsConfig) -> dict[str, An
                 "account_name": row["account_name"],
                 "renewal_date": row["renewal_date"].isoformat(),
                 "tier": row["tier"],
+                # Why an amber account is not green although its score is (too little measured).
+                "tier_reason": row["tier_reason"] if row["tier"] == "amber" else None,
                 "bucket": row["bucket"],
                 "arr": row["arr"],
                 "currency": row["currency"],
