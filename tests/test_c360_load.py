@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import re
 from pathlib import Path
 
 import polars as pl
@@ -372,6 +373,12 @@ def test_warn_checks(small_dir: Path) -> None:
     assert all(c.severity == "WARN" for name, c in checks.items() if name in found)
 
 
+def test_check_descriptions_read_in_words() -> None:
+    # The UI shows each check's description as its sentence: a user reads words there, not the
+    # code's names such as "as_of" (the check's own name stays the identifier).
+    assert all(not re.search(r"\b[a-z]+_[a-z_]+\b", text) for _, _, text in CHECKS)
+
+
 def test_recent_usage_expected_only_from_live_accounts(small_dir: Path) -> None:
     """Usage is expected from accounts with an active subscription whose first one started at least
     RECENT_USAGE_DAYS before as_of: not from churned, not-started or brand-new accounts."""
@@ -402,6 +409,8 @@ def test_recent_usage_expected_only_from_live_accounts(small_dir: Path) -> None:
         [{"account_id": "BETA-002", "last_window_end": "2024-06-09"}],
     )
     assert "left out" in check.description and "churned" in check.description
+    # The sentence the UI shows reads in words, not the code's names ("as_of").
+    assert "the 28 days up to the as-of date (the day the data is read for)" in check.description
     # A day older, the new account is expected to have used the product too.
     subs = subs.with_columns(
         start_date=pl.when(pl.col("subscription_id") == "S-3").then(dt.date(2024, 6, 12)).otherwise("start_date")

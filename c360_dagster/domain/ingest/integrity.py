@@ -25,6 +25,8 @@ from c360_dagster.domain.ingest.view import Customer360
 from c360_dagster.domain.scoring.quality import SAMPLE_ROWS, Finding, finding
 
 Severity = Literal["ERROR", "WARN"]
+# A fixed four weeks of weekly usage, not health.yaml's `windows.usage_days`: this check judges
+# the input feed when it is loaded, before and whatever the scorecard (docs/inputs.md).
 RECENT_USAGE_DAYS = 28
 
 CHECKS: tuple[tuple[str, Severity, str], ...] = (
@@ -43,10 +45,15 @@ CHECKS: tuple[tuple[str, Severity, str], ...] = (
         "has_recent_usage",
         "WARN",
         f"Every account that should be using the product has usage in the {RECENT_USAGE_DAYS} days up to"
-        f" as_of; left out: accounts without an active subscription (churned or not started) and accounts"
-        f" whose first subscription started fewer than {RECENT_USAGE_DAYS} days before as_of (too new).",
+        f" the as-of date (the day the data is read for); left out: accounts without an active"
+        f" subscription (churned or not started) and accounts whose first subscription started fewer"
+        f" than {RECENT_USAGE_DAYS} days before that date (too new to judge).",
     ),
-    ("active_renewals_not_past", "WARN", "No active subscription has its renewal date before as_of."),
+    (
+        "active_renewals_not_past",
+        "WARN",
+        "No active subscription has its renewal date before the as-of date (the day the data is read for).",
+    ),
     ("invoice_currency_matches", "WARN", "An invoice's currency is its subscription's currency."),
 )
 _DESCRIPTIONS = {name: text for name, _, text in CHECKS}
