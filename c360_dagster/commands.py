@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from c360_dagster import reports
 from c360_dagster.domain.core.errors import C360Error
 from c360_dagster.domain.core.text import format_amount, plural, visible_text
+from c360_dagster.domain.core.words import fmt_date, signal_name
 from c360_dagster.domain.qbr import pack as qbr
 from c360_dagster.domain.scoring.account_state import LIVE_STATES
 from c360_dagster.registry import Report, command
@@ -322,7 +323,8 @@ def _render_compare(report: Report) -> list[str]:
 
 def _render_signals(report: Report) -> str:
     lines = [f"Signals fired (as_of {report['as_of']}): {sum(report['counts'].values())}"]
-    lines += [f"  {code:<26} {n}" for code, n in report["counts"].items()]
+    # The code is what operators filter by; the name beside it is what it means.
+    lines += [f"  {code:<26} {signal_name(code):<21} {n:>2}" for code, n in report["counts"].items()]
     life = report["lifecycle"]
     if life["previous_as_of"]:  # with no earlier snapshot every signal is new: nothing to say
         lines.append(
@@ -350,7 +352,7 @@ def _render_renewals(report: Report) -> str:
     summary = report["summary"]
     at_risk = " and ".join(summary["at_risk_buckets"])
     lines = [
-        f"Renewals within {report['window_days']} days of {report['as_of']}: "
+        f"Renewals within {report['window_days']} days of {fmt_date(report['as_of'])}: "
         f"{summary['subscriptions']} subscriptions of {summary['accounts']} accounts",
         f"Forecast per currency (at risk = the ARR in the {at_risk} bucket"
         f"{'' if len(summary['at_risk_buckets']) == 1 else 's'}; never added across currencies):",
@@ -364,7 +366,7 @@ def _render_renewals(report: Report) -> str:
         lines.append("       " + " · ".join(f"{b['bucket']} {format_amount(b['arr'], cur)}" for b in row["buckets"]))
     lines.append("Top risks:" if summary["top_risks"] else "Top risks: none")
     lines += [
-        f"  {risk['renewal_date']}  {risk['subscription_id']:<12} {risk['tier'] or 'unscored':<5} {risk['bucket']:<6} "
+        f"  {fmt_date(risk['renewal_date']):>11}  {risk['subscription_id']:<12} {risk['tier'] or 'unscored':<5} {risk['bucket']:<6} "
         f"{format_amount(risk['arr'], risk['currency']):>12}  {risk['main_reason'] or 'no risk signal'} "
         f"→ {risk['suggested_playbook_title']}"
         for risk in summary["top_risks"][:5]
@@ -423,7 +425,7 @@ def playbook_command(args: argparse.Namespace) -> Report:
     lines = [f"  {health}; plays: {', '.join(plan['play_titles'])}"]
     # The owner can be a name from the inputs: shown on one line, invisible characters made visible.
     lines += [
-        f"  {step['due_date']}  {' '.join(visible_text(step['owner']).split())}: {step['title']}"
+        f"  {fmt_date(step['due_date']):>11}  {' '.join(visible_text(step['owner']).split())}: {step['title']}"
         for step in plan["steps"][:3]
     ]
     if len(plan["steps"]) > 3:

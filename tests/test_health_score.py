@@ -757,7 +757,7 @@ def test_explanation_in_words(fixture_frame):
     text = explain_health(dict(health_records(fixture_frame))["NEWCO-011"])
     assert text.startswith(
         "No health score: not enough data yet: 0 of 5 components have data, the scorecard needs 3 "
-        "(lifecycle onboarding, segment:smb scorecard)."
+        "(lifecycle onboarding, SMB segment's scorecard)."
     )
     assert "- Commercial: not available, no invoice has fallen due yet" in text
     assert "- Sentiment: not available, no NPS response yet" in text

@@ -14,6 +14,7 @@ from pptx import Presentation
 
 from c360_dagster.domain.core import words
 from c360_dagster.domain.ingest.entities import ENTITIES
+from c360_dagster.domain.scoring.health import explain_health
 from c360_dagster.domain.scoring.signals import SIGNAL_CATALOG
 
 ISO_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
@@ -88,6 +89,19 @@ def test_what_people_read_names_signals_and_dates_in_words(ran_fixtures):
     renewals = json.loads(next(customer.glob("renewals_*.json")).read_text(encoding="utf-8"))
     assert {reason["code"] for row in renewals["renewals"] for reason in row["risk_reasons"]} >= {"SIG_PAYMENT_OVERDUE"}
     assert all(ISO_DATE.fullmatch(row["renewal_date"]) for row in renewals["renewals"])
+
+
+def test_an_explanation_says_its_dates_and_scorecard_in_words(ran_fixtures):
+    # `c360:health --account` prints these; health.json keeps the ISO dates and scorecard codes.
+    records = json.loads((ran_fixtures.customer / "health.json").read_text(encoding="utf-8"))["accounts"]
+    texts = {account: explain_health(record) for account, record in records.items()}
+    assert [(account, date) for account, text in texts.items() for date in ISO_DATE.findall(text)] == []
+    assert [account for account, text in texts.items() if "segment:" in text] == []
+    # By hand from nps.json: ACME-001's latest answer (6) came on 2026-09-01.
+    assert "latest nps 6, latest on 1 Sep 2026," in texts["ACME-001"]
+    assert records["ACME-001"]["components"]["sentiment"]["evidence"]["latest_on"] == "2026-09-01"
+    assert "(lifecycle onboarding, SMB segment's scorecard)" in texts["NEWCO-011"]
+    assert records["NEWCO-011"]["scorecard"] == "segment:smb"
 
 
 def test_a_plan_says_its_signals_plays_and_forecast_in_words(ran_fixtures):

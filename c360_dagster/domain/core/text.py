@@ -28,6 +28,7 @@ _WHITESPACE_RUN = re.compile(r"\s+")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 _INTRAWORD_UNDERSCORE = re.compile(r"(?<=[^\W_])\\_(?=[^\W_])")
 _PLAIN_NUMBER = re.compile(r"[+-]?[0-9][0-9,.]*%?")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # A cell starting with one of these is run as a formula when pasted into a spreadsheet.
 _FORMULA_START = ("=", "+", "-", "@")
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
@@ -155,6 +156,8 @@ def _evidence_value(value: Any, leave_out: Collection[str]) -> str:
         return f"{value['currency']}: {text}" if isinstance(value.get("currency"), str) else text
     if isinstance(value, (list, tuple)):
         return "(" + "; ".join(_evidence_value(item, leave_out) for item in value) + ")"
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):  # evidence keeps ISO dates; prose says them
+        return fmt_date(value)
     return str(value)
 
 

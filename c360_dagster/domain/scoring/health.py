@@ -19,7 +19,7 @@ from c360_dagster.domain.core import json_text
 from c360_dagster.domain.core.config import config_hash, load_yaml_config, validate_config
 from c360_dagster.domain.core.errors import ConfigError
 from c360_dagster.domain.core.text import evidence_text
-from c360_dagster.domain.core.words import fmt_date
+from c360_dagster.domain.core.words import fmt_date, segment_label
 from c360_dagster.domain.ingest.view import Customer360
 from c360_dagster.domain.scoring.account_state import (
     CHURNED,
@@ -852,14 +852,15 @@ def explain_health(record: Mapping[str, Any]) -> str:
     """A health record's breakdown in plain words."""
     components = record["components"]
     lifecycle = record["lifecycle"].replace("_", " ")
+    scorecard = record["scorecard"]  # `default` or `segment:<segment>`
+    if scorecard.startswith("segment:"):
+        scorecard = f"{segment_label(scorecard.removeprefix('segment:'))} segment's"
     if record["score"] is None:
-        lines = [
-            f"No health score: {record['status_reason']} (lifecycle {lifecycle}, {record['scorecard']} scorecard)."
-        ]
+        lines = [f"No health score: {record['status_reason']} (lifecycle {lifecycle}, {scorecard} scorecard)."]
     else:
         lines = [
             f"Health score {record['score']}/{record['total']}: {record['tier']} "
-            f"({record['status'].replace('_', ' ')}, lifecycle {lifecycle}, {record['scorecard']} scorecard).",
+            f"({record['status'].replace('_', ' ')}, lifecycle {lifecycle}, {scorecard} scorecard).",
         ]
     if record.get("override"):
         lines.append(
