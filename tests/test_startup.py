@@ -99,13 +99,24 @@ def test_a_stage_command_imports_no_library_its_run_does_not_use(ran_project):
 
 
 # Modules only `dagster._daemon`'s __init__ (its daemons, their structlog and rich) and Mako's
-# Pygments plugin import: 141 modules of a `c360:health` run (docs/performance.md, "Start-up, round 6").
-NEVER_IMPORTED = ("dagster._daemon.controller", "dagster._daemon.backfill", "structlog", "rich", "pygments")
+# Pygments plugin import: 141 modules of a `c360:health` run (docs/performance.md, "Start-up, round 6");
+# Alembic and Mako, for Dagster's migrations, and NumPy, for PyArrow ("Start-up, round 7").
+NEVER_IMPORTED = (
+    "dagster._daemon.controller",
+    "dagster._daemon.backfill",
+    "structlog",
+    "rich",
+    "pygments",
+    "alembic",
+    "mako",
+    "numpy",
+)
 
 
-def test_the_program_runs_a_stage_without_dagsters_daemons_or_pygments(ran_project):
+def test_the_program_runs_a_stage_without_dagsters_daemons_pygments_alembic_or_numpy(ran_project):
     """`c360 c360:health` as the program runs it: its run stores in Dagster's run storage, which
-    imports `dagster._daemon.types` only, and its output is the same."""
+    imports `dagster._daemon.types` only, opens the instance's stamped databases without Alembic,
+    writes its lake table with PyArrow without NumPy, and its output is the same."""
     expected = io.StringIO()
     with contextlib.redirect_stdout(expected):
         assert console.main(["c360:health", "--quiet"]) == 0
@@ -141,3 +152,34 @@ def test_a_deferred_package_runs_its_init_when_a_name_of_it_is_asked():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "True", "None", "False"]
+
+
+def test_alembic_is_imported_when_a_database_is_created_and_pyarrow_without_numpy_works():
+    """The stand-ins of Alembic's names import it at first use: a fresh database is created and
+    stamped as Dagster does. PyArrow without NumPy builds and hands over Arrow data; imported after
+    NumPy it has NumPy as usual (`c360:bench`)."""
+    code = (
+        "import sys, tempfile, sqlite3\n"
+        "from c360_dagster import deferred_imports\n"
+        "deferred_imports.install()\n"
+        "from dagster._core.storage.runs import SqliteRunStorage\n"
+        "before = 'alembic' in sys.modules\n"
+        "folder = tempfile.mkdtemp()\n"
+        "SqliteRunStorage.from_local(folder)\n"
+        "stamped = sqlite3.connect(folder + '/runs.db').execute('select count(*) from alembic_version').fetchone()[0]\n"
+        "import pyarrow as pa, polars as pl\n"
+        "table = pl.from_arrow(pa.table({'a': pa.array([1, 2])}))\n"
+        "print(before, 'alembic' in sys.modules, stamped, 'numpy' in sys.modules, table['a'].to_list())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "True", "1", "False", "[1,", "2]"]
+
+    with_numpy = (
+        "import numpy\n"
+        "from c360_dagster import deferred_imports\n"
+        "deferred_imports.install()\n"
+        "import pyarrow as pa\n"
+        "print(pa.array(numpy.arange(3)).to_pylist())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", with_numpy], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["[0,", "1,", "2]"]
