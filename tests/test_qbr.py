@@ -279,7 +279,7 @@ def _ctx(
 ) -> qbr.QbrContext:
     return qbr.build_qbr_context(
         account,
-        view or _view(),
+        _facts(view or _view(), account["account_id"], include_contacts),
         health,
         SIGNALS,
         RENEWALS,
@@ -290,6 +290,14 @@ def _ctx(
         HEALTH_CONFIG,
         settings,
     )
+
+
+def _facts(view: Customer360, account_id: str = "ACME-001", include_contacts: bool = False) -> qbr.ViewFacts:
+    """What the view tells of one account: a batch of one."""
+    facts = qbr.view_facts(
+        view, [account_id], as_of=AS_OF, include_contacts=include_contacts, health_config=HEALTH_CONFIG
+    )
+    return facts[account_id]
 
 
 def _pack_bytes(root: Path) -> dict[str, bytes]:
@@ -337,7 +345,7 @@ def test_an_open_case_within_the_agreed_time_is_not_counted_as_answered_in_time(
         }
     )
     view = type("View", (), {"cases": cases})()
-    support = qbr._support(view, "X", D(2024, 4, 1), D(2024, 6, 30))
+    support = qbr._support(view, {"X": D(2024, 4, 1)}, D(2024, 6, 30))["X"]
     assert support == qbr.SupportSummary(
         opened=5, closed=2, open_now=3, median_days_to_close=9.5, sla_met_pct=33.3, not_yet_answered=2
     )
@@ -346,6 +354,60 @@ def test_an_open_case_within_the_agreed_time_is_not_counted_as_answered_in_time(
     only = dataclasses.replace(support, open_now=1, not_yet_answered=1)
     lead = "\n".join(_deck_texts(qbr_pptx.render_pptx(dataclasses.replace(_ctx(), support=only))))
     assert "1 case open on 30 Jun 2024, within the agreed time so far and not counted as answered." in lead
+
+
+def _with_second_account(view: Customer360) -> Customer360:
+    """The view with a second account, BETA-002: ACME-001's rows under new ids, but its first
+    subscription (20 seats) starts on 2024-05-15, the churned one is not there and its usage is
+    one user lower each week."""
+    ids = [c for name in view.tables for c in view.tables[name].columns if c.endswith("_id") and c != "account_id"]
+    renamed = {
+        name: table.with_columns(
+            pl.lit("BETA-002").alias("account_id"), *(pl.col(c) + "-B" for c in table.columns if c in ids)
+        )
+        for name, table in view.tables.items()
+    }
+    first = pl.col("subscription_id") == "S1-B"
+    renamed["subs"] = (
+        renamed["subs"]
+        .filter(pl.col("subscription_id") != "S3-B")
+        .with_columns(
+            start_date=pl.when(first).then(pl.lit(D(2024, 5, 15))).otherwise(pl.col("start_date")),
+            seats=pl.when(first).then(20).otherwise(pl.col("seats")),
+        )
+    )
+    renamed["usage"] = renamed["usage"].with_columns(pl.col("active_users") - 1)
+    return dataclasses.replace(
+        view, tables={name: pl.concat([view.tables[name], renamed[name]]) for name in view.tables}
+    )
+
+
+@pytest.mark.parametrize("include_contacts", [False, True])
+def test_a_batch_tells_each_account_what_the_account_alone_is_told(include_contacts):
+    # One query per part for the whole batch: no account's rows reach another's facts, and its
+    # order is by account then as before.
+    view = _with_second_account(_view())
+    facts = {"as_of": AS_OF, "include_contacts": include_contacts, "health_config": HEALTH_CONFIG}
+    batch = qbr.view_facts(view, ["BETA-002", "ACME-001"], **facts)
+    assert list(batch) == ["BETA-002", "ACME-001"]
+    assert batch["ACME-001"] == qbr.view_facts(_view(), ["ACME-001"], **facts)["ACME-001"]
+    assert batch["BETA-002"] == qbr.view_facts(view, ["BETA-002"], **facts)["BETA-002"]
+    acme, beta = batch["ACME-001"], batch["BETA-002"]
+    # By hand: BETA-002's period starts with its first subscription, 2024-05-15; of its cases only
+    # K2-B (opened 06-20, open, past the agreed time) is opened in it; its seats are 20, then 30
+    # from 06-10 (S2-B's 10).
+    assert (acme.period_start, beta.period_start) == (D(2024, 4, 1), D(2024, 5, 15))
+    assert beta.support == qbr.SupportSummary(
+        opened=1, closed=0, open_now=1, median_days_to_close=None, sla_met_pct=0.0, not_yet_answered=0
+    )
+    assert [(w.active_users, w.seats) for w in acme.weekly_usage] == [(40, 50), (42, 60), (38, 60), (30, 60)]
+    assert [(w.active_users, w.seats) for w in beta.weekly_usage] == [(39, 20), (41, 30), (37, 30), (29, 30)]
+    assert beta.timeline and all(e.ref == "" or e.ref.endswith("-B") for e in beta.timeline)
+    assert acme.timeline and all(not e.ref.endswith("-B") for e in acme.timeline)
+    assert len(beta.stakeholders) == len(acme.stakeholders) == 2
+    assert qbr.view_facts(view, ["NONE-003"], **facts)["NONE-003"] == qbr.ViewFacts(
+        AS_OF - dt.timedelta(weeks=13) + dt.timedelta(days=1), (), qbr.NO_CASES, (), (), (), ()
+    )
 
 
 def test_weekly_usage_counts_last_quarter_against_seats_of_active_subs():
@@ -785,7 +847,17 @@ def test_the_review_shows_evidence_as_readable_text_with_amounts_in_their_curren
     health = {**HEALTH, "components": {**HEALTH["components"], "commercial": _component(30.0, 0.3, 9.0, commercial)}}
     signals = [{"code": "SIG_PAYMENT_OVERDUE", "kind": "risk", "evidence": overdue}]
     ctx = qbr.build_qbr_context(
-        ACCOUNT, _view(), health, signals, RENEWALS, PLAYBOOK, HISTORY, False, AS_OF, HEALTH_CONFIG, DEFAULT_SETTINGS
+        ACCOUNT,
+        _facts(_view()),
+        health,
+        signals,
+        RENEWALS,
+        PLAYBOOK,
+        HISTORY,
+        False,
+        AS_OF,
+        HEALTH_CONFIG,
+        DEFAULT_SETTINGS,
     )
     qbr.write_qbr_pack(ctx, tmp_path)
     review = (tmp_path / "review_ACME-001.md").read_text(encoding="utf-8")
@@ -795,7 +867,17 @@ def test_the_review_shows_evidence_as_readable_text_with_amounts_in_their_curren
     uncounted = {key: value for key, value in commercial.items() if key != "overdue_invoices"}
     health = {**health, "components": {**health["components"], "commercial": _component(30.0, 0.3, 9.0, uncounted)}}
     ctx = qbr.build_qbr_context(
-        ACCOUNT, _view(), health, signals, RENEWALS, PLAYBOOK, HISTORY, False, AS_OF, HEALTH_CONFIG, DEFAULT_SETTINGS
+        ACCOUNT,
+        _facts(_view()),
+        health,
+        signals,
+        RENEWALS,
+        PLAYBOOK,
+        HISTORY,
+        False,
+        AS_OF,
+        HEALTH_CONFIG,
+        DEFAULT_SETTINGS,
     )
     assert (
         "| Billing and Contract | 30 | 0.3 | 9 | by currency (EUR: arr EUR 40,000, credits EUR 0, overdue amount EUR 0; "
@@ -1546,7 +1628,17 @@ def test_the_review_deck_names_signals_lifecycle_and_scorecard_in_words_never_co
     signals = [{"code": code, "kind": "risk", "evidence": evidence} for code, (evidence, _) in SIGNAL_SENTENCES.items()]
     health = {**HEALTH, "lifecycle": "active", "scorecard": "default"}
     ctx = qbr.build_qbr_context(
-        ACCOUNT, _view(), health, signals, RENEWALS, PLAYBOOK, HISTORY, False, AS_OF, HEALTH_CONFIG, DEFAULT_SETTINGS
+        ACCOUNT,
+        _facts(_view()),
+        health,
+        signals,
+        RENEWALS,
+        PLAYBOOK,
+        HISTORY,
+        False,
+        AS_OF,
+        HEALTH_CONFIG,
+        DEFAULT_SETTINGS,
     )
     texts = "\n".join(_deck_texts(qbr_pptx.render_pptx(ctx, audience=qbr_deck.REVIEW)))
     for raw in ("SIG_", "drop pct", "lifecycle active", "scorecard default", "recent from", "_"):
@@ -1570,7 +1662,7 @@ def test_a_text_is_cut_only_when_it_would_not_fit_a_whole_slide():
     risk = "With auto-renew off the renewal date passes without anyone signing, " * 8
     ctx = qbr.build_qbr_context(
         ACCOUNT,
-        _view(),
+        _facts(_view()),
         HEALTH,
         SIGNALS,
         renewals,

@@ -275,6 +275,13 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
     if blocked:
         raise GateError("; ".join(gate.message for gate in blocked), code=blocked[0].code)
     histories = project.lake.score_histories(list(inputs.accounts))
+    facts = qbr.view_facts(
+        inputs.view,
+        list(inputs.accounts),
+        as_of=inputs.view.as_of,
+        include_contacts=config.include_contacts,
+        health_config=health_config,
+    )
     # Rendered before taking the write lock, so runs of other batches render at the same time.
     # One account that cannot be rendered does not sink the batch: the others are written and
     # the run then fails naming it.
@@ -284,7 +291,7 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
             packs[account_id] = qbr.render_qbr_pack(
                 qbr.build_qbr_context(
                     account=one.account,
-                    view=inputs.view,
+                    facts=facts[account_id],
                     health=one.health,
                     signals=one.signals,
                     renewals=one.renewals,

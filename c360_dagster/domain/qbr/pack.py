@@ -9,10 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -45,6 +45,7 @@ from c360_dagster.domain.scoring.account_state import CHURNED, DOWNSOLD, RENEWED
 from c360_dagster.domain.scoring.health import HealthConfig
 from c360_dagster.domain.scoring.overrides import override_phrase
 
+T = TypeVar("T")
 DUTY_PLAYBOOK_MISSING = "DUTY_PLAYBOOK_MISSING"
 PRIVACY_SIGNOFF_REQUIRED = "PRIVACY_SIGNOFF_REQUIRED"
 TIMELINE_LOOKBACK_DAYS = 365
@@ -147,9 +148,69 @@ def check_gates(
     return [duty, privacy]
 
 
+@dataclass(frozen=True)
+class ViewFacts:
+    """What the 360 view tells of one account's quarter (`view_facts`)."""
+
+    period_start: dt.date  # the first day under review: the quarter's, or the first subscription's if later
+    weekly_usage: tuple[WeekPoint, ...]
+    support: SupportSummary
+    nps: tuple[NpsPoint, ...]
+    upcoming_renewals: tuple[UpcomingRenewal, ...]
+    timeline: tuple[TimelineEvent, ...]
+    stakeholders: tuple[Stakeholder, ...]
+
+
+NO_CASES = SupportSummary(
+    opened=0, closed=0, open_now=0, median_days_to_close=None, sla_met_pct=None, not_yet_answered=0
+)
+
+
+def view_facts(
+    view: Customer360,
+    account_ids: Sequence[str],
+    *,
+    as_of: dt.date,
+    include_contacts: bool,
+    health_config: HealthConfig,
+) -> dict[str, ViewFacts]:
+    """What the 360 view tells of each account's quarter, for a batch of accounts at once.
+
+    Each part is one Polars query over the whole batch, split by account at the end: an account
+    has a handful of rows, so Polars' cost is per operation, not per row, and a batch of 200
+    costs about what one account did alone (docs/performance.md, "QBR packs"). One account is a
+    batch of one.
+    """
+    accounts = list(dict.fromkeys(account_ids))
+    batch = pl.col("account_id").is_in(accounts)
+    quarter_start = _quarter_start(as_of)
+    since = dict(
+        account_states(view, health_config.lifecycle).filter(batch).select("account_id", "customer_since").iter_rows()
+    )
+    period_starts = {account_id: max(quarter_start, since.get(account_id) or quarter_start) for account_id in accounts}
+    weekly = _weekly_usage(view, batch, as_of)
+    support = _support(view, period_starts, as_of)
+    nps = _nps(view, batch, as_of)
+    upcoming = _upcoming_renewals(view, batch, as_of)
+    timeline = _timeline(view, batch, as_of, include_contacts, health_config.lifecycle.renewal_grace_days)
+    stakeholders = _stakeholders(view, batch, as_of, include_contacts)
+    return {
+        account_id: ViewFacts(
+            period_start=period_starts[account_id],
+            weekly_usage=weekly.get(account_id, ()),
+            support=support.get(account_id, NO_CASES),
+            nps=nps.get(account_id, ()),
+            upcoming_renewals=upcoming.get(account_id, ()),
+            timeline=timeline.get(account_id, ()),
+            stakeholders=stakeholders.get(account_id, ()),
+        )
+        for account_id in accounts
+    }
+
+
 def build_qbr_context(
     account: Mapping[str, Any],
-    view: Customer360,
+    facts: ViewFacts,
     health: Mapping[str, Any],
     signals: Sequence[Mapping[str, Any]],
     renewals: Sequence[Mapping[str, Any]],
@@ -160,13 +221,11 @@ def build_qbr_context(
     health_config: HealthConfig,
     settings: QbrSettings = QbrSettings(),
 ) -> QbrContext:
-    """Gather one account's QBR content from its 360 rows and the stage outputs."""
+    """Gather one account's QBR content from what the view tells of it (`view_facts`, with the same
+    `as_of` and `include_contacts`) and the stage outputs."""
     account_id = account["account_id"]
-    quarter_start = as_of - dt.timedelta(weeks=USAGE_WEEKS) + dt.timedelta(days=1)
-    period_start = max(quarter_start, _customer_since(view, account_id, health_config) or quarter_start)
     history = _score_history(score_history, health.get("score"), health.get("tier"), as_of)
     earlier = [point for point in history if point.as_of < as_of]
-    weekly = _weekly_usage(view, account_id, as_of)
     components = _components(health, include_contacts)
     signal_lines = tuple(_signal_line(s, as_of, include_contacts) for s in sorted(signals, key=lambda s: s["code"]))
     plan_steps, checkpoints = _plan(playbook, settings.customer_roles, include_contacts)
@@ -178,8 +237,8 @@ def build_qbr_context(
         segment=account.get("segment") or "",
         csm_owner=account.get("csm_owner"),
         as_of=as_of,
-        period_start=period_start,
-        quarter_start=quarter_start,
+        period_start=facts.period_start,
+        quarter_start=_quarter_start(as_of),
         usage_days=health_config.windows["usage_days"],
         support_days=health_config.windows["support_days"],
         score=health.get("score"),
@@ -195,13 +254,13 @@ def build_qbr_context(
         components=components,
         signals=signal_lines,
         renewals=_renewals(renewals, titles),
-        weekly_usage=weekly,
-        support=_support(view, account_id, period_start, as_of),
-        nps=_nps(view, account_id, as_of),
-        upcoming_renewals=_upcoming_renewals(view, account_id, as_of),
-        timeline=_timeline(view, account_id, as_of, include_contacts, health_config.lifecycle.renewal_grace_days),
-        roadmap=_roadmap(plan_steps, checkpoints, components, signal_lines, weekly, as_of),
-        stakeholders=_stakeholders(view, account_id, as_of, include_contacts),
+        weekly_usage=facts.weekly_usage,
+        support=facts.support,
+        nps=facts.nps,
+        upcoming_renewals=facts.upcoming_renewals,
+        timeline=facts.timeline,
+        roadmap=_roadmap(plan_steps, checkpoints, components, signal_lines, facts.weekly_usage, as_of),
+        stakeholders=facts.stakeholders,
         score_history=tuple(history),
         playbook_present=playbook is not None,
         plays=tuple(titles.get(play, fmt_label(play)) for play in plan.get("plays", ())),
@@ -335,10 +394,17 @@ def _signal_line(signal: Mapping[str, Any], as_of: dt.date, include_contacts: bo
     )
 
 
-def _customer_since(view: Customer360, account_id: str, health_config: HealthConfig) -> dt.date | None:
-    """The day the account's first subscription started (the lifecycle's `customer_since`)."""
-    states = account_states(view, health_config.lifecycle).filter(pl.col("account_id") == account_id)
-    return states["customer_since"].item() if states.height else None
+def _quarter_start(as_of: dt.date) -> dt.date:
+    """The first day of the quarter under review (USAGE_WEEKS to `as_of`)."""
+    return as_of - dt.timedelta(weeks=USAGE_WEEKS) + dt.timedelta(days=1)
+
+
+def _by_account(frame: pl.DataFrame, record: Callable[..., T]) -> dict[str, tuple[T, ...]]:
+    """Each account's records, in the frame's order, from a frame whose first column is account_id."""
+    grouped: dict[str, list[T]] = {}
+    for account_id, *values in frame.iter_rows():
+        grouped.setdefault(account_id, []).append(record(*values))
+    return {account_id: tuple(records) for account_id, records in grouped.items()}
 
 
 def _score_history(
@@ -405,77 +471,88 @@ def _renewals(rows: Sequence[Mapping[str, Any]], play_titles: Mapping[str, str])
     return tuple(sorted(lines, key=lambda line: (line.renewal_date, line.subscription_id)))
 
 
-def _weekly_usage(view: Customer360, account_id: str, as_of: dt.date) -> tuple[WeekPoint, ...]:
+def _weekly_usage(view: Customer360, batch: pl.Expr, as_of: dt.date) -> dict[str, tuple[WeekPoint, ...]]:
     """Active users per usage window of the last quarter against the seats of active subs then."""
     first_end = as_of - dt.timedelta(weeks=USAGE_WEEKS)
-    # One lazy query, collected once (as the timeline's).
     usage = (
         view.usage.lazy()
-        .filter(
-            (pl.col("account_id") == account_id) & (pl.col("window_end") > first_end) & (pl.col("window_end") <= as_of)
-        )
-        .select("window_end", "active_users", "features_used", "release_features_used")
+        .filter(batch & (pl.col("window_end") > first_end) & (pl.col("window_end") <= as_of))
+        .select("account_id", "window_end", "active_users", "features_used", "release_features_used")
     )
-    subs = (
-        view.subs.lazy()
-        .filter((pl.col("account_id") == account_id) & (pl.col("status") == "active"))
-        .select("start_date", "seats")
-    )
+    subs = view.subs.lazy().filter(batch & (pl.col("status") == "active")).select("account_id", "start_date", "seats")
     # A subscription entitles its seats from its start date on.
     seats = (
-        usage.join(subs, how="cross")
+        usage.join(subs, on="account_id")
         .filter(pl.col("start_date") <= pl.col("window_end"))
-        .group_by("window_end")
+        .group_by("account_id", "window_end")
         .agg(pl.col("seats").sum())
     )
     series = (
-        usage.join(seats, on="window_end", how="left").with_columns(pl.col("seats").fill_null(0)).sort("window_end")
+        usage.join(seats, on=["account_id", "window_end"], how="left")
+        .with_columns(pl.col("seats").fill_null(0))
+        .sort("account_id", "window_end")
     )
-    columns = ("window_end", "active_users", "seats", "features_used", "release_features_used")
-    return tuple(WeekPoint(*row) for row in series.select(columns).collect(engine="in-memory").iter_rows())
+    columns = ("account_id", "window_end", "active_users", "seats", "features_used", "release_features_used")
+    return _by_account(series.select(columns).collect(engine="in-memory"), WeekPoint)
 
 
-def _support(view: Customer360, account_id: str, start: dt.date, as_of: dt.date) -> SupportSummary:
-    cases = view.cases.filter((pl.col("account_id") == account_id) & (pl.col("opened_on") <= as_of))
-    opened = cases.filter(pl.col("opened_on") >= start)
-    closed = cases.filter(pl.col("closed_on").is_between(start, as_of))
-    still_open = cases.filter(pl.col("closed_on").is_null() | (pl.col("closed_on") > as_of))
-    days = (closed["closed_on"] - closed["opened_on"]).dt.total_days()
+def _support(view: Customer360, period_starts: Mapping[str, dt.date], as_of: dt.date) -> dict[str, SupportSummary]:
+    """Each account's support cases of its period (from its `period_starts` date to `as_of`)."""
+    starts = pl.LazyFrame(
+        {"account_id": list(period_starts), "start": list(period_starts.values())},
+        schema={"account_id": pl.Utf8, "start": pl.Date},
+    )
+    cases = view.cases.lazy().join(starts, on="account_id").filter(pl.col("opened_on") <= as_of)
+    opened = pl.col("opened_on") >= pl.col("start")
+    closed = pl.col("closed_on").is_between(pl.col("start"), pl.lit(as_of))
+    still_open = pl.col("closed_on").is_null() | (pl.col("closed_on") > as_of)
     # Only what is measured: a case closed by as_of met the agreed time or not, an open one
     # already breached did not; an open one not yet breached is not answered yet, either way.
     answered = pl.col("closed_on").is_not_null() & (pl.col("closed_on") <= as_of)
-    known = opened.filter(answered | pl.col("sla_breached"))
-    met = known.filter(~pl.col("sla_breached")).height
-    return SupportSummary(
-        opened=opened.height,
-        closed=closed.height,
-        open_now=still_open.height,
-        median_days_to_close=round(cast(float, days.median()), 1) if closed.height else None,
-        sla_met_pct=round(100.0 * met / known.height, 1) if known.height else None,
-        not_yet_answered=opened.height - known.height,
+    known = opened & (answered | pl.col("sla_breached"))
+    counts = cases.group_by("account_id").agg(
+        opened=opened.sum(),
+        closed=closed.sum(),
+        open_now=still_open.sum(),
+        median_days=(pl.col("closed_on") - pl.col("opened_on")).dt.total_days().filter(closed).median(),
+        known=known.sum(),
+        met=(known & ~pl.col("sla_breached")).sum(),
     )
+    return {
+        account_id: SupportSummary(
+            opened=opened,
+            closed=closed,
+            open_now=open_now,
+            median_days_to_close=round(median_days, 1) if closed else None,
+            sla_met_pct=round(100.0 * met / known, 1) if known else None,
+            not_yet_answered=opened - known,
+        )
+        for account_id, opened, closed, open_now, median_days, known, met in counts.collect(
+            engine="in-memory"
+        ).iter_rows()
+    }
 
 
-def _nps(view: Customer360, account_id: str, as_of: dt.date) -> tuple[NpsPoint, ...]:
+def _nps(view: Customer360, batch: pl.Expr, as_of: dt.date) -> dict[str, tuple[NpsPoint, ...]]:
     answers = view.nps.filter(
-        (pl.col("account_id") == account_id)
-        & pl.col("responded_on").is_between(as_of - dt.timedelta(days=TIMELINE_LOOKBACK_DAYS), as_of)
-    ).sort("responded_on", "response_id")
-    return tuple(NpsPoint(*row) for row in answers.select("responded_on", "score").iter_rows())
+        batch & pl.col("responded_on").is_between(as_of - dt.timedelta(days=TIMELINE_LOOKBACK_DAYS), as_of)
+    ).sort("account_id", "responded_on", "response_id")
+    return _by_account(answers.select("account_id", "responded_on", "score"), NpsPoint)
 
 
-def _upcoming_renewals(view: Customer360, account_id: str, as_of: dt.date) -> tuple[UpcomingRenewal, ...]:
+def _upcoming_renewals(view: Customer360, batch: pl.Expr, as_of: dt.date) -> dict[str, tuple[UpcomingRenewal, ...]]:
     subs = view.subs.filter(
-        (pl.col("account_id") == account_id)
+        batch
         & (pl.col("status") == "active")
         & pl.col("renewal_date").is_between(as_of, as_of + dt.timedelta(days=TIMELINE_LOOKBACK_DAYS))
-    ).sort("renewal_date", "product", "subscription_id")
-    return tuple(UpcomingRenewal(*row) for row in subs.select("product", "renewal_date").iter_rows())
+    ).sort("account_id", "renewal_date", "product", "subscription_id")
+    return _by_account(subs.select("account_id", "product", "renewal_date"), UpcomingRenewal)
 
 
 def _event(on: str, kind: str, ref: str | pl.Expr, detail: pl.Expr) -> list[pl.Expr]:
-    """The four timeline columns, selected from one entity's frame."""
+    """The account and the four timeline columns, selected from one entity's frame."""
     return [
+        pl.col("account_id"),
         pl.col(on).alias("on"),
         pl.lit(kind).alias("kind"),
         (pl.col(ref) if isinstance(ref, str) else ref).cast(pl.Utf8).alias("ref"),
@@ -495,14 +572,13 @@ def _money(amount: str) -> pl.Expr:
 
 
 def _timeline(
-    view: Customer360, account_id: str, as_of: dt.date, include_contacts: bool, grace_days: int
-) -> tuple[TimelineEvent, ...]:
-    """Dated events of the past year (and renewals of the next), by date, then kind, then id."""
+    view: Customer360, batch: pl.Expr, as_of: dt.date, include_contacts: bool, grace_days: int
+) -> dict[str, tuple[TimelineEvent, ...]]:
+    """Each account's dated events of the past year (and renewals of the next), by date, then
+    kind, then id."""
     reach = dt.timedelta(days=TIMELINE_LOOKBACK_DAYS)
-    mine = pl.col("account_id") == account_id
-    # One lazy query, collected once: a few rows each, so Polars' cost is per operation, not per
-    # row. (In memory: Polars 2.1's streaming engine panics on this query.)
-    cases, invoices, contacts = (view.tables[name].lazy().filter(mine) for name in ("cases", "invoices", "contacts"))
+    # One lazy query, collected once. (In memory: Polars 2.1's streaming engine panics on it.)
+    cases, invoices, contacts = (view.tables[name].lazy().filter(batch) for name in ("cases", "invoices", "contacts"))
     # People are told by role, in words; names, emails and contact ids only with include_contacts.
     role = pl.col("role").replace({role: role_label(role) for role in CONTACT_ROLES})
     person = (
@@ -513,8 +589,12 @@ def _timeline(
     contact_ref = pl.col("contact_id") if include_contacts else pl.lit("")
     nps = (
         view.nps.lazy()
-        .filter(mine)
-        .join(contacts.select("contact_id", person.alias("person")), on="contact_id", how="left")
+        .filter(batch)
+        .join(
+            contacts.select("account_id", "contact_id", person.alias("person")),
+            on=["account_id", "contact_id"],
+            how="left",
+        )
     )
     case_detail = _phrase(pl.format("severity {}", pl.col("severity")), pl.col("category"))
     overdue = pl.col("due_on") < pl.coalesce(pl.col("paid_on"), pl.lit(as_of))
@@ -538,7 +618,7 @@ def _timeline(
             contacts.filter(ended).select(_event("ended_on", "stakeholder_ended", contact_ref, person)),
         ]
     ).filter(pl.col("on").is_between(as_of - reach, as_of))
-    subs = view.subs.filter(mine)
+    subs = view.subs.filter(batch)
     # What became of each renewal, in words (the succession rule, docs/renewals.md); never a status code.
     outcomes = (
         succession(subs, grace_days)
@@ -564,25 +644,28 @@ def _timeline(
         .select(_event("renewal_date", "renewal_due", "subscription_id", renewal_detail))
         .filter(pl.col("on").is_between(as_of - reach, as_of + reach))
     )
-    events = pl.concat([past, renewals]).sort("on", "kind", "ref", "detail").collect(engine="in-memory")
-    return tuple(TimelineEvent(*row) for row in events.iter_rows())
+    events = pl.concat([past, renewals]).sort("account_id", "on", "kind", "ref", "detail")
+    return _by_account(events.collect(engine="in-memory"), TimelineEvent)
 
 
 def _stakeholders(
-    view: Customer360, account_id: str, as_of: dt.date, include_contacts: bool
-) -> tuple[Stakeholder, ...]:
-    contacts = view.contacts.filter((pl.col("account_id") == account_id) & (pl.col("started_on") <= as_of)).sort(
-        "role", "started_on", "contact_id"
+    view: Customer360, batch: pl.Expr, as_of: dt.date, include_contacts: bool
+) -> dict[str, tuple[Stakeholder, ...]]:
+    """Each account's people by role; their names and emails only with include_contacts."""
+    hidden = pl.lit(None, dtype=pl.Utf8)
+    contacts = view.contacts.filter(batch & (pl.col("started_on") <= as_of)).sort(
+        "account_id", "role", "started_on", "contact_id"
     )
-    return tuple(
-        Stakeholder(
-            role=row["role"],
-            started_on=row["started_on"],
-            ended_on=row["ended_on"] if row["ended_on"] is not None and row["ended_on"] <= as_of else None,
-            name=row["name"] if include_contacts else None,
-            email=row["email"] if include_contacts else None,
-        )
-        for row in contacts.iter_rows(named=True)
+    return _by_account(
+        contacts.select(
+            "account_id",
+            "role",
+            "started_on",
+            pl.when(pl.col("ended_on") <= as_of).then(pl.col("ended_on")).alias("ended_on"),
+            pl.col("name") if include_contacts else hidden.alias("name"),
+            pl.col("email") if include_contacts else hidden.alias("email"),
+        ),
+        Stakeholder,
     )
 
 
