@@ -764,11 +764,14 @@ def score_health(view: Customer360, config: HealthConfig) -> pl.DataFrame:
 
 def _held_at_amber_reason(available: list[pl.Expr], measured_pct: pl.Expr, config: HealthConfig) -> pl.Expr:
     """`amber, not green: adoption and value (45% of the scorecard's weight) are not measured; ...`."""
-    unmeasured = pl.concat_list(
-        pl.when(~a & (pl.col(f"w_{c}") > 0)).then(pl.lit(c)) for a, c in zip(available, COMPONENTS, strict=True)
-    ).list.drop_nulls()
-    names = unmeasured.list.join(", ").str.replace(r", ([a-z]+)$", " and $1")
-    verb = pl.when(unmeasured.list.len() == 1).then(pl.lit("is")).otherwise(pl.lit("are"))
+    # Plain strings, not lists: lists of names cost half a second per 100k accounts.
+    unmeasured = [~a & (pl.col(f"w_{c}") > 0) for a, c in zip(available, COMPONENTS, strict=True)]
+    names = pl.concat_str(
+        [pl.when(gap).then(pl.lit(c)) for gap, c in zip(unmeasured, COMPONENTS, strict=True)],
+        separator=", ",
+        ignore_nulls=True,
+    ).str.replace(r", ([a-z]+)$", " and $1")
+    verb = pl.when(pl.sum_horizontal(unmeasured) == 1).then(pl.lit("is")).otherwise(pl.lit("are"))
     share = (100 - measured_pct).round(1).cast(pl.Utf8).str.replace(r"\.0$", "")
     return pl.format(
         f"amber, not green: {{}} ({{}}% of the scorecard's weight) {{}} not measured; "
