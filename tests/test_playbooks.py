@@ -201,7 +201,7 @@ def test_green_account_without_signals_gets_a_dated_light_touch_plan(library):
     assert result.plays == ("light_touch",)
     # due_days 14 and 45 in the YAML: 2024-01-15 and 2024-02-15.
     assert [(s.title, s.owner_role, s.due_date) for s in result.steps] == [
-        ("Send a value summary of the last quarter to the champion", "CSM", dt.date(2024, 1, 15)),
+        ("Send a summary of the value delivered so far to the champion", "CSM", dt.date(2024, 1, 15)),
         ("Quarterly check-in with the champion", "CSM", dt.date(2024, 2, 15)),
     ]
     # +90 is Sunday 2024-03-31: rolled to Monday.
@@ -209,6 +209,18 @@ def test_green_account_without_signals_gets_a_dated_light_touch_plan(library):
         (dt.date(2024, 4, 1), "Light-touch plan: Quarterly review of the health score")
     ]
     assert "no active signals" in result.summary
+    assert result.summary.startswith("Acme is green with a health score of 88/100 and has no active signals.")
+
+
+def test_an_account_without_a_score_is_never_called_healthy(library):
+    # The fallback play serves a quiet green account and an account too new to score alike: the
+    # plan says why there is no score, and the play's words claim no health it did not measure.
+    reason = "not enough data yet: 0 of 5 components have data, the scorecard needs 3"
+    unscored = health_record(None, None) | {"status_reason": reason}
+    result = build_playbook({"account_id": "N1", "name": "NewCo"}, unscored, [], [], library, AS_OF, contacts=EVERYONE)
+    assert result.plays == ("light_touch",)
+    assert result.summary.startswith(f"NewCo has no health score ({reason}) and has no active signals.")
+    assert "health" not in library.playbooks["light_touch"].summary and "unscored" not in result.summary
 
 
 def test_steps_are_dated_from_as_of_and_ordered_by_due_date(library):
@@ -569,7 +581,7 @@ def test_a_step_names_only_the_customer_people_on_record(library):
     plan = build_playbook(newco, health_record("green", 80), [], [], library, SEP27, contacts=[admin])
     titles = [step.title for step in plan.steps]
     assert "Quarterly check-in with the administrator" in titles
-    assert "Send a value summary of the last quarter to the administrator" in titles
+    assert "Send a summary of the value delivered so far to the administrator" in titles
     assert not [title for title in titles if "champion" in title]
     check_in = next(entry for entry in plan.raci if entry.step == "Quarterly check-in with the administrator")
     assert check_in.consulted == ("Olu Ade (Customer Administrator)",)
@@ -586,7 +598,7 @@ def test_with_no_customer_contact_on_record_a_step_says_so_and_names_who_acts(li
     alone = build_playbook(newco, health_record("green", 80), [], [], library, SEP27)
     note = " (no customer contact on record: the CSM finds the right person first)"
     assert [(step.title, step.owner) for step in alone.steps] == [
-        ("Send a value summary of the last quarter to the champion" + note, "Ines Ford (CSM)"),
+        ("Send a summary of the value delivered so far to the champion" + note, "Ines Ford (CSM)"),
         ("Quarterly check-in with the champion" + note, "Ines Ford (CSM)"),
     ]
     people = {who for e in alone.raci for who in (e.responsible, e.accountable, *e.consulted, *e.informed)}

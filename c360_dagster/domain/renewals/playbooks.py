@@ -618,17 +618,21 @@ def _due_renewal(renewals: Sequence[Mapping[str, Any]], library: PlaybookLibrary
 
 def _summary(
     name: str,
-    tier: str | None,
-    score: int | None,
+    health_record: Mapping[str, Any],
     codes: list[str],
     renewals: Sequence[Mapping[str, Any]],
     plays: list[Playbook],
     notes: Sequence[str] = (),
 ) -> str:
-    health = f"{tier or 'unscored'}" + (f" with a health score of {score}/100" if score is not None else "")
+    tier, score = health_record.get("tier"), health_record.get("score")
+    if score is None:  # no score is no verdict: say why, never "healthy" by default
+        reason = health_record.get("status_reason")
+        health = "has no health score" + (f" ({reason})" if reason else "")
+    else:
+        health = f"is {tier} with a health score of {score}/100"
     names = ", ".join(signal_name(code) for code in codes)
     fired = f"{plural(len(codes), 'active signal')} ({names})" if codes else "no active signals"
-    parts = [f"{name} is {health} and has {fired}.", *notes]
+    parts = [f"{name} {health} and has {fired}.", *notes]
     if renewals:
         by_currency: dict[str, float] = {}
         for row in renewals:
@@ -764,7 +768,7 @@ def build_playbook(
         score=score,
         plays=tuple(play.id for play in plays),
         play_titles=tuple(play.title for play in plays),
-        summary=_summary(name, tier, score, codes, renewal_rows, plays, _notes(health_record, signals)),
+        summary=_summary(name, health_record, codes, renewal_rows, plays, _notes(health_record, signals)),
         raci=raci,
         steps=steps,
         kpis=tuple(kpis.values()),
