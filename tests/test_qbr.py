@@ -913,7 +913,7 @@ def test_the_health_score_on_the_customer_deck_is_a_config_choice():
     assert "Not enough data yet for a full picture: this is what we can measure so far." in quiet
     assert "Not enough data yet for a full picture" not in default
     review = "\n".join(_deck_texts(qbr_pptx.render_pptx(_ctx(health=unscored), audience=qbr_deck.REVIEW)))
-    assert "Health no score (not enough data yet); no earlier snapshot" in review
+    assert "Health: no score (not enough data yet); no earlier snapshot" in review
 
 
 def test_the_customer_deck_tells_the_story_in_order_on_a_16_9_theme():
@@ -1068,18 +1068,18 @@ def test_an_account_without_a_score_shows_no_weights_or_points_and_says_why_once
     scorecard = prs.slides[REVIEW_TITLES.index("Health Scorecard")]
     assert [row[1:4] for row in _table_rows(scorecard)[1:]] == [["55", "—", "—"], ["n/a", "—", "—"]]
     texts = "\n".join(_deck_texts(qbr_pptx.render_pptx(ctx, audience=qbr_deck.REVIEW)))
-    assert texts.count("Without a score no component is weighed: no weights or points.") == 1
+    assert texts.count("Without a score no component is weighted: no weights or points.") == 1
     qbr.write_qbr_pack(ctx, tmp_path)
     review = (tmp_path / "review_ACME-001.md").read_text(encoding="utf-8")
     assert "| Adoption | 55 | — | — |" in review and "| Support Experience | n/a | — | — |" in review
-    assert review.count("no component is weighed") == 1
+    assert review.count("no component is weighted") == 1
     assert "its weight moves to the others" not in review and "points add up to the health score" not in review
     # A scored account keeps its weights and points, 0 included (a missing component's weight moved away).
     scored = (tmp_path / "scored").joinpath
     qbr.write_qbr_pack(_ctx(), tmp_path / "scored")
     review = scored("review_ACME-001.md").read_text(encoding="utf-8")
     assert "| Adoption | 55 | 0.3 | 16.5 |" in review and "| Support Experience | n/a | 0 | 0 |" in review
-    assert "no component is weighed" not in review
+    assert "no component is weighted" not in review
 
 
 def test_billing_without_a_measured_overdue_count_claims_nothing_about_invoices():

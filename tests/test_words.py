@@ -208,7 +208,7 @@ def test_an_account_held_at_amber_says_why_to_each_reader(ran_fixtures):
     )
     review = (customer / "review_SOYLENT-006.md").read_text(encoding="utf-8")
     assert f"| Tier | {reason} |" in review
-    assert f"Health 84/100, {reason}; no earlier snapshot" in " ".join(
+    assert f"Health: 84/100, {reason}; no earlier snapshot" in " ".join(
         _deck_texts(customer / "review_SOYLENT-006.pptx")
     )
     assert "We do not yet see" not in "\n".join(_deck_texts(customer / "qbr_HOOLI-007.pptx"))

@@ -915,7 +915,7 @@ def signals_phrase(ctx: QbrContext) -> str:
 
 
 def _review_summary(ctx: QbrContext) -> Slide:
-    bullets = [f"Health {score_phrase(ctx)}; {change_phrase(ctx)}", standing_phrase(ctx), signals_phrase(ctx)]
+    bullets = [f"Health: {score_phrase(ctx)}; {change_phrase(ctx)}", standing_phrase(ctx), signals_phrase(ctx)]
     if ctx.override_note:
         bullets.insert(1, slide_text(ctx.override_note))
     if ctx.renewals:
@@ -955,10 +955,10 @@ def _review_scorecard(ctx: QbrContext) -> Slide:
         )
         for c in ctx.components
     )
-    unweighed = "" if ctx.scored else " Without a score no component is weighed: no weights or points."
+    unweighed = "" if ctx.scored else " Without a score no component is weighted: no weights or points."
     return Slide(
         "Health Scorecard",
-        lead=f"Health {score_phrase(ctx)}; {change_phrase(ctx)}.{unweighed}",
+        lead=f"Health: {score_phrase(ctx)}; {change_phrase(ctx)}.{unweighed}",
         table=Table(("Component", "Score", "Weight", "Points", "What Was Measured"), rows, (2.0, 0.8, 0.8, 0.8, 5.2)),
         more_in=None,
     )
