@@ -78,7 +78,20 @@ def run_job(
 
     defs = definitions_for(paths.shards)
 
-    run_config = {
+    with dg.DagsterInstance.get() as instance:
+        batch_tags = _run_over(instance, accounts) if accounts else {}
+        _collector_on_for_runs()
+        return defs.resolve_job_def(job_name).execute_in_process(
+            run_config=_run_config(paths, ops, progress),
+            instance=instance,
+            partition_key=partition_key,
+            tags={**(tags or {}), **batch_tags},
+            asset_selection=[dg.AssetKey.from_user_string(key) for key in asset_selection] if asset_selection else None,
+        )
+
+
+def _run_config(paths: ProjectPaths, ops: Mapping[str, Mapping[str, Any]] | None, progress: bool) -> dict[str, Any]:
+    return {
         "resources": {"project": {"config": paths.__dict__}},
         "ops": {name: {"config": dict(config)} for name, config in (ops or {}).items()},
         "loggers": {
@@ -86,16 +99,6 @@ def run_job(
             "progress": {"config": {"enabled": progress}},
         },
     }
-    with dg.DagsterInstance.get() as instance:
-        batch_tags = _run_over(instance, accounts) if accounts else {}
-        _collector_on_for_runs()
-        return defs.resolve_job_def(job_name).execute_in_process(
-            run_config=run_config,
-            instance=instance,
-            partition_key=partition_key,
-            tags={**(tags or {}), **batch_tags},
-            asset_selection=[dg.AssetKey.from_user_string(key) for key in asset_selection] if asset_selection else None,
-        )
 
 
 @dataclass(frozen=True)
@@ -114,13 +117,16 @@ def run_chain(
     ops: Mapping[str, Mapping[str, Any]] | None = None,
     progress: bool = True,
     workers: int = CPUS,
+    executor: str = "in_process",
 ) -> ChainRun:
     """Run a chain job: with one shard, one run of it (shard "0"); with N, three layers: the
     assets before the shards (the split), every shard's assets (N runs, up to `workers` at a
     time, each in its own process), then the roll-ups. A shard's user error stops the chain
     before the roll-ups, as itself. Every config the job reads is loaded before anything runs,
     and with N shards the overrides and snoozes are checked on the whole book before any shard
-    runs."""
+    runs. `executor` runs the shard runs' steps: `in_process` (in the run's process) or
+    `multiprocess` (Dagster's multiprocess executor: each step in a process of its own, see
+    `_multiprocess_run`); the split and the roll-ups run in this process either way."""
     from c360_dagster import reports
 
     count = paths.shards
@@ -137,7 +143,9 @@ def run_chain(
     if before:
         runs.append(_layer_run(job_name, paths, ops, before, None, progress))
     shard_runs = _in_workers(
-        _shard_run, [(job_name, paths, _layer_ops(ops, sharded), sharded, str(k)) for k in range(count)], workers
+        _shard_run,
+        [(job_name, paths, _layer_ops(ops, sharded), sharded, str(k), executor) for k in range(count)],
+        workers,
     )
     for outcome in shard_runs:
         if isinstance(outcome, UserError):
@@ -233,12 +241,89 @@ def _layer_run(job_name, paths, ops, keys, partition_key, progress) -> ChainRun:
     return ChainRun(result.run_id, reports.check_rows(result), reports.materialized(result))
 
 
-def _shard_run(job_name, paths, ops, keys, shard) -> ChainRun | UserError:
+def _shard_run(job_name, paths, ops, keys, shard, executor) -> ChainRun | UserError:
     """One shard's run, in a worker process: what it made, or its user error."""
     try:
+        if executor == "multiprocess":
+            return _multiprocess_run(job_name, paths, ops, keys, shard)
         return _layer_run(job_name, paths, ops, keys, shard, False)
     except C360Error as exc:
         return UserError(exc.code, str(exc))
+
+
+# One step at a time: a shard's steps then run in the order the in-process executor runs them,
+# so the shard's signed log (one hash chain, appended by several steps) has the same order. The
+# shard runs side by side (`workers`) use the cores. A forkserver that has imported the asset
+# graph starts each step's process in milliseconds; `spawn` would pay Python, Dagster and the
+# definitions (about 3 CPU-s) per step; with the instance's storage preloaded too, a step's process
+# opens the instance in a tenth of a second, not 3 s (SQLAlchemy, Alembic).
+MULTIPROCESS_CONFIG = {
+    "max_concurrent": 1,
+    "start_method": {"forkserver": {"preload_modules": ["c360_dagster.definitions", "c360_dagster.instance_storage"]}},
+}
+
+
+def multiprocess_job(job_name: str, shards: int) -> Any:
+    """`job_name` of the graph with `shards` shards on Dagster's multiprocess executor; each step's
+    process calls this to rebuild it (`dg.build_reconstructable_job`)."""
+    import dagster as dg
+
+    from c360_dagster.definitions import definitions_for
+
+    return definitions_for(shards).resolve_job_def(job_name).with_executor_def(dg.multiprocess_executor)
+
+
+def _multiprocess_run(job_name, paths, ops, keys, shard) -> ChainRun:
+    """One shard's run with `dg.execute_job` on the multiprocess executor (which needs a job it can
+    rebuild in another process, and the persistent instance the step processes report to). A
+    step's user error reaches this process as Dagster's record of it (class name and message), so
+    it is raised again as a `C360Error` of that class's code."""
+    from c360_dagster import reports
+
+    _writable_dagster_home()
+    import dagster as dg
+
+    job = dg.build_reconstructable_job(
+        __name__, multiprocess_job.__name__, reconstructable_kwargs={"job_name": job_name, "shards": paths.shards}
+    )
+    run_config = {**_run_config(paths, ops, False), "execution": {"config": MULTIPROCESS_CONFIG}}
+    with dg.DagsterInstance.get() as project_instance:
+        # The step processes open the instance from this one's settings; Dagster logs their start
+        # to the console at the instance's Python log level (DEBUG unless set): as quiet as the runs.
+        quiet = project_instance.get_ref()._replace(
+            settings={**project_instance.get_ref().settings, "python_logs": {"python_log_level": "CRITICAL"}}
+        )
+    with (
+        dg.DagsterInstance.from_ref(quiet) as instance,
+        dg.execute_job(
+            job,
+            instance,
+            run_config=run_config,
+            tags={"dagster/partition": shard},
+            asset_selection=[dg.AssetKey.from_user_string(key) for key in keys],
+        ) as result,
+    ):
+        if not result.success:
+            raise _step_user_error(result)
+        return ChainRun(result.run_id, reports.check_rows(result), reports.materialized(result))
+
+
+def _step_user_error(result: Any) -> Exception:
+    """The failed step's user error, as a `C360Error` of its class's code (Dagster keeps the class's
+    name and the message, not the object, so a code given where it was raised reads as the class's);
+    any other error, which is a bug, as a `RuntimeError` with its traceback."""
+    failure = next(event for event in result.all_events if event.is_step_failure)
+    codes = {cls.__name__: cls.code for cls in _subclasses(C360Error)}
+    error = failure.step_failure_data.error
+    while error is not None:  # Dagster's wrapper, what the asset raised, what that was raised from
+        if error.cls_name in codes:
+            return C360Error(error.message.split(": ", 1)[-1].rstrip("\n"), code=codes[error.cls_name])
+        error = error.cause
+    return RuntimeError(f"step {failure.step_key} failed: {failure.step_failure_data.error.to_string()}")
+
+
+def _subclasses(cls: type[C360Error]) -> list[type[C360Error]]:
+    return [cls, *(sub for child in cls.__subclasses__() for sub in _subclasses(child))]
 
 
 def _run_over(instance: Any, accounts: Sequence[str]) -> dict[str, str]:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
+import dagster as dg
 import polars as pl
 import pytest
 
+from c360_dagster import runner
 from c360_dagster.bench import floor
 from c360_dagster.bench.benchmark import BenchSettings, ensure_dataset, qbr_samples, render_bench, render_shard_bench
 from c360_dagster.console import main
 from c360_dagster.domain.core.io import ITEM_SEPARATOR
 from c360_dagster.domain.scoring import health
+from c360_dagster.runner import ProjectPaths
 
 STAGES = ("split", "load", "health", "signals", "renewals", "lake", "rollups", "qbr", "qbr_red")
 
@@ -241,17 +245,39 @@ def test_shard_bench_reports_time_split_and_rss_per_process_for_each_n(shard_ben
         n, rss = configuration["shards"], configuration["peak_rss_mb"]
         assert configuration["wall_s"] > configuration["split_s"] > 0, n
         assert configuration["rollups_s"] > 0, n
-        assert rss["chain_process"] > 0 and rss["largest_process"] == max(
-            rss["chain_process"], rss["largest_worker"]
-        ), n
-        # One shard runs in the chain's process; two run in worker processes beside it.
-        assert n == 1 or rss["largest_worker"] > 0, n
+        kinds = [rss[f"{kind}_process"] for kind in ("chain", "run", "step", "helper")]
+        assert rss["chain_process"] > 0 and rss["largest_process"] == max(kinds), n
+        # One shard runs in the chain's process; two run in run processes beside it, each step in
+        # a step process of its own.
+        assert (rss["run_process"] > 0 and rss["step_process"] > 0) == (n > 1), n
         assert rss["sum"] >= rss["largest_process"], n
         within = configuration["chain_process_peak_mb"]
         assert 0 < within["split"] <= rss["chain_process"] and 0 < within["rollups"] <= rss["chain_process"], n
     assert len(report["load_average"]) == 3
     text = render_shard_bench({**report, "out": "x"})
     assert "roll-ups: byte-identical across N" in text and "load average" in text
+
+
+def test_shard_bench_runs_the_shards_steps_on_the_multiprocess_executor(shard_bench, monkeypatch):
+    artifacts, _ = shard_bench
+    monkeypatch.setenv("DAGSTER_HOME", str(artifacts / "bench" / "work_200" / "shards_2" / "dagster_home"))
+    with dg.DagsterInstance.get() as instance:
+        shard_runs = {
+            run.tags["dagster/partition"]: run.run_id
+            for run in instance.get_runs()
+            if run.tags.get("dagster/partition")
+        }
+        assert sorted(shard_runs) == ["0", "1"]
+        for shard, run_id in shard_runs.items():
+            started = [
+                record.dagster_event
+                for record in instance.all_logs(run_id)
+                if record.dagster_event and record.dagster_event.event_type_value == "STEP_WORKER_STARTED"
+            ]
+            # Each of the shard's 8 steps (360, health, signals, renewals, 4 lake tables) ran in a
+            # process of its own.
+            pids = {event.event_specific_data.metadata["pid"].value for event in started}
+            assert len(started) == len(pids) == 8, shard
 
 
 def test_shard_bench_roll_ups_are_the_same_bytes_for_every_n(shard_bench):
@@ -267,6 +293,31 @@ def test_shard_bench_roll_ups_are_the_same_bytes_for_every_n(shard_bench):
         assert (two / name).read_bytes() == (work / "shards_1" / "artifacts" / "customer" / name).read_bytes(), name
     # The shards really split the book.
     assert json.loads((two / "inputs" / "manifest.json").read_text(encoding="utf-8"))["shards"] == 2
+
+
+def test_a_shard_steps_user_error_on_the_multiprocess_executor_is_the_in_process_one(
+    shard_bench, tmp_path, monkeypatch
+):
+    artifacts, _ = shard_bench
+    # A copy of the two-shard project, one of shard 1's split inputs changed after it was written.
+    shutil.copytree(artifacts / "bench" / "work_200" / "shards_2", tmp_path, symlinks=True, dirs_exist_ok=True)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    split = tmp_path / "artifacts" / "customer" / "stages" / "inputs" / "live" / "inputs"
+    (split / "1" / "usage.parquet").write_bytes(b"changed")
+    data = artifacts / "bench" / "data" / "200_4_0"
+    paths = ProjectPaths(
+        fixtures_dir=str(data),
+        configs_dir=str(tmp_path / "configs"),
+        contracts_dir=str(Path("contracts/schemas").resolve()),
+        artifacts_dir=str(tmp_path / "artifacts"),
+    )
+    _, sharded, _ = runner._chain_layers("c360_chain", 2)
+    in_process, multiprocess = (
+        runner._shard_run("c360_chain", paths, {}, sharded, "1", executor)
+        for executor in ("in_process", "multiprocess")
+    )
+    assert in_process.code == "ARTIFACT_CORRUPT" and "usage.parquet" in in_process.message
+    assert multiprocess == in_process
 
 
 @pytest.mark.parametrize("counts", ["0,2", "1,,2", "2,x", "257"])

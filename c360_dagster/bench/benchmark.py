@@ -72,12 +72,16 @@ RSS_METHOD = (
     "by a psutil thread (includes the Python and Dagster baseline)"
 )
 SHARDS_METHOD = (
-    "each configuration runs `runner.run_chain('c360_chain')` (the c360 commands' path) in a fresh process of its own: "
-    "1 shard is one in-process run; N shards are the split run, then the N shard runs in worker processes "
-    "(up to `workers` at a time), then the roll-up run; RSS is sampled per process (largest_worker: the largest "
-    "process beside the chain's, the shard workers, or with 1 shard multiprocessing's resource tracker); the roll-ups' public documents "
-    "and frames (artifacts/customer/ but stages/, shards/, inputs/) are hashed"
+    "each configuration runs `runner.run_chain('c360_chain')` in a fresh process of its own (the chain process): "
+    "1 shard is one in-process run; N shards are the split run in the chain process, then the N shard runs, each "
+    "in a run process (up to `workers` at a time) that runs its steps on Dagster's multiprocess executor (each step "
+    "in a step process, forked from a forkserver), then the roll-up run in the chain process; RSS is sampled per "
+    "process and its peak reported per kind (chain, run, step; helper: forkservers and resource trackers); a step "
+    "process's RSS counts the pages it shares with its forkserver (Python, Dagster, the asset graph); the roll-ups' "
+    "public documents and frames (artifacts/customer/ but stages/, shards/, inputs/) are hashed"
 )
+# The kinds of process of a shard bench configuration, as the report names them.
+PROCESS_KINDS = ("chain", "run", "step", "helper")
 # Folders of artifacts/customer holding the shards' own outputs and stage generations; every
 # other file is a roll-up document or frame, the same bytes for any N.
 SHARD_ONLY = ("stages", "shards", "inputs")
@@ -152,6 +156,7 @@ class ResourceSampler:
         self._process = psutil.Process()
         self._samples: list[tuple[float, float, int]] = []
         self._process_samples: list[tuple[float, int, int]] = []  # (wall time, pid, RSS)
+        self._lineage: dict[int, tuple[int, str]] = {}  # pid -> (parent pid, command line), when first seen
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="c360-bench-sampler", daemon=True)
@@ -171,15 +176,19 @@ class ResourceSampler:
         now, cpu, rss = time.time(), time.process_time(), self._process.memory_info().rss
         per_process = [(now, self._process.pid, rss)]
         reaped = os.times()
+        lineage = {}
         cpu += reaped.children_user + reaped.children_system
         for child in self._process.children(recursive=True):
             with contextlib.suppress(psutil.Error):  # a child may exit while it is read
                 child_cpu, child_rss = child.cpu_times(), child.memory_info().rss
+                if child.pid not in self._lineage:
+                    lineage[child.pid] = (child.ppid(), " ".join(child.cmdline()))
                 cpu, rss = cpu + child_cpu.user + child_cpu.system, rss + child_rss
                 per_process.append((now, child.pid, child_rss))
         with self._lock:
             self._samples.append((now, cpu, rss))
             self._process_samples += per_process
+            self._lineage.update(lineage)
         return now
 
     def process_peaks(self, start: float, end: float) -> dict[int, int]:
@@ -190,6 +199,21 @@ class ResourceSampler:
                 if start <= when <= end:
                     peaks[pid] = max(rss, peaks.get(pid, 0))
         return peaks
+
+    def process_kind(self, pid: int, chain_pid: int) -> str:
+        """What a process of a chain's tree is: the chain process, a step process (a child of a
+        forkserver: it inherits the forkserver's command line), a helper (a forkserver or a resource
+        tracker) or a run process (a worker the chain started)."""
+        with self._lock:
+            parent, command = self._lineage.get(pid, (0, ""))
+            parent_command = self._lineage.get(parent, (0, ""))[1]
+        if pid == chain_pid:
+            return "chain"
+        if "forkserver" in parent_command:
+            return "step"
+        if "forkserver" in command or "resource_tracker" in command:
+            return "helper"
+        return "run"
 
     def children_peak_total(self, start: float, end: float) -> int:
         """The peak, over samples between two wall times, of the RSS summed over this process's children."""
@@ -373,7 +397,10 @@ def run_shard_bench(
                 steps = _all_step_windows()
             peaks = sampler.process_peaks(start, end)
             peaks.pop(os.getpid(), None)  # the bench itself only waits
-            chain_peak = peaks.pop(chain_pid, 0)
+            kind_peaks = dict.fromkeys(PROCESS_KINDS, 0)
+            for pid, peak in peaks.items():
+                kind = sampler.process_kind(pid, chain_pid)
+                kind_peaks[kind] = max(kind_peaks[kind], peak)
             split = [window for key, window in steps if key == SPLIT_STEP]
             rollups = [window for key, window in steps if key.startswith(ROLLUP_STEP_PREFIX)]
             documents = _rollup_hashes(paths.customer_dir)
@@ -381,15 +408,14 @@ def run_shard_bench(
                 "shards": count,
                 "processes": "one, in-process"
                 if count == 1
-                else f"split and roll-ups in the chain's process, "
-                f"shards in {min(settings.workers, count)} worker processes",
+                else f"split and roll-ups in the chain process; shards in {min(settings.workers, count)} run processes "
+                f"at a time, each step in a step process (multiprocess executor)",
                 "wall_s": round(end - start, 3),
                 "split_s": round(sum(b - a for a, b in split), 3),
                 "rollups_s": round(sum(b - a for a, b in rollups), 3),
                 "peak_rss_mb": {
-                    "largest_process": round(max([chain_peak, *peaks.values()]) / MIB, 1),
-                    "chain_process": round(chain_peak / MIB, 1),
-                    "largest_worker": round(max(peaks.values(), default=0) / MIB, 1),
+                    "largest_process": round(max(peaks.values()) / MIB, 1),
+                    **{f"{kind}_process": round(peak / MIB, 1) for kind, peak in kind_peaks.items()},
                     "sum": round(sampler.children_peak_total(start, end) / MIB, 1),
                 },
                 # Which part of the chain's process peaks: the split or the roll-ups (whole-book steps).
@@ -439,14 +465,14 @@ def render_shard_bench(report: dict[str, Any]) -> str:
         f"as_of {report['as_of']}), {report['machine']['nproc']} cores, {report['machine']['memory_gb']} GB, "
         f"load average {' '.join(str(load) for load in report['load_average'])}",
         f"{'shards':>6} {'wall s':>9} {'split s':>8} {'roll-ups s':>10} {'largest MB':>11} {'chain MB':>9} "
-        f"{'worker MB':>10} {'sum MB':>8}  roll-up sha256",
+        f"{'run MB':>7} {'step MB':>8} {'sum MB':>8}  roll-up sha256",
     ]
     for c in report["configurations"]:
         rss = c["peak_rss_mb"]
         lines.append(
             f"{c['shards']:>6} {c['wall_s']:>9.2f} {c['split_s']:>8.2f} {c['rollups_s']:>10.2f} "
-            f"{rss['largest_process']:>11.1f} {rss['chain_process']:>9.1f} {rss['largest_worker']:>10.1f} "
-            f"{rss['sum']:>8.1f}  {c['rollup_sha256'][:16]}"
+            f"{rss['largest_process']:>11.1f} {rss['chain_process']:>9.1f} {rss['run_process']:>7.1f} "
+            f"{rss['step_process']:>8.1f} {rss['sum']:>8.1f}  {c['rollup_sha256'][:16]}"
         )
     if report["rollups_identical"]:
         lines.append(f"roll-ups: byte-identical across N ({len(report['configurations'][0]['rollup_files'])} files)")
@@ -468,7 +494,7 @@ def _configs_with_shards(configs: Path, into: Path, count: int) -> Path:
 def _run_chain_in(paths: ProjectPaths, home: str, workers: int) -> None:
     """One configuration's chain, in a fresh process on a Dagster home of its own."""
     os.environ["DAGSTER_HOME"] = home
-    run_chain("c360_chain", paths, progress=False, workers=workers)
+    run_chain("c360_chain", paths, progress=False, workers=workers, executor="multiprocess")
 
 
 def _all_step_windows() -> list[tuple[str, tuple[float, float]]]:
