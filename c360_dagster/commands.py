@@ -857,8 +857,9 @@ def _bench_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--shards",
         type=_shard_counts,
-        help="instead of the stages, run the chain once per shard count (e.g. 1,2,4), each in a fresh process: "
-        "wall time, split time, peak RSS per process, roll-up hashes (bench_<accounts>_shards.json)",
+        help="instead of the stages, run the chain once per shard count (e.g. 1,2,4), each in a fresh process, "
+        "the shard runs' steps on Dagster's multiprocess executor: wall time, split time, peak RSS per process, "
+        "roll-up hashes (bench_<accounts>_shards.json)",
     )
 
 

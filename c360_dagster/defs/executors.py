@@ -5,7 +5,8 @@ step on this machine), `celery` (each step a task for Celery workers, which may 
 machines; broker and result backend at the URL in `C360_CELERY_BROKER`, e.g.
 `redis://host:6379/0`) or `k8s` (each step a Kubernetes Job; needs `dagster-k8s` and its run
 launcher). The `c360` commands run in-process whatever is set here (they call
-`execute_in_process`); the choice applies to runs Dagster launches: the UI, schedules, sensors,
+`execute_in_process`; `c360:bench --shards` picks the multiprocess executor itself, see
+`runner.run_chain`); the choice applies to runs Dagster launches: the UI, schedules, sensors,
 `dagster job execute`. docs/deployment.md shows the set-up.
 """
 
