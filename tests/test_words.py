@@ -104,6 +104,24 @@ def test_an_explanation_says_its_dates_and_scorecard_in_words(ran_fixtures):
     assert records["NEWCO-011"]["scorecard"] == "segment:smb"
 
 
+def test_the_review_says_what_besides_overdue_invoices_cost_commercial_points(ran_fixtures):
+    # STARK-008 by hand from subs.csv and invoices.json: discount 35% (penalty 16.67 of 20) and
+    # credits USD 30,000 on USD 600,000 ARR, 5% (penalty 10 of 20), beside its overdue invoice:
+    # without them a reader cannot see why Billing and Contract is only 32.67.
+    review = (ran_fixtures.customer / "review_STARK-008.md").read_text(encoding="utf-8")
+    assert (
+        "| Billing and Contract | 32.67 | 20 | 6.53 | 1 invoice is open past the due date on 27 Sep 2026; "
+        "a 35% discount and credits worth 5% of ARR also cost points |"
+    ) in review
+    # HOOLI-007 pays on time at list price: nothing more to say.
+    hooli = (ran_fixtures.customer / "review_HOOLI-007.md").read_text(encoding="utf-8")
+    assert "also cost points" not in hooli
+    # The customer's pages and deck keep to the invoices: points are the account team's.
+    customer = "\n".join(_deck_texts(ran_fixtures.customer / "qbr_STARK-008.pptx"))
+    customer += (ran_fixtures.customer / "qbr_STARK-008" / "scorecard.md").read_text(encoding="utf-8")
+    assert "cost points" not in customer and "discount" not in customer
+
+
 def test_a_plan_says_its_signals_plays_and_forecast_in_words(ran_fixtures):
     plan = (ran_fixtures.customer / "playbooks" / "INITECH-003.md").read_text(encoding="utf-8")
     # By hand from the fixtures: INITECH-003 fired these three signals; INITECH-S1 renews on

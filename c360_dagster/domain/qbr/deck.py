@@ -619,7 +619,20 @@ def component_finding(component: Component, ctx: QbrContext) -> str:
     if component.score is None:
         return f"Not measured: {slide_text(component.reason)}"
     phrase = component_phrase(component, ctx).removeprefix(component_label(component.name))
+    if component.name == "commercial":  # the customer's phrase names only overdue invoices
+        phrase += _other_commercial_costs(component.measured)
     return phrase.removeprefix(": ") or component.evidence
+
+
+def _other_commercial_costs(measured: Mapping[str, Any]) -> str:
+    """`; a 35% discount and credits worth 5% of ARR also cost points`: for the account team, what
+    besides overdue invoices lowered the commercial score (else its number has no why)."""
+    costs = []
+    if (measured.get("discount_penalty") or 0) > 0:
+        costs.append(f"a {fmt_pct(measured.get('worst_discount_pct'))} discount")
+    if (measured.get("credits_penalty") or 0) > 0:
+        costs.append(f"credits worth {fmt_pct(measured.get('worst_credits_pct_of_arr'))} of ARR")
+    return f"; {' and '.join(costs)} also cost points" if costs else ""
 
 
 def _health_in_words(ctx: QbrContext) -> Slide:
