@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -202,6 +203,56 @@ def ran_project(ran_fixtures: RanProject, tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.chdir(root)
     monkeypatch.setenv("DAGSTER_HOME", str(root / ".dagster_home"))
     return RanProject(root, ran_fixtures.out)
+
+
+@pytest.fixture(scope="session")
+def materialized_fixtures(tmp_path_factory: pytest.TempPathFactory, private_signing_key: None) -> Path:
+    """The chain's assets (`CHAIN_ASSETS`, shard 0) materialized once per test process on a copy
+    of the bundled fixtures: a folder of `inputs/`, `artifacts/` and the instance's `dagster_home/`.
+    The project's paths were relative to the folder, so nothing in it names the folder and a copy
+    of it is the same project (`chained`). About 15 CPU-s a chain under coverage."""
+    import dagster as dg
+
+    from c360_dagster.defs.customer import CHAIN_ASSETS
+    from c360_dagster.defs.resources import C360Project
+
+    root = tmp_path_factory.mktemp("materialized_fixtures") / "project"
+    shutil.copytree(FIXTURES_DIR, root / "inputs")
+    (root / CHAINED_HOME).mkdir()
+    relative = C360Project(
+        fixtures_dir="inputs",
+        configs_dir=str(REPO_ROOT / "configs" / "customer"),
+        contracts_dir=str(REPO_ROOT / "contracts" / "schemas"),
+        artifacts_dir="artifacts",
+    )
+    with pytest.MonkeyPatch.context() as patch, dg.instance_for_test(temp_dir=str(root / CHAINED_HOME)) as instance:
+        patch.chdir(root)
+        dg.materialize(CHAIN_ASSETS, instance=instance, resources={"project": relative}, partition_key="0")
+    return root
+
+
+CHAINED_HOME = "dagster_home"
+
+
+@pytest.fixture
+def chained(materialized_fixtures: Path, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
+    """`(instance, project)` as right after `dg.materialize(CHAIN_ASSETS, ..., partition_key="0")`
+    on a fresh `dg.instance_for_test()` with the bundled fixtures as inputs: a private copy of
+    `materialized_fixtures` in `tmp_path` (`inputs/`, `artifacts/`), for tests that start from a
+    materialized chain rather than test its run."""
+    import dagster as dg
+
+    from c360_dagster.defs.resources import C360Project
+
+    shutil.copytree(materialized_fixtures, tmp_path, symlinks=True, dirs_exist_ok=True)
+    project = C360Project(
+        fixtures_dir=str(tmp_path / "inputs"),
+        configs_dir=str(REPO_ROOT / "configs" / "customer"),
+        contracts_dir=str(REPO_ROOT / "contracts" / "schemas"),
+        artifacts_dir=str(tmp_path / "artifacts"),
+    )
+    with dg.instance_for_test(temp_dir=str(tmp_path / CHAINED_HOME)) as instance:
+        yield instance, project
 
 
 @pytest.fixture(autouse=True, scope="session")

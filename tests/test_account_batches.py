@@ -10,15 +10,9 @@ import dagster as dg
 import pytest
 
 from c360_dagster.defs.accounts import playbook, qbr_pack
-from c360_dagster.defs.customer import (
-    CHAIN_ASSETS,
-)
-from c360_dagster.defs.resources import C360Project
 from c360_dagster.domain.governance import eventlog, metrics
 from c360_dagster.runner import ProjectPaths, batches_of, run_batches
 
-REPO = Path(__file__).resolve().parents[1]
-ONE_SHARD = "0"  # configs/customer/scale.yaml: one shard
 # Accounts adjacent among the chain's partitions (the acted-on ones: red, or amber and renewing,
 # registered sorted by id): STARK-008 is red, PIPE-004, SOYLENT-006 (held at amber: no usage data)
 # and WAYNE-009 amber.
@@ -96,21 +90,8 @@ def test_batches_keep_the_size_and_share_the_accounts_evenly_between_workers(cou
     assert len(batches) == runs
 
 
-@pytest.fixture
-def chain(tmp_path):
-    project = C360Project(
-        fixtures_dir=str(REPO / "fixtures" / "customer"),
-        configs_dir=str(REPO / "configs" / "customer"),
-        contracts_dir=str(REPO / "contracts" / "schemas"),
-        artifacts_dir=str(tmp_path / "artifacts"),
-    )
-    with dg.instance_for_test() as instance:
-        dg.materialize(CHAIN_ASSETS, instance=instance, resources={"project": project}, partition_key=ONE_SHARD)
-        yield instance, project
-
-
-def test_a_range_run_checks_every_account_and_one_block_stops_the_batch(chain):
-    instance, project = chain
+def test_a_range_run_checks_every_account_and_one_block_stops_the_batch(chained):
+    instance, project = chained
     blocked = dg.materialize(
         [playbook, qbr_pack],
         selection=[qbr_pack],
@@ -129,8 +110,8 @@ def test_a_range_run_checks_every_account_and_one_block_stops_the_batch(chain):
     assert not instance.get_materialized_partitions(qbr_pack.key)
 
 
-def test_a_range_run_writes_each_account_as_its_own_run_would(chain):
-    instance, project = chain
+def test_a_range_run_writes_each_account_as_its_own_run_would(chained):
+    instance, project = chained
     batch = dg.materialize(
         [playbook, qbr_pack], instance=instance, resources={"project": project}, tags=_range_tags(*RANGE)
     )

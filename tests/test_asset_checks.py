@@ -98,9 +98,8 @@ def test_warn_check_fails_with_metadata_on_crafted_input(tmp_path, instance):
     assert [(column.name, column.type) for column in rows.schema.columns] == [("account_id", "string")]
 
 
-def test_qbr_gates_are_checks_per_partition(tmp_path, instance):
-    project = _project(tmp_path)
-    dg.materialize(CHAIN_ASSETS, instance=instance, resources={"project": project}, partition_key=ONE_SHARD)
+def test_qbr_gates_are_checks_per_partition(chained):
+    instance, project = chained
     # STARK-008 is red in the fixtures: without a playbook the duty-of-care gate blocks it.
     blocked = dg.materialize(
         [playbook, qbr_pack],
@@ -113,16 +112,16 @@ def test_qbr_gates_are_checks_per_partition(tmp_path, instance):
     assert not blocked.success
     duty = _evaluations(blocked)[("qbr_pack", "duty_of_care")]
     assert not duty.passed and duty.metadata["code"].value == "DUTY_PLAYBOOK_MISSING"
-    assert not (tmp_path / "artifacts" / "customer" / "qbr_STARK-008").exists()
+    assert not (project.paths.customer_dir / "qbr_STARK-008").exists()
     allowed = dg.materialize(
         [playbook, qbr_pack], instance=instance, resources={"project": project}, partition_key="STARK-008"
     )
     assert all(e.passed for e in allowed.get_asset_check_evaluations())
-    assert (tmp_path / "artifacts" / "customer" / "qbr_STARK-008" / "scorecard.md").exists()
+    assert (project.paths.customer_dir / "qbr_STARK-008" / "scorecard.md").exists()
 
 
-def test_ui_metadata_row_counts_schema_and_tier_table(tmp_path, instance):
-    dg.materialize(CHAIN_ASSETS, instance=instance, resources={"project": _project(tmp_path)}, partition_key=ONE_SHARD)
+def test_ui_metadata_row_counts_schema_and_tier_table(tmp_path, chained):
+    instance, project = chained
     event = instance.get_latest_materialization_event(dg.AssetKey("account_health"))
     # Also in the UI, as a whole number: the 10 accounts scored, not NEWCO-011 or OLDCO-012 (below).
     scored = event.asset_materialization.metadata["metric/c360_accounts_scored_total"]
@@ -150,7 +149,7 @@ def test_ui_metadata_row_counts_schema_and_tier_table(tmp_path, instance):
     dg.materialize(
         [lake_table("customer_signals")],
         instance=instance,
-        resources={"project": _project(tmp_path)},
+        resources={"project": project},
         partition_key=ONE_SHARD,
     )
     lake = instance.get_latest_materialization_event(

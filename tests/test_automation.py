@@ -61,28 +61,23 @@ def test_changed_accounts_compares_per_account_digests(tmp_path):
     assert changed_accounts(moved, recorded) == ["B"]
 
 
-def test_account_refresh_sensor_requests_only_changed_partitions(tmp_path):
-    folder = tmp_path / "inputs"
-    shutil.copytree(REPO / "fixtures" / "customer", folder)
-    project = _project(tmp_path, folder)
-    with dg.instance_for_test() as instance:
-        dg.materialize(CHAIN_ASSETS, instance=instance, resources={"project": project}, partition_key="0")
+def test_account_refresh_sensor_requests_only_changed_partitions(chained):
+    instance, project = chained  # the chain run on a copy of the fixtures, `inputs`
+    folder = Path(project.fixtures_dir)
 
-        def tick() -> list[str]:
-            context = dg.build_sensor_context(instance=instance, resources={"project": project})
-            result = account_refresh_sensor(context)
-            return sorted(request.partition_key for request in result.run_requests)
+    def tick() -> list[str]:
+        context = dg.build_sensor_context(instance=instance, resources={"project": project})
+        result = account_refresh_sensor(context)
+        return sorted(request.partition_key for request in result.run_requests)
 
-        # First sight: every account with a partition (the acted-on ones, red or amber renewing).
-        assert tick() == ["ACME-001", "INITECH-003", "PIPE-004", "SOYLENT-006", "STARK-008", "WAYNE-009"]
-        # ACME's NPS answers vanish: only ACME's health changes.
-        nps = json.loads((folder / "nps.json").read_text())
-        (folder / "nps.json").write_text(json.dumps([r for r in nps if r["account_id"] != "ACME-001"]))
-        dg.materialize(CHAIN_ASSETS, instance=instance, resources={"project": project}, partition_key="0")
-        assert tick() == ["ACME-001"]
-        # GLOBEX-002 (green, renewing after the window) changes too, but has no partition and no pack.
-        (folder / "nps.json").write_text(
-            json.dumps([r for r in nps if r["account_id"] not in {"ACME-001", "GLOBEX-002"}])
-        )
-        dg.materialize(CHAIN_ASSETS, instance=instance, resources={"project": project}, partition_key="0")
-        assert tick() == []
+    # First sight: every account with a partition (the acted-on ones, red or amber renewing).
+    assert tick() == ["ACME-001", "INITECH-003", "PIPE-004", "SOYLENT-006", "STARK-008", "WAYNE-009"]
+    # ACME's NPS answers vanish: only ACME's health changes.
+    nps = json.loads((folder / "nps.json").read_text())
+    (folder / "nps.json").write_text(json.dumps([r for r in nps if r["account_id"] != "ACME-001"]))
+    dg.materialize(CHAIN_ASSETS, instance=instance, resources={"project": project}, partition_key="0")
+    assert tick() == ["ACME-001"]
+    # GLOBEX-002 (green, renewing after the window) changes too, but has no partition and no pack.
+    (folder / "nps.json").write_text(json.dumps([r for r in nps if r["account_id"] not in {"ACME-001", "GLOBEX-002"}]))
+    dg.materialize(CHAIN_ASSETS, instance=instance, resources={"project": project}, partition_key="0")
+    assert tick() == []

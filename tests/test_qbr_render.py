@@ -21,10 +21,6 @@ from pptx import Presentation
 
 from c360_dagster.console import main
 from c360_dagster.defs.accounts import playbook, qbr_pack
-from c360_dagster.defs.customer import (
-    CHAIN_ASSETS,
-)
-from c360_dagster.defs.resources import C360Project
 from c360_dagster.domain.qbr import powerpoint as qbr_pptx
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,26 +135,8 @@ def test_a_10000_character_name_is_fitted_everywhere_and_shown_not_obeyed(decks)
         assert title.endswith("…") and "<U+202E>Works<U+200B>" in title and len(title) < 1000
 
 
-@pytest.fixture
-def chain(tmp_path):
-    project = C360Project(
-        fixtures_dir=str(REPO / "fixtures" / "customer"),
-        configs_dir=str(REPO / "configs" / "customer"),
-        contracts_dir=str(REPO / "contracts" / "schemas"),
-        artifacts_dir=str(tmp_path / "artifacts"),
-    )
-    with dg.instance_for_test() as instance:
-        dg.materialize(
-            CHAIN_ASSETS,
-            instance=instance,
-            resources={"project": project},
-            partition_key="0",  # configs/customer/scale.yaml: one shard
-        )
-        yield instance, project
-
-
-def test_one_account_that_cannot_be_rendered_does_not_sink_its_batch(chain, monkeypatch):
-    instance, project = chain
+def test_one_account_that_cannot_be_rendered_does_not_sink_its_batch(chained, monkeypatch):
+    instance, project = chained
     real = qbr_pptx.render_pptx
 
     def render(ctx, audience=qbr_pptx.CUSTOMER):
