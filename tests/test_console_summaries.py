@@ -60,7 +60,8 @@ def test_stage_summaries_come_from_the_run_not_the_documents(project, capsys, do
     # Amounts in the explanation carry their currency in the one report format (USD 15,000 unpaid).
     assert "(by currency (USD: arr USD 300,000, credits USD 3,000, credits pct of arr 1, discount pct 16, " in explained
     assert "overdue amount USD 15,000, overdue pct of arr 5)" in explained and "300000" not in explained
-    assert "Signals fired (as_of 2026-09-27): 18\n" in fired and "  SIG_RENEWAL_SOON           4\n" in fired
+    assert "Signals fired (as_of 2026-09-27): 18\n" in fired
+    assert "  SIG_RENEWAL_SOON           Renewal coming up      4\n" in fired  # the code, its name, the count
     assert "6 subscriptions of 6 accounts" in renewing and "artifacts/customer/renewals_202609.json" in renewing
     assert (
         "Health tiers: amber 4 (1 not green: too little measured), green 4, red 2; no score: churned 1, insufficient data 1\n"
