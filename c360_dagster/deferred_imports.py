@@ -10,13 +10,14 @@
 - Mako, imported by Alembic for Dagster's migrations, highlights its template errors with
   Pygments when Pygments imports, and falls back to plain text when it does not. A command
   renders no Mako template.
-- Alembic itself (with Mako: about 120 modules, 0.2 CPU-s): Dagster's SQL storage module imports
+- Alembic itself (with Mako: 68 modules, about 0.1 CPU-s): Dagster's SQL storage module imports
   five of its names at module level, and calls them only to create, stamp or migrate a database,
   which the project's storages skip once the database is stamped (instance_storage.py). That
   module gets stand-ins for those names; the first use of one imports Alembic then.
-- NumPy (about 0.1 CPU-s): PyArrow imports it when it can, and works without it (its NumPy
-  conversions then raise). c360 hands PyArrow Arrow data only (from Polars and DuckDB), so PyArrow
-  is imported with NumPy hidden, unless NumPy is imported already (`c360:bench`, the generator).
+- NumPy (86 modules, about 0.1 CPU-s): PyArrow imports it when it can, and works without it
+  (its NumPy conversions then raise). c360 hands PyArrow Arrow data only (from Polars and
+  DuckDB), so PyArrow is imported with NumPy hidden, unless NumPy is imported already
+  (`c360:bench`, the generator).
 """
 
 from __future__ import annotations
