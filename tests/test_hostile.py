@@ -516,6 +516,7 @@ def test_long_json_lines_name_the_key(small_dir):
         ("accounts.csv", "Acme Corp", "Acme\x00Corp", "name", '"Acme\\u0000Corp"'),
         ("accounts.csv", "Acme Corp", "Acme\x1b[2JCorp", "name", '"Acme\\u001b[2JCorp"'),
         ("subs.csv", "S-1,ACME-001,Core", "S-1,ACME-001,Co\x7fre", "product", '"Co\\u007fre"'),
+        ("accounts.csv", "Acme Corp", "Acme\x85Corp", "name", '"Acme\\u0085Corp"'),  # C1: NEL
     ],
 )
 def test_control_characters_are_refused_in_every_text_field(small_dir, file, old, new, column, shown):
@@ -523,6 +524,24 @@ def test_control_characters_are_refused_in_every_text_field(small_dir, file, old
     assert input_error(small_dir) == (
         f"INPUT_INVALID: file {file}, row 1, column {column}: expected text without control characters (NUL, ESC, ...), got {shown}"
     )
+
+
+def test_the_byte_scan_finds_control_characters_wherever_they_lie(tmp_path):
+    # A CSV file without control characters' bytes skips their per-value check, so the scan must
+    # see every one: C0, DEL, and a C1 character (two bytes) split across the scan's chunks.
+    lines = b"x,y\n" * (loader.MAX_LINE_BYTES // 4 - 1) + b"x,y"  # MAX_LINE_BYTES - 1 bytes
+    cases = {
+        b"plain \xc2\xa0 text\ttab\r\n": False,  # a no-break space (\xc2\xa0) is text
+        b"a\x00b\n": True,
+        b"a\x7fb\n": True,
+        b"a\xc2\x9bb\n": True,
+        lines + b"\xc2\x85\n": True,
+        lines + b"\xc2\xa0\n": False,
+    }
+    for content, controls in cases.items():
+        (tmp_path / "f.csv").write_bytes(content)
+        assert loader._scan_lines_and_hash(tmp_path / "f.csv", "csv")[1] is controls, content[-8:]
+    assert loader._scan_lines_and_hash(tmp_path / "f.csv", "jsonl")[1] is True  # JSON may escape one
 
 
 def test_a_nul_escaped_in_a_json_string_is_refused_too(small_dir):

@@ -43,6 +43,9 @@ MAX_LINE_BYTES = 1024 * 1024
 # C0 and C1 control characters and DEL, except tab, LF and CR (which only a quoted CSV field
 # or a JSON string can hold: anywhere else they end the line).
 _CONTROL_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+# The same in a UTF-8 file's bytes: C0 and DEL are single bytes, C1 is \xc2 then \x80-\x9f.
+_NOT_C0_OR_DEL = bytes(b for b in range(256) if not re.fullmatch(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", bytes([b])))
+_C1_BYTES = re.compile(rb"\xc2[\x80-\x9f]")
 
 _DATE_SHAPE = r"^\d{4}-\d{2}-\d{2}$"
 _INT_SHAPE = r"^[+-]?\d+$"
@@ -99,11 +102,11 @@ class ValidatedInputs:
         for name, spec in ENTITIES.items():
             if name in self.sources:
                 path = self.sources[name]
-                extra, source_hashes[path.name] = cast(tuple[list[str], str], next(stream))
+                extra, source_hashes[path.name], controls = cast(tuple[list[str], str, bool], next(stream))
                 warnings += [
                     f"file {path.name}: column {column} is not in the contract and was ignored" for column in extra
                 ]
-                table = _validate(path, spec, _file_batches(stream), self.kept)
+                table = _validate(path, spec, _file_batches(stream), self.kept, controls=controls)
             else:
                 table = empty_table(name)
             self._note(name, table)
@@ -170,16 +173,17 @@ _END_OF_FILE = None  # in `_raw_stream`, after a file's batches
 
 def _raw_stream(
     present: list[tuple[EntitySpec, Path]],
-) -> Iterator[tuple[list[str], str] | pl.DataFrame | None]:
-    """For each file in turn: (its extra column names, its hash), its raw batches, then `_END_OF_FILE`."""
+) -> Iterator[tuple[list[str], str, bool] | pl.DataFrame | None]:
+    """For each file in turn: (its extra column names, its hash, whether its values may hold
+    control characters), its raw batches, then `_END_OF_FILE`."""
     for spec, path in present:
-        batches, extra, digest = _read_raw(path, spec)
-        yield extra, digest
+        batches, extra, (digest, controls) = _read_raw(path, spec)
+        yield extra, digest, controls
         yield from batches
         yield _END_OF_FILE
 
 
-def _file_batches(stream: Iterator[tuple[list[str], str] | pl.DataFrame | None]) -> Iterator[pl.DataFrame]:
+def _file_batches(stream: Iterator[tuple[list[str], str, bool] | pl.DataFrame | None]) -> Iterator[pl.DataFrame]:
     """The raw batches of the file `stream` is at, up to its end (never reading into the next)."""
     while (batch := next(stream)) is not _END_OF_FILE:
         yield cast(pl.DataFrame, batch)
@@ -218,18 +222,19 @@ def _read_ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
                 pending.get(timeout=0.05)
 
 
-def _read_raw(path: Path, spec: EntitySpec) -> tuple[Iterator[pl.DataFrame], list[str], str]:
+def _read_raw(path: Path, spec: EntitySpec) -> tuple[Iterator[pl.DataFrame], list[str], tuple[str, bool]]:
     """The entity's columns as text (empty = null) plus the row number, in batches of at most
-    BATCH_ROWS (at least one, maybe empty); the extra column names; the file's hash.
+    BATCH_ROWS (at least one, maybe empty); the extra column names; the file's hash and whether
+    its values may hold control characters (`_scan_lines_and_hash`).
 
     A CSV file's rows are read as the batches are taken, so a defect past the header is raised then.
     """
     fmt = path.suffix[1:]
-    digest = _scan_lines_and_hash(path, fmt)
+    scanned = _scan_lines_and_hash(path, fmt)
     if path.stat().st_size == 0:  # INPUTS.md: no rows, unless the entity is required
         if spec.required:
             raise InputError("the file is empty: expected a header row naming the columns", file=path.name)
-        return iter([pl.DataFrame(schema=dict.fromkeys(spec.field_names, pl.Utf8)).with_row_index(ROW)]), [], digest
+        return iter([pl.DataFrame(schema=dict.fromkeys(spec.field_names, pl.Utf8)).with_row_index(ROW)]), [], scanned
     if fmt == "csv":
         columns, batches = _read_csv(path)
     else:
@@ -261,21 +266,31 @@ def _read_raw(path: Path, spec: EntitySpec) -> tuple[Iterator[pl.DataFrame], lis
         if start == first:  # no rows: one empty batch all the same, which types the empty table
             yield as_text(pl.DataFrame(schema=dict.fromkeys(columns, pl.Utf8)), start)
 
-    return numbered(), sorted(set(columns) - set(spec.field_names)), digest
+    return numbered(), sorted(set(columns) - set(spec.field_names)), scanned
 
 
-def _scan_lines_and_hash(path: Path, fmt: str) -> str:
-    """The file's sha256, refusing a physical line longer than MAX_LINE_BYTES on the way.
+def _scan_lines_and_hash(path: Path, fmt: str) -> tuple[str, bool]:
+    """The file's sha256 and whether its values may hold control characters, refusing a
+    physical line longer than MAX_LINE_BYTES on the way.
 
     The file is read in chunks of MAX_LINE_BYTES: a line that starts and ends inside one chunk
     is short enough, so only the run of bytes across chunk borders needs counting, and memory
-    stays at one chunk however long a line is.
+    stays at one chunk however long a line is. A CSV file's values are its bytes, so one without
+    a control character's bytes (tab, LF and CR aside) needs no per-value check for them: the
+    byte scan costs a few percent of that check. JSON may escape one (\\u0000): always checked.
     """
     digest = hashlib.sha256()
+    controls = fmt != "csv"
     with open(path, "rb") as handle:
         run = lines_before = offset = 0  # bytes since the last newline; newlines before this chunk
+        last = b""  # the previous chunk's last byte: a C1 character may straddle the border
         while chunk := handle.read(MAX_LINE_BYTES):
             digest.update(chunk)
+            if not controls:
+                controls = bool(chunk.translate(None, _NOT_C0_OR_DEL)) or (
+                    (b"\xc2" in chunk or last == b"\xc2") and bool(_C1_BYTES.search(last + chunk))
+                )
+                last = chunk[-1:]
             first = chunk.find(b"\n")
             if run + (len(chunk) if first < 0 else first) > MAX_LINE_BYTES:
                 raise _long_line_error(handle, path, fmt, line=lines_before + 1, start=offset - run)
@@ -285,7 +300,7 @@ def _scan_lines_and_hash(path: Path, fmt: str) -> str:
             else:
                 run += len(chunk)
             offset += len(chunk)
-    return "sha256:" + digest.hexdigest()
+    return "sha256:" + digest.hexdigest(), controls
 
 
 def _long_line_error(handle: Any, path: Path, fmt: str, *, line: int, start: int) -> InputError:
@@ -454,9 +469,15 @@ def _object_problem(value: Any) -> tuple[str | None, str] | None:
 
 
 def _validate(
-    path: Path, spec: EntitySpec, batches: Iterator[pl.DataFrame], tables: dict[str, pl.DataFrame]
+    path: Path,
+    spec: EntitySpec,
+    batches: Iterator[pl.DataFrame],
+    tables: dict[str, pl.DataFrame],
+    *,
+    controls: bool,
 ) -> pl.DataFrame:
-    """Parse and check every column; raise the first defect by row, then column, then rule.
+    """Parse and check every column; raise the first defect by row, then column, then rule
+    (`controls`: whether the file may hold control characters, else their rule is left out).
 
     The rules that judge a row alone are checked batch by batch, on its text and typed values;
     those comparing rows (`Rule.beyond_row`) once the whole file is typed. Each rule's first
@@ -476,7 +497,7 @@ def _validate(
     ]
 
     def rules(typed: pl.DataFrame) -> list[Rule]:
-        return _text_rules(spec) + parse_rules + contract_rules(spec.file, typed, tables)
+        return _text_rules(spec, controls=controls) + parse_rules + contract_rules(spec.file, typed, tables)
 
     firsts: dict[int, int] = {}  # rule position -> its first offending row
     typed_batches: list[pl.DataFrame] = []
@@ -502,20 +523,22 @@ def _validate(
     return whole.drop(ROW).sort(list(spec.key)).cast(spec.polars_schema)  # type: ignore[arg-type]  # Polars types cast()'s dict keys as an invariant union
 
 
-def _text_rules(spec: EntitySpec) -> list[Rule]:
-    """INPUTS.md "Text and limits" on every text field (other types must parse, which refuses both)."""
+def _text_rules(spec: EntitySpec, *, controls: bool) -> list[Rule]:
+    """INPUTS.md "Text and limits" on every text field (other types must parse, which refuses both);
+    without `controls` (the file holds no control character) the rule refusing them is left out."""
     rules = []
     for field in spec.fields:
         if field.type in ("str", "enum"):
             text = pl.col(field.name)
             too_long = (text.str.len_bytes() > MAX_FIELD_BYTES).fill_null(False)
-            control = text.str.contains(_CONTROL_CHARS).fill_null(False)
             rules.append(
                 Rule("values_in_range", field.name, too_long, f"a value of at most {MAX_FIELD_BYTES} bytes (64 KiB)")
             )
-            rules.append(
-                Rule("values_in_range", field.name, control, "text without control characters (NUL, ESC, ...)")
-            )
+            if controls:
+                control = text.str.contains(_CONTROL_CHARS).fill_null(False)
+                rules.append(
+                    Rule("values_in_range", field.name, control, "text without control characters (NUL, ESC, ...)")
+                )
     return rules
 
 
