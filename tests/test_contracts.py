@@ -13,7 +13,9 @@ import pytest
 
 from c360_dagster.domain.core.errors import ContractError
 from c360_dagster.domain.governance.contracts import (
+    _FRAMED,
     Violation,
+    _matches,
     check_supported,
     load_contract,
     validate_frame,
@@ -341,6 +343,18 @@ def test_renewal_prob_is_canonical_json_of_a_bucket_and_its_probability(renewal_
         "renewal_forecasts",
     )
     assert [v.field for v in found] == ([] if valid else ["renewal_prob"])
+
+
+@pytest.mark.parametrize("pattern", [r"^\{.*\}$", r"^a.*b$", r"^ab.*ba$", r"^\\.*\.$", r"^.*$", r"^é.*\$$"])
+def test_a_framed_pattern_is_checked_as_the_regex_checks_it(pattern: str) -> None:
+    # `^<literal>.*<literal>$` skips the regex engine (`contracts._matches`); it must agree with it.
+    texts = ["{}", "{", "}", "{\"a\":1}", "{\n}", "{\r}", "x{}", "{}x", "{}\n", "\n{}", "", "ab", "aba", "abba",
+             "ab\nba", "a", "b", "a\\b.", "\\.", ".", "é$", "éx$", "é", "$", None]  # fmt: skip
+    frame = pl.DataFrame({"text": texts}, schema={"text": pl.Utf8})
+    framed = frame.select(_matches(pl.col("text"), pattern))["text"].to_list()
+    assert framed == frame.select(pl.col("text").str.contains(pattern))["text"].to_list()
+    assert _FRAMED.fullmatch(pattern)  # the fast path was taken
+    assert any(framed) and not all(value for value in framed if value is not None)
 
 
 def test_nullable_field_accepts_null_and_required_field_rejects_it() -> None:

@@ -9,6 +9,7 @@ silently not enforced. A test checks that the verdicts agree with the `jsonschem
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,7 +182,7 @@ def _property_rules(name: str, dtype: pl.DataType, spec: Mapping[str, Any]) -> l
                 rules.append((present & breaks(column, spec[keyword]), f"is {word} {spec[keyword]}"))
     if kind in ("string", "date"):
         if "pattern" in spec:
-            rules.append((present & ~value.str.contains(spec["pattern"]), f"does not match {spec['pattern']}"))
+            rules.append((present & ~_matches(value, spec["pattern"]), f"does not match {spec['pattern']}"))
         if "minLength" in spec:
             rules.append(
                 (
@@ -194,6 +195,32 @@ def _property_rules(name: str, dtype: pl.DataType, spec: Mapping[str, Any]) -> l
             valid = value.str.contains(ISO_DATE) & parsed.is_not_null() & (parsed.dt.year() >= 1)
             rules.append((present & ~valid.fill_null(False), "is not a valid YYYY-MM-DD date"))
     return rules
+
+
+# `^<literal>.*<literal>$`, the literals' metacharacters escaped: a JSON text's shape (`^\{.*\}$`).
+_LITERAL = r"(?:[^\\.*+?()\[\]{}|^$]|\\[\\.*+?()\[\]{}|^$])*"  # no metacharacter but escaped ones
+_FRAMED = re.compile(rf"\^({_LITERAL})\.\*({_LITERAL})\$")
+
+
+def _matches(value: pl.Expr, pattern: str) -> pl.Expr:
+    """Whether each text matches `pattern`, as Polars' `str.contains` (Rust's regex) decides.
+
+    A pattern framing `.*` between two literals is checked without the regex engine: in Rust's
+    regex `.` is any character but LF and `^`, `$` anchor the whole text, so it holds exactly when
+    the text starts and ends with the literals (not overlapping) and holds no LF. Checking
+    `account_health`'s `components` (a JSON object's shape, 150 MB of text at 100k accounts) so
+    takes a few hundredths of a second instead of a third.
+    """
+    framed = _FRAMED.fullmatch(pattern)
+    if framed is None:
+        return value.str.contains(pattern)
+    head, tail = (re.sub(r"\\(.)", r"\1", part) for part in framed.groups())
+    return (
+        value.str.starts_with(head)
+        & value.str.ends_with(tail)
+        & (value.str.len_bytes() >= len(head.encode()) + len(tail.encode()))
+        & ~value.str.contains("\n", literal=True)
+    )
 
 
 def _listing(values: list[Any]) -> str:
