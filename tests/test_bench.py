@@ -259,7 +259,7 @@ def test_shard_bench_reports_time_split_and_rss_per_process_for_each_n(shard_ben
 
 
 def test_shard_bench_runs_the_shards_steps_on_the_multiprocess_executor(shard_bench, monkeypatch):
-    artifacts, _ = shard_bench
+    artifacts, report = shard_bench
     monkeypatch.setenv("DAGSTER_HOME", str(artifacts / "bench" / "work_200" / "shards_2" / "dagster_home"))
     with dg.DagsterInstance.get() as instance:
         shard_runs = {
@@ -278,6 +278,11 @@ def test_shard_bench_runs_the_shards_steps_on_the_multiprocess_executor(shard_be
             # process of its own.
             pids = {event.event_specific_data.metadata["pid"].value for event in started}
             assert len(started) == len(pids) == 8, shard
+    # The report names each step's largest process; the largest of them is the step processes' peak.
+    two = report["configurations"][1]
+    assert set(two["step_process_peak_mb"]) == {event.step_key for event in started}
+    assert max(two["step_process_peak_mb"].values()) == two["peak_rss_mb"]["step_process"]
+    assert report["configurations"][0]["step_process_peak_mb"] == {}
 
 
 def test_shard_bench_roll_ups_are_the_same_bytes_for_every_n(shard_bench):

@@ -395,12 +395,16 @@ def run_shard_bench(
                 raise RuntimeError(f"the chain with {count} shards failed (exit code {chain.exitcode})")
             with _dagster_home(home):
                 steps = _all_step_windows()
+                step_processes = _step_processes()
             peaks = sampler.process_peaks(start, end)
             peaks.pop(os.getpid(), None)  # the bench itself only waits
             kind_peaks = dict.fromkeys(PROCESS_KINDS, 0)
             for pid, peak in peaks.items():
                 kind = sampler.process_kind(pid, chain_pid)
                 kind_peaks[kind] = max(kind_peaks[kind], peak)
+            step_peaks: dict[str, int] = {}
+            for pid, key in step_processes.items():
+                step_peaks[key] = max(step_peaks.get(key, 0), peaks.get(pid, 0))
             split = [window for key, window in steps if key == SPLIT_STEP]
             rollups = [window for key, window in steps if key.startswith(ROLLUP_STEP_PREFIX)]
             documents = _rollup_hashes(paths.customer_dir)
@@ -418,6 +422,8 @@ def run_shard_bench(
                     **{f"{kind}_process": round(peak / MIB, 1) for kind, peak in kind_peaks.items()},
                     "sum": round(sampler.children_peak_total(start, end) / MIB, 1),
                 },
+                # Which step's process peaks, over the shards (the multiprocess executor's steps).
+                "step_process_peak_mb": {key: round(peak / MIB, 1) for key, peak in sorted(step_peaks.items())},
                 # Which part of the chain's process peaks: the split or the roll-ups (whole-book steps).
                 "chain_process_peak_mb": {
                     part: round(
@@ -504,6 +510,20 @@ def _all_step_windows() -> list[tuple[str, tuple[float, float]]]:
     with dg.DagsterInstance.get() as instance:
         run_ids = sorted(run.run_id for run in instance.get_runs())
     return [(key, window) for run_id in run_ids for key, window in sorted(_step_windows(run_id).items())]
+
+
+def _step_processes() -> dict[int, str]:
+    """The step each step process ran, by pid: the multiprocess executor logs it as the process starts."""
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        run_ids = sorted(run.run_id for run in instance.get_runs())
+        records: list[Any] = [  # their event's data is a union of every event kind's
+            record
+            for run_id in run_ids
+            for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_WORKER_STARTED)
+        ]
+    return {int(record.dagster_event.event_specific_data.metadata["pid"].value): record.step_key for record in records}
 
 
 def _rollup_hashes(customer: Path) -> dict[str, str]:
