@@ -219,56 +219,8 @@ def _part_entries(part: Any) -> tuple[tuple[str, bytes], ...]:
     """A part's zip entries, as python-pptx's package writer makes them: the part, then its rels if any."""
     entries = [(part.partname.membername, part.blob)]
     if part._rels:
-        entries.append((part.partname.rels_uri.membername, _rels_xml(part.rels)))
+        entries.append((part.partname.rels_uri.membername, part.rels.xml))
     return tuple(entries)
-
-
-_RELS_XML = (
-    "<?xml version='1.0' encoding='UTF-8' standalone='yes'?>\n"
-    '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">{}</Relationships>'
-)
-_ATTRIBUTE_ESCAPES = {'"': "&quot;"}  # with escape()'s &, < and >, what lxml escapes in an attribute
-_NOT_PLAIN = re.compile(r"[\x00-\x1f]")  # characters lxml writes as character references, or refuses
-
-
-def _rels_xml(rels: Any) -> bytes:
-    """`rels.xml`: python-pptx's bytes (its relationships in numerical order, each's target mode
-    only when external), written as text; python-pptx builds an XML element per relationship to
-    serialize them. Any value holding a control character is left to python-pptx."""
-    ordered = sorted((int(rid[3:]) if rid.startswith("rId") and rid[3:].isdigit() else 0, rid) for rid in rels)
-    items = []
-    for _, rid in ordered:
-        rel = rels[rid]
-        values = [escape(value, _ATTRIBUTE_ESCAPES) for value in (rid, rel.reltype, rel.target_ref)]
-        if any(_NOT_PLAIN.search(value) for value in values):
-            return rels.xml
-        mode = ' TargetMode="External"' if rel.is_external else ""
-        items.append('<Relationship Id="{}" Type="{}" Target="{}"{}/>'.format(*values, mode))
-    if not items:
-        return rels.xml
-    return _RELS_XML.format("".join(items)).encode("utf-8")
-
-
-def _remember_partnames(package: Any) -> None:
-    """This deck's `package.next_partname` (python-pptx's rule: below the count of names with the
-    template's prefix, the highest free number), the names found and given remembered: python-pptx
-    walks every part of the package for each new chart and each chart's workbook."""
-    from pptx.opc.packuri import PackURI
-
-    taken: dict[str, set[str]] = {}
-
-    def next_partname(template: str) -> PackURI:
-        prefix = template[: (template % 42).find("42")]
-        if prefix not in taken:
-            taken[prefix] = {part.partname for part in package.iter_parts() if part.partname.startswith(prefix)}
-        names = taken[prefix]
-        name = next(template % n for n in range(len(names) + 1, 0, -1) if template % n not in names)
-        for known_prefix, known in taken.items():
-            if name.startswith(known_prefix):
-                known.add(name)
-        return PackURI(name)
-
-    package.next_partname = next_partname
 
 
 def render_pptx(ctx: QbrContext, audience: str = CUSTOMER) -> bytes:
@@ -276,7 +228,6 @@ def render_pptx(ctx: QbrContext, audience: str = CUSTOMER) -> bytes:
     template = ctx.settings.template or _default_template()
     plan = _plan(template)
     prs = _blank(plan.package, plan.shared)
-    _remember_partnames(prs.part.package)
     geom = plan.geometry
     slides = customer_slides(ctx, geom) if audience == CUSTOMER else review_slides(ctx, geom)
     name = slide_text(ctx.account_name)
@@ -827,7 +778,7 @@ def _package_zip(prs: Any, fixed: dt.datetime, serialized: dict[int, tuple[tuple
     parts = tuple(package.iter_parts())
     stamped = _StampedZip(fixed)
     stamped.entry("[Content_Types].xml", serialize_part_xml(_ContentTypesItem.xml_for(parts)))
-    stamped.entry("_rels/.rels", _rels_xml(package._rels))
+    stamped.entry("_rels/.rels", package._rels.xml)
     for part in parts:
         for filename, content in serialized.get(id(part)) or _part_entries(part):
             stamped.entry(filename, content)
