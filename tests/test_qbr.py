@@ -276,13 +276,15 @@ def _ctx(
     settings=DEFAULT_SETTINGS,
     view=None,
     account=ACCOUNT,
+    signals=SIGNALS,
+    renewals=RENEWALS,
 ) -> qbr.QbrContext:
     return qbr.build_qbr_context(
         account,
         _facts(view or _view(), account["account_id"], include_contacts),
         health,
-        SIGNALS,
-        RENEWALS,
+        signals,
+        renewals,
         playbook,
         history,
         include_contacts,
@@ -846,19 +848,7 @@ def test_the_review_shows_evidence_as_readable_text_with_amounts_in_their_curren
     }
     health = {**HEALTH, "components": {**HEALTH["components"], "commercial": _component(30.0, 0.3, 9.0, commercial)}}
     signals = [{"code": "SIG_PAYMENT_OVERDUE", "kind": "risk", "evidence": overdue}]
-    ctx = qbr.build_qbr_context(
-        ACCOUNT,
-        _facts(_view()),
-        health,
-        signals,
-        RENEWALS,
-        PLAYBOOK,
-        HISTORY,
-        False,
-        AS_OF,
-        HEALTH_CONFIG,
-        DEFAULT_SETTINGS,
-    )
+    ctx = _ctx(health=health, signals=signals)
     qbr.write_qbr_pack(ctx, tmp_path)
     review = (tmp_path / "review_ACME-001.md").read_text(encoding="utf-8")
     # What was measured, as the review deck's finding says it: one sentence, not a dump of inputs.
@@ -866,19 +856,7 @@ def test_the_review_shows_evidence_as_readable_text_with_amounts_in_their_curren
     # Evidence no sentence reads (no overdue count) shows its measured values, amounts in their currency.
     uncounted = {key: value for key, value in commercial.items() if key != "overdue_invoices"}
     health = {**health, "components": {**health["components"], "commercial": _component(30.0, 0.3, 9.0, uncounted)}}
-    ctx = qbr.build_qbr_context(
-        ACCOUNT,
-        _facts(_view()),
-        health,
-        signals,
-        RENEWALS,
-        PLAYBOOK,
-        HISTORY,
-        False,
-        AS_OF,
-        HEALTH_CONFIG,
-        DEFAULT_SETTINGS,
-    )
+    ctx = _ctx(health=health, signals=signals)
     assert (
         "| Billing and Contract | 30 | 0.3 | 9 | by currency (EUR: arr EUR 40,000, credits EUR 0, overdue amount EUR 0; "
         "USD: arr USD 300,000, credits USD 3,000, overdue amount USD 15,001), worst overdue pct of arr 5 |"
@@ -1627,19 +1605,7 @@ def test_every_signal_has_a_name_and_reads_as_a_sentence_with_its_measured_value
 def test_the_review_deck_names_signals_lifecycle_and_scorecard_in_words_never_codes():
     signals = [{"code": code, "kind": "risk", "evidence": evidence} for code, (evidence, _) in SIGNAL_SENTENCES.items()]
     health = {**HEALTH, "lifecycle": "active", "scorecard": "default"}
-    ctx = qbr.build_qbr_context(
-        ACCOUNT,
-        _facts(_view()),
-        health,
-        signals,
-        RENEWALS,
-        PLAYBOOK,
-        HISTORY,
-        False,
-        AS_OF,
-        HEALTH_CONFIG,
-        DEFAULT_SETTINGS,
-    )
+    ctx = _ctx(health=health, signals=signals)
     texts = "\n".join(_deck_texts(qbr_pptx.render_pptx(ctx, audience=qbr_deck.REVIEW)))
     for raw in ("SIG_", "drop pct", "lifecycle active", "scorecard default", "recent from", "_"):
         assert raw not in texts, raw
@@ -1660,19 +1626,7 @@ def test_a_text_is_cut_only_when_it_would_not_fit_a_whole_slide():
     reason = "Key-contact changes since 2024-05-01: 2; active users fell 31% from 154 to 106 on average. " * 5
     renewals = [{**RENEWALS[0], "risk_reasons": [reason.strip()]}]
     risk = "With auto-renew off the renewal date passes without anyone signing, " * 8
-    ctx = qbr.build_qbr_context(
-        ACCOUNT,
-        _facts(_view()),
-        HEALTH,
-        SIGNALS,
-        renewals,
-        {**PLAYBOOK, "risks": [risk.strip()]},
-        HISTORY,
-        False,
-        AS_OF,
-        HEALTH_CONFIG,
-        DEFAULT_SETTINGS,
-    )
+    ctx = _ctx(renewals=renewals, playbook={**PLAYBOOK, "risks": [risk.strip()]})
     slides = {slide.title: slide for slide in qbr_deck.review_slides(ctx)}
     assert slides["Renewal Forecast"].table.rows[0][-1] == reason.strip()
     assert slides["Plan Risks"].bullets == (risk.strip(),)
