@@ -56,6 +56,11 @@ SHARD_ROOTS = "shards"  # beside STAGES: each shard's own stages root
 GENERATION_PREFIX = "g-"
 # Small row groups with statistics let a per-account read skip most of a large table.
 ROW_GROUP_ROWS = 16_384
+# One data page per column of a row group. Polars splits pages by an estimate of the column's
+# bytes that counts a slice's whole underlying buffer, so with its 1 MiB default the same rows
+# written from a view into a larger frame and from their own buffers (read back, merged from
+# shards) got different pages: different bytes at 1M accounts.
+DATA_PAGE_BYTES = 1 << 30
 
 
 class IntegrityError(C360Error):
@@ -98,7 +103,9 @@ class StageWriter:
 
         def parquet(file: Path) -> str:
             with atomic_writer(file, "wb") as handle:
-                frame.write_parquet(handle, statistics=True, row_group_size=ROW_GROUP_ROWS)
+                frame.write_parquet(
+                    handle, statistics=True, row_group_size=ROW_GROUP_ROWS, data_page_size=DATA_PAGE_BYTES
+                )
             return sha256_file(file)
 
         return self.write(path, parquet)
@@ -109,7 +116,9 @@ class StageWriter:
 
         def parquet(file: Path) -> str:
             with atomic_writer(file, "wb") as handle:
-                frame.sink_parquet(handle, statistics=True, row_group_size=ROW_GROUP_ROWS)
+                frame.sink_parquet(
+                    handle, statistics=True, row_group_size=ROW_GROUP_ROWS, data_page_size=DATA_PAGE_BYTES
+                )
             return sha256_file(file)
 
         return self.write(path, parquet)
