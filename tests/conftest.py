@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -65,6 +67,13 @@ def write_inputs(folder: Path, files: dict[str, str | bytes]) -> Path:
         else:
             path.write_text(content, encoding="utf-8")
     return folder
+
+
+def pretty_hash(path: Path) -> str:
+    """The sha256 of the JSON document at `path` printed as `json.dumps(sort_keys=True, indent=2)`
+    printed it before round 8 put each account on one line (its content, in the old layout)."""
+    pretty = json.dumps(json.loads(path.read_bytes()), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    return "sha256:" + hashlib.sha256(pretty.encode("utf-8")).hexdigest()
 
 
 def replace_in(path: Path, old: str, new: str) -> None:

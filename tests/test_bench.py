@@ -10,12 +10,13 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+from conftest import pretty_hash
 
 from c360_dagster import runner
 from c360_dagster.bench import floor
 from c360_dagster.bench.benchmark import BenchSettings, ensure_dataset, qbr_samples, render_bench, render_shard_bench
 from c360_dagster.console import main
-from c360_dagster.domain.core.io import ITEM_SEPARATOR
+from c360_dagster.domain.core.io import ITEM_SEPARATOR, entry_text
 from c360_dagster.domain.scoring import health
 from c360_dagster.runner import ProjectPaths
 
@@ -200,12 +201,34 @@ def test_qbr_samples_are_the_first_live_accounts_and_the_first_red_ones_by_id(tm
     assert qbr_samples(path, 9, 9) == (["A", "C", "D", "E", "F"], ["C", "E", "F"])
 
 
-def test_columnar_health_json_equals_the_python_encoder(bench_run):
-    from c360_dagster.domain.core.json_text import python_text
+# The generated 200-account book's documents before round 8 put each account (each renewal) on
+# one line: the sha256 of their `json.dumps(sort_keys=True, indent=2)` bytes (main at a9a9e46).
+PRETTY_BEFORE_ONE_PER_LINE = {
+    "health.json": "sha256:8059119933ef3b5b02848655f7746999aa152331ece7f8f8669929d3a50aa0fb",
+    "renewals_202609.json": "sha256:56ecdee26fea8996cb05796734a3a7b35f240ea052cd9779a470e00e6a5eb383",
+    "signals.json": "sha256:d841a454f1db91e04a136e0f873b3b23133686b1e819ad5fec298ab794358fa8",
+}
 
+
+def test_the_generated_books_documents_hold_exactly_what_the_pretty_ones_held(bench_run):
+    artifacts, _ = bench_run
+    customer = artifacts / "bench" / "work_200" / "artifacts" / "customer"
+    for name, digest in PRETTY_BEFORE_ONE_PER_LINE.items():
+        assert pretty_hash(customer / name) == digest, name
+        # Each account (renewal) is one line at depth 4 between its object's (array's) brackets.
+        text = (customer / name).read_text(encoding="utf-8")
+        key, closing = ("renewals", "  ],") if name.startswith("renewals") else ("accounts", "  },")
+        records = json.loads(text)[key]
+        lines = text.splitlines()
+        start = lines.index(f'  "{key}": ' + closing[2].replace("]", "[").replace("}", "{"))
+        assert lines[start + 1 + len(records)] == closing and len(records) > 20, name
+        assert all(line.startswith(("    {", '    "')) for line in lines[start + 1 : start + 1 + len(records)])
+
+
+def test_columnar_health_json_equals_the_python_encoder(bench_run):
     artifacts, _ = bench_run
     frame = pl.read_parquet(artifacts / "bench" / "work_200" / "artifacts" / "customer" / "frames" / "health.parquet")
-    expected = [json.dumps(key) + ": " + python_text(record, 4) for key, record in health.health_records(frame)]
+    expected = [entry_text(key, record) for key, record in health.health_records(frame)]
     chunks = list(health.health_json_entries(frame, chunk_rows=64))
     assert len(chunks) == 4  # 200 accounts, 64 a chunk
     assert ITEM_SEPARATOR.join(chunk.decode() for chunk in chunks) == ITEM_SEPARATOR.join(expected)
@@ -220,11 +243,11 @@ def test_json_entries_fall_back_where_polars_would_print_differently():
     def records(f: pl.DataFrame):
         return ((row["id"], {"x": row["x"], "t": row["t"]}) for row in f.iter_rows(named=True))
 
-    texts = list(entries(frame, "id", value, depth=4, chunk_rows=1, fallback=records))
+    texts = list(entries(frame, "id", value, chunk_rows=1, fallback=records))
     # By hand: json.dumps prints 1e-05 in exponent form and escapes BEL as \u0007.
-    assert texts[1] == b'"b": {\n      "t": "bell\\u0007",\n      "x": 1e-05\n    }'
-    safe = list(entries(frame.head(1), "id", value, depth=4, chunk_rows=10, fallback=records))
-    assert safe == [b'"a": {\n      "t": "tab\\there",\n      "x": 0.5\n    }']
+    assert texts[1] == b'"b": {"t":"bell\\u0007","x":1e-05}'
+    safe = list(entries(frame.head(1), "id", value, chunk_rows=10, fallback=records))
+    assert safe == [b'"a": {"t":"tab\\there","x":0.5}']
 
 
 # --- shards: the chain once per N, each in a fresh process ------------------------------------

@@ -86,35 +86,6 @@ def test_write_chunks_atomic_raises_what_the_writer_thread_hit(tmp_path):
     assert not path.exists()
 
 
-def test_json_text_prints_lists_like_json_dumps():
-    values = [[{"b": 1, "a": "x"}, {"b": 2, "a": None}], [], None]
-    frame = pl.DataFrame({"v": values}, schema={"v": pl.List(pl.Struct({"b": pl.Int64, "a": pl.Utf8}))})
-    texts = frame.select(json_text.json_text(pl.col("v"), frame.schema["v"], 4))[:, 0].to_list()
-    assert texts == [json_text.python_text(v, 4) for v in values]
-    # By hand: items one level in (6 spaces), their keys two (8), sorted; the closing bracket at 4.
-    assert texts[0] == (
-        '[\n      {\n        "a": "x",\n        "b": 1\n      },\n      {\n        "a": null,\n        "b": 2\n      }\n    ]'
-    )
-    assert texts[1:] == ["[]", "null"]
-
-
-def test_json_text_of_parts_never_null_made_in_one_piece_prints_like_json_dumps():
-    dtype = pl.Struct({"n": pl.Int64, "s": pl.Utf8, "e": pl.Struct({"x": pl.Float64, "ok": pl.Boolean})})
-    values = [
-        {"n": 1, "s": 'a "q"\n', "e": {"x": 0.25, "ok": True}},
-        {"n": None, "s": "b", "e": None},
-        {"n": 3, "s": None, "e": {"x": None, "ok": False}},
-    ]
-    for rows in (values[:1], values):  # nothing null; then nulls at every level
-        frame = pl.DataFrame({"v": rows}, schema={"v": dtype})
-        null_free = json_text.null_free_parts(frame, "v")
-        texts = frame.select(json_text.json_text(pl.col("v"), dtype, 4, null_free))[:, 0].to_list()
-        assert texts == [json_text.python_text(v, 4) for v in rows]
-    # By hand: with all three rows only the value itself and e.ok (False where e is null) are never null.
-    assert json_text.null_free_parts(frame, "v") - {("e", "ok")} == {()}
-    assert json_text.null_free_parts(frame.head(1), "v") == {(), ("n",), ("s",), ("e",), ("e", "x"), ("e", "ok")}
-
-
 def _written(tmp_path: Path, frame: pl.DataFrame) -> tuple[bytes, bytes]:
     header = {"as_of": "2024-06-30"}
     slow = write_json_stream(tmp_path / "slow.json", header, "accounts", signal_records(frame))
@@ -123,7 +94,7 @@ def _written(tmp_path: Path, frame: pl.DataFrame) -> tuple[bytes, bytes]:
     return (tmp_path / "slow.json").read_bytes(), (tmp_path / "fast.json").read_bytes()
 
 
-def test_columnar_signals_json_equals_the_python_encoder_on_the_fixtures(tmp_path):
+def test_columnar_signals_json_equals_the_python_encoder_on_the_fixtures(tmp_path, monkeypatch):
     config = load_signals_config(ROOT / "configs" / "customer" / "signals.yaml")
     lifecycle = load_health_config(ROOT / "configs" / "customer" / "health.yaml").lifecycle
     detected = detect_signals(read_customer_360(FIXTURES), config, lifecycle)
@@ -135,31 +106,48 @@ def test_columnar_signals_json_equals_the_python_encoder_on_the_fixtures(tmp_pat
         snoozed_until=pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.lit(dt.date(2024, 7, 31))),
         snooze_reason=pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.lit('waiting on "Q3"\nplan')),
     )
-    assert signals._evidence_texts(frame.sort("account_id", "code"), 8) is not None  # the columnar path ran
     slow, fast = _written(tmp_path, frame)
     assert fast == slow
+    with monkeypatch.context() as patched:
+        patched.setattr(signals, "signal_records", None)  # the columnar path must not need the fallback
+        assert b",\n    ".join(signal_json_entries(frame)) in fast
 
 
-def test_columnar_signals_json_falls_back_where_a_decode_would_change_the_text(tmp_path):
+def test_columnar_signals_json_takes_evidence_of_any_shape_as_written(tmp_path, monkeypatch):
     frame = pl.DataFrame(
         {
             "account_id": ["B", "A", "A"],
             "code": ["SIG_X", "SIG_X", "SIG_Y"],
             "kind": ["risk", "risk", "expansion"],
-            # SIG_X rows name different keys, so one decoded struct would add nulls.
+            # Canonical texts of different shapes, a float json.dumps prints in exponent form among them.
             "evidence": ['{"a":1}', '{"a":1,"b":0.5}', '{"tiny":1e-05}'],
         }
     )
-    assert signals._evidence_texts(frame.sort("account_id", "code"), 8) is None
     slow, fast = _written(tmp_path, frame)
     assert fast == slow
-    # By hand: account A's two signals sorted by code, each object's keys sorted, 1e-05 as json.dumps prints it.
-    accounts = json.loads(fast)["accounts"]
-    assert accounts["A"] == [
-        {"code": "SIG_X", "evidence": {"a": 1, "b": 0.5}, "kind": "risk"},
-        {"code": "SIG_Y", "evidence": {"tiny": 1e-05}, "kind": "expansion"},
+    monkeypatch.setattr(signals, "signal_records", None)  # the columnar path must not need the fallback
+    # By hand: an account per line; its signals sorted by code, each object's keys sorted, compact.
+    assert list(signal_json_entries(frame)) == [
+        b'"A": [{"code":"SIG_X","evidence":{"a":1,"b":0.5},"kind":"risk"},'
+        b'{"code":"SIG_Y","evidence":{"tiny":1e-05},"kind":"expansion"}],\n    '
+        b'"B": [{"code":"SIG_X","evidence":{"a":1},"kind":"risk"}]'
     ]
-    assert '"tiny": 1e-05' in fast.decode()
+
+
+def test_columnar_signals_json_falls_back_where_polars_would_print_differently(tmp_path):
+    frame = pl.DataFrame(
+        {
+            "account_id": ["A", "B"],
+            "code": ["SIG_X", "SIG_X"],
+            "kind": ["risk", "risk"],
+            "evidence": ['{"a":1}', '{"a":2}'],
+            "snooze_reason": [None, "bell\x07"],
+        }
+    )
+    slow, fast = _written(tmp_path, frame)
+    assert fast == slow
+    # By hand: json.dumps escapes BEL as \u0007.
+    assert b'"B": [{"code":"SIG_X","evidence":{"a":2},"kind":"risk","snooze_reason":"bell\\u0007"}]' in fast
 
 
 def test_columnar_signals_json_of_no_signals_is_an_empty_object(tmp_path):
@@ -182,22 +170,34 @@ def test_canonical_texts_sorts_fields_at_every_depth_and_prints_what_json_dumps_
             "changes": pl.List(pl.Struct({"on": pl.Utf8, "change": pl.Utf8})),
             "n": pl.Int32,
             "ok": pl.Boolean,
+            "e": pl.Struct({"y": pl.Int64, "x": pl.Utf8}),
         }
     )
     values = [
-        {"z": 1.0, "a": 'é "q" \\ /\n\t', "changes": [{"on": "2024-01-01", "change": "added"}], "n": None, "ok": True},
-        {"z": 0.30000000000000004, "a": None, "changes": [], "n": -3, "ok": False},
-        {"z": 123456789.125, "a": "", "changes": None, "n": 7, "ok": None},
+        {
+            "z": 1.0,
+            "a": 'é "q" \\ /\n\t',
+            "changes": [{"on": "2024-01-01", "change": "added"}],
+            "n": None,
+            "ok": True,
+            "e": {"y": 1, "x": None},
+        },
+        {"z": 0.30000000000000004, "a": None, "changes": [], "n": -3, "ok": False, "e": None},
+        {"z": 123456789.125, "a": "", "changes": None, "n": 7, "ok": None, "e": None},
         # The edges of Python's fixed notation, and a negative zero.
-        *({"z": z, "a": "x", "changes": [], "n": 0, "ok": True} for z in (1e15, 0.0001, -0.0, 9999999999999998.0)),
+        *(
+            {"z": z, "a": "x", "changes": [], "n": 0, "ok": True, "e": None}
+            for z in (1e15, 0.0001, -0.0, 9999999999999998.0)
+        ),
     ]
     columnar, python = _canonical_column(values, dtype)
     assert columnar == python
     # By hand: keys sorted at both depths, compact separators, text as written (no ASCII escapes).
     assert (
-        columnar[0]
-        == '{"a":"é \\"q\\" \\\\ /\\n\\t","changes":[{"change":"added","on":"2024-01-01"}],"n":null,"ok":true,"z":1.0}'
+        columnar[0] == '{"a":"é \\"q\\" \\\\ /\\n\\t","changes":[{"change":"added","on":"2024-01-01"}],'
+        '"e":{"x":null,"y":1},"n":null,"ok":true,"z":1.0}'
     )
+    assert columnar[1].startswith('{"a":null,"changes":[],"e":null,')  # a null struct prints as null
 
 
 @pytest.mark.parametrize("odd", [{"x": 1e-05, "s": "a"}, {"x": 1.0, "s": "bell\x07"}, {"x": float("inf"), "s": "a"}])

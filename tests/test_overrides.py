@@ -14,8 +14,7 @@ import polars as pl
 import pytest
 
 from c360_dagster.domain.core.errors import ConfigError
-from c360_dagster.domain.core.io import ITEM_SEPARATOR
-from c360_dagster.domain.core.json_text import python_text
+from c360_dagster.domain.core.io import ITEM_SEPARATOR, entry_text
 from c360_dagster.domain.ingest.loader import read_customer_360
 from c360_dagster.domain.renewals import forecast as renewals
 from c360_dagster.domain.renewals import playbooks
@@ -173,7 +172,7 @@ def test_health_json_and_explanation_show_both_values(computed) -> None:
     )
     # The columnar health.json encoder writes the same bytes as the records.
     columnar = ITEM_SEPARATOR.encode().join(health.health_json_entries(frame)).decode()
-    by_python = ITEM_SEPARATOR.join(json.dumps(key) + ": " + python_text(record, 4) for key, record in records.items())
+    by_python = ITEM_SEPARATOR.join(entry_text(key, record) for key, record in records.items())
     assert columnar == by_python
 
 

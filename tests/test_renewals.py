@@ -482,6 +482,13 @@ def test_summary_markdown_tables_hold_phrases_and_formatted_amounts(config):
     assert table_rows and not any(".00 |" in line for line in table_rows)  # one amount format: whole units
 
 
+def _one_row_per_line(summary, rows: list) -> str:
+    """The layout spelled out: the envelope pretty, each row one line of compact canonical JSON."""
+    pretty_summary = json.dumps(summary, sort_keys=True, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+    listed = ",\n    ".join(canonical_json(row) for row in rows)
+    return '{\n  "renewals": [\n    ' + listed + '\n  ],\n  "summary": ' + pretty_summary + "\n}\n"
+
+
 def _renewals_file(tmp_path: Path, frame: pl.DataFrame, summary) -> tuple[bytes, str]:
     path = tmp_path / "renewals.json"
     digest = write_json_stream_text(
@@ -496,7 +503,8 @@ def test_renewals_json_holds_rows_with_decoded_reasons_in_json_dumps_bytes(confi
     document = {"summary": summary, "renewals": list(renewal_records(frame))}
     monkeypatch.setattr(renewals, "renewal_records", None)  # the columnar path must not need the fallback
     data, digest = _renewals_file(tmp_path, frame, summary)
-    assert data.decode() == canonical_json(document, indent=2)
+    assert data.decode() == _one_row_per_line(summary, document["renewals"])
+    assert json.loads(data) == document
     assert digest == "sha256:" + hashlib.sha256(data).hexdigest()
     rows = json.loads(data)["renewals"]
     assert [r["subscription_id"] for r in rows] == ["S1", "S2", "S3", "S4"]
@@ -506,10 +514,8 @@ def test_renewals_json_holds_rows_with_decoded_reasons_in_json_dumps_bytes(confi
     assert rows[1]["renewal_prob"] == {"bucket": "Low", "probability": 0.25}
     assert "bucket" not in rows[1] and "probability" not in rows[1]
     assert rows[3]["account_name"] == "Evil | Corp\n<script>"
-    # By hand: an item one level into the array (4 spaces), its keys at 6, sorted.
-    assert (
-        '\n    {\n      "account_id": "A1",\n      "account_name": "Account A1",\n      "arr": 1000.0,' in data.decode()
-    )
+    # By hand: a row on a line of its own, one level into the array (4 spaces), its keys sorted, compact.
+    assert '\n    {"account_id":"A1","account_name":"Account A1","arr":1000.0,' in data.decode()
 
 
 def test_lake_rows_carry_renewal_prob_and_meet_the_contract(config):
@@ -528,11 +534,8 @@ def test_renewals_json_falls_back_to_json_dumps_where_a_reason_would_re_encode_d
     # Keys out of order: a decoded struct would print them sorted, so the text must come from json.dumps.
     frame = multi_currency_frame(config).with_columns(risk_reasons=pl.lit('[{"text":"x \\u00e9","code":"SIG_A"}]'))
     data, _ = _renewals_file(tmp_path, frame, {})
-    assert data.decode() == canonical_json({"summary": {}, "renewals": list(renewal_records(frame))}, indent=2)
-    assert (
-        '"risk_reasons": [\n        {\n          "code": "SIG_A",\n          "text": "x é"\n        }\n      ]'
-        in data.decode()
-    )
+    assert data.decode() == _one_row_per_line({}, list(renewal_records(frame)))
+    assert '"risk_reasons":[{"code":"SIG_A","text":"x é"}]' in data.decode()
 
 
 def test_renewals_json_of_no_renewals_is_an_empty_array(config, tmp_path):

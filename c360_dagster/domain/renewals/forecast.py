@@ -542,7 +542,8 @@ def renewal_records(frame: pl.DataFrame) -> Iterator[dict[str, Any]]:
 
 
 def renewal_json_items(frame: pl.DataFrame, chunk_rows: int = 20_000) -> Iterator[bytes]:
-    """The `renewals` array's item texts in chunks, encoded column-wise (same bytes as `renewal_records`).
+    """The `renewals` array's item lines in chunks, encoded column-wise: the bytes of
+    `renewal_records` as compact canonical JSON (`io.canonical_json`).
 
     A row whose reasons would not decode and re-encode to the very same text sends the whole
     array down the json.dumps path.
@@ -561,7 +562,6 @@ def renewal_json_items(frame: pl.DataFrame, chunk_rows: int = 20_000) -> Iterato
     return json_text.items(
         rows,
         row,
-        depth=4,
         chunk_rows=chunk_rows,
         fallback=lambda _published: renewal_records(frame),
         unsafe=pl.struct(reasons.alias("r")).struct.json_encode() != as_written,

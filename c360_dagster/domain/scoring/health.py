@@ -816,9 +816,10 @@ def health_records(frame: pl.DataFrame) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def health_json_entries(frame: pl.DataFrame, chunk_rows: int = 2_048) -> Iterator[bytes]:
-    """health.json's `"account_id": record` texts in chunks, encoded column-wise (same bytes as `health_records`).
+    """health.json's `"account_id": record` lines in chunks, encoded column-wise: the bytes of
+    `health_records` as compact canonical JSON (`io.write_json_stream`).
 
-    A record is about 3 KB: a chunk is about 6 MB, and a few of them are queued for writing.
+    A record is about 1 KB: a chunk is about 2 MB, and a few of them are queued for writing.
     """
     record = pl.struct(
         pl.col("score"),
@@ -842,7 +843,7 @@ def health_json_entries(frame: pl.DataFrame, chunk_rows: int = 2_048) -> Iterato
         ).alias("components"),
         *(override_fields() if "computed_score" in frame.columns else []),
     )
-    return json_text.entries(frame, "account_id", record, depth=4, chunk_rows=chunk_rows, fallback=health_records)
+    return json_text.entries(frame, "account_id", record, chunk_rows=chunk_rows, fallback=health_records)
 
 
 def _number(value: Any) -> str:

@@ -18,7 +18,7 @@ import polars as pl
 
 from c360_dagster.domain.core import json_text
 from c360_dagster.domain.core.config import config_hash, load_yaml_config, validate_config
-from c360_dagster.domain.core.io import joined_items
+from c360_dagster.domain.core.io import entry_text, joined_items
 from c360_dagster.domain.ingest.view import Customer360
 from c360_dagster.domain.scoring.account_state import LIVE_STATES, LifecycleConfig, account_states, successors
 from c360_dagster.domain.scoring.health import in_last_days, round2
@@ -454,63 +454,60 @@ def signal_records(frame: pl.DataFrame) -> Iterator[tuple[str, list[dict[str, An
 
 
 def signal_json_entries(frame: pl.DataFrame, chunk_rows: int = 20_000) -> Iterator[bytes]:
-    """signals.json's `"account_id": [signals]` texts in chunks, encoded column-wise (same bytes as `signal_records`)."""
+    """signals.json's `"account_id": [signals]` lines in chunks, encoded column-wise: the bytes
+    of `signal_records` as compact canonical JSON (`io.write_json_stream`).
+
+    The evidence is canonical JSON text already (`_encoded`), so it goes in as it is, between
+    the code and the other members (keys in sorted order).
+    """
     ordered = frame.sort("account_id", "code", maintain_order=True)
-    evidence = _evidence_texts(ordered, depth=8)
-    shown = [name for name in ("code", "kind", *LIFECYCLE_COLUMNS) if name in ordered.columns]
+    after_evidence = [name for name in ("kind", *LIFECYCLE_COLUMNS) if name in ordered.columns]
     plain = ordered.select(
         "account_id",
-        *(pl.col(name).dt.to_string("%Y-%m-%d") if ordered.schema[name] == pl.Date else pl.col(name) for name in shown),
+        "code",
+        pl.col("evidence").fill_null("null"),
+        pl.struct(
+            pl.col(n).dt.to_string("%Y-%m-%d") if ordered.schema[n] == pl.Date else pl.col(n) for n in after_evidence
+        ).alias("members"),
     )
     unsafe = [
-        check for name in ("account_id", *shown) for check in json_text.unsafe_leaves(pl.col(name), plain.schema[name])
+        check
+        for name in ("account_id", "code", "members")
+        for check in json_text.unsafe_leaves(pl.col(name), plain.schema[name])
     ]
     # isoformat() pads years to four digits; strftime does not.
-    years = [~pl.col(n).dt.year().is_between(1000, 9999).fill_null(True) for n in shown if ordered.schema[n] == pl.Date]
+    years = [
+        ~pl.col(n).dt.year().is_between(1000, 9999).fill_null(True)
+        for n in after_evidence
+        if ordered.schema[n] == pl.Date
+    ]
     if (
-        evidence is None
-        or plain.select(pl.any_horizontal(pl.lit(False), *unsafe).any()).item()
+        plain.select(pl.any_horizontal(pl.lit(False), *unsafe).any()).item()
         or ordered.select(pl.any_horizontal(pl.lit(False), *years).any()).item()
     ):
         for account_id, records in signal_records(frame):
-            yield joined_items([json.dumps(account_id, ensure_ascii=False) + ": " + json_text.python_text(records, 4)])
+            yield joined_items([entry_text(account_id, records)])
         return
-    members = {name: json_text.json_text(pl.col(name), plain.schema[name], 8) for name in shown}
-    signal = json_text.object_text({**members, "evidence": pl.col("evidence_text")}, 6)
+    members = json_text.canonical_text(pl.col("members"), plain.schema["members"])
+    signal = pl.concat_str(
+        pl.lit('{"code":'),
+        json_text.json_string(pl.col("code")),
+        pl.lit(',"evidence":'),
+        pl.col("evidence"),
+        pl.lit(","),
+        members.str.slice(1),  # `{"kind":...}` without its brace
+    )
     accounts = (
-        plain.with_columns(evidence_text=evidence)
-        .select("account_id", signal.alias("signal"))
+        plain.select("account_id", signal.alias("signal"))
         .group_by("account_id", maintain_order=True)
-        .agg(pl.col("signal").str.join(",\n      "))
+        .agg(pl.col("signal").str.join(","))
     )
-    line = pl.concat_str(
-        json_text.json_string(pl.col("account_id")), pl.lit(": [\n      "), "signal", pl.lit("\n    ]")
-    )
+    line = pl.concat_str(json_text.json_string(pl.col("account_id")), pl.lit(": ["), "signal", pl.lit("]"))
     yield from json_text.joined_chunks(accounts, line, chunk_rows)
 
 
-def _evidence_texts(frame: pl.DataFrame, depth: int) -> pl.Series | None:
-    """Each row's evidence pretty at `depth`; None when some value could print differently from json.dumps.
-
-    Evidence shapes differ per code, so each code's rows are decoded on their own; a decode
-    that does not re-encode to the very same text (a key missing in some rows, ints and
-    floats mixed) sends the whole file down the json.dumps path.
-    """
-    indexed = frame.select(pl.int_range(pl.len()).alias("index"), "code", "evidence")
-    parts = []
-    for _, rows in indexed.group_by("code", maintain_order=True):
-        decoded = rows.with_columns(value=rows["evidence"].str.json_decode(infer_schema_length=None))
-        dtype = decoded.schema["value"]
-        if not isinstance(dtype, pl.Struct):
-            return None
-        exact = (pl.col("value").struct.json_encode() == pl.col("evidence")).fill_null(False)
-        unsafe = json_text.unsafe_leaves(pl.col("value"), dtype)
-        if not decoded.select(exact.all() & ~pl.any_horizontal(pl.lit(False), *unsafe).any()).item():
-            return None
-        parts.append(decoded.select("index", text=json_text.json_text(pl.col("value"), dtype, depth)))
-    if not parts:
-        return pl.Series("evidence_text", [], pl.Utf8)
-    return pl.concat(parts).sort("index")["text"].alias("evidence_text")
+# signal_json_entries puts the evidence after the code and before every other member.
+assert "code" < "evidence" < min("kind", *LIFECYCLE_COLUMNS)
 
 
 def _plain(value: Any) -> Any:
