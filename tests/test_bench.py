@@ -69,6 +69,12 @@ def test_bench_stage_rows_account_for_the_chain(bench_run):
     stages, jobs = report["stages"], report["jobs"]
     assert stages["split"]["wall_s"] == pytest.approx(jobs["c360_load"]["steps_s"]["customer_inputs"], abs=0.002)
     rollups = [wall for job in jobs.values() for key, wall in job["steps_s"].items() if key.startswith("report__")]
+    for job in jobs.values():
+        assert job["steps_cpu_s"].keys() == job["steps_s"].keys() and all(c >= 0 for c in job["steps_cpu_s"].values())
+    rollups_cpu = [
+        cpu for job in jobs.values() for key, cpu in job["steps_cpu_s"].items() if key.startswith("report__")
+    ]
+    assert stages["rollups"]["cpu_s"] == pytest.approx(sum(rollups_cpu), abs=0.01)
     assert len(rollups) == 4
     assert stages["rollups"]["wall_s"] == pytest.approx(sum(rollups), abs=0.01)
     chain_steps = ("split", "load", "health", "signals", "renewals", "lake", "rollups")

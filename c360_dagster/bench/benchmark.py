@@ -815,6 +815,8 @@ def _job_report(job: _JobRun, sampler: ResourceSampler) -> dict[str, Any]:
         "cpu_s": round(figures.cpu_s, 3),
         "peak_rss_mb": round(figures.peak_rss_bytes / MIB, 1),
         "steps_s": step_walls,
+        # The CPU of the run's processes in each step's window (steps that overlap share theirs).
+        "steps_cpu_s": {key: round(sampler.figures(*job.steps[key], 0).cpu_s, 3) for key in step_walls},
         "orchestration_s": round(figures.wall_s - sum(step_walls.values()), 3),
     }
 
