@@ -261,7 +261,7 @@ def test_a_published_output_edited_in_place_is_reported(project, capsys):
     # No later stage reads health.json, so only verify can notice that its bytes changed.
     health_json = (project / "artifacts/customer/health.json").resolve()
     data = health_json.read_bytes()
-    at = data.index(b'"score": ') + len(b'"score": ')
+    at = data.index(b'"score":') + len(b'"score":')  # the first account's first component score
     health_json.write_bytes(data[:at] + (b"9" if data[at : at + 1] != b"9" else b"8") + data[at + 1 :])
     code, out = verify(capsys)
     assert code == 1
