@@ -389,6 +389,15 @@ def test_frame_of_only_unknown_columns_fails_every_row() -> None:
     )
 
 
+@pytest.mark.parametrize("table", sorted(VALID))
+def test_an_empty_frame_breaks_nothing_even_with_a_field_the_contract_lacks(table: str) -> None:
+    # An empty shard writes an empty frame to the lake.
+    schema = load_contract(table, CONTRACTS)
+    empty = frame(table, [VALID[table]]).clear()
+    assert validate_frame(empty, schema, table) == []
+    assert validate_frame(empty.with_columns(surplus=pl.lit(1)), schema, table) == []
+
+
 def test_limit_keeps_the_first_violations_in_row_order() -> None:
     schema = load_contract("customer_signals", CONTRACTS)
     rows = [{**VALID["customer_signals"], "kind": "bad" if i % 2 else "risk"} for i in range(20)]
