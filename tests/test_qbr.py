@@ -946,8 +946,24 @@ def test_the_customer_deck_tells_the_story_in_order_on_a_16_9_theme():
     next_steps = "\n".join(_deck_texts(qbr_pptx.render_pptx(_ctx())))
     assert (
         "7 Jul 2024: Exec call with | sponsor" in next_steps
-        and "Our next business review: the week of 29 Sep 2024" in next_steps
+        and "Our next business review: the week of 23 Sep 2024" in next_steps
     )
+
+
+@pytest.mark.parametrize(
+    ("as_of", "week_of"),
+    [
+        (AS_OF, "23 Sep 2024"),  # Sunday 30 Jun + 13 weeks = Sunday 29 Sep, in the week of Monday 23 Sep
+        (D(2024, 7, 3), "30 Sep 2024"),  # Wednesday + 13 weeks = Wednesday 2 Oct: Monday 30 Sep
+        (D(2024, 7, 1), "30 Sep 2024"),  # a Monday stays that Monday
+    ],
+)
+def test_next_review_names_the_monday_that_starts_its_week_in_deck_and_roadmap(as_of, week_of):
+    ctx = dataclasses.replace(_ctx(), as_of=as_of)
+    line = f"Our next business review: the week of {week_of}"
+    next_steps = next(s for s in qbr_deck.customer_slides(ctx) if s.title == "Next Steps")
+    assert next_steps.bullets[-1] == line
+    assert f"\n- {line}.\n" in qbr.render_qbr_markdown(ctx)["roadmap.md"]
 
 
 def _table_rows(slide) -> list[list[str]]:

@@ -812,20 +812,25 @@ def _success_plan(ctx: QbrContext) -> Slide | None:
     )
 
 
+def next_review_line(ctx: QbrContext) -> str:
+    """The deck's and roadmap.md's one line on when we meet next."""
+    return f"Our next business review: the week of {fmt_date(ctx.next_review)}"
+
+
 def _road_ahead(ctx: QbrContext) -> Slide:
     bullets = [
         f"Your {slide_text(r.product)} subscription renews on {fmt_date(r.renewal_date)}" for r in ctx.upcoming_renewals
     ]
     bullets += [slide_text(topic) for topic in ctx.settings.roadmap_topics]
     if not bullets:
-        bullets = [f"Our next business review: the week of {fmt_date(ctx.next_review)}"]
+        bullets = [next_review_line(ctx)]
     return Slide("The Road Ahead", bullets=tuple(bullets), more_in="roadmap.md")
 
 
 def _next_steps(ctx: QbrContext) -> Slide:
     upcoming = [step for step in ctx.joint_steps if step.due_on is not None and step.due_on >= ctx.as_of][:NEXT_STEPS]
     bullets = [f"{fmt_date(step.due_on)}: {slide_text(step.what)}" for step in upcoming]
-    bullets.append(f"Our next business review: the week of {fmt_date(ctx.next_review)}")
+    bullets.append(next_review_line(ctx))
     return Slide("Next Steps", bullets=tuple(bullets))
 
 
@@ -1055,4 +1060,5 @@ FORMATS = SimpleNamespace(
     not_weighed=NOT_WEIGHED,
     component_label=component_label,
     signal_kind=signal_kind,
+    next_review=next_review_line,
 )

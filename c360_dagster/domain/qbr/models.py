@@ -226,7 +226,9 @@ class QbrContext:
 
     @property
     def next_review(self) -> dt.date:
-        return self.as_of + dt.timedelta(weeks=USAGE_WEEKS)
+        """The Monday that starts the week a quarter after as_of: "the week of" names its first working day."""
+        day = self.as_of + dt.timedelta(weeks=USAGE_WEEKS)
+        return day - dt.timedelta(days=day.weekday())
 
     @property
     def customer_timeline(self) -> tuple[TimelineEvent, ...]:
