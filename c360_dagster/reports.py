@@ -10,6 +10,7 @@ import polars as pl
 
 from c360_dagster.domain.core.stages import frame_path, open_stage
 from c360_dagster.domain.core.text import format_amount
+from c360_dagster.domain.core.words import segment_label
 from c360_dagster.domain.ingest.view import MANIFEST, STAGE, VIEW_DIR, active_arr_by_segment, read_view_table
 
 Report = dict[str, Any]
@@ -99,7 +100,7 @@ def render_view(report: Report) -> list[str]:
     counts = " · ".join(f"{name} {count}" for name, count in report["counts"].items())
     lines = [f"as_of {report['as_of']}", f"  {counts}", "Active ARR by segment:"]
     lines += [
-        f"  {row['segment']:<11} {format_amount(row['arr'], row['currency']):>14}  "
+        f"  {segment_label(row['segment']):<11} {format_amount(row['arr'], row['currency']):>14}  "
         f"({row['subscriptions']} subscription{'s' if row['subscriptions'] != 1 else ''})"
         for row in report["arr_by_segment"]
     ]

@@ -50,7 +50,7 @@ def test_stage_summaries_come_from_the_run_not_the_documents(project, capsys, do
     summary = c360(capsys, "c360:summary", *project.args)
     assert documents_unreadable == []
     # The figures the README's demo shows for the fixtures (tests/test_readme.py keeps the whole text).
-    assert "  enterprise   USD 1,350,000  (4 subscriptions)\n" in loaded
+    assert "  Enterprise   USD 1,350,000  (4 subscriptions)\n" in loaded
     assert (
         "Health of 12 accounts: 10 scored (as_of 2026-09-27)\nTiers: amber 4 (1 not green: too little measured), green 4, red 2; no score: churned 1, insufficient data 1\n"
         in scored
@@ -67,6 +67,12 @@ def test_stage_summaries_come_from_the_run_not_the_documents(project, capsys, do
         "Health tiers: amber 4 (1 not green: too little measured), green 4, red 2; no score: churned 1, insufficient data 1\n"
         in summary
     )
+    # People read segments by their names; the codes of accounts.csv stay in --json.
+    for text in (loaded, summary):
+        assert (
+            "  Mid-Market     USD 168,000  (2 subscriptions)\n  SMB             GBP 39,000  (2 subscriptions)\n" in text
+        )
+        assert "mid_market" not in text and "smb " not in text
 
     # A known account is checked with one lookup, not by reading every registered account.
     def every_account(*args, **kwargs):
@@ -94,6 +100,15 @@ def test_the_summaries_agree_with_the_documents_written(ran_project, capsys):
     renewals = json.loads(c360(capsys, "c360:renewals", "--json", *project.args))
     forecast = json.loads((project.customer / "renewals_202609.json").read_text(encoding="utf-8"))
     assert renewals["summary"] == forecast["summary"]
+    summary = json.loads(c360(capsys, "c360:summary", "--json", *project.args))
+    assert [row["segment"] for row in summary["view"]["arr_by_segment"]] == [
+        "enterprise",
+        "enterprise",
+        "mid_market",
+        "mid_market",
+        "smb",
+        "smb",
+    ]
 
 
 def test_the_whole_chain_reports_without_reading_its_documents(project, capsys, documents_unreadable):
