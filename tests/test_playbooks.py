@@ -58,6 +58,7 @@ def test_library_covers_the_required_sops(library):
         "expansion",
         "light_touch",
         "renewal",
+        "get_measured",
     }
     for playbook in library.playbooks.values():
         assert playbook.steps and playbook.kpis and playbook.checkpoints and playbook.risks
@@ -85,6 +86,12 @@ RACI = {
         ("Customer Executive Sponsor",),
     ),
     ("light_touch", 0): ("CSM", "CS Manager", (), ("Account Executive",)),
+    ("get_measured", 0): (
+        "CSM",
+        "CS Manager",
+        ("Customer Administrator", "Solutions Engineer"),
+        ("Account Executive",),
+    ),
     ("renewal", 1): (
         "Account Executive",
         "VP Customer Success",
@@ -139,7 +146,10 @@ def _forced(library, playbook_id):
             ],
         ),
         ("green", ["SIG_PAYMENT_OVERDUE"], ["collections"]),
-        (None, ["SIG_SUPPORT_SPIKE"], ["support_recovery"]),  # unscored: tier rules never match
+        # No score yet: measure first; tier rules never match, signal rules still do.
+        (None, [], ["get_measured"]),
+        (None, ["SIG_SUPPORT_SPIKE"], ["get_measured", "support_recovery"]),
+        (None, ["SIG_PAYMENT_OVERDUE", "SIG_EXPANSION_TRAIL"], ["collections", "get_measured"]),
     ],
 )
 def test_selection_rules_and_priority(library, tier, codes, expected):
@@ -212,15 +222,26 @@ def test_green_account_without_signals_gets_a_dated_light_touch_plan(library):
     assert result.summary.startswith("Acme is green with a health score of 88/100 and has no active signals.")
 
 
-def test_an_account_without_a_score_is_never_called_healthy(library):
-    # The fallback play serves a quiet green account and an account too new to score alike: the
-    # plan says why there is no score, and the play's words claim no health it did not measure.
+def test_an_account_without_a_score_gets_a_plan_to_get_measured_never_a_healthy_one(library):
+    # No score is no verdict: the plan says why there is none and its steps are about getting the
+    # data that scores the account (NEWCO-011 in the fixtures), not about keeping it healthy.
     reason = "not enough data yet: 0 of 5 components have data, the scorecard needs 3"
     unscored = health_record(None, None) | {"status_reason": reason}
     result = build_playbook({"account_id": "N1", "name": "NewCo"}, unscored, [], [], library, AS_OF, contacts=EVERYONE)
-    assert result.plays == ("light_touch",)
-    assert result.summary.startswith(f"NewCo has no health score ({reason}) and has no active signals.")
-    assert "health" not in library.playbooks["light_touch"].summary and "unscored" not in result.summary
+    assert result.plays == ("get_measured",)
+    assert result.summary.startswith(f"NewCo has no health score ({reason}) and has no active signals. Plan: Getting")
+    assert "unscored" not in result.summary
+    # due_days 5, 10, 14 and 30 from Monday 2024-01-01; +5 is Saturday 6 Jan: Monday 8 Jan.
+    assert [(s.due_date, s.title) for s in result.steps] == [
+        (dt.date(2024, 1, 8), "Connect the weekly usage export together with the administrator"),
+        (dt.date(2024, 1, 11), "Hold the onboarding kick-off and agree the first goals with the champion"),
+        (dt.date(2024, 1, 15), "Walk the administrator through opening support cases and the agreed response times"),
+        (dt.date(2024, 1, 31), "Send the first satisfaction survey to the champion"),
+    ]
+    assert [(k.name, k.status) for k in result.kpis] == [
+        ("Weekly active users", "no data"),
+        ("Latest NPS answer", "no data"),
+    ]
 
 
 def test_steps_are_dated_from_as_of_and_ordered_by_due_date(library):
@@ -529,6 +550,7 @@ def write_library(tmp_path: Path, edit) -> Path:
         (lambda r: r["people"].update(CSM={"contact_role": "boss"}), "people.CSM"),
         (lambda r: r["selection"]["renewal_due"].update(buckets=["Doubtful"]), "selection.renewal_due.buckets.0"),
         (lambda r: r["selection"]["rules"][1].update(renewal_due=False), "selection.rules.1.renewal_due"),
+        (lambda r: r["selection"]["rules"][2].update(tiers=["green"]), "selection.rules.2"),  # unscored and a tier
         (
             lambda r: r["playbooks"][3]["steps"][2].update(done_when={"new_contact": "boss"}),
             "playbooks.3.steps.2.done_when.new_contact",

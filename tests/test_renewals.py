@@ -150,7 +150,7 @@ def test_account_without_health_row_gets_the_unscored_bucket(config):
     view = make_view([account("A1")], [sub("S1", "A1")])
     row = forecast_renewals(view, make_health({}), make_signals([]), config).to_dicts()[0]
     assert (row["tier"], row["bucket"], row["probability"]) == (None, "Medium", 0.6)
-    assert row["suggested_playbook"] == "light_touch"
+    assert row["suggested_playbook"] == "get_measured"  # no score: measure first
 
 
 def test_window_edges_include_day_0_and_day_n_only(config):

@@ -146,8 +146,9 @@ def test_a_stand_in_is_named_in_the_words_the_customer_deck_uses(ran_fixtures):
     # way the stakeholder table names them.
     plan = (ran_fixtures.customer / "playbooks" / "NEWCO-011.md").read_text(encoding="utf-8")
     roadmap = (ran_fixtures.customer / "qbr_NEWCO-011" / "roadmap.md").read_text(encoding="utf-8")
-    assert "Quarterly check-in with the administrator" in plan and "Olu Ade (Customer Administrator)" in plan
-    assert "| Quarterly check-in with the administrator | Tom Becker (CSM) | Administrator |" in roadmap
+    step = "Hold the onboarding kick-off and agree the first goals with the administrator"
+    assert step in plan and "Olu Ade (Customer Administrator)" in plan
+    assert f"| {step} | Tom Becker (CSM) | Administrator |" in roadmap
     assert not re.search(r"\badmin\b", plan + roadmap)
 
 

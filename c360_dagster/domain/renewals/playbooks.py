@@ -97,7 +97,9 @@ SCHEMA: dict[str, Any] = {
                                 "items": {"type": "string", "pattern": "^SIG_[A-Z0-9_]+$"},
                             },
                             "renewal_due": {"const": True},
+                            "unscored": {"const": True},
                         },
+                        "not": {"required": ["tiers", "unscored"]},  # an account without a score has no tier
                     },
                 },
                 "fallback": {"type": "string"},
@@ -215,13 +217,15 @@ class Playbook:
 
 @dataclass(frozen=True)
 class SelectionRule:
-    """Adds `playbook` when the tier is one of `tiers`, any of `codes_any` fired (None = any) and,
-    with `renewal_due`, the account has a renewal due (`RenewalDue`)."""
+    """Adds `playbook` when the tier is one of `tiers`, any of `codes_any` fired (None = any),
+    with `renewal_due` the account has a renewal due (`RenewalDue`) and, with `unscored`, the
+    account has no health score yet (no tier)."""
 
     playbook: str
     tiers: tuple[str, ...] | None
     codes_any: tuple[str, ...] | None
     renewal_due: bool = False
+    unscored: bool = False
 
 
 @dataclass(frozen=True)
@@ -396,6 +400,7 @@ def load_playbook_library(path: Path | str) -> PlaybookLibrary:
                 tuple(tiers) if tiers else None,
                 tuple(codes) if codes else None,
                 rule.get("renewal_due", False),
+                rule.get("unscored", False),
             )
         )
     fallback = raw["selection"]["fallback"]
@@ -426,6 +431,8 @@ def _rule_conditions(library: PlaybookLibrary) -> list[tuple[str, pl.Expr]]:
             condition &= pl.any_horizontal(pl.col(f"has:{code}") for code in rule.codes_any)
         if rule.renewal_due:
             condition &= pl.col("renewal_due")
+        if rule.unscored:
+            condition &= pl.col("tier").is_null()
         conditions.append((rule.playbook, condition.fill_null(False)))
     return conditions
 
