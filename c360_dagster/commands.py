@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from c360_dagster import reports
 from c360_dagster.domain.core.errors import C360Error
 from c360_dagster.domain.core.text import format_amount, plural, visible_text
-from c360_dagster.domain.core.words import fmt_date, signal_name
+from c360_dagster.domain.core.words import fmt_date, signal_name, tier_words
 from c360_dagster.domain.qbr import pack as qbr
 from c360_dagster.domain.scoring.account_state import LIVE_STATES
 from c360_dagster.registry import Report, command
@@ -365,11 +365,14 @@ def _render_renewals(report: Report) -> str:
         )
         lines.append("       " + " · ".join(f"{b['bucket']} {format_amount(b['arr'], cur)}" for b in row["buckets"]))
     lines.append("Top risks:" if summary["top_risks"] else "Top risks: none")
+    risks = summary["top_risks"][:5]
+    tiers = [tier_words(risk["tier"], risk["tier_reason"]) for risk in risks]
+    width = max(map(len, tiers), default=0)
     lines += [
-        f"  {fmt_date(risk['renewal_date']):>11}  {risk['subscription_id']:<12} {risk['tier'] or 'unscored':<5} {risk['bucket']:<6} "
+        f"  {fmt_date(risk['renewal_date']):>11}  {risk['subscription_id']:<12} {tier:<{width}} {risk['bucket']:<6} "
         f"{format_amount(risk['arr'], risk['currency']):>12}  {risk['main_reason'] or 'no risk signal'} "
         f"→ {risk['suggested_playbook_title']}"
-        for risk in summary["top_risks"][:5]
+        for risk, tier in zip(risks, tiers, strict=True)
     ]
     return reports.text(lines + reports.render_written(report["written"]))
 

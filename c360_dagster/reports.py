@@ -10,7 +10,7 @@ import polars as pl
 
 from c360_dagster.domain.core.stages import frame_path, open_stage
 from c360_dagster.domain.core.text import format_amount
-from c360_dagster.domain.core.words import segment_label
+from c360_dagster.domain.core.words import TOO_LITTLE_MEASURED, segment_label
 from c360_dagster.domain.ingest.view import MANIFEST, STAGE, VIEW_DIR, active_arr_by_segment, read_view_table
 
 Report = dict[str, Any]
@@ -117,7 +117,7 @@ def tier_counts(summary: Report) -> str:
     """
     held = summary["held_at_amber"]
     tiers = ", ".join(
-        f"{tier} {n}" + (f" ({held} not green: too little measured)" if tier == "amber" and held else "")
+        f"{tier} {n}" + (f" ({held} not green: {TOO_LITTLE_MEASURED})" if tier == "amber" and held else "")
         for tier, n in sorted(summary["tiers"].items())
     )
     unscored = [

@@ -63,6 +63,14 @@ def test_stage_summaries_come_from_the_run_not_the_documents(project, capsys, do
     assert "Signals fired (as_of 2026-09-27): 18\n" in fired
     assert "  SIG_RENEWAL_SOON           Renewal coming up      4\n" in fired  # the code, its name, the count
     assert "6 subscriptions of 6 accounts" in renewing and "artifacts/customer/renewals_202609.json" in renewing
+    # SOYLENT-006 is amber only because too little was measured: the table says so, as summary.md does.
+    held = (
+        "  10 Jan 2027  SOYLENT-S1   amber (too little measured) Low      USD 72,000  Payment overdue → Collections\n"
+    )
+    assert held in renewing and "  15 Nov 2026  ACME-S1      amber                       Low " in renewing
+    table = (project.customer / "summary.md").read_text(encoding="utf-8")
+    assert "| Soylent Foods | SOYLENT-S1 | 10 Jan 2027 | amber (too little measured) | Low |" in table
+    assert "| Acme Corporation | ACME-S1 | 15 Nov 2026 | amber | Low |" in table
     assert (
         "Health tiers: amber 4 (1 not green: too little measured), green 4, red 2; no score: churned 1, insufficient data 1\n"
         in summary

@@ -43,6 +43,13 @@ def test_every_contact_role_of_the_contract_has_its_words_and_label():
 def test_every_segment_of_the_contract_has_its_label():
     segments = next(field.choices for field in ENTITIES["accounts"].fields if field.name == "segment")
     assert [words.segment_label(segment) for segment in segments] == ["Enterprise", "Mid-Market", "SMB"]
+    # One wording for an amber account held back from green for want of measured data.
+    held = "amber, not green: adoption and value (45% of the scorecard's weight) are not measured"
+    assert [words.tier_words("amber", held), words.tier_words("amber"), words.tier_words(None)] == [
+        "amber (too little measured)",
+        "amber",
+        "unscored",
+    ]
 
 
 def test_every_signal_has_a_name_and_a_forecast_says_what_it_means():

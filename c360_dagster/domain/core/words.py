@@ -25,6 +25,9 @@ CONTACT_ROLES = tuple(CONTACT_ROLE_WORDS)
 
 SEGMENT_WORDS = {"enterprise": "Enterprise", "mid_market": "Mid-Market", "smb": "SMB"}
 
+# Why an amber account is not green although its score is (health's `tier_reason`), in brief.
+TOO_LITTLE_MEASURED = "too little measured"
+
 # Every signal code (scoring/signals.SIGNAL_CATALOG) by the name people read.
 SIGNAL_NAMES = {
     "SIG_EXPANSION_TRAIL": "Room to expand",
@@ -64,6 +67,14 @@ def role_label(role: str) -> str:
 def segment_label(segment: str) -> str:
     """`mid_market` → `Mid-Market`: an account segment (accounts.csv `segment`) as people read it."""
     return SEGMENT_WORDS.get(segment, fmt_label(segment))
+
+
+def tier_words(tier: str | None, tier_reason: str | None = None) -> str:
+    """`amber (too little measured)`: a tier as a table cell says it, with why an amber account is
+    not green when its score is; `unscored` for an account without a tier."""
+    if tier is None:
+        return "unscored"
+    return f"{tier} ({TOO_LITTLE_MEASURED})" if tier_reason else tier
 
 
 def signal_name(code: str) -> str:
