@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from c360_dagster.domain.core.errors import C360Error
 from c360_dagster.domain.core.locking import file_lock
@@ -103,7 +105,7 @@ def _create_storages(home: Path, own: bool) -> None:
     import dagster as dg
 
     try:
-        with dg.DagsterInstance.get() as instance:
+        with _migration_scripts_read_once(), dg.DagsterInstance.get() as instance:
             instance.get_run_records(limit=1)
             instance.get_dynamic_partitions("account")
             instance.all_instigator_state()
@@ -124,6 +126,32 @@ def _create_storages(home: Path, own: bool) -> None:
         ) from None
     if not own:
         _OPENED.add(home)
+
+
+@contextlib.contextmanager
+def _migration_scripts_read_once() -> Iterator[None]:
+    """While the storages are created, Alembic reads Dagster's ~180 migration scripts once, not six
+    times: each of the three storages asks for the head revision and then stamps it, and each time
+    Alembic makes a new script directory that imports every script again (docs/performance.md,
+    "Start-up, round 8"). The three storages' Alembic configs name the same scripts."""
+    from alembic.script import ScriptDirectory
+
+    from_config = ScriptDirectory.__dict__["from_config"]
+    read: dict[tuple[tuple[str, str], ...], ScriptDirectory] = {}
+
+    def read_once(cls: type[ScriptDirectory], config: Any) -> ScriptDirectory:
+        # The options the script directory is made from; not `here`, the folder of each storage's own ini file.
+        section = config.get_section(config.config_ini_section, {})
+        options = tuple(sorted((name, value) for name, value in section.items() if name != "here"))
+        if options not in read:
+            read[options] = from_config.__func__(cls, config)
+        return read[options]
+
+    ScriptDirectory.from_config = classmethod(read_once)  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        ScriptDirectory.from_config = from_config  # type: ignore[method-assign]
 
 
 def _reason(exc: Exception) -> str:

@@ -109,6 +109,53 @@ def test_an_existing_instance_opens_without_reading_the_migration_scripts(tmp_pa
         dg.DagsterInstance.get()
 
 
+def _schema(home: Path) -> dict[str, list[tuple[str, str]]]:
+    """Each SQLite storage's tables and indexes, as SQLite keeps their definitions."""
+    schema = {}
+    for db in sorted(home.rglob("*.db")):
+        with sqlite3.connect(db) as connection:
+            rows = connection.execute(
+                "select name, sql from sqlite_master where sql is not null order by name"
+            ).fetchall()
+        schema[str(db.relative_to(home))] = rows
+    return schema
+
+
+def test_a_fresh_instance_reads_the_migration_scripts_once(tmp_path, monkeypatch):
+    """Creating the instance builds Alembic's map of Dagster's migration scripts once (Dagster's own
+    path builds it six times: the three storages each ask for the head, then stamp it), and makes the
+    same databases, stamped alike, as Dagster's own path; Alembic is left as it was."""
+    import dagster as dg
+    from alembic.script import ScriptDirectory
+
+    from_config = ScriptDirectory.__dict__["from_config"]
+    load_revisions = ScriptDirectory._load_revisions
+    maps_built = []
+
+    def counted(self):
+        maps_built.append(self.dir)
+        return load_revisions(self)
+
+    monkeypatch.setattr(ScriptDirectory, "_load_revisions", counted)
+    ours = tmp_path / "ours"
+    monkeypatch.setenv("DAGSTER_HOME", str(ours))
+    ensure_dagster_home()
+    assert len(maps_built) == 1
+    assert ScriptDirectory.__dict__["from_config"] is from_config
+
+    dagsters = tmp_path / "dagsters"
+    dagsters.mkdir()
+    (dagsters / "dagster.yaml").write_text((ours / "dagster.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.setenv("DAGSTER_HOME", str(dagsters))
+    maps_built.clear()
+    with dg.DagsterInstance.get():
+        pass
+    assert len(maps_built) == 6
+    assert _schema_versions(ours) == _schema_versions(dagsters)
+    assert _schema_versions(ours)["history/runs.db"] == [ScriptDirectory(maps_built[0]).get_current_head()]
+    assert _schema(ours) == _schema(dagsters)
+
+
 def test_storages_keep_one_connection_per_process_and_none_across_fork(tmp_path, monkeypatch):
     """A run's many queries share one engine; a forked child opens its own and the parent's still works."""
     import dagster as dg
