@@ -433,7 +433,8 @@ def playbook_command(args: argparse.Namespace) -> Report:
     ]
     if len(plan["steps"]) > 3:
         done = f", {len(plan['done'])} already done" if plan["done"] else ""
-        lines.append(f"  … {len(plan['steps']) - 3} more steps, {len(plan['checkpoints'])} checkpoints{done}")
+        more = plural(len(plan["steps"]) - 3, "more step")
+        lines.append(f"  … {more}, {plural(len(plan['checkpoints']), 'checkpoint')}{done}")
     return {
         **report,
         "what": "Playbook",

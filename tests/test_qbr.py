@@ -735,7 +735,7 @@ def test_every_figure_the_customer_reads_names_its_period(tmp_path):
         ("Features Used per Week, 4-Week Average", "11.2"),
         ("Support Cases Resolved in the Quarter", "1"),
     ]
-    assert slides["Support Summary"].lead == "Support in the quarter 1 Apr – 30 Jun 2024; 1 case open on 30 Jun 2024."
+    assert slides["Support Summary"].lead == "Support in the quarter (1 Apr – 30 Jun 2024); 1 case open on 30 Jun 2024."
     assert slides["What We Heard"].lead.startswith("1 survey answer in the year to 30 Jun 2024,")
     qbr.write_qbr_pack(ctx, tmp_path)
     pack = tmp_path / "qbr_ACME-001"
@@ -1460,9 +1460,11 @@ def test_a_new_accounts_deck_covers_the_weeks_since_it_started_never_the_full_qu
     slides = _slides(ctx)
     title = qbr_deck.customer_slides(ctx)[0]
     assert title.subtitle == "10 – 30 Jun 2024"
-    assert slides["Outcomes and Value Delivered"].lead == "Your first weeks 10 – 30 Jun 2024 in numbers."
+    assert slides["Outcomes and Value Delivered"].lead == "Your first weeks (10 – 30 Jun 2024) in numbers."
     # K2 is the one case of its weeks: opened 20 Jun, still open.
-    assert slides["Support Summary"].lead == "Support in your first weeks 10 – 30 Jun 2024; 1 case open on 30 Jun 2024."
+    assert (
+        slides["Support Summary"].lead == "Support in your first weeks (10 – 30 Jun 2024); 1 case open on 30 Jun 2024."
+    )
     assert ctx.support.opened == 1
     qbr.write_qbr_pack(ctx, tmp_path)
     customer = _customer_texts(tmp_path)

@@ -464,7 +464,11 @@ def test_summary_markdown_tables_hold_phrases_and_formatted_amounts(config):
     assert first == again
     assert "<script>" not in first
     assert "| USD | 2 | USD 4,000 | USD 2,700 | USD 1,000 | USD 3,000 | USD 0 | USD 3,000 |" in first
-    assert "**At risk** is the ARR in the Medium and Low buckets" in first
+    assert (
+        "**At risk** is the ARR in the Medium and Low buckets: the renewals configuration says which buckets count"
+        in first
+    )
+    assert "`" not in first  # no config key in a CS leader's prose
     assert "| Enterprise | USD |" in first and "| SMB | EUR |" in first and "| smb |" not in first  # segments in words
     assert (
         "| 2 | Evil \\| Corp &lt;script&gt; | S4 | 10 Feb 2024 | amber | Medium | USD 3,000 | no risk signal | Outreach cadence |"

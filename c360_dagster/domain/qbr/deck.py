@@ -59,6 +59,11 @@ def span_name(ctx: QbrContext) -> str:
     return "your first weeks" if ctx.period_start > ctx.quarter_start else "the quarter"
 
 
+def span_with_dates(ctx: QbrContext) -> str:
+    """`the quarter (1 Jul – 27 Sep 2026)`: the span's name with its dates in brackets."""
+    return f"{span_name(ctx)} ({fmt_period(ctx.period_start, ctx.as_of)})"
+
+
 def fmt_count(value: float | None) -> str:
     """`1,234`: a whole number with thousands separators."""
     return "n/a" if value is None else f"{round(value):,}"
@@ -426,7 +431,7 @@ def _outcomes(ctx: QbrContext) -> Slide:
         )
     return Slide(
         "Outcomes and Value Delivered",
-        lead=f"{span_name(ctx).capitalize()} {fmt_period(ctx.period_start, ctx.as_of)} in numbers.",
+        lead=f"{span_name(ctx).capitalize()} ({fmt_period(ctx.period_start, ctx.as_of)}) in numbers.",
         tiles=tuple(tiles[:4]),
         bullets=tuple(bullets),
     )
@@ -767,9 +772,9 @@ def _support(ctx: QbrContext) -> Slide:
     else:
         which = f"{fmt_count(s.not_yet_answered)} of them "
     lead = (
-        f"No support cases in {span_name(ctx)} {fmt_period(ctx.period_start, ctx.as_of)}."
+        f"No support cases in {span_with_dates(ctx)}."
         if not s.opened and not s.closed
-        else f"Support in {span_name(ctx)} {fmt_period(ctx.period_start, ctx.as_of)}; "
+        else f"Support in {span_with_dates(ctx)}; "
         f"{_plural(s.open_now, 'case') if s.open_now else 'no case'} open on {fmt_date(ctx.as_of)}"
         + (f", {which}within the agreed time so far and not counted as answered." if s.not_yet_answered else ".")
     )
