@@ -136,9 +136,15 @@ def pytest_configure(config: pytest.Config) -> None:
     tempfile.tempdir = None  # tempfile.gettempdir() reads TMPDIR again
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     rank = {name: place for place, name in enumerate(SLOWEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+    # `untraced` tests run no line other tests do not: coverage skips them (pytest-cov's `no_cover`).
+    # Marked only while coverage runs: under --no-cov pytest-cov 7.1's `no_cover` fails the test.
+    if getattr(config.pluginmanager.getplugin("_cov"), "cov_controller", None) is not None:
+        for item in items:
+            if item.get_closest_marker("untraced"):
+                item.add_marker(pytest.mark.no_cover)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -266,9 +266,9 @@ def _assert_same_for_any_n(runs: dict[int, Path]) -> None:
 
 
 # The two roll-up tests below run the chain 3 and 6 times (36 shard runs) to compare bytes; they
-# run no line that other tests do not, so coverage does not trace them (pytest-cov's `no_cover`):
+# run no line that other tests do not, so coverage does not trace them (`untraced`, tests/conftest.py):
 # on Python 3.11 tracing them cost half again their CPU (docs/performance.md, the suite's wall time).
-@pytest.mark.no_cover
+@pytest.mark.untraced
 def test_the_roll_ups_of_the_fixtures_are_byte_identical_for_1_3_and_8_shards(tmp_path, monkeypatch):
     runs = {count: _run_chain(tmp_path / f"n{count}", FIXTURES, count, monkeypatch) for count in (1, 8)}
     # As the c360 commands run shards: in worker processes.
@@ -276,7 +276,7 @@ def test_the_roll_ups_of_the_fixtures_are_byte_identical_for_1_3_and_8_shards(tm
     _assert_same_for_any_n(runs)
 
 
-@pytest.mark.no_cover
+@pytest.mark.untraced
 def test_the_roll_ups_of_a_generated_book_are_byte_identical_for_1_3_and_8_shards(tmp_path, monkeypatch):
     inputs = tmp_path / "generated"
     generate_dataset(inputs, 240, seed=17, weeks=10)
