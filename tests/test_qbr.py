@@ -1692,3 +1692,13 @@ def test_the_review_says_when_a_person_set_the_tier(tmp_path):
     assert f"| Tier | red |\n| Override | {ctx.override_note} |" in qbr.render_review_markdown(ctx)
     assert ctx.override_note in [b for s in qbr_deck.review_slides(ctx) for b in s.bullets]
     assert _ctx().override_note is None and "| Override |" not in qbr.render_review_markdown(_ctx())
+
+
+def test_a_table_over_two_slides_shares_its_rows_instead_of_leaving_one_row_alone():
+    # Five rows of one line where four fit a slide: 3 + 2, not 4 + 1 (STARK-008's plan had a
+    # second slide holding one row). Past the page limit the slides stay full, so fewest are cut.
+    assert qbr_deck._pages([1.0] * 5, 4.0, 3) == [(0, 3), (3, 5)]
+    assert qbr_deck._pages([1.0] * 4, 4.0, 3) == [(0, 4)]
+    assert qbr_deck._pages([1.0] * 10, 3.0, 2) == [(0, 3), (3, 6)]
+    # A row twice as tall first: filled in turn 2+1+1 | 1+1; evened out (a fill of 3) 2+1 | 1+1+1.
+    assert qbr_deck._pages([2.0, 1.0, 1.0, 1.0, 1.0], 4.0, 3) == [(0, 2), (2, 5)]

@@ -289,7 +289,24 @@ def _with_note(slide: Slide, cut: int, kind: str) -> Slide:
 
 
 def _pages(heights: list[float], capacity: float, max_pages: int) -> list[tuple[int, int]]:
-    """(start, end) of the items on each page, at most `max_pages` pages."""
+    """(start, end) of the items on each page, at most `max_pages` pages. When everything fits,
+    the pages are evened out (the lowest fill that needs no more pages), so a last page never
+    holds one lonely row that the others had room to share."""
+    pages = _filled(heights, capacity)
+    if 1 < len(pages) <= max_pages:
+        low, high = 0.0, capacity
+        for _ in range(40):  # bisection on the fill; deterministic, and exact enough for points
+            middle = (low + high) / 2
+            if len(_filled(heights, middle)) == len(pages):
+                high = middle
+            else:
+                low = middle
+        pages = _filled(heights, high)
+    return pages[:max_pages]
+
+
+def _filled(heights: list[float], capacity: float) -> list[tuple[int, int]]:
+    """(start, end) of the items on each page, each page filled up to `capacity` in turn."""
     pages, start, used = [], 0, 0.0
     for index, height in enumerate(heights):
         if used + height > capacity and index > start:
@@ -297,7 +314,7 @@ def _pages(heights: list[float], capacity: float, max_pages: int) -> list[tuple[
             start, used = index, 0.0
         used += height
     pages.append((start, len(heights)))
-    return pages[:max_pages]
+    return pages
 
 
 def _split(slide: Slide, spans: list[tuple[int, int]], total: int, kind: str, part) -> list[Slide]:
