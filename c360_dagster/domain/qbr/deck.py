@@ -64,6 +64,11 @@ def span_with_dates(ctx: QbrContext) -> str:
     return f"{span_name(ctx)} ({fmt_period(ctx.period_start, ctx.as_of)})"
 
 
+def _first_upper(text: str) -> str:
+    """`Your first weeks (10 – 30 Jun 2024)`: `str.capitalize` would lower the month too."""
+    return text[:1].upper() + text[1:]
+
+
 def fmt_count(value: float | None) -> str:
     """`1,234`: a whole number with thousands separators."""
     return "n/a" if value is None else f"{round(value):,}"
@@ -448,7 +453,7 @@ def _outcomes(ctx: QbrContext) -> Slide:
         )
     return Slide(
         "Outcomes and Value Delivered",
-        lead=f"{span_name(ctx).capitalize()} ({fmt_period(ctx.period_start, ctx.as_of)}) in numbers.",
+        lead=f"{_first_upper(span_with_dates(ctx))} in numbers.",
         tiles=tuple(tiles[:4]),
         bullets=tuple(bullets),
     )
