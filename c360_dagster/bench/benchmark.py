@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,7 +156,7 @@ class ResourceSampler:
         self._process = psutil.Process()
         self._samples: list[tuple[float, float, int]] = []
         self._process_samples: list[tuple[float, int, int]] = []  # (wall time, pid, RSS)
-        self._lineage: dict[int, tuple[int, str]] = {}  # pid -> (parent pid, command line), when first seen
+        self._commands: dict[int, str] = {}  # pid -> command line, when first seen
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="c360-bench-sampler", daemon=True)
@@ -176,19 +176,19 @@ class ResourceSampler:
         now, cpu, rss = time.time(), time.process_time(), self._process.memory_info().rss
         per_process = [(now, self._process.pid, rss)]
         reaped = os.times()
-        lineage = {}
+        commands: dict[int, str] = {}
         cpu += reaped.children_user + reaped.children_system
         for child in self._process.children(recursive=True):
             with contextlib.suppress(psutil.Error):  # a child may exit while it is read
                 child_cpu, child_rss = child.cpu_times(), child.memory_info().rss
-                if child.pid not in self._lineage:
-                    lineage[child.pid] = (child.ppid(), " ".join(child.cmdline()))
+                if child.pid not in self._commands:
+                    commands[child.pid] = " ".join(child.cmdline())
                 cpu, rss = cpu + child_cpu.user + child_cpu.system, rss + child_rss
                 per_process.append((now, child.pid, child_rss))
         with self._lock:
             self._samples.append((now, cpu, rss))
             self._process_samples += per_process
-            self._lineage.update(lineage)
+            self._commands.update(commands)
         return now
 
     def process_peaks(self, start: float, end: float) -> dict[int, int]:
@@ -200,17 +200,16 @@ class ResourceSampler:
                     peaks[pid] = max(rss, peaks.get(pid, 0))
         return peaks
 
-    def process_kind(self, pid: int, chain_pid: int) -> str:
-        """What a process of a chain's tree is: the chain process, a step process (a child of a
-        forkserver: it inherits the forkserver's command line), a helper (a forkserver or a resource
-        tracker) or a run process (a worker the chain started)."""
-        with self._lock:
-            parent, command = self._lineage.get(pid, (0, ""))
-            parent_command = self._lineage.get(parent, (0, ""))[1]
+    def process_kind(self, pid: int, chain_pid: int, step_pids: Collection[int]) -> str:
+        """What a process of a chain's tree is: the chain process, a step process (Dagster logs each
+        one's pid as it starts, which a sample of the process tree can miss), a helper (a forkserver
+        or a resource tracker) or a run process (a worker the chain started)."""
         if pid == chain_pid:
             return "chain"
-        if "forkserver" in parent_command:
+        if pid in step_pids:
             return "step"
+        with self._lock:
+            command = self._commands.get(pid, "")
         if "forkserver" in command or "resource_tracker" in command:
             return "helper"
         return "run"
@@ -400,7 +399,7 @@ def run_shard_bench(
             peaks.pop(os.getpid(), None)  # the bench itself only waits
             kind_peaks = dict.fromkeys(PROCESS_KINDS, 0)
             for pid, peak in peaks.items():
-                kind = sampler.process_kind(pid, chain_pid)
+                kind = sampler.process_kind(pid, chain_pid, step_processes)
                 kind_peaks[kind] = max(kind_peaks[kind], peak)
             step_peaks: dict[str, int] = {}
             for pid, key in step_processes.items():
