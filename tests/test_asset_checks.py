@@ -130,7 +130,12 @@ def test_ui_metadata_row_counts_schema_and_tier_table(tmp_path, chained):
     event = instance.get_latest_materialization_event(dg.AssetKey(["report", "account_health_report"]))
     metadata = event.asset_materialization.metadata
     assert metadata["dagster/row_count"].value == 12
-    assert "score" in [column.name for column in metadata["dagster/column_schema"].value.columns]
+    # Every column says what it means: the lake contract's words, or the frame's own where the
+    # lake packs it into JSON (a component's parts).
+    frame_columns = {column.name: column for column in metadata["dagster/column_schema"].value.columns}
+    assert all(column.description for column in frame_columns.values())
+    assert frame_columns["score"].description.startswith("Health score out of 100")
+    assert frame_columns["adoption_weight"].description.startswith("The adoption component's effective weight")
     # The fixtures README: 2 red, 4 amber, 4 green; NEWCO-011 (too little data) and OLDCO-012
     # (churned) have no tier and are counted apart, by why, in words: the two tables count all 12.
     tiers = {record.data["tier"]: record.data["accounts"] for record in metadata["tier_distribution"].value.records}

@@ -21,6 +21,8 @@ from c360_dagster.domain.governance.contracts import (
     validate_frame,
 )
 from c360_dagster.domain.governance.lake import DeltaLake, DuckDBLake
+from c360_dagster.domain.governance.lake_tables import COMPONENT_PART_WORDS, frame_column_words
+from c360_dagster.domain.scoring.health import COMPONENT_PARTS
 
 CONTRACTS = Path(__file__).resolve().parents[1] / "contracts" / "schemas"
 AS_OF = dt.date(2026, 9, 30)
@@ -451,3 +453,15 @@ def test_each_lake_backend_stores_a_valid_row_as_is_and_refuses_a_broken_one(tmp
     with pytest.raises(ContractError, match=f"row 0 \\(0-based\\), field {field}: (is )?{message}"):
         lake.write_snapshot(table, broken, AS_OF, shard=2, shards=3)
     assert lake.read_snapshot(table).equals(row)
+
+
+def test_a_frames_columns_take_the_first_contracts_words_then_the_frames_own() -> None:
+    renewals, health = (load_contract(table, CONTRACTS) for table in ("renewal_forecasts", "account_health"))
+    words = frame_column_words(["account_id", "tier_reason", "bucket", "adoption_points", "nowhere"], renewals, health)
+    # account_id is in both contracts: the first one's words, the renewing subscription's account.
+    assert words["account_id"] == "The subscription's account."
+    assert words["tier_reason"] == health["properties"]["tier_reason"]["description"]
+    assert words["bucket"].startswith("Renewal likelihood: High, Medium or Low")
+    assert words["adoption_points"].startswith("The adoption component's points: score x weight / 100")
+    assert "nowhere" not in words  # a column nobody describes gets no words rather than wrong ones
+    assert sorted(COMPONENT_PART_WORDS) == sorted(COMPONENT_PARTS)

@@ -14,8 +14,11 @@ from c360_dagster.defs.partitions import register_accounts
 from c360_dagster.defs.resources import C360Project
 from c360_dagster.defs.shards import ONE_SHARD, run_shard
 from c360_dagster.defs.versions import source_version
+from c360_dagster.domain.core.errors import ContractError
 from c360_dagster.domain.core.io import json_stream, sha256_file, write_chunks_atomic
 from c360_dagster.domain.core.stages import StageReader, StageWriter, frame_path
+from c360_dagster.domain.governance import lake_tables
+from c360_dagster.domain.governance.contracts import load_contract
 from c360_dagster.domain.ingest import integrity, loader, shards, view_json
 from c360_dagster.domain.ingest import view as view_module
 from c360_dagster.domain.ingest.entities import ENTITIES
@@ -47,11 +50,25 @@ class RenewalsConfig(dg.Config):
     window_days: int = 120
 
 
-def _frame_metadata(schema: pl.Schema, rows: int, path: Path) -> dict:
+# The lake tables whose contracts describe a stage frame's columns (renewals' `tier_reason` is health's).
+FRAME_CONTRACTS = {
+    "health": ("account_health",),
+    "signals": ("customer_signals",),
+    "renewals": ("renewal_forecasts", "account_health"),
+}
+
+
+def _frame_metadata(project: C360Project, stage: str, schema: pl.Schema, rows: int, path: Path) -> dict:
+    """A stage frame's row count, columns (with what each means, for the UI) and where it went."""
+    try:
+        contracts = [load_contract(table, project.paths.contracts_dir) for table in FRAME_CONTRACTS[stage]]
+    except ContractError:
+        contracts = []  # the lake's step refuses a broken contract; the frame's columns go without words
+    words = lake_tables.frame_column_words(schema.names(), *contracts)
     return {
         "dagster/row_count": rows,
         "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name, str(dtype)) for name, dtype in schema.items()]
+            columns=[dg.TableColumn(name, str(dtype), description=words.get(name)) for name, dtype in schema.items()]
         ),
         "path": dg.MetadataValue.path(str(path)),
     }
@@ -204,7 +221,9 @@ def account_health(
     return dg.MaterializeResult(
         metadata={
             **counted,
-            **_frame_metadata(frame.schema, frame.height, project.stages.root(shard) / frame_path("health")),
+            **_frame_metadata(
+                project, "health", frame.schema, frame.height, project.stages.root(shard) / frame_path("health")
+            ),
             "as_of": view.as_of.isoformat(),
             "summary": dg.MetadataValue.json(health.health_summary(frame)),
         },
@@ -325,7 +344,9 @@ def customer_signals(
         )
     return dg.MaterializeResult(
         metadata={
-            **_frame_metadata(frame.schema, frame.height, project.stages.root(shard) / frame_path("signals")),
+            **_frame_metadata(
+                project, "signals", frame.schema, frame.height, project.stages.root(shard) / frame_path("signals")
+            ),
             "as_of": view.as_of.isoformat(),
             "signal_counts": dg.MetadataValue.json(signals.signals_summary(frame)),
         },
@@ -388,7 +409,9 @@ def renewal_forecasts(
     registered = register_accounts(context.instance, acted_on)
     return dg.MaterializeResult(
         metadata={
-            **_frame_metadata(frame.schema, frame.height, project.stages.root(shard) / frame_path("renewals")),
+            **_frame_metadata(
+                project, "renewals", frame.schema, frame.height, project.stages.root(shard) / frame_path("renewals")
+            ),
             "as_of": view.as_of.isoformat(),
             "window_days": config.window_days,
             "accounts_acted_on": len(acted_on),
@@ -589,7 +612,7 @@ def health_report(
         )
     return dg.MaterializeResult(
         metadata={
-            **_frame_metadata(schema, header_frame.height, json_path),
+            **_frame_metadata(project, "health", schema, header_frame.height, json_path),
             "as_of": outputs.as_of,
             # Tiers are of scored accounts only; the accounts without a score are counted apart, by why.
             "tier_distribution": _count_table("tier", summary["tiers"]),
@@ -654,7 +677,7 @@ def signals_report(
         )
     return dg.MaterializeResult(
         metadata={
-            **_frame_metadata(schema, tracked.frame.height, json_path),
+            **_frame_metadata(project, "signals", schema, tracked.frame.height, json_path),
             "as_of": outputs.as_of,
             "signal_counts": dg.MetadataValue.json(signals.signals_summary(tracked.frame)),
             "lifecycle": dg.MetadataValue.json(counts),
@@ -706,7 +729,7 @@ def renewals_report(
         )
     return dg.MaterializeResult(
         metadata={
-            **_frame_metadata(schema, frame.height, project.paths.customer_dir / json_name),
+            **_frame_metadata(project, "renewals", schema, frame.height, project.paths.customer_dir / json_name),
             "as_of": outputs.as_of,
             "window_days": config.window_days,
             "forecast": dg.MetadataValue.json(summary),
