@@ -29,7 +29,7 @@ def test_every_stage_is_an_asset_with_lineage():
         "report/account_health_report",
         "report/customer_signals_report",
         "report/renewal_forecasts_report",
-        # The input files, external assets (INPUTS.md's entities): the lineage starts there.
+        # The input files, external assets (docs/inputs.md's entities): the lineage starts there.
         *(
             f"inputs/{name}"
             for name in ("accounts", "contacts", "subs", "usage", "cases", "nps", "invoices", "crm_opps")

@@ -422,7 +422,7 @@ def test_a_window_of_99999999_days_is_a_clean_error(in_loaded, capsys):
     assert in_loaded.snapshot() == before
 
 
-# --- 6. Inputs that exhaust memory, and text INPUTS.md refuses ---------------------------------
+# --- 6. Inputs that exhaust memory, and text docs/inputs.md refuses ---------------------------------
 
 
 def input_error(folder: Path) -> str:

@@ -48,7 +48,7 @@ CATALOG = {
     "lake / customer_signals_table": "lake",
     "lake / renewal_forecasts_table": "lake",
 }
-# The input files, external assets upstream of customer_360 (INPUTS.md's entities).
+# The input files, external assets upstream of customer_360 (docs/inputs.md's entities).
 INPUT_FILES = ["accounts", "contacts", "subs", "usage", "cases", "nps", "invoices", "crm_opps"]
 # The integrity checks of domain/ingest/integrity.py and their outcome on the bundled fixtures, by hand
 # from fixtures/customer/README.md: OLDCO-012 has no active subscription, and SOYLENT-006 is the one

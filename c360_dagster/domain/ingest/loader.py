@@ -37,7 +37,7 @@ FORMATS = ("csv", "json", "jsonl")
 ROW = "__row"  # the row number the user sees, carried beside the data
 T = TypeVar("T")
 
-# INPUTS.md "Text and limits": bounds that keep a hostile file from exhausting memory.
+# docs/inputs.md "Text and limits": bounds that keep a hostile file from exhausting memory.
 MAX_FIELD_BYTES = 64 * 1024
 MAX_LINE_BYTES = 1024 * 1024
 # C0 and C1 control characters and DEL, except tab, LF and CR (which only a quoted CSV field
@@ -231,7 +231,7 @@ def _read_raw(path: Path, spec: EntitySpec) -> tuple[Iterator[pl.DataFrame], lis
     """
     fmt = path.suffix[1:]
     scanned = _scan_lines_and_hash(path, fmt)
-    if path.stat().st_size == 0:  # INPUTS.md: no rows, unless the entity is required
+    if path.stat().st_size == 0:  # docs/inputs.md: no rows, unless the entity is required
         if spec.required:
             raise InputError("the file is empty: expected a header row naming the columns", file=path.name)
         return iter([pl.DataFrame(schema=dict.fromkeys(spec.field_names, pl.Utf8)).with_row_index(ROW)]), [], scanned
@@ -524,7 +524,7 @@ def _validate(
 
 
 def _text_rules(spec: EntitySpec, *, controls: bool) -> list[Rule]:
-    """INPUTS.md "Text and limits" on every text field (other types must parse, which refuses both);
+    """docs/inputs.md "Text and limits" on every text field (other types must parse, which refuses both);
     without `controls` (the file holds no control character) the rule refusing them is left out."""
     rules = []
     for field in spec.fields:
