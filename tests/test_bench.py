@@ -5,16 +5,26 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import psutil
 import pytest
 from conftest import pretty_hash
 
 from c360_dagster import runner
 from c360_dagster.bench import floor
-from c360_dagster.bench.benchmark import BenchSettings, ensure_dataset, qbr_samples, render_bench, render_shard_bench
+from c360_dagster.bench.benchmark import (
+    BenchSettings,
+    ResourceSampler,
+    ensure_dataset,
+    qbr_samples,
+    render_bench,
+    render_shard_bench,
+)
 from c360_dagster.console import main
 from c360_dagster.domain.core.io import ITEM_SEPARATOR, entry_text
 from c360_dagster.domain.scoring import health
@@ -191,6 +201,36 @@ def test_dataset_is_generated_once_then_reused(tmp_path):
     (settings.data_dir / first["files"]["usage"]).write_text("account_id\n", encoding="utf-8")
     _, regenerated_s = ensure_dataset(settings, lambda line: None)
     assert regenerated_s is not None
+
+
+def test_the_sampler_sees_every_descendant_with_the_figures_psutil_reads():
+    sampler = ResourceSampler()
+    sampler.mark()  # every process then listed is read once, and no descendant is among them
+    # A child (its command line names a forkserver) that starts a grandchild: both are the bench's.
+    child = subprocess.Popen(["sh", "-c", "sleep 30 & wait", "forkserver"])
+    grandchildren: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 10
+        while not grandchildren and time.monotonic() < deadline:
+            time.sleep(0.01)
+            grandchildren = psutil.Process(child.pid).children()
+        (grandchild,) = grandchildren
+        sampler.mark()
+        peaks = sampler.process_peaks(0, float("inf"))
+        assert set(peaks) == {os.getpid(), child.pid, grandchild.pid}
+        for process in (psutil.Process(child.pid), grandchild):  # both wait: their RSS stays put
+            assert peaks[process.pid] == process.memory_info().rss > 0
+        # Their command lines, read as each is first seen, tell a helper from a run process.
+        assert sampler.process_kind(child.pid, chain_pid=-1, step_pids=()) == "helper"
+        assert sampler.process_kind(grandchild.pid, chain_pid=-1, step_pids=()) == "run"
+        # Read again at the next sample: a descendant is never taken for a process of another tree.
+        again = sampler.mark()
+        assert set(sampler.process_peaks(again, again)) == {os.getpid(), child.pid, grandchild.pid}
+    finally:
+        for process in grandchildren:
+            process.kill()
+        child.kill()
+        child.wait()
 
 
 def test_qbr_samples_are_the_first_live_accounts_and_the_first_red_ones_by_id(tmp_path):

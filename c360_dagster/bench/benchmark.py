@@ -69,7 +69,7 @@ ROWS_OF = {
 }
 RSS_METHOD = (
     f"RSS of the process and its worker processes, summed, sampled every {int(SAMPLE_INTERVAL_S * 1000)} ms "
-    "by a psutil thread (includes the Python and Dagster baseline)"
+    "by a sampler thread (includes the Python and Dagster baseline)"
 )
 SHARDS_METHOD = (
     "each configuration runs `runner.run_chain('c360_chain')` in a fresh process of its own (the chain process): "
@@ -154,6 +154,8 @@ class ResourceSampler:
     def __init__(self, interval_s: float = SAMPLE_INTERVAL_S) -> None:
         self._interval_s = interval_s
         self._process = psutil.Process()
+        self._descendants = _Descendants(self._process.pid)
+        self._descendants_lock = threading.Lock()  # mark() runs in the sampler thread and the bench's
         self._samples: list[tuple[float, float, int]] = []
         self._process_samples: list[tuple[float, int, int]] = []  # (wall time, pid, RSS)
         self._commands: dict[int, str] = {}  # pid -> command line, when first seen
@@ -178,13 +180,13 @@ class ResourceSampler:
         reaped = os.times()
         commands: dict[int, str] = {}
         cpu += reaped.children_user + reaped.children_system
-        for child in self._process.children(recursive=True):
-            with contextlib.suppress(psutil.Error):  # a child may exit while it is read
-                child_cpu, child_rss = child.cpu_times(), child.memory_info().rss
-                if child.pid not in self._commands:
-                    commands[child.pid] = " ".join(child.cmdline())
-                cpu, rss = cpu + child_cpu.user + child_cpu.system, rss + child_rss
-                per_process.append((now, child.pid, child_rss))
+        with self._descendants_lock:
+            descendants = self._descendants.read()
+        for pid, (child_cpu, child_rss) in descendants.items():
+            if pid not in self._commands:
+                commands[pid] = _command_line(pid)
+            cpu, rss = cpu + child_cpu, rss + child_rss
+            per_process.append((now, pid, child_rss))
         with self._lock:
             self._samples.append((now, cpu, rss))
             self._process_samples += per_process
@@ -239,6 +241,68 @@ class ResourceSampler:
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
             self.mark()
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+class _Descendants:
+    """(CPU seconds, RSS bytes) of every live descendant of process `root`, by pid, read from /proc
+    as psutil reads them (a process's parent and CPU from its stat, its RSS from its statm).
+
+    psutil's `children(recursive=True)` reads the stat of every process on the machine each time:
+    at a sample every 20 ms, with ~100 processes, the sampler took 5-6 CPU-ms a sample, half the
+    bench process's own CPU at load 20 (docs/performance.md, "The test suite's wall time"). Here
+    only the processes not seen before and the descendants are read: a process that was not a
+    descendant when first read never becomes one (a parent that exits hands its children to
+    init, never to another process), so it is not read again while its pid is listed.
+    """
+
+    def __init__(self, root: int) -> None:
+        self._root = root
+        self._others: set[int] = set()  # listed pids known not to be descendants
+
+    def read(self) -> dict[int, tuple[float, int]]:
+        listed = {int(name) for name in os.listdir("/proc") if name.isdigit()}
+        self._others &= listed  # a pid listed again after it was free is read afresh
+        parents: dict[int, list[int]] = {}
+        cpu_s: dict[int, float] = {}
+        for pid in listed - self._others:
+            try:  # a process may exit while it is read
+                stat = _proc_file(f"/proc/{pid}/stat")
+            except OSError:
+                continue
+            # After the command's closing parenthesis: state, ppid, ..., utime (12th), stime (13th).
+            fields = stat[stat.rfind(b")") + 2 :].split()
+            parents.setdefault(int(fields[1]), []).append(pid)
+            cpu_s[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        found: dict[int, tuple[float, int]] = {}
+        unvisited = [self._root]
+        while unvisited:
+            for child in parents.get(unvisited.pop(), ()):
+                unvisited.append(child)
+                with contextlib.suppress(OSError):
+                    found[child] = (cpu_s[child], int(_proc_file(f"/proc/{child}/statm").split()[1]) * PAGE_BYTES)
+        self._others |= cpu_s.keys() - found.keys() - {self._root}
+        return found
+
+
+def _proc_file(path: str) -> bytes:
+    """A small /proc file's bytes, without a file object's cost (the sampler reads hundreds a sample)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(descriptor, 1 << 16)
+    finally:
+        os.close(descriptor)
+
+
+def _command_line(pid: int) -> str:
+    """A process's command line, its arguments joined by spaces ("" once it has exited)."""
+    try:
+        return _proc_file(f"/proc/{pid}/cmdline").rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 @dataclass(frozen=True)
