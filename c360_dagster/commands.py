@@ -19,7 +19,6 @@ from c360_dagster import reports
 from c360_dagster.domain.core.errors import C360Error
 from c360_dagster.domain.core.text import format_amount, plural, visible_text
 from c360_dagster.domain.core.words import fmt_date, signal_name, tier_words
-from c360_dagster.domain.qbr import pack as qbr
 from c360_dagster.domain.scoring.account_state import LIVE_STATES
 from c360_dagster.registry import Report, command
 from c360_dagster.runner import (
@@ -457,7 +456,9 @@ def qbr_command(args: argparse.Namespace) -> Report:
     tags = {"c360/privacy_signoff": "granted"} if args.include_contacts and args.privacy_signoff else {}
     report, _ = _run(args, "c360_qbr", partition_key=args.account, ops={"qbr_pack": config}, tags=tags)
     customer = _paths(args).customer_dir
-    folder, *beside = qbr.pack_names(args.account)
+    from c360_dagster.domain.qbr.pack import pack_names  # the pack's modules, for this command only
+
+    folder, *beside = pack_names(args.account)
     written = sorted(str(p) for p in (customer / folder).iterdir())
     written += [str(customer / name) for name in beside if (customer / name).exists()]
     return {**report, "what": "QBR pack", "account": args.account, "written": written}

@@ -134,6 +134,16 @@ def test_code_versions_cover_every_module_an_asset_runs():
     # The QBR pack renders Jinja templates: each template is part of its version.
     qbr_files = source_files(qbr)
     assert PACKAGE_DIR / "templates" / "qbr_index.md.j2" in qbr_files and domain / "core/text.py" in qbr_files
+    # Modules found without importing them: `from package import module` (the deck, the PowerPoint
+    # writer) and `from module import names` (the models) both count the module.
+    assert {domain / "qbr" / f"{name}.py" for name in ("deck", "powerpoint", "models", "layout")} <= set(qbr_files)
+    # The asset graph names the pack's modules (importing them is left to its run); a name is its module.
+    from c360_dagster.defs.accounts import QBR_MODULES
+    from c360_dagster.domain.scoring import account_state
+
+    assert QBR_MODULES[0] == qbr.__name__ and source_files(*QBR_MODULES[:1]) == qbr_files
+    node = defs.resolve_asset_graph().get(dg.AssetKey("qbr_pack"))
+    assert node.code_version == source_version(qbr, *QBR_MODULES[1:], account_state)
 
 
 def test_the_jobs_that_load_observe_the_input_files_first():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
-import importlib.util
 import re
 from pathlib import Path
 from types import ModuleType
@@ -21,19 +20,23 @@ TEMPLATES_DIR = PACKAGE_DIR / "templates"
 IMPORT_STATEMENT = re.compile(r"^[ \t]*(?:from[ \t]+[\w.]+[ \t]+import[ \t]+(?:\([^)]*\)|.*)|import[ \t]+.*)", re.M)
 
 
-def source_version(*modules: ModuleType) -> str:
+def source_version(*modules: ModuleType | str) -> str:
     """The first 12 hex digits of the sha256 of `source_files(*modules)`, each as its path in the
-    package, a NUL byte and its bytes: a change to any code that can change the asset's bytes."""
+    package, a NUL byte and its bytes: a change to any code that can change the asset's bytes.
+    A module may be given by name, so that an asset whose code most commands never run (the QBR
+    pack's) does not import it into every command."""
     digest = hashlib.sha256()
     for path in source_files(*modules):
         digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode("utf-8") + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
 
 
-def source_files(*modules: ModuleType) -> list[Path]:
+def source_files(*modules: ModuleType | str) -> list[Path]:
     """The modules' source files, those of every c360_dagster module they import (at any depth,
     in any function), by module name, then the templates when one of them renders templates."""
-    names = sorted(set().union(*(_closure(module.__name__) for module in modules)))
+    names = sorted(
+        set().union(*(_closure(module if isinstance(module, str) else module.__name__) for module in modules))
+    )
     files = [_source_file(name) for name in names]
     if TEMPLATE_RENDERER in names:
         files += sorted(TEMPLATES_DIR.glob("*.j2"))
@@ -74,19 +77,27 @@ def _imports(name: str) -> frozenset[str]:
 
 
 def _is_ours(module: str) -> bool:
-    # Asked before `_is_module`, which imports a module's parents: `pptx.util.Emu` would import python-pptx.
+    # Asked before `_is_module`, which knows only the package's own modules.
     return module.split(".")[0] == PACKAGE
 
 
 def _is_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:  # a parent is not a package
-        return False
+    return _module_file(name) is not None
 
 
 def _source_file(name: str) -> Path:
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.origin is None:
+    found = _module_file(name)
+    if found is None:
         raise ValueError(f"no source file for module {name}")
-    return Path(spec.origin)
+    return found
+
+
+def _module_file(name: str) -> Path | None:
+    """The source file of c360_dagster module `name`, found in the package's folder: asking the
+    import system (`importlib.util.find_spec`) imports the parents of the name, so `from m import f`
+    would import module m into every command, if only to learn that `m.f` is not a module."""
+    path = PACKAGE_DIR.joinpath(*name.split(".")[1:])
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
