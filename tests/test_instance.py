@@ -156,6 +156,73 @@ def test_a_fresh_instance_reads_the_migration_scripts_once(tmp_path, monkeypatch
     assert _schema(ours) == _schema(dagsters)
 
 
+def test_a_fresh_instance_is_created_unsynced_then_synced_once_before_its_marker(tmp_path, monkeypatch):
+    """SQLite syncs none of the creation's statements (`synchronous=OFF` where each storage stamps
+    its schema), every file of the instance is synced before the ready marker exists, and
+    connections opened afterwards are SQLite's default again."""
+    import sqlalchemy
+    from dagster._core.storage.event_log.sqlite import consolidated_sqlite_event_log
+    from dagster._core.storage.runs.sqlite import sqlite_run_storage
+    from dagster._core.storage.schedules.sqlite import sqlite_schedule_storage
+
+    from c360_dagster import instance
+
+    stamped_with = []
+    for module in (sqlite_run_storage, sqlite_schedule_storage, consolidated_sqlite_event_log):
+        stamp = module.stamp_alembic_rev
+
+        def stamp_seen(config, connection, *args, _stamp=stamp, **kwargs):
+            stamped_with.append(connection.exec_driver_sql("PRAGMA synchronous").scalar())
+            return _stamp(config, connection, *args, **kwargs)
+
+        monkeypatch.setattr(module, "stamp_alembic_rev", stamp_seen)
+    home = tmp_path / ".dagster_home"
+    synced = []
+    monkeypatch.setattr(
+        instance, "fsync_path", lambda path: synced.append((path.relative_to(home), (home / READY_MARKER).exists()))
+    )
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    ensure_dagster_home()
+    assert stamped_with == [0, 0, 0]
+    files = {path.relative_to(home) for path in home.rglob("*") if path.name != READY_MARKER}
+    assert {path for path, _ in synced} == files | {Path(".")}
+    assert {Path("event_log.db"), Path("history/runs.db"), Path("schedules/schedules.db")} <= files
+    assert not any(marker_there for _, marker_there in synced)
+    assert (home / READY_MARKER).exists()
+    with sqlalchemy.create_engine(f"sqlite:///{home / 'event_log.db'}").connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL, SQLite's default
+
+
+def test_a_creation_killed_midway_is_finished_by_the_next_command(tmp_path, monkeypatch):
+    """A process killed while it creates the instance (its run storage made, its event log not)
+    leaves no marker; the next one finishes the instance, with the schema Dagster's own path makes."""
+    import dagster as dg
+
+    from c360_dagster.instance_storage import ProjectEventLogStorage
+
+    home = tmp_path / ".dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    pid = os.fork()
+    if pid == 0:  # the child dies where the event log would be created
+        ProjectEventLogStorage.from_config_value = classmethod(lambda *args: os.kill(os.getpid(), 9))
+        ensure_dagster_home()
+        os._exit(0)
+    assert os.WTERMSIG(os.waitpid(pid, 0)[1]) == 9
+    assert (home / "history" / "runs.db").exists() and not (home / "event_log.db").exists()
+    assert not (home / READY_MARKER).exists()
+
+    ensure_dagster_home()
+    assert (home / READY_MARKER).exists()
+    with dg.DagsterInstance.get() as opened:
+        opened.add_dynamic_partitions("account", ["A-1"])
+        assert opened.get_dynamic_partitions("account") == ["A-1"]
+    fresh = tmp_path / "fresh"
+    monkeypatch.setenv("DAGSTER_HOME", str(fresh))
+    ensure_dagster_home()
+    assert _schema_versions(home) == _schema_versions(fresh)
+    assert _schema(home) == _schema(fresh)
+
+
 def test_storages_keep_one_connection_per_process_and_none_across_fork(tmp_path, monkeypatch):
     """A run's many queries share one engine; a forked child opens its own and the parent's still works."""
     import dagster as dg

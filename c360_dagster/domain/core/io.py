@@ -84,6 +84,15 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
+def fsync_path(path: Path) -> None:
+    """Sync a file's data, or a folder's entries (the names of the files made in it), to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> str:
     """Write `data` atomically and return its content hash."""
     with atomic_writer(path, "wb") as handle:

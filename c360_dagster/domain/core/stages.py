@@ -38,6 +38,7 @@ from c360_dagster.domain.core.failpoints import failpoint
 from c360_dagster.domain.core.io import (
     atomic_writer,
     canonical_json,
+    fsync_path,
     sha256_bytes,
     sha256_file,
     write_bytes_atomic,
@@ -178,10 +179,10 @@ def _commit(root: Path, stage_dir: Path, writer: StageWriter) -> None:
     if previous != generation:
         stage_dir.mkdir(parents=True, exist_ok=True)
         os.replace(writer.staging, stage_dir / generation)
-        _fsync_dir(stage_dir)
+        fsync_path(stage_dir)
         failpoint(f"switch:{writer.stage}")
         _replace_with_link(live, generation, writer.staging.parent)
-        _fsync_dir(stage_dir)
+        fsync_path(stage_dir)
         failpoint(f"switched:{writer.stage}")
     _link_public(root, writer.stage, writer.hashes, old_files, writer.staging.parent)
     _prune(stage_dir)
@@ -357,12 +358,4 @@ def _remove(path: Path) -> None:
 
 def _fsync_dirs(top: Path) -> None:
     for folder, _, _ in os.walk(top):
-        _fsync_dir(Path(folder))
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_path(Path(folder))
