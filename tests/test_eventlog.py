@@ -335,3 +335,24 @@ def test_missing_or_unreadable_head_is_detected(log: Path) -> None:
     assert (verify(log).ok, verify(log).events_checked) == (False, 3)
     head.unlink()
     assert verify(log) == eventlog.VerifyResult(False, 3, None, "the signed head events.head is missing")
+
+
+def test_events_appended_together_are_the_lines_and_head_of_appending_them_one_by_one(tmp_path, monkeypatch):
+    events = [event("qbr_pack", f"A{n}") for n in range(3)]
+    together = tmp_path / "together" / "events.jsonl"
+    eventlog.append_event(together, event("playbook", "A0"), key())
+    syncs = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: syncs.append(fd) or real_fsync(fd))
+    records = eventlog.append_events(together, events, key())
+    assert len(syncs) == 2  # the log once, the head once
+    expected = tmp_path / "expected" / "events.jsonl"
+    for one in [event("playbook", "A0"), *events]:
+        eventlog.append_event(expected, one, key())
+    assert together.read_bytes() == expected.read_bytes()
+    assert eventlog.head_path(together).read_bytes() == eventlog.head_path(expected).read_bytes()
+    assert [record["seq"] for record in records] == [2, 3, 4]
+    assert [eventlog.line_hash(record) for record in records] == [
+        sha256_bytes(line) for line in expected.read_bytes().splitlines()[1:]
+    ]
+    assert verify(together).ok

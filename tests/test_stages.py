@@ -219,3 +219,54 @@ def test_atomic_writes_remove_only_dead_writers_temp_files(tmp_path):
     write_text_atomic(target, "x 1\n")
     assert target.read_text() == "x 1\n"
     assert not dead_temp.exists() and live_temp.exists()
+
+
+def test_a_batch_of_stages_syncs_every_file_before_any_switch_and_goes_live_together(tmp_path, monkeypatch):
+    _write(tmp_path, {"a/x.md": b"old a\n"}, stage="a")
+    synced: list[list[str]] = []
+
+    def record(paths):
+        synced.append(sorted(str(path.relative_to(tmp_path)) for path in paths))
+
+    def switch(path, target, scratch):
+        if path.name == stages.LIVE:  # not a public path's link
+            synced.append([f"switch {path.parent.name}"])
+        os.symlink(target, scratch / "link")
+        os.replace(scratch / "link", path)
+
+    monkeypatch.setattr(stages, "sync_paths", record)
+    monkeypatch.setattr(stages, "_replace_with_link", switch)
+    with stages.write_stages(tmp_path) as batch:
+        batch.stage("a").write_bytes("a/x.md", b"new a\n")
+        batch.stage("b").write_json("b.json", {"b": 1})
+    staging = f"stages/{stages.STAGING}"
+    pid = os.getpid()
+    assert synced == [
+        # Every file, manifest and folder of both generations, in their staging folders...
+        sorted(
+            [f"{staging}/a.{pid}/a/x.md", f"{staging}/a.{pid}/stage.json", f"{staging}/a.{pid}/a", f"{staging}/a.{pid}"]
+            + [f"{staging}/b.{pid}/b.json", f"{staging}/b.{pid}/stage.json", f"{staging}/b.{pid}"]
+        ),
+        # ...then both generations' renames into place, then the two switches, synced once each.
+        ["stages/a", "stages/b"],
+        ["switch a"],
+        ["switch b"],
+        ["stages/a", "stages/b"],
+    ]
+    assert (tmp_path / "a" / "x.md").read_bytes() == b"new a\n"
+    assert stages.open_stage(tmp_path, "b").read_json("b.json") == {"b": 1}
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_failure_in_a_batch_switches_none_of_its_stages(tmp_path):
+    _write(tmp_path, {"a/x.md": b"old a\n"}, stage="a")
+    with pytest.raises(OSError, match="disk full"), stages.write_stages(tmp_path) as batch:
+        batch.stage("a").write_bytes("a/x.md", b"new a\n")
+        batch.stage("b").write_bytes("b.md", b"new b\n")
+        raise OSError("disk full")
+    assert (tmp_path / "a" / "x.md").read_bytes() == b"old a\n"
+    assert not (tmp_path / "stages" / "b" / stages.LIVE).exists()
+    assert _leftovers(tmp_path) == []
+    with pytest.raises(ValueError, match="already in this batch"), stages.write_stages(tmp_path) as batch:
+        batch.stage("a")
+        batch.stage("a")

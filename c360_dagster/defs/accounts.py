@@ -169,19 +169,23 @@ def playbook(context: dg.AssetExecutionContext, project: C360Project) -> dg.Mate
         )
         for account_id, one in inputs.accounts.items()
     }
+    # The batch's playbooks go live together, then are signed together (one sync each).
+    outputs = {}
     with project.stages.writing():
-        for account_id, result in results.items():
-            md_path, json_path = playbook_paths(account_id)
-            with project.stages.stage(playbook_stage(account_id)) as out:
-                md_hash = out.write_text(md_path, playbooks.render_playbook_markdown(result))
-                json_hash = out.write_json(json_path, result.to_dict())
-            project.ledger.record_event(
-                context,
-                as_of=inputs.view.as_of.isoformat(),
-                inputs=inputs_hashes,
-                outputs={Path(md_path).name: md_hash, Path(json_path).name: json_hash},
-                partition=account_id,
-            )
+        with project.stages.batch() as batch:
+            for account_id, result in results.items():
+                md_path, json_path = playbook_paths(account_id)
+                out = batch.stage(playbook_stage(account_id))
+                outputs[account_id] = {
+                    Path(md_path).name: out.write_text(md_path, playbooks.render_playbook_markdown(result)),
+                    Path(json_path).name: out.write_json(json_path, result.to_dict()),
+                }
+        project.ledger.record_partition_events(
+            context,
+            as_of=inputs.view.as_of.isoformat(),
+            inputs=dict.fromkeys(outputs, inputs_hashes),
+            outputs=outputs,
+        )
     # Each partition's materialization carries its own account's plan only, even in a batch.
     for account_id, result in results.items():
         md_path, _ = playbook_paths(account_id)
@@ -318,23 +322,26 @@ def qbr_pack(context: dg.AssetExecutionContext, config: QbrConfig, project: C360
             )
         except Exception as exc:
             failed[account_id] = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+    # The batch's packs go live together, then are signed together (one sync each).
     written: dict[str, dict[str, str]] = {}
     with project.stages.writing():
-        for account_id, pack in packs.items():
-            with project.stages.stage(pack.name) as out:
-                files = qbr.save_qbr_pack(pack, out)
-            playbook_hash = (
-                {"playbook": sha256_bytes(playbook_texts[account_id])} if account_id in playbook_texts else {}
-            )
-            project.ledger.record_event(
-                context,
-                as_of=inputs.view.as_of.isoformat(),
-                inputs={**inputs.input_hashes, **settings_hash, **playbook_hash},
-                outputs=files,
-                extra={"privacy_signoff": "granted"} if config.include_contacts else None,
-                partition=account_id,
-            )
-            written[account_id] = files
+        with project.stages.batch() as batch:
+            for account_id, pack in packs.items():
+                written[account_id] = qbr.save_qbr_pack(pack, batch.stage(pack.name))
+        project.ledger.record_partition_events(
+            context,
+            as_of=inputs.view.as_of.isoformat(),
+            inputs={
+                account_id: {
+                    **inputs.input_hashes,
+                    **settings_hash,
+                    **({"playbook": sha256_bytes(playbook_texts[account_id])} if account_id in playbook_texts else {}),
+                }
+                for account_id in written
+            },
+            outputs=written,
+            extra={"privacy_signoff": "granted"} if config.include_contacts else None,
+        )
         counted = project.metrics.count("c360_qbr_packs_generated", len(packs))
     # Each partition's materialization lists its own account's files only, even in a batch.
     for account_id, files in written.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +83,13 @@ class Stages:
         key = None if shard is None else str(shard)
         with self.writing(key), stages.write_stage(self.root(shard), name, key) as out:
             yield out
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[stages.StageBatch]:
+        """Write the next generations of several stages (`batch.stage(name)` each), switched live
+        together if the block succeeds (`stages.write_stages`: one sync for all their files)."""
+        with self.writing(), stages.write_stages(self.root()) as batch:
+            yield batch
 
     def stored(self, name: str, shard: int | None = None) -> stages.StageReader:
         """The live generation of stage `name`, for verified reads (or a clear error saying what to run)."""
@@ -163,32 +170,42 @@ class Ledger:
         The event's seq and line hash go into the materialization's metadata too: the Dagster
         instance witnesses the log's head, so verify notices a wiped or rolled-back log.
         """
-        asset = context.assets_def.key.to_user_string()
-        event = {
-            "asset": asset,
-            "partition": partition or _own_partition(context),
-            "run_id": context.run_id,
-            "as_of": as_of,
-            "config_hash": config_hash,
-            "code_version": context.assets_def.code_versions_by_key.get(context.assets_def.key),
-            "inputs": inputs,
-            "outputs": outputs,
-        }
-        if extra:
-            event["extra"] = extra
+        event = _event(context, as_of, inputs, outputs, config_hash, extra, partition or _own_partition(context))
         if shard is not None:
             event["shard"] = shard
         if rollup_of is not None:
             event["shards"] = self.shard_heads(rollup_of)
         log_path = self.paths.events_path if shard is None else self.shard_log_path(shard)
-        record = eventlog.append_event(
-            log_path, event, anchor.signing_key(self.paths.artifacts, self.paths.config_path("governance"))
+        return self._append(context, log_path, [event])[0]
+
+    def record_partition_events(
+        self,
+        context: dg.AssetExecutionContext,
+        *,
+        as_of: str,
+        inputs: Mapping[str, dict[str, str]],
+        outputs: Mapping[str, dict[str, str]],
+        extra: dict | None = None,
+    ) -> None:
+        """`record_event` for each partition of a run's batch (`outputs`' keys, in order, each with
+        its own inputs), appended to the main log in one write and one fsync."""
+        events = [
+            _event(context, as_of, inputs[partition], files, None, extra, partition)
+            for partition, files in outputs.items()
+        ]
+        if events:
+            self._append(context, self.paths.events_path, events)
+
+    def _append(self, context: dg.AssetExecutionContext, log_path: Path, events: list[dict]) -> list[dict]:
+        records = eventlog.append_events(
+            log_path, events, anchor.signing_key(self.paths.artifacts, self.paths.config_path("governance"))
         )
-        context.add_asset_metadata(
-            witness_metadata(log_path, record["seq"], eventlog.line_hash(record)),
-            partition_key=event["partition"],
-        )
-        return record
+        for record in records:
+            context.add_asset_metadata(
+                witness_metadata(log_path, record["seq"], eventlog.line_hash(record)),
+                partition_key=record["partition"],
+            )
+        return records
 
 
 @dataclass(frozen=True)
@@ -203,6 +220,31 @@ class Metrics:
         Every counter counts things, so its total shows as a whole number (Prometheus stores a float).
         """
         return {f"metric/{name}_total": dg.MetadataValue.int(int(metrics.increment(self.path, name, value, labels)))}
+
+
+def _event(
+    context: dg.AssetExecutionContext,
+    as_of: str,
+    inputs: dict[str, str],
+    outputs: dict[str, str],
+    config_hash: str | None,
+    extra: dict | None,
+    partition: str | None,
+) -> dict:
+    """A materialization's event for the signed log."""
+    event = {
+        "asset": context.assets_def.key.to_user_string(),
+        "partition": partition,
+        "run_id": context.run_id,
+        "as_of": as_of,
+        "config_hash": config_hash,
+        "code_version": context.assets_def.code_versions_by_key.get(context.assets_def.key),
+        "inputs": inputs,
+        "outputs": outputs,
+    }
+    if extra:
+        event["extra"] = extra
+    return event
 
 
 def _own_partition(context: dg.AssetExecutionContext) -> str | None:

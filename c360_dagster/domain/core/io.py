@@ -10,6 +10,7 @@ import queue
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +37,13 @@ def sha256_file(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: Path, mode: str = "w") -> Iterator[Any]:
+def atomic_writer(path: Path, mode: str = "w", *, sync: bool = True) -> Iterator[Any]:
     """Open a temp file beside `path`; rename it over `path` only if the block succeeds.
 
     The temp file's name carries the writer's pid, so the next writer of `path` removes the
-    temp files of writers that died (SIGKILL, power cut) before their rename.
+    temp files of writers that died (SIGKILL, power cut) before their rename. Without `sync`
+    the data is not synced to disk before the rename: the caller syncs it (`sync_paths`) before
+    anything that must survive a power cut points at it (a stage's files, see stages.py).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,7 +56,8 @@ def atomic_writer(path: Path, mode: str = "w") -> Iterator[Any]:
             yield handle
             handle.flush()
             failpoint(f"write:{path.name}")
-            os.fsync(handle.fileno())
+            if sync:
+                os.fsync(handle.fileno())
         os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; outputs are meant to be read
         os.replace(tmp_name, path)
     except BaseException:
@@ -93,9 +97,9 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> str:
+def write_bytes_atomic(path: Path, data: bytes, *, sync: bool = True) -> str:
     """Write `data` atomically and return its content hash."""
-    with atomic_writer(path, "wb") as handle:
+    with atomic_writer(path, "wb", sync=sync) as handle:
         handle.write(data)
     return sha256_bytes(data)
 
@@ -105,10 +109,10 @@ def write_bytes_atomic(path: Path, data: bytes) -> str:
 SYNC_BYTES = 64 << 20
 
 
-def write_chunks_atomic(path: Path, chunks: Iterable[bytes], *, queued: int = 4) -> str:
+def write_chunks_atomic(path: Path, chunks: Iterable[bytes], *, queued: int = 4, sync: bool = True) -> str:
     """Write byte chunks atomically and return their content hash."""
     digest = hashlib.sha256()
-    with atomic_writer(path, "wb") as handle:
+    with atomic_writer(path, "wb", sync=sync) as handle:
         _fan_out(chunks, [_synced_writer(handle), digest.update], queued)
     return "sha256:" + digest.hexdigest()
 
@@ -224,13 +228,34 @@ def sink_chunks(sink: Callable[[Any], object], *, queued: int = 4) -> Iterator[b
         raise failed[0]
 
 
-def write_text_atomic(path: Path, text: str) -> str:
-    return write_bytes_atomic(path, text.encode("utf-8"))
+def write_text_atomic(path: Path, text: str, *, sync: bool = True) -> str:
+    return write_bytes_atomic(path, text.encode("utf-8"), sync=sync)
 
 
-def write_json_atomic(path: Path, value: Mapping[str, Any] | list[Any]) -> str:
+def write_json_atomic(path: Path, value: Mapping[str, Any] | list[Any], *, sync: bool = True) -> str:
     """Pretty, canonical JSON (sorted keys, 2-space indent, trailing newline)."""
-    return write_text_atomic(path, canonical_json(value, indent=2))
+    return write_text_atomic(path, canonical_json(value, indent=2), sync=sync)
+
+
+# How many files and folders `sync_paths` syncs at a time.
+SYNC_THREADS = 16
+
+
+def sync_paths(paths: Iterable[Path]) -> None:
+    """Sync each file or folder to disk, several at once.
+
+    The file system commits its journal once for all the syncs waiting on it, so on ext4 a
+    hundred small files synced together take a few journal commits where one by one they took
+    a hundred (about 1 ms a file against 7, measured on this project's machine).
+    """
+    pending = list(paths)
+    if len(pending) <= 1:
+        for path in pending:
+            fsync_path(path)
+        return
+    with ThreadPoolExecutor(min(SYNC_THREADS, len(pending)), thread_name_prefix="c360-sync") as pool:
+        for _ in pool.map(fsync_path, pending):
+            pass
 
 
 # Between two items of the streamed object or array, each on a line of its own at depth 4
