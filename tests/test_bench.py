@@ -205,7 +205,9 @@ def test_dataset_is_generated_once_then_reused(tmp_path):
 
 def test_the_sampler_sees_every_descendant_with_the_figures_psutil_reads():
     sampler = ResourceSampler()
-    sampler.mark()  # every process then listed is read once, and no descendant is among them
+    first = sampler.mark()  # every process then listed is read once
+    # This process and what earlier tests left running under it (a forkserver, a resource tracker).
+    before = set(sampler.process_peaks(first, first))
     # A child (its command line names a forkserver) that starts a grandchild: both are the bench's.
     child = subprocess.Popen(["sh", "-c", "sleep 30 & wait", "forkserver"])
     grandchildren: list[psutil.Process] = []
@@ -217,7 +219,7 @@ def test_the_sampler_sees_every_descendant_with_the_figures_psutil_reads():
         (grandchild,) = grandchildren
         sampler.mark()
         peaks = sampler.process_peaks(0, float("inf"))
-        assert set(peaks) == {os.getpid(), child.pid, grandchild.pid}
+        assert set(peaks) == before | {child.pid, grandchild.pid}
         for process in (psutil.Process(child.pid), grandchild):  # both wait: their RSS stays put
             assert peaks[process.pid] == process.memory_info().rss > 0
         # Their command lines, read as each is first seen, tell a helper from a run process.
@@ -225,7 +227,7 @@ def test_the_sampler_sees_every_descendant_with_the_figures_psutil_reads():
         assert sampler.process_kind(grandchild.pid, chain_pid=-1, step_pids=()) == "run"
         # Read again at the next sample: a descendant is never taken for a process of another tree.
         again = sampler.mark()
-        assert set(sampler.process_peaks(again, again)) == {os.getpid(), child.pid, grandchild.pid}
+        assert set(sampler.process_peaks(again, again)) == before | {child.pid, grandchild.pid}
     finally:
         for process in grandchildren:
             process.kill()
