@@ -296,7 +296,13 @@ def _compare_configs(args: argparse.Namespace) -> Report:
 
 
 def _render_compare(report: Report) -> list[str]:
-    from c360_dagster.domain.scoring.health import COMPONENTS
+    from c360_dagster.domain.scoring.health import COMPONENTS, STATUS_WORDS
+
+    def standing(row: Report, when: str) -> str:
+        """`amber (too little measured) 84`, or the status in words for an account without a score."""
+        if row[f"score_{when}"] is None:
+            return STATUS_WORDS[row[f"tier_{when}"]]
+        return f"{tier_words(row[f'tier_{when}'], row[f'tier_reason_{when}'])} {row[f'score_{when}']}"
 
     lines = [
         (
@@ -310,12 +316,9 @@ def _render_compare(report: Report) -> list[str]:
             for c in COMPONENTS
             if row[f"{c}_points_before"] != row[f"{c}_points_after"]
         ]
-        before, after = (
-            f"{row[f'tier_{w}']} {'' if row[f'score_{w}'] is None else row[f'score_{w}']}".strip()
-            for w in ("before", "after")
-        )
         lines.append(
-            f"  {row['account_id']:<16} {before} -> {after}  ({', '.join(moved) or 'same points, other tier cutoffs'})"
+            f"  {row['account_id']:<16} {standing(row, 'before')} -> {standing(row, 'after')}  "
+            f"({', '.join(moved) or 'same points, other tier cutoffs'})"
         )
     return lines
 
@@ -422,7 +425,9 @@ def playbook_command(args: argparse.Namespace) -> Report:
     plan = reports.read_json(base.with_suffix(".json"))
     # A playbook's account is a customer today, so a missing score means not enough data yet.
     health = (
-        "no score yet (not enough data)" if plan["score"] is None else f"tier {plan['tier']}, score {plan['score']}"
+        "no score yet (not enough data)"
+        if plan["score"] is None
+        else f"tier {tier_words(plan['tier'], plan['tier_reason'])}, score {plan['score']}"
     )
     lines = [f"  {health}; plays: {', '.join(plan['play_titles'])}"]
     # The owner can be a name from the inputs: shown on one line, invisible characters made visible.

@@ -88,6 +88,9 @@ def test_stage_summaries_come_from_the_run_not_the_documents(project, capsys, do
 
     monkeypatch.setattr(dg.DagsterInstance, "get_dynamic_partitions", every_account)
     assert c360(capsys, "c360:playbook", "--account", "ACME-001", *project.args).startswith("Playbook for ACME-001:\n")
+    # The plan of an account held at amber says why, as the renewals table does.
+    soylent = c360(capsys, "c360:playbook", "--account", "SOYLENT-006", *project.args).splitlines()
+    assert soylent[1].startswith("  tier amber (too little measured), score 84; plays: Collections, ")
 
 
 def test_the_summaries_agree_with_the_documents_written(ran_project, capsys):

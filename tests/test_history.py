@@ -108,6 +108,23 @@ def test_trend_over_two_real_lake_snapshots(tmp_path: Path) -> None:
     assert moved["adoption"]["before"] > 16.5
 
 
+def test_a_snapshot_held_at_amber_says_too_little_was_measured(tmp_path: Path) -> None:
+    """SOYLENT-006 in the fixtures scores 84 but is amber: adoption and value are not measured."""
+    db = DuckDBLake(str(tmp_path / "lake"), CONTRACTS)
+    view = read_customer_360(REPO / "fixtures" / "customer")
+    config = load_health_config(CONFIG)
+    frame = apply_overrides(score_health(view, config), (), view.as_of, config.red_below, config.green_from).frame
+    db.write_snapshot("account_health", health_rows(frame), view.as_of)
+    trend = history.score_trend(db.score_history("SOYLENT-006"))
+    assert trend[0]["tier_reason"].startswith("amber, not green: adoption and value (45% of the scorecard's weight)")
+    lines = history.render_trend("SOYLENT-006", trend)
+    assert lines[1] == "  2026-09-27   84/100  amber (too little measured)  first snapshot"
+    # An override to another tier makes the computed amber's reason moot.
+    overridden = {**snapshot("2026-09-27", 84, "red", {}), "tier_reason": trend[0]["tier_reason"]}
+    assert history.score_trend([overridden])[0]["tier_reason"] is None
+    assert history.render_trend("A", history.score_trend([overridden]))[1].split()[2] == "red"
+
+
 def test_compare_configs_lists_tier_changes_with_points() -> None:
     view = read_customer_360(REPO / "fixtures" / "customer")
     baseline = load_health_config(CONFIG)
@@ -128,3 +145,24 @@ def test_compare_configs_lists_tier_changes_with_points() -> None:
     assert changes["account_id"].to_list() == sorted(changes["account_id"].to_list())
     assert (changes["tier_before"] != changes["tier_after"]).all()
     assert history.compare_configs(view, baseline, baseline).is_empty()
+
+
+def test_compare_says_why_a_tier_was_held_at_amber_and_a_status_in_words() -> None:
+    from c360_dagster.commands import _render_compare
+
+    view = read_customer_360(REPO / "fixtures" / "customer")
+    baseline = load_health_config(CONFIG)
+    data = yaml.safe_load(CONFIG.read_text())
+    data["min_available_components"] = 5  # SOYLENT-006 has data for 3 components: not scored
+    changes = history.compare_configs(view, health_config_from_dict(data), baseline)
+    lines = _render_compare(
+        {
+            "baseline": "b.yaml",
+            "candidate": "c.yaml",
+            "as_of": "2026-09-27",
+            "accounts": 12,
+            "changes": changes.to_dicts(),
+        }
+    )
+    soylent = next(line for line in lines if "SOYLENT-006" in line)
+    assert soylent.split("  (")[0] == "  SOYLENT-006      amber (too little measured) 84 -> not enough data yet"

@@ -222,6 +222,23 @@ def test_green_account_without_signals_gets_a_dated_light_touch_plan(library):
     assert result.summary.startswith("Acme is green with a health score of 88/100 and has no active signals.")
 
 
+HELD = "amber, not green: adoption and value (45% of the scorecard's weight) are not measured; green needs at least 70% measured"
+
+
+def test_a_plan_held_at_amber_says_too_little_was_measured_wherever_it_shows_the_tier(library):
+    # SOYLENT-006 in the fixtures: 84 points, amber only because too little of it was measured.
+    held = health_record("amber", 84) | {"tier_reason": HELD}
+    result = build_playbook({"account_id": "S1", "name": "Soylent"}, held, [], [], library, AS_OF, EVERYONE)
+    assert result.to_dict()["tier_reason"] == HELD
+    assert result.summary.startswith("Soylent is amber (too little measured) with a health score of 84/100 and ")
+    markdown = render_playbook_markdown(result)
+    assert "Account S1 · as of 1 Jan 2024 · tier amber (too little measured) · " in markdown
+    # A person's override to red makes the computed amber's reason moot: the plan says red alone.
+    red = build_playbook({"account_id": "S1", "name": "Soylent"}, held | {"tier": "red"}, [], [], library, AS_OF)
+    assert red.tier_reason is None and red.summary.startswith("Soylent is red with a health score of 84/100 and ")
+    assert "· tier red · " in render_playbook_markdown(red)
+
+
 def test_an_account_without_a_score_gets_a_plan_to_get_measured_never_a_healthy_one(library):
     # No score is no verdict: the plan says why there is none and its steps are about getting the
     # data that scores the account (NEWCO-011 in the fixtures), not about keeping it healthy.

@@ -533,6 +533,13 @@ def test_score_change_compares_with_the_latest_earlier_snapshot():
     assert (only_today.score_change, qbr_deck.change_phrase(only_today)) == (None, "no earlier snapshot")
 
 
+def test_a_previous_snapshot_held_at_amber_says_too_little_was_measured():
+    held = "amber, not green: adoption and value (45% of the scorecard's weight) are not measured"
+    ctx = _ctx(history=[{"as_of": "2024-03-31", "score": 84, "tier": "amber", "tier_reason": held}])
+    review = qbr.render_review_markdown(ctx)
+    assert "| Previous snapshot | 84, amber (too little measured), on 31 Mar 2024 |" in review
+
+
 # --- gates -------------------------------------------------------------------------------
 
 

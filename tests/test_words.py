@@ -50,6 +50,8 @@ def test_every_segment_of_the_contract_has_its_label():
         "amber",
         "unscored",
     ]
+    # The reason explains the computed amber: a person's override to red makes it moot.
+    assert words.tier_words("red", held) == "red"
 
 
 def test_every_signal_has_a_name_and_a_forecast_says_what_it_means():

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import markupsafe
 
 from c360_dagster.domain.core.errors import C360Error
-from c360_dagster.domain.core.words import fmt_date
+from c360_dagster.domain.core.words import fmt_date, tier_words
 
 if TYPE_CHECKING:
     import jinja2
@@ -209,7 +209,7 @@ def _environment(markdown: bool = True) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(money=format_amount, number=fmt_number, percent=fmt_percent, date=fmt_date)
+    env.filters.update(money=format_amount, number=fmt_number, percent=fmt_percent, date=fmt_date, tier=tier_words)
     return env
 
 

@@ -71,10 +71,12 @@ def segment_label(segment: str) -> str:
 
 def tier_words(tier: str | None, tier_reason: str | None = None) -> str:
     """`amber (too little measured)`: a tier as a table cell says it, with why an amber account is
-    not green when its score is; `unscored` for an account without a tier."""
+    not green when its score is; `unscored` for an account without a tier. `tier_reason` is
+    health's (it explains the computed amber), so it is left out when a person's override set
+    another tier."""
     if tier is None:
         return "unscored"
-    return f"{tier} ({TOO_LITTLE_MEASURED})" if tier_reason else tier
+    return f"{tier} ({TOO_LITTLE_MEASURED})" if tier_reason and tier == "amber" else tier
 
 
 def signal_name(code: str) -> str:

@@ -51,7 +51,17 @@ ARROW_TYPES = {
     "date": pa.date32(),
 }
 # Columns of the health history (`score_histories`), as the lake stores them.
-HISTORY_COLUMNS = ["account_id", "as_of", "score", "tier", "status", "scorecard", "config_hash", "components"]
+HISTORY_COLUMNS = [
+    "account_id",
+    "as_of",
+    "score",
+    "tier",
+    "tier_reason",
+    "status",
+    "scorecard",
+    "config_hash",
+    "components",
+]
 
 
 def rows_hash(frame: pl.DataFrame) -> str:

@@ -165,6 +165,7 @@ class ScorePoint:
     as_of: dt.date
     score: int
     tier: str
+    tier_reason: str | None = None  # health's, where it explains an amber tier
 
 
 @dataclass(frozen=True)

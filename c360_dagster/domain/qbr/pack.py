@@ -42,7 +42,7 @@ from c360_dagster.domain.qbr.models import (
     WeekPoint,
 )
 from c360_dagster.domain.scoring.account_state import CHURNED, DOWNSOLD, RENEWED, account_states, succession
-from c360_dagster.domain.scoring.health import HealthConfig
+from c360_dagster.domain.scoring.health import HealthConfig, shown_tier_reason
 from c360_dagster.domain.scoring.overrides import override_phrase
 
 T = TypeVar("T")
@@ -224,7 +224,7 @@ def build_qbr_context(
     """Gather one account's QBR content from what the view tells of it (`view_facts`, with the same
     `as_of` and `include_contacts`) and the stage outputs."""
     account_id = account["account_id"]
-    history = _score_history(score_history, health.get("score"), health.get("tier"), as_of)
+    history = _score_history(score_history, health, as_of)
     earlier = [point for point in history if point.as_of < as_of]
     components = _components(health, include_contacts)
     signal_lines = tuple(_signal_line(s, as_of, include_contacts) for s in sorted(signals, key=lambda s: s["code"]))
@@ -244,8 +244,7 @@ def build_qbr_context(
         score=health.get("score"),
         total=health.get("total", 100),
         tier=health.get("tier") or "unscored",
-        # It explains the computed amber; a person's other tier (an override) makes it moot.
-        tier_reason=health.get("tier_reason") if health.get("tier") == "amber" else None,
+        tier_reason=shown_tier_reason(health),
         override_note=override_phrase(health) if health.get("override") else None,
         status=health.get("status", "scored"),
         lifecycle=health.get("lifecycle"),
@@ -407,17 +406,19 @@ def _by_account(frame: pl.DataFrame, record: Callable[..., T]) -> dict[str, tupl
     return {account_id: tuple(records) for account_id, records in grouped.items()}
 
 
-def _score_history(
-    history: Sequence[Mapping[str, Any]], score: int | None, tier: str | None, as_of: dt.date
-) -> list[ScorePoint]:
-    """Snapshots up to `as_of`, oldest first, this run's score standing for its own `as_of`."""
+def _score_history(history: Sequence[Mapping[str, Any]], health: Mapping[str, Any], as_of: dt.date) -> list[ScorePoint]:
+    """Snapshots up to `as_of`, oldest first, this run's score (`health`) standing for its own `as_of`."""
     points = {
-        _as_date(row["as_of"]): ScorePoint(_as_date(row["as_of"]), int(row["score"]), row["tier"])
+        _as_date(row["as_of"]): ScorePoint(
+            _as_date(row["as_of"]), int(row["score"]), row["tier"], shown_tier_reason(row)
+        )
         for row in history
         if row.get("score") is not None and _as_date(row["as_of"]) <= as_of
     }
-    if score is not None:
-        points[as_of] = ScorePoint(as_of, int(score), tier or "unscored")
+    if health.get("score") is not None:
+        points[as_of] = ScorePoint(
+            as_of, int(health["score"]), health.get("tier") or "unscored", shown_tier_reason(health)
+        )
     return [points[day] for day in sorted(points)]
 
 

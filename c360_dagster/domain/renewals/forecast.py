@@ -22,7 +22,7 @@ from c360_dagster.domain.core.config import config_hash, load_yaml_config
 from c360_dagster.domain.core.errors import C360Error, ConfigError
 from c360_dagster.domain.core.io import canonical_json
 from c360_dagster.domain.core.text import format_amount, render_template
-from c360_dagster.domain.core.words import DATE_WORDS_FORMAT, segment_label, signal_name, tier_words
+from c360_dagster.domain.core.words import DATE_WORDS_FORMAT, segment_label, signal_name
 from c360_dagster.domain.ingest.view import Customer360
 from c360_dagster.domain.renewals.playbooks import (
     TIERS,
@@ -526,7 +526,6 @@ def render_renewal_summary_md(summary: Mapping[str, Any], as_of: dt.date, window
         window_days=window_days,
         window_end=window_end,
         segment=segment_label,
-        tier=tier_words,
     )
 
 

@@ -19,7 +19,8 @@ import polars as pl
 from c360_dagster.domain.core.config import config_hash, load_yaml_config
 from c360_dagster.domain.core.errors import ConfigError
 from c360_dagster.domain.core.text import format_amount, plural, render_template
-from c360_dagster.domain.core.words import CONTACT_ROLES, fmt_date, renewal_odds, role_words, signal_name
+from c360_dagster.domain.core.words import CONTACT_ROLES, fmt_date, renewal_odds, role_words, signal_name, tier_words
+from c360_dagster.domain.scoring.health import shown_tier_reason
 from c360_dagster.domain.scoring.overrides import override_phrase
 
 TIERS = ("red", "amber", "green")
@@ -312,6 +313,7 @@ class PlaybookResult:
     account_name: str
     as_of: dt.date
     tier: str | None
+    tier_reason: str | None  # health's, where it explains an amber tier ("amber, not green: ... not measured")
     score: int | None
     plays: tuple[str, ...]
     play_titles: tuple[str, ...]
@@ -636,7 +638,7 @@ def _summary(
         reason = health_record.get("status_reason")
         health = "has no health score" + (f" ({reason})" if reason else "")
     else:
-        health = f"is {tier} with a health score of {score}/100"
+        health = f"is {tier_words(tier, shown_tier_reason(health_record))} with a health score of {score}/100"
     names = ", ".join(signal_name(code) for code in codes)
     fired = f"{plural(len(codes), 'active signal')} ({names})" if codes else "no active signals"
     parts = [f"{name} {health} and has {fired}.", *notes]
@@ -772,6 +774,7 @@ def build_playbook(
         account_name=name,
         as_of=as_of,
         tier=tier,
+        tier_reason=shown_tier_reason(health_record),
         score=score,
         plays=tuple(play.id for play in plays),
         play_titles=tuple(play.title for play in plays),

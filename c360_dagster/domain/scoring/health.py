@@ -852,6 +852,12 @@ def _number(value: Any) -> str:
     return "n/a" if value is None else str(value)
 
 
+def shown_tier_reason(record: Mapping[str, Any]) -> str | None:
+    """The record's `tier_reason` where it explains the tier shown: it explains the computed amber,
+    so a person's override to another tier makes it moot."""
+    return record.get("tier_reason") if record.get("tier") == "amber" else None
+
+
 def explain_health(record: Mapping[str, Any]) -> str:
     """A health record's breakdown in plain words."""
     components = record["components"]
