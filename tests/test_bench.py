@@ -253,10 +253,12 @@ def test_qbr_samples_are_the_first_live_accounts_and_the_first_red_ones_by_id(tm
 # one line: the sha256 of their `json.dumps(sort_keys=True, indent=2)` bytes (main at a9a9e46).
 # Renewals since 6a44daa: diffed by hand against a9a9e46's, two lines differ, both on purpose:
 # ACC-0000028 (no health score) is suggested the new get_measured play instead of light_touch,
-# and the configuration hash covers the playbook library that gained it.
+# and the configuration hash covers the playbook library that gained it. Round 9, diffed by hand
+# against 4bd1118's the same way: ACC-0000095 (scored 92, held at amber, no usage data) is
+# suggested the new connect_usage play instead of outreach_cadence, and the configuration hash.
 PRETTY_BEFORE_ONE_PER_LINE = {
     "health.json": "sha256:8059119933ef3b5b02848655f7746999aa152331ece7f8f8669929d3a50aa0fb",
-    "renewals_202609.json": "sha256:735220014b667e50afe2f327fa4123e1908c0634753526a65c0224aacf509438",
+    "renewals_202609.json": "sha256:1b3006914718dda8a10fdee3414415ccd678afb36b6b010810b45bbbf225fde0",
     "signals.json": "sha256:d841a454f1db91e04a136e0f873b3b23133686b1e819ad5fec298ab794358fa8",
 }
 

@@ -59,6 +59,7 @@ def test_library_covers_the_required_sops(library):
         "light_touch",
         "renewal",
         "get_measured",
+        "connect_usage",
     }
     for playbook in library.playbooks.values():
         assert playbook.steps and playbook.kpis and playbook.checkpoints and playbook.risks
@@ -156,6 +157,21 @@ def test_selection_rules_and_priority(library, tier, codes, expected):
     assert select_playbooks(tier, codes, library) == expected
 
 
+@pytest.mark.parametrize(
+    ("tier", "codes", "unmeasured", "expected"),
+    [
+        # SOYLENT-006 in the fixtures: amber, an overdue invoice, no usage rows.
+        ("amber", ["SIG_PAYMENT_OVERDUE"], ["adoption", "value"], ["collections", "connect_usage", "outreach_cadence"]),
+        ("green", [], ["value"], ["connect_usage"]),  # any of the listed components
+        ("red", [], ["adoption"], ["exec_sponsor_ask", "connect_usage", "outreach_cadence"]),
+        ("green", [], ["sentiment"], ["light_touch"]),  # no rule asks about surveys
+        (None, [], ["adoption", "value"], ["get_measured"]),  # no score at all: get measured, once
+    ],
+)
+def test_a_score_without_usage_data_gets_the_play_that_connects_it(library, tier, codes, unmeasured, expected):
+    assert select_playbooks(tier, codes, library, unmeasured=unmeasured) == expected
+
+
 def test_a_due_renewal_adds_the_renewal_play_after_collections(library):
     assert select_playbooks("amber", [], library, renewal_due=True) == ["renewal", "outreach_cadence"]
     assert select_playbooks("green", [], library, renewal_due=True) == ["renewal"]
@@ -169,25 +185,39 @@ def test_a_due_renewal_adds_the_renewal_play_after_collections(library):
 
 def test_columnar_selection_agrees_with_select_playbooks_on_every_combination(library):
     combos = [
-        (tier, codes, due)
+        (tier, codes, due, unmeasured)
         for tier in ("red", "amber", "green", None)
         for size in range(len(CODES) + 1)
         for codes in itertools.combinations(CODES, size)
         for due in (False, True)
+        for unmeasured in ((), ("value",))
     ]
     ids = [f"A{i:04d}" for i in range(len(combos))]
     health = pl.DataFrame(
-        {"account_id": ids, "tier": [t for t, _, _ in combos], "renewal_due": [d for _, _, d in combos]},
-        schema={"account_id": pl.Utf8, "tier": pl.Utf8, "renewal_due": pl.Boolean},
+        {
+            "account_id": ids,
+            "tier": [t for t, _, _, _ in combos],
+            "renewal_due": [d for _, _, d, _ in combos],
+            "adoption_score": [50.0] * len(combos),
+            "value_score": [None if u else 50.0 for _, _, _, u in combos],
+        },
+        schema={
+            "account_id": pl.Utf8,
+            "tier": pl.Utf8,
+            "renewal_due": pl.Boolean,
+            "adoption_score": pl.Float64,
+            "value_score": pl.Float64,
+        },
     )
     signals = pl.DataFrame(
-        [{"account_id": i, "code": c} for i, (_, codes, _) in zip(ids, combos, strict=True) for c in codes],
+        [{"account_id": i, "code": c} for i, (_, codes, _, _) in zip(ids, combos, strict=True) for c in codes],
         schema={"account_id": pl.Utf8, "code": pl.Utf8},
     )
     columnar = dict(suggested_playbook_ids(health, signals, library).iter_rows())
-    assert len(columnar) == 4 * 2 ** len(CODES) * 2
-    for account_id, (tier, codes, due) in zip(ids, combos, strict=True):
-        assert columnar[account_id] == select_playbooks(tier, codes, library, renewal_due=due)[0], (tier, codes, due)
+    assert len(columnar) == 4 * 2 ** len(CODES) * 2 * 2
+    for account_id, (tier, codes, due, unmeasured) in zip(ids, combos, strict=True):
+        expected = select_playbooks(tier, codes, library, renewal_due=due, unmeasured=unmeasured)[0]
+        assert columnar[account_id] == expected, (tier, codes, due, unmeasured)
 
 
 # A customer with a contact (unnamed) in each role the library names: its steps keep the
@@ -237,6 +267,27 @@ def test_a_plan_held_at_amber_says_too_little_was_measured_wherever_it_shows_the
     red = build_playbook({"account_id": "S1", "name": "Soylent"}, held | {"tier": "red"}, [], [], library, AS_OF)
     assert red.tier_reason is None and red.summary.startswith("Soylent is red with a health score of 84/100 and ")
     assert "· tier red · " in render_playbook_markdown(red)
+
+
+def test_a_scored_account_without_usage_data_gets_a_step_to_connect_it(library):
+    # SOYLENT-006 in the fixtures: scored on billing, support and surveys; no usage rows, so
+    # health.json says adoption and value are not available.
+    unmeasured = {"available": False, "score": None, "evidence": {"avg_active_users": None}}
+    held = health_record("amber", 84, adoption=unmeasured, value=unmeasured) | {"tier_reason": HELD}
+    signals = [{"code": "SIG_PAYMENT_OVERDUE"}]
+    result = build_playbook({"account_id": "S1", "name": "Soylent"}, held, signals, [], library, AS_OF, EVERYONE)
+    assert result.plays == ("collections", "connect_usage", "outreach_cadence")
+    # due_days 5 and 21 from Monday 2024-01-01: Saturday 6 Jan rolls to Monday 8 Jan; 22 Jan.
+    assert [(s.due_date, s.title) for s in result.steps if s.playbook == "connect_usage"] == [
+        (dt.date(2024, 1, 8), "Connect the weekly usage export together with the administrator"),
+        (dt.date(2024, 1, 22), "Check that the first weeks of usage arrived complete and count in the health score"),
+    ]
+    assert ("Weekly active users", None, "no data") in [(k.name, k.current, k.status) for k in result.kpis]
+    # The same account with usage measured gets no such play.
+    measured = build_playbook(
+        {"account_id": "S1", "name": "Soylent"}, health_record("amber", 84), signals, [], library, AS_OF
+    )
+    assert "connect_usage" not in measured.plays
 
 
 def test_an_account_without_a_score_gets_a_plan_to_get_measured_never_a_healthy_one(library):
@@ -568,6 +619,9 @@ def write_library(tmp_path: Path, edit) -> Path:
         (lambda r: r["selection"]["renewal_due"].update(buckets=["Doubtful"]), "selection.renewal_due.buckets.0"),
         (lambda r: r["selection"]["rules"][1].update(renewal_due=False), "selection.rules.1.renewal_due"),
         (lambda r: r["selection"]["rules"][2].update(tiers=["green"]), "selection.rules.2"),  # unscored and a tier
+        (lambda r: r["selection"]["rules"][4].update(unmeasured_any=["usage"]), "selection.rules.4.unmeasured_any.0"),
+        (lambda r: r["selection"]["rules"][2].update(unmeasured_any=["adoption"]), "selection.rules.2"),  # and unscored
+        (lambda r: r["selection"]["rules"][4].update(unmeasured_any=[]), "selection.rules.4.unmeasured_any"),
         (
             lambda r: r["playbooks"][3]["steps"][2].update(done_when={"new_contact": "boss"}),
             "playbooks.3.steps.2.done_when.new_contact",
@@ -577,6 +631,16 @@ def write_library(tmp_path: Path, edit) -> Path:
 def test_library_errors_name_the_key(tmp_path, edit, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_playbook_library(write_library(tmp_path, edit))
+
+
+def test_an_unknown_component_is_a_clear_config_error(tmp_path):
+    path = write_library(tmp_path, lambda r: r["selection"]["rules"][4].update(unmeasured_any=["adoption", "usage"]))
+    with pytest.raises(ConfigError) as error:
+        load_playbook_library(path)
+    assert str(error.value) == (
+        f"{path}: selection.rules.4.unmeasured_any.1: unknown health component 'usage' "
+        "(components: adoption, value, support, commercial, sentiment)"
+    )
 
 
 def test_a_hostile_csm_name_stays_one_visible_table_cell(library):

@@ -39,6 +39,7 @@ from c360_dagster.domain.renewals.forecast import (
 )
 from c360_dagster.domain.renewals.playbooks import select_playbooks
 from c360_dagster.domain.scoring import health, signals
+from c360_dagster.domain.scoring.health import COMPONENTS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "customer"
 CONTRACTS = CONFIGS.parents[1] / "contracts" / "schemas"
@@ -87,11 +88,22 @@ def make_view(accounts, subs):
     return Customer360(AS_OF, tables)
 
 
-def make_health(tiers: dict[str, str], tier_reasons: dict[str, str] | None = None):
+def make_health(tiers: dict[str, str], tier_reasons: dict[str, str] | None = None, unmeasured=()):
+    """Health rows with a tier; the components named in `unmeasured` had no data (a null score)."""
     reasons = tier_reasons or {}
     return pl.DataFrame(
-        {"account_id": list(tiers), "tier": list(tiers.values()), "tier_reason": [reasons.get(a) for a in tiers]},
-        schema={"account_id": pl.Utf8, "tier": pl.Utf8, "tier_reason": pl.Utf8},
+        {
+            "account_id": list(tiers),
+            "tier": list(tiers.values()),
+            "tier_reason": [reasons.get(a) for a in tiers],
+            **{f"{c}_score": [None if c in unmeasured else 50.0] * len(tiers) for c in COMPONENTS},
+        },
+        schema={
+            "account_id": pl.Utf8,
+            "tier": pl.Utf8,
+            "tier_reason": pl.Utf8,
+            **{f"{c}_score": pl.Float64 for c in COMPONENTS},
+        },
     )
 
 
@@ -126,6 +138,20 @@ MATRIX_CASES = [
     ("red", "severe", "Low", 1),
 ]
 PROBABILITY = {"High": 0.9, "Medium": 0.6, "Low": 0.25}
+
+
+def test_a_scored_account_without_usage_data_is_suggested_to_connect_it(config):
+    # Amber, no signal, adoption and value unmeasured (SOYLENT-006 without its overdue invoice):
+    # the usage play comes before more outreach; with usage measured, outreach is the top play.
+    view = make_view([account("A1")], [sub("S1", "A1", days=100)])
+    unmeasured = forecast_renewals(
+        view, make_health({"A1": "amber"}, unmeasured=("adoption", "value")), make_signals([]), config
+    )
+    measured = forecast_renewals(view, make_health({"A1": "amber"}), make_signals([]), config)
+    assert (unmeasured["suggested_playbook"].to_list(), measured["suggested_playbook"].to_list()) == (
+        ["connect_usage"],
+        ["outreach_cadence"],
+    )
 
 
 @pytest.mark.parametrize(("tier", "band", "bucket", "count"), MATRIX_CASES)

@@ -28,6 +28,7 @@ from c360_dagster.domain.renewals.playbooks import (
     TIERS,
     PlaybookLibrary,
     load_playbook_library,
+    measured_columns,
     suggested_playbook_ids,
 )
 from c360_dagster.domain.scoring.lifecycle import driving_signals
@@ -426,6 +427,7 @@ def forecast_renewals(
         frame.select("account_id", "tier")
         .unique("account_id")
         .join(config.library.renewal_due.accounts(frame), on="account_id", how="left")
+        .join(health.select("account_id", *measured_columns(config.library)), on="account_id", how="left")
     )
     suggested = suggested_playbook_ids(accounts, signals, config.library)
     return (

@@ -20,7 +20,7 @@ from c360_dagster.domain.core.config import config_hash, load_yaml_config
 from c360_dagster.domain.core.errors import ConfigError
 from c360_dagster.domain.core.text import format_amount, plural, render_template
 from c360_dagster.domain.core.words import CONTACT_ROLES, fmt_date, renewal_odds, role_words, signal_name, tier_words
-from c360_dagster.domain.scoring.health import shown_tier_reason
+from c360_dagster.domain.scoring.health import COMPONENTS, shown_tier_reason
 from c360_dagster.domain.scoring.overrides import override_phrase
 
 TIERS = ("red", "amber", "green")
@@ -99,6 +99,12 @@ SCHEMA: dict[str, Any] = {
                             },
                             "renewal_due": {"const": True},
                             "unscored": {"const": True},
+                            "unmeasured_any": {
+                                "type": "array",
+                                "minItems": 1,
+                                "uniqueItems": True,
+                                "items": {"type": "string"},
+                            },
                         },
                         "not": {"required": ["tiers", "unscored"]},  # an account without a score has no tier
                     },
@@ -219,14 +225,16 @@ class Playbook:
 @dataclass(frozen=True)
 class SelectionRule:
     """Adds `playbook` when the tier is one of `tiers`, any of `codes_any` fired (None = any),
-    with `renewal_due` the account has a renewal due (`RenewalDue`) and, with `unscored`, the
-    account has no health score yet (no tier)."""
+    with `renewal_due` the account has a renewal due (`RenewalDue`), with `unscored` the
+    account has no health score yet (no tier) and, with `unmeasured_any`, the account has a
+    score but any of these health components had no data."""
 
     playbook: str
     tiers: tuple[str, ...] | None
     codes_any: tuple[str, ...] | None
     renewal_due: bool = False
     unscored: bool = False
+    unmeasured_any: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -395,7 +403,18 @@ def load_playbook_library(path: Path | str) -> PlaybookLibrary:
     for index, rule in enumerate(raw["selection"]["rules"]):
         if rule["playbook"] not in playbooks:
             fail(f"selection.rules.{index}.playbook", f"unknown playbook {rule['playbook']!r}")
-        tiers, codes = rule.get("tiers"), rule.get("codes_any")
+        tiers, codes, unmeasured = rule.get("tiers"), rule.get("codes_any"), rule.get("unmeasured_any")
+        for component_index, component in enumerate(unmeasured or ()):
+            if component not in COMPONENTS:
+                fail(
+                    f"selection.rules.{index}.unmeasured_any.{component_index}",
+                    f"unknown health component {component!r} (components: {', '.join(COMPONENTS)})",
+                )
+        if unmeasured and rule.get("unscored"):
+            fail(
+                f"selection.rules.{index}",
+                "unmeasured_any matches only a scored account, so it cannot go with unscored",
+            )
         rules.append(
             SelectionRule(
                 rule["playbook"],
@@ -403,6 +422,7 @@ def load_playbook_library(path: Path | str) -> PlaybookLibrary:
                 tuple(codes) if codes else None,
                 rule.get("renewal_due", False),
                 rule.get("unscored", False),
+                tuple(unmeasured) if unmeasured else None,
             )
         )
     fallback = raw["selection"]["fallback"]
@@ -423,7 +443,8 @@ def load_playbook_library(path: Path | str) -> PlaybookLibrary:
 
 
 def _rule_conditions(library: PlaybookLibrary) -> list[tuple[str, pl.Expr]]:
-    """Each rule as (playbook, condition) over `tier` and one boolean `has:<code>` column per code."""
+    """Each rule as (playbook, condition) over `tier`, `renewal_due`, one boolean `has:<code>`
+    column per code and one `unmeasured:<component>` per component the rules look at."""
     conditions = []
     for rule in library.rules:
         condition = pl.lit(True)
@@ -435,12 +456,20 @@ def _rule_conditions(library: PlaybookLibrary) -> list[tuple[str, pl.Expr]]:
             condition &= pl.col("renewal_due")
         if rule.unscored:
             condition &= pl.col("tier").is_null()
+        if rule.unmeasured_any is not None:  # a score resting on part of the scorecard
+            condition &= pl.col("tier").is_not_null()
+            condition &= pl.any_horizontal(pl.col(f"unmeasured:{c}") for c in rule.unmeasured_any)
         conditions.append((rule.playbook, condition.fill_null(False)))
     return conditions
 
 
 def _rule_codes(library: PlaybookLibrary) -> list[str]:
     return sorted({code for rule in library.rules for code in rule.codes_any or ()})
+
+
+def measured_columns(library: PlaybookLibrary) -> list[str]:
+    """The health frame's `<component>_score` columns the rules look at (null: not measured)."""
+    return [f"{c}_score" for c in COMPONENTS if any(c in (rule.unmeasured_any or ()) for rule in library.rules)]
 
 
 def _with_code_flags(accounts: pl.DataFrame, signals: pl.DataFrame, library: PlaybookLibrary) -> pl.DataFrame:
@@ -454,12 +483,20 @@ def _with_code_flags(accounts: pl.DataFrame, signals: pl.DataFrame, library: Pla
 
 
 def select_playbooks(
-    tier: str | None, signal_codes: Sequence[str], library: PlaybookLibrary, renewal_due: bool = False
+    tier: str | None,
+    signal_codes: Sequence[str],
+    library: PlaybookLibrary,
+    renewal_due: bool = False,
+    unmeasured: Sequence[str] = (),
 ) -> list[str]:
-    """The playbook ids for one account, highest priority first (never empty)."""
+    """The playbook ids for one account, highest priority first (never empty); `unmeasured`
+    names the health components that had no data."""
     account = pl.DataFrame(
         {"account_id": ["-"], "tier": [tier], "renewal_due": [renewal_due]},
         schema={"account_id": pl.Utf8, "tier": pl.Utf8, "renewal_due": pl.Boolean},
+    ).with_columns(
+        pl.lit(column.removesuffix("_score") in unmeasured).alias(_unmeasured_flag(column))
+        for column in measured_columns(library)
     )
     signals = pl.DataFrame(
         {"account_id": "-", "code": sorted(set(signal_codes))}, schema={"account_id": pl.Utf8, "code": pl.Utf8}
@@ -474,16 +511,25 @@ def select_playbooks(
     return plays or [library.fallback]
 
 
+def _unmeasured_flag(score_column: str) -> str:
+    return f"unmeasured:{score_column.removesuffix('_score')}"
+
+
 def suggested_playbook_ids(health: pl.DataFrame, signals: pl.DataFrame, library: PlaybookLibrary) -> pl.DataFrame:
     """`account_id`, `suggested_playbook` (the top play) for every row of `health` (account_id,
-    tier and, when known, renewal_due), columnar."""
+    tier, the `measured_columns` and, when known, renewal_due), columnar."""
     top = pl.coalesce(
         *(pl.when(condition).then(pl.lit(playbook)) for playbook, condition in _rule_conditions(library)),
         pl.lit(library.fallback),
     )
     return (
         _with_code_flags(
-            health.select("account_id", "tier", *(["renewal_due"] if "renewal_due" in health.columns else [])),
+            health.select(
+                "account_id",
+                "tier",
+                *(["renewal_due"] if "renewal_due" in health.columns else []),
+                *(pl.col(column).is_null().alias(_unmeasured_flag(column)) for column in measured_columns(library)),
+            ),
             signals,
             library,
         )
@@ -692,8 +738,11 @@ def build_playbook(
     codes = sorted({signal["code"] for signal in signals if not signal.get("snoozed_until")})
     renewal_rows = sorted(renewals, key=lambda r: (_as_date(r["renewal_date"]), r["subscription_id"]))
     due_renewal = _due_renewal(renewal_rows, library, as_of)
+    # A component the record says had no data (health.json's `available: false`) is not measured.
+    unmeasured = [c for c, part in (health_record.get("components") or {}).items() if part.get("available") is False]
     plays = [
-        library.playbooks[pid] for pid in select_playbooks(tier, codes, library, renewal_due=due_renewal is not None)
+        library.playbooks[pid]
+        for pid in select_playbooks(tier, codes, library, renewal_due=due_renewal is not None, unmeasured=unmeasured)
     ]
     current = _current_contacts(contacts, as_of)
     people = _people(account, current, library)
