@@ -616,7 +616,7 @@ def test_pack_writes_the_customer_pack_and_the_internal_review_with_hashes(tmp_p
         "## Plan risks",
         "| Change since last snapshot | down 8 since 31 Mar 2024 |",
         "| Standing | Scored with the enterprise scorecard |",
-        "| Support Experience | n/a | 0 | 0 | Not measured: no cases in the window |",
+        "| Support Experience | n/a | — | — | Not measured: no cases in the window |",
         "| Adoption | 55 | 0.3 | 16.5 | active ratio 0.5 |",  # no phrase reads these inputs: they are shown
         f"| Usage falling | Churn risk | {USAGE_FELL} |",
         "| 1 Jun 2024 | invoice overdue | I2 | USD 1,200 |",
@@ -1075,12 +1075,17 @@ def test_an_account_without_a_score_shows_no_weights_or_points_and_says_why_once
     assert "| Adoption | 55 | — | — |" in review and "| Support Experience | n/a | — | — |" in review
     assert review.count("no component is weighted") == 1
     assert "its weight moves to the others" not in review and "points add up to the health score" not in review
-    # A scored account keeps its weights and points, 0 included (a missing component's weight moved away).
+    # A scored account keeps the weights and points of what was measured; a component that was
+    # not measured shows no number at all (its weight moved away: never a 0 that reads as a result).
     scored = (tmp_path / "scored").joinpath
     qbr.write_qbr_pack(_ctx(), tmp_path / "scored")
     review = scored("review_ACME-001.md").read_text(encoding="utf-8")
-    assert "| Adoption | 55 | 0.3 | 16.5 |" in review and "| Support Experience | n/a | 0 | 0 |" in review
+    assert "| Adoption | 55 | 0.3 | 16.5 |" in review and "| Support Experience | n/a | — | — |" in review
+    assert "shows n/a and why, and — for weight and points: its weight moves to the others." in review
     assert "no component is weighted" not in review
+    deck = Presentation(io.BytesIO(qbr_pptx.render_pptx(_ctx(), audience=qbr_deck.REVIEW)))
+    rows = _table_rows(deck.slides[REVIEW_TITLES.index("Health Scorecard")])[1:]
+    assert [row[:4] for row in rows if row[0] == "Support Experience"] == [["Support Experience", "n/a", "—", "—"]]
 
 
 def test_billing_without_a_measured_overdue_count_claims_nothing_about_invoices():

@@ -907,7 +907,7 @@ def change_phrase(ctx: QbrContext) -> str:
     return f"{direction} since {fmt_date(ctx.previous.as_of)}"
 
 
-NOT_WEIGHED = "—"  # a weight or points cell of an account without a score
+NOT_WEIGHED = "—"  # a weight or points cell of an account without a score, or of a component not measured
 
 
 def unscored_reason(ctx: QbrContext) -> str:
@@ -985,7 +985,7 @@ def _review_summary(ctx: QbrContext) -> Slide:
 
 
 def fmt_weighed(value: float | None) -> str:
-    """A weight or points, or a dash on an account without a score (nothing is weighed)."""
+    """A weight or points, or a dash where nothing is weighed (no score, or the component not measured)."""
     return NOT_WEIGHED if value is None else fmt_one(value)
 
 

@@ -48,7 +48,7 @@ class QbrSettings:
 class Component:
     name: str
     score: float | None  # None when the component could not be measured
-    weight: float | None  # None when the account has no score: nothing is weighed
+    weight: float | None  # None when nothing is weighed: the account has no score or this component no data
     points: float | None
     reason: str | None
     evidence: str

@@ -424,7 +424,8 @@ def _score_history(history: Sequence[Mapping[str, Any]], health: Mapping[str, An
 
 def _components(health: Mapping[str, Any], include_contacts: bool) -> tuple[Component, ...]:
     parts = health.get("components", {})
-    # Without a score nothing is weighed: no weights or points (never a made-up 0).
+    # Without a score nothing is weighed, and a component that was not measured carries no
+    # weight or points: no weights or points (never a made-up 0).
     scored = health.get("status", "scored") == "scored" and health.get("score") is not None
     ordered = [name for name in COMPONENTS if name in parts] + sorted(set(parts) - set(COMPONENTS))
     result = []
@@ -435,8 +436,8 @@ def _components(health: Mapping[str, Any], include_contacts: bool) -> tuple[Comp
             Component(
                 name=name,
                 score=round(float(part["score"]), 2) if available else None,
-                weight=round(float(part["weight"]), 2) if scored else None,
-                points=round(float(part["points"]), 2) if scored else None,
+                weight=round(float(part["weight"]), 2) if scored and available else None,
+                points=round(float(part["points"]), 2) if scored and available else None,
                 reason=None if available else (part.get("reason") or "not measured"),
                 evidence=_evidence_phrase(part.get("evidence") or {}, include_contacts),
                 measured=_as_mapping(part.get("evidence")) or {},
