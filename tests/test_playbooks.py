@@ -263,6 +263,8 @@ def test_a_plan_held_at_amber_says_too_little_was_measured_wherever_it_shows_the
     assert result.summary.startswith("Soylent is amber (too little measured) with a health score of 84/100 and ")
     markdown = render_playbook_markdown(result)
     assert "Account S1 · as of 1 Jan 2024 · tier amber (too little measured) · " in markdown
+    # Plays by title, in priority order; their ids are the JSON's (config keys, not words).
+    assert "| # | Play |\n|---|---|\n| 1 | Outreach cadence |\n" in markdown and "outreach_cadence" not in markdown
     # A person's override to red makes the computed amber's reason moot: the plan says red alone.
     red = build_playbook({"account_id": "S1", "name": "Soylent"}, held | {"tier": "red"}, [], [], library, AS_OF)
     assert red.tier_reason is None and red.summary.startswith("Soylent is red with a health score of 84/100 and ")
