@@ -356,6 +356,18 @@ def test_an_open_case_within_the_agreed_time_is_not_counted_as_answered_in_time(
     only = dataclasses.replace(support, open_now=1, not_yet_answered=1)
     lead = "\n".join(_deck_texts(qbr_pptx.render_pptx(dataclasses.replace(_ctx(), support=only))))
     assert "1 case open on 30 Jun 2024, within the agreed time so far and not counted as answered." in lead
+    # No case in the quarter: the lead says so, and no tile shows a 0 as if it were a result.
+    none = qbr.SupportSummary(
+        opened=0, closed=0, open_now=0, median_days_to_close=None, sla_met_pct=None, not_yet_answered=0
+    )
+    slides = Presentation(io.BytesIO(qbr_pptx.render_pptx(dataclasses.replace(_ctx(), support=none)))).slides
+    texts = next(
+        texts
+        for texts in ([shape.text_frame.text for shape in slide.shapes if shape.has_text_frame] for slide in slides)
+        if "Support Summary" in texts
+    )
+    assert any(text.startswith("No support cases in ") for text in texts)
+    assert not {"0", "Cases Opened", "Cases Resolved"} & set(texts)
 
 
 def _with_second_account(view: Customer360) -> Customer360:

@@ -783,6 +783,10 @@ def _week_labels(weeks: Sequence[WeekPoint]) -> tuple[str, ...]:
 
 def _support(ctx: QbrContext) -> Slide:
     s = ctx.support
+    if not s.opened and not s.closed:
+        # No case in the period: the lead says so; tiles of 0 would read as a measured result
+        # beside a support score that may not be measured yet.
+        return Slide("Support Summary", lead=f"No support cases in {span_with_dates(ctx)}.")
     tiles = [Tile(fmt_count(s.opened), "Cases Opened"), Tile(fmt_count(s.closed), "Cases Resolved")]
     if s.median_days_to_close is not None:
         tiles.append(Tile(fmt_one(s.median_days_to_close), "Median Days to Resolve"))
@@ -794,9 +798,7 @@ def _support(ctx: QbrContext) -> Slide:
     else:
         which = f"{fmt_count(s.not_yet_answered)} of them "
     lead = (
-        f"No support cases in {span_with_dates(ctx)}."
-        if not s.opened and not s.closed
-        else f"Support in {span_with_dates(ctx)}; "
+        f"Support in {span_with_dates(ctx)}; "
         f"{_plural(s.open_now, 'case') if s.open_now else 'no case'} open on {fmt_date(ctx.as_of)}"
         + (f", {which}within the agreed time so far and not counted as answered." if s.not_yet_answered else ".")
     )
