@@ -256,9 +256,11 @@ def test_qbr_samples_are_the_first_live_accounts_and_the_first_red_ones_by_id(tm
 # and the configuration hash covers the playbook library that gained it. Round 9, diffed by hand
 # against 4bd1118's the same way: ACC-0000095 (scored 92, held at amber, no usage data) is
 # suggested the new connect_usage play instead of outreach_cadence, and the configuration hash.
+# Then the hear_from_customer play (e746e11's renewals against these): only the configuration
+# hash differs, as no renewing account fell to the light-touch fallback without survey answers.
 PRETTY_BEFORE_ONE_PER_LINE = {
     "health.json": "sha256:8059119933ef3b5b02848655f7746999aa152331ece7f8f8669929d3a50aa0fb",
-    "renewals_202609.json": "sha256:1b3006914718dda8a10fdee3414415ccd678afb36b6b010810b45bbbf225fde0",
+    "renewals_202609.json": "sha256:c21892fccc5f804cdd3d554542acb9ea4ff2fc140f96a2ad989e422f17bd99f5",
     "signals.json": "sha256:d841a454f1db91e04a136e0f873b3b23133686b1e819ad5fec298ab794358fa8",
 }
 

@@ -60,6 +60,7 @@ def test_library_covers_the_required_sops(library):
         "renewal",
         "get_measured",
         "connect_usage",
+        "hear_from_customer",
     }
     for playbook in library.playbooks.values():
         assert playbook.steps and playbook.kpis and playbook.checkpoints and playbook.risks
@@ -93,6 +94,7 @@ RACI = {
         ("Customer Administrator", "Solutions Engineer"),
         ("Account Executive",),
     ),
+    ("hear_from_customer", 1): ("CSM", "CS Manager", ("Customer Champion",), ("Product Manager",)),
     ("renewal", 1): (
         "Account Executive",
         "VP Customer Success",
@@ -164,7 +166,10 @@ def test_selection_rules_and_priority(library, tier, codes, expected):
         ("amber", ["SIG_PAYMENT_OVERDUE"], ["adoption", "value"], ["collections", "connect_usage", "outreach_cadence"]),
         ("green", [], ["value"], ["connect_usage"]),  # any of the listed components
         ("red", [], ["adoption"], ["exec_sponsor_ask", "connect_usage", "outreach_cadence"]),
-        ("green", [], ["sentiment"], ["light_touch"]),  # no rule asks about surveys
+        # HOOLI-007 in the fixtures: green, room to expand, no survey answer: expansion, then ask.
+        ("green", ["SIG_EXPANSION_TRAIL"], ["sentiment"], ["expansion", "hear_from_customer"]),
+        ("green", [], ["sentiment"], ["hear_from_customer"]),  # not the light touch that assumes all is well
+        ("amber", [], ["adoption", "sentiment"], ["connect_usage", "outreach_cadence", "hear_from_customer"]),
         (None, [], ["adoption", "value"], ["get_measured"]),  # no score at all: get measured, once
     ],
 )
@@ -190,7 +195,7 @@ def test_columnar_selection_agrees_with_select_playbooks_on_every_combination(li
         for size in range(len(CODES) + 1)
         for codes in itertools.combinations(CODES, size)
         for due in (False, True)
-        for unmeasured in ((), ("value",))
+        for unmeasured in ((), ("value",), ("sentiment",))
     ]
     ids = [f"A{i:04d}" for i in range(len(combos))]
     health = pl.DataFrame(
@@ -199,7 +204,8 @@ def test_columnar_selection_agrees_with_select_playbooks_on_every_combination(li
             "tier": [t for t, _, _, _ in combos],
             "renewal_due": [d for _, _, d, _ in combos],
             "adoption_score": [50.0] * len(combos),
-            "value_score": [None if u else 50.0 for _, _, _, u in combos],
+            "value_score": [None if "value" in u else 50.0 for _, _, _, u in combos],
+            "sentiment_score": [None if "sentiment" in u else 50.0 for _, _, _, u in combos],
         },
         schema={
             "account_id": pl.Utf8,
@@ -207,6 +213,7 @@ def test_columnar_selection_agrees_with_select_playbooks_on_every_combination(li
             "renewal_due": pl.Boolean,
             "adoption_score": pl.Float64,
             "value_score": pl.Float64,
+            "sentiment_score": pl.Float64,
         },
     )
     signals = pl.DataFrame(
@@ -214,7 +221,7 @@ def test_columnar_selection_agrees_with_select_playbooks_on_every_combination(li
         schema={"account_id": pl.Utf8, "code": pl.Utf8},
     )
     columnar = dict(suggested_playbook_ids(health, signals, library).iter_rows())
-    assert len(columnar) == 4 * 2 ** len(CODES) * 2 * 2
+    assert len(columnar) == 4 * 2 ** len(CODES) * 2 * 3
     for account_id, (tier, codes, due, unmeasured) in zip(ids, combos, strict=True):
         expected = select_playbooks(tier, codes, library, renewal_due=due, unmeasured=unmeasured)[0]
         assert columnar[account_id] == expected, (tier, codes, due, unmeasured)
