@@ -8,8 +8,11 @@ Dagster instance (in-process executor), then prints a short human summary (or `-
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
+import os
 import sys
+import threading
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -66,16 +69,43 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def script() -> NoReturn:
     """The `c360` program (`c360 ...`, `python -m c360_dagster.console ...`): main(), started
-    as a short-lived process (`runner.short_lived_start_up`).
+    as a short-lived process (`runner.short_lived_start_up`), then ended by `end_program`.
 
     Python's cyclic garbage collector is off while start-up builds Dagster's modules, the asset
     graph and the instance, and on from the first run; the parts of Dagster a command never uses
-    are not imported (`deferred_imports`). The exit would scan every object once more, about a
-    second of CPU; freezing them at the end skips that last scan. These costs are measured in
-    docs/performance.md.
+    are not imported (`deferred_imports`). These costs are measured in docs/performance.md.
     """
     short_lived_start_up()
-    code = main()
+    end_program(main())
+
+
+def end_program(code: int) -> NoReturn:
+    """End the program with exit status `code` as Python's own exit would, without tearing the
+    interpreter down (docs/performance.md, "Start-up, round 10").
+
+    Python's exit joins the threads that are not daemons, runs the `atexit` handlers (logging's
+    shutdown, multiprocessing's finalizers, weakref finalizers such as temporary folders'),
+    flushes stdout and stderr, then frees every module and object one by one, which a process
+    about to end does not need. The first three are done here, then the process ends at once:
+    `os._exit`. Every file c360 writes is synced and closed before its command returns, and the
+    instance's connections are closed when it is disposed. A thread still running, or a stream
+    that cannot be flushed (a closed pipe), takes Python's own exit, which reports it as before.
+    """
+    main_thread = threading.main_thread()
+    if any(thread is not main_thread and thread.is_alive() and not thread.daemon for thread in threading.enumerate()):
+        _python_exit(code)
+    atexit._run_exitfuncs()
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except (OSError, ValueError):
+        _python_exit(code)
+    os._exit(code)
+
+
+def _python_exit(code: int) -> NoReturn:
+    # What start-up built is frozen: the exit's last collection does not scan it (about a second of CPU).
     gc.freeze()
     sys.exit(code)
 

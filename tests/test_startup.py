@@ -7,6 +7,7 @@ import contextlib
 import gc
 import io
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -21,8 +22,8 @@ from c360_dagster.runner import GC_THRESHOLD, _in_workers
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_the_program_is_script_its_collector_is_off_for_start_up_and_it_freezes_before_exit(monkeypatch):
-    """`c360` runs console.script: no collection while start-up builds, and none of everything at exit."""
+def test_the_program_is_script_its_collector_is_off_for_start_up_and_it_ends_with_mains_code(monkeypatch):
+    """`c360` runs console.script: no collection while start-up builds, and main()'s code ends it."""
     # script() installs the deferred imports in this process: undone after the test.
     monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
     for name in deferred_imports.NOT_IMPORTED:
@@ -39,18 +40,77 @@ def test_the_program_is_script_its_collector_is_off_for_start_up_and_it_freezes_
         seen["frozen during main"] = gc.get_freeze_count()
         return 3
 
+    def ended(code):  # the real end_program would end this test process (tests below run it)
+        raise SystemExit(code)
+
     monkeypatch.setattr(console, "main", fake_main)
+    monkeypatch.setattr(console, "end_program", ended)
     try:
         with pytest.raises(SystemExit) as exited:
             console.script()
-        frozen_at_exit = gc.get_freeze_count()
     finally:
-        gc.unfreeze()
         gc.enable()
         gc.set_threshold(*threshold)
     assert exited.value.code == 3
     assert seen == {"collector on during main": False, "threshold during main": GC_THRESHOLD, "frozen during main": 0}
-    assert frozen_at_exit > 0
+
+
+# A process that ends with `console.end_program`: stdout block-buffered (as in a pipe), so
+# output not flushed before the process ends would be lost.
+def _ending(*python_args: str) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    return subprocess.run([sys.executable, *python_args], capture_output=True, text=True, env=env, check=False)
+
+
+def test_the_program_ends_with_its_whole_output_its_code_and_the_exit_handlers_run(tmp_path):
+    """`end_program` ends the process without Python's teardown, but as Python's exit would for
+    what it shows: everything printed to stdout and stderr is there, the exit status is the code,
+    and the `atexit` handlers ran (a temporary folder still open is removed)."""
+    code = (
+        "import atexit, sys, tempfile\n"
+        "from c360_dagster.console import end_program\n"
+        "atexit.register(lambda: print('exit handler ran', file=sys.stderr))\n"
+        "kept = tempfile.TemporaryDirectory()\n"
+        f"open({str(tmp_path / 'name')!r}, 'w').write(kept.name)\n"
+        "print('line\\n' * 1000, end='')\n"
+        "print('to stderr', file=sys.stderr)\n"
+        "end_program(1)\n"
+        "print('never printed')\n"
+    )
+    done = _ending("-c", code)
+    assert done.returncode == 1
+    assert done.stdout == "line\n" * 1000
+    assert done.stderr == "to stderr\nexit handler ran\n"
+    assert not Path((tmp_path / "name").read_text()).exists()
+
+
+def test_the_program_waits_for_a_running_thread_and_reports_an_unflushable_stdout_as_python_does():
+    """A thread that is not a daemon still runs to its end, as at Python's exit; a closed pipe on
+    stdout is reported and gives status 120, as Python's exit does."""
+    thread = (
+        "import threading, time\n"
+        "from c360_dagster.console import end_program\n"
+        "threading.Thread(target=lambda: (time.sleep(0.5), print('thread done'))).start()\n"
+        "end_program(0)\n"
+    )
+    done = _ending("-c", thread)
+    assert (done.returncode, done.stdout) == (0, "thread done\n")
+
+    closed = (
+        "import sys\n"
+        "from c360_dagster.console import end_program\n"
+        "sys.stdin.readline()\n"  # stdout's reader is gone by now
+        "print('lost')\n"
+        "end_program(0)\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    child = subprocess.Popen(
+        [sys.executable, "-c", closed], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    child.stdout.close()
+    _, err = child.communicate(b"go\n")
+    assert child.returncode == 120
+    assert b"BrokenPipeError" in err
 
 
 def test_the_first_run_freezes_what_start_up_built_and_turns_the_collector_on(ran_project):
@@ -185,3 +245,30 @@ def test_alembic_is_imported_when_a_database_is_created_and_pyarrow_without_nump
     )
     done = subprocess.run([sys.executable, "-c", with_numpy], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["[0,", "1,", "2]"]
+
+
+def test_what_the_program_wrote_is_all_there_after_it_ends(ran_project, capsys):
+    """A real `c360` process, ended by `end_program`: its whole report reaches the pipe, and what
+    its run wrote is complete: the stage's document is the same bytes, the instance holds the
+    run's success (SQLite's last commits) and `c360:verify` finds the signed log and the
+    instance's witness of its head in agreement. A verdict of `ok: false` exits with status 1."""
+    health = ran_project.customer / "health.json"
+    before = health.read_bytes()
+    done = _ending("-m", "c360_dagster.console", "c360:health", "--json", *ran_project.args)
+    assert (done.returncode, done.stderr) == (0, "")
+    run_id = json.loads(done.stdout)["run_id"]
+    assert health.read_bytes() == before
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.SUCCESS
+    assert console.main(["c360:verify", *ran_project.args]) == 0
+    verified = capsys.readouterr().out
+
+    log = ran_project.artifacts / "governance" / "events.jsonl"
+    log.write_bytes(log.read_bytes()[:-2] + b"\n")  # the last line's signature no longer matches
+    assert console.main(["c360:verify", *ran_project.args]) == 1
+    expected = capsys.readouterr().out
+    done = _ending("-m", "c360_dagster.console", "c360:verify", *ran_project.args)
+    assert (done.returncode, done.stdout) == (1, expected)
+    assert verified != expected
