@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from c360_dagster.domain.core.errors import ConfigError
-from c360_dagster.domain.core.text import close_matches, md_escape, safe_filename
+from c360_dagster.domain.core.text import _escaped, close_matches, md_escape, safe_filename
 from c360_dagster.domain.qbr.pack import QbrSettings
 from c360_dagster.domain.renewals.playbooks import (
     SelectionRule,
@@ -591,9 +591,27 @@ def test_escaping_helpers():
     # An underscore inside a word is never emphasis in Markdown: it stays as written.
     assert md_escape("mid_market outreach_cadence") == "mid_market outreach_cadence"
     assert md_escape("_x a__b c_") == "\\_x a\\_\\_b c\\_"
+    assert md_escape("  -x") == " '-x" and md_escape(" #x") == " \\#x" and md_escape("a  b\tc") == "a b c"
     assert safe_filename("../etc/pass wd") == "_etc_pass_wd"
     assert safe_filename("...") == "_" and safe_filename("ACME-001") == "ACME-001"
     assert len(safe_filename("x" * 100)) == 64
+
+
+def test_ascii_text_skips_escaping_only_when_every_rule_would_leave_it_as_it_is():
+    # md_escape returns ASCII text untouched when none of its characters needs escaping; every
+    # string of up to two ASCII characters, and of up to three of the characters the rules look
+    # at, must come out as the full escaping makes it.
+    everything = [chr(code) for code in range(128)]
+    looked_at = list(" \t\n\x0b\x1c#=+-@_a1&<>\\`*[]|~.,%")
+    strings = [
+        "".join(chars)
+        for alphabet, longest in ((everything, 2), (looked_at, 3))
+        for length in range(longest + 1)
+        for chars in itertools.product(alphabet, repeat=length)
+    ]
+    assert [md_escape(text) for text in strings] == [_escaped(text) for text in strings]
+    plain = "ACC-0000010 renews 2026-10-01, USD 1,200 (84%)"
+    assert md_escape(plain) is plain
 
 
 def test_close_matches_suggest_known_ids():

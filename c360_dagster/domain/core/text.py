@@ -27,6 +27,10 @@ _WHITESPACE_RUN = re.compile(r"\s+")
 # Markdown punctuation that can start emphasis, code, links, tables or escapes inline.
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 _INTRAWORD_UNDERSCORE = re.compile(r"(?<=[^\W_])\\_(?=[^\W_])")
+# What `md_escape` would change in ASCII text: whitespace but a single space, an entity's
+# character, Markdown punctuation, or a leading `#` or formula character. ASCII text without
+# any comes back as it is (most of a report's values), without the escaping's five passes.
+_ASCII_TO_ESCAPE = re.compile(r"[\t\n\x0b\x0c\r\x1c-\x1f&<>\\`*_\[\]|~]|  |^ *[#=+\-@]")
 _PLAIN_NUMBER = re.compile(r"[+-]?[0-9][0-9,.]*%?")
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # A cell starting with one of these is run as a formula when pasted into a spreadsheet.
@@ -64,6 +68,13 @@ def md_escape(value: Any) -> str:
         return ""
     if not isinstance(value, str):
         return str(value)
+    if value.isascii() and not _ASCII_TO_ESCAPE.search(value):
+        return value
+    return _escaped(value)
+
+
+def _escaped(value: str) -> str:
+    """`md_escape` of text, every rule applied."""
     text = _WHITESPACE_RUN.sub(" ", visible_text(value))  # not stripped: `", "` prints its space
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     text = _INTRAWORD_UNDERSCORE.sub("_", _MARKDOWN_SPECIAL.sub(r"\\\1", text))
