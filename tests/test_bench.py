@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import py_compile
 import shutil
 import subprocess
 import time
@@ -20,6 +21,7 @@ from c360_dagster.bench import floor
 from c360_dagster.bench.benchmark import (
     BenchSettings,
     ResourceSampler,
+    console_bytecode,
     ensure_dataset,
     qbr_samples,
     render_bench,
@@ -30,6 +32,7 @@ from c360_dagster.domain.core.io import ITEM_SEPARATOR, entry_text
 from c360_dagster.domain.scoring import health
 from c360_dagster.runner import ProjectPaths
 
+REPO = Path(__file__).resolve().parents[1]
 STAGES = ("split", "load", "health", "signals", "renewals", "lake", "rollups", "qbr", "qbr_red")
 
 
@@ -124,6 +127,27 @@ def test_bench_times_the_readmes_console_sequence(bench_run):
     for line, (name, figures) in zip(lines[header + 2 : header + 6], console["commands"].items(), strict=True):
         wall, steps, beyond = (f"{figures[key]:.2f}" for key in ("wall_s", "steps_s", "overhead_s"))
         assert line.split()[:4] == [name, wall, steps, beyond]
+    modules = len(list((REPO / "c360_dagster").rglob("*.py")))
+    assert console["bytecode"]["modules"] == modules
+    assert lines[header + 6].startswith("c360's bytecode: ")
+
+
+def test_the_bench_says_whether_the_console_compiles_c360s_modules(tmp_path, monkeypatch):
+    """Each command compiles the modules without valid cached bytecode when PYTHONDONTWRITEBYTECODE
+    is set (this project's shells): the bench's report says how many, and whether it is set."""
+    package = tmp_path / "package"
+    (package / "sub").mkdir(parents=True)
+    for path in (package / "a.py", package / "sub" / "b.py"):
+        path.write_text("X = 1\n", encoding="utf-8")
+    py_compile.compile(str(package / "a.py"), doraise=True)
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    assert console_bytecode(package) == {"modules": 2, "without_bytecode": 1, "dont_write_bytecode": True}
+    (package / "a.py").write_text("X = 10\n", encoding="utf-8")  # changed since it was compiled
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE")
+    assert console_bytecode(package) == {"modules": 2, "without_bytecode": 2, "dont_write_bytecode": False}
+    py_compile.compile(str(package / "a.py"), doraise=True)
+    py_compile.compile(str(package / "sub" / "b.py"), doraise=True)
+    assert console_bytecode(package)["without_bytecode"] == 0
 
 
 def test_output_floor_writes_the_records_the_chain_writes(bench_run):

@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import gc
 import hashlib
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -391,7 +392,9 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = lambda line:
             "floor": "bench/floor.py: one DuckDB SQL pass over the input files",
             "output_floor": "bench/floor.py: the same pass also writing the 360 rows, a health and a signal record per "
             "account and the renewals with DuckDB's JSON and Parquet writers, and the lake tables",
-            "console": "the README's four commands, each a `python -m c360_dagster.console` process on a project of its own",
+            "console": "the README's four commands, each a `python -m c360_dagster.console` process on a project of its own; "
+            "`console.bytecode`: c360's modules without cached bytecode, which each command compiles when "
+            "PYTHONDONTWRITEBYTECODE is set",
         },
         "data": {
             "dir": str(settings.data_dir),
@@ -757,6 +760,7 @@ def render_bench(report: dict[str, Any]) -> str:
             f"{figures['cpu_s']:>9.2f} {figures['peak_rss_mb']:>12.1f}"
             for name, figures in console["commands"].items()
         ),
+        _render_bytecode(console["bytecode"]),
     ]
     written = ", ".join(f"{name} {size / 1e6:.1f}" for name, size in report["json_bytes"].items())
     lines.append(f"JSON written by the chain: {sum(report['json_bytes'].values()) / 1e6:.1f} MB ({written})")
@@ -838,6 +842,7 @@ def _time_console(
     project = settings.work_dir / "console"
     home = (project / "dagster_home").resolve()
     common = ["--json", "--artifacts", str(project / "artifacts"), "--configs", settings.configs_dir]
+    bytecode = console_bytecode(Path(__file__).resolve().parents[1])
     commands = {}
     for stage, argv in CONSOLE:
         extra = ["--dir", str(settings.data_dir)] if stage == "load" else []
@@ -867,7 +872,49 @@ def _time_console(
         "wall_s": round(sum(c["wall_s"] for c in commands.values()), 3),
         "max_overhead_s": max(c["overhead_s"] for c in commands.values()),
         "commands": commands,
+        "bytecode": bytecode,
     }
+
+
+def console_bytecode(package: Path) -> dict[str, Any]:
+    """Whether the console's commands compile c360's modules: those of `package` without valid
+    cached bytecode, and whether the environment forbids writing it (PYTHONDONTWRITEBYTECODE, as
+    this project's shells set). Then every command compiles them again, about 0.08 CPU-s, which an
+    installed package or a shell without that variable does not pay after its first command
+    (docs/performance.md, "Start-up, round 10")."""
+    sources = sorted(package.rglob("*.py"))
+    return {
+        "modules": len(sources),
+        "without_bytecode": sum(not _bytecode_valid(source) for source in sources),
+        "dont_write_bytecode": bool(os.environ.get("PYTHONDONTWRITEBYTECODE")),
+    }
+
+
+def _bytecode_valid(source: Path) -> bool:
+    """The module's cached bytecode is there and Python would use it: its header names this
+    Python's magic number and the source's modification time and size (or a hash)."""
+    try:
+        header = Path(importlib.util.cache_from_source(str(source))).read_bytes()[:16]
+    except OSError:
+        return False
+    if len(header) < 16 or header[:4] != importlib.util.MAGIC_NUMBER:
+        return False
+    if int.from_bytes(header[4:8], "little") != 0:  # hash-based: Python checks the hash (or not) itself
+        return True
+    stat = source.stat()
+    mtime, size = int.from_bytes(header[8:12], "little"), int.from_bytes(header[12:16], "little")
+    return (mtime, size) == (int(stat.st_mtime) & 0xFFFFFFFF, stat.st_size & 0xFFFFFFFF)
+
+
+def _render_bytecode(bytecode: dict[str, Any]) -> str:
+    missing, modules = bytecode["without_bytecode"], bytecode["modules"]
+    if not missing:
+        return f"c360's bytecode: cached for all {modules} modules"
+    if bytecode["dont_write_bytecode"]:
+        return (
+            f"c360's bytecode: {missing} of {modules} modules compiled by every command (PYTHONDONTWRITEBYTECODE set)"
+        )
+    return f"c360's bytecode: {missing} of {modules} modules compiled by the first command, cached for the others"
 
 
 def _job_report(job: _JobRun, sampler: ResourceSampler) -> dict[str, Any]:
