@@ -20,11 +20,15 @@ from c360_dagster.domain.core.errors import ConfigError
 from c360_dagster.domain.core.text import _escaped, close_matches, md_escape, safe_filename
 from c360_dagster.domain.qbr.pack import QbrSettings
 from c360_dagster.domain.renewals.playbooks import (
+    PlanInputs,
+    PlaySelection,
     SelectionRule,
     build_playbook,
+    build_playbooks,
     load_playbook_library,
     render_playbook_markdown,
     select_playbooks,
+    selected_playbooks,
     suggested_playbook_ids,
 )
 
@@ -222,9 +226,14 @@ def test_columnar_selection_agrees_with_select_playbooks_on_every_combination(li
     )
     columnar = dict(suggested_playbook_ids(health, signals, library).iter_rows())
     assert len(columnar) == 4 * 2 ** len(CODES) * 2 * 3
-    for account_id, (tier, codes, due, unmeasured) in zip(ids, combos, strict=True):
-        expected = select_playbooks(tier, codes, library, renewal_due=due, unmeasured=unmeasured)[0]
-        assert columnar[account_id] == expected, (tier, codes, due, unmeasured)
+    alone = [
+        select_playbooks(tier, codes, library, renewal_due=due, unmeasured=unmeasured)
+        for tier, codes, due, unmeasured in combos
+    ]
+    for account_id, combo, plays in zip(ids, combos, alone, strict=True):
+        assert columnar[account_id] == plays[0], combo
+    # A batch's plans pick every account's plays in one query: each as when picked alone.
+    assert selected_playbooks([PlaySelection(t, c, d, u) for t, c, d, u in combos], library) == alone
 
 
 # A customer with a contact (unnamed) in each role the library names: its steps keep the
@@ -428,6 +437,39 @@ def test_a_due_renewal_adds_the_renewal_play(library):
     assert "renewal" not in acme_plan(library, [far]).plays
     edge = {**ACME_RENEWAL, "renewal_date": SEP27 + dt.timedelta(days=90)}
     assert acme_plan(library, [edge]).plays[0] == "renewal"
+
+
+def test_a_batch_of_plans_gives_each_account_the_plan_it_gets_alone(library):
+    # A batch's plays and due renewals are worked out in one query each: accounts with and
+    # without signals, due renewals, contacts and measured components side by side.
+    not_due = {**ACME_RENEWAL, "bucket": "Medium", "auto_renew": True}
+    far = {**ACME_RENEWAL, "renewal_date": SEP27 + dt.timedelta(days=91)}
+    sooner = {**ACME_RENEWAL, "subscription_id": "ACME-S2", "renewal_date": dt.date(2026, 10, 20)}
+    unmeasured = health_record("green", 80, sentiment={"score": None, "available": False})
+    accounts = [
+        PlanInputs(
+            ACME, health_record("amber", 68), [{"code": "SIG_STAKEHOLDER_CHANGE"}], [ACME_RENEWAL], ACME_CONTACTS
+        ),
+        PlanInputs(
+            {"account_id": "B1", "name": "Beta"}, health_record("red", 31), [{"code": "SIG_PAYMENT_OVERDUE"}], []
+        ),
+        PlanInputs({"account_id": "C1", "name": "Gamma"}, GREEN, [], [not_due, far], EVERYONE),
+        PlanInputs({"account_id": "D1", "name": "Delta"}, unmeasured, [], [far, sooner, ACME_RENEWAL]),
+    ]
+    batch = build_playbooks(accounts, library, SEP27)
+    assert batch == [
+        build_playbook(one.account, one.health_record, one.signals, one.renewals, library, SEP27, one.contacts)
+        for one in accounts
+    ]
+    assert [plan.plays for plan in batch] == [
+        ("renewal", "stakeholder_mapping", "outreach_cadence"),
+        ("collections", "exec_sponsor_ask", "outreach_cadence"),
+        ("light_touch",),
+        ("renewal", "hear_from_customer"),
+    ]
+    # Delta's plan keeps its steps before its first due renewal (20 Oct), not the later one.
+    assert max(step.due_date for step in batch[3].steps if step.playbook == "renewal") < dt.date(2026, 10, 20)
+    assert build_playbooks([], library, SEP27) == []
 
 
 def test_owners_are_the_people_the_data_names(library):

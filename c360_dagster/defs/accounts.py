@@ -163,12 +163,15 @@ def playbook(context: dg.AssetExecutionContext, project: C360Project) -> dg.Mate
     library_file = project.paths.config_path("playbooks")
     library = playbooks.load_playbook_library(library_file)
     inputs_hashes = {**inputs.input_hashes, "playbooks.yaml": sha256_file(library_file)}
-    results = {
-        account_id: playbooks.build_playbook(
-            one.account, one.health, one.signals, one.renewals, library, inputs.view.as_of, contacts=one.contacts
-        )
-        for account_id, one in inputs.accounts.items()
-    }
+    plans = playbooks.build_playbooks(
+        [
+            playbooks.PlanInputs(one.account, one.health, one.signals, one.renewals, one.contacts)
+            for one in inputs.accounts.values()
+        ],
+        library,
+        inputs.view.as_of,
+    )
+    results = dict(zip(inputs.accounts, plans, strict=True))
     # The batch's playbooks go live together, then are signed together (one sync each).
     outputs = {}
     with project.stages.writing():

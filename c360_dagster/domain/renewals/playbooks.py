@@ -1,8 +1,9 @@
 """Success playbooks: a YAML library of SOPs, rules that pick them, and a dated plan per account.
 
 The selection rules become Polars conditions in one place (`_rule_conditions`), evaluated both
-for a single account (`select_playbooks`) and for every account at once
-(`suggested_playbook_ids`), so the renewal forecast and the per-account plan cannot disagree.
+for a batch of accounts' plans (`selected_playbooks`; `select_playbooks` for one) and for every
+account at once (`suggested_playbook_ids`), so the renewal forecast and the per-account plan
+cannot disagree.
 """
 
 from __future__ import annotations
@@ -491,24 +492,57 @@ def select_playbooks(
 ) -> list[str]:
     """The playbook ids for one account, highest priority first (never empty); `unmeasured`
     names the health components that had no data."""
-    account = pl.DataFrame(
-        {"account_id": ["-"], "tier": [tier], "renewal_due": [renewal_due]},
+    return selected_playbooks([PlaySelection(tier, tuple(signal_codes), renewal_due, tuple(unmeasured))], library)[0]
+
+
+@dataclass(frozen=True)
+class PlaySelection:
+    """What the rules look at of one account: its tier, active signal codes, whether a renewal
+    is due, and the health components that had no data."""
+
+    tier: str | None
+    signal_codes: tuple[str, ...]
+    renewal_due: bool = False
+    unmeasured: tuple[str, ...] = ()
+
+
+def selected_playbooks(accounts: Sequence[PlaySelection], library: PlaybookLibrary) -> list[list[str]]:
+    """`select_playbooks` of each account, in order, evaluated for all of them in one query
+    (Polars' cost is per query, not per row: a batch of accounts' plans pays it once)."""
+    ids = [str(index) for index in range(len(accounts))]
+    frame = pl.DataFrame(
+        {
+            "account_id": ids,
+            "tier": [one.tier for one in accounts],
+            "renewal_due": [one.renewal_due for one in accounts],
+        },
         schema={"account_id": pl.Utf8, "tier": pl.Utf8, "renewal_due": pl.Boolean},
     ).with_columns(
-        pl.lit(column.removesuffix("_score") in unmeasured).alias(_unmeasured_flag(column))
+        pl.Series(
+            _unmeasured_flag(column),
+            [column.removesuffix("_score") in one.unmeasured for one in accounts],
+            dtype=pl.Boolean,
+        )
         for column in measured_columns(library)
     )
     signals = pl.DataFrame(
-        {"account_id": "-", "code": sorted(set(signal_codes))}, schema={"account_id": pl.Utf8, "code": pl.Utf8}
+        {
+            "account_id": [key for key, one in zip(ids, accounts, strict=True) for _ in sorted(set(one.signal_codes))],
+            "code": [code for one in accounts for code in sorted(set(one.signal_codes))],
+        },
+        schema={"account_id": pl.Utf8, "code": pl.Utf8},
     )
     conditions = _rule_conditions(library)
     matched = (
-        _with_code_flags(account, signals, library)
+        _with_code_flags(frame, signals, library)
         .select(condition.alias(str(index)) for index, (_, condition) in enumerate(conditions))
-        .row(0)
+        .rows()
     )
-    plays = list(dict.fromkeys(playbook for (playbook, _), hit in zip(conditions, matched, strict=True) if hit))
-    return plays or [library.fallback]
+    return [
+        list(dict.fromkeys(playbook for (playbook, _), hit in zip(conditions, hits, strict=True) if hit))
+        or [library.fallback]
+        for hits in matched
+    ]
 
 
 def _unmeasured_flag(score_column: str) -> str:
@@ -653,22 +687,30 @@ def _done_evidence(
     return f"{contact['name']} is the {role_words(role)} since {fmt_date(contact['started_on'])}"
 
 
-def _due_renewal(renewals: Sequence[Mapping[str, Any]], library: PlaybookLibrary, as_of: dt.date) -> dt.date | None:
-    """The earliest renewal due for a play by the library's rule (`RenewalDue.expr`, the forecast's own)."""
+def _due_renewals(
+    renewals: Sequence[Sequence[Mapping[str, Any]]], library: PlaybookLibrary, as_of: dt.date
+) -> list[dt.date | None]:
+    """Per account (its renewal rows), the earliest renewal due for a play by the library's rule
+    (`RenewalDue.expr`, the forecast's own), all accounts in one query."""
     rows = pl.DataFrame(
         [
             {
-                "account_id": "-",
+                "account": index,
                 "days_to_renewal": (_as_date(r["renewal_date"]) - as_of).days,
                 "bucket": r["bucket"],
                 "auto_renew": r.get("auto_renew"),
             }
-            for r in renewals
+            for index, rows in enumerate(renewals)
+            for r in rows
         ],
-        schema={"account_id": pl.Utf8, "days_to_renewal": pl.Int64, "bucket": pl.Utf8, "auto_renew": pl.Boolean},
+        schema={"account": pl.Int64, "days_to_renewal": pl.Int64, "bucket": pl.Utf8, "auto_renew": pl.Boolean},
     )
-    days = rows.filter(library.renewal_due.expr())["days_to_renewal"].min()
-    return None if days is None else as_of + dt.timedelta(days=int(days))  # type: ignore[arg-type]  # an Int64 column's min: an int here
+    earliest = dict(
+        rows.filter(library.renewal_due.expr()).group_by("account").agg(pl.col("days_to_renewal").min()).iter_rows()
+    )
+    return [
+        None if index not in earliest else as_of + dt.timedelta(days=earliest[index]) for index in range(len(renewals))
+    ]
 
 
 def _summary(
@@ -722,6 +764,17 @@ def _notes(health_record: Mapping[str, Any], signals: Sequence[Mapping[str, Any]
     return notes
 
 
+@dataclass(frozen=True)
+class PlanInputs:
+    """What one account's plan is made from: its row, health record, signals, renewal rows and contacts."""
+
+    account: Mapping[str, Any]
+    health_record: Mapping[str, Any]
+    signals: Sequence[Mapping[str, Any]]
+    renewals: Sequence[Mapping[str, Any]]
+    contacts: Sequence[Mapping[str, Any]] = ()
+
+
 def build_playbook(
     account: Mapping[str, Any],
     health_record: Mapping[str, Any],
@@ -733,17 +786,50 @@ def build_playbook(
 ) -> PlaybookResult:
     """The dated success plan of one account from its current state: health row, signals,
     renewal rows and contacts (who is in which role now, who is new)."""
-    tier, score = health_record.get("tier"), health_record.get("score")
+    return build_playbooks([PlanInputs(account, health_record, signals, renewals, contacts)], library, as_of)[0]
+
+
+def build_playbooks(accounts: Sequence[PlanInputs], library: PlaybookLibrary, as_of: dt.date) -> list[PlaybookResult]:
+    """`build_playbook` of each account, in order: the rules pick every account's plays, and
+    find its due renewal, in one query for the batch."""
     # A snoozed signal stays visible but does not pick plays (docs/trust.md).
-    codes = sorted({signal["code"] for signal in signals if not signal.get("snoozed_until")})
-    renewal_rows = sorted(renewals, key=lambda r: (_as_date(r["renewal_date"]), r["subscription_id"]))
-    due_renewal = _due_renewal(renewal_rows, library, as_of)
-    # A component the record says had no data (health.json's `available: false`) is not measured.
-    unmeasured = [c for c, part in (health_record.get("components") or {}).items() if part.get("available") is False]
-    plays = [
-        library.playbooks[pid]
-        for pid in select_playbooks(tier, codes, library, renewal_due=due_renewal is not None, unmeasured=unmeasured)
+    codes = [sorted({signal["code"] for signal in one.signals if not signal.get("snoozed_until")}) for one in accounts]
+    renewal_rows = [
+        sorted(one.renewals, key=lambda r: (_as_date(r["renewal_date"]), r["subscription_id"])) for one in accounts
     ]
+    due_renewals = _due_renewals(renewal_rows, library, as_of)
+    # A component the record says had no data (health.json's `available: false`) is not measured.
+    selections = [
+        PlaySelection(
+            one.health_record.get("tier"),
+            tuple(account_codes),
+            due is not None,
+            tuple(
+                c for c, part in (one.health_record.get("components") or {}).items() if part.get("available") is False
+            ),
+        )
+        for one, account_codes, due in zip(accounts, codes, due_renewals, strict=True)
+    ]
+    play_ids = selected_playbooks(selections, library)
+    return [
+        _plan(one, account_codes, rows, due, [library.playbooks[pid] for pid in ids], library, as_of)
+        for one, account_codes, rows, due, ids in zip(
+            accounts, codes, renewal_rows, due_renewals, play_ids, strict=True
+        )
+    ]
+
+
+def _plan(
+    inputs: PlanInputs,
+    codes: list[str],
+    renewal_rows: list[Mapping[str, Any]],
+    due_renewal: dt.date | None,
+    plays: list[Playbook],
+    library: PlaybookLibrary,
+    as_of: dt.date,
+) -> PlaybookResult:
+    account, health_record, signals, contacts = inputs.account, inputs.health_record, inputs.signals, inputs.contacts
+    tier, score = health_record.get("tier"), health_record.get("score")
     current = _current_contacts(contacts, as_of)
     people = _people(account, current, library)
 
