@@ -1152,9 +1152,10 @@ def _chart_deck(*charts: qbr_deck.Chart) -> bytes:
     plan = qbr_pptx._plan(qbr_pptx._default_template())
     prs = qbr_pptx._blank(plan.package, plan.shared)
     layout = list(prs.slide_layouts)[plan.content_layout]
+    names = qbr_pptx._PartNames(plan.part_names)
     for chart in charts:
         slide = qbr_pptx._add_slide(prs, layout, plan.fresh_slides[plan.content_layout])
-        qbr_pptx._chart(slide, chart, qbr_deck.Rect(40, 100, 600, 300))
+        qbr_pptx._chart(slide, chart, qbr_deck.Rect(40, 100, 600, 300), names)
     return qbr_pptx._package_zip(prs, dt.datetime(2024, 6, 30), plan.entries)
 
 

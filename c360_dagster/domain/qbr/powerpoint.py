@@ -171,6 +171,7 @@ class _Plan:
     title_layout: int
     content_layout: int
     fresh_slides: dict[int, Any]  # by layout: a new slide's XML with the layout's placeholders cloned
+    part_names: frozenset[str]  # the part names of a deck before its first slide
     geometry: Geometry
     title_slide_title: Rect
     title_slide_subtitle: Rect | None
@@ -200,9 +201,10 @@ def _plan(template: bytes) -> _Plan:
     entries = {key: _part_entries(part) for key, part in shared.items()}
     indexes = (layouts.index(title_layout), layouts.index(content_layout))
     scratch = _blank(package, shared)
+    part_names = frozenset(str(part.partname) for part in scratch.part.package.iter_parts())
     fresh = {index: scratch.slides.add_slide(scratch.slide_layouts[index])._element for index in indexes}
     geometry = _geometry(prs, content_layout)
-    return _Plan(package, shared, entries, *indexes, fresh, geometry, placeholders[0], subtitle)
+    return _Plan(package, shared, entries, *indexes, fresh, part_names, geometry, placeholders[0], subtitle)
 
 
 def _blank(package: Any, shared: dict[int, Any]) -> Any:
@@ -237,11 +239,12 @@ def render_pptx(ctx: QbrContext, audience: str = CUSTOMER) -> bytes:
         else f"Internal, for the account team only · {name} · {fmt_date(ctx.as_of)}"
     )
     layouts = list(prs.slide_layouts)
+    names = _PartNames(plan.part_names)
     for number, spec in enumerate(slides, 1):
         opening = spec.subtitle is not None
         layout = plan.title_layout if opening else plan.content_layout
         slide = _add_slide(prs, layouts[layout], plan.fresh_slides[layout])
-        _draw(slide, spec, plan)
+        _draw(slide, spec, plan, names)
         _drop_empty_placeholders(slide)
         if not opening:
             _footer(slide, geom, footer, str(number))
@@ -417,7 +420,7 @@ def _placeholders(slide: Any) -> list[tuple[int, Any]]:
     return found
 
 
-def _draw(slide: Any, spec: Slide, plan: _Plan) -> None:
+def _draw(slide: Any, spec: Slide, plan: _Plan, names: _PartNames) -> None:
     geom = plan.geometry
     shapes = _Shapes(slide)
     placeholders = dict(_placeholders(slide))
@@ -448,7 +451,7 @@ def _draw(slide: Any, spec: Slide, plan: _Plan) -> None:
     if spec.table is not None:
         _table(shapes, spec.table, main, geom)
     elif spec.chart is not None:
-        _chart(slide, spec.chart, main)
+        _chart(slide, spec.chart, main, names)
     elif spec.columns:
         _columns(shapes, spec, main, geom)
     elif spec.bullets:
@@ -549,16 +552,40 @@ _STRINGS = "xl/sharedStrings.xml"
 _PLAIN_CELL = re.compile(r"[A-Za-z0-9]+( [A-Za-z0-9]+)*")
 
 
-def _chart(slide: Any, chart_spec: Chart, rect: Rect) -> None:
+class _PartNames:
+    """The names of a deck's parts, kept as charts are added, to name a new part as python-pptx's
+    `next_partname` does without its walk over every part of the package (twice per chart)."""
+
+    def __init__(self, taken: frozenset[str]) -> None:
+        self.taken = set(taken)
+
+    def add(self, *parts: Any) -> None:
+        self.taken.update(str(part.partname) for part in parts)
+
+    def next(self, template: str) -> Any:
+        """`package.next_partname(template)`: from one past the number of names with the
+        template's prefix down, the first name not taken."""
+        from pptx.opc.packuri import PackURI
+
+        prefix = template[: (template % 42).find("42")]
+        count = sum(name.startswith(prefix) for name in self.taken)
+        name = next(template % n for n in range(count + 1, 0, -1) if template % n not in self.taken)
+        self.taken.add(name)
+        return PackURI(name)
+
+
+def _chart(slide: Any, chart_spec: Chart, rect: Rect, names: _PartNames) -> None:
     """A native chart: python-pptx builds and formats the first of each kind (title, series
     names, ...) in a process; the others copy its formatted XML and put their own categories
     and values in with python-pptx's own series writer, which is what building and formatting
-    them would give, for a fraction of the time (tests/test_qbr.py compares the bytes)."""
+    them would give, for a fraction of the time (tests/test_qbr.py compares the bytes). Their
+    parts are named from `names`, as python-pptx names them."""
     from pptx.chart.data import CategoryChartData
     from pptx.chart.xmlwriter import SeriesXmlRewriterFactory
     from pptx.enum.chart import XL_CHART_TYPE
     from pptx.opc.constants import CONTENT_TYPE, RELATIONSHIP_TYPE
     from pptx.parts.chart import ChartPart
+    from pptx.parts.embeddedpackage import EmbeddedXlsxPart
     from pptx.util import Pt
 
     data = CategoryChartData(number_format="0")
@@ -578,19 +605,23 @@ def _chart(slide: Any, chart_spec: Chart, rect: Rect) -> None:
     look = _CHART_LOOKS.get(key) if plain else None
     if look is None:
         chart = slide.shapes.add_chart(kind, *box, data).chart
+        names.add(chart.part, chart.part.chart_workbook.xlsx_part)
         _format_chart(chart, chart_spec)
         if plain:
             _CHART_LOOKS[key] = _chart_look(chart)
         return
     package = slide.part.package
     part = ChartPart(
-        package.next_partname(ChartPart.partname_template),
-        CONTENT_TYPE.DML_CHART,
-        package,
-        copy.deepcopy(look.chart_space),
+        names.next(ChartPart.partname_template), CONTENT_TYPE.DML_CHART, package, copy.deepcopy(look.chart_space)
     )
     SeriesXmlRewriterFactory(kind, data).replace_series_data(part._element)
-    part.chart_workbook.update_from_xlsx_blob(_workbook(look, chart_spec))
+    # What `update_from_xlsx_blob` does for a chart without a workbook, the part named from `names`.
+    part.chart_workbook.xlsx_part = EmbeddedXlsxPart(
+        names.next(EmbeddedXlsxPart.partname_template),
+        EmbeddedXlsxPart.content_type,
+        package,
+        _workbook(look, chart_spec),
+    )
     slide.shapes._add_chart_graphicFrame(slide.part.relate_to(part, RELATIONSHIP_TYPE.CHART), *box)
 
 
