@@ -100,6 +100,29 @@ def test_a_file_the_new_generation_lacks_loses_its_public_link(tmp_path):
     assert sorted(p.name for p in (tmp_path / "pack").iterdir()) == ["index.md", "slides.md"]
 
 
+def test_a_new_public_link_is_made_in_place_and_one_over_a_path_in_use_replaces_it_in_one_step(tmp_path, monkeypatch):
+    (tmp_path / "pack").mkdir()
+    (tmp_path / "pack" / "file.md").write_bytes(b"an old output\n")  # a file where the link goes
+    os.symlink("elsewhere", tmp_path / "pack" / "other.md")  # a link to something else
+    made, replaced = [], []
+    symlink, replace = os.symlink, os.replace
+    monkeypatch.setattr(stages.os, "symlink", lambda target, path: made.append(str(path)) or symlink(target, path))
+    monkeypatch.setattr(stages.os, "replace", lambda old, new: replaced.append(str(new)) or replace(old, new))
+    _write(tmp_path, {"pack/file.md": b"1\n", "pack/new.md": b"2\n", "pack/other.md": b"3\n"})
+    for name, data in (("file.md", b"1\n"), ("new.md", b"2\n"), ("other.md", b"3\n")):
+        assert os.readlink(tmp_path / "pack" / name) == f"../stages/pack/live/pack/{name}"
+        assert (tmp_path / "pack" / name).read_bytes() == data
+    public = [str(tmp_path / "pack" / name) for name in ("file.md", "new.md", "other.md")]
+    # The new one is made where it goes; the two in use are replaced by a link renamed over them.
+    assert [path for path in made if path in public] == [public[1]]
+    assert [path for path in replaced if path in public] == [public[0], public[2]]
+    # A second writer of the same files finds every link right and touches none.
+    made.clear(), replaced.clear()
+    _write(tmp_path, {"pack/file.md": b"4\n", "pack/new.md": b"2\n", "pack/other.md": b"3\n"})
+    assert [path for path in made + replaced if path in public] == []
+    assert (tmp_path / "pack" / "file.md").read_bytes() == b"4\n"
+
+
 def test_what_a_dead_writer_left_is_removed_by_the_next_one(tmp_path):
     _write(tmp_path, {"x.txt": b"1\n"})
     dead = tmp_path / "stages" / stages.STAGING / "pack.999999999"

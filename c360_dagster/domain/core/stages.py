@@ -23,6 +23,7 @@ reads each file's bytes once, hashes them and refuses a mismatch with the manife
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -380,9 +381,20 @@ def _link_public(root: Path, stage: str, files: dict[str, str], old_files: dict[
     for path in sorted(files):
         public = root / path
         target = os.path.relpath(live / path, public.parent)
-        if public.is_symlink() and os.readlink(public) == target:
+        try:
+            current: str | None = os.readlink(public)
+        except FileNotFoundError:
+            current = None
+        except OSError:  # there, but not a link
+            current = ""
+        if current == target:
             continue
         public.parent.mkdir(parents=True, exist_ok=True)
+        if current is None:
+            # Nothing there: the link is made in place, which is one atomic step already.
+            with contextlib.suppress(FileExistsError):
+                os.symlink(target, public)
+                continue
         _replace_with_link(public, target, scratch)
     for path in sorted(old_files.keys() - files.keys()):
         if (root / path).is_symlink():
