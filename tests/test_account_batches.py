@@ -110,6 +110,7 @@ def test_a_range_run_checks_every_account_and_one_block_stops_the_batch(chained)
     assert not instance.get_materialized_partitions(qbr_pack.key)
 
 
+@pytest.mark.untraced
 def test_a_range_run_writes_each_account_as_its_own_run_would(chained):
     instance, project = chained
     batch = dg.materialize(
@@ -161,6 +162,7 @@ def test_a_range_run_writes_each_account_as_its_own_run_would(chained):
     assert _pack_bytes(project.paths.customer_dir, "STARK-008") == from_batch
 
 
+@pytest.mark.untraced
 def test_run_batches_runs_scattered_accounts_in_one_run_in_worker_processes_and_returns_user_errors(ran_project):
     project = ran_project
     shutil.rmtree(project.customer / "stages" / "playbooks" / "STARK-008")  # its playbook stage

@@ -56,6 +56,7 @@ def _registered() -> list[str]:
         return sorted(instance.get_dynamic_partitions(ACCOUNT_PARTITIONS_NAME))
 
 
+@pytest.mark.untraced
 def test_the_chain_registers_the_acted_on_accounts_once(tmp_path):
     project = C360Project(
         fixtures_dir=str(FIXTURES),
@@ -86,6 +87,7 @@ def _c360(capsys, *argv: str) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
+@pytest.mark.untraced
 def test_a_generated_book_registers_its_acted_on_accounts_not_all(project, capsys):
     book = project.artifacts.parent / "book"
     assert _c360(capsys, "c360:generate", "--out", str(book), "--accounts", "300", *project.args)[0] == 0
@@ -103,6 +105,7 @@ def test_a_generated_book_registers_its_acted_on_accounts_not_all(project, capsy
     assert 0 < len(registered) < len(health) / 4  # about 8% at the generator's mix
 
 
+@pytest.mark.untraced
 def test_the_cli_registers_an_account_asked_for_and_refuses_an_unknown_one(project, capsys, monkeypatch):
     assert _c360(capsys, "c360:playbook", "--account", "GLOBEX-002", *project.args)[1] == (
         f"c360: C360_ERROR: no Customer 360 view under {project.customer / 'frames' / '360'}; run `c360 c360:load` first\n"

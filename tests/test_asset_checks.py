@@ -63,6 +63,7 @@ def test_every_check_has_a_short_name_and_says_in_a_sentence_what_it_asserts():
         assert spec.description and spec.description[0].isupper() and spec.description.endswith("."), spec.name
 
 
+@pytest.mark.untraced
 def test_checks_pass_on_the_bundled_fixtures(tmp_path, instance):
     result = dg.materialize(
         CHAIN_ASSETS, instance=instance, resources={"project": _project(tmp_path)}, partition_key=ONE_SHARD
@@ -98,6 +99,7 @@ def test_warn_check_fails_with_metadata_on_crafted_input(tmp_path, instance):
     assert [(column.name, column.type) for column in rows.schema.columns] == [("account_id", "string")]
 
 
+@pytest.mark.untraced
 def test_qbr_gates_are_checks_per_partition(chained):
     instance, project = chained
     # STARK-008 is red in the fixtures: without a playbook the duty-of-care gate blocks it.

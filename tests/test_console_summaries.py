@@ -93,6 +93,7 @@ def test_stage_summaries_come_from_the_run_not_the_documents(project, capsys, do
     assert soylent[1].startswith("  tier amber (too little measured), score 84; plays: Collections, ")
 
 
+@pytest.mark.untraced
 def test_the_summaries_agree_with_the_documents_written(ran_project, capsys):
     project = ran_project  # loaded; each stage below runs again and writes its document anew
     report = json.loads(c360(capsys, "c360:health", "--json", *project.args))
@@ -122,6 +123,7 @@ def test_the_summaries_agree_with_the_documents_written(ran_project, capsys):
     ]
 
 
+@pytest.mark.untraced
 def test_the_whole_chain_reports_without_reading_its_documents(project, capsys, documents_unreadable):
     out = c360(capsys, "c360:run", "--dir", str(FIXTURES), *project.args)
     assert documents_unreadable == []

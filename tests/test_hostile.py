@@ -183,6 +183,7 @@ def test_a_config_error_never_echoes_the_file(tmp_path):
     assert "SECRET" not in config_error(broken)
 
 
+@pytest.mark.untraced
 def test_hostile_configs_on_the_command_line_are_one_clean_line(in_loaded, capsys, tmp_path):
     laughs = tmp_path / "laughs.yaml"
     laughs.write_text(BILLION_LAUGHS, encoding="utf-8")

@@ -304,6 +304,7 @@ def test_lineage_reads_the_accounts_own_shard_chain(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.untraced
 def test_a_run_in_three_shards_verifies_and_lineage_reads_the_accounts_shard(project, capsys, tmp_path):
     configs = shutil.copytree(REPO / "configs" / "customer", tmp_path / "configs")
     (configs / "scale.yaml").write_text("shards: 3\n")

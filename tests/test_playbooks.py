@@ -192,6 +192,7 @@ def test_a_due_renewal_adds_the_renewal_play_after_collections(library):
     ]
 
 
+@pytest.mark.untraced
 def test_columnar_selection_agrees_with_select_playbooks_on_every_combination(library):
     combos = [
         (tier, codes, due, unmeasured)

@@ -71,6 +71,7 @@ def test_demo_sequence_covers_every_stage():
         assert stage in commands
 
 
+@pytest.mark.untraced
 def test_readme_in_reading_order_prints_what_it_shows(tmp_path, monkeypatch, capsys):
     """Quickstart then demo, as a newcomer types them in a fresh copy of the project."""
     for folder in ("fixtures", "configs", "contracts"):

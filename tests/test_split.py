@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "fixtures" / "customer"
 
 
+@pytest.mark.untraced
 def test_each_table_is_let_go_once_handed_on_and_only_referenced_columns_are_kept():
     inputs = loader.ValidatedInputs(FIXTURES)
     names, previous = [], None
