@@ -117,6 +117,16 @@ SLOWEST_FIRST = (
 )
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto` starts one worker more than the cores this process may use: about a quarter of
+    the suite's test time is waiting (on servers, browsers and child processes), which the extra
+    worker fills (docs/performance.md, "The test suite's wall time", round 10).
+    PYTEST_XDIST_AUTO_NUM_WORKERS still sets the number (xdist's own hook reads it)."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    return len(os.sched_getaffinity(0)) + 1
+
+
 # Where the suite's temporary folders go when the user names none: a RAM disk. Every stage the chain
 # writes is fsynced and Dagster commits each event to SQLite; on a disk that waiting was about 40%
 # of a chain run's wall time (docs/performance.md, "The test suite's wall time").
