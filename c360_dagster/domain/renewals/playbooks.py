@@ -700,8 +700,8 @@ def _due_renewals(
                 "bucket": r["bucket"],
                 "auto_renew": r.get("auto_renew"),
             }
-            for index, rows in enumerate(renewals)
-            for r in rows
+            for index, account_renewals in enumerate(renewals)
+            for r in account_renewals
         ],
         schema={"account": pl.Int64, "days_to_renewal": pl.Int64, "bucket": pl.Utf8, "auto_renew": pl.Boolean},
     )
