@@ -83,6 +83,7 @@ def test_checks_pass_on_the_bundled_fixtures(tmp_path, instance):
     assert [record.data["account_id"] for record in rows.records] == ["SOYLENT-006"]
 
 
+@pytest.mark.untraced
 def test_warn_check_fails_with_metadata_on_crafted_input(tmp_path, instance):
     crafted = tmp_path / "crafted"
     shutil.copytree(FIXTURES, crafted)
@@ -174,6 +175,7 @@ def test_ui_metadata_row_counts_schema_and_tier_table(tmp_path, chained):
     assert "# Renewal forecast" in renewals.asset_materialization.metadata["summary"].value
 
 
+@pytest.mark.untraced
 def test_a_load_observes_each_input_file_then_records_their_hashes_as_its_inputs(tmp_path, instance):
     job = dg.define_asset_job("load", selection=dg.AssetSelection.assets(input_files, customer_inputs))
     loading = dg.Definitions(

@@ -237,6 +237,7 @@ def test_a_renewal_recorded_as_a_new_contract_is_not_churn_and_retention_is_per_
     assert "| Downsold (renewed at lower ARR) | 1 |" in markdown
 
 
+@pytest.mark.untraced
 def test_the_bundled_fixtures_renewals_are_not_all_churn(default_configs):
     # ACME-S0, GLOBEX-S0 and UMBRELLA-S0 are cancelled the day their successor starts: renewed.
     # STARK-S0 (no later add-on) churned. With a 30-day step and a 120-day horizon each renewal is

@@ -343,6 +343,7 @@ def shard_bench(tmp_path_factory) -> tuple[Path, dict]:
     return artifacts, json.loads((artifacts / "bench" / "bench_200_shards.json").read_text(encoding="utf-8"))
 
 
+@pytest.mark.untraced
 def test_shard_bench_reports_time_split_and_rss_per_process_for_each_n(shard_bench):
     _, report = shard_bench
     assert [c["shards"] for c in report["configurations"]] == [1, 2]

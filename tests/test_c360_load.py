@@ -93,6 +93,7 @@ def test_small_csv_loads_typed_and_sorted_by_key(small_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["json", "jsonl"])
+@pytest.mark.untraced
 def test_json_and_jsonl_give_the_same_frames_as_csv(small_dir: Path, tmp_path: Path, fmt: str) -> None:
     from_csv = read_customer_360(small_dir)
     other = read_customer_360(_write_as(tmp_path / fmt, dict.fromkeys(ENTITIES, fmt)))
@@ -118,6 +119,7 @@ def test_mixed_formats_in_one_folder(small_dir: Path, tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.untraced
 def test_as_of_explicit_else_latest_usage_else_latest_date(small_dir: Path, tmp_path: Path) -> None:
     assert read_customer_360(small_dir, as_of=dt.date(2024, 7, 1)).as_of == dt.date(2024, 7, 1)
     assert read_customer_360(small_dir).as_of == dt.date(2024, 6, 16)  # ACME's last window_end
@@ -180,6 +182,7 @@ def test_source_hashes_are_the_file_contents(small_dir: Path) -> None:
     assert view.source_hashes == expected
 
 
+@pytest.mark.untraced
 def test_360_json_is_byte_deterministic(small_dir: Path, tmp_path: Path) -> None:
     view = read_customer_360(small_dir)
     checks = run_integrity_checks(view)

@@ -21,6 +21,7 @@ def c360(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.untraced
 def test_load_prints_summary_and_writes_360(project, capsys):
     code, out, _ = c360(capsys, "c360:load", "--dir", str(FIXTURES), *project.args)
     assert code == 0
@@ -31,6 +32,7 @@ def test_load_prints_summary_and_writes_360(project, capsys):
     assert (project.customer / "frames" / "360" / "manifest.json").exists()
 
 
+@pytest.mark.untraced
 def test_load_json_output_is_json(project, capsys):
     code, out, _ = c360(capsys, "c360:load", "--dir", str(FIXTURES), "--json", *project.args)
     assert code == 0
@@ -39,6 +41,7 @@ def test_load_json_output_is_json(project, capsys):
     assert report["view"]["as_of"] == json.loads((project.customer / "360.json").read_text())["as_of"]
 
 
+@pytest.mark.untraced
 def test_explicit_as_of_is_used(project, capsys):
     code, out, _ = c360(capsys, "c360:load", "--dir", str(FIXTURES), "--as-of", "2026-01-15", "--json", *project.args)
     assert code == 0
@@ -52,6 +55,7 @@ def test_bad_as_of_is_a_usage_error(project, capsys):
     assert "expected a date YYYY-MM-DD" in capsys.readouterr().err
 
 
+@pytest.mark.untraced
 def test_bad_input_fails_cleanly_and_leaves_earlier_output(project, capsys, tmp_path):
     assert c360(capsys, "c360:load", "--dir", str(FIXTURES), *project.args)[0] == 0
     before = (project.customer / "360.json").read_bytes()

@@ -208,6 +208,7 @@ def _temporary_files(project: Path) -> list[str]:
 
 
 @pytest.mark.parametrize(("failpoint", "step"), CASES, ids=[name for name, _ in CASES])
+@pytest.mark.untraced
 def test_a_kill_at_each_write_boundary_leaves_old_or_new_and_the_next_run_repairs_it(chain, tmp_path, failpoint, step):
     runner, projects = chain
     before, clean = projects[step], projects[step + 1]

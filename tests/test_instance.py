@@ -77,6 +77,7 @@ def test_a_damaged_instance_is_named_with_how_to_recover(tmp_path, monkeypatch, 
     assert main(["c360:load", "--quiet"]) == 0
 
 
+@pytest.mark.untraced
 def test_an_existing_instance_opens_without_reading_the_migration_scripts(tmp_path, monkeypatch):
     """Reopening asks alembic nothing (a fresh database still does), and runs stay in history."""
     import alembic.script

@@ -79,6 +79,7 @@ def test_a_file_that_is_not_an_exposition_is_a_clean_error(tmp_path: Path) -> No
     assert path.read_text() == "c360_accounts_loaded_total forty-two\n"
 
 
+@pytest.mark.untraced
 def test_an_increment_costs_the_same_after_many_runs(tmp_path: Path) -> None:
     """The file holds a fixed set of series, so run 2,000 rewrites as few bytes as run 1 did."""
     path = tmp_path / "c360.prom"

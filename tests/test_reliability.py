@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from c360_dagster.console import main
 from c360_dagster.definitions import defs
@@ -16,6 +17,7 @@ from c360_dagster.domain.governance import eventlog
 C360 = str(Path(sys.executable).with_name("c360"))
 
 
+@pytest.mark.untraced
 def test_two_c360_processes_at_once_leave_lake_log_and_artifacts_whole(project, capsys):
     assert main(["c360:load", "--quiet", *project.args]) == 0
     capsys.readouterr()

@@ -122,6 +122,7 @@ def _book() -> pl.DataFrame:
 @pytest.mark.parametrize(
     "keys", [["account_id", "code"], ["renewal_date", "subscription_id"]], ids=["account-first", "date-first"]
 )
+@pytest.mark.untraced
 def test_the_merge_gives_the_whole_sort_and_the_same_bytes_for_any_n(tmp_path, keys):
     whole = _book().sort(keys)
     # In pieces, as a shard's computed frame can be: the Parquet must not depend on them.

@@ -57,6 +57,7 @@ def test_the_streamed_summary_is_the_whole_book_load():
 
 
 @pytest.mark.parametrize("count", [1, 3])
+@pytest.mark.untraced
 def test_the_streamed_split_writes_the_whole_views_parts(tmp_path, count):
     view = loader.read_customer_360(FIXTURES)
     with write_stage(tmp_path, shards.SPLIT_STAGE) as out:
