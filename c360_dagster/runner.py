@@ -20,8 +20,8 @@ CPUS = len(os.sched_getaffinity(0))  # the default number of concurrent runs
 # Once runs start, a young-generation collection every 10k allocations, not Python's 700
 # (docs/performance.md, "Start-up").
 GC_THRESHOLD = 10_000
-# A worker process's start-up (Python, Dagster, the definitions, the instance: about 3 CPU-s)
-# costs about as much as this many QBR packs: a backfill gives no worker fewer accounts.
+# Starting the worker processes (their server's Python, Dagster, definitions and instance: about
+# 3 CPU-s) costs about as much as this many QBR packs: a backfill gives no worker fewer accounts.
 WORKER_MIN_ACCOUNTS = 20
 EVENT_BATCH_SIZE = 1_000  # more than a batch of accounts' planned events (two assets, two checks)
 
@@ -392,15 +392,37 @@ def run_batches(
     return {batch: error for batch, error in zip(runs, outcomes, strict=True) if error is not None}
 
 
+# Worker processes (shard runs, QBR batches) are forked from one server process per c360 process,
+# which has imported the asset graph and the instance's storages as a short-lived process does
+# (`deferred_imports`): a worker starts in milliseconds, where a spawned one paid Python, Dagster
+# and the definitions (about 2.5 CPU-s) each time. The server is a fresh interpreter, as a spawned
+# worker is (no forked Dagster state, no threads); the rest of the start-up (the collector) is each
+# worker's, so it holds even when Dagster's multiprocess executor started this process's server.
+WORKER_PRELOAD = ["c360_dagster.worker_server", "c360_dagster.definitions", "c360_dagster.instance_storage"]
+
+
 def _in_workers(function, calls: Sequence[tuple], workers: int) -> list:
     """`function(*args)` for each of `calls`, in order; up to `workers` at a time in processes of their own."""
     if workers <= 1 or len(calls) <= 1:
         return [function(*args) for args in calls]
-    spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked Dagster state
+    forkserver = multiprocessing.get_context("forkserver")
+    forkserver.set_forkserver_preload(WORKER_PRELOAD)
+    # The server's environment and working folder are this process's when it started; each call
+    # brings the ones it has now (a test, or a library user, may have changed them since).
+    here = [(dict(os.environ), os.getcwd(), function, args) for args in calls]
     with ProcessPoolExecutor(
-        max_workers=min(workers, len(calls)), mp_context=spawn, initializer=short_lived_start_up
+        max_workers=min(workers, len(calls)), mp_context=forkserver, initializer=short_lived_start_up
     ) as pool:
-        return list(pool.map(function, *zip(*calls, strict=True)))
+        return list(pool.map(_call_here, here))
+
+
+def _call_here(call: tuple[dict[str, str], str, Any, tuple]) -> Any:
+    """In a worker: `function(*args)` in the calling process's environment and working folder."""
+    environment, folder, function, args = call
+    os.environ.clear()
+    os.environ.update(environment)
+    os.chdir(folder)
+    return function(*args)
 
 
 def _run_batch(job_name: str, paths: ProjectPaths, batch: tuple[str, ...]) -> str | None:

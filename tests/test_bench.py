@@ -7,6 +7,7 @@ import os
 import py_compile
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -230,31 +231,41 @@ def test_dataset_is_generated_once_then_reused(tmp_path):
     assert regenerated_s is not None
 
 
+# Forks a copy of itself (which sleeps) and starts `sleep`, then sleeps: a forkserver's tree in small.
+FORKING_SERVER = (
+    "import os, subprocess, time; os.fork() or time.sleep(30); subprocess.Popen(['sleep', '30']); time.sleep(30)"
+)
+
+
 def test_the_sampler_sees_every_descendant_with_the_figures_psutil_reads():
     sampler = ResourceSampler()
     first = sampler.mark()  # every process then listed is read once
     # This process and what earlier tests left running under it (a forkserver, a resource tracker).
     before = set(sampler.process_peaks(first, first))
-    # A child (its command line names a forkserver) that starts a grandchild: both are the bench's.
-    child = subprocess.Popen(["sh", "-c", "sleep 30 & wait", "forkserver"])
+    # A child whose command line names a forkserver, as a server's does; it forks a copy of itself
+    # (a worker forked from the server keeps its command line) and starts a grandchild of its own:
+    # all three are the bench's.
+    child = subprocess.Popen([sys.executable, "-c", FORKING_SERVER, "forkserver"])
     grandchildren: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 10
-        while not grandchildren and time.monotonic() < deadline:
+        while len(grandchildren) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
             grandchildren = psutil.Process(child.pid).children()
-        (grandchild,) = grandchildren
+        forked, started = sorted(grandchildren, key=lambda process: process.name() == "sleep")
         sampler.mark()
         peaks = sampler.process_peaks(0, float("inf"))
-        assert set(peaks) == before | {child.pid, grandchild.pid}
-        for process in (psutil.Process(child.pid), grandchild):  # both wait: their RSS stays put
+        assert set(peaks) == before | {child.pid, forked.pid, started.pid}
+        for process in (psutil.Process(child.pid), forked, started):  # all wait: their RSS stays put
             assert peaks[process.pid] == process.memory_info().rss > 0
-        # Their command lines, read as each is first seen, tell a helper from a run process.
+        # Their command lines and parents, read as each is first seen, tell a helper (the server)
+        # from a run process (a worker forked from it, or a process it started).
         assert sampler.process_kind(child.pid, chain_pid=-1, step_pids=()) == "helper"
-        assert sampler.process_kind(grandchild.pid, chain_pid=-1, step_pids=()) == "run"
+        assert sampler.process_kind(forked.pid, chain_pid=-1, step_pids=()) == "run"
+        assert sampler.process_kind(started.pid, chain_pid=-1, step_pids=()) == "run"
         # Read again at the next sample: a descendant is never taken for a process of another tree.
         again = sampler.mark()
-        assert set(sampler.process_peaks(again, again)) == before | {child.pid, grandchild.pid}
+        assert set(sampler.process_peaks(again, again)) == before | {child.pid, forked.pid, started.pid}
     finally:
         for process in grandchildren:
             process.kill()

@@ -148,6 +148,20 @@ def _start_up(_call: int) -> tuple[bool, int, bool]:
     return gc.isenabled(), gc.get_threshold()[0], deferring
 
 
+def test_worker_processes_run_in_the_callers_environment_and_folder_of_the_moment(tmp_path, monkeypatch):
+    """The worker server is started once per process, with the environment and folder of then; each
+    call carries the caller's current ones (a test or a library user changes them between calls)."""
+    monkeypatch.setenv("C360_WORKER_CHECK", "first")
+    assert _in_workers(_surroundings, [(1,), (2,)], workers=2) == [("first", os.getcwd())] * 2
+    monkeypatch.setenv("C360_WORKER_CHECK", "second")
+    monkeypatch.chdir(tmp_path)
+    assert _in_workers(_surroundings, [(1,), (2,)], workers=2) == [("second", str(tmp_path))] * 2
+
+
+def _surroundings(_call: int) -> tuple[str | None, str]:
+    return os.environ.get("C360_WORKER_CHECK"), os.getcwd()
+
+
 def test_a_stage_command_imports_no_library_its_run_does_not_use(ran_project):
     """`c360:health` renders no template and no deck: Jinja2, python-pptx and the QBR pack's own
     modules stay unimported (the asset graph names them for the pack's code version only)."""

@@ -160,6 +160,7 @@ class ResourceSampler:
         self._samples: list[tuple[float, float, int]] = []
         self._process_samples: list[tuple[float, int, int]] = []  # (wall time, pid, RSS)
         self._commands: dict[int, str] = {}  # pid -> command line, when first seen
+        self._parents: dict[int, int] = {}  # pid -> parent pid, when first seen
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="c360-bench-sampler", daemon=True)
@@ -180,18 +181,20 @@ class ResourceSampler:
         per_process = [(now, self._process.pid, rss)]
         reaped = os.times()
         commands: dict[int, str] = {}
+        parents: dict[int, int] = {}
         cpu += reaped.children_user + reaped.children_system
         with self._descendants_lock:
             descendants = self._descendants.read()
-        for pid, (child_cpu, child_rss) in descendants.items():
+        for pid, (child_cpu, child_rss, parent) in descendants.items():
             if pid not in self._commands:
-                commands[pid] = _command_line(pid)
+                commands[pid], parents[pid] = _command_line(pid), parent
             cpu, rss = cpu + child_cpu, rss + child_rss
             per_process.append((now, pid, child_rss))
         with self._lock:
             self._samples.append((now, cpu, rss))
             self._process_samples += per_process
             self._commands.update(commands)
+            self._parents.update(parents)
         return now
 
     def process_peaks(self, start: float, end: float) -> dict[int, int]:
@@ -206,14 +209,17 @@ class ResourceSampler:
     def process_kind(self, pid: int, chain_pid: int, step_pids: Collection[int]) -> str:
         """What a process of a chain's tree is: the chain process, a step process (Dagster logs each
         one's pid as it starts, which a sample of the process tree can miss), a helper (a forkserver
-        or a resource tracker) or a run process (a worker the chain started)."""
+        or a resource tracker) or a run process (a worker the chain started). A process forked from a
+        forkserver (a shard run's worker) carries the server's command line: it is told from the server
+        by its parent's, which is the same."""
         if pid == chain_pid:
             return "chain"
         if pid in step_pids:
             return "step"
         with self._lock:
             command = self._commands.get(pid, "")
-        if "forkserver" in command or "resource_tracker" in command:
+            forked = command == self._commands.get(self._parents.get(pid, -1))
+        if ("forkserver" in command or "resource_tracker" in command) and not forked:
             return "helper"
         return "run"
 
@@ -264,7 +270,8 @@ class _Descendants:
         self._root = root
         self._others: set[int] = set()  # listed pids known not to be descendants
 
-    def read(self) -> dict[int, tuple[float, int]]:
+    def read(self) -> dict[int, tuple[float, int, int]]:
+        """(CPU seconds, RSS bytes, parent pid) of each live descendant, by pid."""
         listed = {int(name) for name in os.listdir("/proc") if name.isdigit()}
         self._others &= listed  # a pid listed again after it was free is read afresh
         parents: dict[int, list[int]] = {}
@@ -278,13 +285,15 @@ class _Descendants:
             fields = stat[stat.rfind(b")") + 2 :].split()
             parents.setdefault(int(fields[1]), []).append(pid)
             cpu_s[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-        found: dict[int, tuple[float, int]] = {}
+        found: dict[int, tuple[float, int, int]] = {}
         unvisited = [self._root]
         while unvisited:
-            for child in parents.get(unvisited.pop(), ()):
+            parent = unvisited.pop()
+            for child in parents.get(parent, ()):
                 unvisited.append(child)
                 with contextlib.suppress(OSError):
-                    found[child] = (cpu_s[child], int(_proc_file(f"/proc/{child}/statm").split()[1]) * PAGE_BYTES)
+                    rss = int(_proc_file(f"/proc/{child}/statm").split()[1]) * PAGE_BYTES
+                    found[child] = (cpu_s[child], rss, parent)
         self._others |= cpu_s.keys() - found.keys() - {self._root}
         return found
 
