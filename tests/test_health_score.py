@@ -25,6 +25,7 @@ from c360_dagster.domain.ingest.loader import read_customer_360
 from c360_dagster.domain.ingest.view import Customer360, empty_table
 from c360_dagster.domain.scoring.health import (
     COMPONENTS,
+    VIEW_TABLES,
     explain_health,
     health_config_from_dict,
     health_records,
@@ -780,6 +781,14 @@ def test_points_sum_to_the_score_within_rounding(fixture_frame):
     points = fixture_frame.select(pl.sum_horizontal(f"{c}_points" for c in COMPONENTS))
     differences = (points.to_series() - fixture_frame["score"]).abs()
     assert differences.max() <= 0.55
+
+
+def test_the_view_tables_it_names_are_all_it_reads(config, fixture_frame):
+    # A run opens only VIEW_TABLES (at 1M, contacts and crm_opps would hold about 0.9 GB).
+    view = read_customer_360(FIXTURES)
+    assert set(VIEW_TABLES) < set(view.tables)
+    only = Customer360(as_of=view.as_of, tables={name: view.tables[name] for name in VIEW_TABLES})
+    assert score_health(only, config).equals(fixture_frame)
 
 
 def test_deterministic_and_independent_of_row_order(config):

@@ -185,6 +185,11 @@ def test_the_view_round_trips_through_its_stage_with_account_predicates(small_di
     one = Customer360.open(stored, ["BETA-002"])
     assert one.accounts["account_id"].to_list() == ["BETA-002"]
     assert one.usage.height == 1 and one.usage["account_id"].to_list() == ["BETA-002"]
+    (tmp_path / "stages" / STAGE / "live" / table_path("contacts")).write_bytes(b"not read")
+    part = Customer360.open(stored, tables=("subs", "accounts"))
+    assert sorted(part.tables) == ["accounts", "subs"] and part.subs.equals(view.subs)
+    with pytest.raises(stages.IntegrityError):
+        Customer360.open(stored)
 
 
 def test_a_frame_written_into_a_stage_is_read_back_by_account_predicate(tmp_path):

@@ -192,7 +192,7 @@ def account_health(
     shard, count = run_shard(context)
     config_file = _config_file(project, config.config_path, "health")
     health_config = health.load_health_config(config_file)
-    view = project.stages.open_view(shard=shard)
+    view = project.stages.open_view(shard=shard, tables=health.VIEW_TABLES)
     computed = health.score_health(view, health_config)
     overrides_file = project.paths.config_path("overrides")
     outcome = overrides.apply_overrides(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from c360_dagster.domain.core.errors import C360Error
 from c360_dagster.domain.core.paths import ProjectPaths
 from c360_dagster.domain.governance import anchor, eventlog, lake, metrics
 from c360_dagster.domain.ingest import shards, view
+from c360_dagster.domain.ingest.entities import ENTITIES
 from c360_dagster.instance import witness_metadata
 
 # The command that makes each whole-project stage (what to run when it is missing).
@@ -113,9 +114,11 @@ class Stages:
         """A stage's persisted frame, verified, optionally only these accounts' rows."""
         return self.frame_and_hash(name, account_ids)[0]
 
-    def open_view(self, account_ids: list[str] | None = None, shard: int | None = None) -> view.Customer360:
-        """The persisted 360 view, verified; its `stored_hash` is what a run that read it signs."""
-        return view.Customer360.open(self.stored(view.STAGE, shard), account_ids)
+    def open_view(
+        self, account_ids: list[str] | None = None, shard: int | None = None, tables: Iterable[str] = tuple(ENTITIES)
+    ) -> view.Customer360:
+        """The persisted 360 view (only `tables`, if named), verified; its `stored_hash` is what a run that read it signs."""
+        return view.Customer360.open(self.stored(view.STAGE, shard), account_ids, tables)
 
     def view_as_of(self, shard: int | None = None) -> dt.date:
         return view.view_as_of(self.stored(view.STAGE, shard))

@@ -106,6 +106,8 @@ NOT_LIVE_REASONS = {
     NOT_STARTED: "the account has not started (no subscription has started yet), so it is not scored",
 }
 _SHARED_OUT = "; its weight is shared out proportionally over the available components"
+# The view's tables `score_health` reads (the account lifecycle's included): a run opens only these.
+VIEW_TABLES = ("accounts", "subs", "usage", "cases", "invoices", "nps")
 
 
 # The health frame: these account columns, then each component's parts (docs/architecture.md).
