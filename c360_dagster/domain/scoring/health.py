@@ -687,7 +687,7 @@ def _evidence(schema: pl.Schema) -> dict[str, pl.Expr]:
 
 def score_health(view: Customer360, config: HealthConfig) -> pl.DataFrame:
     """The health frame of docs/architecture.md: one row per account, sorted by account_id."""
-    frame = _measures(view, config)
+    frame = _measures(view, config).lazy()
     frame = frame.with_columns(_component_columns(config)).with_columns(_commercial_penalties())
     frame = frame.with_columns(_raw_scores(config, view.as_of))
     available = [pl.col(f"{c}_raw").is_not_null() for c in COMPONENTS]
@@ -761,7 +761,7 @@ def score_health(view: Customer360, config: HealthConfig) -> pl.DataFrame:
         *[expr.alias(f"{c}_evidence") for c, expr in _evidence(frame.collect_schema()).items()],
     )
     columns = [*ACCOUNT_COLUMNS, *(f"{c}_{part}" for c in COMPONENTS for part in COMPONENT_PARTS)]
-    return frame.select(columns).sort("account_id")
+    return frame.select(columns).sort("account_id").collect()
 
 
 def _held_at_amber_reason(available: list[pl.Expr], measured_pct: pl.Expr, config: HealthConfig) -> pl.Expr:
