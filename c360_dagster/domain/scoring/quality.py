@@ -49,27 +49,32 @@ def rule_finding(name: str, offending: pl.DataFrame) -> Finding:
 
 def health_findings(health: pl.DataFrame, account_ids: pl.Series, components: tuple[str, ...]) -> list[Finding]:
     """Every account scored exactly once; scores in 0–100; component points sum to the score."""
-    counts = health.group_by("account_id").len()
-    scored = pl.DataFrame({"account_id": account_ids}).join(counts, on="account_id", how="left")
+    # Each rule reads only its columns (lazily): filtering the whole frame copies its text columns.
+    rows = health.lazy()
+    counts = rows.group_by("account_id").len()
+    scored = pl.LazyFrame({"account_id": account_ids}).join(counts, on="account_id", how="left")
     points = pl.sum_horizontal(pl.col(f"{c}_points").fill_null(0) for c in components)
     return [
         rule_finding(
             "every_account_scored_once",
-            scored.filter(pl.col("len").is_null() | (pl.col("len") != 1)),
+            scored.filter(pl.col("len").is_null() | (pl.col("len") != 1)).collect(),
         ),
         rule_finding(
             "score_within_0_100",
-            health.filter(
+            rows.filter(
                 pl.when(pl.col("status") == "scored")
                 .then(~pl.col("score").is_between(0, 100).fill_null(False))
                 .otherwise(pl.col("score").is_not_null())
-            ).select("account_id", "status", "score"),
+            )
+            .select("account_id", "status", "score")
+            .collect(),
         ),
         rule_finding(
             "points_sum_to_score",
-            health.with_columns(points_total=points)
+            rows.with_columns(points_total=points)
             .filter((pl.col("status") == "scored") & ((pl.col("points_total") - pl.col("score")).abs() > 1.0))
-            .select("account_id", "score", "points_total"),
+            .select("account_id", "score", "points_total")
+            .collect(),
         ),
     ]
 
