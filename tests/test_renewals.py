@@ -645,6 +645,10 @@ def test_on_the_fixtures_at_risk_is_the_low_bucket_not_all_arr_up_for_renewal(co
     scored = health.score_health(view, health_config)
     fired = signals.detect_signals(view, signals.load_signals_config(CONFIGS / "signals.yaml"), health_config.lifecycle)
     frame = forecast_renewals(view, scored, fired, config)
+    # A run opens only the view's VIEW_TABLES: the forecast reads nothing else.
+    only = Customer360(as_of=view.as_of, tables={name: view.tables[name] for name in renewals.VIEW_TABLES})
+    assert set(renewals.VIEW_TABLES) < set(view.tables)
+    assert forecast_renewals(only, scored, fired, config).equals(frame)
     summary = renewal_summary(frame, config)
     usd = next(row for row in summary["by_currency"] if row["currency"] == "USD")
     # subs.csv, active and renewing by 2027-01-25: STARK-S1 600,000, ACME-S1 240,000,

@@ -379,7 +379,7 @@ def renewal_forecasts(
     shard, _ = run_shard(context)
     config_file = _config_file(project, config.config_path, "renewals")
     renewals_config = renewals.load_renewals_config(config_file)
-    view = project.stages.open_view(shard=shard)
+    view = project.stages.open_view(shard=shard, tables=renewals.VIEW_TABLES)
     health_frame, health_hash = project.stages.frame_and_hash("health", shard=shard)
     signals_frame, signals_hash = project.stages.frame_and_hash("signals", shard=shard)
     frame = renewals.forecast_renewals(

@@ -371,6 +371,8 @@ def _band_expr(config: RenewalsConfig) -> pl.Expr:
 
 
 MAX_WINDOW_DAYS = 36_500  # a century of renewals
+# The view's tables `forecast_renewals` reads: a run opens only these.
+VIEW_TABLES = ("accounts", "subs")
 
 
 def forecast_renewals(
