@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -200,24 +201,45 @@ class RanProject(Project):
         self.out = out  # what the run printed (with --quiet)
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """`<this run's temporary folder>/<name>`, made by `build` once for the whole run: the first
+    xdist worker that asks builds it under a lock, the others wait and share it (tests copy it or
+    only read it). A session fixture built per worker cost each worker its chain run."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the workers' common parent
+    folder, built = shared / name, shared / f"{name}.built"
+    with (shared / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not built.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            build(folder)
+            built.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def ran_fixtures(tmp_path_factory: pytest.TempPathFactory, private_signing_key: None) -> RanProject:
-    """The whole chain run once per test process on the bundled fixtures; tests only read it.
+    """The whole chain run once per test run on the bundled fixtures; tests only read it.
 
     A test that changes the project takes its own copy (`ran_project`) instead of running the chain.
     """
+    folder = built_once(tmp_path_factory, "ran_fixtures", _run_the_fixtures)
+    return RanProject(folder / "project", (folder / "out.txt").read_text(encoding="utf-8"))
+
+
+def _run_the_fixtures(folder: Path) -> None:
     from c360_dagster.console import main
 
-    root = tmp_path_factory.mktemp("ran_fixtures") / "project"
-    for folder in ("fixtures", "configs", "contracts"):
-        shutil.copytree(REPO_ROOT / folder, root / folder)
+    root = folder / "project"
+    for name in ("fixtures", "configs", "contracts"):
+        shutil.copytree(REPO_ROOT / name, root / name)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         patch.setenv("DAGSTER_HOME", str(root / ".dagster_home"))
         stdout = io.StringIO()
         with contextlib.redirect_stdout(stdout):
             assert main(["c360:run", "--quiet"]) == 0
-    return RanProject(root, stdout.getvalue())
+    (folder / "out.txt").write_text(stdout.getvalue(), encoding="utf-8")
 
 
 @pytest.fixture
@@ -232,16 +254,20 @@ def ran_project(ran_fixtures: RanProject, tmp_path: Path, monkeypatch: pytest.Mo
 
 @pytest.fixture(scope="session")
 def materialized_fixtures(tmp_path_factory: pytest.TempPathFactory, private_signing_key: None) -> Path:
-    """The chain's assets (`CHAIN_ASSETS`, shard 0) materialized once per test process on a copy
-    of the bundled fixtures: a folder of `inputs/`, `artifacts/` and the instance's `dagster_home/`.
+    """The chain's assets (`CHAIN_ASSETS`, shard 0) materialized once per test run on a copy of
+    the bundled fixtures: a folder of `inputs/`, `artifacts/` and the instance's `dagster_home/`.
     The project's paths were relative to the folder, so nothing in it names the folder and a copy
     of it is the same project (`chained`). About 15 CPU-s a chain under coverage."""
+    return built_once(tmp_path_factory, "materialized_fixtures", _materialize_the_fixtures) / "project"
+
+
+def _materialize_the_fixtures(folder: Path) -> None:
     import dagster as dg
 
     from c360_dagster.defs.customer import CHAIN_ASSETS
     from c360_dagster.defs.resources import C360Project
 
-    root = tmp_path_factory.mktemp("materialized_fixtures") / "project"
+    root = folder / "project"
     shutil.copytree(FIXTURES_DIR, root / "inputs")
     (root / CHAINED_HOME).mkdir()
     relative = C360Project(
@@ -253,7 +279,6 @@ def materialized_fixtures(tmp_path_factory: pytest.TempPathFactory, private_sign
     with pytest.MonkeyPatch.context() as patch, dg.instance_for_test(temp_dir=str(root / CHAINED_HOME)) as instance:
         patch.chdir(root)
         dg.materialize(CHAIN_ASSETS, instance=instance, resources={"project": relative}, partition_key="0")
-    return root
 
 
 CHAINED_HOME = "dagster_home"
@@ -282,12 +307,18 @@ def chained(materialized_fixtures: Path, tmp_path: Path) -> Iterator[tuple[Any, 
 
 @pytest.fixture(autouse=True, scope="session")
 def private_signing_key(tmp_path_factory) -> Iterator[None]:
-    """Tests sign with a key in a temp config folder, never the user's ~/.config/c360.
+    """Tests sign with one key of this test run, in a temporary config folder shared by the xdist
+    workers (they share the projects it signed, `built_once`), never the user's ~/.config/c360.
 
     Session-wide, so it is in place before module-scoped fixtures start their subprocesses.
     """
+    from c360_dagster.domain.governance import eventlog
+
+    def make_key(config_home: Path) -> None:
+        eventlog.load_or_create_signing_key(config_home / "c360" / "signing.key")
+
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config-home")))
         patch.delenv("C360_SIGNING_KEY_FILE", raising=False)
         patch.delenv("C360_SIGNING_KEY", raising=False)
+        patch.setenv("XDG_CONFIG_HOME", str(built_once(tmp_path_factory, "config-home", make_key)))
         yield
