@@ -27,6 +27,7 @@ import duckdb
 import polars as pl
 
 from c360_dagster.domain.core.errors import InputError
+from c360_dagster.domain.core.scratch import scratch
 from c360_dagster.domain.core.text import visible_text
 from c360_dagster.domain.ingest.entities import ENTITIES, EntitySpec, FieldSpec
 from c360_dagster.domain.ingest.integrity import Rule, contract_rules, referenced_columns, run_integrity_checks
@@ -361,7 +362,7 @@ def _read_csv(path: Path) -> tuple[list[str], Iterator[pl.DataFrame]]:
 
     def batches() -> Iterator[pl.DataFrame]:
         try:
-            with duckdb.connect() as con:
+            with scratch() as con:
                 con.execute("SET enable_progress_bar = false")
                 reader = con.sql(
                     "SELECT * FROM read_csv($path, columns=$columns, header=true, auto_detect=false, delim=',',"

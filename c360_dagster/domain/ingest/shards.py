@@ -16,11 +16,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import cast
 
-import duckdb
 import polars as pl
 import pyarrow.parquet as pq
 
 from c360_dagster.domain.core.errors import C360Error, ConfigError
+from c360_dagster.domain.core.scratch import scratch
 from c360_dagster.domain.core.stages import StageReader, StageWriter
 from c360_dagster.domain.ingest.entities import ENTITIES
 from c360_dagster.domain.ingest.loader import ValidatedInputs
@@ -45,7 +45,7 @@ def shard_keys(shards: int) -> list[str]:
 def shard_table(account_ids: pl.Series, shards: int) -> pl.DataFrame:
     """`account_id`, `shard` (Int64) for each distinct id, hashed once by DuckDB in one vectorised pass."""
     ids = pl.DataFrame({"account_id": account_ids.unique()}, schema={"account_id": pl.Utf8})
-    with duckdb.connect() as con:
+    with scratch() as con:
         con.register("ids", ids.to_arrow())
         # The first 16 hex digits of the sha256 are its first 8 bytes, read as one unsigned integer.
         return con.sql(

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import polars as pl
 
 from c360_dagster.domain.core.config import load_yaml_config
 from c360_dagster.domain.core.errors import ConfigError, ContractError
+from c360_dagster.domain.core.scratch import scratch
 from c360_dagster.domain.governance.lake import Lake
 from c360_dagster.domain.ingest.shards import in_shard
 from c360_dagster.domain.scoring.overrides import check_accounts, config_date
@@ -112,7 +112,7 @@ def load_snoozes(path: Path | str) -> tuple[Snooze, ...]:
 
 def _sha16(keys: pl.Series) -> pl.Series:
     """sha256 of each key, first 16 hex digits, computed by DuckDB in one vectorized pass."""
-    with duckdb.connect() as con:
+    with scratch() as con:
         con.register("keys", pl.DataFrame({"key": keys}).with_row_index("row").to_arrow())
         hashed = con.sql(f"SELECT left(sha256(key), {ID_HEX_DIGITS}) AS id FROM keys ORDER BY row").pl()
     return hashed["id"]
