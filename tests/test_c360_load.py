@@ -267,6 +267,10 @@ def test_a_loaded_view_reports_the_contract_the_loader_enforced_without_evaluati
     assert not evaluated[1][[name for name, _, _ in CHECKS].index("has_subscription")].passed
     monkeypatch.setattr(integrity, "_contract_offenders", None)  # the contract rules must not run again
     assert [run_integrity_checks(v, contract_enforced=True) for v in (view, warned)] == evaluated
+    # Nor do they read more than WARN_TABLES (all customer_360 decodes of a shard's view).
+    assert set(integrity.WARN_TABLES) < set(view.tables)
+    only = [dataclasses.replace(v, tables={n: v.tables[n] for n in integrity.WARN_TABLES}) for v in (view, warned)]
+    assert [run_integrity_checks(v, contract_enforced=True) for v in only] == evaluated
 
 
 def test_unique_ids_check_fails_on_a_case_duplicate(small_dir: Path) -> None:
