@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gc
 import multiprocessing
+import multiprocessing.forkserver
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -137,6 +138,8 @@ def run_chain(
     if count == 1:
         result = run_job(job_name, paths, ops=ops, partition_key="0", progress=progress)
         return ChainRun(result.run_id, reports.check_rows(result), reports.materialized(result))
+    if workers > 1:
+        _worker_server()  # it imports while the split runs
     if SPLIT not in before:  # the split checks them itself, before it writes
         _check_config_entries(paths, count)
     runs = []
@@ -405,8 +408,7 @@ def _in_workers(function, calls: Sequence[tuple], workers: int) -> list:
     """`function(*args)` for each of `calls`, in order; up to `workers` at a time in processes of their own."""
     if workers <= 1 or len(calls) <= 1:
         return [function(*args) for args in calls]
-    forkserver = multiprocessing.get_context("forkserver")
-    forkserver.set_forkserver_preload(WORKER_PRELOAD)
+    forkserver = _worker_server()
     # The server's environment and working folder are this process's when it started; each call
     # brings the ones it has now (a test, or a library user, may have changed them since).
     here = [(dict(os.environ), os.getcwd(), function, args) for args in calls]
@@ -414,6 +416,15 @@ def _in_workers(function, calls: Sequence[tuple], workers: int) -> list:
         max_workers=min(workers, len(calls)), mp_context=forkserver, initializer=short_lived_start_up
     ) as pool:
         return list(pool.map(_call_here, here))
+
+
+def _worker_server() -> Any:
+    """The multiprocessing context of this process's worker server, which is started now if it is
+    not running: its imports go on beside whatever this process does until it asks for workers."""
+    forkserver = multiprocessing.get_context("forkserver")
+    forkserver.set_forkserver_preload(WORKER_PRELOAD)
+    multiprocessing.forkserver.ensure_running()
+    return forkserver
 
 
 def _call_here(call: tuple[dict[str, str], str, Any, tuple]) -> Any:
