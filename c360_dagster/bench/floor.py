@@ -1,7 +1,7 @@
 """The benchmark floors: the health score's per-account measures in one DuckDB SQL pass.
 
 The compute floor reads the same input files the loader reads (no validation, no Dagster, no
-JSON, no Parquet) and computes what `health._measures` computes, so `pipeline ÷ floor` says how
+JSON, no Parquet) and computes what `health.health_measures` computes, so `pipeline ÷ floor` says how
 much the pipeline's validation, persistence, evidence and orchestration cost over bare compute.
 
 The output floor is the same pass that also writes what the chain writes, with DuckDB's own
