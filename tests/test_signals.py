@@ -34,6 +34,7 @@ from c360_dagster.domain.ingest.view import Customer360
 from c360_dagster.domain.scoring.health import load_health_config
 from c360_dagster.domain.scoring.signals import (
     SIGNAL_CATALOG,
+    VIEW_TABLES,
     detect_signals,
     load_signals_config,
     signals_by_account,
@@ -277,6 +278,13 @@ def test_frame_shape_and_canonical_evidence(config):
     assert all(e == canonical_json(json.loads(e)) for e in frame["evidence"])
     assert set(frame["code"]) <= set(SIGNAL_CATALOG)
     assert all(SIGNAL_CATALOG[c].kind == k for c, k in zip(frame["code"], frame["kind"], strict=True))
+
+
+def test_the_view_tables_it_names_are_all_it_reads(config):
+    view = read_customer_360(FIXTURES)
+    assert set(VIEW_TABLES) < set(view.tables)
+    only = Customer360(as_of=view.as_of, tables={name: view.tables[name] for name in VIEW_TABLES})
+    assert detect_signals(only, config, LIFECYCLE).equals(detect_signals(view, config, LIFECYCLE))
 
 
 def test_empty_view_gives_an_empty_frame(config):

@@ -317,7 +317,7 @@ def customer_signals(
     # The account lifecycle (health.yaml's `lifecycle`) decides who is a customer today.
     health_file = project.paths.config_path("health")
     lifecycle_config = health.load_health_config(health_file).lifecycle
-    view = project.stages.open_view(shard=shard)
+    view = project.stages.open_view(shard=shard, tables=signals.VIEW_TABLES)
     snoozes_file = project.paths.config_path("snoozes")
     tracked = lifecycle.signal_lifecycle(
         signals.detect_signals(view, signals_config, lifecycle_config),

@@ -401,6 +401,8 @@ RULES: dict[str, Callable[[Customer360, SignalsConfig, SharedMeasures], pl.DataF
 }
 assert set(RULES) == set(SIGNAL_CATALOG), "every catalogued signal needs a rule"
 
+# The view's tables the rules read (the account lifecycle's included): a run opens only these.
+VIEW_TABLES = ("accounts", "subs", "usage", "cases", "invoices", "contacts", "crm_opps")
 SIGNALS_COLUMNS = {"account_id": pl.Utf8, "code": pl.Utf8, "kind": pl.Utf8, "evidence": pl.Utf8}
 # Added by domain/scoring/lifecycle.py after detection (docs/trust.md); shown per signal in signals.json.
 LIFECYCLE_COLUMNS = ("signal_id", "status", "since", "snoozed_until", "snooze_reason")
