@@ -22,7 +22,10 @@ def _outputs(artifacts: Path) -> dict[str, bytes]:
     return {
         str(path.relative_to(artifacts)): path.read_bytes()
         for path in sorted(artifacts.rglob("*"))
-        if path.is_file() and path.relative_to(artifacts).parts[0] not in RUN_SPECIFIC and not path.name.startswith(".")
+        if path.is_file()
+        and path.relative_to(artifacts).parts[0] not in RUN_SPECIFIC
+        # Hidden files and folders hold locks (each names its holder's pid), not outputs.
+        and not any(part.startswith(".") for part in path.relative_to(artifacts).parts)
     }
 
 
