@@ -273,6 +273,35 @@ def test_the_sampler_sees_every_descendant_with_the_figures_psutil_reads():
         child.wait()
 
 
+# Forks a child that spends CPU and ends; waits for it (its CPU is now this process's cutime), then sleeps.
+SERVER_OF_AN_ENDED_WORKER = (
+    "import os, sys, time\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    end = time.process_time() + 0.5\n"
+    "    while time.process_time() < end: pass\n"
+    "    os._exit(0)\n"
+    "os.waitpid(pid, 0)\n"
+    "print('reaped', flush=True)\n"
+    "time.sleep(30)\n"
+)
+
+
+def test_the_sampler_counts_the_cpu_of_a_descendants_children_that_ended():
+    """A worker forked from a worker server ends as the server's child, not the bench's: its CPU is
+    counted in the server's."""
+    sampler = ResourceSampler()
+    first = sampler.mark()
+    server = subprocess.Popen([sys.executable, "-c", SERVER_OF_AN_ENDED_WORKER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline() == "reaped\n"
+        last = sampler.mark()
+        assert sampler.figures(first, last, 1).cpu_s >= 0.5
+    finally:
+        server.kill()
+        server.wait()
+
+
 def test_qbr_samples_are_the_first_live_accounts_and_the_first_red_ones_by_id(tmp_path):
     path = tmp_path / "health.parquet"
     pl.DataFrame(

@@ -256,7 +256,9 @@ PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 class _Descendants:
     """(CPU seconds, RSS bytes) of every live descendant of process `root`, by pid, read from /proc
-    as psutil reads them (a process's parent and CPU from its stat, its RSS from its statm).
+    as psutil reads them (a process's parent and CPU from its stat, its RSS from its statm); a
+    process's CPU counts its children that ended, so a worker forked from a server and gone is
+    still counted, in its server.
 
     psutil's `children(recursive=True)` reads the stat of every process on the machine each time:
     at a sample every 20 ms, with ~100 processes, the sampler took 5-6 CPU-ms a sample, half the
@@ -281,10 +283,12 @@ class _Descendants:
                 stat = _proc_file(f"/proc/{pid}/stat")
             except OSError:
                 continue
-            # After the command's closing parenthesis: state, ppid, ..., utime (12th), stime (13th).
+            # After the command's closing parenthesis: state, ppid, ..., utime (12th), stime (13th),
+            # and cutime, cstime: the CPU of its children that ended, which a worker server's
+            # forked workers hand to it, not to this process.
             fields = stat[stat.rfind(b")") + 2 :].split()
             parents.setdefault(int(fields[1]), []).append(pid)
-            cpu_s[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+            cpu_s[pid] = sum(int(field) for field in fields[11:15]) / CLOCK_TICKS
         found: dict[int, tuple[float, int, int]] = {}
         unvisited = [self._root]
         while unvisited:
