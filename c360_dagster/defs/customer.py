@@ -132,7 +132,7 @@ def customer_360(context: dg.AssetExecutionContext, project: C360Project) -> dg.
     split = project.stages.stored(shards.SPLIT_STAGE)
     with project.stages.writing(str(shard)):
         with project.stages.stage(view_module.STAGE, shard) as out:
-            view = shards.save_view(out, split, shard, count, tables=integrity.WARN_TABLES)
+            view, counts = shards.save_view(out, split, shard, count, tables=integrity.WARN_TABLES)
             checks = integrity.run_integrity_checks(view, contract_enforced=True)
             shards.save_record(out, split.manifest_hash, checks=[dataclasses.asdict(found) for found in checks])
         project.ledger.record_event(
@@ -145,7 +145,7 @@ def customer_360(context: dg.AssetExecutionContext, project: C360Project) -> dg.
     return dg.MaterializeResult(
         metadata={
             "as_of": view.as_of.isoformat(),
-            "counts": dg.MetadataValue.json(shards.shard_counts(split, shard)),
+            "counts": dg.MetadataValue.json(counts),
             "path": dg.MetadataValue.path(str(project.stages.root(shard) / view_module.VIEW_DIR)),
             "dagster/row_count": view.accounts.height,
         },

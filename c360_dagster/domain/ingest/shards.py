@@ -161,9 +161,10 @@ def refuse_other_splits(stored: Sequence[StageReader], split_hash: str) -> None:
 
 def save_view(
     out: StageWriter, stored: StageReader, shard: int, shards: int, tables: Iterable[str] = tuple(ENTITIES)
-) -> Customer360:
+) -> tuple[Customer360, dict[str, int]]:
     """Write shard `shard`'s `360` view into `out` from the split, which must have made `shards`
-    shards, and return it with the tables named (`tables`; every table is written). Each table's
+    shards, and return it with the tables named (`tables`; every table is written), and its rows per
+    table as the split counted them. Each table's
     verified bytes are written unchanged: the split encoded them as the view does, so they are
     never re-encoded, and only `tables` are decoded (for the view's checks: at 1M accounts all
     eight decoded held about 2.5 GB)."""
@@ -187,13 +188,9 @@ def save_view(
         warnings=tuple(manifest["warnings"]),
         stored_hash=stored.manifest_hash,
     )
-    save_manifest(out, manifest["as_of"], shard_counts(stored, shard), view.source_hashes, view.warnings)
-    return view
-
-
-def shard_counts(stored: StageReader, shard: int) -> dict[str, int]:
-    """Rows per table of shard `shard`'s view, as the split counted them."""
-    return split_manifest(stored)["shard_counts"][shard]
+    counts = manifest["shard_counts"][shard]
+    save_manifest(out, manifest["as_of"], counts, view.source_hashes, view.warnings)
+    return view, counts
 
 
 def merge_frames(frames: Sequence[pl.DataFrame], keys: Sequence[str]) -> pl.DataFrame:
