@@ -34,3 +34,68 @@ def test_a_forked_child_queries_a_database_of_its_own():
             os._exit(2)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+HOLDS_THE_FILE = """
+import sys, duckdb
+try:
+    duckdb.connect(sys.argv[1], read_only=True).close()
+    print("opened")
+except duckdb.IOException as exc:
+    print("lock" if "lock" in str(exc).lower() else exc)
+"""
+
+
+def _other_process_opens(path) -> str:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", HOLDS_THE_FILE, str(path)], capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def _attached_files() -> list[str]:
+    with scratch.scratch() as con:
+        return [path for (path,) in con.sql("SELECT path FROM duckdb_databases() WHERE path IS NOT NULL").fetchall()]
+
+
+def test_an_attached_file_is_locked_for_the_block_and_checkpointed_and_released_after(tmp_path):
+    path = tmp_path / "file.duckdb"
+    with scratch.attached(path, read_only=False) as con:
+        con.execute("CREATE TABLE t AS SELECT 7 AS x")
+        assert _other_process_opens(path) == "lock"
+    assert _attached_files() == []
+    assert not path.with_name("file.duckdb.wal").exists()  # checkpointed into the file
+    assert _other_process_opens(path) == "opened"
+    with scratch.attached(path, read_only=True) as con:
+        assert con.sql("SELECT x FROM t").fetchall() == [(7,)]
+
+
+def test_users_in_one_process_share_one_attachment_until_the_last_leaves(tmp_path):
+    path = tmp_path / "file.duckdb"
+    with scratch.attached(path, read_only=False) as writer:
+        writer.execute("CREATE TABLE t AS SELECT 1 AS x")
+        with scratch.attached(path, read_only=True) as reader:
+            assert reader.sql("SELECT x FROM t").fetchall() == [(1,)]
+        assert _attached_files() == [str(path)]  # the writer is still in
+    assert _attached_files() == []
+    refused = pytest.raises(duckdb.ConnectionException, match="read-only")
+    with scratch.attached(path, read_only=True), refused, scratch.attached(path, read_only=False):
+        pass
+    assert _attached_files() == []
+
+
+def test_the_lake_sees_only_its_own_tables_not_the_scratch_databases(tmp_path):
+    from pathlib import Path
+
+    from c360_dagster.domain.governance.lake import DuckDBLake
+
+    lake = DuckDBLake(str(tmp_path), Path(__file__).resolve().parents[1] / "contracts" / "schemas")
+    with scratch.attached(lake.path, read_only=False) as con:
+        con.execute("CREATE TABLE other AS SELECT 1 AS x")  # the lake file exists, without crm_opps
+    with scratch.scratch() as con:
+        con.execute("CREATE TABLE crm_opps AS SELECT DATE '2026-09-30' AS as_of")
+        try:
+            assert lake.snapshots("crm_opps") == []
+        finally:
+            con.execute("DROP TABLE crm_opps")

@@ -34,6 +34,7 @@ from c360_dagster.domain.core.config import SCALE_FILE, load_scale_config
 from c360_dagster.domain.core.errors import C360Error, ConfigError, ContractError
 from c360_dagster.domain.core.failpoints import failpoint
 from c360_dagster.domain.core.io import sink_chunks
+from c360_dagster.domain.core.scratch import attached
 from c360_dagster.domain.core.stages import IntegrityError
 from c360_dagster.domain.governance.contracts import load_contract, validate_frame
 
@@ -346,7 +347,9 @@ class DuckDBLake(Lake):
             return None
         with _connect(self.path, read_only=True) as con:
             [(found,)] = con.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [_checked_name(table)]
+                "SELECT count(*) FROM information_schema.tables WHERE table_catalog = current_database()"
+                " AND table_name = ?",
+                [_checked_name(table)],
             ).fetchall()
             if not found:
                 return None
@@ -397,7 +400,7 @@ def _check_columns(con: duckdb.DuckDBPyConnection, table: str, columns: list[tup
     """Refuse to write into a table created under a different contract."""
     existing = con.execute(
         "SELECT column_name, data_type, is_nullable FROM information_schema.columns"
-        " WHERE table_name = ? ORDER BY ordinal_position",
+        " WHERE table_catalog = current_database() AND table_name = ? ORDER BY ordinal_position",
         [table],
     ).fetchall()
     found = [(name, sql_type if nullable == "YES" else f"{sql_type} NOT NULL") for name, sql_type, nullable in existing]
@@ -410,24 +413,23 @@ def _check_columns(con: duckdb.DuckDBPyConnection, table: str, columns: list[tup
 
 @contextlib.contextmanager
 def _connect(db_path: Path, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the lake, waiting a little while another process holds DuckDB's file lock."""
+    """Open the lake (attached to this process's DuckDB database), waiting a little while another
+    process holds DuckDB's file lock."""
     deadline = time.monotonic() + CONNECT_TIMEOUT_S
-    while True:
-        try:
-            con = duckdb.connect(str(db_path), read_only=read_only)
-            break
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower():
-                raise C360Error(f"cannot open the lake {db_path}: {exc}") from None
-            if time.monotonic() >= deadline:
-                raise C360Error(
-                    f"the lake {db_path} is in use by another process; try again when it finishes"
-                ) from None
-            time.sleep(0.1)
-    try:
+    with contextlib.ExitStack() as stack:
+        while True:
+            try:
+                con = stack.enter_context(attached(db_path, read_only=read_only))
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():
+                    raise C360Error(f"cannot open the lake {db_path}: {exc}") from None
+                if time.monotonic() >= deadline:
+                    raise C360Error(
+                        f"the lake {db_path} is in use by another process; try again when it finishes"
+                    ) from None
+                time.sleep(0.1)
         yield con
-    finally:
-        con.close()
 
 
 # --- Delta Lake: a table per contract, partitioned by as_of and shard -------------------------
