@@ -465,3 +465,21 @@ def test_a_frames_columns_take_the_first_contracts_words_then_the_frames_own() -
     assert words["adoption_points"].startswith("The adoption component's points: score x weight / 100")
     assert "nowhere" not in words  # a column nobody describes gets no words rather than wrong ones
     assert sorted(COMPONENT_PART_WORDS) == sorted(COMPONENT_PARTS)
+
+
+def test_a_contract_is_checked_once_per_text_and_each_reader_gets_its_own_copy(tmp_path: Path) -> None:
+    from c360_dagster.domain.governance import contracts
+
+    path = tmp_path / "crm_opps.schema.json"
+    text = (CONTRACTS / "crm_opps.schema.json").read_text(encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
+    first = load_contract("crm_opps", tmp_path)
+    first["properties"].clear()  # one reader's change reaches no other
+    shipped = load_contract("crm_opps", CONTRACTS)
+    checked = contracts._check_contract.cache_info().misses
+    assert load_contract("crm_opps", tmp_path) == shipped
+    assert contracts._check_contract.cache_info().misses == checked  # not checked again
+    path.write_text(text.replace('"additionalProperties": false', '"additionalProperties": true'), encoding="utf-8")
+    for _ in range(2):  # the file as it is now, refused every time
+        with pytest.raises(ContractError, match="additionalProperties other than false"):
+            load_contract("crm_opps", tmp_path)

@@ -155,6 +155,22 @@ def test_finite_numbers_are_required_of_parsed_configs_too():
         health.health_config_from_dict(data, "given")
 
 
+def test_a_config_read_again_is_parsed_once_yet_each_reader_gets_its_own_copy_of_the_files_text_now(tmp_path):
+    from c360_dagster.domain.core import config
+
+    path = with_weight(tmp_path, "30")
+    first = config.load_yaml_config(path, health.HEALTH_SCHEMA)
+    first["weights"]["adoption"] = 99  # one reader's change reaches no other
+    parsed = config._validated_yaml.cache_info().misses
+    assert config.load_yaml_config(path, health.HEALTH_SCHEMA)["weights"]["adoption"] == 30
+    assert config._validated_yaml.cache_info().misses == parsed  # not parsed again
+    with_weight(tmp_path, "31")  # the file changed: read as it is now
+    assert config.load_yaml_config(path, health.HEALTH_SCHEMA)["weights"]["adoption"] == 31
+    with_weight(tmp_path, ".nan")  # and an error is an error every time
+    for _ in range(2):
+        assert config_error(path).endswith("weights.adoption: must be a finite number, got nan")
+
+
 def test_binary_file_folder_and_unreadable_config_are_config_errors(tmp_path):
     binary = tmp_path / "image.png"
     binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe")

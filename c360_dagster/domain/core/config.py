@@ -8,6 +8,9 @@ every number in it must be finite, and no error quotes more of the file than a s
 
 from __future__ import annotations
 
+import copy
+import functools
+import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -76,7 +79,15 @@ def validate_config(data: Any, schema: Mapping[str, Any], source: str) -> dict[s
 def load_yaml_config(path: Path | str, schema: Mapping[str, Any]) -> dict[str, Any]:
     """Read a YAML file and validate it; any way it can fail is a ConfigError naming the file."""
     path = Path(path)
-    return validate_config(parse_yaml(read_config_text(path), str(path)), schema, str(path))
+    text = read_config_text(path)
+    # A run reads its configs several times, and parsing and validating one costs milliseconds: done
+    # once per file text and schema in a process; each caller gets a copy of its own.
+    return copy.deepcopy(_validated_yaml(str(path), text, json.dumps(schema, sort_keys=True)))
+
+
+@functools.lru_cache(maxsize=64)
+def _validated_yaml(source: str, text: str, schema_json: str) -> Any:
+    return validate_config(parse_yaml(text, source), json.loads(schema_json), source)
 
 
 def read_config_text(path: Path) -> str:

@@ -8,6 +8,7 @@ silently not enforced. A test checks that the verdicts agree with the `jsonschem
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -64,9 +65,19 @@ def load_contract(table: str, contracts_dir: Path | str) -> dict[str, Any]:
     """Read `<table>.schema.json`, check it is a valid draft 2020-12 schema we can enforce."""
     path = Path(contracts_dir) / f"{table}.schema.json"
     try:
-        schema = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ContractError(f"no contract for lake table {table!r}: {path} not found") from None
+    # Checking a schema against the draft's meta-schema costs about 15 ms, and a run loads each
+    # contract several times: checked once per text in a process, parsed afresh for each caller.
+    _check_contract(table, str(path), text)
+    return json.loads(text)
+
+
+@functools.lru_cache(maxsize=64)
+def _check_contract(table: str, path: str, text: str) -> None:
+    try:
+        schema = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ContractError(f"{path}: not valid JSON: {exc}") from None
     try:
@@ -74,7 +85,6 @@ def load_contract(table: str, contracts_dir: Path | str) -> dict[str, Any]:
     except jsonschema.SchemaError as exc:
         raise ContractError(f"{path}: not a valid JSON Schema: {exc.message}") from None
     check_supported(schema, table)
-    return schema
 
 
 def check_supported(schema: Mapping[str, Any], table: str) -> None:
