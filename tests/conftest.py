@@ -276,7 +276,7 @@ def _materialize_the_fixtures(folder: Path) -> None:
         contracts_dir=str(REPO_ROOT / "contracts" / "schemas"),
         artifacts_dir="artifacts",
     )
-    with pytest.MonkeyPatch.context() as patch, dg.instance_for_test(temp_dir=str(root / CHAINED_HOME)) as instance:
+    with pytest.MonkeyPatch.context() as patch, project_instance_for_test(str(root / CHAINED_HOME)) as instance:
         patch.chdir(root)
         dg.materialize(CHAIN_ASSETS, instance=instance, resources={"project": relative}, partition_key="0")
 
@@ -284,13 +284,24 @@ def _materialize_the_fixtures(folder: Path) -> None:
 CHAINED_HOME = "dagster_home"
 
 
+def project_instance_for_test(temp_dir: str | None = None) -> contextlib.AbstractContextManager[Any]:
+    """`dg.instance_for_test` on the storages a c360 project's instance has (`instance.DAGSTER_YAML`:
+    one pooled SQLite event log), not Dagster's default of a SQLite file per run, which stores an
+    event in about four times the CPU."""
+    import dagster as dg
+    import yaml
+
+    from c360_dagster.instance import DAGSTER_YAML
+
+    return dg.instance_for_test(overrides=yaml.safe_load(DAGSTER_YAML), temp_dir=temp_dir)
+
+
 @pytest.fixture
 def chained(materialized_fixtures: Path, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
     """`(instance, project)` as right after `dg.materialize(CHAIN_ASSETS, ..., partition_key="0")`
-    on a fresh `dg.instance_for_test()` with the bundled fixtures as inputs: a private copy of
+    on a fresh `project_instance_for_test()` with the bundled fixtures as inputs: a private copy of
     `materialized_fixtures` in `tmp_path` (`inputs/`, `artifacts/`), for tests that start from a
     materialized chain rather than test its run."""
-    import dagster as dg
 
     from c360_dagster.defs.resources import C360Project
 
@@ -301,7 +312,7 @@ def chained(materialized_fixtures: Path, tmp_path: Path) -> Iterator[tuple[Any, 
         contracts_dir=str(REPO_ROOT / "contracts" / "schemas"),
         artifacts_dir=str(tmp_path / "artifacts"),
     )
-    with dg.instance_for_test(temp_dir=str(tmp_path / CHAINED_HOME)) as instance:
+    with project_instance_for_test(str(tmp_path / CHAINED_HOME)) as instance:
         yield instance, project
 
 

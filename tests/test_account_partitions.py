@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+from conftest import project_instance_for_test
 
 from c360_dagster import reports
 from c360_dagster.console import main
@@ -64,7 +65,7 @@ def test_the_chain_registers_the_acted_on_accounts_once(tmp_path):
         contracts_dir=str(REPO / "contracts" / "schemas"),
         artifacts_dir=str(tmp_path / "artifacts"),
     )
-    with dg.instance_for_test() as instance:
+    with project_instance_for_test() as instance:
         one_shard = {"instance": instance, "resources": {"project": project}, "partition_key": "0"}
         dg.materialize([customer_inputs, customer_360], **one_shard)
         assert instance.get_dynamic_partitions(ACCOUNT_PARTITIONS_NAME) == []  # loading registers nothing

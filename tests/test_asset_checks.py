@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from conftest import project_instance_for_test
 
 from c360_dagster.defs.accounts import playbook, qbr_pack
 from c360_dagster.defs.customer import (
@@ -49,7 +50,7 @@ def _evaluations(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dg.
 
 @pytest.fixture
 def instance():
-    with dg.instance_for_test() as test_instance:
+    with project_instance_for_test() as test_instance:
         yield test_instance
 
 
