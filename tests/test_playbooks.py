@@ -227,14 +227,35 @@ def test_columnar_selection_agrees_with_select_playbooks_on_every_combination(li
     )
     columnar = dict(suggested_playbook_ids(health, signals, library).iter_rows())
     assert len(columnar) == 4 * 2 ** len(CODES) * 2 * 3
-    alone = [
-        select_playbooks(tier, codes, library, renewal_due=due, unmeasured=unmeasured)
-        for tier, codes, due, unmeasured in combos
-    ]
-    for account_id, combo, plays in zip(ids, combos, alone, strict=True):
+    by_hand = [_rules_read_one_by_one(library, *combo) for combo in combos]
+    for account_id, combo, plays in zip(ids, combos, by_hand, strict=True):
         assert columnar[account_id] == plays[0], combo
-    # A batch's plans pick every account's plays in one query: each as when picked alone.
-    assert selected_playbooks([PlaySelection(t, c, d, u) for t, c, d, u in combos], library) == alone
+    # A batch's plans pick every account's plays in one query: each as the rules say, and as when
+    # picked alone (one account of each tier, renewal and unmeasured component, with no signal and
+    # with every signal: a query of one row, a null tier among them).
+    assert selected_playbooks([PlaySelection(t, c, d, u) for t, c, d, u in combos], library) == by_hand
+    for (tier, codes, due, unmeasured), plays in zip(combos, by_hand, strict=True):
+        if len(codes) in (0, len(CODES)):
+            assert select_playbooks(tier, codes, library, renewal_due=due, unmeasured=unmeasured) == plays
+
+
+def _rules_read_one_by_one(library, tier, codes, due, unmeasured) -> list[str]:
+    """The library's rules as docs/renewals.md ("Selection rules and priority") states them, read in order for one account: every
+    rule whose conditions all hold adds its play once; none holds, the fallback."""
+    plays: list[str] = []
+    for rule in library.rules:
+        holds = (
+            (rule.tiers is None or tier in rule.tiers)
+            and (rule.codes_any is None or any(code in codes for code in rule.codes_any))
+            and (due or not rule.renewal_due)
+            and (tier is None or not rule.unscored)
+            and (
+                rule.unmeasured_any is None or (tier is not None and any(c in unmeasured for c in rule.unmeasured_any))
+            )
+        )
+        if holds and rule.playbook not in plays:
+            plays.append(rule.playbook)
+    return plays or [library.fallback]
 
 
 # A customer with a contact (unnamed) in each role the library names: its steps keep the
