@@ -86,4 +86,7 @@ def _attachments(pid: int) -> _Attachments:
 @functools.cache
 def _database(pid: int) -> duckdb.DuckDBPyConnection:
     # By process: a forked child starts its own (its parent's database threads did not fork with it).
-    return duckdb.connect()
+    # The database outlives what it reads and writes, so it hands freed memory back at once: by
+    # default DuckDB's allocator keeps up to 512 MiB a release, and a 1M-account chain process kept
+    # about 600 MB more after its lake writes (docs/performance.md, round 12).
+    return duckdb.connect(config={"allocator_bulk_deallocation_flush_threshold": "0B"})
