@@ -249,7 +249,8 @@ def test_the_sampler_sees_every_descendant_with_the_figures_psutil_reads():
     grandchildren: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 10
-        while len(grandchildren) < 2 and time.monotonic() < deadline:
+        # All three asleep: `sleep` has exec'd and loaded its libraries (its RSS grows until then).
+        while not _all_asleep(child.pid, grandchildren) and time.monotonic() < deadline:
             time.sleep(0.01)
             grandchildren = psutil.Process(child.pid).children()
         forked, started = sorted(grandchildren, key=lambda process: process.name() == "sleep")
@@ -271,6 +272,12 @@ def test_the_sampler_sees_every_descendant_with_the_figures_psutil_reads():
             process.kill()
         child.kill()
         child.wait()
+
+
+def _all_asleep(pid: int, children: list[psutil.Process]) -> bool:
+    processes = [psutil.Process(pid), *children]
+    names = sorted(process.name() for process in children)
+    return len(children) == 2 and "sleep" in names and all(p.status() == psutil.STATUS_SLEEPING for p in processes)
 
 
 # Forks a child that spends CPU and ends; waits for it (its CPU is now this process's cutime), then sleeps.
