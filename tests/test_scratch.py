@@ -18,19 +18,19 @@ def test_connections_share_one_database_and_keep_what_they_register_to_themselve
         assert first.sql("SELECT sum(x) FROM rows").fetchall() == [(3,)]
         with pytest.raises(duckdb.CatalogException):
             second.sql("SELECT x FROM rows").fetchall()
-    assert scratch._database(os.getpid()) is scratch._database(os.getpid())
+    assert scratch._process(os.getpid()).database is scratch._process(os.getpid()).database
 
 
 def test_a_forked_child_queries_a_database_of_its_own():
     with scratch.scratch() as con:  # the parent's database is open
         assert con.sql("SELECT 42").fetchall() == [(42,)]
-    parent = scratch._database(os.getpid())
+    parent = scratch._process(os.getpid()).database
     pid = os.fork()
     if pid == 0:  # the child: exit 0 only if its own database answers
         try:
             with scratch.scratch() as con:
                 answered = con.sql("SELECT 1").fetchall() == [(1,)]
-            os._exit(0 if answered and scratch._database(os.getpid()) is not parent else 1)
+            os._exit(0 if answered and scratch._process(os.getpid()).database is not parent else 1)
         except BaseException:
             os._exit(2)
     _, status = os.waitpid(pid, 0)

@@ -23,7 +23,7 @@ import duckdb
 def scratch() -> duckdb.DuckDBPyConnection:
     """A new connection to this process's scratch database (close it, e.g. `with scratch() as con`).
     What a connection registers or sets is its own; several threads may each hold one."""
-    return _database(os.getpid()).cursor()
+    return _this_process().database.cursor()
 
 
 @contextlib.contextmanager
@@ -35,16 +35,16 @@ def attached(path: Path, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnecti
     in this process leaves. Users in one process share one attachment, so one that writes cannot
     join one that only reads (DuckDB refused that too: one file, two configurations).
     """
-    attachments = _attachments(os.getpid())
+    process = _this_process()
     key = str(Path(path).resolve())
-    with attachments.lock:
-        held = attachments.files.get(key)
+    with process.lock:
+        held = process.files.get(key)
         if held is None:
-            held = _Attachment(f"file_{next(attachments.numbers)}", read_only)
+            held = _Attachment(f"file_{next(process.numbers)}", read_only)
             literal = "'" + key.replace("'", "''") + "'"
             with scratch() as con:
                 con.execute(f"ATTACH {literal} AS {held.alias}{' (READ_ONLY)' if read_only else ''}")
-            attachments.files[key] = held
+            process.files[key] = held
         elif held.read_only and not read_only:
             raise duckdb.ConnectionException(f"{key} is open read-only in this process; it cannot be written now")
         held.users += 1
@@ -53,10 +53,10 @@ def attached(path: Path, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnecti
             con.execute(f"USE {held.alias}")
             yield con
     finally:
-        with attachments.lock:
+        with process.lock:
             held.users -= 1
             if not held.users:
-                del attachments.files[key]
+                del process.files[key]
                 # DETACH checkpoints; if that fails (a full disk) the file is detached all the same
                 # and what was committed is in its write-ahead log, replayed by the next open: the
                 # same as closing a database of its own, which says nothing.
@@ -72,21 +72,23 @@ class _Attachment:
 
 
 @dataclass
-class _Attachments:
+class _Process:
+    """This process's database, and the files attached to it (by resolved path)."""
+
+    database: duckdb.DuckDBPyConnection
     lock: threading.Lock = field(default_factory=threading.Lock)
-    files: dict[str, _Attachment] = field(default_factory=dict)  # by resolved path
+    files: dict[str, _Attachment] = field(default_factory=dict)
     numbers: Iterator[int] = field(default_factory=itertools.count)
 
 
-@functools.cache
-def _attachments(pid: int) -> _Attachments:
-    return _Attachments()
+def _this_process() -> _Process:
+    return _process(os.getpid())
 
 
 @functools.cache
-def _database(pid: int) -> duckdb.DuckDBPyConnection:
+def _process(pid: int) -> _Process:
     # By process: a forked child starts its own (its parent's database threads did not fork with it).
     # The database outlives what it reads and writes, so it hands freed memory back at once: by
     # default DuckDB's allocator keeps up to 512 MiB a release, and a 1M-account chain process kept
     # about 600 MB more after its lake writes (docs/performance.md, round 12).
-    return duckdb.connect(config={"allocator_bulk_deallocation_flush_threshold": "0B"})
+    return _Process(duckdb.connect(config={"allocator_bulk_deallocation_flush_threshold": "0B"}))

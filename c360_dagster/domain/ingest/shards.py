@@ -163,11 +163,10 @@ def save_view(
     out: StageWriter, stored: StageReader, shard: int, shards: int, tables: Iterable[str] = tuple(ENTITIES)
 ) -> tuple[Customer360, dict[str, int]]:
     """Write shard `shard`'s `360` view into `out` from the split, which must have made `shards`
-    shards, and return it with the tables named (`tables`; every table is written), and its rows per
-    table as the split counted them. Each table's
-    verified bytes are written unchanged: the split encoded them as the view does, so they are
-    never re-encoded, and only `tables` are decoded (for the view's checks: at 1M accounts all
-    eight decoded held about 2.5 GB)."""
+    shards; return the view with the tables named in `tables` (every table is written), and its rows
+    per table as the split counted them. Each table's verified bytes are written unchanged: the split
+    encoded them as the view does, so they are never re-encoded, and only `tables` are decoded (for
+    the view's checks: at 1M accounts all eight decoded held about 2.5 GB)."""
     manifest = split_manifest(stored)
     if manifest["shards"] != shards:
         raise ConfigError(
