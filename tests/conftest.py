@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from forked import ForkServer
 
 from c360_dagster.domain.governance.lake import Lake, open_lake
 
@@ -333,3 +334,11 @@ def private_signing_key(tmp_path_factory) -> Iterator[None]:
         patch.delenv("C360_SIGNING_KEY", raising=False)
         patch.setenv("XDG_CONFIG_HOME", str(built_once(tmp_path_factory, "config-home", make_key)))
         yield
+
+
+@pytest.fixture(scope="session")
+def forks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer]:
+    """Real c360 and Dagster processes, forked from one process that imported them (tests/forked.py)."""
+    server = ForkServer(tmp_path_factory.mktemp("forks"))
+    yield server
+    server.close()

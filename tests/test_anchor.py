@@ -11,8 +11,6 @@ import json
 import os
 import shutil
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -30,29 +28,16 @@ LOG = Path("artifacts/governance/events.jsonl")
 
 
 @pytest.fixture(scope="module")
-def signed_project(tmp_path_factory) -> tuple[Path, Path]:
+def signed_project(forks, tmp_path_factory) -> tuple[Path, Path]:
     """A project after load, health and signals (6 signed events), and its key file outside it."""
     root = tmp_path_factory.mktemp("anchor")
     project, key_file = root / "project", root / "keys" / "signing.key"
     for folder in ("fixtures", "configs", "contracts"):
         shutil.copytree(REPO / folder, project / folder)
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "DAGSTER_HOME": str(project / ".dagster_home"),
-        "C360_SIGNING_KEY_FILE": str(key_file),
-    }
+    env = {**os.environ, "DAGSTER_HOME": str(project / ".dagster_home"), "C360_SIGNING_KEY_FILE": str(key_file)}
     env.pop("C360_SIGNING_KEY", None)
     for stage in ("c360:load", "c360:health", "c360:signals"):
-        done = subprocess.run(
-            [sys.executable, "-m", "c360_dagster.console", stage, "--quiet"],
-            cwd=project,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
+        done = forks.run(["c360", stage, "--quiet"], cwd=project, env=env)
         assert done.returncode == 0, done.stderr
     # The main log: the split and the three roll-ups; shard 0's chain: its 360, health, signals and lake tables.
     assert len((project / LOG).read_bytes().splitlines()) == 4

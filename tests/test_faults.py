@@ -5,8 +5,9 @@ Each case copies a project on which the previous command already ran, runs the n
 with `C360_FAILPOINT=<name>` (the process kills itself there with a real SIGKILL), then checks:
 `c360 c360:verify` passes; every stage reads back verified as its old or its new generation;
 the same command run again gives artifacts byte-identical to a clean run; nothing temporary is
-left. The commands run in processes forked from one process that imported c360, its asset graph
-and Dagster's storages once, so a case costs its runs, not a Python and Dagster start-up each.
+left. The commands run in processes forked from the fork server (tests/forked.py), which imported
+c360, its asset graph and Dagster's storages once: a case costs its runs, not a Python and Dagster
+start-up each.
 """
 
 from __future__ import annotations
@@ -16,49 +17,17 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import FIXTURES_DIR, SMALL_INPUTS, write_inputs
+from forked import Ended, ForkServer
 
 from c360_dagster.domain.core import stages
 from c360_dagster.domain.governance.lake import open_lake
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["configs", "contracts", "pyproject.toml", "workspace.yaml"]
-
-# Reads one JSON request per line, forks, runs the c360 console in the child, answers how it ended.
-FORK_SERVER = r"""
-import json, os, sys, tempfile
-from c360_dagster import commands, console, definitions
-from c360_dagster.instance import ensure_dagster_home
-# What every command does before its run, done once here for every forked command: import the
-# asset graph, and Dagster's storages (opening a throwaway instance imports them). About 2.5
-# CPU-seconds a command; the command, its run and its SIGKILL stay real.
-os.environ["DAGSTER_HOME"] = tempfile.mkdtemp()
-ensure_dagster_home()
-for line in sys.stdin:
-    request = json.loads(line)
-    pid = os.fork()
-    if pid == 0:
-        os.chdir(request["cwd"])
-        os.environ.update(request["env"])
-        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        try:
-            code = console.main(request["argv"])
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code or 0)
-    _, status = os.waitpid(pid, 0)
-    killed = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-    print(json.dumps({"signal": killed, "code": os.waitstatus_to_exitcode(status)}), flush=True)
-"""
 
 # The chain, one command per step; each step's project is the previous one's plus that command.
 OLD = [
@@ -102,44 +71,32 @@ PUBLISHED_UNSIGNED = {"switched:qbr_ACME-001"}
 
 
 class Runner:
-    """Runs c360 commands in processes forked from one pre-imported c360 process."""
+    """Runs c360 commands in processes forked from the pre-imported fork server (tests/forked.py)."""
 
-    def __init__(self, config_home: Path) -> None:
+    def __init__(self, forks: ForkServer, config_home: Path) -> None:
+        self.forks = forks
         # One signing key (outside the projects, as in real use) for every project of the module.
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CONFIG_HOME": str(config_home)}
+        self.env = {**os.environ, "XDG_CONFIG_HOME": str(config_home)}
         for name in ("C360_FAILPOINT", "C360_SIGNING_KEY", "C360_SIGNING_KEY_FILE"):
-            env.pop(name, None)
-        self.server = subprocess.Popen(
-            [sys.executable, "-c", FORK_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
-        )
+            self.env.pop(name, None)
 
-    def run(self, project: Path, argv: list[str], failpoint: str | None = None) -> dict:
-        env = {"DAGSTER_HOME": str(project / ".dagster_home"), "C360_FAILPOINT": failpoint or ""}
+    def run(self, project: Path, argv: list[str], failpoint: str | None = None) -> Ended:
+        env = {**self.env, "DAGSTER_HOME": str(project / ".dagster_home"), "C360_FAILPOINT": failpoint or ""}
         log = project / "run.log"
-        request = {"cwd": str(project), "env": env, "argv": [*argv, "--quiet"], "log": str(log)}
-        assert self.server.stdin and self.server.stdout
-        self.server.stdin.write(json.dumps(request) + "\n")
-        self.server.stdin.flush()
-        ended = json.loads(self.server.stdout.readline())
-        ended["output"] = log.read_text(encoding="utf-8", errors="replace")
+        ended = self.forks.run(["c360", *argv, "--quiet"], cwd=project, env=env, stdout=log)
         log.unlink()
         return ended
 
     def ok(self, project: Path, argv: list[str]) -> str:
         ended = self.run(project, argv)
-        assert ended["code"] == 0, ended["output"]
-        return ended["output"]
-
-    def close(self) -> None:
-        assert self.server.stdin
-        self.server.stdin.close()
-        self.server.wait(timeout=60)
+        assert ended.returncode == 0, ended.stdout
+        return ended.stdout
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory):
+def chain(forks, tmp_path_factory):
     """The runner and the projects after each command of OLD then NEW (index i: NEW[:i] done)."""
-    runner = Runner(tmp_path_factory.mktemp("config-home"))
+    runner = Runner(forks, tmp_path_factory.mktemp("config-home"))
     first = tmp_path_factory.mktemp("faults") / "p0"
     first.mkdir()
     for name in PROJECT_FILES:
@@ -154,8 +111,7 @@ def chain(tmp_path_factory):
         shutil.copytree(projects[-1], project, symlinks=True)
         runner.ok(project, argv)
         projects.append(project)
-    yield runner, projects
-    runner.close()
+    return runner, projects
 
 
 def _stage_hashes(project: Path) -> dict[str, str]:
@@ -216,13 +172,13 @@ def test_a_kill_at_each_write_boundary_leaves_old_or_new_and_the_next_run_repair
     shutil.copytree(before, project, symlinks=True)
 
     killed = runner.run(project, NEW[step], failpoint)
-    assert killed["signal"] == signal.SIGKILL, f"{failpoint} was never reached:\n{killed['output']}"
+    assert killed.returncode == -signal.SIGKILL, f"{failpoint} was never reached:\n{killed.stdout}"
 
     verdict = runner.run(project, ["c360:verify"])
     if failpoint in PUBLISHED_UNSIGNED:
-        assert verdict["code"] == 1 and "killed between publishing it and signing it" in verdict["output"], verdict
+        assert verdict.returncode == 1 and "killed between publishing it and signing it" in verdict.stdout, verdict
     else:
-        assert (verdict["code"], verdict["output"][:4]) == (0, "OK: "), verdict["output"]
+        assert (verdict.returncode, verdict.stdout[:4]) == (0, "OK: "), verdict.stdout
     old, new = _chain_stage_hashes(before), _chain_stage_hashes(clean)
     for stage, digest in _stage_hashes(project).items():
         assert digest in (old.get(stage), new.get(stage)), f"{stage} is neither its old nor its new generation"
@@ -242,7 +198,7 @@ def test_health_after_a_killed_load_scores_one_whole_view_and_signs_it(chain, tm
     runner, projects = chain
     project = tmp_path / "p"
     shutil.copytree(projects[0], project, symlinks=True)
-    assert runner.run(project, NEW[0], failpoint)["signal"] == signal.SIGKILL
+    assert runner.run(project, NEW[0], failpoint).returncode == -signal.SIGKILL
 
     if failpoint == "switch:360":
         # Killed after the new split went live but before the shard's view did: health refuses
@@ -250,7 +206,7 @@ def test_health_after_a_killed_load_scores_one_whole_view_and_signs_it(chain, tm
         logs = sorted((project / "artifacts" / "governance").rglob("*.jsonl"))
         before = _artifacts(project), [log.read_bytes() for log in logs]
         refused = runner.run(project, ["c360:health"])
-        assert refused["code"] == 2 and "c360: SHARD_STALE: shard 0's 360 output" in refused["output"]
+        assert refused.returncode == 2 and "c360: SHARD_STALE: shard 0's 360 output" in refused.stdout
         assert (_artifacts(project), [log.read_bytes() for log in logs]) == before
         runner.ok(project, NEW[0])
     runner.ok(project, ["c360:health"])

@@ -10,12 +10,12 @@ import datetime as dt
 import hashlib
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from conftest import replace_in
+from forked import Ended, ForkServer
 
 from c360_dagster.console import main
 from c360_dagster.domain.core.config import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH
@@ -33,8 +33,9 @@ FIXTURES = REPO_ROOT / "fixtures" / "customer"
 class LoadedProject:
     """One scratch project, loaded and scored once for the module; tests must not change it."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, forks: ForkServer) -> None:
         self.root = root
+        self.forks = forks
         self.artifacts = root / "artifacts"
         self.dagster_home = root / "dagster_home"
         self.args = ["--artifacts", str(self.artifacts), "--configs", str(CONFIGS)]
@@ -45,17 +46,10 @@ class LoadedProject:
         out, err = capsys.readouterr()
         return code, out, err
 
-    def subprocess(self, *argv: str) -> subprocess.CompletedProcess:
-        """The `c360` command as a user runs it, in a child process."""
-        env = {**os.environ, "DAGSTER_HOME": str(self.dagster_home), "PYTHONPATH": str(REPO_ROOT)}
-        return subprocess.run(
-            [sys.executable, "-m", "c360_dagster.console", argv[0], *self.args, *argv[1:]],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+    def subprocess(self, *argv: str) -> Ended:
+        """The `c360` program as a user runs it, in a process of its own (forked: tests/forked.py)."""
+        env = {**os.environ, "DAGSTER_HOME": str(self.dagster_home)}
+        return self.forks.run(["c360", argv[0], *self.args, *argv[1:]], cwd=REPO_ROOT, env=env)
 
     def snapshot(self) -> dict[str, bytes]:
         """Every file under artifacts/ and its bytes: "nothing changed" compares two of these."""
@@ -63,8 +57,8 @@ class LoadedProject:
 
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory):
-    project = LoadedProject(tmp_path_factory.mktemp("hostile"))
+def loaded(forks, tmp_path_factory):
+    project = LoadedProject(tmp_path_factory.mktemp("hostile"), forks)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(REPO_ROOT)
         patch.setenv("DAGSTER_HOME", str(project.dagster_home))

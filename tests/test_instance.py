@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -33,26 +31,20 @@ def _schema_versions(home: Path) -> dict[str, list[str]]:
     return versions
 
 
-def test_concurrent_first_runs_share_one_working_instance(tmp_path):
+def test_concurrent_first_runs_share_one_working_instance(forks, tmp_path):
     """Three `c360:load` at once on a project with no .dagster_home all succeed, and so does the next."""
     project = _project(tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = dict(os.environ)
     env.pop("DAGSTER_HOME", None)  # the default: the project's own .dagster_home, not there yet
-    command = [sys.executable, "-m", "c360_dagster.console", "c360:load", "--quiet"]
-    runs = [
-        subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for _ in range(3)
-    ]
-    outcomes = [(run.wait(timeout=300), run.stderr.read().decode()) for run in runs]
-    for run in runs:
-        run.stdout.close()
-        run.stderr.close()
-    assert [code for code, _ in outcomes] == [0, 0, 0], outcomes
+    command = ["c360", "c360:load", "--quiet"]
+    runs = [forks.start(command, cwd=project, env=env) for _ in range(3)]
+    outcomes = [run.communicate(timeout=300) for run in runs]
+    assert [done.returncode for done in outcomes] == [0, 0, 0], outcomes
     home = project / ".dagster_home"
     assert (home / READY_MARKER).exists()
     versions = _schema_versions(home)
     assert versions and all(len(rows) <= 1 for rows in versions.values()), versions
-    after = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=300, check=False)
+    after = forks.run(command, cwd=project, env=env, timeout=300)
     assert after.returncode == 0, after.stderr
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -14,23 +12,16 @@ from c360_dagster.console import main
 from c360_dagster.definitions import defs
 from c360_dagster.domain.governance import eventlog
 
-C360 = str(Path(sys.executable).with_name("c360"))
-
 
 @pytest.mark.untraced
-def test_two_c360_processes_at_once_leave_lake_log_and_artifacts_whole(project, capsys):
+def test_two_c360_processes_at_once_leave_lake_log_and_artifacts_whole(forks, project, capsys):
     assert main(["c360:load", "--quiet", *project.args]) == 0
     capsys.readouterr()
     processes = [
-        subprocess.Popen(
-            [C360, command, "--quiet", "--json", *project.args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        forks.start(["c360", command, "--quiet", "--json", *project.args], cwd=Path.cwd())
         for command in ("c360:health", "c360:health", "c360:signals")
     ]
-    results = [(p.wait(timeout=240), *p.communicate()) for p in processes]
+    results = [p.communicate(timeout=240) for p in processes]
     for code, _, err in results:
         # Either both finish one after the other, or one gives up with a clear message.
         assert code == 0 or ("LOCKED" in err and "Traceback" not in err), err

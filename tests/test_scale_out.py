@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from forked import Fork, ForkServer
 from test_golden import output_hashes
 from test_shards import SHARD_ONLY
 from ui_support import REPO, _stop_group, free_port
@@ -36,9 +37,9 @@ from c360_dagster.runner import _chain_layers as runner_chain_layers
 
 POSTGRES_ROOT = Path("/usr/lib/postgresql")
 START_SECONDS = 60
-# A worker is three processes (dagster-celery, celery, its pool) that each import Dagster: about
-# 5 CPU-s on Python 3.11 and 3.14 alike, so two workers need 10 CPU-s; on 2 cores shared with
-# the rest of the suite at a load of up to 20 that is about 100 s (docs/development.md).
+# A worker is three processes: dagster-celery (forked: tests/forked.py), then celery and its pool,
+# which import Dagster: about 3 CPU-s on Python 3.11 and 3.14 alike; on 2 cores shared with the
+# rest of the suite at a load of up to 20, two workers take up to about a minute (docs/development.md).
 WORKER_START_SECONDS = 180
 SHARDS = 4
 RUN_SECONDS = 300
@@ -131,27 +132,25 @@ def redis() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def celery_workers(names: list[str], env: dict[str, str], cwd: Path, logs: Path) -> Iterator[None]:
+def celery_workers(forks: ForkServer, names: list[str], env: dict[str, str], cwd: Path, logs: Path) -> Iterator[None]:
     """Start one `dagster-celery worker` per name (one task at a time each); wait until all answer."""
     from celery import Celery
 
-    command = [str(Path(sys.executable).with_name("dagster-celery")), "worker", "start", "-A", "dagster_celery.app"]
+    command = ["dagster-celery", "worker", "start", "-A", "dagster_celery.app"]
     # dagster-celery starts `celery` from PATH: this interpreter's, not whichever comes first there.
     env = {**env, "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])}
     workers = []
     try:
         for name in names:
-            with (logs / f"worker-{name}.log").open("w", encoding="utf-8") as log:
-                workers.append(
-                    subprocess.Popen(
-                        [*command, "-y", str(REPO / "deploy" / "celery.yaml"), "-n", name, "--", "--concurrency=1"],
-                        cwd=cwd,
-                        env=env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,  # its own group: the celery process and its pool go with it
-                    )
+            workers.append(
+                forks.start(
+                    [*command, "-y", str(REPO / "deploy" / "celery.yaml"), "-n", name, "--", "--concurrency=1"],
+                    cwd=cwd,
+                    env=env,
+                    stdout=logs / f"worker-{name}.log",
+                    session=True,  # its own group: the celery process and its pool go with it
                 )
+            )
         app = Celery(broker=env[BROKER_ENV], backend=env[BROKER_ENV])
         started = time.monotonic()
         answered: set[str] = set()
@@ -185,7 +184,9 @@ def scratch_project(root: Path) -> Path:
 
 
 @pytest.mark.scale
-def test_four_shards_on_celery_workers_and_postgres_roll_up_to_the_bytes_of_one_shard_in_process(tmp_path, monkeypatch):
+def test_four_shards_on_celery_workers_and_postgres_roll_up_to_the_bytes_of_one_shard_in_process(
+    forks, tmp_path, monkeypatch
+):
     started = time.monotonic()
     distributed, reference, logs = tmp_path / "distributed", tmp_path / "in_process", tmp_path / "logs"
     scratch_project(distributed)
@@ -218,12 +219,12 @@ def test_four_shards_on_celery_workers_and_postgres_roll_up_to_the_bytes_of_one_
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         }
         split, sharded, roll_ups = chain_layers(SHARDS)
-        with celery_workers(["c360-a", "c360-b"], env, distributed, logs):
+        with celery_workers(forks, ["c360-a", "c360-b"], env, distributed, logs):
             # As a user without Dagster's daemon launches the chain of N shards: the split, then
             # every shard's run at once (their steps spread over the workers), then the roll-ups.
-            finished([materialize(split, env, distributed)], logs)
-            finished([materialize(sharded, env, distributed, str(shard)) for shard in range(SHARDS)], logs)
-            finished([materialize(roll_ups, env, distributed)], logs)
+            finished([materialize(forks, split, env, distributed)], logs)
+            finished([materialize(forks, sharded, env, distributed, str(s)) for s in range(SHARDS)], logs)
+            finished([materialize(forks, roll_ups, env, distributed)], logs)
         storage, steps_by_worker = run_records()
         # The signed logs, appended to by steps in several worker processes, verify against the
         # heads the PostgreSQL instance witnessed.
@@ -263,17 +264,16 @@ def chain_layers(shards: int) -> tuple[list[str], list[str], list[str]]:
     return [key for key in before if not key.startswith("inputs/")], sharded, after  # inputs/: observed, not made
 
 
-def materialize(keys: list[str], env: dict[str, str], cwd: Path, shard: str | None = None) -> subprocess.Popen:
+def materialize(forks: ForkServer, keys: list[str], env: dict[str, str], cwd: Path, shard: str | None = None) -> Fork:
     """`dagster asset materialize` of these assets (of one shard), on the executor the environment names."""
-    command = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "c360_dagster.definitions"]
-    command += ["--select", ",".join(keys), *(["--partition", shard] if shard else [])]
-    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = ["dagster", "asset", "materialize", "-m", "c360_dagster.definitions", "--select", ",".join(keys)]
+    return forks.start([*command, *(["--partition", shard] if shard else [])], cwd=cwd, env=env)
 
 
-def finished(runs: list[subprocess.Popen], logs: Path) -> None:
+def finished(runs: list[Fork], logs: Path) -> None:
     for run in runs:
-        output = run.communicate(timeout=RUN_SECONDS)[0]
-        assert run.returncode == 0, output[-4000:] + _tails(logs)
+        done = run.communicate(timeout=RUN_SECONDS)
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:] + _tails(logs)
 
 
 def project_lake(project: Path) -> Lake:

@@ -79,7 +79,7 @@ class UI:
 
 
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory) -> Iterator[UI]:
+def ui(forks, tmp_path_factory) -> Iterator[UI]:
     require_browser()
     from playwright.sync_api import expect, sync_playwright
 
@@ -88,11 +88,11 @@ def ui(tmp_path_factory) -> Iterator[UI]:
     tmp = tmp_path_factory.mktemp("ui")
     env = dagster_env(tmp / "dagster_home")
     artifacts = ["--artifacts", str(tmp / "artifacts")]
-    report = run_c360(env, "c360:load", "--dir", str(REPO / "fixtures" / "customer"), *artifacts)
+    report = run_c360(forks, env, "c360:load", "--dir", str(REPO / "fixtures" / "customer"), *artifacts)
     for stage in ("c360:health", "c360:signals", "c360:renewals"):
-        run_c360(env, stage, *artifacts)
-    run_c360(env, "c360:playbook", "--account", "ACME-001", *artifacts)
-    with dagster_webserver(env, tmp / "webserver.log") as base_url, sync_playwright() as playwright:
+        run_c360(forks, env, stage, *artifacts)
+    run_c360(forks, env, "c360:playbook", "--account", "ACME-001", *artifacts)
+    with dagster_webserver(forks, env, tmp / "webserver.log") as base_url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         # Tall enough for the catalog to draw every asset's row without scrolling.
         context = browser.new_context(viewport={"width": 1600, "height": 1800})

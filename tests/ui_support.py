@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from forked import Fork, ForkServer
 
 from c360_dagster.instance import DAGSTER_YAML
 
@@ -54,21 +54,11 @@ def dagster_env(home: Path) -> dict[str, str]:
     return {**os.environ, "DAGSTER_HOME": str(home)}
 
 
-def run_c360(env: Mapping[str, str], *args: str) -> dict[str, Any]:
-    """Run the installed `c360` command from the repo root; return its `--json` report."""
-    c360 = Path(sys.executable).with_name("c360")
-    assert c360.exists(), f"{c360} missing: install the project with pip install -e ."
-    completed = subprocess.run(
-        [str(c360), *args, "--json", "--quiet"],
-        cwd=REPO,
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert completed.returncode == 0, f"c360 {' '.join(args)} failed:\n{completed.stderr}"
-    return json.loads(completed.stdout)
+def run_c360(forks: ForkServer, env: Mapping[str, str], *args: str) -> dict[str, Any]:
+    """Run the `c360` program from the repo root (forked: tests/forked.py); return its `--json` report."""
+    done = forks.run(["c360", *args, "--json", "--quiet"], cwd=REPO, env=env, timeout=120)
+    assert done.returncode == 0, f"c360 {' '.join(args)} failed:\n{done.stderr}"
+    return json.loads(done.stdout)
 
 
 def free_port() -> int:
@@ -87,38 +77,25 @@ def answers(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def dagster_webserver(env: Mapping[str, str], log_path: Path) -> Iterator[str]:
+def dagster_webserver(forks: ForkServer, env: Mapping[str, str], log_path: Path) -> Iterator[str]:
     """Serve the project's definitions on a free local port; yield the base URL; always stop it."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    command = [
-        sys.executable,
-        "-m",
-        "dagster_webserver",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "-m",
-        "c360_dagster.definitions",
-    ]
-    with log_path.open("w", encoding="utf-8") as log:
-        # Own process group, so the code server it spawns is stopped with it.
-        server = subprocess.Popen(
-            command, cwd=REPO, env=dict(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            deadline = time.monotonic() + SERVER_START_SECONDS
-            while not answers(f"{base_url}/server_info"):
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"dagster-webserver did not come up on {base_url}:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.5)
-            yield base_url
-        finally:
-            _stop_group(server)
+    command = ["dagster-webserver", "-h", "127.0.0.1", "-p", str(port), "-m", "c360_dagster.definitions"]
+    # Own process group, so the code server it spawns is stopped with it.
+    server = forks.start(command, cwd=REPO, env=env, stdout=log_path, session=True)
+    try:
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        while not answers(f"{base_url}/server_info"):
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"dagster-webserver did not come up on {base_url}:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield base_url
+    finally:
+        _stop_group(server)
 
 
-def _stop_group(process: subprocess.Popen) -> None:
+def _stop_group(process: subprocess.Popen | Fork) -> None:
     """SIGTERM the whole group, then SIGKILL whatever of it is still there."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
