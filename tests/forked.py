@@ -1,5 +1,5 @@
-"""Real `c360`, `dagster` and `dagster-webserver` processes, forked from one process that imported
-them once.
+"""Real `c360`, `dagster` and `python -c` processes, forked from one process that imported c360
+and Dagster once.
 
 A test that needs a command in a process of its own (SIGKILLed at a failpoint, run three at once,
 a server to stop) starts it here. The fork server is a fresh Python, started once per test process
@@ -25,7 +25,7 @@ from typing import NamedTuple
 # Reads one JSON request a line on stdin, forks a child for each, and writes one JSON line when it
 # forked it (its pid) and one when it ended (its exit code, or the signal that killed it).
 SERVER = r"""
-import importlib.metadata, json, os, select, signal, sys, tempfile
+import atexit, importlib.metadata, json, os, select, signal, sys, tempfile
 from c360_dagster import commands, console, definitions
 from c360_dagster.instance import ensure_dagster_home
 
@@ -61,13 +61,20 @@ def child(request):
     del sys.modules["c360_dagster.definitions"]
     code = 1
     try:
-        code = SCRIPTS[sys.argv[0]].load()()
+        if sys.argv[1:2] == ["-c"]:  # `python -c CODE ARGS...`, as Python runs it
+            sys.argv = ["-c", *sys.argv[3:]]
+            exec(compile(request["argv"][2], "<string>", "exec"), {"__name__": "__main__"})
+            code = 0
+        else:
+            code = SCRIPTS[sys.argv[0]].load()()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:
         import traceback
         traceback.print_exc()
     finally:
+        # What Python's exit does, without tearing the interpreter down (as c360's `end_program`).
+        atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code or 0)
@@ -153,16 +160,17 @@ class ForkServer:
         self,
         argv: Sequence[str],
         *,
-        cwd: Path | str,
+        cwd: Path | str | None = None,
         env: Mapping[str, str] | None = None,
         stdout: Path | None = None,
         stderr: Path | None = None,
         session: bool = False,
     ) -> Fork:
-        """Run `argv` (a console script and its arguments) in a forked process, in `cwd` with `env`
-        (this process's environment when None); its stdout and stderr go to these files (new files
-        in the server's folder when None; the same file for both when only `stdout` is given);
-        `session`: in a session and process group of its own, as `start_new_session`."""
+        """Run `argv` in a forked process: a console script and its arguments, or `python -c CODE
+        ...` (any Python as argv[0]). In `cwd` with `env` (this process's when None); its stdout and
+        stderr go to these files (new files in the server's folder when None; the same file for
+        both when only `stdout` is given); `session`: in a session and process group of its own,
+        as `start_new_session`."""
         self._next += 1
         ident = self._next
         if stdout is None:
@@ -171,7 +179,7 @@ class ForkServer:
         request = {
             "id": ident,
             "argv": list(argv),
-            "cwd": str(cwd),
+            "cwd": str(cwd or Path.cwd()),
             "env": dict(os.environ if env is None else env),
             "stdout": str(stdout),
             "stderr": str(stderr),

@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import stat
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from forked import ForkServer
 
 from c360_dagster.domain.core.errors import C360Error
 from c360_dagster.domain.core.io import canonical_json, sha256_bytes
@@ -148,7 +148,7 @@ def test_appending_after_a_partial_line_is_refused(log: Path) -> None:
         eventlog.append_event(log, event("playbook", "A1"), key())
 
 
-def test_concurrent_appends_from_processes_keep_the_chain(tmp_path: Path) -> None:
+def test_concurrent_appends_from_processes_keep_the_chain(forks: ForkServer, tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     script = textwrap.dedent(
         f"""
@@ -163,7 +163,7 @@ def test_concurrent_appends_from_processes_keep_the_chain(tmp_path: Path) -> Non
                 "inputs": {{}}, "outputs": {{}}}}, key)
         """
     )
-    workers = [subprocess.Popen([sys.executable, "-c", script, name]) for name in ("p", "q", "r")]
+    workers = [forks.start([sys.executable, "-c", script, name]) for name in ("p", "q", "r")]
     assert [w.wait(timeout=60) for w in workers] == [0, 0, 0]
     assert verify(path) == eventlog.VerifyResult(True, 45)
     assert sorted(e["partition"] for e in eventlog.read_events(path)) == sorted(

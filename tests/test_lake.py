@@ -6,7 +6,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import textwrap
 from collections import Counter
@@ -16,6 +15,7 @@ import deltalake
 import duckdb
 import polars as pl
 import pytest
+from forked import ForkServer
 
 from c360_dagster.domain.core.errors import C360Error, ConfigError, ContractError
 from c360_dagster.domain.governance import lake as lake_module
@@ -275,13 +275,13 @@ def test_a_failure_before_the_commit_keeps_the_previous_snapshot(lake: Lake, mon
     assert stored_rows(lake, "customer_signals") == {(D1, 0): 3}
 
 
-def test_process_killed_before_the_commit_keeps_the_previous_snapshot(lake: Lake) -> None:
+def test_process_killed_before_the_commit_keeps_the_previous_snapshot(forks: ForkServer, lake: Lake) -> None:
     lake.write_snapshot("customer_signals", signals(3), D1)
     # A real SIGKILL from the failpoints module once every new row is handed over (DuckDB: inserted
     # in the open transaction; Delta: data files being written), before the commit.
     script = worker_script(lake, 'lake.write_snapshot("customer_signals", signals(200_000, "Z"), dt.date(2026, 7, 31))')
     env = {**os.environ, "C360_FAILPOINT": "lake:customer_signals", "PYTHONPATH": str(REPO)}
-    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    completed = forks.run([sys.executable, "-c", script], env=env, timeout=120)
     assert completed.returncode == -9, completed.stderr
     assert stored_rows(lake, "customer_signals") == {(D1, 0): 3}
     assert lake.read_snapshot("customer_signals")["account_id"].to_list() == ["A000", "A001", "A002"]
@@ -304,18 +304,15 @@ def test_delta_reads_only_committed_data_files(tmp_path: Path) -> None:
     assert delta.snapshots("customer_signals") == [D1]
 
 
-def test_shards_written_by_parallel_processes_all_land(lake: Lake) -> None:
+def test_shards_written_by_parallel_processes_all_land(forks: ForkServer, lake: Lake) -> None:
     script = worker_script(
         lake,
         "shard = int(sys.argv[1])\n"
         'lake.write_snapshot("customer_signals", signals(100 + shard, "XYZ"[shard]), dt.date(2026, 7, 31), shard, 3)',
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    workers = [
-        subprocess.Popen([sys.executable, "-c", script, str(k)], env=env, stderr=subprocess.PIPE, text=True)
-        for k in range(3)
-    ]
-    assert [(w.wait(timeout=120), w.stderr.read()) for w in workers] == [(0, "")] * 3  # type: ignore[union-attr]  # stderr=PIPE: never None
+    workers = [forks.start([sys.executable, "-c", script, str(k)], env=env) for k in range(3)]
+    assert [(done.returncode, done.stderr) for done in (w.communicate(timeout=120) for w in workers)] == [(0, "")] * 3
     assert stored_rows(lake, "customer_signals") == {(D1, 0): 100, (D1, 1): 101, (D1, 2): 102}
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from forked import ForkServer
 
 from c360_dagster.console import main
 from c360_dagster.defs.resources import C360Project
@@ -205,7 +205,7 @@ def test_a_shard_without_events_has_the_genesis_head_and_verifies(tmp_path: Path
     }
 
 
-def test_shards_append_to_their_own_chains_in_parallel(tmp_path: Path) -> None:
+def test_shards_append_to_their_own_chains_in_parallel(forks: ForkServer, tmp_path: Path) -> None:
     path = tmp_path / "governance" / "events.jsonl"
     script = textwrap.dedent(
         f"""
@@ -221,7 +221,7 @@ def test_shards_append_to_their_own_chains_in_parallel(tmp_path: Path) -> None:
                 "code_version": "1", "inputs": {{}}, "outputs": {{}}, "shard": shard}}, key)
         """
     )
-    workers = [subprocess.Popen([sys.executable, "-c", script, str(k)]) for k in range(4)]
+    workers = [forks.start([sys.executable, "-c", script, str(k)]) for k in range(4)]
     assert [w.wait(timeout=60) for w in workers] == [0] * 4
     eventlog.append_event(path, event("health_rollup", shards=eventlog.shard_heads(path, 4)), KEY)
     verdict = verify(path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from forked import Ended, Fork, ForkServer
 
 from c360_dagster.domain.core import locking
 from c360_dagster.domain.core.io import atomic_writer, write_text_atomic
@@ -63,21 +63,17 @@ MATERIALIZE = textwrap.dedent(
 )
 
 
-def run_two_at_once(artifacts: Path, timeout: float, hold: float) -> list[subprocess.CompletedProcess]:
+def run_two_at_once(forks: ForkServer, artifacts: Path, timeout: float, hold: float) -> list[Ended]:
     artifacts.mkdir(parents=True, exist_ok=True)
     workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", MATERIALIZE, str(artifacts), tag, str(timeout), str(hold)],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        forks.start([sys.executable, "-c", MATERIALIZE, str(artifacts), tag, str(timeout), str(hold)])
         for tag in ("P", "Q")
     ]
     deadline = time.monotonic() + 60
     while not all((artifacts / f"ready-{tag}").exists() for tag in ("P", "Q")) and time.monotonic() < deadline:
         time.sleep(0.01)
     (artifacts / "go").touch()
-    return [subprocess.CompletedProcess(w.args, w.wait(timeout=60), None, w.stderr.read()) for w in workers]
+    return [w.communicate(timeout=60) for w in workers]
 
 
 def assert_intact(artifacts: Path, winners: list[str]) -> None:
@@ -94,14 +90,14 @@ def assert_intact(artifacts: Path, winners: list[str]) -> None:
     }
 
 
-def test_two_processes_at_once_both_finish_one_after_the_other(tmp_path: Path) -> None:
-    results = run_two_at_once(tmp_path / "artifacts", timeout=30, hold=0.5)
+def test_two_processes_at_once_both_finish_one_after_the_other(forks: ForkServer, tmp_path: Path) -> None:
+    results = run_two_at_once(forks, tmp_path / "artifacts", timeout=30, hold=0.5)
     assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
     assert_intact(tmp_path / "artifacts", winners=["P", "Q"])
 
 
-def test_two_processes_at_once_one_fails_with_a_clear_message(tmp_path: Path) -> None:
-    results = run_two_at_once(tmp_path / "artifacts", timeout=0.2, hold=2.0)
+def test_two_processes_at_once_one_fails_with_a_clear_message(forks: ForkServer, tmp_path: Path) -> None:
+    results = run_two_at_once(forks, tmp_path / "artifacts", timeout=0.2, hold=2.0)
     assert sorted(r.returncode for r in results) == [0, 2], [r.stderr for r in results]
     loser = next(r for r in results if r.returncode == 2)
     assert "another c360 process is writing to" in loser.stderr and "try again" in loser.stderr
@@ -124,9 +120,9 @@ HOLDER = textwrap.dedent(
 )
 
 
-def start_holder(artifacts: Path, *shard: str) -> subprocess.Popen:
+def start_holder(forks: ForkServer, artifacts: Path, *shard: str) -> Fork:
     artifacts.mkdir(parents=True, exist_ok=True)
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(artifacts), *shard])
+    holder = forks.start([sys.executable, "-c", HOLDER, str(artifacts), *shard])
     deadline = time.monotonic() + 60
     while not (artifacts / "held").exists():
         assert time.monotonic() < deadline and holder.poll() is None
@@ -134,16 +130,16 @@ def start_holder(artifacts: Path, *shard: str) -> subprocess.Popen:
     return holder
 
 
-def test_waiting_process_gets_the_lock_when_the_holder_releases_it(tmp_path: Path) -> None:
-    holder = start_holder(tmp_path)
+def test_waiting_process_gets_the_lock_when_the_holder_releases_it(forks: ForkServer, tmp_path: Path) -> None:
+    holder = start_holder(forks, tmp_path)
     (tmp_path / "stop").touch()
     with locking.project_lock(tmp_path, timeout_s=30):
         assert (tmp_path / "released").exists()  # we got in only after the holder let go
     assert holder.wait(timeout=30) == 0
 
 
-def test_timeout_names_the_project_and_the_holder(tmp_path: Path) -> None:
-    holder = start_holder(tmp_path)
+def test_timeout_names_the_project_and_the_holder(forks: ForkServer, tmp_path: Path) -> None:
+    holder = start_holder(forks, tmp_path)
     try:
         with pytest.raises(locking.LockTimeout) as caught, locking.project_lock(tmp_path, timeout_s=0.2):
             pass
@@ -154,8 +150,8 @@ def test_timeout_names_the_project_and_the_holder(tmp_path: Path) -> None:
         holder.wait(timeout=30)
 
 
-def test_a_shard_lock_holds_off_only_that_shards_writers(tmp_path: Path) -> None:
-    holder = start_holder(tmp_path, "3")
+def test_a_shard_lock_holds_off_only_that_shards_writers(forks: ForkServer, tmp_path: Path) -> None:
+    holder = start_holder(forks, tmp_path, "3")
     try:
         with locking.project_lock(tmp_path, timeout_s=0.2, shard="1"), locking.project_lock(tmp_path, timeout_s=0.2):
             pass  # shard 1 and the unsharded writers go ahead while shard 3 writes
@@ -173,8 +169,8 @@ def test_a_shard_key_that_is_not_a_number_cannot_name_a_lock(tmp_path: Path) -> 
             locking.project_lock(tmp_path, shard=bad)  # type: ignore[arg-type]  # a wrong type on purpose
 
 
-def test_lock_of_a_killed_process_is_released(tmp_path: Path) -> None:
-    holder = start_holder(tmp_path)
+def test_lock_of_a_killed_process_is_released(forks: ForkServer, tmp_path: Path) -> None:
+    holder = start_holder(forks, tmp_path)
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait(timeout=30)
     with locking.project_lock(tmp_path, timeout_s=5):

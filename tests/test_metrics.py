@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
+from forked import ForkServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from c360_dagster.domain.core.errors import C360Error
@@ -94,7 +94,7 @@ def test_an_increment_costs_the_same_after_many_runs(tmp_path: Path) -> None:
     assert time.perf_counter() - started < 0.5
 
 
-def test_concurrent_increments_are_not_lost(tmp_path: Path) -> None:
+def test_concurrent_increments_are_not_lost(forks: ForkServer, tmp_path: Path) -> None:
     path = tmp_path / "c360.prom"
     script = textwrap.dedent(
         f"""
@@ -104,7 +104,7 @@ def test_concurrent_increments_are_not_lost(tmp_path: Path) -> None:
             metrics.increment(Path({str(path)!r}), "c360_lake_rows_written", 2, {{"table": "renewal_forecasts"}})
         """
     )
-    workers = [subprocess.Popen([sys.executable, "-c", script]) for _ in range(4)]
+    workers = [forks.start([sys.executable, "-c", script]) for _ in range(4)]
     assert [w.wait(timeout=60) for w in workers] == [0, 0, 0, 0]
     # 4 processes x 25 x 2
     assert metrics.read_metrics(path) == {'c360_lake_rows_written_total{table="renewal_forecasts"}': 200}

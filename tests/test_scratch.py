@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import duckdb
 import polars as pl
 import pytest
+from forked import ForkServer
 
 from c360_dagster.domain.core import scratch
 
@@ -47,11 +49,9 @@ except duckdb.IOException as exc:
 """
 
 
-def _other_process_opens(path) -> str:
-    import subprocess
-    import sys
-
-    done = subprocess.run([sys.executable, "-c", HOLDS_THE_FILE, str(path)], capture_output=True, text=True, check=True)
+def _other_process_opens(forks: ForkServer, path) -> str:
+    done = forks.run([sys.executable, "-c", HOLDS_THE_FILE, str(path)])
+    assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
 
@@ -60,14 +60,14 @@ def _attached_files() -> list[str]:
         return [path for (path,) in con.sql("SELECT path FROM duckdb_databases() WHERE path IS NOT NULL").fetchall()]
 
 
-def test_an_attached_file_is_locked_for_the_block_and_checkpointed_and_released_after(tmp_path):
+def test_an_attached_file_is_locked_for_the_block_and_checkpointed_and_released_after(forks, tmp_path):
     path = tmp_path / "file.duckdb"
     with scratch.attached(path, read_only=False) as con:
         con.execute("CREATE TABLE t AS SELECT 7 AS x")
-        assert _other_process_opens(path) == "lock"
+        assert _other_process_opens(forks, path) == "lock"
     assert _attached_files() == []
     assert not path.with_name("file.duckdb.wal").exists()  # checkpointed into the file
-    assert _other_process_opens(path) == "opened"
+    assert _other_process_opens(forks, path) == "opened"
     with scratch.attached(path, read_only=True) as con:
         assert con.sql("SELECT x FROM t").fetchall() == [(7,)]
 
