@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -138,6 +139,13 @@ class Fork:
             if self.returncode is None:
                 raise subprocess.TimeoutExpired(str(self._id), timeout or 0)
         return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
     def communicate(self, timeout: float | None = None) -> Ended:
         """Wait for the end; what the command wrote."""

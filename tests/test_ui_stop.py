@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import psutil
 from ui_support import REPO, SERVER_START_SECONDS, answers, dagster_env, free_port
@@ -15,22 +12,17 @@ from ui_support import REPO, SERVER_START_SECONDS, answers, dagster_env, free_po
 STOP_WITHIN_S = 10.0
 
 
-def test_ctrl_c_stops_the_ui_and_every_process_it_started(tmp_path):
+def test_ctrl_c_stops_the_ui_and_every_process_it_started(forks, tmp_path):
     env = dagster_env(tmp_path / "dagster_home")
     port = free_port()
     stderr = tmp_path / "stderr.txt"
-    with stderr.open("w", encoding="utf-8") as log:  # c360 writes to its own copy of the file
-        c360 = subprocess.Popen(
-            [str(Path(sys.executable).with_name("c360")), "c360:ui", "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
+    c360 = forks.start(
+        ["c360", "c360:ui", "--port", str(port)], cwd=REPO, env=env, stdout=tmp_path / "out", stderr=stderr
+    )
     try:
         deadline = time.monotonic() + SERVER_START_SECONDS
         while not answers(f"http://127.0.0.1:{port}/server_info"):
-            assert c360.poll() is None and time.monotonic() < deadline, "the UI did not come up"
+            assert c360.poll() is None and time.monotonic() < deadline, "the UI did not come up:\n" + stderr.read_text()
             time.sleep(0.5)
         started = psutil.Process(c360.pid).children(recursive=True)
         assert started, "dagster dev runs as a child of c360"
