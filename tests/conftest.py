@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import hashlib
 import io
 import json
@@ -157,6 +158,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if item.get_closest_marker("untraced"):
                 item.add_marker(pytest.mark.no_cover)
+
+
+# A test process collects garbage as c360's own processes do (runner.collector_off_for_start_up):
+# what its start-up and the collection built is frozen, never scanned again, and the youngest
+# generation is collected every this many allocations, not Python's 700; a threshold other than
+# c360's, so test_startup tells the two apart. About 4% of a worker's CPU (docs/development.md).
+TEST_GC_THRESHOLD = 20_000
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    gc.freeze()
+    gc.set_threshold(TEST_GC_THRESHOLD)
 
 
 @pytest.fixture(autouse=True, scope="session")
