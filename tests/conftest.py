@@ -110,13 +110,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # --no-loadscope-reorder), so these start at once instead of leaving one worker running one of
 # them alone at the end.
 SLOWEST_FIRST = (
-    "test_shards.py",
     "test_faults.py",
-    "test_bench.py",
-    "test_hostile.py",
-    "test_ui_browser.py",
     "test_scale_out.py",
+    "test_bench.py",
+    "test_shards.py",
+    "test_ui_browser.py",
     "test_qbr_render.py",
+    "test_startup.py",
+    "test_hostile.py",
+    "test_account_batches.py",
+    "test_ui_stop.py",
+    "test_account_partitions.py",
 )
 
 
