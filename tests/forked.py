@@ -116,8 +116,8 @@ for pid in running:
 
 
 class Ended(NamedTuple):
-    """How a forked command ended: its exit code (minus the signal that killed it, as
-    `subprocess` reports it), and what it wrote to stdout and stderr."""
+    """How a forked command ended: its exit code (-N when signal N killed it, as `subprocess`
+    reports it), and what it wrote to stdout and stderr."""
 
     returncode: int
     stdout: str
@@ -155,8 +155,7 @@ class Fork:
     def communicate(self, timeout: float | None = None) -> Ended:
         """Wait for the end; what the command wrote."""
         code = self.wait(timeout)
-        read = lambda path: path.read_text(encoding="utf-8", errors="replace")  # noqa: E731
-        return Ended(code, read(self._stdout), read(self._stderr))
+        return Ended(code, _text(self._stdout), _text(self._stderr))
 
 
 class ForkServer:
@@ -236,3 +235,7 @@ class ForkServer:
         assert self._server.stdin is not None
         self._server.stdin.close()
         self._server.wait(timeout=60)
+
+
+def _text(path: Path) -> str:
+    return path.read_text(encoding="utf-8", errors="replace")
