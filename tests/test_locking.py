@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
 import sys
 import textwrap
 import time
@@ -171,7 +169,7 @@ def test_a_shard_key_that_is_not_a_number_cannot_name_a_lock(tmp_path: Path) -> 
 
 def test_lock_of_a_killed_process_is_released(forks: ForkServer, tmp_path: Path) -> None:
     holder = start_holder(forks, tmp_path)
-    os.kill(holder.pid, signal.SIGKILL)
+    holder.kill()
     holder.wait(timeout=30)
     with locking.project_lock(tmp_path, timeout_s=5):
         assert (tmp_path / ".c360.lock").exists()

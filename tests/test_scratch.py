@@ -87,8 +87,6 @@ def test_users_in_one_process_share_one_attachment_until_the_last_leaves(tmp_pat
 
 
 def test_the_lake_sees_only_its_own_tables_not_the_scratch_databases(tmp_path):
-    from pathlib import Path
-
     from c360_dagster.domain.governance.lake import DuckDBLake
 
     lake = DuckDBLake(str(tmp_path), Path(__file__).resolve().parents[1] / "contracts" / "schemas")
