@@ -8,6 +8,7 @@ import gc
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -130,6 +131,7 @@ def test_the_first_run_freezes_what_start_up_built_and_turns_the_collector_on(ra
     assert frozen > before
 
 
+@pytest.mark.untraced
 def test_a_process_that_keeps_its_collector_on_is_left_as_it_is(ran_project):
     """A test process or `dagster dev` runs jobs too: the run freezes nothing of it."""
     before = gc.get_freeze_count()
@@ -166,18 +168,6 @@ def _surroundings(_call: int) -> tuple[str | None, str]:
     return os.environ.get("C360_WORKER_CHECK"), os.getcwd()
 
 
-def test_a_stage_command_imports_no_library_its_run_does_not_use(ran_project):
-    """`c360:health` renders no template and no deck: Jinja2, python-pptx and the QBR pack's own
-    modules stay unimported (the asset graph names them for the pack's code version only)."""
-    unused = ("jinja2", "pptx", *QBR_MODULES, "c360_dagster.domain.qbr.models")
-    code = (
-        "import sys; from c360_dagster.console import main; "
-        f"code = main(['c360:health', '--quiet']); print(code, sorted(set({unused!r}) & set(sys.modules)))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.splitlines()[-1] == "0 []"
-
-
 # Modules only `dagster._daemon`'s __init__ (its daemons, their structlog and rich) and Mako's
 # Pygments plugin import: 141 modules of a `c360:health` run (docs/performance.md, "Start-up, round 6");
 # Alembic and Mako, for Dagster's migrations, and NumPy, for PyArrow ("Start-up, round 7").
@@ -191,28 +181,50 @@ NEVER_IMPORTED = (
     "mako",
     "numpy",
 )
+# `c360:health` renders no template and no deck (the asset graph names the QBR pack's modules for
+# its code version only).
+UNUSED_BY_HEALTH = ("jinja2", "pptx", *QBR_MODULES, "c360_dagster.domain.qbr.models")
 
 
-def test_the_program_runs_a_stage_without_dagsters_daemons_pygments_alembic_or_numpy(ran_project):
-    """`c360 c360:health` as the program runs it: its run stores in Dagster's run storage, which
-    imports `dagster._daemon.types` only, opens the instance's stamped databases without Alembic,
-    writes its lake table with PyArrow without NumPy, and its output is the same."""
-    expected = io.StringIO()
-    with contextlib.redirect_stdout(expected):
-        assert console.main(["c360:health", "--quiet"]) == 0
+@pytest.fixture(scope="module")
+def health_as_the_program_runs_it(ran_fixtures, forks, tmp_path_factory) -> dict[str, object]:
+    """`c360 c360:health --quiet` on a copy of the run project, in a fresh Python as the program
+    starts (`console.script`), which reports at its exit what it imported; and the same command in
+    a process that had imported everything (forked: tests/forked.py), for its output."""
+    project = Path(shutil.copytree(ran_fixtures.root, tmp_path_factory.mktemp("startup") / "p", symlinks=True))
+    env = {**os.environ, "DAGSTER_HOME": str(project / ".dagster_home")}
     code = (
         "import atexit, json, sys\n"
         "def seen():\n"
-        f"    imported = sorted(m for m in {NEVER_IMPORTED!r} if sys.modules.get(m))\n"
-        "    print(json.dumps([imported, 'dagster._daemon.types' in sys.modules]), file=sys.stderr)\n"
+        "    imported = lambda names: sorted(m for m in names if sys.modules.get(m))\n"
+        f"    found = {{'never': imported({NEVER_IMPORTED!r}), 'unused': imported({UNUSED_BY_HEALTH!r}),\n"
+        "             'daemon_types': 'dagster._daemon.types' in sys.modules}\n"
+        "    print(json.dumps(found), file=sys.stderr)\n"
         "atexit.register(seen)\n"
         "sys.argv = ['c360', 'c360:health', '--quiet']\n"
         "from c360_dagster.console import script\n"
         "script()\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout == expected.getvalue()
-    assert json.loads(done.stderr.splitlines()[-1]) == [[], True]
+    fresh = subprocess.run(
+        [sys.executable, "-c", code], cwd=project, env=env, capture_output=True, text=True, check=True
+    )
+    forked = forks.run(["c360", "c360:health", "--quiet"], cwd=project, env=env)
+    assert forked.returncode == 0, forked.stderr
+    return {"out": fresh.stdout, "imported": json.loads(fresh.stderr.splitlines()[-1]), "expected_out": forked.stdout}
+
+
+def test_a_stage_command_imports_no_library_its_run_does_not_use(health_as_the_program_runs_it):
+    """`c360:health` leaves Jinja2, python-pptx and the QBR pack's own modules unimported."""
+    assert health_as_the_program_runs_it["imported"]["unused"] == []
+
+
+def test_the_program_runs_a_stage_without_dagsters_daemons_pygments_alembic_or_numpy(health_as_the_program_runs_it):
+    """`c360 c360:health` as the program runs it: its run stores in Dagster's run storage, which
+    imports `dagster._daemon.types` only, opens the instance's stamped databases without Alembic,
+    writes its lake table with PyArrow without NumPy, and its output is the same."""
+    found = health_as_the_program_runs_it
+    assert found["imported"]["never"] == [] and found["imported"]["daemon_types"]
+    assert found["out"] == found["expected_out"] and found["out"].startswith("Health of 12 accounts")
 
 
 def test_a_deferred_package_runs_its_init_when_a_name_of_it_is_asked():
