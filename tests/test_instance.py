@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from c360_dagster.console import main
-from c360_dagster.instance import READY_MARKER, ensure_dagster_home
+from c360_dagster.instance import DAGSTER_YAML, READY_MARKER, ensure_dagster_home
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,6 +46,20 @@ def test_concurrent_first_runs_share_one_working_instance(forks, tmp_path):
     assert versions and all(len(rows) <= 1 for rows in versions.values()), versions
     after = forks.run(command, cwd=project, env=env, timeout=300)
     assert after.returncode == 0, after.stderr
+
+
+def test_a_deployments_instance_is_opened_once_a_process_and_never_marked_ready(tmp_path, monkeypatch):
+    """A `dagster.yaml` other than the project's own is a deployment's (docs/deployment.md): its
+    storage may be down later, so no marker says it was set up; this process opens it once."""
+    home = tmp_path / "deployment_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(DAGSTER_YAML + "# the deployment's own settings\n", encoding="utf-8")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    assert ensure_dagster_home() == home
+    assert not (home / READY_MARKER).exists()
+    (home / "dagster.yaml").unlink()  # opened already: the second call does not look again
+    assert ensure_dagster_home() == home
+    assert not (home / "dagster.yaml").exists()
 
 
 def test_a_damaged_instance_is_named_with_how_to_recover(tmp_path, monkeypatch, capsys):
@@ -114,6 +128,7 @@ def _schema(home: Path) -> dict[str, list[tuple[str, str]]]:
     return schema
 
 
+@pytest.mark.untraced
 def test_a_fresh_instance_reads_the_migration_scripts_once(tmp_path, monkeypatch):
     """Creating the instance builds Alembic's map of Dagster's migration scripts once (Dagster's own
     path builds it six times: the three storages each ask for the head, then stamp it), and makes the
@@ -186,6 +201,7 @@ def test_a_fresh_instance_is_created_unsynced_then_synced_once_before_its_marker
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL, SQLite's default
 
 
+@pytest.mark.untraced
 def test_a_creation_killed_midway_is_finished_by_the_next_command(tmp_path, monkeypatch):
     """A process killed while it creates the instance (its run storage made, its event log not)
     leaves no marker; the next one finishes the instance, with the schema Dagster's own path makes."""

@@ -184,6 +184,7 @@ def scratch_project(root: Path) -> Path:
 
 
 @pytest.mark.scale
+@pytest.mark.untraced
 def test_four_shards_on_celery_workers_and_postgres_roll_up_to_the_bytes_of_one_shard_in_process(
     forks, tmp_path, monkeypatch
 ):
