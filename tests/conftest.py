@@ -164,6 +164,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.no_cover)
 
 
+def _coverage(config: pytest.Config) -> Any:
+    """pytest-cov's controller of this process's coverage while it traces, else None."""
+    controller = getattr(config.pluginmanager.getplugin("_cov"), "cov_controller", None)
+    return controller if controller is not None and controller.started else None
+
+
+@contextlib.contextmanager
+def untraced(config: pytest.Config) -> Iterator[None]:
+    """Coverage paused while a fixture builds what tests share: the `untraced` marker's rule for a
+    fixture. Only for builds that run no line the traced tests leave uncovered (chosen from a run
+    with `--cov-context=test`, docs/performance.md, round 14)."""
+    controller = _coverage(config)
+    if controller is None:
+        yield
+        return
+    controller.pause()
+    try:
+        yield
+    finally:
+        controller.resume()
+
+
 # A test process collects garbage as c360's own processes do (runner.collector_off_for_start_up):
 # what its start-up and the collection built is frozen, never scanned again, and the youngest
 # generation is collected every this many allocations, not Python's 700; a threshold other than
@@ -236,12 +258,16 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Calla
 
 
 @pytest.fixture(scope="session")
-def ran_fixtures(tmp_path_factory: pytest.TempPathFactory, private_signing_key: None) -> RanProject:
+def ran_fixtures(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config, private_signing_key: None
+) -> RanProject:
     """The whole chain run once per test run on the bundled fixtures; tests only read it.
 
     A test that changes the project takes its own copy (`ran_project`) instead of running the chain.
+    Untraced: `test_qbr_render`'s decks come from the same command on the same fixtures.
     """
-    folder = built_once(tmp_path_factory, "ran_fixtures", _run_the_fixtures)
+    with untraced(pytestconfig):
+        folder = built_once(tmp_path_factory, "ran_fixtures", _run_the_fixtures)
     return RanProject(folder / "project", (folder / "out.txt").read_text(encoding="utf-8"))
 
 
@@ -271,12 +297,15 @@ def ran_project(ran_fixtures: RanProject, tmp_path: Path, monkeypatch: pytest.Mo
 
 
 @pytest.fixture(scope="session")
-def materialized_fixtures(tmp_path_factory: pytest.TempPathFactory, private_signing_key: None) -> Path:
+def materialized_fixtures(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config, private_signing_key: None
+) -> Path:
     """The chain's assets (`CHAIN_ASSETS`, shard 0) materialized once per test run on a copy of
     the bundled fixtures: a folder of `inputs/`, `artifacts/` and the instance's `dagster_home/`.
     The project's paths were relative to the folder, so nothing in it names the folder and a copy
-    of it is the same project (`chained`). About 15 CPU-s a chain under coverage."""
-    return built_once(tmp_path_factory, "materialized_fixtures", _materialize_the_fixtures) / "project"
+    of it is the same project (`chained`). Untraced: the chain's tests run every line of it."""
+    with untraced(pytestconfig):
+        return built_once(tmp_path_factory, "materialized_fixtures", _materialize_the_fixtures) / "project"
 
 
 def _materialize_the_fixtures(folder: Path) -> None:

@@ -264,6 +264,7 @@ def test_verify_reads_every_live_output(project, capsys):
     assert json.loads(out)["files_checked"] == (9 + 10 + 2 + 2) + (9 + 1 + 3) + 3
 
 
+@pytest.mark.untraced
 def test_verify_rehashes_the_lake_snapshots_the_log_signed(project, capsys):
     code, out = verify(capsys, "--json")
     # By hand: shard 0's chain signed one snapshot each of crm_opps, account_health, customer_signals.

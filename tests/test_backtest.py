@@ -344,6 +344,7 @@ def test_cutting_generated_data_at_its_as_of_changes_nothing(generated_view):
         assert_frame_equal(same.tables[name], generated_view.tables[name])
 
 
+@pytest.mark.untraced
 def test_generated_data_gives_non_trivial_numbers(generated_view, default_configs):
     start, end = D(2025, 6, 1), D(2026, 5, 31)
     result = run_backtest(generated_view, *default_configs, start=start, end=end, step_days=60)
@@ -374,6 +375,7 @@ def test_generated_data_gives_non_trivial_numbers(generated_view, default_config
     assert result.calibration.filter(pl.col("renewals") > 0)["observed_rate"].null_count() == 0
 
 
+@pytest.mark.untraced
 def test_same_inputs_give_the_same_bytes(generated_view, default_configs, tmp_path):
     hashes = []
     for run in ("first", "second"):

@@ -187,6 +187,7 @@ def test_bench_runs_in_its_own_work_dir_and_dagster_home(bench_run):
     assert (artifacts / "bench" / "work_200" / "artifacts" / "customer" / "health.json").exists()
 
 
+@pytest.mark.untraced
 def test_floor_computes_the_measures_health_reports(bench_run):
     """The floor is only a fair yardstick if it computes the same numbers as the pipeline."""
     artifacts, report = bench_run

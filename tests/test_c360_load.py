@@ -226,6 +226,7 @@ def test_load_customer_360_accepts_an_as_of_string(small_dir: Path) -> None:
     assert load_customer_360(small_dir, as_of="2024-07-01")["as_of"] == "2024-07-01"
 
 
+@pytest.mark.untraced
 def test_bundled_fixtures_load_cleanly_and_deterministically(fixtures_dir: Path, tmp_path: Path) -> None:
     view = read_customer_360(fixtures_dir)
     assert "ACME-001" in view.accounts["account_id"].to_list()

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import untraced
 
 from c360_dagster.console import main
 from c360_dagster.domain.ingest.shards import shard_of
@@ -55,13 +56,15 @@ class ShardedProject:
 
 
 @pytest.fixture(scope="module")
-def sharded(tmp_path_factory):
+def sharded(tmp_path_factory, pytestconfig):
+    """The sharded project loaded, scored and signalled (untraced: the chain's tests run it all)."""
     project = ShardedProject(tmp_path_factory.mktemp("preflight"))
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(REPO_ROOT)
         patch.setenv("DAGSTER_HOME", str(project.root / "dagster_home"))
-        for argv in (["c360:load", "--dir", str(FIXTURES)], ["c360:health"], ["c360:signals"]):
-            assert main([*argv, "--artifacts", str(project.artifacts), "--configs", str(project.configs)]) == 0
+        with untraced(pytestconfig):
+            for argv in (["c360:load", "--dir", str(FIXTURES)], ["c360:health"], ["c360:signals"]):
+                assert main([*argv, "--artifacts", str(project.artifacts), "--configs", str(project.configs)]) == 0
         yield project
 
 

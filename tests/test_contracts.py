@@ -441,6 +441,7 @@ def test_every_contract_describes_one_row_with_every_column_required() -> None:
         assert schema["required"] == list(schema["properties"]) == list(TYPES[table])
 
 
+@pytest.mark.untraced
 @pytest.mark.parametrize("backend", [DuckDBLake, DeltaLake])
 @pytest.mark.parametrize("table", sorted(VALID))
 def test_each_lake_backend_stores_a_valid_row_as_is_and_refuses_a_broken_one(tmp_path: Path, backend, table) -> None:

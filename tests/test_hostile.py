@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import replace_in
+from conftest import replace_in, untraced
 from forked import Ended, ForkServer
 
 from c360_dagster.console import main
@@ -57,13 +57,15 @@ class LoadedProject:
 
 
 @pytest.fixture(scope="module")
-def loaded(forks, tmp_path_factory):
+def loaded(forks, tmp_path_factory, pytestconfig):
+    """The fixtures loaded, scored, signalled and forecast (untraced: the chain's tests run it all)."""
     project = LoadedProject(tmp_path_factory.mktemp("hostile"), forks)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(REPO_ROOT)
         patch.setenv("DAGSTER_HOME", str(project.dagster_home))
-        for argv in (["c360:load", "--dir", str(FIXTURES)], ["c360:health"], ["c360:signals"], ["c360:renewals"]):
-            assert main([*argv, "--quiet", *project.args]) == 0, argv
+        with untraced(pytestconfig):
+            for argv in (["c360:load", "--dir", str(FIXTURES)], ["c360:health"], ["c360:signals"], ["c360:renewals"]):
+                assert main([*argv, "--quiet", *project.args]) == 0, argv
         yield project
 
 
@@ -295,6 +297,7 @@ def _runs(dagster_home: Path) -> int:
         return instance.get_runs_count()
 
 
+@pytest.mark.untraced
 @pytest.mark.parametrize("command", ["c360:health", "c360:playbook", "c360:qbr"])
 def test_an_unknown_account_changes_nothing(in_loaded, capsys, command):
     before, runs = in_loaded.snapshot(), _runs(in_loaded.dagster_home)
@@ -572,6 +575,7 @@ def test_tab_and_a_line_break_inside_quotes_are_text(small_dir):
     assert view.accounts["name"].to_list() == ["Acme\tCorp\r\nInc", "Beta LLC"]
 
 
+@pytest.mark.untraced
 def test_a_long_line_of_short_fields_is_refused_as_a_line(small_dir):
     replace_in(small_dir / "accounts.csv", "BETA-002,Beta LLC,smb,,EMEA,,2023-03-01", "BETA-002" + ",x" * 600_000)
     # The first MiB holds "BETA-002" (8 bytes) and (1048576 - 8) / 2 = 524284 ",x": it ends in field 524285.

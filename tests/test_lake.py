@@ -179,6 +179,7 @@ def test_delta_tables_are_partitioned_by_as_of_and_shard(tmp_path: Path) -> None
     assert (tmp_path / "lake" / "customer_signals" / "as_of=2026-07-31" / "shard=1").is_dir()
 
 
+@pytest.mark.untraced
 def test_rerun_replaces_its_as_of_and_keeps_other_snapshots(lake: Lake) -> None:
     lake.write_snapshot("customer_signals", signals(3), D1)
     lake.write_snapshot("customer_signals", signals(5), D2)
@@ -190,6 +191,7 @@ def test_rerun_replaces_its_as_of_and_keeps_other_snapshots(lake: Lake) -> None:
     assert lake.read_snapshot("customer_signals", D1).height == 2
 
 
+@pytest.mark.untraced
 def test_replacing_a_shard_leaves_the_other_shards_rows_untouched(lake: Lake) -> None:
     for shard, prefix in enumerate("XYZ"):
         lake.write_snapshot("customer_signals", signals(2 + shard, prefix), D1, shard=shard, shards=3)
@@ -201,6 +203,7 @@ def test_replacing_a_shard_leaves_the_other_shards_rows_untouched(lake: Lake) ->
     assert by_shard == {0: ["X000", "X001"], 1: ["Q000", "Q001", "Q002", "Q003"], 2: ["Z000", "Z001", "Z002", "Z003"]}
 
 
+@pytest.mark.untraced
 def test_shrinking_the_shard_count_removes_the_stale_shards(lake: Lake) -> None:
     for shard in range(3):
         lake.write_snapshot("customer_signals", signals(2, "XYZ"[shard]), D1, shard=shard, shards=3)
@@ -212,6 +215,7 @@ def test_shrinking_the_shard_count_removes_the_stale_shards(lake: Lake) -> None:
     assert stored_rows(lake, "customer_signals") == {(D1, 0): 1, (D2, 2): 1}
 
 
+@pytest.mark.untraced
 def test_a_snapshot_reads_the_same_whatever_the_shard_count(lake: Lake) -> None:
     rows = signals(9)
     lake.write_snapshot("customer_signals", rows, D1)

@@ -243,6 +243,7 @@ def toy_rollup(context, project: C360Project) -> None:
         project.ledger.record_event(context, as_of="2026-09-30", inputs={}, outputs={}, rollup_of=2)
 
 
+@pytest.mark.untraced
 def test_shard_assets_sign_their_own_chains_and_the_roll_up_pins_them(tmp_path: Path, monkeypatch, capsys) -> None:
     """Through Dagster: shard partitions append to their chains (witnessed by the instance), the roll-up to the main log."""
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))

@@ -100,6 +100,7 @@ def test_the_lake_sees_only_its_own_tables_not_the_scratch_databases(tmp_path):
             con.execute("DROP TABLE crm_opps")
 
 
+@pytest.mark.untraced
 def test_the_memory_a_write_to_an_attached_file_used_is_handed_back_after(tmp_path):
     def rss_mb() -> float:
         return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20

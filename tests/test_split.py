@@ -156,6 +156,7 @@ BROKEN_QUOTE_AT_ROW_130 = ("KV-010,2026-06-15,2026-06-21,18,677", 'KV-010,2026-0
         ([NOT_AN_INTEGER_AT_ROW_3, BROKEN_QUOTE_AT_ROW_130], "file usage.csv, row 130"),
     ],
 )
+@pytest.mark.untraced
 def test_a_file_validated_in_row_batches_raises_the_defect_of_a_whole_file_pass(
     tmp_path, monkeypatch, breaks, expected
 ):
