@@ -108,22 +108,35 @@ def small_dir(tmp_path: Path) -> Path:
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# The files that take longest, slowest first (summed `--durations=0` times of a whole run).
-# xdist hands out whole files in collection order (pyproject: --dist loadfile
-# --no-loadscope-reorder), so these start at once instead of leaving one worker running one of
-# them alone at the end.
+# The files that take 5 s or more, slowest first (their tests' summed wall time, the mean of three
+# whole runs of round 14). xdist hands out whole files in collection order (pyproject: --dist
+# loadfile --no-loadscope-reorder), so these start first and the files left for the end are short:
+# no worker runs a long one alone while the others are done.
 SLOWEST_FIRST = (
     "test_faults.py",
     "test_scale_out.py",
     "test_bench.py",
     "test_shards.py",
     "test_ui_browser.py",
-    "test_qbr_render.py",
     "test_startup.py",
-    "test_hostile.py",
-    "test_account_batches.py",
-    "test_ui_stop.py",
+    "test_qbr_render.py",
     "test_account_partitions.py",
+    "test_hostile.py",
+    "test_ui_stop.py",
+    "test_console_summaries.py",
+    "test_readme.py",
+    "test_cli.py",
+    "test_lake.py",
+    "test_instance.py",
+    "test_qbr.py",
+    "test_config_preflight.py",
+    "test_account_batches.py",
+    "test_ledger_shards.py",
+    "test_trust_cli.py",
+    "test_c360_load.py",
+    "test_asset_checks.py",
+    "test_anchor.py",
+    "test_split.py",
 )
 
 
