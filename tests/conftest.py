@@ -182,8 +182,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def _coverage(config: pytest.Config) -> Any:
     """pytest-cov's controller of this process's coverage while it traces, else None."""
+    import coverage
+
     controller = getattr(config.pluginmanager.getplugin("_cov"), "cov_controller", None)
-    return controller if controller is not None and controller.started else None
+    tracing = controller is not None and controller.cov is not None
+    return controller if tracing and coverage.Coverage.current() is controller.cov else None
 
 
 @contextlib.contextmanager
@@ -261,12 +264,27 @@ def pytest_collection(session: pytest.Session) -> Any:
         sys.meta_path.remove(hook)
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
     """xdist's controller runs no test: its coverage, started before this file was imported, would
-    only trace the controller's handling of the workers' reports."""
+    only trace the controller's handling of the workers' reports.
+
+    In a worker, pytest-cov started two: one as it does in the controller (the worker's arguments
+    ask for workers too), then the worker's own, on top. Pausing the worker's resumed the first,
+    whose lines nobody saves: coverage never stopped tracing, in `untraced` tests or anywhere. The
+    first is stopped here, so a pause is one."""
+    import coverage
+
     controller = _coverage(session.config)
-    if controller is not None and session.config.pluginmanager.hasplugin("dsession"):
+    if controller is None:
+        return
+    if session.config.pluginmanager.hasplugin("dsession"):
         controller.pause()
+    elif hasattr(session.config, "workerinput"):
+        controller.pause()
+        while (stale := coverage.Coverage.current()) is not None:
+            stale.stop()
+        controller.resume()
 
 
 # A test process collects garbage as c360's own processes do (runner.collector_off_for_start_up):
