@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import coverage
 import pytest
 from forked import ForkServer
 
@@ -182,8 +183,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def _coverage(config: pytest.Config) -> Any:
     """pytest-cov's controller of this process's coverage while it traces, else None."""
-    import coverage
-
     controller = getattr(config.pluginmanager.getplugin("_cov"), "cov_controller", None)
     tracing = controller is not None and controller.cov is not None
     return controller if tracing and coverage.Coverage.current() is controller.cov else None
@@ -256,11 +255,10 @@ def pytest_collection(session: pytest.Session) -> Any:
         return (yield)
     hook = _OwnModulesTraced(controller)
     sys.meta_path.insert(0, hook)
-    controller.pause()
     try:
-        return (yield)
+        with untraced(session.config):
+            return (yield)
     finally:
-        controller.resume()
         sys.meta_path.remove(hook)
 
 
@@ -273,8 +271,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     ask for workers too), then the worker's own, on top. Pausing the worker's resumed the first,
     whose lines nobody saves: coverage never stopped tracing, in `untraced` tests or anywhere. The
     first is stopped here, so a pause is one."""
-    import coverage
-
     controller = _coverage(session.config)
     if controller is None:
         return
