@@ -16,13 +16,14 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import coverage
 import pytest
 from forked import ForkServer
 
-from c360_dagster.domain.governance.lake import Lake, open_lake
+if TYPE_CHECKING:  # imported where used: xdist's controller, which runs no test, never needs c360
+    from c360_dagster.domain.governance.lake import Lake
 
 FIXTURES_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "customer"
 
@@ -123,7 +124,6 @@ SLOWEST_FIRST = (
     "test_qbr_render.py",
     "test_account_partitions.py",
     "test_hostile.py",
-    "test_ui_stop.py",
     "test_console_summaries.py",
     "test_readme.py",
     "test_cli.py",
@@ -314,6 +314,8 @@ class Project:
     @property
     def lake(self) -> Lake:
         """The project's lake, as its scale.yaml (if any) configures it."""
+        from c360_dagster.domain.governance.lake import open_lake
+
         return open_lake(self.configs, self.artifacts, REPO_ROOT / "contracts" / "schemas")
 
 
@@ -338,12 +340,17 @@ class RanProject(Project):
         self.out = out  # what the run printed (with --quiet)
 
 
+def shared_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This test run's temporary folder that all its processes share: xdist's workers' common parent."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
     """`<this run's temporary folder>/<name>`, made by `build` once for the whole run: the first
     xdist worker that asks builds it under a lock, the others wait and share it (tests copy it or
     only read it). A session fixture built per worker cost each worker its chain run."""
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the workers' common parent
+    shared = shared_folder(tmp_path_factory)
     folder, built = shared / name, shared / f"{name}.built"
     with (shared / f"{name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
@@ -481,7 +488,8 @@ def private_signing_key(tmp_path_factory) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def forks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer]:
-    """Real c360 and Dagster processes, forked from one process that imported them (tests/forked.py)."""
-    server = ForkServer(tmp_path_factory.mktemp("forks"))
+    """Real c360 and Dagster processes, forked from one process of the test run that imported them
+    (tests/forked.py)."""
+    server = ForkServer(tmp_path_factory.mktemp("forks"), shared_folder(tmp_path_factory))
     yield server
     server.close()

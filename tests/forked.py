@@ -2,20 +2,24 @@
 and Dagster once.
 
 A test that needs a command in a process of its own (SIGKILLed at a failpoint, run three at once,
-a server to stop) starts it here. The fork server is a fresh Python, started once per test process
-(conftest's `forks`), that imports c360's console, its asset graph and Dagster's storages; each
-command is a child forked from it that runs the program's own entry point (its console script),
-with its own working folder, environment and output files. The command, its run and its end are
-real; only the imports a fresh start repeats (about 2.5 CPU-s a command) are paid once.
-test_startup starts fresh interpreters, where start-up is what is tested.
+a server to stop) starts it here. The fork server is a fresh Python that imports c360's console,
+its asset graph and Dagster's storages; each command is a child forked from it that runs the
+program's own entry point (its console script), with its own working folder, environment and
+output files. The command, its run and its end are real; only the imports a fresh start repeats
+(about 2.5 CPU-s a command) are paid once. One server serves every test process of a test run
+(xdist's workers): the first that asks starts it, the others connect to it, and it ends when the
+last has gone. test_startup starts fresh interpreters, where start-up is what is tested.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,10 +27,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-# Reads one JSON request a line on stdin, forks a child for each, and writes one JSON line when it
-# forked it (its pid) and one when it ended (its exit code, or the signal that killed it).
+# Serves the test processes that connect to its address (a Linux abstract socket): reads one JSON
+# request a line, forks a child for each, and writes one JSON line back when it forked it (its pid)
+# and one when it ended (its exit code, or the signal that killed it). It ends when the last test
+# process has gone, deciding so under the lock that a test process holds to connect or start one.
 SERVER = r"""
-import atexit, importlib.metadata, json, os, select, signal, sys, tempfile
+import atexit, fcntl, importlib.metadata, json, os, select, signal, socket, sys, tempfile
 from c360_dagster import commands, console, definitions
 from c360_dagster.domain.qbr import pack, powerpoint
 from c360_dagster.instance import ensure_dagster_home
@@ -37,19 +43,32 @@ from c360_dagster.instance import ensure_dagster_home
 os.environ["DAGSTER_HOME"] = tempfile.mkdtemp()
 ensure_dagster_home()
 SCRIPTS = {entry.name: entry for entry in importlib.metadata.entry_points(group="console_scripts")}
+address, lock_path = sys.argv[1:3]
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind("\0" + address)
+listener.listen(64)
 wake_read, wake_write = os.pipe()
 os.set_blocking(wake_write, False)
 signal.set_wakeup_fd(wake_write)
 signal.signal(signal.SIGCHLD, lambda *_: None)
+clients = {}  # a test process's connection: what it sent that is not a whole line yet
+running = {}  # pid: (the connection that asked for it, its request id)
 
 
-def answer(message):
-    os.write(1, (json.dumps(message) + "\n").encode())
+def answer(client, message):
+    if client in clients:
+        try:
+            client.sendall((json.dumps(message) + "\n").encode())
+        except OSError:  # the test process is gone; its end is handled where its connection reads
+            pass
 
 
 def child(request):
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    listener.close()
+    for client in clients:
+        client.close()
     if request["session"]:
         os.setsid()
     os.chdir(request["cwd"])
@@ -83,32 +102,9 @@ def child(request):
         os._exit(code or 0)
 
 
-running = {}
-pending = b""
-while True:
-    ready = select.select([0, wake_read], [], [])[0]
-    if wake_read in ready:
-        os.read(wake_read, 4096)
-    while running:
-        pid, status = os.waitpid(-1, os.WNOHANG)
-        if not pid:
-            break
-        answer({"id": running.pop(pid), "code": os.waitstatus_to_exitcode(status)})
-    if 0 in ready:
-        data = os.read(0, 65536)
-        if not data:
-            break
-        pending += data
-        while b"\n" in pending:
-            line, pending = pending.split(b"\n", 1)
-            request = json.loads(line)
-            pid = os.fork()
-            if pid == 0:
-                child(request)
-            running[pid] = request["id"]
-            answer({"id": request["id"], "pid": pid})
-# The tests are done: a command still running (a server a failed test left) goes, with its group.
-for pid in running:
+def kill(pid):
+    # A command still running when its test process has gone (a server a failed test left) goes,
+    # with its group.
     try:
         if os.getpgid(pid) == pid:
             os.killpg(pid, signal.SIGKILL)
@@ -116,8 +112,71 @@ for pid in running:
             os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def accept():
+    client, _ = listener.accept()
+    clients[client] = b""
+
+
+def no_one_left():
+    # Under the lock no test process connects or starts a server: one that connected before it
+    # is served; otherwise the address is given up while the lock is held.
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        listener.setblocking(False)
+        try:
+            accept()
+        except BlockingIOError:
+            listener.close()
+            return True
+        listener.setblocking(True)
+        return False
+
+
+listener.settimeout(600)  # the test process that started this server connects first
+accept()
+listener.settimeout(None)
+while True:
+    ready = select.select([listener, wake_read, *clients], [], [])[0]
+    if wake_read in ready:
+        os.read(wake_read, 4096)
+    while running:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if not pid:
+            break
+        client, ident = running.pop(pid)
+        answer(client, {"id": ident, "code": os.waitstatus_to_exitcode(status)})
+    if listener in ready:
+        accept()
+    for client in [client for client in ready if client in clients]:
+        data = client.recv(65536)
+        if not data:
+            del clients[client]
+            client.close()
+            for pid, (asked_by, _) in running.items():
+                if asked_by is client:
+                    kill(pid)
+            continue
+        clients[client] += data
+        while b"\n" in clients[client]:
+            line, clients[client] = clients[client].split(b"\n", 1)
+            request = json.loads(line)
+            pid = os.fork()
+            if pid == 0:
+                child(request)
+            running[pid] = (client, request["id"])
+            answer(client, {"id": request["id"], "pid": pid})
+    if not clients and no_one_left():
+        break
+for pid in running:
+    kill(pid)
     os.waitpid(pid, 0)
 """
+
+
+# Seconds the fork server gets to import c360 and Dagster and listen (a busy machine is slow).
+SERVER_START_SECONDS = 120
 
 
 class Ended(NamedTuple):
@@ -164,14 +223,44 @@ class Fork:
 
 
 class ForkServer:
-    """The client of one fork server (SERVER): starts commands, hears how they ended."""
+    """A test process's connection to the fork server (SERVER): starts commands, hears how they
+    ended. `shared`: the folder the test run's processes share (the server's lock, address and
+    log); `folder`: this process's, for the output files of commands that name none."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, shared: Path) -> None:
         self.folder = folder
-        self._server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._log = shared / "forks.log"
+        address = "c360-forks-" + hashlib.sha256(str(shared.resolve()).encode()).hexdigest()[:24]
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with (shared / "forks.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            try:
+                self._socket.connect("\0" + address)
+            except ConnectionRefusedError:
+                self._start(address, shared)
         self._buffer = b""
         self._answers: dict[int, dict] = {}
         self._next = 0
+
+    def _start(self, address: str, shared: Path) -> None:
+        """Start the server and connect to it once it listens (its imports take a few seconds)."""
+        with self._log.open("ab") as log:
+            server = subprocess.Popen(
+                [sys.executable, "-c", SERVER, address, str(shared / "forks.lock")],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=Path(__file__).resolve().parents[1],
+            )
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        while True:
+            try:
+                self._socket.connect("\0" + address)
+                return
+            except ConnectionRefusedError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"the fork server did not start:\n{self._log.read_text()[-3000:]}") from None
+                time.sleep(0.05)
 
     def start(
         self,
@@ -202,9 +291,7 @@ class ForkServer:
             "stderr": str(stderr),
             "session": session,
         }
-        assert self._server.stdin is not None
-        self._server.stdin.write((json.dumps(request) + "\n").encode())
-        self._server.stdin.flush()
+        self._socket.sendall((json.dumps(request) + "\n").encode())
         while "pid" not in self._answers.get(ident, {}):
             self._read(None)
         return Fork(self, ident, self._answers[ident]["pid"], Path(stdout), Path(stderr))
@@ -224,12 +311,10 @@ class ForkServer:
         return self._answers[ident]["code"]
 
     def _read(self, timeout: float | None) -> None:
-        assert self._server.stdout is not None
-        fd = self._server.stdout.fileno()
-        if not select.select([fd], [], [], timeout)[0]:
+        if not select.select([self._socket], [], [], timeout)[0]:
             return
-        data = os.read(fd, 65536)
-        assert data, f"the fork server ended (exit code {self._server.wait()})"
+        data = self._socket.recv(65536)
+        assert data, f"the fork server ended:\n{self._log.read_text()[-3000:]}"
         self._buffer += data
         while b"\n" in self._buffer:
             line, self._buffer = self._buffer.split(b"\n", 1)
@@ -237,9 +322,8 @@ class ForkServer:
             self._answers.setdefault(message["id"], {}).update(message)
 
     def close(self) -> None:
-        assert self._server.stdin is not None
-        self._server.stdin.close()
-        self._server.wait(timeout=60)
+        """Gone from the server: the commands it still runs for this process are killed."""
+        self._socket.close()
 
 
 def _text(path: Path) -> str:
