@@ -1,26 +1,33 @@
 """The Dagster UI end to end, in headless Chromium: assets, groups, checks and a CLI-made run.
 
 One throwaway instance: `c360 c360:load` materializes `customer_360` (and `lake/crm_opps_table`) on
-it, the scoring stages and ACME-001's playbook follow, then `dagster-webserver` serves the
-project's definitions on a free local port. Screenshots
-land in the test's temporary folder (pytest keeps the last few under its basetemp).
+it, the scoring stages and ACME-001's playbook follow, then `c360 c360:ui` serves the project on a
+free local port, as the README starts it. The last test stops it with Ctrl-C. Screenshots land in
+the test's temporary folder (pytest keeps the last few under its basetemp).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
+from forked import Fork
 from ui_support import (
     CHROMIUM,
     CHROMIUM_ARGS,
     REPO,
+    SERVER_START_SECONDS,
+    answers,
     dagster_env,
-    dagster_webserver,
+    free_port,
     graphql,
     require_browser,
     run_c360,
@@ -76,6 +83,8 @@ class UI:
     load_report: dict[str, Any]
     page: Any  # playwright.sync_api.Page
     screenshots: Path
+    c360: Fork  # the `c360 c360:ui` process
+    stderr: Path  # what it and the `dagster dev` it started wrote to stderr
 
 
 @pytest.fixture(scope="module")
@@ -92,18 +101,36 @@ def ui(forks, tmp_path_factory) -> Iterator[UI]:
     for stage in ("c360:health", "c360:signals", "c360:renewals"):
         run_c360(forks, env, stage, *artifacts)
     run_c360(forks, env, "c360:playbook", "--account", "ACME-001", *artifacts)
-    with dagster_webserver(forks, env, tmp / "webserver.log") as base_url, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        # Tall enough for the catalog to draw every asset's row without scrolling.
-        context = browser.new_context(viewport={"width": 1600, "height": 1800})
-        # A returning user: the one-time "join the community" dialog would cover the page.
-        context.add_init_script("window.localStorage.setItem('communityNux', '\"1\"')")
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        try:
-            yield UI(base_url, report, page, tmp)
-        finally:
-            browser.close()
+    port, stderr = free_port(), tmp / "ui.stderr"
+    c360 = forks.start(
+        ["c360", "c360:ui", "--port", str(port)], cwd=REPO, env=env, stdout=tmp / "ui.out", stderr=stderr
+    )
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        while not answers(f"{base_url}/server_info"):
+            assert c360.poll() is None and time.monotonic() < deadline, "the UI did not come up:\n" + stderr.read_text()
+            time.sleep(0.5)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            # Tall enough for the catalog to draw every asset's row without scrolling.
+            context = browser.new_context(viewport={"width": 1600, "height": 1800})
+            # A returning user: the one-time "join the community" dialog would cover the page.
+            context.add_init_script("window.localStorage.setItem('communityNux', '\"1\"')")
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            try:
+                yield UI(base_url, report, page, tmp, c360, stderr)
+            finally:
+                browser.close()
+    finally:
+        if c360.poll() is None:
+            # The Ctrl-C test did not stop it: leave no server behind (`dagster dev` outlives a killed parent).
+            leftovers = psutil.Process(c360.pid).children(recursive=True)
+            c360.kill()
+            for process in leftovers:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.kill()
 
 
 def _drawn_name(name: str) -> str | re.Pattern:
@@ -338,3 +365,31 @@ def test_a_partition_shows_its_own_metadata(ui):
         row = page.locator("tr").filter(has=page.get_by_text(label, exact=True))
         expect(row.first).to_contain_text(value)
     page.screenshot(path=ui.screenshots / "playbook_partition.png")
+
+
+STOP_WITHIN_S = 10.0
+
+
+# Last: it stops the UI the tests above looked at.
+def test_ctrl_c_stops_the_ui_and_every_process_it_started(ui):
+    started = psutil.Process(ui.c360.pid).children(recursive=True)
+    assert started, "dagster dev runs as a child of c360"
+    ui.c360.send_signal(signal.SIGINT)  # what a terminal sends on Ctrl-C
+    stopping = time.monotonic()
+    ui.c360.wait(timeout=STOP_WITHIN_S * 3)
+    assert time.monotonic() - stopping < STOP_WITHIN_S
+    assert ui.c360.returncode == 0
+    _, alive = psutil.wait_procs(started, timeout=1)
+    assert [process for process in alive if _running(process)] == []
+    assert not answers(f"{ui.base_url}/server_info")
+    # Not Dagster's advice to run `dg dev` instead: c360 starts `dagster dev` itself.
+    assert "dg dev" not in ui.stderr.read_text(encoding="utf-8")
+
+
+def _running(process: psutil.Process) -> bool:
+    """Still running: a zombie has exited and only waits for a parent (in a container, often a PID 1
+    that reaps nobody) to collect its exit status."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -1,4 +1,4 @@
-"""Helpers for the browser test: a throwaway Dagster instance, the `c360` CLI, the webserver."""
+"""Helpers for the UI and scale-out tests: a throwaway Dagster instance, the `c360` CLI, servers on free ports."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import os
 import signal
 import socket
 import subprocess
-import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,25 +73,6 @@ def answers(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
-
-
-@contextlib.contextmanager
-def dagster_webserver(forks: ForkServer, env: Mapping[str, str], log_path: Path) -> Iterator[str]:
-    """Serve the project's definitions on a free local port; yield the base URL; always stop it."""
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    command = ["dagster-webserver", "-h", "127.0.0.1", "-p", str(port), "-m", "c360_dagster.definitions"]
-    # Own process group, so the code server it spawns is stopped with it.
-    server = forks.start(command, cwd=REPO, env=env, stdout=log_path, session=True)
-    try:
-        deadline = time.monotonic() + SERVER_START_SECONDS
-        while not answers(f"{base_url}/server_info"):
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"dagster-webserver did not come up on {base_url}:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield base_url
-    finally:
-        _stop_group(server)
 
 
 def _stop_group(process: subprocess.Popen | Fork) -> None:
