@@ -7,6 +7,8 @@ import ast
 import graphlib
 from pathlib import Path
 
+import pytest
+
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "c360_dagster"
 
 
@@ -54,6 +56,7 @@ def import_circle(package_dir: Path) -> list[str] | None:
     return None
 
 
+@pytest.mark.untraced
 def test_no_module_imports_itself_round_a_circle():
     assert import_circle(PACKAGE_DIR) is None
 
@@ -68,6 +71,7 @@ def test_a_circle_through_an_import_inside_a_function_is_found(tmp_path):
     assert set(import_circle(package) or []) == {"c360_dagster.console", "c360_dagster.commands"}
 
 
+@pytest.mark.untraced
 def test_the_domain_imports_no_dagster():
     known = modules(PACKAGE_DIR)
     domain = {name: path for name, path in known.items() if name.startswith("c360_dagster.domain.")}

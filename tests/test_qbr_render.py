@@ -91,6 +91,7 @@ def _inside(word: tuple[float, float, float, float], frame: tuple[float, float, 
     )
 
 
+@pytest.mark.untraced
 def test_every_word_of_every_deck_stays_inside_the_slide_and_its_frame(decks):
     pdf_stems = sorted(stem for stem in decks if not stem.endswith(".pptx"))
     assert len(pdf_stems) >= 2 * 11  # both decks of (at least) every account that is not churned

@@ -218,6 +218,7 @@ def test_a_stage_command_imports_no_library_its_run_does_not_use(health_as_the_p
     assert health_as_the_program_runs_it["imported"]["unused"] == []
 
 
+@pytest.mark.untraced
 def test_the_program_runs_a_stage_without_dagsters_daemons_pygments_alembic_or_numpy(health_as_the_program_runs_it):
     """`c360 c360:health` as the program runs it: its run stores in Dagster's run storage, which
     imports `dagster._daemon.types` only, opens the instance's stamped databases without Alembic,

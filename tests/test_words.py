@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from pptx import Presentation
 
@@ -85,6 +86,7 @@ def _people_files(customer: Path) -> dict[str, str]:
     return {str(path.relative_to(customer)): path.read_text(encoding="utf-8") for path in sorted(paths)}
 
 
+@pytest.mark.untraced
 def test_what_people_read_names_signals_and_dates_in_words(ran_fixtures):
     customer = ran_fixtures.customer
     files = {**_people_files(customer), "summary.md": (customer / "summary.md").read_text(encoding="utf-8")}
@@ -181,6 +183,7 @@ INTERNAL_WORDS = [
 ]
 
 
+@pytest.mark.untraced
 def test_the_customer_pack_shows_nothing_of_the_account_teams_judgement(ran_fixtures):
     packs = sorted(path.stem.removeprefix("qbr_") for path in ran_fixtures.customer.glob("qbr_*.pptx"))
     assert len(packs) == 11
