@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from conftest import replace_in
 
 from c360_dagster import load_customer_360
 from c360_dagster.domain.core.errors import C360Error, InputError
+from c360_dagster.domain.ingest import loader
 from c360_dagster.domain.ingest.loader import read_customer_360
 
 
@@ -93,6 +96,26 @@ def test_the_first_file_in_entity_order_is_reported_while_the_next_one_is_read_a
     assert str(error_of(small_dir)) == 'file accounts.csv, row 1, column name: expected a non-empty text, got "   "'
     replace_in(small_dir / "accounts.csv", "   ", "Acme Corp")
     assert error_of(small_dir).file == "contacts.csv"
+
+
+def test_a_consumer_that_stops_early_stops_the_read_ahead_thread() -> None:
+    # A loader that stops at a bad file leaves the next file's read-ahead behind: its thread,
+    # waiting to hand over more than the reader will take, must end, not read the file to its end.
+    made: list[int] = []
+
+    def items() -> Iterator[int]:
+        for item in range(100):
+            made.append(item)
+            yield item
+
+    before = set(threading.enumerate())
+    reader = loader._read_ahead(items(), depth=2)
+    assert next(reader) == 0
+    (thread,) = set(threading.enumerate()) - before
+    assert thread.name == "c360-read-ahead"
+    reader.close()  # what a consumer that stops early does, by error or by break
+    assert not thread.is_alive()
+    assert len(made) <= 5  # the one taken, two waiting, one being handed over, one seen after the stop
 
 
 def test_non_utf8_bytes_in_csv(small_dir: Path) -> None:
