@@ -176,7 +176,7 @@ for pid in running:
 
 
 # Seconds the fork server gets to import c360 and Dagster and listen (a busy machine is slow).
-SERVER_START_SECONDS = 120
+FORK_SERVER_START_SECONDS = 120
 
 
 class Ended(NamedTuple):
@@ -252,7 +252,7 @@ class ForkServer:
                 stderr=subprocess.STDOUT,
                 cwd=Path(__file__).resolve().parents[1],
             )
-        deadline = time.monotonic() + SERVER_START_SECONDS
+        deadline = time.monotonic() + FORK_SERVER_START_SECONDS
         while True:
             try:
                 self._socket.connect("\0" + address)
